@@ -1,0 +1,3 @@
+//! The sync core: pure logic, no I/O, no clock reads. It imports no other module of the crate.
+pub mod mapping;
+pub mod types;

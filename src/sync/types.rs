@@ -1,0 +1,103 @@
+//! The vocabulary of the sync core: what comes in (PBX events, Teams presence) and what goes
+//! out (commands for the adapters). Plain data, no I/O.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Wall-clock time in milliseconds since the Unix epoch. The core never reads a clock: the
+/// service passes `now` in, tests pass whatever they like.
+pub type Millis = i64;
+
+/// A PBX extension, as written in the users file ("1001").
+pub type Extension = String;
+
+/// Call state of one PBX user, as the connector reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallState {
+    Idle,
+    Ringing,
+    Speaking,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Idle => "idle",
+            CallState::Ringing => "ringing",
+            CallState::Speaking => "speaking",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CallState> {
+        match s {
+            "idle" => Some(CallState::Idle),
+            "ringing" => Some(CallState::Ringing),
+            "speaking" => Some(CallState::Speaking),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CallState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One state report from a PBX connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PbxEvent {
+    pub extension: Extension,
+    pub state: CallState,
+    /// Do-not-disturb on the PBX side, when the connector knows it.
+    pub dnd: Option<bool>,
+}
+
+/// A Teams presence as Graph reports it (PascalCase values, e.g. `Busy` / `InACall`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TeamsPresence {
+    pub availability: String,
+    pub activity: String,
+}
+
+impl TeamsPresence {
+    pub fn new(availability: &str, activity: &str) -> TeamsPresence {
+        TeamsPresence { availability: availability.to_owned(), activity: activity.to_owned() }
+    }
+}
+
+impl fmt::Display for TeamsPresence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.availability, self.activity)
+    }
+}
+
+/// Which directions of sync apply to a user (users file, third column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    #[default]
+    Both,
+    TeamsToPbx,
+    PbxToTeams,
+    Off,
+}
+
+impl Direction {
+    pub fn teams_to_pbx(self) -> bool {
+        matches!(self, Direction::Both | Direction::TeamsToPbx)
+    }
+    pub fn pbx_to_teams(self) -> bool {
+        matches!(self, Direction::Both | Direction::PbxToTeams)
+    }
+}
+
+/// What the core asks the adapters to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Write "In a call" (Busy/InACall) for the app's session, valid for `expiration`.
+    SetInCall { extension: Extension, teams_id: String, expiration: Duration },
+    /// Remove the app's session (the user goes back to whatever Teams says).
+    ClearInCall { extension: Extension, teams_id: String },
+    /// Tell the PBX about a Teams presence change.
+    PushToPbx { extension: Extension, email: String, presence: TeamsPresence, state: String },
+}
