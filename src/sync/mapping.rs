@@ -134,7 +134,10 @@ impl Mapping {
 
     /// Every rule, activity rules first, for docs and `check`.
     pub fn rules(&self) -> impl Iterator<Item = (&'static str, &str, &str)> {
-        let act = self.by_activity.iter().map(|(k, v)| ("activity", k.as_str(), v.as_str()));
+        let act = self
+            .by_activity
+            .iter()
+            .map(|(k, v)| ("activity", k.as_str(), v.as_str()));
         let avail = self
             .by_availability
             .iter()

@@ -62,7 +62,10 @@ pub struct TeamsPresence {
 
 impl TeamsPresence {
     pub fn new(availability: &str, activity: &str) -> TeamsPresence {
-        TeamsPresence { availability: availability.to_owned(), activity: activity.to_owned() }
+        TeamsPresence {
+            availability: availability.to_owned(),
+            activity: activity.to_owned(),
+        }
     }
 }
 
@@ -95,9 +98,21 @@ impl Direction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Write "In a call" (Busy/InACall) for the app's session, valid for `expiration`.
-    SetInCall { extension: Extension, teams_id: String, expiration: Duration },
+    SetInCall {
+        extension: Extension,
+        teams_id: String,
+        expiration: Duration,
+    },
     /// Remove the app's session (the user goes back to whatever Teams says).
-    ClearInCall { extension: Extension, teams_id: String },
+    ClearInCall {
+        extension: Extension,
+        teams_id: String,
+    },
     /// Tell the PBX about a Teams presence change.
-    PushToPbx { extension: Extension, email: String, presence: TeamsPresence, state: String },
+    PushToPbx {
+        extension: Extension,
+        email: String,
+        presence: TeamsPresence,
+        state: String,
+    },
 }

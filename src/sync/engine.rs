@@ -1,0 +1,428 @@
+//! The per-user state machine. Events and `now` in, [`Command`]s out.
+//!
+//! Sessions ("In a call" written with setPresence) are keyed by Teams user id, because two
+//! extensions may belong to one Teams user (desk phone and softphone): the session lasts while
+//! any of them is speaking.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use super::mapping::Mapping;
+use super::types::{CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence};
+
+/// Settings of the core, from the config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// setPresence `expirationDuration` (5 min .. 4 h, FACTS.md section 5 [D5]).
+    pub in_call_expiration: Duration,
+    /// After a crash, how long a recorded session waits for the PBX to report a call before it
+    /// is cleared.
+    pub recovery_grace: Duration,
+}
+
+/// One directory entry as the core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSpec {
+    pub extension: Extension,
+    pub email: String,
+    /// The matched Teams user id; `None` while unmatched.
+    pub teams_id: Option<String>,
+    pub direction: Direction,
+}
+
+/// What the store remembered of a user from before a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The last presence delivered to the PBX.
+    pub pushed: Option<TeamsPresence>,
+    /// The last Teams presence seen.
+    pub teams: Option<TeamsPresence>,
+}
+
+/// What a PBX event did, for the service's log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PbxOutcome {
+    /// `None` when the extension is not in the directory (the event is ignored).
+    pub previous: Option<CallState>,
+    pub known: bool,
+    pub commands: Vec<Command>,
+}
+
+/// What a Teams presence report did, for the service's log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TeamsOutcome {
+    /// Extensions whose Teams presence changed (with the previous value).
+    pub changed: Vec<(Extension, Option<TeamsPresence>)>,
+    /// True when the change is the echo of our own "In a call" session (not pushed).
+    pub echo: bool,
+    pub commands: Vec<Command>,
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    spec: UserSpec,
+    call: CallState,
+    dnd: Option<bool>,
+    teams: Option<TeamsPresence>,
+    pushed: Option<TeamsPresence>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    /// Written by us; refreshed at `refresh_at` while the call lasts.
+    Active { refresh_at: Millis },
+    /// Found in the store after a restart; cleared at `clear_at` unless a call is reported.
+    Recovered { clear_at: Millis },
+}
+
+/// The sync core. Owns the state of every user; the service feeds it and executes commands.
+#[derive(Debug)]
+pub struct Engine {
+    settings: EngineSettings,
+    mapping: Mapping,
+    users: BTreeMap<Extension, User>,
+    /// Teams id -> extensions that map to it.
+    by_teams_id: HashMap<String, Vec<Extension>>,
+    sessions: HashMap<String, Session>,
+}
+
+/// The pair written for "In a call" (FACTS.md section 3 mapping and section 5 pairs [D5][D7]).
+pub const IN_CALL: (&str, &str) = ("Busy", "InACall");
+
+impl Engine {
+    pub fn new(settings: EngineSettings, mapping: Mapping) -> Engine {
+        Engine {
+            settings,
+            mapping,
+            users: BTreeMap::new(),
+            by_teams_id: HashMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// The effective mapping (for status and pushes).
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// Replace the settings (hot reload). Running sessions keep their refresh time.
+    pub fn set_settings(&mut self, settings: EngineSettings) {
+        self.settings = settings;
+    }
+
+    /// Replace the mapping (hot reload) and push every user whose PBX state name changed.
+    pub fn set_mapping(&mut self, mapping: Mapping) -> Vec<Command> {
+        let old = std::mem::replace(&mut self.mapping, mapping);
+        let mut commands = Vec::new();
+        for user in self.users.values() {
+            let Some(pushed) = &user.pushed else { continue };
+            if old.state_for(pushed) != self.mapping.state_for(pushed) {
+                commands.push(push_command(&self.mapping, user, pushed.clone()));
+            }
+        }
+        commands
+    }
+
+    /// Replace the directory. Users that are gone, or whose Teams id changed, lose their
+    /// session (cleared); users that are new start idle with nothing known.
+    pub fn set_users(&mut self, specs: Vec<UserSpec>, now: Millis) -> Vec<Command> {
+        let before = self.session_owners();
+        let mut users = BTreeMap::new();
+        for spec in specs {
+            let user = match self.users.remove(&spec.extension) {
+                Some(mut old) => {
+                    if old.spec.teams_id != spec.teams_id {
+                        old.teams = None;
+                        old.pushed = None;
+                    }
+                    old.spec = spec;
+                    old
+                }
+                None => User {
+                    spec,
+                    call: CallState::Idle,
+                    dnd: None,
+                    teams: None,
+                    pushed: None,
+                },
+            };
+            users.insert(user.spec.extension.clone(), user);
+        }
+        self.users = users;
+        self.reindex();
+        let mut commands = Vec::new();
+        for (teams_id, extension) in before {
+            self.reconcile_session(&teams_id, Some(extension), now, &mut commands);
+        }
+        let ids: Vec<String> = self.by_teams_id.keys().cloned().collect();
+        for teams_id in ids {
+            self.reconcile_session(&teams_id, None, now, &mut commands);
+        }
+        commands
+    }
+
+    /// Bring back what the store knew before a restart (after [`Engine::set_users`]).
+    pub fn restore(&mut self, extension: &str, restored: Restored) {
+        if let Some(user) = self.users.get_mut(extension) {
+            user.pushed = restored.pushed;
+            user.teams = restored.teams;
+        }
+    }
+
+    /// A session recorded before a restart: it is cleared after the recovery grace unless the
+    /// PBX reports one of the user's extensions speaking first.
+    pub fn restore_session(&mut self, teams_id: &str, now: Millis) {
+        let clear_at = now + millis(self.settings.recovery_grace);
+        self.sessions
+            .insert(teams_id.to_owned(), Session::Recovered { clear_at });
+    }
+
+    /// A call state reported by the PBX.
+    pub fn on_pbx_event(&mut self, event: &PbxEvent, now: Millis) -> PbxOutcome {
+        let Some(user) = self.users.get_mut(&event.extension) else {
+            return PbxOutcome::default();
+        };
+        let previous = user.call;
+        user.call = event.state;
+        if event.dnd.is_some() {
+            user.dnd = event.dnd;
+        }
+        let mut commands = Vec::new();
+        if let Some(teams_id) = user.spec.teams_id.clone() {
+            let ext = event.extension.clone();
+            self.reconcile_session(&teams_id, Some(ext), now, &mut commands);
+        }
+        PbxOutcome {
+            previous: Some(previous),
+            known: true,
+            commands,
+        }
+    }
+
+    /// A Teams presence read from Graph (poll or notification).
+    pub fn on_teams_presence(&mut self, teams_id: &str, presence: &TeamsPresence) -> TeamsOutcome {
+        let mut outcome = TeamsOutcome::default();
+        let Some(extensions) = self.by_teams_id.get(teams_id) else {
+            return outcome;
+        };
+        let echo = self.sessions.contains_key(teams_id) && is_in_call_echo(presence);
+        for ext in extensions {
+            let Some(user) = self.users.get_mut(ext) else {
+                continue;
+            };
+            if user.teams.as_ref() != Some(presence) {
+                let previous = user.teams.replace(presence.clone());
+                outcome.changed.push((ext.clone(), previous));
+            }
+            if echo || !user.spec.direction.teams_to_pbx() || user.pushed.as_ref() == Some(presence)
+            {
+                continue;
+            }
+            user.pushed = Some(presence.clone());
+            outcome
+                .commands
+                .push(push_command(&self.mapping, user, presence.clone()));
+        }
+        outcome.echo = echo && !outcome.changed.is_empty();
+        outcome
+    }
+
+    /// Time passes: refresh running sessions, clear recovered ones nobody claimed.
+    pub fn on_tick(&mut self, now: Millis) -> Vec<Command> {
+        let due: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| match s {
+                Session::Active { refresh_at } => *refresh_at <= now,
+                Session::Recovered { clear_at } => *clear_at <= now,
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut commands = Vec::new();
+        for teams_id in due {
+            if let Some(ext) = self.speaking_extension(&teams_id) {
+                self.start_session(&teams_id, ext, now, &mut commands);
+            } else {
+                self.end_session(&teams_id, &mut commands);
+            }
+        }
+        commands
+    }
+
+    /// When [`Engine::on_tick`] next has work, if ever.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.sessions
+            .values()
+            .map(|s| match s {
+                Session::Active { refresh_at } => *refresh_at,
+                Session::Recovered { clear_at } => *clear_at,
+            })
+            .min()
+    }
+
+    /// Shutting down: clear every session so nobody is left "In a call".
+    pub fn shutdown(&mut self) -> Vec<Command> {
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        let mut commands = Vec::new();
+        for teams_id in ids {
+            self.end_session(&teams_id, &mut commands);
+        }
+        commands
+    }
+
+    /// The Teams ids to poll: matched users that want Teams -> PBX.
+    pub fn poll_ids(&self) -> Vec<String> {
+        self.by_teams_id
+            .iter()
+            .filter(|(_, exts)| {
+                exts.iter().any(|e| {
+                    self.users
+                        .get(e)
+                        .is_some_and(|u| u.spec.direction.teams_to_pbx())
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Whether the Teams user has an "In a call" session written by us.
+    pub fn has_session(&self, teams_id: &str) -> bool {
+        self.sessions.contains_key(teams_id)
+    }
+
+    /// The PBX state of an extension, if it is in the directory.
+    pub fn call_state(&self, extension: &str) -> Option<CallState> {
+        self.users.get(extension).map(|u| u.call)
+    }
+
+    /// True when the extension is in the directory.
+    pub fn knows(&self, extension: &str) -> bool {
+        self.users.contains_key(extension)
+    }
+
+    fn reindex(&mut self) {
+        self.by_teams_id.clear();
+        for (ext, user) in &self.users {
+            if let Some(id) = &user.spec.teams_id {
+                self.by_teams_id
+                    .entry(id.clone())
+                    .or_default()
+                    .push(ext.clone());
+            }
+        }
+    }
+
+    /// Sessions and an extension of theirs, taken before the directory changes.
+    fn session_owners(&self) -> Vec<(String, Extension)> {
+        let owner = |id: &String| {
+            self.by_teams_id
+                .get(id)
+                .and_then(|e| e.first().cloned())
+                .unwrap_or_default()
+        };
+        self.sessions
+            .keys()
+            .map(|id| (id.clone(), owner(id)))
+            .collect()
+    }
+
+    /// Start or end the session of `teams_id` so that it matches the PBX call states.
+    fn reconcile_session(
+        &mut self,
+        teams_id: &str,
+        hint: Option<Extension>,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) {
+        let session = self.sessions.get(teams_id).copied();
+        match (self.speaking_extension(teams_id), session) {
+            (Some(ext), None | Some(Session::Recovered { .. })) => {
+                self.start_session(teams_id, ext, now, commands)
+            }
+            (None, Some(Session::Active { .. })) => {
+                self.end_session_for(teams_id, hint.unwrap_or_default(), commands)
+            }
+            _ => {}
+        }
+    }
+
+    /// An extension of `teams_id` that is speaking and allowed to write to Teams.
+    fn speaking_extension(&self, teams_id: &str) -> Option<Extension> {
+        self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
+            let user = self.users.get(ext)?;
+            (user.call == CallState::Speaking && user.spec.direction.pbx_to_teams())
+                .then(|| ext.clone())
+        })
+    }
+
+    fn start_session(
+        &mut self,
+        teams_id: &str,
+        ext: Extension,
+        now: Millis,
+        out: &mut Vec<Command>,
+    ) {
+        let refresh_at = now + millis(refresh_after(self.settings.in_call_expiration));
+        self.sessions
+            .insert(teams_id.to_owned(), Session::Active { refresh_at });
+        out.push(Command::SetInCall {
+            extension: ext,
+            teams_id: teams_id.to_owned(),
+            expiration: self.settings.in_call_expiration,
+        });
+    }
+
+    fn end_session(&mut self, teams_id: &str, out: &mut Vec<Command>) {
+        let ext = self
+            .by_teams_id
+            .get(teams_id)
+            .and_then(|e| e.first().cloned());
+        self.end_session_for(teams_id, ext.unwrap_or_default(), out);
+    }
+
+    fn end_session_for(&mut self, teams_id: &str, extension: Extension, out: &mut Vec<Command>) {
+        if self.sessions.remove(teams_id).is_some() {
+            out.push(Command::ClearInCall {
+                extension,
+                teams_id: teams_id.to_owned(),
+            });
+        }
+    }
+}
+
+/// How long after a setPresence the session is written again. Never later than 4 minutes:
+/// expirationDuration has been reported ignored (always 5 min, FACTS.md section 5 [P4]), so a
+/// longer configured expiration must not be trusted; and one minute before the expiry
+/// otherwise.
+pub fn refresh_after(expiration: Duration) -> Duration {
+    let five_min = Duration::from_secs(300);
+    let margin = Duration::from_secs(60);
+    expiration
+        .min(five_min)
+        .saturating_sub(margin)
+        .max(Duration::from_secs(1))
+}
+
+/// Our own "In a call" as Teams reports it back: Busy/InACall, and sometimes Busy/Busy
+/// (FACTS.md section 5 known issues [P3]).
+fn is_in_call_echo(presence: &TeamsPresence) -> bool {
+    presence.availability == IN_CALL.0
+        && (presence.activity == IN_CALL.1 || presence.activity == "Busy")
+}
+
+fn push_command(mapping: &Mapping, user: &User, presence: TeamsPresence) -> Command {
+    Command::PushToPbx {
+        extension: user.spec.extension.clone(),
+        email: user.spec.email.clone(),
+        state: mapping.state_for(&presence).to_owned(),
+        presence,
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
