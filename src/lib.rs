@@ -6,14 +6,17 @@
 //! - [`pbx`]: PBX connectors; `http` is the generic one for any PBX that can run a script.
 //! - [`store`]: the SQLite state database, on its own thread.
 //! - [`config`]: the TOML config file and the users file, validated, watched for changes.
+//! - [`backoff`]: exponential backoff with jitter, shared by every adapter that retries.
 //! - [`service`]: the only place where the parts meet: tasks, channels, shutdown, systemd.
 //!
 //! Adapters (`graph`, `pbx`, `store`, `config`) never import each other; `sync` imports none
 //! of them. See `docs/architecture.md` for how one event travels.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod backoff;
 pub mod config;
 pub mod graph;
+pub mod logging;
 pub mod pbx;
 pub mod service;
 pub mod store;

@@ -1,1 +1,11 @@
-fn main() {}
+//! `pbx-teams-presence`: parse the command line and hand over to [`cli`].
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    cli::Cli::parse().run()
+}

@@ -1,1 +1,20 @@
-//! pbx (in progress)
+//! PBX connectors: what a connector is, and the generic HTTP one.
+//!
+//! A connector turns the PBX's view of calls into [`PbxEvent`]s for the service, and delivers
+//! [`PbxUpdate`]s (Teams presence, mapped to a PBX state name) back to the PBX.
+//!
+//! [`PbxEvent`]: crate::sync::types::PbxEvent
+
+pub mod http;
+pub mod push;
+
+/// One Teams presence change for the PBX, as the push body carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PbxUpdate {
+    pub extension: String,
+    pub email: String,
+    pub availability: String,
+    pub activity: String,
+    /// The PBX-side state name from the mapping table (e.g. `in_meeting`).
+    pub state: String,
+}

@@ -1,1 +1,56 @@
-//! service (in progress)
+//! The only place where the parts meet: builds the adapters from the config, owns every task
+//! and channel, runs the main loop, and shuts down in order (PBX input -> clear sessions ->
+//! store -> exit).
+
+mod clock;
+mod connector;
+mod build;
+mod daemon;
+mod matching;
+mod poller;
+mod reload;
+mod signals;
+mod status;
+pub mod systemd;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use clock::Clock;
+pub use daemon::ServiceError;
+pub use build::graph_settings as graph_settings_for;
+pub use matching::all_emails as directory_emails;
+pub use signals::cancel_on_signal;
+pub use status::{StatusReport, status_report, status_text};
+
+/// Changes the log filter at run time (hot reload of `log.level`).
+pub type LogReload = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// How to run the daemon; tests and the demo set the clock and the shutdown token.
+#[derive(Clone)]
+pub struct RunOptions {
+    pub config_path: PathBuf,
+    pub clock: Clock,
+    /// Cancelled on SIGTERM (by `main`) or by a test.
+    pub shutdown: CancellationToken,
+    pub log_reload: Option<LogReload>,
+}
+
+impl RunOptions {
+    pub fn new(config_path: &Path) -> RunOptions {
+        RunOptions {
+            config_path: config_path.to_owned(),
+            clock: Clock::default(),
+            shutdown: CancellationToken::new(),
+            log_reload: None,
+        }
+    }
+}
+
+/// Run the daemon until `options.shutdown` is cancelled; returns after the ordered shutdown.
+pub async fn run(options: RunOptions) -> Result<(), ServiceError> {
+    daemon::Daemon::start(options).await?.run().await
+}

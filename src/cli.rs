@@ -1,0 +1,143 @@
+//! The commands: `run`, `check`, `status`, `consent-url`. One function each; anyhow lives here.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use pbx_teams_presence::config::{self, Config};
+use pbx_teams_presence::graph::{self, GraphClient};
+use pbx_teams_presence::{logging, service, store};
+
+const DEFAULT_CONFIG: &str = "/etc/pbx-teams-presence/config.toml";
+
+/// Keeps presence in sync between a PBX and Microsoft Teams, both ways.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd runs this).
+    Run(ConfigArg),
+    /// Validate the config, sign in, probe the Graph permissions and match every user.
+    Check(ConfigArg),
+    /// Show what the state database knows: users, matches, last states, sessions, errors.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the URL an Entra admin opens to grant the app's permissions.
+    ConsentUrl(ConfigArg),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG, env = "PBX_TEAMS_PRESENCE_CONFIG")]
+    config: PathBuf,
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Run(a) => run(&a.config),
+            Command::Check(a) => check(&a.config),
+            Command::Status { config, json } => status(&config.config, json),
+            Command::ConsentUrl(a) => consent_url(&a.config),
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    // The level from the file is applied before anything logs; a bad file is reported by
+    // `service::run` with the key and the line.
+    let level = Config::load(path).map(|c| c.log.level).unwrap_or_else(|_| "info".into());
+    let log_reload = logging::init(&level);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut options = service::RunOptions::new(path);
+        options.log_reload = Some(log_reload);
+        let signals = tokio::spawn(service::cancel_on_signal(options.shutdown.clone()));
+        let result = service::run(options).await;
+        signals.abort();
+        result
+    })
+    .with_context(|| format!("pbx-teams-presence ({})", path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn consent_url(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let a = &config.azure;
+    println!("{}", graph::consent_url(&a.login_url, &a.tenant_id, &a.client_id));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let config = Config::load(path)?;
+    println!("config: {} is valid", path.display());
+    let directory = config::load_users(&config.users.file)?;
+    println!("users: {} entries in {}", directory.entries.len(), config.users.file.display());
+    let client = GraphClient::new(service::graph_settings_for(&config))?;
+    let rt = runtime()?;
+    let report = rt.block_on(client.probe());
+    for (what, result) in report.lines() {
+        match result {
+            Ok(detail) => println!("ok: {what}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") }),
+            Err(why) => problems.push(format!("{what}: {why}")),
+        }
+    }
+    if report.token_ok() {
+        let emails = service::directory_emails(&directory);
+        match rt.block_on(client.resolve_users(&emails)) {
+            Ok(results) => {
+                let mut matched = 0;
+                for (email, m) in &results {
+                    match m {
+                        graph::UserMatch::Matched { .. } => matched += 1,
+                        graph::UserMatch::NotFound => problems.push(format!("user {email}: no Teams user has this mail, UPN or proxy address")),
+                        graph::UserMatch::Duplicate { ids } => problems.push(format!("user {email}: {} Teams users share this address ({})", ids.len(), ids.join(", "))),
+                    }
+                }
+                println!("match: {matched} of {} e-mail addresses found in Teams", results.len());
+            }
+            Err(e) => problems.push(format!("matching users: {e}")),
+        }
+    }
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let snapshot = store::read_snapshot(&config.sync.state_db)?;
+    let report = service::status_report(&snapshot);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", service::status_text(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

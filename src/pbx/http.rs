@@ -1,0 +1,213 @@
+//! The generic HTTP connector, inbound side: `POST /pbx/events` from any PBX that can run a
+//! script (see `docs/http-connector.md`).
+//!
+//! A batch is validated as a whole before anything of it is applied: one bad item and the PBX
+//! gets a 400 naming it, and no state changes.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::sync::types::{CallState, PbxEvent};
+
+/// Bodies above this are refused with 413.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The extensions in the directory, kept current by the service (hot reload).
+pub type KnownExtensions = watch::Receiver<Arc<HashSet<String>>>;
+
+/// Errors of the HTTP connector.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpPbxError {
+    /// The listen address is taken or not ours: fix `pbx.listen`.
+    #[error("cannot listen on {addr} (pbx.listen): {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// The server stopped with an I/O error: the service restarts the connector.
+    #[error("the PBX event listener failed: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Clone)]
+struct Shared {
+    token: Arc<str>,
+    known: KnownExtensions,
+    events: mpsc::Sender<Vec<PbxEvent>>,
+}
+
+/// Bind the listener (separate from [`serve`] so a bad address fails at start-up).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpPbxError> {
+    TcpListener::bind(addr).await.map_err(|source| HttpPbxError::Bind { addr, source })
+}
+
+/// Serve `POST /pbx/events` until `cancel` fires. Accepted batches go to `events`.
+pub async fn serve(
+    listener: TcpListener,
+    token: &str,
+    known: KnownExtensions,
+    events: mpsc::Sender<Vec<PbxEvent>>,
+    cancel: CancellationToken,
+) -> Result<(), HttpPbxError> {
+    let shared = Shared { token: Arc::from(token), known, events };
+    let app = Router::new()
+        .route("/pbx/events", post(post_events))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+        .map_err(HttpPbxError::Serve)
+}
+
+async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers, &shared.token) {
+        tracing::warn!("PBX event refused: missing or wrong bearer token (pbx.token_file)");
+        return reject(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let events = match parse_batch(&body) {
+        Ok(events) => events,
+        Err(why) => {
+            tracing::warn!(error = %why, "PBX event batch refused, nothing applied");
+            return reject(StatusCode::BAD_REQUEST, &why);
+        }
+    };
+    let known = shared.known.borrow().clone();
+    let (accepted, ignored): (Vec<_>, Vec<_>) =
+        events.into_iter().partition(|e| known.contains(&e.extension));
+    for e in &ignored {
+        tracing::debug!(extension = %e.extension, "PBX event for an extension not in the users file, ignored");
+    }
+    let counts = json!({"accepted": accepted.len(), "ignored": ignored.len()});
+    if !accepted.is_empty() && shared.events.send(accepted).await.is_err() {
+        return reject(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
+    }
+    (StatusCode::ACCEPTED, axum::Json(counts)).into_response()
+}
+
+fn reject(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(json!({ "error": why }))).into_response()
+}
+
+/// Bearer token check in constant time (the token is a shared secret).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parse one event object or an array of them. Every item must be valid, or none is taken.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<PbxEvent>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| parse_event(item).map_err(|e| format!("item {i}: {e}")))
+            .collect(),
+        item @ Value::Object(_) => Ok(vec![parse_event(&item)?]),
+        _ => Err("body must be an event object or an array of them".into()),
+    }
+}
+
+fn parse_event(item: &Value) -> Result<PbxEvent, String> {
+    let obj = item.as_object().ok_or("an event must be a JSON object")?;
+    let extension = match obj.get("extension") {
+        Some(Value::String(s)) if valid_extension(s) => s.clone(),
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(other) => return Err(format!("\"extension\" is not a valid extension: {other}")),
+        None => return Err("\"extension\" is missing".into()),
+    };
+    let state = match obj.get("state") {
+        Some(Value::String(s)) => CallState::parse(s).ok_or_else(|| {
+            format!("\"state\" must be \"idle\", \"ringing\" or \"speaking\", not {s:?}")
+        })?,
+        Some(other) => return Err(format!("\"state\" must be a string, not {other}")),
+        None => return Err("\"state\" is missing".into()),
+    };
+    let dnd = match obj.get("dnd") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return Err(format!("\"dnd\" must be true or false, not {other}")),
+    };
+    Ok(PbxEvent { extension, state, dnd })
+}
+
+/// Extensions are short tokens of digits, letters and `*#+-_.`: what dialplans use.
+fn valid_extension(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "*#+-_.".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_object_or_an_array() {
+        let one = parse_batch(br#"{"extension":"1001","state":"speaking"}"#).unwrap();
+        assert_eq!(one, vec![PbxEvent { extension: "1001".into(), state: CallState::Speaking, dnd: None }]);
+        let many = parse_batch(
+            br#"[{"extension":"1001","state":"idle","dnd":true},{"extension":1002,"state":"ringing"}]"#,
+        )
+        .unwrap();
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[0].dnd, Some(true));
+        assert_eq!(many[1].extension, "1002");
+    }
+
+    #[test]
+    fn one_bad_item_rejects_the_batch_and_names_it() {
+        let err = parse_batch(
+            br#"[{"extension":"1001","state":"idle"},{"extension":"1002","state":"talking"}]"#,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("item 1:"), "{err}");
+        assert!(err.contains("talking"), "{err}");
+    }
+
+    #[test]
+    fn malformed_bodies_are_rejected() {
+        for body in [
+            &b"not json"[..],
+            br#""speaking""#,
+            br#"{"state":"idle"}"#,
+            br#"{"extension":"","state":"idle"}"#,
+            br#"{"extension":"10 01","state":"idle"}"#,
+            br#"{"extension":"1001"}"#,
+            br#"{"extension":"1001","state":"idle","dnd":"yes"}"#,
+            br#"[1]"#,
+        ] {
+            assert!(parse_batch(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
+        assert!(!authorized(&h, "s3cret"));
+    }
+}

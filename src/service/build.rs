@@ -1,0 +1,112 @@
+//! Building the parts from the config and the store, at start and on reload.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::daemon::ServiceError;
+use super::matching::{MatchInfo, Matches};
+use crate::config::{self, Config, Directory};
+use crate::graph::GraphSettings;
+use crate::store::{Snapshot, Store};
+use crate::sync::engine::{Engine, EngineSettings, Restored};
+use crate::sync::types::{Direction, Millis, TeamsPresence};
+
+/// How long one config change must be quiet before it is applied (editors write in bursts).
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
+
+pub fn graph_settings(config: &Config) -> GraphSettings {
+    let azure = &config.azure;
+    GraphSettings {
+        login_url: azure.login_url.clone(),
+        graph_url: azure.graph_url.clone(),
+        tenant_id: azure.tenant_id.clone(),
+        client_id: azure.client_id.clone(),
+        client_secret: azure.client_secret.expose().to_owned(),
+        request_timeout: config.sync.request_timeout,
+        max_attempts: 5,
+        backoff_base: Duration::from_millis(250),
+        backoff_cap: Duration::from_secs(30),
+        presence_budget_per_30s: 1500,
+    }
+}
+
+pub fn engine_settings(config: &Config) -> EngineSettings {
+    EngineSettings {
+        in_call_expiration: config.sync.in_call_expiration,
+        recovery_grace: config.sync.recovery_grace,
+    }
+}
+
+/// Open the state database off the runtime's worker threads.
+pub async fn open_store(config: &Config) -> Result<Store, ServiceError> {
+    let path = config.sync.state_db.clone();
+    tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|e| ServiceError::Start(format!("opening the state database: {e}")))?
+        .map_err(ServiceError::from)
+}
+
+/// Matches remembered by the store, for e-mails still in the directory: the daemon works with
+/// them at once, before Graph has answered.
+pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
+    let wanted: HashSet<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
+    let mut matches = HashMap::new();
+    for row in &snapshot.users {
+        let Some(status) = &row.match_status else { continue };
+        if wanted.contains(row.email.as_str()) {
+            let info = MatchInfo { teams_id: row.teams_id.clone(), status: status.clone(), detail: row.match_detail.clone() };
+            matches.insert(row.email.clone(), info);
+        }
+    }
+    matches
+}
+
+/// Put back what the store knew: last states on both sides and sessions left by a crash.
+pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
+    for row in &snapshot.users {
+        let pushed = row.pushed.as_ref().map(|p| TeamsPresence::new(&p.availability, &p.activity));
+        let teams = row.teams.as_ref().map(|t| TeamsPresence::new(&t.availability, &t.activity));
+        engine.restore(&row.extension, Restored { pushed, teams });
+    }
+    let mut seen = HashSet::new();
+    for s in &snapshot.sessions {
+        if seen.insert(s.teams_id.clone()) {
+            tracing::warn!(extension = %s.extension, user = %s.teams_id,
+                "an In-a-call session survived the last run; it is cleared unless the PBX reports a call");
+            engine.restore_session(&s.teams_id, now);
+        }
+    }
+}
+
+pub fn known_extensions(directory: &Directory) -> Arc<HashSet<String>> {
+    Arc::new(directory.entries.iter().map(|e| e.extension.clone()).collect())
+}
+
+/// Watch the config and users files; without a watcher (e.g. inotify limits) the daemon still
+/// runs and says that reloads need a restart.
+pub fn watch_config(config: &Config) -> (Option<config::FileWatch>, mpsc::Receiver<()>) {
+    let paths = vec![config.source.clone(), config.users.file.clone()];
+    match config::watch_files(paths, RELOAD_DEBOUNCE) {
+        Ok((watch, rx)) => (Some(watch), rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config files; changes need a restart");
+            (None, mpsc::channel(1).1)
+        }
+    }
+}
+
+pub fn direction_name(d: Direction) -> &'static str {
+    match d {
+        Direction::Both => "both",
+        Direction::TeamsToPbx => "teams-to-pbx",
+        Direction::PbxToTeams => "pbx-to-teams",
+        Direction::Off => "off",
+    }
+}
+
+pub fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}

@@ -1,0 +1,83 @@
+//! Teams -> PBX by polling: every `sync.poll_interval`, read the presence of every matched user
+//! with getPresencesByUserId (650 ids per request, FACTS.md section 3 [D1]) and hand each
+//! chunk to the main loop as soon as it arrives.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::graph::{GraphClient, Presence};
+
+/// Ids per getPresencesByUserId request [D1].
+pub const IDS_PER_REQUEST: usize = 650;
+
+/// What the poller reports to the main loop.
+#[derive(Debug)]
+pub enum Polled {
+    /// Presences of one chunk of users.
+    Chunk(Vec<Presence>),
+    /// A whole cycle went through.
+    Done { users: usize, requests: usize, elapsed: Duration },
+    /// A cycle stopped at an error; the next one starts at the next interval.
+    Failed(String),
+}
+
+/// The inputs of the poller, all hot-reloadable.
+pub struct PollInputs {
+    pub graph: watch::Receiver<GraphClient>,
+    pub ids: watch::Receiver<Arc<Vec<String>>>,
+    pub interval: watch::Receiver<Duration>,
+}
+
+/// Poll until cancelled. A change of the id list starts a cycle at once (new users are
+/// known within moments of being matched).
+pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: CancellationToken) {
+    let mut ticker = new_ticker(*inputs.interval.borrow_and_update());
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+            changed = inputs.ids.changed() => if changed.is_err() { return },
+            changed = inputs.interval.changed() => {
+                if changed.is_err() { return }
+                ticker = new_ticker(*inputs.interval.borrow_and_update());
+                continue;
+            }
+        }
+        let ids = inputs.ids.borrow_and_update().clone();
+        let graph = inputs.graph.borrow().clone();
+        let report = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = cycle(&graph, &ids, &out) => r,
+        };
+        if out.send(report).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn new_ticker(period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(period.max(Duration::from_millis(100)));
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+async fn cycle(graph: &GraphClient, ids: &[String], out: &mpsc::Sender<Polled>) -> Polled {
+    let started = Instant::now();
+    let mut requests = 0;
+    for chunk in ids.chunks(IDS_PER_REQUEST) {
+        requests += 1;
+        match graph.get_presences(chunk).await {
+            Ok(presences) => {
+                if out.send(Polled::Chunk(presences)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => return Polled::Failed(e.to_string()),
+        }
+    }
+    Polled::Done { users: ids.len(), requests, elapsed: started.elapsed() }
+}

@@ -1,0 +1,112 @@
+//! Hot reload: the config or users file changed. A valid change applies at once; an invalid
+//! one is logged with its reason and the last good config stays in force.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::build::{engine_settings, graph_settings, known_extensions};
+use super::connector::Connector;
+use super::daemon::Daemon;
+use super::matching;
+use crate::config::{self, Change, Config, Directory};
+use crate::graph::GraphClient;
+use crate::store::Write;
+
+pub async fn apply(d: &mut Daemon) {
+    let new = match load(&d.options.config_path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::warn!(error = %e, "config change ignored; the last good config stays in force");
+            d.error("config", None, &e.to_string());
+            return;
+        }
+    };
+    let old = (d.config.clone(), d.directory.clone());
+    let changes = config::diff(&old, &new);
+    if changes.is_empty() {
+        return;
+    }
+    tracing::info!(?changes, "config change applied");
+    let (config, directory) = new;
+    d.config = config;
+    for change in changes {
+        apply_one(d, change, &directory).await;
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<(Config, Directory), config::ConfigError> {
+    let config = Config::load(path)?;
+    let directory = config::load_users(&config.users.file)?;
+    Ok((config, directory))
+}
+
+async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
+    match change {
+        Change::UsersAdded(_) | Change::UsersRemoved(_) | Change::UsersChanged(_) => {
+            if d.directory != *directory {
+                apply_users(d, directory.clone());
+            }
+        }
+        Change::PollInterval => {
+            d.interval_tx.send_replace(d.config.sync.poll_interval);
+        }
+        Change::InCallExpiration => d.engine.set_settings(engine_settings(&d.config)),
+        Change::Mapping => {
+            let commands = d.engine.set_mapping(d.config.mapping.clone());
+            d.execute(commands);
+        }
+        Change::Azure => match GraphClient::new(graph_settings(&d.config)) {
+            Ok(client) => {
+                d.graph_tx.send_replace(client);
+                d.matches.clear();
+                d.resolve(matching::all_emails(&d.directory));
+            }
+            Err(e) => tracing::error!(error = %e, "the new [azure] settings cannot be used"),
+        },
+        Change::Pbx => restart_connector(d).await,
+        Change::LogLevel => {
+            if let Some(reload) = &d.options.log_reload {
+                if let Err(e) = reload(&d.config.log.level) {
+                    tracing::warn!(error = %e, "log.level not applied");
+                }
+            }
+        }
+        Change::RestartRequired(key) => {
+            tracing::warn!(key, "this setting changes only after a restart of the daemon");
+        }
+    }
+}
+
+fn apply_users(d: &mut Daemon, directory: Directory) {
+    let now = d.options.clock.now();
+    for old in &d.directory.entries {
+        if directory.get(&old.extension).is_none() {
+            d.store.write(Write::RemoveUser { extension: old.extension.clone() });
+        }
+    }
+    d.directory = directory;
+    d.known_tx.send_replace(known_extensions(&d.directory));
+    let commands = d.engine.set_users(matching::user_specs(&d.directory, &d.matches), now);
+    d.execute(commands);
+    d.ids_tx.send_replace(Arc::new(d.engine.poll_ids()));
+    d.save_directory();
+    d.resolve(matching::unresolved(&d.directory, &d.matches));
+}
+
+/// Stop the connector and start it with the new `[pbx]` settings; the old listener may need a
+/// moment to release its port.
+async fn restart_connector(d: &mut Daemon) {
+    d.connector.stop();
+    for attempt in 0..20 {
+        match Connector::start(&d.config.pbx, &d.links, &d.tracker).await {
+            Ok(c) => {
+                d.connector = c;
+                return;
+            }
+            Err(e) if attempt == 19 => {
+                tracing::error!(error = %e, "the PBX connector cannot restart with the new [pbx] settings; fix them (the daemon keeps running)");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! What `status` prints: the store's snapshot, shaped for admins (text) and scripts (JSON).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::store::Snapshot;
+use crate::sync::types::Millis;
+
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub users: Vec<UserStatus>,
+    pub counters: BTreeMap<String, i64>,
+    pub errors: Vec<ErrorStatus>,
+    pub last_poll_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserStatus {
+    pub extension: String,
+    pub email: String,
+    pub teams_id: Option<String>,
+    /// "matched", or why not: "not_found", "duplicate", "pending" (not looked up yet).
+    #[serde(rename = "match")]
+    pub match_status: String,
+    pub match_detail: Option<String>,
+    pub direction: String,
+    pub teams: Option<TeamsStatus>,
+    pub pushed_state: Option<String>,
+    pub pbx_state: Option<String>,
+    pub dnd: Option<bool>,
+    pub in_call_session: bool,
+    pub session_expires_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TeamsStatus {
+    pub availability: String,
+    pub activity: String,
+    pub at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorStatus {
+    pub at: String,
+    pub component: String,
+    pub user: Option<String>,
+    pub message: String,
+}
+
+pub fn status_report(s: &Snapshot) -> StatusReport {
+    let users = s
+        .users
+        .iter()
+        .map(|u| UserStatus {
+            extension: u.extension.clone(),
+            email: u.email.clone(),
+            teams_id: u.teams_id.clone(),
+            match_status: u.match_status.clone().unwrap_or_else(|| "pending".into()),
+            match_detail: u.match_detail.clone(),
+            direction: u.direction.clone(),
+            teams: u.teams.as_ref().map(|t| TeamsStatus {
+                availability: t.availability.clone(),
+                activity: t.activity.clone(),
+                at: time(t.at),
+            }),
+            pushed_state: u.pushed.as_ref().map(|p| p.state.clone()),
+            pbx_state: u.pbx_state.clone(),
+            dnd: u.dnd,
+            in_call_session: u.session_expires_at.is_some(),
+            session_expires_at: u.session_expires_at.map(time),
+        })
+        .collect();
+    let errors = s
+        .errors
+        .iter()
+        .map(|e| ErrorStatus {
+            at: time(e.at),
+            component: e.component.clone(),
+            user: e.user.clone(),
+            message: e.message.clone(),
+        })
+        .collect();
+    let last_poll_at = s.meta.get("last_poll_at").and_then(|v| v.parse().ok()).map(time);
+    StatusReport { users, counters: s.counters.clone(), errors, last_poll_at }
+}
+
+pub fn status_text(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}", "EXT", "E-MAIL", "MATCH", "TEAMS", "PBX", "IN-CALL");
+    for u in &r.users {
+        let teams = u.teams.as_ref().map_or("-".into(), |t| format!("{}/{}", t.availability, t.activity));
+        let _ = writeln!(
+            out,
+            "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}",
+            u.extension,
+            u.email,
+            u.match_status,
+            teams,
+            u.pbx_state.as_deref().unwrap_or("-"),
+            if u.in_call_session { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(out, "\nlast poll: {}", r.last_poll_at.as_deref().unwrap_or("never"));
+    if !r.counters.is_empty() {
+        let c: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "counters: {}", c.join(" "));
+    }
+    for e in &r.errors {
+        let user = e.user.as_deref().map_or(String::new(), |u| format!(" [{u}]"));
+        let _ = writeln!(out, "error {} {}{}: {}", e.at, e.component, user, e.message);
+    }
+    out
+}
+
+/// RFC 3339 UTC, to the second.
+fn time(ms: Millis) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}

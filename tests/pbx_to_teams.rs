@@ -1,0 +1,87 @@
+//! PBX -> Teams: speaking writes "In a call", idle clears it, ringing writes nothing, long calls
+//! are refreshed. Real service wiring against the Graph emulator.
+
+mod common;
+
+use common::*;
+
+/// A call answered on the PBX shows as Busy/InACall in Teams, with the app's own session; the
+/// hang-up clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaking_sets_in_a_call_and_idle_clears_it() {
+    let mut w = World::new().await;
+    w.start().await;
+    let accepted = w.pbx_event(BOB, "speaking").await;
+    assert_eq!(accepted["accepted"], 1);
+    eventually(5, "In a call written", || w.app_session(BOB).is_some()).await;
+    let session = w.app_session(BOB).unwrap();
+    assert_eq!((session.availability.as_str(), session.activity.as_str()), ("Busy", "InACall"));
+    let set = w.graph_requests("/presence/setPresence");
+    let body = set[0].body.as_ref().unwrap();
+    assert_eq!(body["sessionId"], w.graph.client_id());
+    assert_eq!(body["expirationDuration"], "PT5M");
+    assert_eq!(w.graph.presence(&w.id(BOB)).unwrap(), ("Busy".to_owned(), "InACall".to_owned()));
+
+    w.pbx_event(BOB, "idle").await;
+    eventually(5, "session cleared", || w.app_session(BOB).is_none()).await;
+    assert_eq!(w.clear_presence_calls(BOB), 1);
+    eventually(5, "store shows no session", || w.user_status(BOB)["in_call_session"] == false).await;
+    w.stop().await.unwrap();
+}
+
+/// Ringing alone never touches Teams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ringing_writes_nothing() {
+    let mut w = World::new().await;
+    w.start().await;
+    w.pbx_event(ALICE, "ringing").await;
+    w.pbx_event(ALICE, "idle").await;
+    // A later write for someone else proves the events above were processed.
+    w.pbx_event(BOB, "speaking").await;
+    eventually(5, "Bob's write", || w.set_presence_calls(BOB) == 1).await;
+    assert_eq!(w.set_presence_calls(ALICE), 0);
+    assert_eq!(w.clear_presence_calls(ALICE), 0);
+    eventually(5, "Alice idle in the store", || w.user_status(ALICE)["pbx_state"] == "idle").await;
+    w.stop().await.unwrap();
+}
+
+/// A long call is written again before the session's expiry, and only the latest state is
+/// written when events come faster than Graph answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_call_is_refreshed_before_it_expires() {
+    let mut w = World::new().await;
+    w.start().await;
+    w.pbx_event(ALICE, "speaking").await;
+    eventually(5, "first write", || w.set_presence_calls(ALICE) == 1).await;
+    // 4 minutes later (the refresh point for a 5 minute session) the daemon writes again.
+    w.clock.advance(std::time::Duration::from_secs(241));
+    w.graph.advance_clock(std::time::Duration::from_secs(241));
+    eventually(5, "refresh write", || w.set_presence_calls(ALICE) == 2).await;
+    assert!(w.app_session(ALICE).is_some(), "the session never lapsed");
+    w.pbx_event(ALICE, "idle").await;
+    eventually(5, "cleared", || w.app_session(ALICE).is_none()).await;
+    w.stop().await.unwrap();
+}
+
+/// Speaking, idle, speaking in quick succession while Graph is slow: at most one write in
+/// flight for the user, and the final state is "In a call".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_state_wins_with_one_write_in_flight() {
+    let mut w = World::new().await;
+    w.start().await;
+    w.graph.inject(graph_emulator::Fault {
+        method: Some("POST".into()),
+        path_contains: "/presence/setPresence".into(),
+        kind: graph_emulator::FaultKind::Delay(std::time::Duration::from_millis(400)),
+        times: 1,
+    });
+    for state in ["speaking", "idle", "speaking", "idle", "speaking"] {
+        w.pbx_event(CAROL, state).await;
+    }
+    eventually(5, "final In a call", || w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let writes = w.set_presence_calls(CAROL) + w.clear_presence_calls(CAROL);
+    assert!(writes <= 3, "superseded states were not collapsed: {writes} writes");
+    assert!(w.app_session(CAROL).is_some());
+    w.stop().await.unwrap();
+}

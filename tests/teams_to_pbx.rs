@@ -1,0 +1,115 @@
+//! Teams -> PBX: matching, polling in batches, and pushes of real changes only.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// Mail, UPN (any case) and proxy addresses all match; an unknown address and an address
+/// shared by two Teams users are reported with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_matched_by_mail_upn_and_proxy_address() {
+    let mut w = World::new().await;
+    w.graph.add_user(user("Dup One", "dup1@contoso.com", Some("shared@contoso.com"), &[]));
+    w.graph.add_user(user("Dup Two", "dup2@contoso.com", None, &["smtp:shared@contoso.com"]));
+    w.write_users(&["1004,nobody@contoso.com", "1005,shared@contoso.com"]);
+    w.start().await;
+    eventually(10, "matching done", || w.status()["users"].as_array().is_some_and(|u| {
+        u.len() == 5 && u.iter().all(|u| u["match"] != "pending")
+    })).await;
+    for ext in [ALICE, BOB, CAROL] {
+        let u = w.user_status(ext);
+        assert_eq!(u["match"], "matched", "{u}");
+        assert_eq!(u["teams_id"], Value::String(w.id(ext)));
+    }
+    assert_eq!(w.user_status(BOB)["email"], "bob@contoso.com");
+    assert_eq!(w.user_status("1004")["match"], "not_found");
+    assert_eq!(w.user_status("1005")["match"], "duplicate");
+    assert_eq!(w.user_status("1005")["teams_id"], Value::Null);
+    // Lookups are batched: one $batch carried every filter.
+    assert!(!w.graph_requests("$batch").is_empty());
+    w.stop().await.unwrap();
+}
+
+/// The first poll pushes everyone's state once; later polls push only what changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_real_changes_are_pushed() {
+    let mut w = World::new().await;
+    w.start().await;
+    eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
+    let first = w.pbx.updates_for(ALICE);
+    assert_eq!(first[0]["state"], "available");
+    assert_eq!(first[0]["email"], "alice@contoso.com");
+    // Several poll cycles with no change: nothing more.
+    let polls = w.graph_requests("getPresencesByUserId").len();
+    eventually(10, "more polls", || w.graph_requests("getPresencesByUserId").len() >= polls + 3).await;
+    assert_eq!(w.pbx.updates().len(), 3);
+
+    w.graph.set_user_presence(&w.id(ALICE), "Busy", "InAMeeting");
+    eventually(10, "meeting pushed", || w.pbx.updates_for(ALICE).len() == 2).await;
+    let last = w.pbx.updates_for(ALICE).pop().unwrap();
+    assert_eq!((last["availability"].as_str(), last["activity"].as_str(), last["state"].as_str()),
+        (Some("Busy"), Some("InAMeeting"), Some("in_meeting")));
+    eventually(5, "status shows it", || w.user_status(ALICE)["teams"]["activity"] == "InAMeeting").await;
+    assert_eq!(w.pbx.updates().len(), 4);
+    w.stop().await.unwrap();
+}
+
+/// Our own "In a call" comes back from Teams in the next poll; it is not pushed to the PBX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_in_a_call_is_not_echoed_to_the_pbx() {
+    let mut w = World::new().await;
+    w.start().await;
+    eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
+    w.pbx_event(BOB, "speaking").await;
+    eventually(5, "In a call", || w.app_session(BOB).is_some()).await;
+    eventually(10, "poll saw Busy/InACall", || w.user_status(BOB)["teams"]["activity"] == "InACall").await;
+    w.pbx_event(BOB, "idle").await;
+    eventually(10, "poll saw Available again", || w.user_status(BOB)["teams"]["activity"] == "Available").await;
+    assert_eq!(w.pbx.updates_for(BOB).len(), 1, "{:?}", w.pbx.updates_for(BOB));
+    w.stop().await.unwrap();
+}
+
+/// A PBX that is down gets the update once it is back (latest state, no duplicates lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_are_retried_until_the_pbx_takes_them() {
+    let mut w = World::new().await;
+    *w.pbx.fail_with.lock().unwrap() = Some(503);
+    w.start().await;
+    w.graph.set_user_presence(&w.id(CAROL), "Away", "Away");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(w.pbx.updates().is_empty());
+    *w.pbx.fail_with.lock().unwrap() = None;
+    eventually(15, "delivered after the outage", || w.pbx.updates().len() == 3).await;
+    assert_eq!(w.pbx.updates_for(CAROL)[0]["state"], "away");
+    eventually(5, "store records the delivery", || w.user_status(CAROL)["pushed_state"] == "away").await;
+    w.stop().await.unwrap();
+}
+
+/// 1,400 users are polled in requests of at most 650 ids [D1], and matched through $batch
+/// requests of at most 20 lookups [D24].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_uses_batches_of_at_most_650_ids() {
+    let mut w = World::new().await;
+    let mut lines = Vec::new();
+    for i in 0..1400 {
+        let email = format!("user{i:04}@contoso.com");
+        let id = w.graph.add_user(user("U", &email, Some(&email), &[]));
+        w.graph.set_user_presence(&id, "Available", "Available");
+        lines.push(format!("{},{email}", 5000 + i));
+    }
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    w.write_users(&refs);
+    w.start().await;
+    eventually(20, "all pushed", || w.pbx.updates().len() == 1403).await;
+    let polls = w.graph_requests("getPresencesByUserId");
+    assert!(polls.len() >= 3);
+    let sizes: Vec<usize> = polls.iter().map(|r| r.body.as_ref().unwrap()["ids"].as_array().unwrap().len()).collect();
+    assert!(sizes.iter().all(|n| *n <= 650), "{sizes:?}");
+    assert_eq!(sizes.iter().take(3).sum::<usize>(), 1403, "{sizes:?}");
+    for b in w.graph_requests("$batch").iter().filter(|r| r.body.is_some()) {
+        let n = b.body.as_ref().unwrap()["requests"].as_array().map_or(0, Vec::len);
+        assert!(n <= 20, "a $batch with {n} requests");
+    }
+    w.stop().await.unwrap();
+}
