@@ -1,1 +1,238 @@
-//! store (in progress)
+//! The state database: users, their last known states, open "In a call" sessions, counters
+//! and recent errors, in one SQLite file.
+//!
+//! SQLite runs on its own thread (named `store`), which owns the only writing connection.
+//! Async code talks to it through a channel: [`Store::write`] never waits, and the thread
+//! applies everything queued in one transaction as soon as it is free, so a burst after a
+//! poll costs one commit and a lone write is committed at once. [`Store::flush`],
+//! [`Store::snapshot`] and [`Store::close`] wait for the thread without blocking the runtime.
+//!
+//! The `status` command reads the same file with [`read_snapshot`] while the daemon runs
+//! (WAL mode lets a reader and the writer work side by side).
+//!
+//! - `schema`: file creation (mode 0600), connection settings, numbered migrations.
+//! - `sql`: the statements for each [`Write`] and the [`Snapshot`] query.
+//! - `worker`: the thread and its batching.
+
+mod error;
+mod schema;
+mod sql;
+mod types;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+pub use error::StoreError;
+pub use schema::SUPPORTED as SCHEMA_VERSION;
+pub use types::{
+    ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt, UserRow, Write,
+};
+use worker::{Ctx, Msg, Stats, Worker};
+
+/// Handle to the state database. Cheap to clone; every clone talks to the same thread.
+/// The thread stops on [`Store::close`], or once every clone is dropped (after committing
+/// what was queued).
+#[derive(Clone)]
+pub struct Store {
+    /// Shared by the clones.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The queue of the store thread.
+    tx: Sender<Msg>,
+    /// The database path (or `:memory:`), for error messages.
+    path: PathBuf,
+    /// Counters kept by the thread.
+    stats: Arc<Stats>,
+    /// Taken by the first `close`, which joins the thread.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the store thread has done so far; for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed that held at least one write.
+    pub commits: u64,
+    /// Writes applied without error.
+    pub writes_applied: u64,
+    /// Writes that failed (each was logged).
+    pub writes_failed: u64,
+}
+
+impl Store {
+    /// Opens (creating with mode 0600 if needed) and migrates the database, then starts the
+    /// `store` thread. Opening does file I/O: call it before the runtime starts or from
+    /// `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        schema::create_private(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::start(conn, path.to_path_buf())
+    }
+
+    /// An empty database in memory, for tests and dry runs.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Self::start(conn, path)
+    }
+
+    fn start(mut conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
+        schema::configure(&conn, &path)?;
+        schema::migrate(&mut conn, &path)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let worker = Worker {
+            conn,
+            rx,
+            ctx: Ctx {
+                path: path.clone(),
+                stats: Arc::clone(&stats),
+            },
+        };
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || worker.run())
+            .map_err(StoreError::Spawn)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tx,
+                path,
+                stats,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Queues a write and returns at once; writes are applied in the order they were
+    /// queued. A failing write is logged by the thread and does not stop the others.
+    pub fn write(&self, w: Write) {
+        if let Err(e) = self.inner.tx.send(Msg::Write(w)) {
+            let Msg::Write(w) = e.0 else { return };
+            tracing::error!(
+                path = %self.inner.path.display(),
+                write = w.kind(),
+                extension = w.extension().unwrap_or(""),
+                "state database is closed; write dropped"
+            );
+        }
+    }
+
+    /// Resolves once every write queued before it is committed. `WriteFailed` if one of
+    /// them could not be applied or committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.ask(Msg::Flush).await?
+    }
+
+    /// Everything in the database, including every write queued before the call.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.ask(Msg::Snapshot).await?
+    }
+
+    /// Commits what is queued, closes the database and joins the thread (on the blocking
+    /// pool, not the runtime). Writes sent afterwards through other clones are dropped.
+    pub async fn close(self) -> Result<(), StoreError> {
+        let result = self.ask(Msg::Close).await?;
+        let thread = match self.inner.thread.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                return Err(StoreError::Panicked);
+            }
+        }
+        result
+    }
+
+    /// What the thread has done so far; never waits.
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.inner.stats;
+        StoreStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            writes_applied: s.applied.load(Ordering::Relaxed),
+            writes_failed: s.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The database path, or `:memory:`.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Sends a request carrying a reply channel and waits for the answer.
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(msg(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Tests only: parks the thread until `release` sends or is dropped.
+    #[cfg(test)]
+    fn hold(&self, release: std::sync::mpsc::Receiver<()>) {
+        let _ = self.inner.tx.send(Msg::Hold(release));
+    }
+}
+
+/// Reads a snapshot from the file without writing to it, for the `status` command; works
+/// while the daemon has the file open. `Missing` if the file does not exist, and the schema
+/// must be exactly the one this build knows.
+pub fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
+    match path.try_exists() {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(StoreError::Access {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    schema::configure_reader(&conn, path)?;
+    schema::check_current(&conn, path)?;
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    // One read transaction, so the parts of the snapshot agree with each other.
+    let tx = conn.transaction().map_err(sqlite)?;
+    let snapshot = sql::snapshot(&tx).map_err(sqlite)?;
+    tx.commit().map_err(sqlite)?;
+    Ok(snapshot)
+}

@@ -1,0 +1,251 @@
+//! What goes into the store ([`Write`]) and what comes out ([`Snapshot`]).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::sync::types::Millis;
+
+/// One change to the state database. Writes are applied in the order they were sent.
+///
+/// Everything per user is keyed by extension, and a write for an extension that has not
+/// been upserted yet is kept: it shows up in the snapshot once the user is upserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// A user from the users file: add it, or update its e-mail and direction.
+    UpsertUser {
+        /// PBX extension, the key of everything per user.
+        extension: String,
+        /// E-mail / UPN used to find the Teams account.
+        email: String,
+        /// Which way presence flows for this user, as the config spells it.
+        direction: String,
+    },
+    /// The user left the users file: forget it and everything about it (match, states,
+    /// session, its errors). Clear an open "In a call" session *before* sending this.
+    RemoveUser {
+        /// PBX extension of the user.
+        extension: String,
+    },
+    /// Result of looking the e-mail up in Entra.
+    SetMatch {
+        /// PBX extension of the user.
+        extension: String,
+        /// The Entra object id, when found.
+        teams_id: Option<String>,
+        /// `"matched"`, `"not_found"`, `"duplicate"` or `"error"`.
+        status: String,
+        /// Why, when it is not `matched`.
+        detail: Option<String>,
+        /// When the lookup finished.
+        at: Millis,
+    },
+    /// The last Teams presence seen for the user.
+    SetTeams {
+        /// PBX extension of the user.
+        extension: String,
+        /// Graph availability, e.g. `Busy`.
+        availability: String,
+        /// Graph activity, e.g. `InACall`.
+        activity: String,
+        /// When it was read.
+        at: Millis,
+    },
+    /// The last state delivered to the PBX; `teams` differing from `pushed` means a push is
+    /// still pending.
+    SetPushed {
+        /// PBX extension of the user.
+        extension: String,
+        /// The PBX state that was delivered.
+        state: String,
+        /// The Teams availability it came from.
+        availability: String,
+        /// The Teams activity it came from.
+        activity: String,
+        /// When the PBX accepted it.
+        at: Millis,
+    },
+    /// The last call state the PBX reported.
+    SetPbx {
+        /// PBX extension of the user.
+        extension: String,
+        /// `idle`, `ringing`, `speaking`.
+        state: String,
+        /// Do-not-disturb, when the connector knows it.
+        dnd: Option<bool>,
+        /// When it was reported.
+        at: Millis,
+    },
+    /// An "In a call" setPresence session is active (replaces an earlier one). Kept so a
+    /// restart after a crash can clear it.
+    OpenSession {
+        /// PBX extension of the user.
+        extension: String,
+        /// The Entra object id the session was set on.
+        teams_id: String,
+        /// When Graph lets it expire on its own.
+        expires_at: Millis,
+    },
+    /// The session was cleared (or expired).
+    CloseSession {
+        /// PBX extension of the user.
+        extension: String,
+    },
+    /// Something went wrong; shown by `status`. Only the last [`ERRORS_KEPT`] are kept.
+    RecordError {
+        /// Which part failed, e.g. `graph`, `pbx`.
+        component: String,
+        /// The user it concerns (extension or e-mail), if any.
+        user: Option<String>,
+        /// What happened.
+        message: String,
+        /// When.
+        at: Millis,
+    },
+    /// Add `delta` to a named counter (created at 0).
+    AddCounter {
+        /// Counter name, e.g. `graph_requests`.
+        name: String,
+        /// Amount to add (may be negative).
+        delta: i64,
+    },
+    /// Set a free-form key, e.g. the version that last ran or the last poll time.
+    SetMeta {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+}
+
+/// How many errors the database keeps.
+pub const ERRORS_KEPT: i64 = 100;
+/// How many errors a snapshot returns.
+pub const ERRORS_SHOWN: i64 = 20;
+
+impl Write {
+    /// The variant name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::UpsertUser { .. } => "upsert_user",
+            Write::RemoveUser { .. } => "remove_user",
+            Write::SetMatch { .. } => "set_match",
+            Write::SetTeams { .. } => "set_teams",
+            Write::SetPushed { .. } => "set_pushed",
+            Write::SetPbx { .. } => "set_pbx",
+            Write::OpenSession { .. } => "open_session",
+            Write::CloseSession { .. } => "close_session",
+            Write::RecordError { .. } => "record_error",
+            Write::AddCounter { .. } => "add_counter",
+            Write::SetMeta { .. } => "set_meta",
+        }
+    }
+
+    /// The extension the write is about, for logs.
+    pub fn extension(&self) -> Option<&str> {
+        match self {
+            Write::UpsertUser { extension, .. }
+            | Write::RemoveUser { extension }
+            | Write::SetMatch { extension, .. }
+            | Write::SetTeams { extension, .. }
+            | Write::SetPushed { extension, .. }
+            | Write::SetPbx { extension, .. }
+            | Write::OpenSession { extension, .. }
+            | Write::CloseSession { extension } => Some(extension),
+            Write::RecordError { .. } | Write::AddCounter { .. } | Write::SetMeta { .. } => None,
+        }
+    }
+}
+
+/// Everything the `status` command and the status endpoint show, read in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Every upserted user with what is known about it, ordered by extension.
+    pub users: Vec<UserRow>,
+    /// Every open "In a call" session, including those of users no longer upserted (a
+    /// restart must still clear them), ordered by extension.
+    pub sessions: Vec<SessionRow>,
+    /// Named counters.
+    pub counters: BTreeMap<String, i64>,
+    /// The newest errors first, at most [`ERRORS_SHOWN`].
+    pub errors: Vec<ErrorRow>,
+    /// Free-form keys set with [`Write::SetMeta`].
+    pub meta: BTreeMap<String, String>,
+}
+
+/// One user and everything known about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRow {
+    /// PBX extension.
+    pub extension: String,
+    /// E-mail / UPN from the users file.
+    pub email: String,
+    /// Sync direction from the users file.
+    pub direction: String,
+    /// Entra object id, once matched.
+    pub teams_id: Option<String>,
+    /// Last match status (`matched`, `not_found`, ...), if a lookup ran.
+    pub match_status: Option<String>,
+    /// Why the match is not `matched`.
+    pub match_detail: Option<String>,
+    /// Last Teams presence seen.
+    pub teams: Option<StateAt>,
+    /// Last state delivered to the PBX.
+    pub pushed: Option<PushedRow>,
+    /// Last PBX call state.
+    pub pbx_state: Option<String>,
+    /// Last PBX do-not-disturb flag.
+    pub dnd: Option<bool>,
+    /// When the PBX state was reported.
+    pub pbx_at: Option<Millis>,
+    /// Expiry of the open "In a call" session, if one is open.
+    pub session_expires_at: Option<Millis>,
+}
+
+/// A Teams presence and when it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateAt {
+    /// Graph availability.
+    pub availability: String,
+    /// Graph activity.
+    pub activity: String,
+    /// When it was read.
+    pub at: Millis,
+}
+
+/// The last state delivered to the PBX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PushedRow {
+    /// PBX state delivered.
+    pub state: String,
+    /// Teams availability it came from.
+    pub availability: String,
+    /// Teams activity it came from.
+    pub activity: String,
+    /// When the PBX accepted it.
+    pub at: Millis,
+}
+
+/// An open "In a call" session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRow {
+    /// PBX extension.
+    pub extension: String,
+    /// Entra object id the session is on.
+    pub teams_id: String,
+    /// When Graph expires it on its own.
+    pub expires_at: Millis,
+}
+
+/// A recorded error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorRow {
+    /// Which part failed.
+    pub component: String,
+    /// The user concerned, if any.
+    pub user: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// When.
+    pub at: Millis,
+}
