@@ -1,1 +1,179 @@
-fn main() {}
+//! Performance figures, printed (not asserted). Run with `cargo bench --bench latency`.
+//!
+//! 1. p50/p99 from a `speaking` event accepted by the HTTP connector to the setPresence
+//!    request received by the Graph emulator (target p99 < 5 ms).
+//! 2. One full poll cycle for 10,000 and 50,000 users: Graph requests used and wall time.
+//! 3. Peak RSS of the daemon process (the real binary) at 50,000 users (target < 64 MB).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use graph_emulator::{Emulator, EmulatorOptions, User};
+use pbx_teams_presence::service::{self, RunOptions};
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_USERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 50_000]);
+    speaking_latency(1000).await;
+    for n in sizes {
+        poll_cycle(n).await;
+    }
+}
+
+fn options() -> EmulatorOptions {
+    EmulatorOptions { presence_limit_per_30s: 10_000, ..EmulatorOptions::default() }
+}
+
+async fn seed(graph: &Emulator, n: usize, dir: &Path) {
+    let mut users = String::from("extension,email\n");
+    for i in 0..n {
+        let email = format!("user{i:06}@contoso.com");
+        let id = graph.add_user(User { id: None, display_name: format!("User {i}"), user_principal_name: email.clone(), mail: Some(email.clone()), proxy_addresses: vec![] });
+        graph.set_user_presence(&id, "Available", "Available");
+        users.push_str(&format!("{},{email}\n", 100_000 + i));
+    }
+    std::fs::write(dir.join("users.csv"), users).unwrap();
+}
+
+fn write_config(dir: &Path, graph: &Emulator, listen: SocketAddr, poll: &str) {
+    let base = graph.base_url();
+    let text = format!(
+        "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
+         [sync]\nstate_db = \"state.db\"\npoll_interval = \"{poll}\"\n\n[users]\nfile = \"users.csv\"\n\n\
+         [pbx]\nkind = \"http\"\nlisten = \"{listen}\"\ntoken = \"bench\"\n\n[log]\nlevel = \"warn\"\n",
+        graph.tenant_id(), graph.client_id(), graph.client_secret()
+    );
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+async fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..3000 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Each event is for a user who is idle, so each one is a real setPresence.
+async fn speaking_latency(events: usize) {
+    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    seed(&graph, events, dir.path()).await;
+    let listen = free_port();
+    write_config(dir.path(), &graph, listen, "1h");
+    let options = RunOptions::new(&dir.path().join("config.toml"));
+    let shutdown = options.shutdown.clone();
+    let daemon = tokio::spawn(service::run(options));
+    wait_for_port(listen).await;
+    // Wait until every user is matched (the writes need Teams ids).
+    let db = dir.path().join("state.db");
+    wait_until(Duration::from_secs(120), || {
+        pbx_teams_presence::store::read_snapshot(&db).is_ok_and(|s| s.users.iter().filter(|u| u.teams_id.is_some()).count() == events)
+    }).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{listen}/pbx/events");
+    let mut latencies = Vec::with_capacity(events);
+    for i in 0..events {
+        graph.clear_requests();
+        let body = format!(r#"{{"extension":"{}","state":"speaking"}}"#, 100_000 + i);
+        let sent = Instant::now();
+        let resp = client.post(&url).bearer_auth("bench").body(body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let received = loop {
+            if let Some(r) = graph.requests().into_iter().find(|r| r.path.ends_with("/setPresence")) {
+                break r.at;
+            }
+            tokio::task::yield_now().await;
+        };
+        latencies.push(received.saturating_duration_since(sent));
+    }
+    latencies.sort();
+    println!(
+        "speaking -> setPresence received ({events} events, sent-to-received, loopback): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(percentile(&latencies, 0.50)), ms(percentile(&latencies, 0.99)), ms(*latencies.last().unwrap())
+    );
+    shutdown.cancel();
+    let _ = daemon.await;
+}
+
+/// The real binary as a child process: poll-cycle figures from its state database, peak RSS
+/// from /proc.
+async fn poll_cycle(n: usize) {
+    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    seed(&graph, n, dir.path()).await;
+    let listen = free_port();
+    write_config(dir.path(), &graph, listen, "10s");
+    let started = Instant::now();
+    let mut child = spawn(&dir.path().join("config.toml"));
+    let db = dir.path().join("state.db");
+    let polled = |want: usize| {
+        pbx_teams_presence::store::read_snapshot(&db).ok().and_then(|s| {
+            let users: usize = s.meta.get("last_poll_users")?.parse().ok()?;
+            (users == want).then(|| (s.meta.get("last_poll_requests").cloned()?, s.meta.get("last_poll_ms").cloned()?))
+        })
+    };
+    wait_until(Duration::from_secs(300), || polled(n).is_some()).await;
+    let first = started.elapsed();
+    let lookups = graph.requests().iter().filter(|r| r.path.contains("$batch")).count();
+    // A second cycle, with nothing left to match: the steady state.
+    graph.clear_requests();
+    wait_until(Duration::from_secs(60), || graph.requests().iter().filter(|r| r.path.contains("getPresencesByUserId")).count() >= n.div_ceil(650)).await;
+    wait_until(Duration::from_secs(60), || polled(n).is_some()).await;
+    let (requests, wall_ms) = polled(n).unwrap();
+    let rss = peak_rss_kib(child.id());
+    println!(
+        "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); daemon peak RSS {:.1} MB",
+        first.as_secs_f64(), rss as f64 / 1024.0
+    );
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+fn spawn(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "benchmark setup timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -191,7 +191,15 @@ impl Daemon {
             Polled::Done { users, requests, elapsed } => {
                 tracing::debug!(users, requests, ?elapsed, "poll cycle done");
                 self.count("polls", 1);
-                self.store.write(Write::SetMeta { key: "last_poll_at".into(), value: now.to_string() });
+                let meta = [
+                    ("last_poll_at", now.to_string()),
+                    ("last_poll_users", users.to_string()),
+                    ("last_poll_requests", requests.to_string()),
+                    ("last_poll_ms", elapsed.as_millis().to_string()),
+                ];
+                for (key, value) in meta {
+                    self.store.write(Write::SetMeta { key: key.into(), value });
+                }
                 if !self.ready && self.resolving.is_empty() {
                     self.ready = true;
                     tracing::info!(users = self.directory.entries.len(), polled = users, "first sync done, ready");

@@ -114,7 +114,9 @@ fn remove_user(conn: &Connection, extension: &str) -> rusqlite::Result<()> {
         .prepare_cached("SELECT email FROM users WHERE extension = ?1")?
         .query_row([extension], |row| row.get(0))
         .optional()?;
-    for table in ["users", "matches", "teams", "pushed", "pbx", "sessions"] {
+    // The session row stays: it is removed by CloseSession once Teams confirmed the clear, so a
+    // crash in between still finds it at the next start.
+    for table in ["users", "matches", "teams", "pushed", "pbx"] {
         exec(
             conn,
             &format!("DELETE FROM {table} WHERE extension = ?1"),

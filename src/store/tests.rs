@@ -281,7 +281,8 @@ async fn file_mode_is_0600() {
     store.close().await.unwrap();
 }
 
-/// `RemoveUser` leaves nothing about the user behind, and a later upsert starts clean.
+/// `RemoveUser` leaves nothing about the user behind but an open session (closed separately
+/// once Teams confirmed it), and a later upsert starts clean.
 #[tokio::test]
 async fn remove_user_removes_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,9 +300,13 @@ async fn remove_user_removes_everything() {
     });
     store.flush().await.unwrap();
 
-    for table in ["users", "matches", "teams", "pushed", "pbx", "sessions"] {
+    for table in ["users", "matches", "teams", "pushed", "pbx"] {
         assert_eq!(count(&path, table), 1, "{table}");
     }
+    assert_eq!(count(&path, "sessions"), 2, "the session waits for CloseSession");
+    store.write(Write::CloseSession {
+        extension: "1001".into(),
+    });
     store.write(upsert("1001"));
     let snap = store.snapshot().await.unwrap();
     let fresh = snap.users.iter().find(|u| u.extension == "1001").unwrap();

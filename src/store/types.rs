@@ -21,8 +21,9 @@ pub enum Write {
         /// Which way presence flows for this user, as the config spells it.
         direction: String,
     },
-    /// The user left the users file: forget it and everything about it (match, states,
-    /// session, its errors). Clear an open "In a call" session *before* sending this.
+    /// The user left the users file: forget it and everything about it (match, states, its
+    /// errors). An open "In a call" session row stays until `CloseSession`, so that a crash
+    /// before Teams confirmed the clear still finds it at the next start.
     RemoveUser {
         /// PBX extension of the user.
         extension: String,
