@@ -1,0 +1,241 @@
+//! Pacing: the presence request budget (a token bucket shared by all presence calls),
+//! Retry-After, and exponential backoff with full jitter.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+/// The longest Retry-After we accept from a header; longer values are clamped, so one odd
+/// header cannot park a task for hours.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Reads a `Retry-After` value. Graph sends whole seconds [D22]; fractions are accepted,
+/// HTTP dates are not (the caller falls back to backoff).
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(
+        secs.min(MAX_RETRY_AFTER.as_secs_f64()),
+    ))
+}
+
+/// Exponential backoff with full jitter: attempt n waits a random time in
+/// `0..=min(cap, base * 2^(n-1))`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    base: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    /// No wait at all, for tests of the retry policy.
+    #[cfg(test)]
+    pub(crate) const ZERO: Backoff = Backoff {
+        base: Duration::ZERO,
+        cap: Duration::ZERO,
+    };
+
+    /// `base` is the first ceiling, `cap` the largest.
+    pub(crate) fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap: cap.max(base),
+        }
+    }
+
+    /// The upper bound of the wait after failed attempt `attempt` (1-based).
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.base
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.cap)
+            .min(self.cap)
+    }
+
+    /// A random wait in `0..=ceiling(attempt)`.
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    }
+}
+
+/// A token bucket: `capacity` requests per `period`, refilled continuously, starting full.
+/// Callers wait for a token instead of failing; a 429 pauses the whole bucket.
+pub(crate) struct Budget {
+    /// Waiters queue here one by one, so tokens go out in arrival order.
+    turn: tokio::sync::Mutex<()>,
+    /// The bucket itself; a plain mutex, never held across an await.
+    bucket: Mutex<Bucket>,
+}
+
+/// The arithmetic of the bucket, separate from waiting so it can be tested with fixed instants.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    capacity: f64,
+    per_sec: f64,
+    tokens: f64,
+    last: Instant,
+    paused_until: Option<Instant>,
+}
+
+impl Bucket {
+    pub(crate) fn new(capacity: u32, period: Duration, now: Instant) -> Bucket {
+        let capacity = f64::from(capacity.max(1));
+        Bucket {
+            capacity,
+            per_sec: capacity / period.as_secs_f64().max(0.001),
+            tokens: capacity,
+            last: now,
+            paused_until: None,
+        }
+    }
+
+    /// Takes one token, or says how long to wait before asking again.
+    pub(crate) fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.capacity);
+        self.last = now;
+        if let Some(until) = self.paused_until {
+            if until > now {
+                return Err(until - now);
+            }
+            self.paused_until = None;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec))
+    }
+
+    /// Nobody takes a token before `until` (Graph said Retry-After).
+    pub(crate) fn pause_until(&mut self, until: Instant) {
+        if self.paused_until.is_none_or(|p| p < until) {
+            self.paused_until = Some(until);
+        }
+    }
+}
+
+impl Budget {
+    /// `capacity` requests per `period`.
+    pub(crate) fn new(capacity: u32, period: Duration) -> Budget {
+        Budget {
+            turn: tokio::sync::Mutex::new(()),
+            bucket: Mutex::new(Bucket::new(capacity, period, Instant::now())),
+        }
+    }
+
+    fn with_bucket<T>(&self, f: impl FnOnce(&mut Bucket) -> T) -> T {
+        let mut guard = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Waits until a request may be sent, then spends one token.
+    pub(crate) async fn acquire(&self) {
+        let _turn = self.turn.lock().await;
+        loop {
+            match self.with_bucket(|b| b.try_take(Instant::now())) {
+                Ok(()) => return,
+                Err(wait) => {
+                    tracing::debug!(wait_ms = wait.as_millis(), "presence budget: waiting");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Holds every presence call back for `wait` (after a 429 on any of them).
+    pub(crate) fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        self.with_bucket(|b| b.pause_until(until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn retry_after_parsing() {
+        assert_eq!(parse_retry_after("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("86400"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after(""), None);
+    }
+
+    #[test]
+    fn backoff_ceiling_doubles_up_to_the_cap() {
+        let b = Backoff::new(250 * MS, 2000 * MS);
+        assert_eq!(b.ceiling(1), 250 * MS);
+        assert_eq!(b.ceiling(2), 500 * MS);
+        assert_eq!(b.ceiling(3), 1000 * MS);
+        assert_eq!(b.ceiling(4), 2000 * MS);
+        assert_eq!(b.ceiling(5), 2000 * MS);
+        assert_eq!(b.ceiling(u32::MAX), 2000 * MS);
+        assert_eq!(b.ceiling(0), 250 * MS);
+    }
+
+    #[test]
+    fn backoff_delay_stays_within_bounds_and_varies() {
+        let b = Backoff::new(100 * MS, 400 * MS);
+        let delays: Vec<Duration> = (0..200).map(|_| b.delay(3)).collect();
+        assert!(delays.iter().all(|d| *d <= 400 * MS));
+        assert!(delays.iter().any(|d| *d != delays[0]), "full jitter varies");
+        let huge = Backoff::new(Duration::from_secs(u64::MAX / 4), Duration::MAX);
+        assert!(huge.delay(40) <= Duration::MAX);
+    }
+
+    #[test]
+    fn bucket_spends_capacity_then_refills_at_rate() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(3, Duration::from_secs(30), t0);
+        for _ in 0..3 {
+            assert_eq!(b.try_take(t0), Ok(()));
+        }
+        // 3 per 30 s = one token every 10 s.
+        assert_eq!(b.try_take(t0), Err(Duration::from_secs(10)));
+        let t1 = t0 + Duration::from_secs(5);
+        let wait = b.try_take(t1).unwrap_err();
+        assert!((wait.as_secs_f64() - 5.0).abs() < 1e-6, "{wait:?}");
+        assert_eq!(b.try_take(t0 + Duration::from_secs(10)), Ok(()));
+        // Never more than capacity after a long idle time.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(b.try_take(later), Ok(()));
+        }
+        assert!(b.try_take(later).is_err());
+    }
+
+    #[test]
+    fn pause_holds_the_bucket_even_with_tokens() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(1500, Duration::from_secs(30), t0);
+        b.pause_until(t0 + Duration::from_secs(10));
+        b.pause_until(t0 + Duration::from_secs(2)); // a shorter pause does not shorten it
+        assert_eq!(b.try_take(t0), Err(Duration::from_secs(10)));
+        assert_eq!(b.try_take(t0 + Duration::from_secs(10)), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn budget_waits_instead_of_failing() {
+        // 2 per 200 ms: two at once, then one every 100 ms.
+        let budget = Budget::new(2, 200 * MS);
+        let start = std::time::Instant::now();
+        for _ in 0..4 {
+            budget.acquire().await;
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= 190 * MS && elapsed < 2000 * MS, "{elapsed:?}");
+    }
+}

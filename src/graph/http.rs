@@ -1,0 +1,281 @@
+//! One Graph request, with the token, the presence budget and the retries.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use url::Url;
+use uuid::Uuid;
+
+use super::budget::{Backoff, parse_retry_after};
+use super::error::{ErrorBody, error_chain};
+use super::{Counters, GraphError, Inner};
+
+/// What to send. Built by the endpoint modules.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: Url,
+    /// JSON body, if any.
+    pub body: Option<&'a serde_json::Value>,
+    /// Spends the presence budget (every presence endpoint shares one limit [D1][D12]).
+    pub presence: bool,
+    /// The user concerned, for the logs only.
+    pub user: Option<&'a str>,
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Graph answered with a non-2xx status.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: ErrorBody,
+    },
+    /// No answer within the request timeout.
+    Timeout,
+    /// The connection failed.
+    Transport(String),
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Wait, then send again.
+    Retry(Duration),
+    /// Drop the token, fetch a new one and send again, once [I10].
+    Reauth,
+    /// Give up with this error.
+    Fail(GraphError),
+}
+
+/// The retry policy, as a pure function of the failure and the attempt count (1-based).
+pub(crate) fn next_step(
+    failure: Failure,
+    attempt: u32,
+    max_attempts: u32,
+    reauthed: bool,
+    backoff: &Backoff,
+) -> Next {
+    let more = attempt < max_attempts;
+    match failure {
+        Failure::Status { status: 401, .. } if !reauthed => Next::Reauth,
+        // 429: wait Retry-After if given, else back off exponentially [D22]; 509 likewise.
+        Failure::Status {
+            status: 429 | 509,
+            retry_after,
+            ..
+        } => {
+            let wait = retry_after.unwrap_or_else(|| backoff.delay(attempt));
+            if more {
+                Next::Retry(wait)
+            } else {
+                Next::Fail(GraphError::Throttled { retry_after: wait })
+            }
+        }
+        // 5xx (but 501, which will not change) may carry Retry-After, e.g. 503 [D23].
+        Failure::Status {
+            status: status @ 500..=599,
+            retry_after,
+            ..
+        } if status != 501 && more => {
+            Next::Retry(retry_after.unwrap_or_else(|| backoff.delay(attempt)))
+        }
+        Failure::Status { status, body, .. } => Next::Fail(body.into_error(status)),
+        Failure::Timeout if more => Next::Retry(backoff.delay(attempt)),
+        Failure::Timeout => Next::Fail(GraphError::Timeout),
+        Failure::Transport(_) if more => Next::Retry(backoff.delay(attempt)),
+        Failure::Transport(what) => Next::Fail(GraphError::Transport(what)),
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Inner {
+    /// Sends `req` until it succeeds or the policy gives up; returns the 2xx body.
+    pub(crate) async fn send(&self, req: &Request<'_>) -> Result<Vec<u8>, GraphError> {
+        // One id per logical request, echoed by Graph, to find it in Microsoft's logs [D7 s.7].
+        let client_request_id = Uuid::new_v4().to_string();
+        let mut attempt = 1;
+        let mut reauthed = false;
+        loop {
+            if req.presence {
+                self.budget.acquire().await;
+            }
+            let token = self.auth.token().await?;
+            Counters::bump(&self.counters.requests, 1);
+            let failure = match self
+                .send_once(req, token.secret(), &client_request_id)
+                .await
+            {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
+            };
+            let throttled = matches!(failure, Failure::Status { status: 429, .. });
+            if throttled {
+                Counters::bump(&self.counters.throttled, 1);
+            }
+            match next_step(failure, attempt, self.max_attempts, reauthed, &self.backoff) {
+                Next::Reauth => {
+                    tracing::info!("Graph refused the token; fetching a new one");
+                    self.auth.invalidate(&token).await;
+                    reauthed = true;
+                }
+                Next::Retry(wait) => {
+                    if throttled && req.presence {
+                        self.budget.pause(wait);
+                    }
+                    tracing::debug!(attempt, wait_ms = wait.as_millis(), "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Next::Fail(error) => {
+                    if !matches!(error, GraphError::NotFound { .. }) {
+                        Counters::bump(&self.counters.errors, 1);
+                    }
+                    return Err(error);
+                }
+            }
+            Counters::bump(&self.counters.retries, 1);
+        }
+    }
+
+    /// One attempt. Logs failures with Graph's `request-id`.
+    async fn send_once(
+        &self,
+        req: &Request<'_>,
+        token: &str,
+        client_request_id: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut builder = self
+            .http
+            .request(req.method.clone(), req.url.clone())
+            .bearer_auth(token)
+            .header("client-request-id", client_request_id);
+        if let Some(body) = req.body {
+            builder = builder.json(body);
+        }
+        let user = req.user.unwrap_or_default();
+        let path = req.url.path();
+        let response = builder.send().await.map_err(|e| {
+            tracing::warn!(user, path, client_request_id, error = %error_chain(&e), "Graph request failed");
+            transport_failure(&e)
+        })?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| transport_failure(&e))?;
+        if (200..300).contains(&status) {
+            return Ok(body.to_vec());
+        }
+        let body = ErrorBody::parse(&body);
+        let request_id = header(&headers, "request-id").or(body.request_id.as_deref());
+        // 404 is often the expected answer (clearPresence without a session [D8]).
+        if status == 404 {
+            tracing::debug!(user, path, status, request_id, client_request_id, code = %body.code, "Graph: not found");
+        } else {
+            tracing::warn!(user, path, status, request_id, client_request_id, code = %body.code, message = %body.message, "Graph request failed");
+        }
+        Err(Failure::Status {
+            status,
+            retry_after: header(&headers, RETRY_AFTER.as_str()).and_then(parse_retry_after),
+            body,
+        })
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> Failure {
+    if e.is_timeout() {
+        Failure::Timeout
+    } else {
+        Failure::Transport(error_chain(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NO_WAIT: Backoff = Backoff::ZERO;
+
+    fn status(status: u16, retry_after: Option<u64>) -> Failure {
+        Failure::Status {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+            body: ErrorBody {
+                code: "Code".into(),
+                message: "msg".into(),
+                request_id: None,
+            },
+        }
+    }
+
+    #[test]
+    fn throttling_waits_retry_after_then_gives_up() {
+        let s = |n| next_step(status(429, Some(7)), n, 3, false, &NO_WAIT);
+        assert_eq!(s(1), Next::Retry(Duration::from_secs(7)));
+        assert_eq!(s(2), Next::Retry(Duration::from_secs(7)));
+        assert_eq!(
+            s(3),
+            Next::Fail(GraphError::Throttled {
+                retry_after: Duration::from_secs(7)
+            })
+        );
+        // Without Retry-After: backoff (zero here).
+        assert_eq!(
+            next_step(status(429, None), 1, 3, false, &NO_WAIT),
+            Next::Retry(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn server_errors_and_network_are_retried_until_the_last_attempt() {
+        assert_eq!(
+            next_step(status(503, Some(2)), 1, 2, false, &NO_WAIT),
+            Next::Retry(Duration::from_secs(2))
+        );
+        assert_eq!(
+            next_step(status(500, None), 2, 2, false, &NO_WAIT),
+            Next::Fail(GraphError::Unavailable { status: 500 })
+        );
+        assert!(matches!(
+            next_step(status(501, None), 1, 5, false, &NO_WAIT),
+            Next::Fail(GraphError::Rejected { status: 501, .. })
+        ));
+        assert_eq!(
+            next_step(Failure::Timeout, 1, 2, false, &NO_WAIT),
+            Next::Retry(Duration::ZERO)
+        );
+        assert_eq!(
+            next_step(Failure::Timeout, 2, 2, false, &NO_WAIT),
+            Next::Fail(GraphError::Timeout)
+        );
+        assert_eq!(
+            next_step(Failure::Transport("refused".into()), 2, 2, false, &NO_WAIT),
+            Next::Fail(GraphError::Transport("refused".into()))
+        );
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        for code in [400, 403, 404, 409, 422] {
+            assert!(matches!(
+                next_step(status(code, None), 1, 5, false, &NO_WAIT),
+                Next::Fail(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn unauthorized_reauths_once_even_on_the_last_attempt() {
+        assert_eq!(
+            next_step(status(401, None), 1, 1, false, &NO_WAIT),
+            Next::Reauth
+        );
+        assert!(matches!(
+            next_step(status(401, None), 1, 5, true, &NO_WAIT),
+            Next::Fail(GraphError::Unauthorized { .. })
+        ));
+    }
+}
