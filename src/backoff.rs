@@ -1,35 +1,48 @@
-//! Exponential backoff with full jitter, for reconnects and redelivery.
+//! Exponential backoff with full jitter, shared by every adapter that retries (Graph requests,
+//! PBX pushes, reconnects).
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// Doubling delays from `base` up to `cap`, each drawn uniformly from [base/2, delay].
-#[derive(Debug, Clone)]
+/// Exponential backoff with full jitter: attempt n waits a random time in
+/// `0..=min(cap, base * 2^(n-1))`.
+#[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     base: Duration,
     cap: Duration,
-    attempt: u32,
 }
 
 impl Backoff {
+    /// No wait at all, for tests of the retry policy.
+    #[cfg(test)]
+    pub const ZERO: Backoff = Backoff {
+        base: Duration::ZERO,
+        cap: Duration::ZERO,
+    };
+
+    /// `base` is the first ceiling, `cap` the largest.
     pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff { base, cap, attempt: 0 }
+        Backoff {
+            base,
+            cap: cap.max(base),
+        }
     }
 
-    /// The next delay to wait.
-    pub fn next_delay(&mut self) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
-        self.attempt = self.attempt.saturating_add(1);
-        let ceiling = exp.min(self.cap);
-        let floor = (self.base / 2).min(ceiling);
-        let nanos = rand::rng().random_range(floor.as_nanos()..=ceiling.as_nanos());
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    /// The upper bound of the wait after failed attempt `attempt` (1-based).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        self.base
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.cap)
+            .min(self.cap)
     }
 
-    /// After a success: start from `base` again.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
+    /// A random wait in `0..=ceiling(attempt)`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::rng().random_range(0..=nanos))
     }
 }
 
@@ -37,15 +50,27 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
-    fn delays_grow_and_stay_under_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        for i in 0..20 {
-            let d = b.next_delay();
-            assert!(d >= Duration::from_millis(50), "attempt {i}: {d:?}");
-            assert!(d <= Duration::from_secs(2), "attempt {i}: {d:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+    fn backoff_ceiling_doubles_up_to_the_cap() {
+        let b = Backoff::new(250 * MS, 2000 * MS);
+        assert_eq!(b.ceiling(1), 250 * MS);
+        assert_eq!(b.ceiling(2), 500 * MS);
+        assert_eq!(b.ceiling(3), 1000 * MS);
+        assert_eq!(b.ceiling(4), 2000 * MS);
+        assert_eq!(b.ceiling(5), 2000 * MS);
+        assert_eq!(b.ceiling(u32::MAX), 2000 * MS);
+        assert_eq!(b.ceiling(0), 250 * MS);
+    }
+
+    #[test]
+    fn backoff_delay_stays_within_bounds_and_varies() {
+        let b = Backoff::new(100 * MS, 400 * MS);
+        let delays: Vec<Duration> = (0..200).map(|_| b.delay(3)).collect();
+        assert!(delays.iter().all(|d| *d <= 400 * MS));
+        assert!(delays.iter().any(|d| *d != delays[0]), "full jitter varies");
+        let huge = Backoff::new(Duration::from_secs(u64::MAX / 4), Duration::MAX);
+        assert!(huge.delay(40) <= Duration::MAX);
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::aadsts::{explain_aadsts, explain_oauth_error, extract_aadsts};
-use super::budget::Backoff;
+use crate::backoff::Backoff;
 use super::error::error_chain;
 use super::{Counters, GraphError, GraphSettings, join};
 

@@ -7,7 +7,8 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use url::Url;
 use uuid::Uuid;
 
-use super::budget::{Backoff, parse_retry_after};
+use super::budget::parse_retry_after;
+use crate::backoff::Backoff;
 use super::error::{ErrorBody, error_chain};
 use super::{Counters, GraphError, Inner};
 

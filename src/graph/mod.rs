@@ -32,7 +32,8 @@ pub use probe::{ProbeReport, ProbeStep};
 pub use users::{MatchedBy, UserMatch};
 
 use auth::Auth;
-use budget::{Backoff, Budget};
+use crate::backoff::Backoff;
+use budget::Budget;
 
 /// Everything the Graph client needs, as plain values (the service builds it from the config).
 #[derive(Clone)]

@@ -66,8 +66,8 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut pending: BTreeMap<String, PbxUpdate> = BTreeMap::new();
-    let mut backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
-    let mut failing = false;
+    let backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
+    let mut failures: u32 = 0;
     loop {
         if pending.is_empty() {
             tokio::select! {
@@ -84,11 +84,10 @@ async fn run(
         let batch: Vec<PbxUpdate> = pending.values().take(MAX_BATCH).cloned().collect();
         match send(&client, &settings, &batch).await {
             Ok(()) => {
-                if failing {
-                    tracing::info!(url = %settings.url, "PBX push delivered again");
-                    failing = false;
+                if failures > 0 {
+                    tracing::info!(url = %settings.url, failures, "PBX push delivered again");
+                    failures = 0;
                 }
-                backoff.reset();
                 for u in &batch {
                     if pending.get(&u.extension) == Some(u) {
                         pending.remove(&u.extension);
@@ -97,12 +96,12 @@ async fn run(
                 let _ = delivered.send(batch);
             }
             Err(why) => {
-                if !failing {
+                if failures == 0 {
                     tracing::warn!(url = %settings.url, error = %why, pending = pending.len(),
                         "PBX push failed; retrying with backoff (check pbx.push_url and the PBX side)");
-                    failing = true;
                 }
-                let delay = backoff.next_delay();
+                failures = failures.saturating_add(1);
+                let delay = backoff.delay(failures);
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(delay) => {}
