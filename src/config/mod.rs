@@ -1,1 +1,251 @@
-//! config (in progress)
+//! The TOML config file and the users file, validated into concrete runtime types, and watched
+//! for changes.
+//!
+//! Two layers (style habit 4): `file.rs` mirrors the TOML with serde and denies unknown keys;
+//! `validate.rs` turns it into [`Config`] (durations, URLs, addresses, secrets read from their
+//! files). Every [`ConfigError`] names the file and the key or line. Reloading is the caller's
+//! loop: [`watch_files`] says "something changed", [`Config::load`] + [`load_users`] re-read,
+//! [`diff`] says what changed; an invalid new file is logged and the old config kept.
+//!
+//! Loading reads files with blocking std I/O: call it from `spawn_blocking` on the runtime.
+
+mod diff;
+mod display;
+mod file;
+mod secret;
+mod spans;
+mod users;
+mod validate;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::sync::mapping::Mapping;
+
+pub use diff::{Change, diff};
+pub use file::{
+    DEFAULT_GRAPH_URL, DEFAULT_IN_CALL_EXPIRATION, DEFAULT_LOGIN_URL, DEFAULT_POLL_INTERVAL,
+    DEFAULT_STATE_DB, DEFAULT_USERS_FILE,
+};
+pub use secret::{EnvLookup, Secret};
+pub use users::{Directory, UserEntry, load_users, parse_users};
+pub use watch::{FileWatch, watch_files};
+
+/// The validated configuration the daemon runs with. `Debug` redacts secrets; `Display`
+/// prints the effective configuration as TOML (defaults filled in, secrets left out), for
+/// `check-config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from: reloads re-read it, errors name it.
+    pub source: PathBuf,
+    /// Entra app registration and Graph endpoints.
+    pub azure: AzureConfig,
+    /// State database and the timings of the sync loop.
+    pub sync: SyncConfig,
+    /// Where the users file is.
+    pub users: UsersConfig,
+    /// Which PBX connector to run and how.
+    pub pbx: PbxConfig,
+    /// Teams presence -> PBX state table (defaults overlaid with the file's rules).
+    pub mapping: Mapping,
+    /// Logging filter.
+    pub log: LogConfig,
+}
+
+/// `[azure]`: what the client-credentials flow and the Graph client need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AzureConfig {
+    /// Directory (tenant) id of the organisation; part of the token URL.
+    pub tenant_id: String,
+    /// Application (client) id of the app registration.
+    pub client_id: String,
+    /// Client secret of the app registration (inline, file or systemd credential).
+    pub client_secret: Secret,
+    /// Token endpoint host; changed for national clouds and the emulator.
+    pub login_url: Url,
+    /// Graph host; changed for national clouds and the emulator.
+    pub graph_url: Url,
+}
+
+/// `[sync]`: local state and timings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncConfig {
+    /// SQLite file with the sessions we own and the last pushed states (survives restarts).
+    pub state_db: PathBuf,
+    /// How often Teams presence is read for all users.
+    pub poll_interval: Duration,
+    /// `expirationDuration` of our setPresence session; refreshed before it runs out
+    /// (5m..=4h, FACTS.md §5 \[D5\]\[D6\]).
+    pub in_call_expiration: Duration,
+    /// How often e-mail -> Teams id matching is redone (new hires, renamed accounts).
+    pub resolve_interval: Duration,
+    /// Longest time shutdown may take (clearing sessions included); below systemd's stop timeout.
+    pub shutdown_timeout: Duration,
+    /// After an unclean stop, how long the PBX has to report a call still running before the
+    /// sessions left in the store are cleared.
+    pub recovery_grace: Duration,
+    /// Timeout of one Graph or token request.
+    pub request_timeout: Duration,
+}
+
+/// `[users]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersConfig {
+    /// The users file (`extension,email[,direction]`), resolved against the config directory.
+    pub file: PathBuf,
+}
+
+/// `[pbx]`: `kind` selects the connector; each variant holds only the keys of its kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PbxConfig {
+    /// The generic connector: the PBX POSTs call states to us, we POST Teams states to it.
+    Http(HttpPbxConfig),
+}
+
+/// `[pbx]` with `kind = "http"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpPbxConfig {
+    /// Where we listen for the PBX's POSTs.
+    pub listen: SocketAddr,
+    /// Bearer token the PBX must send (and that we send when pushing).
+    pub token: Secret,
+    /// Where Teams states are pushed; `None` means no push (PBX -> Teams only).
+    pub push_url: Option<Url>,
+    /// Timeout of one push request.
+    pub push_timeout: Duration,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing_subscriber::EnvFilter` directive, checked at load time.
+    pub level: String,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path` (secret files included; the users file
+    /// is separate: [`load_users`]). Uses the process environment for `CREDENTIALS_DIRECTORY`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
+            path: source.clone(),
+            source: e,
+        })?;
+        Config::from_str_with(&text, &source, &|k| std::env::var_os(k))
+    }
+
+    /// Validates `text` as if read from `source` (relative paths resolve against its
+    /// directory), looking environment variables up through `env`. Secret files are read
+    /// here; nothing else is touched (the state database and the users file are not).
+    pub fn from_str_with(
+        text: &str,
+        source: &Path,
+        env: EnvLookup<'_>,
+    ) -> Result<Config, ConfigError> {
+        validate::validate(text, source, env)
+    }
+
+    /// The files whose change should trigger a reload: this file and the users file.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        vec![self.source.clone(), self.users.file.clone()]
+    }
+}
+
+/// Loads the config at `path` and the users file it names: what a (re)load needs for [`diff`].
+pub fn load_all(path: &Path) -> Result<(Config, Directory), ConfigError> {
+    let config = Config::load(path)?;
+    let users = load_users(&config.users.file)?;
+    Ok((config, users))
+}
+
+/// Where in the config file a problem is: the dotted key and/or the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct At {
+    /// Dotted key path, e.g. `sync.poll_interval`, when known.
+    pub key: Option<String>,
+    /// 1-based line, when the key is written in the file (not for defaults).
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.key, self.line) {
+            (Some(k), Some(l)) => write!(f, "{k} (line {l})"),
+            (Some(k), None) => f.write_str(k),
+            (None, Some(l)) => write!(f, "line {l}"),
+            (None, None) => f.write_str("(unknown position)"),
+        }
+    }
+}
+
+/// Why the config or users file cannot be used. Every variant means "fix the file and reload";
+/// on reload the caller keeps the last good config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read: fix its path or permissions.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, a value of the wrong type, a missing or an unknown key: fix the syntax.
+    #[error("{}: {at}: {message}", path.display())]
+    Syntax {
+        /// The config file.
+        path: PathBuf,
+        /// Where.
+        at: At,
+        /// What toml said (values of secret keys are not repeated).
+        message: String,
+    },
+    /// A value is malformed or out of range: fix the value.
+    #[error("{}: {at}: {reason}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Where.
+        at: At,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A secret file is missing, unreadable or empty: fix the file (its content is never shown).
+    #[error("{}: {key}: secret file {}: {reason}", path.display(), secret_file.display())]
+    SecretFile {
+        /// The config file.
+        path: PathBuf,
+        /// The key that pointed at the secret file.
+        key: String,
+        /// The secret file.
+        secret_file: PathBuf,
+        /// The I/O error or "is empty".
+        reason: String,
+    },
+    /// A line of the users file is wrong: fix that line.
+    #[error("{}: line {line}: {reason}", path.display())]
+    UsersLine {
+        /// The users file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory of a watched file cannot be watched: fix the path, or reload by SIGHUP.
+    #[error("cannot watch {}: {source}", path.display())]
+    Watch {
+        /// The directory or file that failed.
+        path: PathBuf,
+        /// The watcher error.
+        source: notify::Error,
+    },
+}

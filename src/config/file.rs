@@ -1,0 +1,173 @@
+//! The config file as written: serde structs that mirror the TOML one to one. Every struct
+//! denies unknown keys (a typo is an error, never silently ignored); defaults are named
+//! constants so `config.example.toml` and the code can be checked against each other.
+//! Values stay strings here; `validate` turns them into durations, URLs and addresses.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Secret;
+
+/// Default `azure.login_url`: the Entra ID token endpoint host (global cloud).
+pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+/// Default `azure.graph_url`: Microsoft Graph (global cloud).
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+/// Default `sync.state_db`: systemd's `StateDirectory=pbx-teams-presence`.
+pub const DEFAULT_STATE_DB: &str = "/var/lib/pbx-teams-presence/state.db";
+/// Default `sync.poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: &str = "30s";
+/// Default `sync.in_call_expiration` (the Graph default, FACTS.md §5 \[D5\]\[D6\]).
+pub const DEFAULT_IN_CALL_EXPIRATION: &str = "5m";
+/// Default `sync.resolve_interval`.
+pub const DEFAULT_RESOLVE_INTERVAL: &str = "1h";
+/// Default `sync.shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "8s";
+/// Default `sync.recovery_grace`.
+pub const DEFAULT_RECOVERY_GRACE: &str = "15s";
+/// Default `sync.request_timeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "10s";
+/// Default `users.file`, relative to the config file's directory.
+pub const DEFAULT_USERS_FILE: &str = "users.csv";
+/// Default `pbx.kind`.
+pub const DEFAULT_PBX_KIND: &str = "http";
+/// Default `pbx.listen`: loopback only, the PBX usually runs on the same host.
+pub const DEFAULT_PBX_LISTEN: &str = "127.0.0.1:8790";
+/// Default `pbx.push_timeout`.
+pub const DEFAULT_PUSH_TIMEOUT: &str = "5s";
+/// Default `log.level`.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+/// The whole file. Only `[azure]` is required; every other section has defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub azure: AzureSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+    #[serde(default)]
+    pub users: UsersSection,
+    #[serde(default)]
+    pub pbx: PbxSection,
+    #[serde(default)]
+    pub mapping: MappingSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[azure]`: the app registration and the endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AzureSection {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_login_url")]
+    pub login_url: String,
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+}
+
+fn default_login_url() -> String {
+    s(DEFAULT_LOGIN_URL)
+}
+fn default_graph_url() -> String {
+    s(DEFAULT_GRAPH_URL)
+}
+
+/// `[sync]`: the state database and the timings of the sync loop.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SyncSection {
+    pub state_db: PathBuf,
+    pub poll_interval: String,
+    pub in_call_expiration: String,
+    pub resolve_interval: String,
+    pub shutdown_timeout: String,
+    pub recovery_grace: String,
+    pub request_timeout: String,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            state_db: PathBuf::from(DEFAULT_STATE_DB),
+            poll_interval: s(DEFAULT_POLL_INTERVAL),
+            in_call_expiration: s(DEFAULT_IN_CALL_EXPIRATION),
+            resolve_interval: s(DEFAULT_RESOLVE_INTERVAL),
+            shutdown_timeout: s(DEFAULT_SHUTDOWN_TIMEOUT),
+            recovery_grace: s(DEFAULT_RECOVERY_GRACE),
+            request_timeout: s(DEFAULT_REQUEST_TIMEOUT),
+        }
+    }
+}
+
+/// `[users]`: where the extension -> e-mail list lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct UsersSection {
+    pub file: PathBuf,
+}
+
+impl Default for UsersSection {
+    fn default() -> Self {
+        UsersSection {
+            file: PathBuf::from(DEFAULT_USERS_FILE),
+        }
+    }
+}
+
+/// `[pbx]`: one flat table; `kind` says which keys apply. Today only `http` exists; a new
+/// kind adds its keys here and `validate` rejects keys of the other kinds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PbxSection {
+    pub kind: String,
+    pub listen: String,
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    pub push_url: Option<String>,
+    pub push_timeout: String,
+}
+
+impl Default for PbxSection {
+    fn default() -> Self {
+        PbxSection {
+            kind: s(DEFAULT_PBX_KIND),
+            listen: s(DEFAULT_PBX_LISTEN),
+            token: None,
+            token_file: None,
+            push_url: None,
+            push_timeout: s(DEFAULT_PUSH_TIMEOUT),
+        }
+    }
+}
+
+/// `[mapping.activity]` and `[mapping.availability]`: overrides of the default table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MappingSection {
+    pub activity: BTreeMap<String, String>,
+    pub availability: BTreeMap<String, String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSection {
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: s(DEFAULT_LOG_LEVEL),
+        }
+    }
+}

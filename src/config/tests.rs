@@ -1,0 +1,259 @@
+//! Whole-file tests: the shipped examples, the fixture directories, error positions, redaction.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+use crate::sync::types::TeamsPresence;
+
+const EXAMPLE: &str = include_str!("../../config.example.toml");
+const MINIMAL: &str = include_str!("../../config.minimal.toml");
+
+/// A directory with both systemd credentials, and an env lookup that points at it.
+struct Creds {
+    dir: tempfile::TempDir,
+}
+
+impl Creds {
+    fn new() -> Creds {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client-secret"), "cred-client-secret\n").unwrap();
+        std::fs::write(dir.path().join("pbx-token"), "cred-pbx-token\n").unwrap();
+        Creds { dir }
+    }
+
+    fn env(&self) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let d = self.dir.path().as_os_str().to_owned();
+        move |k| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone())
+    }
+}
+
+fn no_env(_: &str) -> Option<OsString> {
+    None
+}
+
+fn http(c: &Config) -> &HttpPbxConfig {
+    let PbxConfig::Http(h) = &c.pbx;
+    h
+}
+
+fn parse_err(text: &str) -> String {
+    let creds = Creds::new();
+    Config::from_str_with(text, Path::new("/etc/p/config.toml"), &creds.env())
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn example_parses_with_its_files_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("{}/", dir.path().display());
+    let text = EXAMPLE.replace("/etc/pbx-teams-presence/", &root);
+    std::fs::write(dir.path().join("client-secret"), "example-secret\n").unwrap();
+    std::fs::write(dir.path().join("pbx-token"), "example-token").unwrap();
+    let c = Config::from_str_with(&text, &dir.path().join("config.toml"), &no_env).unwrap();
+    assert_eq!(c.azure.client_secret.expose(), "example-secret");
+    assert_eq!(http(&c).token.expose(), "example-token");
+    assert_eq!(c.users.file, dir.path().join("users.csv"));
+    assert_eq!(c.sync.poll_interval, Duration::from_secs(30));
+    assert_eq!(
+        http(&c).push_url.as_ref().unwrap().as_str(),
+        "http://127.0.0.1:8080/presence"
+    );
+    assert_eq!(
+        c.mapping
+            .state_for(&TeamsPresence::new("Busy", "InAMeeting")),
+        "busy"
+    );
+}
+
+#[test]
+fn minimal_parses_with_systemd_credentials_and_defaults() {
+    let creds = Creds::new();
+    let source = Path::new("/etc/pbx-teams-presence/config.toml");
+    let c = Config::from_str_with(MINIMAL, source, &creds.env()).unwrap();
+    assert_eq!(c.azure.client_secret.expose(), "cred-client-secret");
+    assert_eq!(http(&c).token.expose(), "cred-pbx-token");
+    assert_eq!(c.users.file, Path::new("/etc/pbx-teams-presence/users.csv"));
+    assert_eq!(c.sync.state_db, Path::new(DEFAULT_STATE_DB));
+    assert_eq!(c.sync.in_call_expiration, Duration::from_secs(300));
+    assert_eq!(http(&c).listen.to_string(), "127.0.0.1:8790");
+    assert_eq!(http(&c).push_url, None);
+    assert_eq!(c.azure.graph_url.as_str(), "https://graph.microsoft.com/");
+    assert_eq!(c.mapping, crate::sync::mapping::Mapping::default());
+    assert_eq!(c.log.level, "info");
+}
+
+/// Every `# Default: key = "value"` line of the example must match the code's default: the
+/// minimal config with that one key added equals the minimal config.
+#[test]
+fn example_default_lines_match_the_code() {
+    let creds = Creds::new();
+    let source = Path::new("/etc/pbx-teams-presence/config.toml");
+    let base = Config::from_str_with(MINIMAL, source, &creds.env()).unwrap();
+    let mut section = String::new();
+    let mut checked = 0;
+    for line in EXAMPLE.lines() {
+        if line.starts_with('[') {
+            section = line.trim_matches(['[', ']']).to_owned();
+        }
+        let Some((key, value)) = default_line(line) else {
+            continue;
+        };
+        let text = if section == "azure" {
+            format!("{MINIMAL}\n{key} = {value}\n")
+        } else {
+            format!("{MINIMAL}\n[{section}]\n{key} = {value}\n")
+        };
+        let c = Config::from_str_with(&text, source, &creds.env()).unwrap();
+        assert_eq!(
+            c, base,
+            "[{section}] {key}: Default line disagrees with the code"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} Default lines checked");
+}
+
+/// `# Default: key = "value"` -> (key, "\"value\""); other Default lines (prose) -> None.
+fn default_line(line: &str) -> Option<(&str, &str)> {
+    let (key, rest) = line.strip_prefix("# Default: ")?.split_once(" = ")?;
+    if !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') || !rest.starts_with('"') {
+        return None;
+    }
+    let end = rest[1..].find('"')? + 2;
+    Some((key, &rest[..end]))
+}
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/config")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn valid_fixtures_load() {
+    let creds = Creds::new();
+    let files = fixtures("valid");
+    assert!(
+        files.len() >= 5,
+        "found only {} valid fixtures",
+        files.len()
+    );
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        if let Err(e) = Config::from_str_with(&text, &f, &creds.env()) {
+            panic!("{} should load: {e}", f.display());
+        }
+    }
+}
+
+/// Each invalid fixture lists what its error must say (`# expect: ...`) and must not say
+/// (`# absent: ...`); every error also names the file.
+#[test]
+fn invalid_fixtures_fail_with_the_right_key() {
+    let creds = Creds::new();
+    let files = fixtures("invalid");
+    assert!(
+        files.len() >= 20,
+        "found only {} invalid fixtures",
+        files.len()
+    );
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let err = match Config::from_str_with(&text, &f, &creds.env()) {
+            Ok(_) => panic!("{} should fail", f.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&f.display().to_string()), "{err}");
+        let mut expectations = 0;
+        for line in text.lines() {
+            if let Some(want) = line.strip_prefix("# expect: ") {
+                assert!(
+                    err.contains(want),
+                    "{}: {err:?} lacks {want:?}",
+                    f.display()
+                );
+                expectations += 1;
+            }
+            if let Some(not) = line.strip_prefix("# absent: ") {
+                assert!(!err.contains(not), "{}: {err:?} shows {not:?}", f.display());
+            }
+        }
+        assert!(expectations > 0, "{} has no '# expect:' line", f.display());
+    }
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let text = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secrett = \"x\"\n";
+    let e = parse_err(text);
+    assert!(
+        e.starts_with("/etc/p/config.toml: azure.client_secrett (line 4): "),
+        "{e}"
+    );
+    assert!(e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn defaulted_key_error_names_key_without_line() {
+    let text = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret_file = \"nope\"\n";
+    let e = parse_err(text);
+    assert!(
+        e.contains("/etc/p/config.toml: azure.client_secret_file: secret file"),
+        "{e}"
+    );
+    assert!(e.contains("/etc/p/nope"), "relative to the config dir: {e}");
+}
+
+#[test]
+fn secrets_never_reach_debug_output() {
+    let text = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s3cr3t-a\"\n\
+                [pbx]\ntoken = \"s3cr3t-b\"\n";
+    let c = Config::from_str_with(text, Path::new("/c.toml"), &no_env).unwrap();
+    let shown = format!("{c:?} {c:#?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("[redacted]"));
+    assert_eq!(c.azure.client_secret.expose(), "s3cr3t-a");
+}
+
+#[test]
+fn missing_secret_without_credentials_says_how_to_fix() {
+    let text = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\n";
+    let e = Config::from_str_with(text, Path::new("/c.toml"), &no_env)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("azure.client_secret") && e.contains("LoadCredential=client-secret"));
+}
+
+#[test]
+fn load_reads_files_and_load_all_reads_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n\
+                [pbx]\ntoken = \"p\"\n[users]\nfile = \"people.csv\"\n";
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::write(dir.path().join("people.csv"), "1001,a@example.com\n").unwrap();
+    let (c, users) = load_all(&path).unwrap();
+    assert_eq!(c.source, path);
+    assert_eq!(
+        c.watched_paths(),
+        vec![path.clone(), dir.path().join("people.csv")]
+    );
+    assert_eq!(users.get("1001").unwrap().email, "a@example.com");
+    let e = Config::load(&dir.path().join("absent.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("absent.toml") && e.contains("cannot read"),
+        "{e}"
+    );
+}

@@ -1,0 +1,285 @@
+//! File structs -> runtime [`Config`]: parse every value, check every range, read the secrets.
+//! Errors name the key and, when the key is written in the file, its line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use url::Url;
+
+use super::file::{AzureSection, FileConfig, MappingSection, PbxSection, SyncSection};
+use super::secret::{self, EnvLookup, SecretSpec};
+use super::spans::Spans;
+use super::{
+    At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig, SyncConfig,
+    UsersConfig,
+};
+use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
+
+/// Keys whose values must never be repeated in an error message.
+const SECRET_KEYS: &[&str] = &["azure.client_secret", "pbx.token"];
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const FOREVER: Duration = Duration::MAX;
+
+/// What every check needs: the file (for messages), its directory (for relative paths), the
+/// spans (for line numbers) and the environment (for systemd credentials).
+struct Ctx<'a> {
+    path: &'a Path,
+    base: PathBuf,
+    spans: Spans<'a>,
+    env: EnvLookup<'a>,
+}
+
+impl Ctx<'_> {
+    fn at(&self, key: &str) -> At {
+        At {
+            key: Some(key.to_owned()),
+            line: self.spans.line_of(key),
+        }
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            at: self.at(key),
+            reason: reason.into(),
+        }
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: &str,
+        range: RangeInclusive<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(value).map_err(|e| {
+            self.invalid(
+                key,
+                format!("{value:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""),
+            )
+        })?;
+        if range.contains(&d) {
+            return Ok(d);
+        }
+        let fmt = humantime::format_duration;
+        let reason = match (*range.start(), *range.end()) {
+            (lo, FOREVER) => format!("must be at least {}, got {value:?}", fmt(lo)),
+            (Duration::ZERO, hi) => format!("must be at most {}, got {value:?}", fmt(hi)),
+            (lo, hi) => format!("must be between {} and {}, got {value:?}", fmt(lo), fmt(hi)),
+        };
+        Err(self.invalid(key, reason))
+    }
+
+    fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
+        let url = Url::parse(value)
+            .map_err(|e| self.invalid(key, format!("{value:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(self.invalid(key, format!("{value:?} must be an http:// or https:// URL")));
+        }
+        Ok(url)
+    }
+
+    fn non_empty(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        let v = value.trim();
+        if v.is_empty() {
+            return Err(self.invalid(key, "must not be empty"));
+        }
+        Ok(v.to_owned())
+    }
+}
+
+/// Parses and validates `text`, read from `source`.
+pub(crate) fn validate(
+    text: &str,
+    source: &Path,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigError> {
+    let base = source.parent().map(Path::to_owned).unwrap_or_default();
+    let ctx = Ctx {
+        path: source,
+        base,
+        spans: Spans::new(text),
+        env,
+    };
+    let file: FileConfig = toml::from_str(text).map_err(|e| syntax_error(&ctx, &e))?;
+    Ok(Config {
+        source: source.to_owned(),
+        azure: azure(&ctx, &file.azure)?,
+        sync: sync(&ctx, &file.sync)?,
+        users: UsersConfig {
+            file: ctx.path(&file.users.file),
+        },
+        pbx: pbx(&ctx, &file.pbx)?,
+        mapping: mapping(&ctx, &file.mapping)?,
+        log: LogConfig {
+            level: log_level(&ctx, &file.log.level)?,
+        },
+    })
+}
+
+/// toml's error, located: key path from the span (plus the missing field, if that is the
+/// problem) and the line. Values of secret keys are not repeated.
+fn syntax_error(ctx: &Ctx<'_>, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map(|s| s.start);
+    let mut key = offset.and_then(|o| ctx.spans.key_at(o));
+    let mut line = offset.map(|o| ctx.spans.line_at(o));
+    let message = e.message().trim().to_owned();
+    if let Some(missing) = missing_field(&message) {
+        // The span is the table that lacks the key: its header, or the whole document.
+        key = Some(match key {
+            Some(k) => format!("{k}.{missing}"),
+            None => {
+                line = None;
+                missing.to_owned()
+            }
+        });
+    }
+    let secret = key.as_deref().is_some_and(|k| SECRET_KEYS.contains(&k));
+    let message = if secret {
+        "invalid value (not shown: secret)".to_owned()
+    } else {
+        message
+    };
+    ConfigError::Syntax {
+        path: ctx.path.to_owned(),
+        at: At { key, line },
+        message,
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn azure(ctx: &Ctx<'_>, a: &AzureSection) -> Result<AzureConfig, ConfigError> {
+    let spec = SecretSpec {
+        key: "azure.client_secret",
+        file_key: "azure.client_secret_file",
+        credential: "client-secret",
+        inline: a.client_secret.as_ref(),
+        file: a.client_secret_file.as_deref().map(|p| ctx.path(p)),
+    };
+    Ok(AzureConfig {
+        tenant_id: ctx.non_empty("azure.tenant_id", &a.tenant_id)?,
+        client_id: ctx.non_empty("azure.client_id", &a.client_id)?,
+        client_secret: secret::resolve(spec, ctx.path, ctx.env, &|k| ctx.at(k))?,
+        login_url: ctx.url("azure.login_url", &a.login_url)?,
+        graph_url: ctx.url("azure.graph_url", &a.graph_url)?,
+    })
+}
+
+fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
+    Ok(SyncConfig {
+        state_db: ctx.path(&s.state_db),
+        poll_interval: ctx.duration("sync.poll_interval", &s.poll_interval, SECOND..=FOREVER)?,
+        // Graph accepts PT5M..PT4H only (FACTS.md §5 [D5][D6]).
+        in_call_expiration: ctx.duration(
+            "sync.in_call_expiration",
+            &s.in_call_expiration,
+            5 * MINUTE..=240 * MINUTE,
+        )?,
+        resolve_interval: ctx.duration(
+            "sync.resolve_interval",
+            &s.resolve_interval,
+            MINUTE..=FOREVER,
+        )?,
+        shutdown_timeout: ctx.duration(
+            "sync.shutdown_timeout",
+            &s.shutdown_timeout,
+            SECOND..=10 * SECOND,
+        )?,
+        recovery_grace: ctx.duration(
+            "sync.recovery_grace",
+            &s.recovery_grace,
+            Duration::ZERO..=10 * MINUTE,
+        )?,
+        request_timeout: ctx.duration(
+            "sync.request_timeout",
+            &s.request_timeout,
+            SECOND..=MINUTE,
+        )?,
+    })
+}
+
+fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigError> {
+    if p.kind != "http" {
+        let reason = format!("unknown kind {:?}; supported: \"http\"", p.kind);
+        return Err(ctx.invalid("pbx.kind", reason));
+    }
+    let listen: SocketAddr = p.listen.parse().map_err(|e| {
+        let reason = format!(
+            "{:?} is not an address:port like \"127.0.0.1:8790\" ({e})",
+            p.listen
+        );
+        ctx.invalid("pbx.listen", reason)
+    })?;
+    let spec = SecretSpec {
+        key: "pbx.token",
+        file_key: "pbx.token_file",
+        credential: "pbx-token",
+        inline: p.token.as_ref(),
+        file: p.token_file.as_deref().map(|f| ctx.path(f)),
+    };
+    Ok(PbxConfig::Http(HttpPbxConfig {
+        listen,
+        token: secret::resolve(spec, ctx.path, ctx.env, &|k| ctx.at(k))?,
+        push_url: p
+            .push_url
+            .as_deref()
+            .map(|u| ctx.url("pbx.push_url", u))
+            .transpose()?,
+        push_timeout: ctx.duration("pbx.push_timeout", &p.push_timeout, SECOND / 10..=MINUTE)?,
+    }))
+}
+
+fn mapping(ctx: &Ctx<'_>, m: &MappingSection) -> Result<Mapping, ConfigError> {
+    rules(ctx, "mapping.activity", &m.activity, KNOWN_ACTIVITIES)?;
+    rules(
+        ctx,
+        "mapping.availability",
+        &m.availability,
+        KNOWN_AVAILABILITIES,
+    )?;
+    Ok(Mapping::with_overrides(&m.activity, &m.availability))
+}
+
+fn rules(
+    ctx: &Ctx<'_>,
+    table: &str,
+    rules: &BTreeMap<String, String>,
+    known: &[&str],
+) -> Result<(), ConfigError> {
+    for (teams, state) in rules {
+        let key = format!("{table}.{teams}");
+        if !known.contains(&teams.as_str()) {
+            let reason = format!(
+                "{teams:?} is not a Teams value; known: {}",
+                known.join(", ")
+            );
+            return Err(ctx.invalid(&key, reason));
+        }
+        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if state.is_empty() || !state.chars().all(ok) {
+            let reason = format!("PBX state {state:?} must be non-empty [a-z0-9_]");
+            return Err(ctx.invalid(&key, reason));
+        }
+    }
+    Ok(())
+}
+
+fn log_level(ctx: &Ctx<'_>, level: &str) -> Result<String, ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        let reason =
+            format!("{level:?} is not a filter like \"info,pbx_teams_presence=debug\" ({e})");
+        ctx.invalid("log.level", reason)
+    })?;
+    Ok(level.to_owned())
+}
