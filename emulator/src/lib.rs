@@ -1,1 +1,223 @@
+//! graph-emulator: an in-process Microsoft Graph + Entra token emulator for the
+//! pbx-teams-presence tests, demo and benchmarks. It serves real HTTP on loopback, so the
+//! daemon talks to it exactly as it talks to Graph. Behaviour follows
+//! /work/shared/graph/FACTS.md; fact keys like [D5] mark what rests on a fact.
+//!
+//! # Layout
+//! - [`Emulator`]: the handle tests use (start, seed, steer, inspect, shut down).
+//! - `server`: axum routes: `/{tenant}/oauth2/v2.0/token`, `/v1.0/...`, `/_control/...`.
+//! - `token`: the client-credentials token endpoint and its errors.
+//! - `graph`: one entry point for every Graph request (HTTP or `$batch`): faults, auth,
+//!   permissions, rate limits, routing. `users_api`, `presence_api`, `batch` answer.
+//! - `directory`, `filter`, `presence`: users with indexes, the `$filter` subset, and the
+//!   pure presence aggregation.
+//! - `state`: all state behind one mutex; `ops`: operations shared with `control`.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod batch;
+mod control;
+mod directory;
+mod filter;
+mod graph;
+mod model;
+mod odata;
+mod ops;
+mod presence;
+mod presence_api;
+mod server;
+mod state;
+mod token;
+mod users_api;
+mod util;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Mutex as StdMutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use model::{AppSession, EmulatorOptions, Fault, FaultKind, LoggedRequest, User};
+
+use state::{Shared, State};
+
+/// Roles of the default app: everything the daemon needs.
+pub const DEFAULT_ROLES: &[&str] = &[
+    "Presence.ReadWrite.All",
+    "User.ReadBasic.All",
+    "User.Read.All",
+];
+
+/// Stops the server when the last [`Emulator`] clone is dropped or `shutdown` is called.
+struct ServerCtl {
+    stop: StdMutex<Option<oneshot::Sender<()>>>,
+    task: StdMutex<Option<JoinHandle<()>>>,
+}
+
+/// A running emulator. Cheap to clone; all clones share one server and state.
+#[derive(Clone)]
+pub struct Emulator {
+    shared: Arc<Shared>,
+    ctl: Arc<ServerCtl>,
+    tenant_id: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("base_url", &self.shared.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Starts on 127.0.0.1 with a free port and default options.
+    pub async fn start() -> std::io::Result<Emulator> {
+        Self::start_with(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            EmulatorOptions::default(),
+        )
+        .await
+    }
+
+    /// Starts on `addr` (port 0 = any free port) with `opts`.
+    pub async fn start_with(addr: SocketAddr, opts: EmulatorOptions) -> std::io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let tenant_id = opts.tenant_id.clone().unwrap_or_else(util::guid);
+        let client_id = opts.client_id.clone().unwrap_or_else(util::guid);
+        let client_secret = opts
+            .client_secret
+            .clone()
+            .unwrap_or_else(|| util::random_string(40));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(opts, tenant_id.clone())),
+            base_url: format!("http://{local}"),
+        });
+        shared.add_app(&client_id, &client_secret, DEFAULT_ROLES);
+        let (tx, rx) = oneshot::channel::<()>();
+        let app = server::router(shared.clone());
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "graph emulator server stopped");
+            }
+        });
+        let ctl = Arc::new(ServerCtl {
+            stop: StdMutex::new(Some(tx)),
+            task: StdMutex::new(Some(task)),
+        });
+        Ok(Emulator {
+            shared,
+            ctl,
+            tenant_id,
+            client_id,
+            client_secret,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: both the login authority (`/{tenant}/oauth2/v2.0/token`) and
+    /// Graph (`/v1.0/...`) live here.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The tenant id (a GUID); `contoso.com` and `contoso.onmicrosoft.com` also name it.
+    pub fn tenant_id(&self) -> String {
+        self.tenant_id.clone()
+    }
+
+    /// Client id of the default app (roles: [`DEFAULT_ROLES`]).
+    pub fn client_id(&self) -> String {
+        self.client_id.clone()
+    }
+
+    /// Client secret of the default app.
+    pub fn client_secret(&self) -> String {
+        self.client_secret.clone()
+    }
+
+    /// Registers (or replaces) an app. Empty `roles` = no admin consent: the token is issued
+    /// and Graph answers 403 [D28].
+    pub fn add_app(&self, client_id: &str, secret: &str, roles: &[&str]) {
+        self.shared.add_app(client_id, secret, roles);
+    }
+
+    /// Adds a user (or replaces the one with the same id); returns its id, generated when
+    /// `user.id` is None.
+    pub fn add_user(&self, user: User) -> String {
+        self.shared.add_user(user)
+    }
+
+    /// Sets what the user's own Teams client session shows (one session in the aggregation
+    /// [D6][D7]); availability `Offline` signs the client out. Unknown users are ignored.
+    pub fn set_user_presence(&self, id: &str, availability: &str, activity: &str) {
+        self.shared.set_user_presence(id, availability, activity);
+    }
+
+    /// The aggregated (availability, activity) Graph would report now; None for unknown users.
+    pub fn presence(&self, id: &str) -> Option<(String, String)> {
+        self.shared.presence(id)
+    }
+
+    /// The live setPresence session of app `client_id` for user `id`, if any.
+    pub fn app_session(&self, id: &str, client_id: &str) -> Option<AppSession> {
+        self.shared.app_session(id, client_id)
+    }
+
+    /// Requests answered so far (oldest first), including inner `$batch` requests.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.requests()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.shared.clear_requests();
+    }
+
+    /// Applies `fault` to the next `fault.times` matching requests.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.inject(fault);
+    }
+
+    /// Moves emulator time forward: tokens, sessions and rate windows age without sleeping.
+    pub fn advance_clock(&self, d: Duration) {
+        self.shared.advance_clock(d);
+    }
+
+    /// Makes every issued token expired (next Graph call answers 401).
+    pub fn expire_tokens(&self) {
+        self.shared.expire_tokens();
+    }
+
+    /// Lifetime (`expires_in`) of tokens issued from now on.
+    pub fn set_token_lifetime(&self, d: Duration) {
+        self.shared.set_token_lifetime(d);
+    }
+
+    /// Stops the server (for every clone) and waits for it to finish.
+    pub async fn shutdown(self) {
+        let tx = self
+            .ctl
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+        let task = self
+            .ctl
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The Graph part (`/v1.0/...`): one entry point shared by HTTP and `$batch`, which applies
+//! faults, authentication, permissions and presence rate limits, then routes.
+
+use std::time::Instant;
+
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+use crate::model::{FaultKind, LoggedRequest};
+use crate::odata::{Ctx, GraphResponse};
+use crate::state::{Shared, State, TokenProblem};
+use crate::util::{graph_date, guid};
+use crate::{batch, presence_api, users_api};
+
+/// Application roles that may read users [D25]; `User.ReadBasic.All` is added unless
+/// `strict_user_readbasic` ([D32], UNVERIFIED).
+const USERS_READ: &[&str] = &[
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+/// Application roles that may read presence [D1][D12].
+const PRESENCE_READ: &[&str] = &["Presence.Read.All", "Presence.ReadWrite.All"];
+/// Application roles that may write presence [D6][D8][D9][D10].
+const PRESENCE_WRITE: &[&str] = &["Presence.ReadWrite.All"];
+
+/// A Graph request, from HTTP or from inside a `$batch`.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphRequest {
+    pub method: String,
+    /// Path as received, starting with `/v1.0`.
+    pub raw_path: String,
+    pub query: String,
+    /// Headers with lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    /// True when a body was sent but is not JSON.
+    pub body_invalid: bool,
+    pub in_batch: bool,
+}
+
+impl GraphRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        let v = self.header("authorization")?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    ListUsers,
+    GetUser(String),
+    GetPresence(String),
+    PresenceAction(String, String),
+    GetPresencesByUserId,
+    Batch,
+    Unsupported(String),
+    BadSegment(String),
+    MethodNotAllowed,
+}
+
+impl Route {
+    /// Operation name faults can match on ([`crate::Fault::path_contains`]).
+    pub fn op(&self) -> &str {
+        match self {
+            Route::ListUsers => "listUsers",
+            Route::GetUser(_) => "getUser",
+            Route::GetPresence(_) => "getPresence",
+            Route::PresenceAction(_, a) => a,
+            Route::GetPresencesByUserId => "getPresencesByUserId",
+            Route::Batch => "batch",
+            _ => "",
+        }
+    }
+}
+
+const ACTIONS: &[&str] = &[
+    "setPresence",
+    "clearPresence",
+    "setUserPreferredPresence",
+    "clearUserPreferredPresence",
+    "setStatusMessage",
+];
+
+/// Routes a method and the decoded segments after `/v1.0`.
+pub(crate) fn route(method: &str, segs: &[String]) -> Route {
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let get = method == "GET";
+    let post = method == "POST";
+    match s.as_slice() {
+        ["users"] if get => Route::ListUsers,
+        ["users", "delta"] | ["me", ..] | ["subscriptions", ..] => {
+            Route::Unsupported(format!("/{}", s.join("/")))
+        }
+        ["users", k] if get => Route::GetUser((*k).to_owned()),
+        ["users", k, "presence"] | ["communications", "presences", k] if get => {
+            Route::GetPresence((*k).to_owned())
+        }
+        ["users", k, "presence", a] | ["communications", "presences", k, a]
+            if post && ACTIONS.contains(a) =>
+        {
+            Route::PresenceAction((*k).to_owned(), (*a).to_owned())
+        }
+        ["communications", "getPresencesByUserId"] if post => Route::GetPresencesByUserId,
+        ["$batch"] if post => Route::Batch,
+        _ if known_shape(&s) => Route::MethodNotAllowed,
+        _ => Route::BadSegment(s.last().copied().unwrap_or("").to_owned()),
+    }
+}
+
+/// Paths the emulator serves with some method (so another method is 405, not 400).
+fn known_shape(s: &[&str]) -> bool {
+    match s {
+        ["users"]
+        | ["users", _]
+        | ["users", _, "presence"]
+        | ["communications", "presences", _] => true,
+        ["communications", "getPresencesByUserId"] | ["$batch"] => true,
+        ["users", _, "presence", a] | ["communications", "presences", _, a] => ACTIONS.contains(a),
+        _ => false,
+    }
+}
+
+/// Decoded path segments after the `/v1.0` prefix.
+pub(crate) fn segments(raw_path: &str) -> Vec<String> {
+    raw_path
+        .trim_start_matches("/v1.0")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+fn make_ctx(st: &State, req: &GraphRequest) -> Ctx {
+    let request_id = guid();
+    // Echo the client's id; without one it equals request-id [docs hit][I10].
+    let client_request_id = req
+        .header("client-request-id")
+        .map(str::to_owned)
+        .unwrap_or_else(|| request_id.clone());
+    Ctx {
+        request_id,
+        client_request_id,
+        date: graph_date(st.wall()),
+    }
+}
+
+/// Answers one Graph request (top-level or inside a batch) and logs it.
+pub(crate) async fn handle(shared: &Shared, req: GraphRequest) -> GraphResponse {
+    let at = Instant::now();
+    let route = route(&req.method, &segments(&req.raw_path));
+    let (ctx, fault) = {
+        let mut st = shared.lock();
+        (
+            make_ctx(&st, &req),
+            st.take_fault(&req.method, &req.raw_path, route.op()),
+        )
+    };
+    let (resp, client_id) = match fault {
+        Some(FaultKind::Status(s)) => (fault_status(s), token_owner(shared, &req)),
+        Some(FaultKind::Throttle { retry_after_secs }) => (
+            GraphResponse::throttled(retry_after_secs),
+            token_owner(shared, &req),
+        ),
+        Some(FaultKind::Delay(d)) => {
+            tokio::time::sleep(d).await;
+            process(shared, &req, route).await
+        }
+        None => process(shared, &req, route).await,
+    };
+    let resp = resp.finish(&ctx);
+    let entry = LoggedRequest {
+        method: req.method,
+        path: req.raw_path,
+        query: req.query,
+        body: req.body,
+        status: resp.status,
+        client_id,
+        at,
+        in_batch: req.in_batch,
+    };
+    shared.lock().push_log(entry);
+    resp
+}
+
+fn token_owner(shared: &Shared, req: &GraphRequest) -> Option<String> {
+    shared.lock().check_token(req.bearer()).ok()
+}
+
+/// An injected status as an OData error.
+fn fault_status(status: u16) -> GraphResponse {
+    let code = match status {
+        400 => "BadRequest",
+        401 => return GraphResponse::unauthorized("Access token validation failure."),
+        403 => return GraphResponse::forbidden(),
+        404 => "Request_ResourceNotFound",
+        429 => return GraphResponse::throttled(1),
+        500 => "InternalServerError",
+        502 => "BadGateway",
+        503 => "ServiceUnavailable",
+        504 => "GatewayTimeout",
+        _ => "UnknownError",
+    };
+    GraphResponse::error(status, code, "Injected fault.")
+}
+
+async fn process(
+    shared: &Shared,
+    req: &GraphRequest,
+    route: Route,
+) -> (GraphResponse, Option<String>) {
+    let client = match shared.lock().check_token(req.bearer()) {
+        Ok(c) => c,
+        Err(p) => return (auth_error(p), None),
+    };
+    if route == Route::Batch {
+        if req.in_batch {
+            return (
+                GraphResponse::bad_request("Nested batch requests are not supported."),
+                Some(client),
+            );
+        }
+        return (batch::handle(shared, req).await, Some(client));
+    }
+    let mut st = shared.lock();
+    (
+        dispatch(&mut st, &shared.base_url, req, route, &client),
+        Some(client),
+    )
+}
+
+/// 401 for a missing, unknown or expired token [I10].
+fn auth_error(p: TokenProblem) -> GraphResponse {
+    GraphResponse::unauthorized(match p {
+        TokenProblem::Missing => "Access token is empty.",
+        TokenProblem::Unknown => "CompactToken parsing failed with error code: 80049217",
+        TokenProblem::Expired => "Access token has expired or is not yet valid.",
+    })
+}
+
+fn required_roles(st: &State, route: &Route) -> Vec<&'static str> {
+    match route {
+        Route::ListUsers | Route::GetUser(_) => {
+            let mut r = USERS_READ.to_vec();
+            if !st.opts.strict_user_readbasic {
+                r.push("User.ReadBasic.All");
+            }
+            r
+        }
+        Route::GetPresence(_) | Route::GetPresencesByUserId => PRESENCE_READ.to_vec(),
+        Route::PresenceAction(..) => PRESENCE_WRITE.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn dispatch(
+    st: &mut State,
+    base: &str,
+    req: &GraphRequest,
+    route: Route,
+    client: &str,
+) -> GraphResponse {
+    let roles = required_roles(st, &route);
+    if !roles.is_empty() && !st.has_any_role(client, &roles) {
+        return GraphResponse::forbidden();
+    }
+    let presence = matches!(
+        route,
+        Route::GetPresence(_) | Route::PresenceAction(..) | Route::GetPresencesByUserId
+    );
+    if let Err(retry_after) = if presence {
+        st.rate_check(client)
+    } else {
+        Ok(())
+    } {
+        return GraphResponse::throttled(retry_after);
+    }
+    if req.body_invalid {
+        return GraphResponse::bad_request(
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+        );
+    }
+    match route {
+        Route::ListUsers => users_api::list(st, base, req),
+        Route::GetUser(k) => users_api::get(st, base, &k, req),
+        Route::GetPresence(k) => presence_api::get(st, base, &k),
+        Route::GetPresencesByUserId => presence_api::get_many(st, req.body.as_ref()),
+        Route::PresenceAction(k, a) => presence_api::action(st, &k, &a, client, req.body.as_ref()),
+        Route::Unsupported(what) => GraphResponse::unsupported(&what),
+        Route::BadSegment(s) => {
+            GraphResponse::bad_request(&format!("Resource not found for the segment '{s}'."))
+        }
+        Route::MethodNotAllowed => GraphResponse::error(
+            405,
+            "Request_BadRequest",
+            "Specified HTTP method is not allowed for the request target.",
+        ),
+        Route::Batch => GraphResponse::bad_request("Nested batch requests are not supported."),
+    }
+}

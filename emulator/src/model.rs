@@ -1,0 +1,115 @@
+//! The public value types of the emulator API: options, users, faults, the request log.
+
+use std::time::{Duration, Instant};
+
+/// How an [`crate::Emulator`] behaves where Graph's behaviour is configurable or uncertain.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// Presence requests allowed per app per 30 s before 429. Default 1,500 as on the API
+    /// pages [D1][D12]; FACTS CONFLICT: the current throttling page says 10,000 [D21].
+    pub presence_limit_per_30s: u32,
+    /// `expires_in` of issued tokens. Default 3599 s, the documented example [D28]
+    /// (real lifetimes are random 60–90 min [D31]).
+    pub token_lifetime: Duration,
+    /// When true, GET /users with only `User.ReadBasic.All` answers 403, as reported in [D32]
+    /// (UNVERIFIED by Microsoft). Default false: User.ReadBasic.All may list users.
+    pub strict_user_readbasic: bool,
+    /// Fixed tenant id for the default app (None: a random GUID). Lets a demo keep its config.
+    pub tenant_id: Option<String>,
+    /// Fixed client id for the default app (None: a random GUID).
+    pub client_id: Option<String>,
+    /// Fixed client secret for the default app (None: random).
+    pub client_secret: Option<String>,
+    /// Most recent requests kept in the log; older ones are dropped so benchmarks stay flat.
+    pub request_log_limit: usize,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        Self {
+            presence_limit_per_30s: 1500,
+            token_lifetime: Duration::from_secs(3599),
+            strict_user_readbasic: false,
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            request_log_limit: 100_000,
+        }
+    }
+}
+
+/// A directory user, as a test or benchmark seeds it.
+#[derive(Debug, Clone, Default)]
+pub struct User {
+    /// Object id; None makes the emulator generate a GUID.
+    pub id: Option<String>,
+    /// `displayName`.
+    pub display_name: String,
+    /// `userPrincipalName`; GET /users/{upn} and `$filter` match it case-insensitively.
+    pub user_principal_name: String,
+    /// `mail`; may be absent, as for users without a mailbox.
+    pub mail: Option<String>,
+    /// `proxyAddresses`, e.g. `SMTP:a@contoso.com`, `smtp:alias@contoso.com`.
+    pub proxy_addresses: Vec<String>,
+}
+
+/// The setPresence session an app holds for a user (one per app: sessionId = app id [I3][I4]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSession {
+    /// Availability as set (before any Available fading).
+    pub availability: String,
+    /// Activity as set.
+    pub activity: String,
+    /// Emulator time left until `expirationDuration` ends the session [D5].
+    pub expires_in: Duration,
+}
+
+/// One request the emulator answered, for tests that assert on traffic.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    /// HTTP method, e.g. `GET`.
+    pub method: String,
+    /// Path as received, e.g. `/v1.0/users`; inner $batch requests get `/v1.0` + their url.
+    pub path: String,
+    /// Raw query string without `?` ("" when none).
+    pub query: String,
+    /// JSON body, if the request had one (form bodies of the token endpoint are not kept).
+    pub body: Option<serde_json::Value>,
+    /// Status the emulator answered.
+    pub status: u16,
+    /// The app the bearer token (or token request) belongs to, if known.
+    pub client_id: Option<String>,
+    /// When the request arrived (real time).
+    pub at: Instant,
+    /// True for a request carried inside a `$batch`.
+    pub in_batch: bool,
+}
+
+/// A fault to apply to the next `times` requests that match.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Only this method (case-insensitive); None = any.
+    pub method: Option<String>,
+    /// Substring of the path as received (e.g. `getPresencesByUserId`, `/presence`), or an
+    /// operation name: `getPresence`, `getPresencesByUserId`, `setPresence`, `clearPresence`,
+    /// `listUsers`, `getUser`, `batch`, `token`.
+    pub path_contains: String,
+    /// What to do instead of (or before) answering.
+    pub kind: FaultKind,
+    /// How many matching requests get the fault.
+    pub times: u32,
+}
+
+/// What an injected fault does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Answer this status with an OData error body (AAD-style body on the token endpoint).
+    Status(u16),
+    /// Answer 429 `TooManyRequests` with `Retry-After` [D22].
+    Throttle {
+        /// Value of the Retry-After header, in seconds.
+        retry_after_secs: u64,
+    },
+    /// Wait this long, then answer normally; lets clients hit their timeouts.
+    Delay(std::time::Duration),
+}

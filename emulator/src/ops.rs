@@ -1,0 +1,85 @@
+//! Test-facing operations on the state, shared by the Rust API ([`crate::Emulator`]) and the
+//! HTTP control API (`/_control`).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::model::{AppSession, Fault, LoggedRequest, User};
+use crate::state::{App, Shared};
+
+impl Shared {
+    pub(crate) fn add_app(&self, client_id: &str, secret: &str, roles: &[&str]) {
+        let roles: HashSet<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let app = App {
+            secret: secret.to_owned(),
+            roles,
+        };
+        self.lock().apps.insert(client_id.to_lowercase(), app);
+    }
+
+    pub(crate) fn add_user(&self, user: User) -> String {
+        self.lock().directory.add(user)
+    }
+
+    /// The user's own Teams client session; availability `Offline` signs the client out.
+    pub(crate) fn set_user_presence(&self, id: &str, availability: &str, activity: &str) -> bool {
+        let mut st = self.lock();
+        let Some(id) = st.directory.resolve(id).map(str::to_owned) else {
+            return false;
+        };
+        let signed_in = !availability.eq_ignore_ascii_case("Offline");
+        st.presence_mut(&id).client =
+            signed_in.then(|| (availability.to_owned(), activity.to_owned()));
+        true
+    }
+
+    pub(crate) fn presence(&self, id: &str) -> Option<(String, String)> {
+        let st = self.lock();
+        let id = st.directory.resolve(id)?;
+        let now = st.now();
+        Some(st.presence.get(id).map_or_else(
+            || ("Offline".into(), "Offline".into()),
+            |p| p.aggregate(now),
+        ))
+    }
+
+    pub(crate) fn app_session(&self, id: &str, client_id: &str) -> Option<AppSession> {
+        let st = self.lock();
+        let id = st.directory.resolve(id)?;
+        let now = st.now();
+        let s = st
+            .presence
+            .get(id)?
+            .sessions
+            .get(&client_id.to_lowercase())?;
+        (s.expires_at > now).then(|| AppSession {
+            availability: s.availability.clone(),
+            activity: s.activity.clone(),
+            expires_in: s.expires_at - now,
+        })
+    }
+
+    pub(crate) fn requests(&self) -> Vec<LoggedRequest> {
+        self.lock().log.iter().cloned().collect()
+    }
+
+    pub(crate) fn clear_requests(&self) {
+        self.lock().log.clear();
+    }
+
+    pub(crate) fn inject(&self, fault: Fault) {
+        self.lock().add_fault(fault);
+    }
+
+    pub(crate) fn advance_clock(&self, d: Duration) {
+        self.lock().advance(d);
+    }
+
+    pub(crate) fn expire_tokens(&self) {
+        self.lock().expire_tokens();
+    }
+
+    pub(crate) fn set_token_lifetime(&self, d: Duration) {
+        self.lock().opts.token_lifetime = d;
+    }
+}

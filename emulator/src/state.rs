@@ -1,0 +1,233 @@
+//! All emulator state behind one mutex (never held across an await): apps, tokens, the
+//! directory, presence, the request log, injected faults, rate-limit windows and the clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::directory::Directory;
+use crate::model::{EmulatorOptions, Fault, FaultKind, LoggedRequest};
+use crate::presence::PresenceState;
+use crate::util::random_string;
+
+/// Length of a presence rate-limit window [D1][D12].
+const RATE_WINDOW: Duration = Duration::from_secs(30);
+
+/// A registered app (service principal with its application permissions).
+#[derive(Debug, Clone)]
+pub(crate) struct App {
+    pub secret: String,
+    /// Granted application roles; empty = no admin consent [D28].
+    pub roles: HashSet<String>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TokenInfo {
+    pub client_id: String,
+    pub expires_at: Instant,
+}
+
+/// Why a bearer token was refused.
+pub(crate) enum TokenProblem {
+    Missing,
+    Unknown,
+    Expired,
+}
+
+#[derive(Debug)]
+struct ActiveFault {
+    fault: Fault,
+    left: u32,
+}
+
+#[derive(Debug)]
+struct Window {
+    start: Instant,
+    count: u32,
+}
+
+/// What the emulator knows; see the module doc.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub opts: EmulatorOptions,
+    pub tenant_id: String,
+    /// Domain names accepted in place of the tenant id on the token endpoint [D28].
+    pub domains: Vec<String>,
+    /// Apps by lowercase client id.
+    pub apps: HashMap<String, App>,
+    pub tokens: HashMap<String, TokenInfo>,
+    pub directory: Directory,
+    /// Presence by canonical user id.
+    pub presence: HashMap<String, PresenceState>,
+    pub log: VecDeque<LoggedRequest>,
+    faults: Vec<ActiveFault>,
+    rate: HashMap<String, Window>,
+    offset: Duration,
+    seq: u64,
+}
+
+/// State plus what never changes after start.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub base_url: String,
+}
+
+impl Shared {
+    /// Locks the state; a poisoned lock (a panicked handler) still yields the data.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl State {
+    pub fn new(opts: EmulatorOptions, tenant_id: String) -> Self {
+        Self {
+            opts,
+            tenant_id,
+            domains: vec!["contoso.com".into(), "contoso.onmicrosoft.com".into()],
+            apps: HashMap::new(),
+            tokens: HashMap::new(),
+            directory: Directory::default(),
+            presence: HashMap::new(),
+            log: VecDeque::new(),
+            faults: Vec::new(),
+            rate: HashMap::new(),
+            offset: Duration::ZERO,
+            seq: 0,
+        }
+    }
+
+    /// Emulator time: real monotonic time plus whatever `advance_clock` added.
+    pub fn now(&self) -> Instant {
+        Instant::now() + self.offset
+    }
+
+    /// Emulator wall-clock time (dates in bodies).
+    pub fn wall(&self) -> SystemTime {
+        SystemTime::now() + self.offset
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        self.offset += d;
+    }
+
+    /// Issues an opaque access token [D28][D31]; returns it with its lifetime.
+    pub fn issue_token(&mut self, client_id: &str) -> (String, Duration) {
+        let now = self.now();
+        // Forget tokens long expired so the map stays small in long benchmarks.
+        self.tokens
+            .retain(|_, t| t.expires_at + Duration::from_secs(3600) > now);
+        let token = format!("emu.{}", random_string(80));
+        let lifetime = self.opts.token_lifetime;
+        self.tokens.insert(
+            token.clone(),
+            TokenInfo {
+                client_id: client_id.to_owned(),
+                expires_at: now + lifetime,
+            },
+        );
+        (token, lifetime)
+    }
+
+    /// The client id a bearer token belongs to.
+    pub fn check_token(&self, token: Option<&str>) -> Result<String, TokenProblem> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(TokenProblem::Missing)?;
+        let info = self.tokens.get(token).ok_or(TokenProblem::Unknown)?;
+        if info.expires_at <= self.now() {
+            return Err(TokenProblem::Expired);
+        }
+        Ok(info.client_id.clone())
+    }
+
+    pub fn expire_tokens(&mut self) {
+        let now = self.now();
+        for t in self.tokens.values_mut() {
+            t.expires_at = t.expires_at.min(now);
+        }
+    }
+
+    /// Whether the app holds any of `roles`.
+    pub fn has_any_role(&self, client_id: &str, roles: &[&str]) -> bool {
+        self.apps
+            .get(&client_id.to_lowercase())
+            .is_some_and(|a| roles.iter().any(|r| a.roles.contains(*r)))
+    }
+
+    pub fn add_fault(&mut self, fault: Fault) {
+        let left = fault.times;
+        self.faults.push(ActiveFault { fault, left });
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// Consumes one use of the first fault matching this request.
+    pub fn take_fault(&mut self, method: &str, path: &str, op: &str) -> Option<FaultKind> {
+        let pos = self.faults.iter().position(|f| {
+            f.left > 0
+                && f.fault
+                    .method
+                    .as_ref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && (path.contains(&f.fault.path_contains)
+                    || op.eq_ignore_ascii_case(&f.fault.path_contains))
+        })?;
+        let f = &mut self.faults[pos];
+        f.left -= 1;
+        let kind = f.fault.kind.clone();
+        if f.left == 0 {
+            self.faults.remove(pos);
+        }
+        Some(kind)
+    }
+
+    /// Counts one presence request of `client_id` in its 30 s window [D1][D12]; Err carries
+    /// the seconds until the window ends (Retry-After [D22]). Fixed windows, not sliding; a
+    /// getPresencesByUserId call counts once (UNVERIFIED [I6]).
+    pub fn rate_check(&mut self, client_id: &str) -> Result<(), u64> {
+        let now = self.now();
+        let limit = self.opts.presence_limit_per_30s;
+        let w = self.rate.entry(client_id.to_lowercase()).or_insert(Window {
+            start: now,
+            count: 0,
+        });
+        if now.saturating_duration_since(w.start) >= RATE_WINDOW {
+            *w = Window {
+                start: now,
+                count: 0,
+            };
+        }
+        if w.count >= limit {
+            let left = RATE_WINDOW.saturating_sub(now.saturating_duration_since(w.start));
+            return Err(left.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        w.count += 1;
+        Ok(())
+    }
+
+    pub fn push_log(&mut self, entry: LoggedRequest) {
+        if self.opts.request_log_limit == 0 {
+            return;
+        }
+        while self.log.len() >= self.opts.request_log_limit {
+            self.log.pop_front();
+        }
+        self.log.push_back(entry);
+    }
+
+    /// The presence state of a (canonical) user id, pruned to `now`, marked as changed.
+    pub fn presence_mut(&mut self, id: &str) -> &mut PresenceState {
+        self.seq += 1;
+        let (seq, now) = (self.seq, self.now());
+        let p = self.presence.entry(id.to_owned()).or_default();
+        p.prune(now);
+        p.seq = seq;
+        p
+    }
+}
