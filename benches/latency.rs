@@ -126,7 +126,9 @@ async fn poll_cycle(n: usize) {
     let polled = |want: usize| {
         pbx_teams_presence::store::read_snapshot(&db).ok().and_then(|s| {
             let users: usize = s.meta.get("last_poll_users")?.parse().ok()?;
-            (users == want).then(|| (s.meta.get("last_poll_requests").cloned()?, s.meta.get("last_poll_ms").cloned()?))
+            let requests = s.meta.get("last_poll_requests").cloned()?;
+            let wall_ms = s.meta.get("last_poll_ms").cloned()?;
+            (users == want).then_some((requests, wall_ms))
         })
     };
     wait_until(Duration::from_secs(300), || polled(n).is_some()).await;

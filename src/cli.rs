@@ -101,13 +101,14 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let client = GraphClient::new(service::graph_settings_for(&config))?;
     let rt = runtime()?;
     let report = rt.block_on(client.probe());
-    for (what, result) in report.lines() {
-        match result {
-            Ok(detail) => println!("ok: {what}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") }),
-            Err(why) => problems.push(format!("{what}: {why}")),
+    for step in report.steps() {
+        match &step.result {
+            Ok(detail) if detail.is_empty() => println!("ok: {}", step.name),
+            Ok(detail) => println!("ok: {} ({detail})", step.name),
+            Err(why) => problems.push(format!("{}: {why}. {}", step.name, step.advice)),
         }
     }
-    if report.token_ok() {
+    if report.token.result.is_ok() {
         let emails = service::directory_emails(&directory);
         match rt.block_on(client.resolve_users(&emails)) {
             Ok(results) => {

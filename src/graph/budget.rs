@@ -4,7 +4,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::Instant;
 
 /// The longest Retry-After we accept from a header; longer values are clamped, so one odd

@@ -1,6 +1,5 @@
 //! Starting and stopping the PBX connector selected by `pbx.kind`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -19,7 +18,6 @@ pub struct Connector {
     cancel: CancellationToken,
     /// Where Teams changes go; `None` when the PBX takes no pushes (no `pbx.push_url`).
     pub pusher: Option<Pusher>,
-    pub listen: SocketAddr,
 }
 
 /// The channels a connector talks to the main loop through.
@@ -63,7 +61,7 @@ impl Connector {
             None => None,
         };
         tracing::info!(kind = "http", %listen, push = pusher.is_some(), "PBX connector started");
-        Ok(Connector { cancel, pusher, listen })
+        Ok(Connector { cancel, pusher })
     }
 
     /// Stop taking PBX events and pushing.

@@ -65,26 +65,29 @@ pub(super) struct Daemon {
     pub(super) ids_tx: watch::Sender<Arc<Vec<String>>>,
     pub(super) interval_tx: watch::Sender<Duration>,
     pub(super) known_tx: watch::Sender<Arc<HashSet<String>>>,
-    rx: Inputs,
+    pub(super) rx: Inputs,
     resolving: JoinSet<Resolved>,
     ready: bool,
     last_resolve: i64,
 }
 
 /// Everything the main loop listens to.
-struct Inputs {
+pub(super) struct Inputs {
     events: mpsc::Receiver<Vec<PbxEvent>>,
     polled: mpsc::Receiver<Polled>,
     written: mpsc::UnboundedReceiver<Written>,
     delivered: mpsc::UnboundedReceiver<Vec<PbxUpdate>>,
-    reload: mpsc::Receiver<()>,
-    _watch: Option<config::FileWatch>,
+    pub(super) reload: mpsc::Receiver<()>,
+    /// Keeps the file watcher alive.
+    pub(super) watch: Option<config::FileWatch>,
 }
 
 impl Daemon {
     pub(super) async fn start(options: RunOptions) -> Result<Daemon, ServiceError> {
-        let config = Config::load(&options.config_path)?;
-        let directory = config::load_users(&config.users.file)?;
+        let path = options.config_path.clone();
+        let (config, directory) = tokio::task::spawn_blocking(move || config::load_all(&path))
+            .await
+            .map_err(|e| ServiceError::Start(format!("loading the config: {e}")))??;
         let store = open_store(&config).await?;
         let snapshot = store.snapshot().await?;
         let graph = GraphClient::new(graph_settings(&config))?;
@@ -112,7 +115,7 @@ impl Daemon {
         let (written_tx, written) = mpsc::unbounded_channel();
         let writers = Writers::new(graph_rx, written_tx);
         let (watch, reload) = watch_config(&config);
-        let rx = Inputs { events, polled, written, delivered, reload, _watch: watch };
+        let rx = Inputs { events, polled, written, delivered, reload, watch };
         let mut daemon = Daemon {
             options, config, directory, matches, engine, store, writers, connector, links,
             tracker, graph_tx, ids_tx, interval_tx, known_tx, rx,

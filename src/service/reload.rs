@@ -4,18 +4,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::build::{engine_settings, graph_settings, known_extensions};
+use super::build::{engine_settings, graph_settings, known_extensions, watch_config};
 use super::connector::Connector;
 use super::daemon::Daemon;
 use super::matching;
-use crate::config::{self, Change, Config, Directory};
+use crate::config::{self, Change, Directory};
 use crate::graph::GraphClient;
 use crate::store::Write;
 
 pub async fn apply(d: &mut Daemon) {
-    let new = match load(&d.options.config_path) {
-        Ok(new) => new,
+    let path = d.options.config_path.clone();
+    let loaded = tokio::task::spawn_blocking(move || config::load_all(&path)).await;
+    let new = match loaded {
+        Ok(Ok(new)) => new,
         Err(e) => {
+            tracing::error!(error = %e, "config reload task failed");
+            return;
+        }
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "config change ignored; the last good config stays in force");
             d.error("config", None, &e.to_string());
             return;
@@ -34,12 +40,6 @@ pub async fn apply(d: &mut Daemon) {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<(Config, Directory), config::ConfigError> {
-    let config = Config::load(path)?;
-    let directory = config::load_users(&config.users.file)?;
-    Ok((config, directory))
-}
-
 async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
     match change {
         Change::UsersAdded(_) | Change::UsersRemoved(_) | Change::UsersChanged(_) => {
@@ -51,6 +51,13 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
             d.interval_tx.send_replace(d.config.sync.poll_interval);
         }
         Change::InCallExpiration => d.engine.set_settings(engine_settings(&d.config)),
+        // Read from the current config at every tick.
+        Change::ResolveInterval => {}
+        Change::UsersFile => {
+            let (watch, reload) = watch_config(&d.config);
+            d.rx.watch = watch;
+            d.rx.reload = reload;
+        }
         Change::Mapping => {
             let commands = d.engine.set_mapping(d.config.mapping.clone());
             d.execute(commands);

@@ -82,6 +82,10 @@ impl World {
     /// Alice (matched by mail), Bob (by UPN, mixed case in the users file), Carol (by a proxy
     /// address only), all Available in Teams.
     pub async fn new() -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,pbx_teams_presence=debug")
+            .with_test_writer()
+            .try_init();
         let graph = Emulator::start().await.unwrap();
         let alice = graph.add_user(user("Alice", "alice@contoso.com", Some("alice@contoso.com"), &[]));
         let bob = graph.add_user(user("Bob", "bob@contoso.com", None, &[]));
@@ -97,7 +101,7 @@ impl World {
         let pbx = PbxReceiver::start().await;
         let dir = tempfile::tempdir().unwrap();
         let listen = free_port();
-        let mut w = World { graph, pbx, dir, listen, token: "pbx-test-token".into(), people, clock: Clock::default(), daemon: None };
+        let w = World { graph, pbx, dir, listen, token: "pbx-test-token".into(), people, clock: Clock::default(), daemon: None };
         w.write_users(&[]);
         w.write_config("");
         w
@@ -160,7 +164,7 @@ level = "info,pbx_teams_presence=debug"
             tenant = self.graph.tenant_id(),
             client = self.graph.client_id(),
             secret = self.graph.client_secret(),
-            poll = "300ms",
+            poll = "1s",
             listen = self.listen,
             token = self.token,
             push = self.pbx.url,
@@ -173,6 +177,15 @@ level = "info,pbx_teams_presence=debug"
         let mut options = RunOptions::new(&self.config_path());
         options.clock = self.clock.clone();
         let task = tokio::spawn(service::run(options.clone()));
+        for _ in 0..500 {
+            if task.is_finished() {
+                panic!("the daemon stopped at start: {:?}", task.await);
+            }
+            if tokio::net::TcpStream::connect(self.listen).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         self.daemon = Some((options, task));
         wait_for_port(self.listen).await;
     }
