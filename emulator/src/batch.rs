@@ -11,8 +11,9 @@ use std::pin::Pin;
 use serde_json::{Map, Value, json};
 
 use crate::graph::{self, GraphRequest};
-use crate::odata::GraphResponse;
+use crate::odata::{Ctx, GraphResponse};
 use crate::state::Shared;
+use crate::util::{graph_date, guid};
 
 /// Most requests in one batch [D24].
 const MAX_REQUESTS: usize = 20;
@@ -140,6 +141,17 @@ fn item_json(id: &str, resp: GraphResponse) -> Value {
     out
 }
 
+/// Ids and date for answers made here rather than by the Graph entry point.
+fn local_finish(shared: &Shared, resp: GraphResponse) -> GraphResponse {
+    let request_id = guid();
+    let date = graph_date(shared.lock().wall());
+    resp.finish(&Ctx {
+        client_request_id: request_id.clone(),
+        request_id,
+        date,
+    })
+}
+
 type Boxed<'a> = Pin<Box<dyn Future<Output = GraphResponse> + Send + 'a>>;
 
 fn run_inner<'a>(shared: &'a Shared, req: GraphRequest) -> Boxed<'a> {
@@ -171,6 +183,12 @@ pub(crate) async fn handle(shared: &Shared, outer: &GraphRequest) -> GraphRespon
                 Ok(req) => run_inner(shared, req).await,
                 Err(r) => r,
             }
+        };
+        // Answers made here (424, absolute url) still get request ids and a date.
+        let resp = if resp.headers.is_empty() {
+            local_finish(shared, resp)
+        } else {
+            resp
         };
         statuses.insert(it.id.clone(), resp.status);
         responses.push(item_json(&it.id, resp));

@@ -20,7 +20,8 @@ pub struct EmulatorOptions {
     pub client_id: Option<String>,
     /// Fixed client secret for the default app (None: random).
     pub client_secret: Option<String>,
-    /// Most recent requests kept in the log; older ones are dropped so benchmarks stay flat.
+    /// Most recent requests kept in the log (default 4096); older ones are dropped so long
+    /// runs stay flat in memory. Benchmarks may set 0 to keep none.
     pub request_log_limit: usize,
 }
 
@@ -33,7 +34,7 @@ impl Default for EmulatorOptions {
             tenant_id: None,
             client_id: None,
             client_secret: None,
-            request_log_limit: 100_000,
+            request_log_limit: 4096,
         }
     }
 }

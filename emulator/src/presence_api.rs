@@ -3,13 +3,14 @@
 //! setStatusMessage [D11].
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::odata::GraphResponse;
 use crate::presence::{
-    PREFERRED_PAIRS, Preferred, SESSION_PAIRS, Session, StatusMessage, canonical_pair,
+    PREFERRED_PAIRS, Preferred, PresenceState, SESSION_PAIRS, Session, StatusMessage,
+    canonical_pair,
 };
 use crate::state::State;
 use crate::util::{parse_iso_duration, parse_utc};
@@ -27,12 +28,7 @@ pub(crate) fn get(st: &mut State, base: &str, key: &str) -> GraphResponse {
         return GraphResponse::not_found(key);
     };
     let (now, wall) = (st.now(), st.wall());
-    let mut body = st
-        .presence
-        .get(&id)
-        .cloned()
-        .unwrap_or_default()
-        .to_json(&id, now, wall);
+    let mut body = presence_json(st, &id, now, wall);
     body["@odata.context"] = json!(format!(
         "{base}/v1.0/$metadata#users('{id}')/presence/$entity"
     ));
@@ -71,13 +67,17 @@ pub(crate) fn get_many(st: &mut State, body: Option<&Value>) -> GraphResponse {
         if !seen.insert(id.to_owned()) {
             continue;
         }
-        let p = st.presence.get(id);
-        value.push(
-            p.map_or_else(Default::default, Clone::clone)
-                .to_json(id, now, wall),
-        );
+        value.push(presence_json(st, id, now, wall));
     }
     GraphResponse::json(200, json!({"value": value}))
+}
+
+/// A user's presence JSON; users never touched are Offline (no session) [D8].
+fn presence_json(st: &State, id: &str, now: Instant, wall: SystemTime) -> Value {
+    match st.presence.get(id) {
+        Some(p) => p.to_json(id, now, wall),
+        None => PresenceState::default().to_json(id, now, wall),
+    }
 }
 
 fn str_field<'a>(body: Option<&'a Value>, name: &str) -> Option<&'a str> {

@@ -42,6 +42,7 @@ pub(crate) fn respond(status: u16, headers: &[(String, String)], body: Option<&V
         .map(|b| serde_json::to_vec(b).unwrap_or_default())
         .unwrap_or_default();
     let mut resp = (status, bytes).into_response();
+    resp.headers_mut().remove(axum::http::header::CONTENT_TYPE);
     for (k, v) in headers {
         if let (Ok(k), Ok(v)) = (
             HeaderName::try_from(k.as_str()),
