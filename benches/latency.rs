@@ -26,14 +26,23 @@ async fn main() {
 }
 
 fn options() -> EmulatorOptions {
-    EmulatorOptions { presence_limit_per_30s: 10_000, ..EmulatorOptions::default() }
+    EmulatorOptions {
+        presence_limit_per_30s: 10_000,
+        ..EmulatorOptions::default()
+    }
 }
 
 async fn seed(graph: &Emulator, n: usize, dir: &Path) {
     let mut users = String::from("extension,email\n");
     for i in 0..n {
         let email = format!("user{i:06}@contoso.com");
-        let id = graph.add_user(User { id: None, display_name: format!("User {i}"), user_principal_name: email.clone(), mail: Some(email.clone()), proxy_addresses: vec![] });
+        let id = graph.add_user(User {
+            id: None,
+            display_name: format!("User {i}"),
+            user_principal_name: email.clone(),
+            mail: Some(email.clone()),
+            proxy_addresses: vec![],
+        });
         graph.set_user_presence(&id, "Available", "Available");
         users.push_str(&format!("{},{email}\n", 100_000 + i));
     }
@@ -46,13 +55,18 @@ fn write_config(dir: &Path, graph: &Emulator, listen: SocketAddr, poll: &str) {
         "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
          [sync]\nstate_db = \"state.db\"\npoll_interval = \"{poll}\"\n\n[users]\nfile = \"users.csv\"\n\n\
          [pbx]\nkind = \"http\"\nlisten = \"{listen}\"\ntoken = \"bench\"\n\n[log]\nlevel = \"warn\"\n",
-        graph.tenant_id(), graph.client_id(), graph.client_secret()
+        graph.tenant_id(),
+        graph.client_id(),
+        graph.client_secret()
     );
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 async fn wait_for_port(addr: SocketAddr) {
@@ -72,7 +86,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Each event is for a user who is idle, so each one is a real setPresence.
 async fn speaking_latency(events: usize) {
-    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options()).await.unwrap();
+    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     seed(&graph, events, dir.path()).await;
     let listen = free_port();
@@ -84,8 +100,10 @@ async fn speaking_latency(events: usize) {
     // Wait until every user is matched (the writes need Teams ids).
     let db = dir.path().join("state.db");
     wait_until(Duration::from_secs(120), || {
-        pbx_teams_presence::store::read_snapshot(&db).is_ok_and(|s| s.users.iter().filter(|u| u.teams_id.is_some()).count() == events)
-    }).await;
+        pbx_teams_presence::store::read_snapshot(&db)
+            .is_ok_and(|s| s.users.iter().filter(|u| u.teams_id.is_some()).count() == events)
+    })
+    .await;
     let client = reqwest::Client::new();
     let url = format!("http://{listen}/pbx/events");
     let mut latencies = Vec::with_capacity(events);
@@ -93,10 +111,20 @@ async fn speaking_latency(events: usize) {
         graph.clear_requests();
         let body = format!(r#"{{"extension":"{}","state":"speaking"}}"#, 100_000 + i);
         let sent = Instant::now();
-        let resp = client.post(&url).bearer_auth("bench").body(body).send().await.unwrap();
+        let resp = client
+            .post(&url)
+            .bearer_auth("bench")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 202);
         let received = loop {
-            if let Some(r) = graph.requests().into_iter().find(|r| r.path.ends_with("/setPresence")) {
+            if let Some(r) = graph
+                .requests()
+                .into_iter()
+                .find(|r| r.path.ends_with("/setPresence"))
+            {
                 break r.at;
             }
             tokio::task::yield_now().await;
@@ -106,7 +134,9 @@ async fn speaking_latency(events: usize) {
     latencies.sort();
     println!(
         "speaking -> setPresence received ({events} events, sent-to-received, loopback): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        ms(percentile(&latencies, 0.50)), ms(percentile(&latencies, 0.99)), ms(*latencies.last().unwrap())
+        ms(percentile(&latencies, 0.50)),
+        ms(percentile(&latencies, 0.99)),
+        ms(*latencies.last().unwrap())
     );
     shutdown.cancel();
     let _ = daemon.await;
@@ -115,7 +145,9 @@ async fn speaking_latency(events: usize) {
 /// The real binary as a child process: poll-cycle figures from its state database, peak RSS
 /// from /proc.
 async fn poll_cycle(n: usize) {
-    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options()).await.unwrap();
+    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     seed(&graph, n, dir.path()).await;
     let listen = free_port();
@@ -124,27 +156,44 @@ async fn poll_cycle(n: usize) {
     let mut child = spawn(&dir.path().join("config.toml"));
     let db = dir.path().join("state.db");
     let polled = |want: usize| {
-        pbx_teams_presence::store::read_snapshot(&db).ok().and_then(|s| {
-            let users: usize = s.meta.get("last_poll_users")?.parse().ok()?;
-            let requests = s.meta.get("last_poll_requests").cloned()?;
-            let wall_ms = s.meta.get("last_poll_ms").cloned()?;
-            (users == want).then_some((requests, wall_ms))
-        })
+        pbx_teams_presence::store::read_snapshot(&db)
+            .ok()
+            .and_then(|s| {
+                let users: usize = s.meta.get("last_poll_users")?.parse().ok()?;
+                let requests = s.meta.get("last_poll_requests").cloned()?;
+                let wall_ms = s.meta.get("last_poll_ms").cloned()?;
+                (users == want).then_some((requests, wall_ms))
+            })
     };
     wait_until(Duration::from_secs(300), || polled(n).is_some()).await;
     let first = started.elapsed();
-    let lookups = graph.requests().iter().filter(|r| r.path.contains("$batch")).count();
+    let lookups = graph
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("$batch"))
+        .count();
     // A second cycle, with nothing left to match: the steady state.
     graph.clear_requests();
-    wait_until(Duration::from_secs(60), || graph.requests().iter().filter(|r| r.path.contains("getPresencesByUserId")).count() >= n.div_ceil(650)).await;
+    wait_until(Duration::from_secs(60), || {
+        graph
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("getPresencesByUserId"))
+            .count()
+            >= n.div_ceil(650)
+    })
+    .await;
     wait_until(Duration::from_secs(60), || polled(n).is_some()).await;
     let (requests, wall_ms) = polled(n).unwrap();
     let rss = peak_rss_kib(child.id());
     println!(
         "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); daemon peak RSS {:.1} MB",
-        first.as_secs_f64(), rss as f64 / 1024.0
+        first.as_secs_f64(),
+        rss as f64 / 1024.0
     );
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 

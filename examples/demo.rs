@@ -28,7 +28,9 @@ const PEOPLE: [(&str, &str); 3] = [
 async fn main() -> anyhow::Result<()> {
     let seconds: Option<u64> = std::env::args().nth(1).and_then(|s| s.parse().ok());
     logging::init("info");
-    let graph = Emulator::start().await.context("starting the Graph emulator")?;
+    let graph = Emulator::start()
+        .await
+        .context("starting the Graph emulator")?;
     let mut ids = Vec::new();
     for (_, email) in PEOPLE {
         let name = email.split('@').next().unwrap_or(email);
@@ -72,19 +74,51 @@ async fn scenario(graph: Emulator, ids: Vec<String>, listen: SocketAddr) {
     let step = Duration::from_secs(3);
     tokio::time::sleep(step).await;
     loop {
-        teams(&graph, &ids[0], "Busy", "InAMeeting", "Alice joins a Teams meeting");
+        teams(
+            &graph,
+            &ids[0],
+            "Busy",
+            "InAMeeting",
+            "Alice joins a Teams meeting",
+        );
         tokio::time::sleep(step).await;
-        call(&client, listen, "1002", "speaking", "Bob answers a call on his desk phone").await;
+        call(
+            &client,
+            listen,
+            "1002",
+            "speaking",
+            "Bob answers a call on his desk phone",
+        )
+        .await;
         tokio::time::sleep(step).await;
         show(&graph, &ids[1], "Bob");
-        teams(&graph, &ids[2], "DoNotDisturb", "Presenting", "Carol starts presenting");
+        teams(
+            &graph,
+            &ids[2],
+            "DoNotDisturb",
+            "Presenting",
+            "Carol starts presenting",
+        );
         tokio::time::sleep(step).await;
         call(&client, listen, "1002", "idle", "Bob hangs up").await;
         tokio::time::sleep(step).await;
         show(&graph, &ids[1], "Bob");
-        teams(&graph, &ids[0], "Available", "Available", "Alice leaves the meeting");
+        teams(
+            &graph,
+            &ids[0],
+            "Available",
+            "Available",
+            "Alice leaves the meeting",
+        );
         teams(&graph, &ids[2], "Away", "Away", "Carol steps away");
-        call(&client, listen, "1001", "ringing", "Alice's phone rings (nothing is written)").await;
+        call(
+            &client,
+            listen,
+            "1001",
+            "ringing",
+            "Alice's phone rings (nothing is written)",
+        )
+        .await;
         tokio::time::sleep(step).await;
         call(&client, listen, "1001", "idle", "Alice does not answer").await;
         teams(&graph, &ids[2], "Available", "Available", "Carol is back");
@@ -139,8 +173,16 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn write_config(dir: &std::path::Path, graph: &Emulator, listen: SocketAddr, push: &str) -> anyhow::Result<std::path::PathBuf> {
-    let users: String = PEOPLE.iter().map(|(ext, email)| format!("{ext},{email}\n")).collect();
+fn write_config(
+    dir: &std::path::Path,
+    graph: &Emulator,
+    listen: SocketAddr,
+    push: &str,
+) -> anyhow::Result<std::path::PathBuf> {
+    let users: String = PEOPLE
+        .iter()
+        .map(|(ext, email)| format!("{ext},{email}\n"))
+        .collect();
     std::fs::write(dir.join("users.csv"), format!("extension,email\n{users}"))?;
     let base = graph.base_url();
     let config = format!(

@@ -22,11 +22,13 @@ impl Backoff {
     };
 
     /// `base` is the first ceiling, `cap` the largest.
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff {
-            base,
-            cap: cap.max(base),
-        }
+    pub const fn new(base: Duration, cap: Duration) -> Backoff {
+        let cap = if cap.as_nanos() < base.as_nanos() {
+            base
+        } else {
+            cap
+        };
+        Backoff { base, cap }
     }
 
     /// The upper bound of the wait after failed attempt `attempt` (1-based).

@@ -64,13 +64,18 @@ impl Cli {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // The level from the file is applied before anything logs; a bad file is reported by
     // `service::run` with the key and the line.
-    let level = Config::load(path).map(|c| c.log.level).unwrap_or_else(|_| "info".into());
+    let level = Config::load(path)
+        .map(|c| c.log.level)
+        .unwrap_or_else(|_| "info".into());
     let log_reload = logging::init(&level);
     let rt = runtime()?;
     rt.block_on(async {
@@ -88,7 +93,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 fn consent_url(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     let a = &config.azure;
-    println!("{}", graph::consent_url(&a.login_url, &a.tenant_id, &a.client_id));
+    println!(
+        "{}",
+        graph::consent_url(&a.login_url, &a.tenant_id, &a.client_id)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -97,7 +105,11 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
     println!("config: {} is valid", path.display());
     let directory = config::load_users(&config.users.file)?;
-    println!("users: {} entries in {}", directory.entries.len(), config.users.file.display());
+    println!(
+        "users: {} entries in {}",
+        directory.entries.len(),
+        config.users.file.display()
+    );
     let client = GraphClient::new(service::graph_settings_for(&config))?;
     let rt = runtime()?;
     let report = rt.block_on(client.probe());
@@ -116,11 +128,20 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 for (email, m) in &results {
                     match m {
                         graph::UserMatch::Matched { .. } => matched += 1,
-                        graph::UserMatch::NotFound => problems.push(format!("user {email}: no Teams user has this mail, UPN or proxy address")),
-                        graph::UserMatch::Duplicate { ids } => problems.push(format!("user {email}: {} Teams users share this address ({})", ids.len(), ids.join(", "))),
+                        graph::UserMatch::NotFound => problems.push(format!(
+                            "user {email}: no Teams user has this mail, UPN or proxy address"
+                        )),
+                        graph::UserMatch::Duplicate { ids } => problems.push(format!(
+                            "user {email}: {} Teams users share this address ({})",
+                            ids.len(),
+                            ids.join(", ")
+                        )),
                     }
                 }
-                println!("match: {matched} of {} e-mail addresses found in Teams", results.len());
+                println!(
+                    "match: {matched} of {} e-mail addresses found in Teams",
+                    results.len()
+                );
             }
             Err(e) => problems.push(format!("matching users: {e}")),
         }
@@ -128,7 +149,11 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     for p in &problems {
         println!("problem: {p}");
     }
-    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {

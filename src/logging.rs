@@ -27,12 +27,17 @@ pub fn init(level: &str) -> LogReload {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
     };
-    let _ = tracing_subscriber::registry().with(output).with(filter).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(output)
+        .with(filter)
+        .try_init();
     Arc::new(move |level: &str| {
         if from_env.is_some() {
             return Err("RUST_LOG is set and wins over log.level".into());
         }
-        handle.reload(build_filter(level)).map_err(|e| e.to_string())
+        handle
+            .reload(build_filter(level))
+            .map_err(|e| e.to_string())
     })
 }
 

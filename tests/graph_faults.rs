@@ -9,7 +9,12 @@ use common::*;
 use graph_emulator::{Fault, FaultKind};
 
 fn fault(path: &str, kind: FaultKind, times: u32) -> Fault {
-    Fault { method: Some("POST".into()), path_contains: path.into(), kind, times }
+    Fault {
+        method: Some("POST".into()),
+        path_contains: path.into(),
+        kind,
+        times,
+    }
 }
 
 /// A 429 with Retry-After: 1 is waited out, then the write goes through.
@@ -17,10 +22,19 @@ fn fault(path: &str, kind: FaultKind, times: u32) -> Fault {
 async fn throttled_write_waits_for_retry_after() {
     let mut w = World::new().await;
     w.start().await;
-    w.graph.inject(fault("/presence/setPresence", FaultKind::Throttle { retry_after_secs: 1 }, 1));
+    w.graph.inject(fault(
+        "/presence/setPresence",
+        FaultKind::Throttle {
+            retry_after_secs: 1,
+        },
+        1,
+    ));
     let started = Instant::now();
     w.pbx_event(ALICE, "speaking").await;
-    eventually(10, "written after the throttle", || w.app_session(ALICE).is_some()).await;
+    eventually(10, "written after the throttle", || {
+        w.app_session(ALICE).is_some()
+    })
+    .await;
     let attempts: Vec<_> = w.graph_requests("/presence/setPresence");
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].status, 429);
@@ -34,10 +48,18 @@ async fn throttled_write_waits_for_retry_after() {
 async fn server_errors_are_retried() {
     let mut w = World::new().await;
     w.start().await;
-    w.graph.inject(fault("/presence/setPresence", FaultKind::Status(503), 2));
+    w.graph
+        .inject(fault("/presence/setPresence", FaultKind::Status(503), 2));
     w.pbx_event(BOB, "speaking").await;
-    eventually(15, "written after two 503s", || w.app_session(BOB).is_some()).await;
-    let statuses: Vec<u16> = w.graph_requests("/presence/setPresence").iter().map(|r| r.status).collect();
+    eventually(15, "written after two 503s", || {
+        w.app_session(BOB).is_some()
+    })
+    .await;
+    let statuses: Vec<u16> = w
+        .graph_requests("/presence/setPresence")
+        .iter()
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, vec![503, 503, 200]);
     w.stop().await.unwrap();
 }
@@ -48,10 +70,24 @@ async fn throttled_poll_is_retried() {
     let mut w = World::new().await;
     w.start().await;
     eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
-    w.graph.inject(fault("getPresencesByUserId", FaultKind::Throttle { retry_after_secs: 1 }, 2));
-    w.graph.set_user_presence(&w.id(CAROL), "DoNotDisturb", "Presenting");
-    eventually(15, "change pushed after throttling", || w.pbx.updates_for(CAROL).len() == 2).await;
-    assert!(w.graph_requests("getPresencesByUserId").iter().any(|r| r.status == 429));
+    w.graph.inject(fault(
+        "getPresencesByUserId",
+        FaultKind::Throttle {
+            retry_after_secs: 1,
+        },
+        2,
+    ));
+    w.graph
+        .set_user_presence(&w.id(CAROL), "DoNotDisturb", "Presenting");
+    eventually(15, "change pushed after throttling", || {
+        w.pbx.updates_for(CAROL).len() == 2
+    })
+    .await;
+    assert!(
+        w.graph_requests("getPresencesByUserId")
+            .iter()
+            .any(|r| r.status == 429)
+    );
     w.stop().await.unwrap();
 }
 
@@ -64,7 +100,10 @@ async fn expired_token_is_renewed_and_the_request_retried() {
     let tokens_before = w.graph_requests("/oauth2/v2.0/token").len();
     w.graph.expire_tokens();
     w.pbx_event(CAROL, "speaking").await;
-    eventually(10, "written with a new token", || w.app_session(CAROL).is_some()).await;
+    eventually(10, "written with a new token", || {
+        w.app_session(CAROL).is_some()
+    })
+    .await;
     assert!(w.graph_requests("/oauth2/v2.0/token").len() > tokens_before);
     assert!(w.graph_requests("").iter().any(|r| r.status == 401));
     w.stop().await.unwrap();

@@ -19,7 +19,10 @@ fn spawn_binary(w: &World) -> Child {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -32,14 +35,20 @@ async fn sigterm_clears_every_session_and_exits_zero() {
     wait_for_port(w.listen).await;
     w.pbx_event(ALICE, "speaking").await;
     w.pbx_event(BOB, "speaking").await;
-    eventually(10, "both in a call", || w.app_session(ALICE).is_some() && w.app_session(BOB).is_some()).await;
+    eventually(10, "both in a call", || {
+        w.app_session(ALICE).is_some() && w.app_session(BOB).is_some()
+    })
+    .await;
     let started = Instant::now();
     signal(&child, "-TERM");
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "still running 10 s after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -63,11 +72,23 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
     assert_eq!(w.user_status(CAROL)["in_call_session"], true);
 
     let config = std::fs::read_to_string(w.config_path()).unwrap();
-    common::write_atomically(&w.config_path(), &config.replace("[log]", "[log]\n").replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"5s\"\nrecovery_grace = \"1s\""));
+    common::write_atomically(
+        &w.config_path(),
+        &config.replace("[log]", "[log]\n").replace(
+            "shutdown_timeout = \"5s\"",
+            "shutdown_timeout = \"5s\"\nrecovery_grace = \"1s\"",
+        ),
+    );
     let mut child = spawn_binary(&w);
     wait_for_port(w.listen).await;
-    eventually(10, "cleared after the grace", || w.app_session(CAROL).is_none()).await;
-    eventually(5, "store forgot it", || w.user_status(CAROL)["in_call_session"] == false).await;
+    eventually(10, "cleared after the grace", || {
+        w.app_session(CAROL).is_none()
+    })
+    .await;
+    eventually(5, "store forgot it", || {
+        w.user_status(CAROL)["in_call_session"] == false
+    })
+    .await;
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
 }
@@ -87,11 +108,17 @@ async fn a_session_still_in_use_survives_the_restart() {
     let mut child = spawn_binary(&w);
     wait_for_port(w.listen).await;
     w.pbx_event(ALICE, "speaking").await;
-    eventually(10, "re-written after restart", || w.set_presence_calls(ALICE) == 2).await;
+    eventually(10, "re-written after restart", || {
+        w.set_presence_calls(ALICE) == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(w.app_session(ALICE).is_some());
     assert_eq!(w.clear_presence_calls(ALICE), 0);
     signal(&child, "-TERM");
     assert!(child.wait().unwrap().success());
-    assert!(w.app_session(ALICE).is_none(), "cleared by the orderly stop");
+    assert!(
+        w.app_session(ALICE).is_none(),
+        "cleared by the orderly stop"
+    );
 }

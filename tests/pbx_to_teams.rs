@@ -15,17 +15,26 @@ async fn speaking_sets_in_a_call_and_idle_clears_it() {
     assert_eq!(accepted["accepted"], 1);
     eventually(5, "In a call written", || w.app_session(BOB).is_some()).await;
     let session = w.app_session(BOB).unwrap();
-    assert_eq!((session.availability.as_str(), session.activity.as_str()), ("Busy", "InACall"));
+    assert_eq!(
+        (session.availability.as_str(), session.activity.as_str()),
+        ("Busy", "InACall")
+    );
     let set = w.graph_requests("/presence/setPresence");
     let body = set[0].body.as_ref().unwrap();
     assert_eq!(body["sessionId"], w.graph.client_id());
     assert_eq!(body["expirationDuration"], "PT5M");
-    assert_eq!(w.graph.presence(&w.id(BOB)).unwrap(), ("Busy".to_owned(), "InACall".to_owned()));
+    assert_eq!(
+        w.graph.presence(&w.id(BOB)).unwrap(),
+        ("Busy".to_owned(), "InACall".to_owned())
+    );
 
     w.pbx_event(BOB, "idle").await;
     eventually(5, "session cleared", || w.app_session(BOB).is_none()).await;
     assert_eq!(w.clear_presence_calls(BOB), 1);
-    eventually(5, "store shows no session", || w.user_status(BOB)["in_call_session"] == false).await;
+    eventually(5, "store shows no session", || {
+        w.user_status(BOB)["in_call_session"] == false
+    })
+    .await;
     w.stop().await.unwrap();
 }
 
@@ -41,7 +50,10 @@ async fn ringing_writes_nothing() {
     eventually(5, "Bob's write", || w.set_presence_calls(BOB) == 1).await;
     assert_eq!(w.set_presence_calls(ALICE), 0);
     assert_eq!(w.clear_presence_calls(ALICE), 0);
-    eventually(5, "Alice idle in the store", || w.user_status(ALICE)["pbx_state"] == "idle").await;
+    eventually(5, "Alice idle in the store", || {
+        w.user_status(ALICE)["pbx_state"] == "idle"
+    })
+    .await;
     w.stop().await.unwrap();
 }
 
@@ -78,10 +90,16 @@ async fn latest_state_wins_with_one_write_in_flight() {
     for state in ["speaking", "idle", "speaking", "idle", "speaking"] {
         w.pbx_event(CAROL, state).await;
     }
-    eventually(5, "final In a call", || w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 2).await;
+    eventually(5, "final In a call", || {
+        w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 2
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let writes = w.set_presence_calls(CAROL) + w.clear_presence_calls(CAROL);
-    assert!(writes <= 3, "superseded states were not collapsed: {writes} writes");
+    assert!(
+        writes <= 3,
+        "superseded states were not collapsed: {writes} writes"
+    );
     assert!(w.app_session(CAROL).is_some());
     w.stop().await.unwrap();
 }

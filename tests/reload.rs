@@ -8,7 +8,12 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_user_in_the_users_file_is_matched_and_synced() {
     let mut w = World::new().await;
-    let dave = w.graph.add_user(user("Dave", "dave@contoso.com", Some("dave@contoso.com"), &[]));
+    let dave = w.graph.add_user(user(
+        "Dave",
+        "dave@contoso.com",
+        Some("dave@contoso.com"),
+        &[],
+    ));
     w.graph.set_user_presence(&dave, "Away", "Away");
     w.start().await;
     eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
@@ -18,23 +23,36 @@ async fn a_new_user_in_the_users_file_is_matched_and_synced() {
     // Dave's PBX events are accepted now.
     let accepted = w.pbx_event("1004", "speaking").await;
     assert_eq!(accepted["accepted"], 1);
-    eventually(5, "Dave in a call", || w.graph.app_session(&dave, &w.graph.client_id()).is_some()).await;
+    eventually(5, "Dave in a call", || {
+        w.graph.app_session(&dave, &w.graph.client_id()).is_some()
+    })
+    .await;
     // Removing him clears his session and forgets him.
     w.write_users(&[]);
-    eventually(5, "Dave's session cleared", || w.graph.app_session(&dave, &w.graph.client_id()).is_none()).await;
-    eventually(5, "Dave gone from status", || w.user_status("1004").is_null()).await;
+    eventually(5, "Dave's session cleared", || {
+        w.graph.app_session(&dave, &w.graph.client_id()).is_none()
+    })
+    .await;
+    eventually(5, "Dave gone from status", || {
+        w.user_status("1004").is_null()
+    })
+    .await;
     w.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_change_repushes_affected_users() {
     let mut w = World::new().await;
-    w.graph.set_user_presence(&w.id(ALICE), "Busy", "InAMeeting");
+    w.graph
+        .set_user_presence(&w.id(ALICE), "Busy", "InAMeeting");
     w.start().await;
     eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
     assert_eq!(w.pbx.updates_for(ALICE)[0]["state"], "in_meeting");
     w.write_config("\n[mapping.activity]\nInAMeeting = \"busy\"\n");
-    eventually(10, "re-pushed with the new name", || w.pbx.updates_for(ALICE).len() == 2).await;
+    eventually(10, "re-pushed with the new name", || {
+        w.pbx.updates_for(ALICE).len() == 2
+    })
+    .await;
     assert_eq!(w.pbx.updates_for(ALICE)[1]["state"], "busy");
     assert_eq!(w.pbx.updates().len(), 4, "only Alice's state name changed");
     w.stop().await.unwrap();
@@ -47,10 +65,17 @@ async fn an_invalid_change_is_refused_and_the_last_good_config_stays() {
     eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
     w.write_config("\n[mapping.activity]\nInAMeting = \"busy\"\n");
     eventually(10, "the refusal is recorded", || {
-        w.status()["errors"].as_array().unwrap().iter().any(|e| e["component"] == "config")
+        w.status()["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["component"] == "config")
     })
     .await;
-    let err = w.status()["errors"][0]["message"].as_str().unwrap().to_owned();
+    let err = w.status()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(err.contains("InAMeting"), "{err}");
     assert!(err.contains("config.toml"), "{err}");
     // Still running on the old config: calls still work.
@@ -58,7 +83,13 @@ async fn an_invalid_change_is_refused_and_the_last_good_config_stays() {
     eventually(5, "In a call", || w.app_session(BOB).is_some()).await;
     w.write_users(&["1009,not-an-email"]);
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let (status, body) = w.post_raw(r#"{"extension":"1009","state":"idle"}"#, Some(&w.token)).await;
-    assert_eq!((status, body["ignored"].as_u64()), (202, Some(1)), "bad users file not applied");
+    let (status, body) = w
+        .post_raw(r#"{"extension":"1009","state":"idle"}"#, Some(&w.token))
+        .await;
+    assert_eq!(
+        (status, body["ignored"].as_u64()),
+        (202, Some(1)),
+        "bad users file not applied"
+    );
     w.stop().await.unwrap();
 }

@@ -10,13 +10,24 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_matched_by_mail_upn_and_proxy_address() {
     let mut w = World::new().await;
-    w.graph.add_user(user("Dup One", "dup1@contoso.com", Some("shared@contoso.com"), &[]));
-    w.graph.add_user(user("Dup Two", "dup2@contoso.com", None, &["smtp:shared@contoso.com"]));
+    // Exchange keeps SMTP proxy addresses unique in a tenant, but one user's mail can be
+    // another user's UPN: that is the ambiguity that happens in real directories.
+    w.graph.add_user(user(
+        "Dup One",
+        "dup1@contoso.com",
+        Some("shared@contoso.com"),
+        &[],
+    ));
+    w.graph
+        .add_user(user("Dup Two", "shared@contoso.com", None, &[]));
     w.write_users(&["1004,nobody@contoso.com", "1005,shared@contoso.com"]);
     w.start().await;
-    eventually(10, "matching done", || w.status()["users"].as_array().is_some_and(|u| {
-        u.len() == 5 && u.iter().all(|u| u["match"] != "pending")
-    })).await;
+    eventually(10, "matching done", || {
+        w.status()["users"]
+            .as_array()
+            .is_some_and(|u| u.len() == 5 && u.iter().all(|u| u["match"] != "pending"))
+    })
+    .await;
     for ext in [ALICE, BOB, CAROL] {
         let u = w.user_status(ext);
         assert_eq!(u["match"], "matched", "{u}");
@@ -42,15 +53,28 @@ async fn only_real_changes_are_pushed() {
     assert_eq!(first[0]["email"], "alice@contoso.com");
     // Several poll cycles with no change: nothing more.
     let polls = w.graph_requests("getPresencesByUserId").len();
-    eventually(10, "more polls", || w.graph_requests("getPresencesByUserId").len() >= polls + 3).await;
+    eventually(10, "more polls", || {
+        w.graph_requests("getPresencesByUserId").len() >= polls + 3
+    })
+    .await;
     assert_eq!(w.pbx.updates().len(), 3);
 
-    w.graph.set_user_presence(&w.id(ALICE), "Busy", "InAMeeting");
+    w.graph
+        .set_user_presence(&w.id(ALICE), "Busy", "InAMeeting");
     eventually(10, "meeting pushed", || w.pbx.updates_for(ALICE).len() == 2).await;
     let last = w.pbx.updates_for(ALICE).pop().unwrap();
-    assert_eq!((last["availability"].as_str(), last["activity"].as_str(), last["state"].as_str()),
-        (Some("Busy"), Some("InAMeeting"), Some("in_meeting")));
-    eventually(5, "status shows it", || w.user_status(ALICE)["teams"]["activity"] == "InAMeeting").await;
+    assert_eq!(
+        (
+            last["availability"].as_str(),
+            last["activity"].as_str(),
+            last["state"].as_str()
+        ),
+        (Some("Busy"), Some("InAMeeting"), Some("in_meeting"))
+    );
+    eventually(5, "status shows it", || {
+        w.user_status(ALICE)["teams"]["activity"] == "InAMeeting"
+    })
+    .await;
     assert_eq!(w.pbx.updates().len(), 4);
     w.stop().await.unwrap();
 }
@@ -63,10 +87,21 @@ async fn own_in_a_call_is_not_echoed_to_the_pbx() {
     eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
     w.pbx_event(BOB, "speaking").await;
     eventually(5, "In a call", || w.app_session(BOB).is_some()).await;
-    eventually(10, "poll saw Busy/InACall", || w.user_status(BOB)["teams"]["activity"] == "InACall").await;
+    eventually(10, "poll saw Busy/InACall", || {
+        w.user_status(BOB)["teams"]["activity"] == "InACall"
+    })
+    .await;
     w.pbx_event(BOB, "idle").await;
-    eventually(10, "poll saw Available again", || w.user_status(BOB)["teams"]["activity"] == "Available").await;
-    assert_eq!(w.pbx.updates_for(BOB).len(), 1, "{:?}", w.pbx.updates_for(BOB));
+    eventually(10, "poll saw Available again", || {
+        w.user_status(BOB)["teams"]["activity"] == "Available"
+    })
+    .await;
+    assert_eq!(
+        w.pbx.updates_for(BOB).len(),
+        1,
+        "{:?}",
+        w.pbx.updates_for(BOB)
+    );
     w.stop().await.unwrap();
 }
 
@@ -80,9 +115,15 @@ async fn pushes_are_retried_until_the_pbx_takes_them() {
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert!(w.pbx.updates().is_empty());
     *w.pbx.fail_with.lock().unwrap() = None;
-    eventually(15, "delivered after the outage", || w.pbx.updates().len() == 3).await;
+    eventually(15, "delivered after the outage", || {
+        w.pbx.updates().len() == 3
+    })
+    .await;
     assert_eq!(w.pbx.updates_for(CAROL)[0]["state"], "away");
-    eventually(5, "store records the delivery", || w.user_status(CAROL)["pushed_state"] == "away").await;
+    eventually(5, "store records the delivery", || {
+        w.user_status(CAROL)["pushed_state"] == "away"
+    })
+    .await;
     w.stop().await.unwrap();
 }
 
@@ -104,11 +145,20 @@ async fn polling_uses_batches_of_at_most_650_ids() {
     eventually(20, "all pushed", || w.pbx.updates().len() == 1403).await;
     let polls = w.graph_requests("getPresencesByUserId");
     assert!(polls.len() >= 3);
-    let sizes: Vec<usize> = polls.iter().map(|r| r.body.as_ref().unwrap()["ids"].as_array().unwrap().len()).collect();
+    let sizes: Vec<usize> = polls
+        .iter()
+        .map(|r| r.body.as_ref().unwrap()["ids"].as_array().unwrap().len())
+        .collect();
     assert!(sizes.iter().all(|n| *n <= 650), "{sizes:?}");
     assert_eq!(sizes.iter().take(3).sum::<usize>(), 1403, "{sizes:?}");
-    for b in w.graph_requests("$batch").iter().filter(|r| r.body.is_some()) {
-        let n = b.body.as_ref().unwrap()["requests"].as_array().map_or(0, Vec::len);
+    for b in w
+        .graph_requests("$batch")
+        .iter()
+        .filter(|r| r.body.is_some())
+    {
+        let n = b.body.as_ref().unwrap()["requests"]
+            .as_array()
+            .map_or(0, Vec::len);
         assert!(n <= 20, "a $batch with {n} requests");
     }
     w.stop().await.unwrap();

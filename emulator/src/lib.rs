@@ -93,7 +93,11 @@ impl Emulator {
             .clone()
             .unwrap_or_else(|| util::random_string(40));
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(opts, tenant_id.clone())),
+            state: Mutex::new({
+                let mut state = State::new(opts, tenant_id.clone());
+                state.self_url = format!("http://{local}");
+                state
+            }),
             base_url: format!("http://{local}"),
         });
         shared.add_app(&client_id, &client_secret, DEFAULT_ROLES);

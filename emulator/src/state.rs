@@ -53,6 +53,9 @@ pub(crate) struct State {
     pub tenant_id: String,
     /// Domain names accepted in place of the tenant id on the token endpoint [D28].
     pub domains: Vec<String>,
+    /// The emulator's own base URL: it stands in for https://graph.microsoft.com, so
+    /// `{base_url}/.default` is accepted as the Graph scope (clients point `graph_url` at us).
+    pub self_url: String,
     /// Apps by lowercase client id.
     pub apps: HashMap<String, App>,
     pub tokens: HashMap<String, TokenInfo>,
@@ -88,6 +91,7 @@ impl State {
             opts,
             tenant_id,
             domains: vec!["contoso.com".into(), "contoso.onmicrosoft.com".into()],
+            self_url: String::new(),
             apps: HashMap::new(),
             tokens: HashMap::new(),
             directory: Directory::default(),

@@ -128,10 +128,11 @@ fn check_scope(st: &State, scope: &str, tenant: &str) -> Result<(), TokenAnswer>
             ),
         ));
     }
-    if !GRAPH_RESOURCES
+    let is_graph = GRAPH_RESOURCES
         .iter()
-        .any(|g| g.eq_ignore_ascii_case(resources[0]))
-    {
+        .chain(std::iter::once(&st.self_url.as_str()))
+        .any(|g| g.eq_ignore_ascii_case(resources[0]));
+    if !is_graph {
         return Err(aad_error(
             st,
             400,

@@ -18,9 +18,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::aadsts::{explain_aadsts, explain_oauth_error, extract_aadsts};
-use crate::backoff::Backoff;
 use super::error::error_chain;
 use super::{Counters, GraphError, GraphSettings, join};
+use crate::backoff::Backoff;
 
 /// Lifetime assumed when the token answer has no `expires_in` (it is documented [D28], so
 /// this is only a guard; short, so a wrong guess costs little).

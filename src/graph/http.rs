@@ -8,9 +8,9 @@ use url::Url;
 use uuid::Uuid;
 
 use super::budget::parse_retry_after;
-use crate::backoff::Backoff;
 use super::error::{ErrorBody, error_chain};
 use super::{Counters, GraphError, Inner};
+use crate::backoff::Backoff;
 
 /// What to send. Built by the endpoint modules.
 pub(crate) struct Request<'a> {

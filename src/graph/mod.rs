@@ -31,8 +31,8 @@ pub use presence::{ClearOutcome, Presence};
 pub use probe::{ProbeReport, ProbeStep};
 pub use users::{MatchedBy, UserMatch};
 
-use auth::Auth;
 use crate::backoff::Backoff;
+use auth::Auth;
 use budget::Budget;
 
 /// Everything the Graph client needs, as plain values (the service builds it from the config).

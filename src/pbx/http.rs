@@ -32,7 +32,10 @@ pub type KnownExtensions = watch::Receiver<Arc<HashSet<String>>>;
 pub enum HttpPbxError {
     /// The listen address is taken or not ours: fix `pbx.listen`.
     #[error("cannot listen on {addr} (pbx.listen): {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The server stopped with an I/O error: the service restarts the connector.
     #[error("the PBX event listener failed: {0}")]
     Serve(std::io::Error),
@@ -47,7 +50,9 @@ struct Shared {
 
 /// Bind the listener (separate from [`serve`] so a bad address fails at start-up).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpPbxError> {
-    TcpListener::bind(addr).await.map_err(|source| HttpPbxError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpPbxError::Bind { addr, source })
 }
 
 /// Serve `POST /pbx/events` until `cancel` fires. Accepted batches go to `events`.
@@ -58,7 +63,11 @@ pub async fn serve(
     events: mpsc::Sender<Vec<PbxEvent>>,
     cancel: CancellationToken,
 ) -> Result<(), HttpPbxError> {
-    let shared = Shared { token: Arc::from(token), known, events };
+    let shared = Shared {
+        token: Arc::from(token),
+        known,
+        events,
+    };
     let app = Router::new()
         .route("/pbx/events", post(post_events))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -82,14 +91,18 @@ async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Byt
         }
     };
     let known = shared.known.borrow().clone();
-    let (accepted, ignored): (Vec<_>, Vec<_>) =
-        events.into_iter().partition(|e| known.contains(&e.extension));
+    let (accepted, ignored): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .partition(|e| known.contains(&e.extension));
     for e in &ignored {
         tracing::debug!(extension = %e.extension, "PBX event for an extension not in the users file, ignored");
     }
     let counts = json!({"accepted": accepted.len(), "ignored": ignored.len()});
     if !accepted.is_empty() && shared.events.send(accepted).await.is_err() {
-        return reject(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down");
+        return reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is shutting down",
+        );
     }
     (StatusCode::ACCEPTED, axum::Json(counts)).into_response()
 }
@@ -146,14 +159,19 @@ fn parse_event(item: &Value) -> Result<PbxEvent, String> {
         Some(Value::Bool(b)) => Some(*b),
         Some(other) => return Err(format!("\"dnd\" must be true or false, not {other}")),
     };
-    Ok(PbxEvent { extension, state, dnd })
+    Ok(PbxEvent {
+        extension,
+        state,
+        dnd,
+    })
 }
 
 /// Extensions are short tokens of digits, letters and `*#+-_.`: what dialplans use.
 fn valid_extension(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "*#+-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*#+-_.".contains(c))
 }
 
 #[cfg(test)]
@@ -163,7 +181,14 @@ mod tests {
     #[test]
     fn one_object_or_an_array() {
         let one = parse_batch(br#"{"extension":"1001","state":"speaking"}"#).unwrap();
-        assert_eq!(one, vec![PbxEvent { extension: "1001".into(), state: CallState::Speaking, dnd: None }]);
+        assert_eq!(
+            one,
+            vec![PbxEvent {
+                extension: "1001".into(),
+                state: CallState::Speaking,
+                dnd: None
+            }]
+        );
         let many = parse_batch(
             br#"[{"extension":"1001","state":"idle","dnd":true},{"extension":1002,"state":"ringing"}]"#,
         )
@@ -195,7 +220,11 @@ mod tests {
             br#"{"extension":"1001","state":"idle","dnd":"yes"}"#,
             br#"[1]"#,
         ] {
-            assert!(parse_batch(body).is_err(), "{}", String::from_utf8_lossy(body));
+            assert!(
+                parse_batch(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -52,7 +52,9 @@ pub fn spawn(
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<Pusher, reqwest::Error> {
-    let client = reqwest::Client::builder().timeout(settings.timeout).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .build()?;
     let (tx, rx) = mpsc::unbounded_channel();
     tracker.spawn(run(settings, client, rx, delivered, cancel));
     Ok(Pusher { tx })
@@ -111,7 +113,11 @@ async fn run(
     }
 }
 
-async fn send(client: &reqwest::Client, s: &PushSettings, batch: &[PbxUpdate]) -> Result<(), String> {
+async fn send(
+    client: &reqwest::Client,
+    s: &PushSettings,
+    batch: &[PbxUpdate],
+) -> Result<(), String> {
     let response = client
         .post(s.url.clone())
         .bearer_auth(&s.token)
@@ -120,5 +126,9 @@ async fn send(client: &reqwest::Client, s: &PushSettings, batch: &[PbxUpdate]) -
         .await
         .map_err(|e| e.without_url().to_string())?;
     let status = response.status();
-    if status.is_success() { Ok(()) } else { Err(format!("the PBX answered HTTP {status}")) }
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the PBX answered HTTP {status}"))
+    }
 }

@@ -55,9 +55,15 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
     let wanted: HashSet<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
     let mut matches = HashMap::new();
     for row in &snapshot.users {
-        let Some(status) = &row.match_status else { continue };
+        let Some(status) = &row.match_status else {
+            continue;
+        };
         if wanted.contains(row.email.as_str()) {
-            let info = MatchInfo { teams_id: row.teams_id.clone(), status: status.clone(), detail: row.match_detail.clone() };
+            let info = MatchInfo {
+                teams_id: row.teams_id.clone(),
+                status: status.clone(),
+                detail: row.match_detail.clone(),
+            };
             matches.insert(row.email.clone(), info);
         }
     }
@@ -67,8 +73,14 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
 /// Put back what the store knew: last states on both sides and sessions left by a crash.
 pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
     for row in &snapshot.users {
-        let pushed = row.pushed.as_ref().map(|p| TeamsPresence::new(&p.availability, &p.activity));
-        let teams = row.teams.as_ref().map(|t| TeamsPresence::new(&t.availability, &t.activity));
+        let pushed = row
+            .pushed
+            .as_ref()
+            .map(|p| TeamsPresence::new(&p.availability, &p.activity));
+        let teams = row
+            .teams
+            .as_ref()
+            .map(|t| TeamsPresence::new(&t.availability, &t.activity));
         engine.restore(&row.extension, Restored { pushed, teams });
     }
     let mut seen = HashSet::new();
@@ -82,7 +94,13 @@ pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
 }
 
 pub fn known_extensions(directory: &Directory) -> Arc<HashSet<String>> {
-    Arc::new(directory.entries.iter().map(|e| e.extension.clone()).collect())
+    Arc::new(
+        directory
+            .entries
+            .iter()
+            .map(|e| e.extension.clone())
+            .collect(),
+    )
 }
 
 /// Watch the config and users files; without a watcher (e.g. inotify limits) the daemon still

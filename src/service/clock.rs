@@ -15,9 +15,9 @@ pub struct Clock {
 impl Clock {
     /// Milliseconds since the Unix epoch.
     pub fn now(&self) -> Millis {
-        let system = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX));
+        let system = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+        });
         system.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 

@@ -54,9 +54,11 @@ impl Connector {
                     backoff_cap: Duration::from_secs(30),
                 };
                 let delivered = links.delivered.clone();
-                Some(push::spawn(settings, delivered, cancel.clone(), tracker).map_err(|e| {
-                    ServiceError::Start(format!("cannot build the PBX push client: {e}"))
-                })?)
+                Some(
+                    push::spawn(settings, delivered, cancel.clone(), tracker).map_err(|e| {
+                        ServiceError::Start(format!("cannot build the PBX push client: {e}"))
+                    })?,
+                )
             }
             None => None,
         };

@@ -9,20 +9,22 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-use super::connector::{Connector, ConnectorLinks};
-use super::matching::{self, MatchInfo, Matches};
-use super::poller::{self, PollInputs, Polled};
-use super::writer::{Wanted, Writers, Written};
 use super::build::{
     cached_matches, direction_name, engine_settings, graph_settings, known_extensions, millis,
     open_store, restore, watch_config,
 };
+use super::connector::{Connector, ConnectorLinks};
+use super::matching::{self, MatchInfo, Matches};
+use super::poller::{self, PollInputs, Polled};
+use super::writer::{Wanted, Writers, Written};
 use super::{RunOptions, systemd};
+use crate::backoff::Backoff;
 use crate::config::{self, Config, Directory};
 use crate::graph::{GraphClient, GraphError, UserMatch};
 use crate::pbx::PbxUpdate;
 use crate::store::{Store, Write};
 use crate::sync::engine::Engine;
+use crate::sync::types::Millis;
 use crate::sync::types::{Command, PbxEvent, TeamsPresence};
 
 /// Why the daemon could not start or stopped badly.
@@ -44,6 +46,9 @@ pub enum ServiceError {
     #[error("{0}")]
     Start(String),
 }
+
+/// Retries of a failed matching round: 5 s doubling up to 5 min, with jitter.
+const RESOLVE_RETRY: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 
 /// How often the main loop looks at the clock (session refreshes, recovery, re-matching).
 const TICK: Duration = Duration::from_secs(1);
@@ -68,7 +73,11 @@ pub(super) struct Daemon {
     pub(super) rx: Inputs,
     resolving: JoinSet<Resolved>,
     ready: bool,
-    last_resolve: i64,
+    /// True once one matching round went through (READY=1 waits for it).
+    matched_once: bool,
+    /// When the next matching round is due (`sync.resolve_interval`, sooner after a failure).
+    next_resolve_at: Millis,
+    resolve_failures: u32,
 }
 
 /// Everything the main loop listens to.
@@ -103,23 +112,60 @@ impl Daemon {
         let (events_tx, events) = mpsc::channel(1024);
         let (delivered_tx, delivered) = mpsc::unbounded_channel();
         let (known_tx, known_rx) = watch::channel(known_extensions(&directory));
-        let links = ConnectorLinks { known: known_rx, events: events_tx, delivered: delivered_tx };
+        let links = ConnectorLinks {
+            known: known_rx,
+            events: events_tx,
+            delivered: delivered_tx,
+        };
         let connector = Connector::start(&config.pbx, &links, &tracker).await?;
 
         let (ids_tx, ids_rx) = watch::channel(Arc::new(engine.poll_ids()));
         let (interval_tx, interval_rx) = watch::channel(config.sync.poll_interval);
         let (polled_tx, polled) = mpsc::channel(64);
-        let inputs = PollInputs { graph: graph_rx.clone(), ids: ids_rx, interval: interval_rx };
-        tracker.spawn(poller::run(inputs, polled_tx, options.shutdown.child_token()));
+        let inputs = PollInputs {
+            graph: graph_rx.clone(),
+            ids: ids_rx,
+            interval: interval_rx,
+        };
+        tracker.spawn(poller::run(
+            inputs,
+            polled_tx,
+            options.shutdown.child_token(),
+        ));
 
         let (written_tx, written) = mpsc::unbounded_channel();
         let writers = Writers::new(graph_rx, written_tx);
         let (watch, reload) = watch_config(&config);
-        let rx = Inputs { events, polled, written, delivered, reload, watch };
+        let next_resolve_at = now + millis(config.sync.resolve_interval);
+        let rx = Inputs {
+            events,
+            polled,
+            written,
+            delivered,
+            reload,
+            watch,
+        };
         let mut daemon = Daemon {
-            options, config, directory, matches, engine, store, writers, connector, links,
-            tracker, graph_tx, ids_tx, interval_tx, known_tx, rx,
-            resolving: JoinSet::new(), ready: false, last_resolve: now,
+            options,
+            config,
+            directory,
+            matches,
+            engine,
+            store,
+            writers,
+            connector,
+            links,
+            tracker,
+            graph_tx,
+            ids_tx,
+            interval_tx,
+            known_tx,
+            rx,
+            resolving: JoinSet::new(),
+            ready: false,
+            matched_once: false,
+            next_resolve_at,
+            resolve_failures: 0,
         };
         daemon.resolve(matching::all_emails(&daemon.directory));
         daemon.save_directory();
@@ -128,7 +174,8 @@ impl Daemon {
 
     pub(super) async fn run(mut self) -> Result<(), ServiceError> {
         let mut tick = tokio::time::interval(TICK);
-        let mut watchdog = tokio::time::interval(systemd::watchdog_interval().unwrap_or(TICK * 3600));
+        let mut watchdog =
+            tokio::time::interval(systemd::watchdog_interval().unwrap_or(TICK * 3600));
         let shutdown = self.options.shutdown.clone();
         loop {
             tokio::select! {
@@ -154,7 +201,9 @@ impl Daemon {
         let now = self.options.clock.now();
         for event in batch {
             let outcome = self.engine.on_pbx_event(&event, now);
-            let Some(previous) = outcome.previous else { continue };
+            let Some(previous) = outcome.previous else {
+                continue;
+            };
             if previous != event.state {
                 tracing::info!(extension = %event.extension, from = %previous, to = %event.state,
                     "PBX call state changed");
@@ -178,7 +227,9 @@ impl Daemon {
                     let presence = TeamsPresence::new(&p.availability, &p.activity);
                     let outcome = self.engine.on_teams_presence(&p.id, &presence);
                     for (extension, previous) in &outcome.changed {
-                        let from = previous.as_ref().map_or("-".to_owned(), ToString::to_string);
+                        let from = previous
+                            .as_ref()
+                            .map_or("-".to_owned(), ToString::to_string);
                         tracing::info!(%extension, user = %p.id, %from, to = %presence,
                             own_call = outcome.echo, "Teams presence changed");
                         self.store.write(Write::SetTeams {
@@ -191,7 +242,11 @@ impl Daemon {
                     self.execute(outcome.commands);
                 }
             }
-            Polled::Done { users, requests, elapsed } => {
+            Polled::Done {
+                users,
+                requests,
+                elapsed,
+            } => {
                 tracing::debug!(users, requests, ?elapsed, "poll cycle done");
                 self.count("polls", 1);
                 let meta = [
@@ -201,11 +256,18 @@ impl Daemon {
                     ("last_poll_ms", elapsed.as_millis().to_string()),
                 ];
                 for (key, value) in meta {
-                    self.store.write(Write::SetMeta { key: key.into(), value });
+                    self.store.write(Write::SetMeta {
+                        key: key.into(),
+                        value,
+                    });
                 }
-                if !self.ready && self.resolving.is_empty() {
+                if !self.ready && self.matched_once && self.resolving.is_empty() {
                     self.ready = true;
-                    tracing::info!(users = self.directory.entries.len(), polled = users, "first sync done, ready");
+                    tracing::info!(
+                        users = self.directory.entries.len(),
+                        polled = users,
+                        "first sync done, ready"
+                    );
                     systemd::ready(&format!("in sync: {users} Teams users polled"));
                 }
             }
@@ -225,10 +287,18 @@ impl Daemon {
         match &w.result {
             Ok(()) => {
                 tracing::info!(%extension, user = %w.teams_id, "{what}");
-                if matches!(w.wanted, Wanted::Clear { .. }) && !self.engine.has_session(&w.teams_id) {
+                if matches!(w.wanted, Wanted::Clear { .. }) && !self.engine.has_session(&w.teams_id)
+                {
                     self.close_sessions_of(&w.teams_id);
                 }
-                self.count(if matches!(w.wanted, Wanted::Clear { .. }) { "clear_presence" } else { "set_presence" }, 1);
+                self.count(
+                    if matches!(w.wanted, Wanted::Clear { .. }) {
+                        "clear_presence"
+                    } else {
+                        "set_presence"
+                    },
+                    1,
+                );
             }
             Err(why) => {
                 tracing::warn!(%extension, user = %w.teams_id, error = %why, "presence write failed");
@@ -241,10 +311,15 @@ impl Daemon {
     /// Forget the stored session of every extension that maps to `teams_id`.
     fn close_sessions_of(&self, teams_id: &str) {
         let owners = self.directory.entries.iter().filter(|e| {
-            self.matches.get(&e.email).and_then(|m| m.teams_id.as_deref()) == Some(teams_id)
+            self.matches
+                .get(&e.email)
+                .and_then(|m| m.teams_id.as_deref())
+                == Some(teams_id)
         });
         for e in owners {
-            self.store.write(Write::CloseSession { extension: e.extension.clone() });
+            self.store.write(Write::CloseSession {
+                extension: e.extension.clone(),
+            });
         }
     }
 
@@ -259,16 +334,18 @@ impl Daemon {
                 at: now,
             });
         }
-        self.count("pushes_delivered", i64::try_from(batch.len()).unwrap_or(i64::MAX));
+        self.count(
+            "pushes_delivered",
+            i64::try_from(batch.len()).unwrap_or(i64::MAX),
+        );
     }
 
     fn on_tick(&mut self) {
         let now = self.options.clock.now();
         let commands = self.engine.on_tick(now);
         self.execute(commands);
-        let every = millis(self.config.sync.resolve_interval);
-        if now - self.last_resolve >= every && self.resolving.is_empty() {
-            self.last_resolve = now;
+        if now >= self.next_resolve_at && self.resolving.is_empty() {
+            self.next_resolve_at = now + millis(self.config.sync.resolve_interval);
             self.resolve(matching::all_emails(&self.directory));
         }
     }
@@ -278,19 +355,47 @@ impl Daemon {
         let now = self.options.clock.now();
         for command in commands {
             match command {
-                Command::SetInCall { extension, teams_id, expiration } => {
+                Command::SetInCall {
+                    extension,
+                    teams_id,
+                    expiration,
+                } => {
                     // Recorded before the write: after a crash the session is found and cleared.
                     let expires_at = now + millis(expiration);
-                    self.store.write(Write::OpenSession { extension: extension.clone(), teams_id: teams_id.clone(), expires_at });
-                    self.writers.want(&teams_id, Wanted::InCall { extension, expiration });
+                    self.store.write(Write::OpenSession {
+                        extension: extension.clone(),
+                        teams_id: teams_id.clone(),
+                        expires_at,
+                    });
+                    self.writers.want(
+                        &teams_id,
+                        Wanted::InCall {
+                            extension,
+                            expiration,
+                        },
+                    );
                 }
-                Command::ClearInCall { extension, teams_id } => {
+                Command::ClearInCall {
+                    extension,
+                    teams_id,
+                } => {
                     self.writers.want(&teams_id, Wanted::Clear { extension });
                 }
-                Command::PushToPbx { extension, email, presence, state } => {
+                Command::PushToPbx {
+                    extension,
+                    email,
+                    presence,
+                    state,
+                } => {
                     if let Some(pusher) = &self.connector.pusher {
                         tracing::debug!(%extension, %state, "push queued");
-                        pusher.push(PbxUpdate { extension, email, availability: presence.availability, activity: presence.activity, state });
+                        pusher.push(PbxUpdate {
+                            extension,
+                            email,
+                            availability: presence.availability,
+                            activity: presence.activity,
+                            state,
+                        });
                     }
                 }
             }
@@ -302,7 +407,8 @@ impl Daemon {
             return;
         }
         let graph = self.graph_tx.borrow().clone();
-        self.resolving.spawn(async move { graph.resolve_users(&emails).await });
+        self.resolving
+            .spawn(async move { graph.resolve_users(&emails).await });
     }
 
     pub(super) fn on_resolved(&mut self, resolved: Resolved) {
@@ -310,11 +416,18 @@ impl Daemon {
         let results = match resolved {
             Ok(results) => results,
             Err(e) => {
-                tracing::warn!(error = %e, "matching users to Teams failed; keeping the cached matches, retrying later");
+                self.resolve_failures = self.resolve_failures.saturating_add(1);
+                let wait = RESOLVE_RETRY
+                    .delay(self.resolve_failures)
+                    .max(Duration::from_secs(1));
+                self.next_resolve_at = now + millis(wait);
+                tracing::warn!(error = %e, retry_in = ?wait, "matching users to Teams failed; keeping the cached matches");
                 self.error("match", None, &e.to_string());
                 return;
             }
         };
+        self.matched_once = true;
+        self.resolve_failures = 0;
         for (email, m) in results {
             let info = MatchInfo::from_graph(&m);
             let before = self.matches.insert(email.clone(), info.clone());
@@ -322,12 +435,16 @@ impl Daemon {
                 continue;
             }
             match info.status.as_str() {
-                "matched" => tracing::info!(%email, user = ?info.teams_id, "matched to a Teams user"),
+                "matched" => {
+                    tracing::info!(%email, user = ?info.teams_id, "matched to a Teams user")
+                }
                 _ => tracing::warn!(%email, status = %info.status, detail = ?info.detail,
                     "no Teams user for this e-mail; fix the users file or the Entra account"),
             }
         }
-        let commands = self.engine.set_users(matching::user_specs(&self.directory, &self.matches), now);
+        let commands = self
+            .engine
+            .set_users(matching::user_specs(&self.directory, &self.matches), now);
         self.execute(commands);
         self.ids_tx.send_replace(Arc::new(self.engine.poll_ids()));
         self.save_directory();
@@ -337,9 +454,19 @@ impl Daemon {
     pub(super) fn save_directory(&self) {
         let now = self.options.clock.now();
         for e in &self.directory.entries {
-            self.store.write(Write::UpsertUser { extension: e.extension.clone(), email: e.email.clone(), direction: direction_name(e.direction).into() });
+            self.store.write(Write::UpsertUser {
+                extension: e.extension.clone(),
+                email: e.email.clone(),
+                direction: direction_name(e.direction).into(),
+            });
             if let Some(m) = self.matches.get(&e.email) {
-                self.store.write(Write::SetMatch { extension: e.extension.clone(), teams_id: m.teams_id.clone(), status: m.status.clone(), detail: m.detail.clone(), at: now });
+                self.store.write(Write::SetMatch {
+                    extension: e.extension.clone(),
+                    teams_id: m.teams_id.clone(),
+                    status: m.status.clone(),
+                    detail: m.detail.clone(),
+                    at: now,
+                });
             }
         }
     }
@@ -354,7 +481,10 @@ impl Daemon {
     }
 
     fn count(&self, name: &str, delta: i64) {
-        self.store.write(Write::AddCounter { name: name.into(), delta });
+        self.store.write(Write::AddCounter {
+            name: name.into(),
+            delta,
+        });
     }
 
     /// Ordered stop: no more PBX input, clear every session (bounded), flush the store.
@@ -365,14 +495,23 @@ impl Daemon {
         let sessions = commands.len();
         self.execute(commands);
         let deadline = self.config.sync.shutdown_timeout;
-        tracing::info!(sessions, ?deadline, "shutting down: clearing In-a-call sessions");
-        let writers = std::mem::replace(&mut self.writers, Writers::new(self.graph_tx.subscribe(), mpsc::unbounded_channel().0));
+        tracing::info!(
+            sessions,
+            ?deadline,
+            "shutting down: clearing In-a-call sessions"
+        );
+        let writers = std::mem::replace(
+            &mut self.writers,
+            Writers::new(self.graph_tx.subscribe(), mpsc::unbounded_channel().0),
+        );
         let drained = writers.drain(deadline).await;
         while let Ok(w) = self.rx.written.try_recv() {
             self.on_written(w);
         }
         if !drained {
-            tracing::warn!("shutdown deadline reached before every session was cleared; they expire by themselves (sync.in_call_expiration) and are cleared at the next start");
+            tracing::warn!(
+                "shutdown deadline reached before every session was cleared; they expire by themselves (sync.in_call_expiration) and are cleared at the next start"
+            );
         }
         self.options.shutdown.cancel();
         self.tracker.close();

@@ -31,7 +31,11 @@ impl MatchInfo {
             UserMatch::Duplicate { ids } => MatchInfo {
                 teams_id: None,
                 status: "duplicate".into(),
-                detail: Some(format!("{} Teams users share this address: {}", ids.len(), ids.join(", "))),
+                detail: Some(format!(
+                    "{} Teams users share this address: {}",
+                    ids.len(),
+                    ids.join(", ")
+                )),
             },
         }
     }
@@ -74,4 +78,3 @@ pub fn all_emails(directory: &Directory) -> Vec<String> {
     emails.dedup();
     emails
 }
-

@@ -2,9 +2,9 @@
 //! and channel, runs the main loop, and shuts down in order (PBX input -> clear sessions ->
 //! store -> exit).
 
+mod build;
 mod clock;
 mod connector;
-mod build;
 mod daemon;
 mod matching;
 mod poller;
@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use build::graph_settings as graph_settings_for;
 pub use clock::Clock;
 pub use daemon::ServiceError;
-pub use build::graph_settings as graph_settings_for;
 pub use matching::all_emails as directory_emails;
 pub use signals::cancel_on_signal;
 pub use status::{StatusReport, status_report, status_text};

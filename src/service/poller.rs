@@ -20,7 +20,11 @@ pub enum Polled {
     /// Presences of one chunk of users.
     Chunk(Vec<Presence>),
     /// A whole cycle went through.
-    Done { users: usize, requests: usize, elapsed: Duration },
+    Done {
+        users: usize,
+        requests: usize,
+        elapsed: Duration,
+    },
     /// A cycle stopped at an error; the next one starts at the next interval.
     Failed(String),
 }
@@ -79,5 +83,9 @@ async fn cycle(graph: &GraphClient, ids: &[String], out: &mpsc::Sender<Polled>) 
             Err(e) => return Polled::Failed(e.to_string()),
         }
     }
-    Polled::Done { users: ids.len(), requests, elapsed: started.elapsed() }
+    Polled::Done {
+        users: ids.len(),
+        requests,
+        elapsed: started.elapsed(),
+    }
 }

@@ -79,7 +79,10 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
             }
         }
         Change::RestartRequired(key) => {
-            tracing::warn!(key, "this setting changes only after a restart of the daemon");
+            tracing::warn!(
+                key,
+                "this setting changes only after a restart of the daemon"
+            );
         }
     }
 }
@@ -88,12 +91,16 @@ fn apply_users(d: &mut Daemon, directory: Directory) {
     let now = d.options.clock.now();
     for old in &d.directory.entries {
         if directory.get(&old.extension).is_none() {
-            d.store.write(Write::RemoveUser { extension: old.extension.clone() });
+            d.store.write(Write::RemoveUser {
+                extension: old.extension.clone(),
+            });
         }
     }
     d.directory = directory;
     d.known_tx.send_replace(known_extensions(&d.directory));
-    let commands = d.engine.set_users(matching::user_specs(&d.directory, &d.matches), now);
+    let commands = d
+        .engine
+        .set_users(matching::user_specs(&d.directory, &d.matches), now);
     d.execute(commands);
     d.ids_tx.send_replace(Arc::new(d.engine.poll_ids()));
     d.save_directory();

@@ -82,15 +82,31 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
             message: e.message.clone(),
         })
         .collect();
-    let last_poll_at = s.meta.get("last_poll_at").and_then(|v| v.parse().ok()).map(time);
-    StatusReport { users, counters: s.counters.clone(), errors, last_poll_at }
+    let last_poll_at = s
+        .meta
+        .get("last_poll_at")
+        .and_then(|v| v.parse().ok())
+        .map(time);
+    StatusReport {
+        users,
+        counters: s.counters.clone(),
+        errors,
+        last_poll_at,
+    }
 }
 
 pub fn status_text(r: &StatusReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}", "EXT", "E-MAIL", "MATCH", "TEAMS", "PBX", "IN-CALL");
+    let _ = writeln!(
+        out,
+        "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}",
+        "EXT", "E-MAIL", "MATCH", "TEAMS", "PBX", "IN-CALL"
+    );
     for u in &r.users {
-        let teams = u.teams.as_ref().map_or("-".into(), |t| format!("{}/{}", t.availability, t.activity));
+        let teams = u
+            .teams
+            .as_ref()
+            .map_or("-".into(), |t| format!("{}/{}", t.availability, t.activity));
         let _ = writeln!(
             out,
             "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}",
@@ -102,13 +118,20 @@ pub fn status_text(r: &StatusReport) -> String {
             if u.in_call_session { "yes" } else { "no" }
         );
     }
-    let _ = writeln!(out, "\nlast poll: {}", r.last_poll_at.as_deref().unwrap_or("never"));
+    let _ = writeln!(
+        out,
+        "\nlast poll: {}",
+        r.last_poll_at.as_deref().unwrap_or("never")
+    );
     if !r.counters.is_empty() {
         let c: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "counters: {}", c.join(" "));
     }
     for e in &r.errors {
-        let user = e.user.as_deref().map_or(String::new(), |u| format!(" [{u}]"));
+        let user = e
+            .user
+            .as_deref()
+            .map_or(String::new(), |u| format!(" [{u}]"));
         let _ = writeln!(out, "error {} {}{}: {}", e.at, e.component, user, e.message);
     }
     out
@@ -116,6 +139,7 @@ pub fn status_text(r: &StatusReport) -> String {
 
 /// RFC 3339 UTC, to the second.
 fn time(ms: Millis) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }

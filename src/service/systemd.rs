@@ -17,7 +17,10 @@ pub fn status(status: &str) {
 
 /// Shutting down.
 pub fn stopping() {
-    notify(&[NotifyState::Stopping, NotifyState::Status("stopping: clearing In-a-call sessions")]);
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: clearing In-a-call sessions"),
+    ]);
 }
 
 /// Feed the watchdog.

@@ -14,7 +14,10 @@ use crate::sync::engine::IN_CALL;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wanted {
     /// Busy/InACall for `expiration` (written again on every new value: that is the refresh).
-    InCall { extension: String, expiration: Duration },
+    InCall {
+        extension: String,
+        expiration: Duration,
+    },
     /// No session.
     Clear { extension: String },
 }
@@ -36,8 +39,16 @@ pub struct Writers {
 }
 
 impl Writers {
-    pub fn new(graph: watch::Receiver<GraphClient>, outcomes: mpsc::UnboundedSender<Written>) -> Writers {
-        Writers { graph, outcomes, tracker: TaskTracker::new(), senders: HashMap::new() }
+    pub fn new(
+        graph: watch::Receiver<GraphClient>,
+        outcomes: mpsc::UnboundedSender<Written>,
+    ) -> Writers {
+        Writers {
+            graph,
+            outcomes,
+            tracker: TaskTracker::new(),
+            senders: HashMap::new(),
+        }
     }
 
     /// Ask for `wanted` on `teams_id`; replaces anything still waiting for that user.
@@ -49,7 +60,12 @@ impl Writers {
         }
         let (tx, rx) = watch::channel(None);
         let _ = tx.send(Some(wanted));
-        let task = run(teams_id.to_owned(), rx, self.graph.clone(), self.outcomes.clone());
+        let task = run(
+            teams_id.to_owned(),
+            rx,
+            self.graph.clone(),
+            self.outcomes.clone(),
+        );
         self.tracker.spawn(task);
         self.senders.insert(teams_id.to_owned(), tx);
     }
@@ -59,7 +75,9 @@ impl Writers {
     pub async fn drain(mut self, deadline: Duration) -> bool {
         self.senders.clear();
         self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -72,10 +90,16 @@ async fn run(
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
     while rx.changed().await.is_ok() {
-        let Some(wanted) = rx.borrow_and_update().clone() else { continue };
+        let Some(wanted) = rx.borrow_and_update().clone() else {
+            continue;
+        };
         let client = graph.borrow().clone();
         let result = write(&client, &teams_id, &wanted).await;
-        let _ = outcomes.send(Written { teams_id: teams_id.clone(), wanted, result });
+        let _ = outcomes.send(Written {
+            teams_id: teams_id.clone(),
+            wanted,
+            result,
+        });
     }
 }
 

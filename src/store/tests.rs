@@ -303,7 +303,11 @@ async fn remove_user_removes_everything() {
     for table in ["users", "matches", "teams", "pushed", "pbx"] {
         assert_eq!(count(&path, table), 1, "{table}");
     }
-    assert_eq!(count(&path, "sessions"), 2, "the session waits for CloseSession");
+    assert_eq!(
+        count(&path, "sessions"),
+        2,
+        "the session waits for CloseSession"
+    );
     store.write(Write::CloseSession {
         extension: "1001".into(),
     });

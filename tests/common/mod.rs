@@ -49,7 +49,9 @@ impl PbxReceiver {
         let mut r = PbxReceiver::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         r.url = format!("http://{}/presence", listener.local_addr().unwrap());
-        let app = Router::new().route("/presence", post(receive)).with_state(r.clone());
+        let app = Router::new()
+            .route("/presence", post(receive))
+            .with_state(r.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         r
     }
@@ -60,7 +62,10 @@ impl PbxReceiver {
     }
 
     pub fn updates_for(&self, extension: &str) -> Vec<Value> {
-        self.updates().into_iter().filter(|u| u["extension"] == extension).collect()
+        self.updates()
+            .into_iter()
+            .filter(|u| u["extension"] == extension)
+            .collect()
     }
 }
 
@@ -87,28 +92,64 @@ impl World {
             .with_test_writer()
             .try_init();
         let graph = Emulator::start().await.unwrap();
-        let alice = graph.add_user(user("Alice", "alice@contoso.com", Some("alice@contoso.com"), &[]));
+        let alice = graph.add_user(user(
+            "Alice",
+            "alice@contoso.com",
+            Some("alice@contoso.com"),
+            &[],
+        ));
         let bob = graph.add_user(user("Bob", "bob@contoso.com", None, &[]));
-        let carol = graph.add_user(user("Carol", "c.smith@contoso.com", Some("c.smith@contoso.com"), &["SMTP:c.smith@contoso.com", "smtp:carol@contoso.com"]));
+        let carol = graph.add_user(user(
+            "Carol",
+            "c.smith@contoso.com",
+            Some("c.smith@contoso.com"),
+            &["SMTP:c.smith@contoso.com", "smtp:carol@contoso.com"],
+        ));
         for id in [&alice, &bob, &carol] {
             graph.set_user_presence(id, "Available", "Available");
         }
         let people = vec![
-            Person { extension: ALICE, email: "alice@contoso.com", id: alice },
-            Person { extension: BOB, email: "Bob@Contoso.com", id: bob },
-            Person { extension: CAROL, email: "carol@contoso.com", id: carol },
+            Person {
+                extension: ALICE,
+                email: "alice@contoso.com",
+                id: alice,
+            },
+            Person {
+                extension: BOB,
+                email: "Bob@Contoso.com",
+                id: bob,
+            },
+            Person {
+                extension: CAROL,
+                email: "carol@contoso.com",
+                id: carol,
+            },
         ];
         let pbx = PbxReceiver::start().await;
         let dir = tempfile::tempdir().unwrap();
         let listen = free_port();
-        let w = World { graph, pbx, dir, listen, token: "pbx-test-token".into(), people, clock: Clock::default(), daemon: None };
+        let w = World {
+            graph,
+            pbx,
+            dir,
+            listen,
+            token: "pbx-test-token".into(),
+            people,
+            clock: Clock::default(),
+            daemon: None,
+        };
         w.write_users(&[]);
         w.write_config("");
         w
     }
 
     pub fn id(&self, extension: &str) -> String {
-        self.people.iter().find(|p| p.extension == extension).unwrap().id.clone()
+        self.people
+            .iter()
+            .find(|p| p.extension == extension)
+            .unwrap()
+            .id
+            .clone()
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -194,7 +235,10 @@ level = "info,pbx_teams_presence=debug"
     pub async fn stop(&mut self) -> Result<(), service::ServiceError> {
         let (options, task) = self.daemon.take().expect("daemon running");
         options.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), task).await.expect("shutdown within 15 s").unwrap()
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("shutdown within 15 s")
+            .unwrap()
     }
 
     /// POST a raw body to /pbx/events; returns status and JSON body.
@@ -222,21 +266,30 @@ level = "info,pbx_teams_presence=debug"
 
     /// Graph requests whose path contains `part`.
     pub fn graph_requests(&self, part: &str) -> Vec<LoggedRequest> {
-        self.graph.requests().into_iter().filter(|r| r.path.contains(part)).collect()
+        self.graph
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains(part))
+            .collect()
     }
 
     pub fn set_presence_calls(&self, extension: &str) -> usize {
         let id = self.id(extension);
-        self.graph_requests(&format!("/users/{id}/presence/setPresence")).iter().filter(|r| r.status == 200).count()
+        self.graph_requests(&format!("/users/{id}/presence/setPresence"))
+            .iter()
+            .filter(|r| r.status == 200)
+            .count()
     }
 
     pub fn clear_presence_calls(&self, extension: &str) -> usize {
         let id = self.id(extension);
-        self.graph_requests(&format!("/users/{id}/presence/clearPresence")).len()
+        self.graph_requests(&format!("/users/{id}/presence/clearPresence"))
+            .len()
     }
 
     pub fn app_session(&self, extension: &str) -> Option<graph_emulator::AppSession> {
-        self.graph.app_session(&self.id(extension), &self.graph.client_id())
+        self.graph
+            .app_session(&self.id(extension), &self.graph.client_id())
     }
 
     /// The `status --json` report read from the state database.
@@ -247,7 +300,13 @@ level = "info,pbx_teams_presence=debug"
 
     pub fn user_status(&self, extension: &str) -> Value {
         let status = self.status();
-        status["users"].as_array().unwrap().iter().find(|u| u["extension"] == extension).cloned().unwrap_or(Value::Null)
+        status["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["extension"] == extension)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -265,7 +324,10 @@ pub fn user(name: &str, upn: &str, mail: Option<&str>, proxies: &[&str]) -> User
 pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
