@@ -109,6 +109,7 @@ impl Store {
                 path: path.clone(),
                 stats: Arc::clone(&stats),
             },
+            unreported: None,
         };
         let thread = std::thread::Builder::new()
             .name("store".into())

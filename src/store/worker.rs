@@ -66,6 +66,9 @@ pub(super) struct Worker {
     pub rx: Receiver<Msg>,
     /// Path and counters, apart from `conn` so both can be borrowed during a transaction.
     pub ctx: Ctx,
+    /// A failure no flush has reported yet: the next flush (or close) reports it, even when it
+    /// arrives in a later batch.
+    pub unreported: Option<String>,
 }
 
 /// What the thread needs besides the connection.
@@ -155,17 +158,20 @@ impl Worker {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
         });
         let mut replies = Vec::new();
-        let mut failure: Option<String> = None;
+        let mut failure: Option<String> = self.unreported.take();
         let mut wrote = false;
+        let mut wrote_since_reply = false;
         for msg in batch {
             let write = match msg {
                 Msg::Write(write) => write,
                 Msg::Flush(tx) => {
-                    replies.push(Reply::done(tx, wrote, &failure, false));
+                    replies.push(Reply::done(tx, wrote, &failure.take(), false));
+                    wrote_since_reply = false;
                     continue;
                 }
                 Msg::Close(tx) => {
-                    replies.push(Reply::done(tx, wrote, &failure, true));
+                    replies.push(Reply::done(tx, wrote, &failure.take(), true));
+                    wrote_since_reply = false;
                     continue;
                 }
                 Msg::Snapshot(tx) => {
@@ -176,6 +182,7 @@ impl Worker {
                 Msg::Hold(_) => continue,
             };
             wrote = true;
+            wrote_since_reply = true;
             match &tx {
                 Some(Ok(tx)) => match sql::apply(tx, &write) {
                     Ok(()) => _ = self.ctx.stats.applied.fetch_add(1, Ordering::Relaxed),
@@ -196,6 +203,8 @@ impl Worker {
             }
             None => None,
         };
+        // Whatever went wrong after the last flush of this batch waits for the next flush.
+        self.unreported = failure.or_else(|| commit.clone().filter(|_| wrote_since_reply));
         (replies, commit)
     }
 
