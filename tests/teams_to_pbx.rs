@@ -105,21 +105,31 @@ async fn own_in_a_call_is_not_echoed_to_the_pbx() {
     w.stop().await.unwrap();
 }
 
-/// A PBX that is down gets the update once it is back (latest state, no duplicates lost).
+/// A PBX that is down gets the updates once it is back: the latest state per user, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_are_retried_until_the_pbx_takes_them() {
     let mut w = World::new().await;
     *w.pbx.fail_with.lock().unwrap() = Some(503);
     w.start().await;
+    eventually(10, "first poll seen", || {
+        w.user_status(CAROL)["teams"]["activity"] == "Available"
+    })
+    .await;
     w.graph.set_user_presence(&w.id(CAROL), "Away", "Away");
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    eventually(10, "the change seen while the PBX is down", || {
+        w.user_status(CAROL)["teams"]["activity"] == "Away"
+    })
+    .await;
     assert!(w.pbx.updates().is_empty());
     *w.pbx.fail_with.lock().unwrap() = None;
     eventually(15, "delivered after the outage", || {
         w.pbx.updates().len() == 3
     })
     .await;
-    assert_eq!(w.pbx.updates_for(CAROL)[0]["state"], "away");
+    // Latest wins: Carol's undelivered "available" was replaced by "away".
+    let carol = w.pbx.updates_for(CAROL);
+    assert_eq!(carol.len(), 1, "{carol:?}");
+    assert_eq!(carol[0]["state"], "away");
     eventually(5, "store records the delivery", || {
         w.user_status(CAROL)["pushed_state"] == "away"
     })
