@@ -225,7 +225,7 @@ impl Daemon {
             Polled::Chunk(presences) => {
                 for p in presences {
                     let presence = TeamsPresence::new(&p.availability, &p.activity);
-                    let outcome = self.engine.on_teams_presence(&p.id, &presence);
+                    let outcome = self.engine.on_teams_presence(&p.id, &presence, now);
                     for (extension, previous) in &outcome.changed {
                         let from = previous
                             .as_ref()
@@ -436,7 +436,7 @@ impl Daemon {
             }
             match info.status.as_str() {
                 "matched" => {
-                    tracing::info!(%email, user = ?info.teams_id, "matched to a Teams user")
+                    tracing::info!(%email, user = info.teams_id.as_deref().unwrap_or("-"), "matched to a Teams user")
                 }
                 _ => tracing::warn!(%email, status = %info.status, detail = ?info.detail,
                     "no Teams user for this e-mail; fix the users file or the Entra account"),
@@ -491,7 +491,7 @@ impl Daemon {
     async fn shutdown(mut self) -> Result<(), ServiceError> {
         systemd::stopping();
         self.connector.stop();
-        let commands = self.engine.shutdown();
+        let commands = self.engine.shutdown(self.options.clock.now());
         let sessions = commands.len();
         self.execute(commands);
         let deadline = self.config.sync.shutdown_timeout;

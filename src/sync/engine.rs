@@ -84,7 +84,15 @@ pub struct Engine {
     /// Teams id -> extensions that map to it.
     by_teams_id: HashMap<String, Vec<Extension>>,
     sessions: HashMap<String, Session>,
+    /// When recent sessions ended: a poll that was already in flight, or Graph lagging behind
+    /// the clear, still reports our "In a call" for a moment; that echo is not a Teams call.
+    ended: HashMap<String, Millis>,
 }
+
+/// How long after one of our sessions ended a Busy/InACall from Teams is still taken as its
+/// echo: a poll sent before the clear landed answers with the old state, and Graph itself
+/// can lag. A real Teams call is pushed at the first poll after this.
+pub const ECHO_GRACE: Duration = Duration::from_secs(10);
 
 /// The pair written for "In a call" (FACTS.md section 3 mapping and section 5 pairs [D5][D7]).
 pub const IN_CALL: (&str, &str) = ("Busy", "InACall");
@@ -97,6 +105,7 @@ impl Engine {
             users: BTreeMap::new(),
             by_teams_id: HashMap::new(),
             sessions: HashMap::new(),
+            ended: HashMap::new(),
         }
     }
 
@@ -200,12 +209,22 @@ impl Engine {
     }
 
     /// A Teams presence read from Graph (poll or notification).
-    pub fn on_teams_presence(&mut self, teams_id: &str, presence: &TeamsPresence) -> TeamsOutcome {
+    pub fn on_teams_presence(
+        &mut self,
+        teams_id: &str,
+        presence: &TeamsPresence,
+        now: Millis,
+    ) -> TeamsOutcome {
         let mut outcome = TeamsOutcome::default();
         let Some(extensions) = self.by_teams_id.get(teams_id) else {
             return outcome;
         };
-        let echo = self.sessions.contains_key(teams_id) && is_in_call_echo(presence);
+        let ours = self.sessions.contains_key(teams_id)
+            || self
+                .ended
+                .get(teams_id)
+                .is_some_and(|t| now - t < millis(ECHO_GRACE));
+        let echo = ours && is_in_call_echo(presence);
         for ext in extensions {
             let Some(user) = self.users.get_mut(ext) else {
                 continue;
@@ -229,6 +248,7 @@ impl Engine {
 
     /// Time passes: refresh running sessions, clear recovered ones nobody claimed.
     pub fn on_tick(&mut self, now: Millis) -> Vec<Command> {
+        self.ended.retain(|_, t| now - *t < millis(ECHO_GRACE));
         let due: Vec<String> = self
             .sessions
             .iter()
@@ -243,7 +263,7 @@ impl Engine {
             if let Some(ext) = self.speaking_extension(&teams_id) {
                 self.start_session(&teams_id, ext, now, &mut commands);
             } else {
-                self.end_session(&teams_id, &mut commands);
+                self.end_session(&teams_id, now, &mut commands);
             }
         }
         commands
@@ -261,11 +281,11 @@ impl Engine {
     }
 
     /// Shutting down: clear every session so nobody is left "In a call".
-    pub fn shutdown(&mut self) -> Vec<Command> {
+    pub fn shutdown(&mut self, now: Millis) -> Vec<Command> {
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         let mut commands = Vec::new();
         for teams_id in ids {
-            self.end_session(&teams_id, &mut commands);
+            self.end_session(&teams_id, now, &mut commands);
         }
         commands
     }
@@ -340,7 +360,7 @@ impl Engine {
                 self.start_session(teams_id, ext, now, commands)
             }
             (None, Some(Session::Active { .. })) => {
-                self.end_session_for(teams_id, hint.unwrap_or_default(), commands)
+                self.end_session_for(teams_id, hint.unwrap_or_default(), now, commands)
             }
             _ => {}
         }
@@ -372,16 +392,23 @@ impl Engine {
         });
     }
 
-    fn end_session(&mut self, teams_id: &str, out: &mut Vec<Command>) {
+    fn end_session(&mut self, teams_id: &str, now: Millis, out: &mut Vec<Command>) {
         let ext = self
             .by_teams_id
             .get(teams_id)
             .and_then(|e| e.first().cloned());
-        self.end_session_for(teams_id, ext.unwrap_or_default(), out);
+        self.end_session_for(teams_id, ext.unwrap_or_default(), now, out);
     }
 
-    fn end_session_for(&mut self, teams_id: &str, extension: Extension, out: &mut Vec<Command>) {
+    fn end_session_for(
+        &mut self,
+        teams_id: &str,
+        extension: Extension,
+        now: Millis,
+        out: &mut Vec<Command>,
+    ) {
         if self.sessions.remove(teams_id).is_some() {
+            self.ended.insert(teams_id.to_owned(), now);
             out.push(Command::ClearInCall {
                 extension,
                 teams_id: teams_id.to_owned(),

@@ -188,7 +188,7 @@ fn two_extensions_of_one_user_share_one_session() {
 #[test]
 fn teams_change_is_pushed_once() {
     let mut e = engine();
-    let out = e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"));
+    let out = e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 0);
     assert_eq!(out.changed.len(), 1);
     assert_eq!(
         out.commands,
@@ -199,29 +199,29 @@ fn teams_change_is_pushed_once() {
             state: "in_meeting".into(),
         }]
     );
-    let again = e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"));
+    let again = e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 0);
     assert!(again.changed.is_empty() && again.commands.is_empty());
 }
 
 #[test]
 fn teams_change_reaches_every_extension_of_the_user() {
     let mut e = engine();
-    let out = e.on_teams_presence("id-alice", &p("Away", "Away"));
+    let out = e.on_teams_presence("id-alice", &p("Away", "Away"), 0);
     assert_eq!(out.commands.len(), 2);
 }
 
 #[test]
 fn our_own_in_a_call_echo_is_not_pushed_back() {
     let mut e = engine();
-    e.on_teams_presence("id-bob", &p("Available", "Available"));
+    e.on_teams_presence("id-bob", &p("Available", "Available"), 0);
     e.on_pbx_event(&ev("1002", CallState::Speaking), 0);
-    let out = e.on_teams_presence("id-bob", &p("Busy", "InACall"));
+    let out = e.on_teams_presence("id-bob", &p("Busy", "InACall"), 0);
     assert!(out.echo);
     assert!(out.commands.is_empty());
-    let out = e.on_teams_presence("id-bob", &p("Busy", "Busy"));
+    let out = e.on_teams_presence("id-bob", &p("Busy", "Busy"), 0);
     assert!(out.commands.is_empty(), "Busy/Busy echo [P3]");
     e.on_pbx_event(&ev("1002", CallState::Idle), 1);
-    let out = e.on_teams_presence("id-bob", &p("Available", "Available"));
+    let out = e.on_teams_presence("id-bob", &p("Available", "Available"), 0);
     assert!(out.commands.is_empty(), "back to what the PBX already has");
 }
 
@@ -229,7 +229,7 @@ fn our_own_in_a_call_echo_is_not_pushed_back() {
 fn a_real_teams_state_during_our_session_is_pushed() {
     let mut e = engine();
     e.on_pbx_event(&ev("1002", CallState::Speaking), 0);
-    let out = e.on_teams_presence("id-bob", &p("DoNotDisturb", "Presenting"));
+    let out = e.on_teams_presence("id-bob", &p("DoNotDisturb", "Presenting"), 0);
     assert_eq!(out.commands.len(), 1);
 }
 
@@ -246,7 +246,7 @@ fn teams_to_pbx_opt_out_is_not_pushed_or_polled() {
         0,
     );
     assert!(
-        e.on_teams_presence("id-bob", &p("Away", "Away"))
+        e.on_teams_presence("id-bob", &p("Away", "Away"), 0)
             .commands
             .is_empty()
     );
@@ -266,13 +266,13 @@ fn shutdown_clears_every_session() {
     let mut e = engine();
     e.on_pbx_event(&ev("1001", CallState::Speaking), 0);
     e.on_pbx_event(&ev("1002", CallState::Speaking), 0);
-    let mut cmds = e.shutdown();
+    let mut cmds = e.shutdown(0);
     cmds.sort_by_key(|c| format!("{c:?}"));
     assert_eq!(
         cmds,
         vec![clear("1001", "id-alice"), clear("1002", "id-bob")]
     );
-    assert!(e.shutdown().is_empty());
+    assert!(e.shutdown(0).is_empty());
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn recovered_session_is_kept_when_the_pbx_says_still_speaking() {
 fn recovered_session_is_cleared_on_shutdown_too() {
     let mut e = engine();
     e.restore_session("id-bob", 0);
-    assert_eq!(e.shutdown(), vec![clear("1002", "id-bob")]);
+    assert_eq!(e.shutdown(0), vec![clear("1002", "id-bob")]);
 }
 
 #[test]
@@ -336,8 +336,8 @@ fn rematching_a_speaking_user_moves_the_session() {
 #[test]
 fn mapping_change_repushes_users_whose_state_name_changed() {
     let mut e = engine();
-    e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"));
-    e.on_teams_presence("id-dave", &p("Away", "Away"));
+    e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 0);
+    e.on_teams_presence("id-dave", &p("Away", "Away"), 0);
     let act = std::collections::BTreeMap::from([("InAMeeting".to_owned(), "busy".to_owned())]);
     let cmds = e.set_mapping(Mapping::with_overrides(&act, &Default::default()));
     assert_eq!(cmds.len(), 1);
@@ -355,14 +355,30 @@ fn restored_pushed_state_prevents_a_repush_after_restart() {
         },
     );
     assert!(
-        e.on_teams_presence("id-bob", &p("Away", "Away"))
+        e.on_teams_presence("id-bob", &p("Away", "Away"), 0)
             .commands
             .is_empty()
     );
     assert_eq!(
-        e.on_teams_presence("id-bob", &p("Available", "Available"))
+        e.on_teams_presence("id-bob", &p("Available", "Available"), 0)
             .commands
             .len(),
         1
     );
+}
+
+#[test]
+fn a_stale_echo_right_after_the_call_is_not_pushed() {
+    let mut e = engine();
+    e.on_teams_presence("id-bob", &p("Available", "Available"), 0);
+    e.on_pbx_event(&ev("1002", CallState::Speaking), 0);
+    e.on_pbx_event(&ev("1002", CallState::Idle), 60_000);
+    // A poll sent before the clear landed still sees our In a call.
+    let out = e.on_teams_presence("id-bob", &p("Busy", "InACall"), 61_000);
+    assert!(out.echo && out.commands.is_empty());
+    // Later, Busy/InACall is a real Teams call and is pushed.
+    e.on_tick(80_000);
+    e.on_teams_presence("id-bob", &p("Available", "Available"), 80_000);
+    let out = e.on_teams_presence("id-bob", &p("Busy", "InACall"), 90_000);
+    assert_eq!(out.commands.len(), 1);
 }
