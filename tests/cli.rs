@@ -1,0 +1,158 @@
+//! The admin commands against the emulator: `check` says in words what is wrong, `status`
+//! reads the state database, `consent-url` prints the admin-consent link.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+/// Run the real binary with `args` and `--config path` (in a blocking task: the emulator
+/// answering it runs on this test's runtime).
+fn run(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_when_everything_works() {
+    let w = World::new().await;
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("match: 3 of 3"), "{text}");
+    assert!(!text.contains("problem:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_explains_a_wrong_secret() {
+    let w = World::new().await;
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    write_atomically(
+        &w.config_path(),
+        &config.replace(&w.graph.client_secret(), "not-the-secret"),
+    );
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(!out.status.success());
+    assert!(text.contains("7000215"), "{text}");
+    assert!(text.contains("client secret is wrong"), "{text}");
+    assert!(
+        !text.contains("not-the-secret"),
+        "the secret must not be printed: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_explains_missing_admin_consent_and_unknown_users() {
+    let w = World::new().await;
+    w.graph
+        .add_app("11111111-2222-3333-4444-555555555555", "s3cret", &[]);
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    let config = config
+        .replace(&w.graph.client_id(), "11111111-2222-3333-4444-555555555555")
+        .replace(&w.graph.client_secret(), "s3cret");
+    write_atomically(&w.config_path(), &config);
+    w.write_users(&["1009,nobody@contoso.com"]);
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(!out.status.success());
+    let problems: Vec<&str> = text.lines().filter(|l| l.starts_with("problem:")).collect();
+    assert!(problems.iter().any(|l| l.contains("consent")), "{text}");
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("Presence.ReadWrite.All")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_users_matches_and_sessions_as_json() {
+    let mut w = World::new().await;
+    w.write_users(&["1004,nobody@contoso.com"]);
+    w.start().await;
+    w.pbx_event(ALICE, "speaking").await;
+    eventually(10, "in a call and matched", || {
+        w.user_status(ALICE)["in_call_session"] == true
+            && w.user_status("1004")["match"] == "not_found"
+    })
+    .await;
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["status", "--json"]))
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let users = json["users"].as_array().unwrap();
+    let alice = users.iter().find(|u| u["extension"] == ALICE).unwrap();
+    assert_eq!(alice["email"], "alice@contoso.com");
+    assert_eq!(alice["match"], "matched");
+    assert_eq!(alice["teams_id"], w.id(ALICE).as_str());
+    assert_eq!(alice["pbx_state"], "speaking");
+    assert_eq!(alice["in_call_session"], true);
+    assert!(alice["teams"]["availability"].is_string());
+    let nobody = users.iter().find(|u| u["extension"] == "1004").unwrap();
+    assert_eq!(nobody["match"], "not_found");
+    assert!(json["counters"]["pbx_events"].as_i64().unwrap() >= 1);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&w.graph.client_secret()));
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_url_names_tenant_and_client() {
+    let w = World::new().await;
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["consent-url"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success());
+    assert!(
+        text.trim().starts_with(&format!(
+            "{}/{}/adminconsent?client_id={}",
+            w.graph.base_url(),
+            w.graph.tenant_id(),
+            w.graph.client_id()
+        )),
+        "{text}"
+    );
+}
+
+/// A config error names the file and the key, and exits non-zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_config_names_the_key_and_the_file() {
+    let w = World::new().await;
+    w.write_config("\n[sync2]\nfoo = 1\n");
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["run"]))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.toml") && err.contains("sync2"),
+        "{err}"
+    );
+}
