@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need python3; then
-    echo "test.sh: python3 (with venv) is needed for the Graph SDK probe (apt-get install python3-venv)" >&2
-    exit 1
-fi
-if ! need systemd-analyze; then
-    echo "test.sh: systemd-analyze is needed for the unit hardening test (apt-get install systemd)" >&2
-    exit 1
+# Debian packages the tests need: python3 with venv (Graph SDK probe), systemd-analyze
+# (unit hardening test). Installed when missing and we may (root or passwordless sudo).
+missing=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+need systemd-analyze || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    echo "test.sh: installing ${missing[*]}"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" || {
+        echo "test.sh: please install: ${missing[*]}" >&2; exit 1; }
 fi
 
 if need cargo-nextest; then
