@@ -1,7 +1,7 @@
 //! E-mail address -> Entra user id: `$filter` queries of up to 15 values, packed into
 //! `$batch` requests of up to 20 [D24][D25][D26].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -137,51 +137,77 @@ pub(crate) fn users_url(filter: &str) -> String {
     )
 }
 
-/// Addresses (lowercased) to the users carrying them, with the best property per user.
+/// The wanted addresses (lowercased) and the users carrying them, with the best property per
+/// user. Addresses nobody asked for are not kept: a directory of 50,000 users returns every
+/// alias of every user, and only the asked-for ones matter.
 #[derive(Debug, Default)]
-pub(crate) struct Index(HashMap<String, BTreeMap<String, (MatchedBy, String)>>);
+pub(crate) struct Index(HashMap<String, Vec<Candidate>>);
+
+/// One user carrying an address.
+#[derive(Debug)]
+struct Candidate {
+    id: String,
+    via: MatchedBy,
+    upn: String,
+}
 
 impl Index {
+    /// An index that keeps users for these (lowercased) addresses only.
+    pub(crate) fn for_addresses<'a>(addresses: impl IntoIterator<Item = &'a String>) -> Index {
+        Index(
+            addresses
+                .into_iter()
+                .map(|a| (a.clone(), Vec::new()))
+                .collect(),
+        )
+    }
+
     pub(crate) fn add(&mut self, user: &DirUser) {
-        let upn = user.upn.clone().unwrap_or_default();
+        let upn = user.upn.as_deref().unwrap_or_default();
         if let Some(mail) = &user.mail {
-            self.insert(mail, &user.id, MatchedBy::Mail, &upn);
+            self.insert(mail, &user.id, MatchedBy::Mail, upn);
         }
         if let Some(u) = &user.upn {
-            self.insert(u, &user.id, MatchedBy::Upn, &upn);
+            self.insert(u, &user.id, MatchedBy::Upn, upn);
         }
         for proxy in &user.proxy_addresses {
             // "SMTP:" is the primary address, "smtp:" an alias; other types (sip:, x500:) are skipped.
             if let Some((kind, address)) = proxy.split_once(':')
                 && kind.eq_ignore_ascii_case("smtp")
             {
-                self.insert(address, &user.id, MatchedBy::ProxyAddress, &upn);
+                self.insert(address, &user.id, MatchedBy::ProxyAddress, upn);
             }
         }
     }
 
     fn insert(&mut self, address: &str, id: &str, via: MatchedBy, upn: &str) {
-        let users = self.0.entry(address.trim().to_lowercase()).or_default();
-        users
-            .entry(id.to_string())
-            .and_modify(|(best, _)| *best = (*best).min(via))
-            .or_insert_with(|| (via, upn.to_string()));
+        let Some(users) = self.0.get_mut(&address.trim().to_lowercase()) else {
+            return;
+        };
+        match users.iter_mut().find(|c| c.id == id) {
+            Some(c) => c.via = c.via.min(via),
+            None => users.push(Candidate {
+                id: id.to_owned(),
+                via,
+                upn: upn.to_owned(),
+            }),
+        }
     }
 
     /// The decision for one lowercased address.
     pub(crate) fn decide(&self, email: &str) -> UserMatch {
-        let Some(users) = self.0.get(email).filter(|u| !u.is_empty()) else {
-            return UserMatch::NotFound;
-        };
-        match users.iter().next() {
-            Some((id, (via, upn))) if users.len() == 1 => UserMatch::Matched {
-                id: id.clone(),
-                upn: upn.clone(),
-                via: *via,
+        match self.0.get(email).map(Vec::as_slice) {
+            None | Some([]) => UserMatch::NotFound,
+            Some([one]) => UserMatch::Matched {
+                id: one.id.clone(),
+                upn: one.upn.clone(),
+                via: one.via,
             },
-            _ => UserMatch::Duplicate {
-                ids: users.keys().cloned().collect(),
-            },
+            Some(many) => {
+                let mut ids: Vec<String> = many.iter().map(|c| c.id.clone()).collect();
+                ids.sort();
+                UserMatch::Duplicate { ids }
+            }
         }
     }
 }
@@ -209,15 +235,13 @@ impl GraphClient {
         let mut unique: Vec<String> = wanted.iter().filter(|e| !e.is_empty()).cloned().collect();
         unique.sort();
         unique.dedup();
-        let mut index = Index::default();
+        let mut index = Index::for_addresses(&unique);
         let mut urls = Vec::new();
         for chunk in unique.chunks(FILTER_CHUNK) {
             urls.push(users_url(&in_filter("mail", chunk)));
             urls.push(users_url(&in_filter("userPrincipalName", chunk)));
         }
-        for user in self.query_all(&urls, false).await? {
-            index.add(&user);
-        }
+        self.query_all(&urls, false, &mut index).await?;
         let proxies: Vec<String> = unique
             .iter()
             .filter(|e| index.decide(e) == UserMatch::NotFound)
@@ -225,9 +249,7 @@ impl GraphClient {
             .collect();
         // Whether Graph accepts this filter without advanced-query headers is UNVERIFIED [D26]:
         // a 400 leaves those addresses unmatched instead of failing the whole lookup.
-        for user in self.query_all(&proxies, true).await? {
-            index.add(&user);
-        }
+        self.query_all(&proxies, true, &mut index).await?;
         let result: Vec<(String, UserMatch)> = wanted
             .into_iter()
             .map(|e| {
@@ -247,13 +269,20 @@ impl GraphClient {
         Ok(result)
     }
 
-    /// Runs the relative GET `urls` in `$batch`es of 20 and returns every user found.
-    async fn query_all(&self, urls: &[String], tolerant: bool) -> Result<Vec<DirUser>, GraphError> {
-        let mut users = Vec::new();
+    /// Runs the relative GET `urls` in `$batch`es of 20 and indexes the users found, one batch
+    /// at a time (nothing of a batch is kept once indexed).
+    async fn query_all(
+        &self,
+        urls: &[String],
+        tolerant: bool,
+        index: &mut Index,
+    ) -> Result<(), GraphError> {
         for chunk in urls.chunks(BATCH_MAX) {
-            users.extend(self.run_batch(chunk, tolerant).await?);
+            for user in self.run_batch(chunk, tolerant).await? {
+                index.add(&user);
+            }
         }
-        Ok(users)
+        Ok(())
     }
 
     /// One `$batch` of up to 20 GETs; inner 429/5xx are sent again after Retry-After [D24].
