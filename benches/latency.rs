@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use graph_emulator::{Emulator, EmulatorOptions, User};
@@ -49,7 +51,7 @@ async fn seed(graph: &Emulator, n: usize, dir: &Path) {
     std::fs::write(dir.join("users.csv"), users).unwrap();
 }
 
-fn write_config(dir: &Path, graph: &Emulator, listen: SocketAddr, poll: &str) {
+fn write_config(dir: &Path, graph: &Emulator, listen: SocketAddr, poll: &str, push: Option<&str>) {
     let base = graph.base_url();
     let text = format!(
         "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
@@ -92,7 +94,7 @@ async fn speaking_latency(events: usize) {
     let dir = tempfile::tempdir().unwrap();
     seed(&graph, events, dir.path()).await;
     let listen = free_port();
-    write_config(dir.path(), &graph, listen, "1h");
+    write_config(dir.path(), &graph, listen, "1h", None);
     let options = RunOptions::new(&dir.path().join("config.toml"));
     let shutdown = options.shutdown.clone();
     let daemon = tokio::spawn(service::run(options));
@@ -151,7 +153,8 @@ async fn poll_cycle(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     seed(&graph, n, dir.path()).await;
     let listen = free_port();
-    write_config(dir.path(), &graph, listen, "10s");
+    let (push_url, pushed) = pbx_receiver().await;
+    write_config(dir.path(), &graph, listen, "10s", Some(&push_url));
     let started = Instant::now();
     let mut child = spawn(&dir.path().join("config.toml"));
     let db = dir.path().join("state.db");
@@ -185,16 +188,36 @@ async fn poll_cycle(n: usize) {
     .await;
     wait_until(Duration::from_secs(60), || polled(n).is_some()).await;
     let (requests, wall_ms) = polled(n).unwrap();
+    wait_until(Duration::from_secs(60), || pushed.load(Ordering::Relaxed) >= n).await;
     let rss = peak_rss_kib(child.id());
     println!(
-        "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); daemon peak RSS {:.1} MB",
+        "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); {} updates pushed; daemon peak RSS {:.1} MB",
         first.as_secs_f64(),
+        pushed.load(Ordering::Relaxed),
         rss as f64 / 1024.0
     );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+/// A PBX that takes pushes and counts the updates.
+async fn pbx_receiver() -> (String, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/presence", listener.local_addr().unwrap());
+    let counter = count.clone();
+    let app = axum::Router::new().route(
+        "/presence",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let n = body["updates"].as_array().map_or(0, Vec::len);
+            counter.fetch_add(n, Ordering::Relaxed);
+            async {}
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, count)
 }
 
 fn spawn(config: &Path) -> Child {

@@ -59,11 +59,8 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
             continue;
         };
         if wanted.contains(row.email.as_str()) {
-            let info = MatchInfo {
-                teams_id: row.teams_id.clone(),
-                status: status.clone(),
-                detail: row.match_detail.clone(),
-            };
+            let info =
+                MatchInfo::from_store(row.teams_id.clone(), status, row.match_detail.clone());
             matches.insert(row.email.clone(), info);
         }
     }

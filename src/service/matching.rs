@@ -1,43 +1,62 @@
 //! The directory as the core sees it: users file entries joined with their Teams matches.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::config::Directory;
-use crate::graph::UserMatch;
+use crate::graph::{MatchedBy, UserMatch};
 use crate::sync::engine::UserSpec;
 
-/// What we know of one e-mail address in Teams.
+/// What we know of one e-mail address in Teams. Kept for every user (50,000 of them), so
+/// the common case (matched) carries no text of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchInfo {
     pub teams_id: Option<String>,
     /// "matched", "not_found", "duplicate" or "error".
-    pub status: String,
-    pub detail: Option<String>,
+    pub status: &'static str,
+    pub detail: Option<Cow<'static, str>>,
 }
 
 impl MatchInfo {
     pub fn from_graph(m: &UserMatch) -> MatchInfo {
         match m {
-            UserMatch::Matched { id, upn, via } => MatchInfo {
+            UserMatch::Matched { id, via, .. } => MatchInfo {
                 teams_id: Some(id.clone()),
-                status: "matched".into(),
-                detail: Some(format!("{upn} (by {via:?})")),
+                status: "matched",
+                detail: Some(Cow::Borrowed(match via {
+                    MatchedBy::Mail => "by mail",
+                    MatchedBy::Upn => "by userPrincipalName",
+                    MatchedBy::ProxyAddress => "by proxy address",
+                })),
             },
             UserMatch::NotFound => MatchInfo {
                 teams_id: None,
-                status: "not_found".into(),
-                detail: Some("no Teams user has this mail, UPN or proxy address".into()),
+                status: "not_found",
+                detail: Some(Cow::Borrowed(
+                    "no Teams user has this mail, UPN or proxy address",
+                )),
             },
             UserMatch::Duplicate { ids } => MatchInfo {
                 teams_id: None,
-                status: "duplicate".into(),
-                detail: Some(format!(
+                status: "duplicate",
+                detail: Some(Cow::Owned(format!(
                     "{} Teams users share this address: {}",
                     ids.len(),
                     ids.join(", ")
-                )),
+                ))),
             },
         }
+    }
+
+    /// A match remembered by the store.
+    pub fn from_store(teams_id: Option<String>, status: &str, detail: Option<String>) -> MatchInfo {
+        let status = match status {
+            "matched" => "matched",
+            "not_found" => "not_found",
+            "duplicate" => "duplicate",
+            _ => "error",
+        };
+        MatchInfo { teams_id, status, detail: detail.map(Cow::Owned) }
     }
 }
 
@@ -45,17 +64,16 @@ impl MatchInfo {
 pub type Matches = HashMap<String, MatchInfo>;
 
 /// The core's view of the directory.
-pub fn user_specs(directory: &Directory, matches: &Matches) -> Vec<UserSpec> {
-    directory
-        .entries
-        .iter()
-        .map(|e| UserSpec {
-            extension: e.extension.clone(),
-            email: e.email.clone(),
-            teams_id: matches.get(&e.email).and_then(|m| m.teams_id.clone()),
-            direction: e.direction,
-        })
-        .collect()
+pub fn user_specs<'a>(
+    directory: &'a Directory,
+    matches: &'a Matches,
+) -> impl Iterator<Item = UserSpec> + 'a {
+    directory.entries.iter().map(|e| UserSpec {
+        extension: e.extension.clone(),
+        email: e.email.clone(),
+        teams_id: matches.get(&e.email).and_then(|m| m.teams_id.clone()),
+        direction: e.direction,
+    })
 }
 
 /// The e-mails of the directory that have no match yet.

@@ -1,5 +1,6 @@
 //! Matching users to Teams in the background, and what the main loop does with the answers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,43 +36,55 @@ impl Daemon {
         };
         self.matched_once = true;
         self.resolve_failures = 0;
+        let mut changed = HashSet::new();
         for (email, m) in results {
             let info = MatchInfo::from_graph(&m);
-            let before = self.matches.insert(email.clone(), info.clone());
-            if before.as_ref() == Some(&info) {
+            if self.matches.get(&email) == Some(&info) {
                 continue;
             }
-            match info.status.as_str() {
+            match info.status {
                 "matched" => {
                     tracing::info!(%email, user = info.teams_id.as_deref().unwrap_or("-"), "matched to a Teams user")
                 }
                 _ => tracing::warn!(%email, status = %info.status, detail = ?info.detail,
                     "no Teams user for this e-mail; fix the users file or the Entra account"),
             }
+            self.matches.insert(email.clone(), info);
+            changed.insert(email);
+        }
+        if changed.is_empty() {
+            return;
         }
         let commands = self
             .engine
             .set_users(matching::user_specs(&self.directory, &self.matches), now);
         self.execute(commands);
         self.ids_tx.send_replace(Arc::new(self.engine.poll_ids()));
-        self.save_directory();
+        self.save_matches(|email| changed.contains(email));
     }
 
     /// Write the directory and its matches to the store (for `status` and restarts).
     pub(super) fn save_directory(&self) {
-        let now = self.options.clock.now();
         for e in &self.directory.entries {
             self.store.write(Write::UpsertUser {
                 extension: e.extension.clone(),
                 email: e.email.clone(),
                 direction: direction_name(e.direction).into(),
             });
+        }
+        self.save_matches(|_| true);
+    }
+
+    /// Write the matches of the directory entries whose e-mail passes `which`.
+    fn save_matches(&self, which: impl Fn(&str) -> bool) {
+        let now = self.options.clock.now();
+        for e in self.directory.entries.iter().filter(|e| which(&e.email)) {
             if let Some(m) = self.matches.get(&e.email) {
                 self.store.write(Write::SetMatch {
                     extension: e.extension.clone(),
                     teams_id: m.teams_id.clone(),
-                    status: m.status.clone(),
-                    detail: m.detail.clone(),
+                    status: m.status.to_owned(),
+                    detail: m.detail.as_deref().map(str::to_owned),
                     at: now,
                 });
             }

@@ -14,9 +14,10 @@ use tokio::sync::oneshot;
 use super::types::{Snapshot, Write};
 use super::{StoreError, sql};
 
-/// Most messages taken into one transaction; bounds memory and commit latency if the queue
-/// never empties.
-const MAX_BATCH: usize = 100_000;
+/// Most messages taken into one transaction; bounds memory (a poll of 50,000 users is five
+/// transactions, not one vector of 50,000 writes) and commit latency if the queue never
+/// empties.
+pub(super) const MAX_BATCH: usize = 10_000;
 
 /// A request to the store thread.
 pub(super) enum Msg {

@@ -65,6 +65,8 @@ struct User {
     dnd: Option<bool>,
     teams: Option<TeamsPresence>,
     pushed: Option<TeamsPresence>,
+    /// Flipped by [`Engine::set_users`] to find entries that left the directory.
+    mark: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,8 @@ pub struct Engine {
     /// When recent sessions ended: a poll that was already in flight, or Graph lagging behind
     /// the clear, still reports our "In a call" for a moment; that echo is not a Teams call.
     ended: HashMap<String, Millis>,
+    /// The current mark of [`Engine::set_users`].
+    mark: bool,
 }
 
 /// How long after one of our sessions ended a Busy/InACall from Teams is still taken as its
@@ -106,6 +110,7 @@ impl Engine {
             by_teams_id: HashMap::new(),
             sessions: HashMap::new(),
             ended: HashMap::new(),
+            mark: false,
         }
     }
 
@@ -134,37 +139,53 @@ impl Engine {
 
     /// Replace the directory. Users that are gone, or whose Teams id changed, lose their
     /// session (cleared); users that are new start idle with nothing known.
-    pub fn set_users(&mut self, specs: Vec<UserSpec>, now: Millis) -> Vec<Command> {
+    pub fn set_users(
+        &mut self,
+        specs: impl IntoIterator<Item = UserSpec>,
+        now: Millis,
+    ) -> Vec<Command> {
         let before = self.session_owners();
-        let mut users = BTreeMap::new();
+        // Updated in place (no second map of 50,000 users): entries touched by this call get
+        // the new mark, the others are gone from the directory.
+        self.mark = !self.mark;
         for spec in specs {
-            let user = match self.users.remove(&spec.extension) {
-                Some(mut old) => {
+            match self.users.get_mut(&spec.extension) {
+                Some(old) => {
                     if old.spec.teams_id != spec.teams_id {
                         old.teams = None;
                         old.pushed = None;
                     }
                     old.spec = spec;
-                    old
+                    old.mark = self.mark;
                 }
-                None => User {
-                    spec,
-                    call: CallState::Idle,
-                    dnd: None,
-                    teams: None,
-                    pushed: None,
-                },
-            };
-            users.insert(user.spec.extension.clone(), user);
+                None => {
+                    let user = User {
+                        spec,
+                        call: CallState::Idle,
+                        dnd: None,
+                        teams: None,
+                        pushed: None,
+                        mark: self.mark,
+                    };
+                    self.users.insert(user.spec.extension.clone(), user);
+                }
+            }
         }
-        self.users = users;
+        let mark = self.mark;
+        self.users.retain(|_, u| u.mark == mark);
         self.reindex();
         let mut commands = Vec::new();
         for (teams_id, extension) in before {
             self.reconcile_session(&teams_id, Some(extension), now, &mut commands);
         }
-        let ids: Vec<String> = self.by_teams_id.keys().cloned().collect();
-        for teams_id in ids {
+        // Only users on a call can need a new session.
+        let speaking: Vec<String> = self
+            .users
+            .values()
+            .filter(|u| u.call == CallState::Speaking)
+            .filter_map(|u| u.spec.teams_id.clone())
+            .collect();
+        for teams_id in speaking {
             self.reconcile_session(&teams_id, None, now, &mut commands);
         }
         commands

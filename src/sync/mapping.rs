@@ -127,8 +127,8 @@ impl Mapping {
     /// The PBX state for a Teams presence.
     pub fn state_for(&self, presence: &TeamsPresence) -> &str {
         self.by_activity
-            .get(&presence.activity)
-            .or_else(|| self.by_availability.get(&presence.availability))
+            .get(presence.activity.as_ref())
+            .or_else(|| self.by_availability.get(presence.availability.as_ref()))
             .map_or(UNKNOWN_STATE, String::as_str)
     }
 

@@ -1,8 +1,11 @@
 //! The vocabulary of the sync core: what comes in (PBX events, Teams presence) and what goes
 //! out (commands for the adapters). Plain data, no I/O.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
+
+use super::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES};
 
 /// Wall-clock time in milliseconds since the Unix epoch. The core never reads a clock: the
 /// service passes `now` in, tests pass whatever they like.
@@ -54,18 +57,28 @@ pub struct PbxEvent {
 }
 
 /// A Teams presence as Graph reports it (PascalCase values, e.g. `Busy` / `InACall`).
+///
+/// Documented values are kept as `&'static str` (no allocation: the daemon holds two presences
+/// per user, for 50,000 users); anything else Graph may invent is kept as an owned string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TeamsPresence {
-    pub availability: String,
-    pub activity: String,
+    pub availability: Cow<'static, str>,
+    pub activity: Cow<'static, str>,
 }
 
 impl TeamsPresence {
     pub fn new(availability: &str, activity: &str) -> TeamsPresence {
         TeamsPresence {
-            availability: availability.to_owned(),
-            activity: activity.to_owned(),
+            availability: intern(availability, KNOWN_AVAILABILITIES),
+            activity: intern(activity, KNOWN_ACTIVITIES),
         }
+    }
+}
+
+fn intern(value: &str, known: &'static [&'static str]) -> Cow<'static, str> {
+    match known.iter().find(|k| **k == value) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(value.to_owned()),
     }
 }
 
