@@ -56,10 +56,11 @@ fn write_config(dir: &Path, graph: &Emulator, listen: SocketAddr, poll: &str, pu
     let text = format!(
         "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
          [sync]\nstate_db = \"state.db\"\npoll_interval = \"{poll}\"\n\n[users]\nfile = \"users.csv\"\n\n\
-         [pbx]\nkind = \"http\"\nlisten = \"{listen}\"\ntoken = \"bench\"\n\n[log]\nlevel = \"warn\"\n",
+         [pbx]\nkind = \"http\"\nlisten = \"{listen}\"\ntoken = \"bench\"\n{push}\n[log]\nlevel = \"warn\"\n",
         graph.tenant_id(),
         graph.client_id(),
-        graph.client_secret()
+        graph.client_secret(),
+        push = push.map_or(String::new(), |u| format!("push_url = \"{u}\"\n")),
     );
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }
@@ -156,7 +157,7 @@ async fn poll_cycle(n: usize) {
     let (push_url, pushed) = pbx_receiver().await;
     write_config(dir.path(), &graph, listen, "10s", Some(&push_url));
     let started = Instant::now();
-    let mut child = spawn(&dir.path().join("config.toml"));
+    let mut child = KillOnDrop(spawn(&dir.path().join("config.toml")));
     let db = dir.path().join("state.db");
     let polled = |want: usize| {
         pbx_teams_presence::store::read_snapshot(&db)
@@ -188,8 +189,11 @@ async fn poll_cycle(n: usize) {
     .await;
     wait_until(Duration::from_secs(60), || polled(n).is_some()).await;
     let (requests, wall_ms) = polled(n).unwrap();
-    wait_until(Duration::from_secs(60), || pushed.load(Ordering::Relaxed) >= n).await;
-    let rss = peak_rss_kib(child.id());
+    wait_until(Duration::from_secs(60), || {
+        pushed.load(Ordering::Relaxed) >= n
+    })
+    .await;
+    let rss = peak_rss_kib(child.0.id());
     println!(
         "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); {} updates pushed; daemon peak RSS {:.1} MB",
         first.as_secs_f64(),
@@ -197,9 +201,9 @@ async fn poll_cycle(n: usize) {
         rss as f64 / 1024.0
     );
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    let _ = child.wait();
+    let _ = child.0.wait();
 }
 
 /// A PBX that takes pushes and counts the updates.
@@ -218,6 +222,16 @@ async fn pbx_receiver() -> (String, Arc<AtomicUsize>) {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, count)
+}
+
+/// The daemon child is killed if the benchmark fails half-way.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn spawn(config: &Path) -> Child {

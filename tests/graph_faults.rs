@@ -108,3 +108,33 @@ async fn expired_token_is_renewed_and_the_request_retried() {
     assert!(w.graph_requests("").iter().any(|r| r.status == 401));
     w.stop().await.unwrap();
 }
+
+/// A clear that keeps failing after the Graph client's own retries is tried again until it
+/// lands: nobody is left "In a call" by an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_clear_is_retried_until_it_lands() {
+    let mut w = World::new().await;
+    w.start().await;
+    w.pbx_event(BOB, "speaking").await;
+    eventually(5, "in a call", || w.app_session(BOB).is_some()).await;
+    w.graph
+        .inject(fault("/presence/clearPresence", FaultKind::Status(503), 7));
+    w.pbx_event(BOB, "idle").await;
+    eventually(30, "cleared after the outage", || {
+        w.app_session(BOB).is_none()
+    })
+    .await;
+    let statuses: Vec<u16> = w
+        .graph_requests("/presence/clearPresence")
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&200));
+    eventually(5, "store forgot the session", || w.stored_sessions() == 0).await;
+    w.stop().await.unwrap();
+}

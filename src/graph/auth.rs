@@ -249,7 +249,12 @@ impl Auth {
             .request_async(&send)
             .await
             .map_err(token_error)?;
-        let lifetime = answer.expires_in().unwrap_or(DEFAULT_LIFETIME);
+        // Tokens live 60-90 min [D31]; a nonsense `expires_in` from the wire is capped, never
+        // allowed to overflow the clock arithmetic.
+        let lifetime = answer
+            .expires_in()
+            .unwrap_or(DEFAULT_LIFETIME)
+            .min(Duration::from_secs(24 * 3600));
         tracing::info!(lifetime_s = lifetime.as_secs(), "fetched a Graph token");
         Ok(Cached {
             token: Bearer(Arc::from(answer.access_token().secret().as_str())),

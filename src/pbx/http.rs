@@ -113,10 +113,13 @@ fn reject(status: StatusCode, why: &str) -> Response {
 
 /// Bearer token check in constant time (the token is a shared secret).
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    // The scheme name is case-insensitive (RFC 7235 section 2.1).
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
     else {
         return false;
     };
@@ -238,5 +241,7 @@ mod tests {
         assert!(!authorized(&h, "s3cret"));
         h.insert(header::AUTHORIZATION, "Basic s3cret".parse().unwrap());
         assert!(!authorized(&h, "s3cret"));
+        h.insert(header::AUTHORIZATION, "bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, "s3cret"));
     }
 }

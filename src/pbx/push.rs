@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 pub const MAX_BATCH: usize = 1000;
 
 /// Where and how to push.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PushSettings {
     pub url: Url,
     /// Sent as `Authorization: Bearer` so the PBX side can check who is calling.
@@ -28,6 +28,25 @@ pub struct PushSettings {
     pub timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+}
+
+impl std::fmt::Debug for PushSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushSettings")
+            .field("url", &redacted(&self.url))
+            .field("token", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL without user info and query, which may carry credentials: safe to log.
+pub fn redacted(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
 }
 
 /// The sending half: cheap to clone, never blocks.
@@ -87,7 +106,7 @@ async fn run(
         match send(&client, &settings, &batch).await {
             Ok(()) => {
                 if failures > 0 {
-                    tracing::info!(url = %settings.url, failures, "PBX push delivered again");
+                    tracing::info!(url = %redacted(&settings.url), failures, "PBX push delivered again");
                     failures = 0;
                 }
                 for u in &batch {
@@ -99,7 +118,7 @@ async fn run(
             }
             Err(why) => {
                 if failures == 0 {
-                    tracing::warn!(url = %settings.url, error = %why, pending = pending.len(),
+                    tracing::warn!(url = %redacted(&settings.url), error = %why, pending = pending.len(),
                         "PBX push failed; retrying with backoff (check pbx.push_url and the PBX side)");
                 }
                 failures = failures.saturating_add(1);
@@ -130,5 +149,25 @@ async fn send(
         Ok(())
     } else {
         Err(format!("the PBX answered HTTP {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_urls_carry_no_credentials() {
+        let url = Url::parse("https://admin:pw@pbx.example:8443/presence?key=s3cret").unwrap();
+        assert_eq!(redacted(&url), "https://pbx.example:8443/presence");
+        let settings = PushSettings {
+            url,
+            token: "t0ken".into(),
+            timeout: Duration::from_secs(1),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(1),
+        };
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("t0ken") && !debug.contains("s3cret") && !debug.contains("pw@"));
     }
 }

@@ -67,6 +67,26 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
     matches
 }
 
+/// Users the store knows but the users file no longer lists (removed while the daemon was
+/// down) are forgotten; their session rows stay until the recovered sessions are cleared.
+pub fn forget_departed(store: &Store, snapshot: &Snapshot, directory: &Directory) {
+    let present: HashSet<&str> = directory
+        .entries
+        .iter()
+        .map(|e| e.extension.as_str())
+        .collect();
+    for row in snapshot
+        .users
+        .iter()
+        .filter(|r| !present.contains(r.extension.as_str()))
+    {
+        tracing::info!(extension = %row.extension, "user no longer in the users file, forgotten");
+        store.write(crate::store::Write::RemoveUser {
+            extension: row.extension.clone(),
+        });
+    }
+}
+
 /// Put back what the store knew: last states on both sides and sessions left by a crash.
 pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
     for row in &snapshot.users {

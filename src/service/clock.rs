@@ -1,24 +1,42 @@
-//! The one place the service reads the wall clock. Tests move it forward without sleeping.
+//! The one place the service reads the clock. Tests move it forward without sleeping.
+//!
+//! Wall time is read once, at start; after that time advances with the monotonic clock, so an
+//! NTP step during a call cannot make a session refresh late (or early).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::sync::types::Millis;
 
-/// System time plus an offset that tests can advance.
-#[derive(Debug, Clone, Default)]
+/// Milliseconds since the Unix epoch, advancing monotonically, plus an offset tests advance.
+#[derive(Debug, Clone)]
 pub struct Clock {
+    start_wall: Millis,
+    start: Instant,
     offset_ms: Arc<AtomicI64>,
 }
 
-impl Clock {
-    /// Milliseconds since the Unix epoch.
-    pub fn now(&self) -> Millis {
-        let system = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+impl Default for Clock {
+    fn default() -> Self {
+        let start_wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
             Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
         });
-        system.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+        Clock {
+            start_wall,
+            start: Instant::now(),
+            offset_ms: Arc::default(),
+        }
+    }
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch (as of the start, then monotonic).
+    pub fn now(&self) -> Millis {
+        let elapsed = Millis::try_from(self.start.elapsed().as_millis()).unwrap_or(Millis::MAX);
+        self.start_wall
+            .saturating_add(elapsed)
+            .saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Move this clock (and every clone of it) forward.

@@ -10,8 +10,8 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::build::{
-    cached_matches, engine_settings, graph_settings, known_extensions, millis, open_store, restore,
-    watch_config,
+    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis,
+    open_store, restore, watch_config,
 };
 use super::connector::{Connector, ConnectorLinks};
 use super::matching::{self, Matches};
@@ -102,6 +102,7 @@ impl Daemon {
             .map_err(|e| ServiceError::Start(format!("loading the config: {e}")))??;
         let store = open_store(&config).await?;
         let snapshot = store.snapshot().await?;
+        forget_departed(&store, &snapshot, &directory);
         let graph = GraphClient::new(graph_settings(&config))?;
         let (graph_tx, graph_rx) = watch::channel(graph);
         let now = options.clock.now();
@@ -191,6 +192,7 @@ impl Daemon {
                 Some(()) = self.rx.reload.recv() => super::reload::apply(&mut self).await,
                 Some(joined) = self.resolving.join_next() => match joined {
                     Ok(resolved) => self.on_resolved(resolved),
+                    Err(e) if e.is_cancelled() => {}
                     Err(e) => tracing::error!(error = %e, "user matching task failed"),
                 },
                 _ = tick.tick() => self.on_tick(),
@@ -224,17 +226,21 @@ impl Daemon {
         let commands = self.engine.shutdown(self.options.clock.now());
         let sessions = commands.len();
         self.execute(commands);
-        let deadline = self.config.sync.shutdown_timeout;
+        // One budget for the whole stop (sync.shutdown_timeout, at most 10 s): the session
+        // clears get all of it but half a second, the other tasks and the store the rest.
+        let budget = self.config.sync.shutdown_timeout;
+        let until = tokio::time::Instant::now() + budget;
+        let for_clears = budget.saturating_sub(Duration::from_millis(500));
         tracing::info!(
             sessions,
-            ?deadline,
+            ?budget,
             "shutting down: clearing In-a-call sessions"
         );
         let writers = std::mem::replace(
             &mut self.writers,
             Writers::new(self.graph_tx.subscribe(), mpsc::unbounded_channel().0),
         );
-        let drained = writers.drain(deadline).await;
+        let drained = writers.drain(for_clears).await;
         while let Ok(w) = self.rx.written.try_recv() {
             self.on_written(w);
         }
@@ -245,7 +251,7 @@ impl Daemon {
         }
         self.options.shutdown.cancel();
         self.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await;
+        let _ = tokio::time::timeout_at(until, self.tracker.wait()).await;
         self.store.close().await?;
         tracing::info!("stopped");
         Ok(())

@@ -112,7 +112,9 @@ impl Daemon {
                 tracing::info!(%extension, user = %w.teams_id, "{what}");
                 if matches!(w.wanted, Wanted::Clear { .. }) && !self.engine.has_session(&w.teams_id)
                 {
-                    self.close_sessions_of(&w.teams_id);
+                    self.store.write(Write::CloseSession {
+                        teams_id: w.teams_id.clone(),
+                    });
                 }
                 self.count(
                     if matches!(w.wanted, Wanted::Clear { .. }) {
@@ -128,21 +130,6 @@ impl Daemon {
                 self.error("graph", Some(extension), why);
                 self.count("write_errors", 1);
             }
-        }
-    }
-
-    /// Forget the stored session of every extension that maps to `teams_id`.
-    fn close_sessions_of(&self, teams_id: &str) {
-        let owners = self.directory.entries.iter().filter(|e| {
-            self.matches
-                .get(&e.email)
-                .and_then(|m| m.teams_id.as_deref())
-                == Some(teams_id)
-        });
-        for e in owners {
-            self.store.write(Write::CloseSession {
-                extension: e.extension.clone(),
-            });
         }
     }
 

@@ -56,7 +56,11 @@ impl MatchInfo {
             "duplicate" => "duplicate",
             _ => "error",
         };
-        MatchInfo { teams_id, status, detail: detail.map(Cow::Owned) }
+        MatchInfo {
+            teams_id,
+            status,
+            detail: detail.map(Cow::Owned),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Hot reload: the config or users file changed. A valid change applies at once; an invalid
 //! one is logged with its reason and the last good config stays in force.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,12 +66,19 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
         Change::Azure => match GraphClient::new(graph_settings(&d.config)) {
             Ok(client) => {
                 d.graph_tx.send_replace(client);
+                // Lookups still running against the old tenant or app must not land.
+                d.resolving.abort_all();
                 d.matches.clear();
                 d.resolve(matching::all_emails(&d.directory));
             }
             Err(e) => tracing::error!(error = %e, "the new [azure] settings cannot be used"),
         },
-        Change::Pbx => restart_connector(d).await,
+        Change::Pbx => {
+            restart_connector(d).await;
+            // Whatever the old connector had not delivered is gone with it: push every user's
+            // state again at the next poll.
+            d.engine.forget_pushed();
+        }
         Change::LogLevel => {
             if let Some(reload) = &d.options.log_reload {
                 if let Err(e) = reload(&d.config.log.level) {
@@ -89,8 +97,13 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
 
 fn apply_users(d: &mut Daemon, directory: Directory) {
     let now = d.options.clock.now();
+    let present: HashSet<&str> = directory
+        .entries
+        .iter()
+        .map(|e| e.extension.as_str())
+        .collect();
     for old in &d.directory.entries {
-        if directory.get(&old.extension).is_none() {
+        if !present.contains(old.extension.as_str()) {
             d.store.write(Write::RemoveUser {
                 extension: old.extension.clone(),
             });

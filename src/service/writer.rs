@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
 
-use crate::graph::{ClearOutcome, GraphClient};
+use crate::backoff::Backoff;
+use crate::graph::{ClearOutcome, GraphClient, GraphError};
 use crate::sync::engine::IN_CALL;
 
 /// What we want the app's session of one Teams user to be.
@@ -81,6 +82,11 @@ impl Writers {
     }
 }
 
+/// Retries of a write that failed for a passing reason (throttling, outage, network), after the
+/// Graph client's own retries gave up: 1 s doubling up to 30 s, until it lands or a newer
+/// state is wanted. A failed clear must not leave anybody "In a call".
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+
 async fn run(
     teams_id: String,
     mut rx: watch::Receiver<Option<Wanted>>,
@@ -93,25 +99,48 @@ async fn run(
         let Some(wanted) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let client = graph.borrow().clone();
-        let result = write(&client, &teams_id, &wanted).await;
-        let _ = outcomes.send(Written {
-            teams_id: teams_id.clone(),
-            wanted,
-            result,
-        });
+        let mut failures = 0;
+        loop {
+            let client = graph.borrow().clone();
+            let result = write(&client, &teams_id, &wanted).await;
+            let transient = matches!(&result, Err(e) if e.is_transient());
+            if !transient || failures == 0 {
+                let result = result.map_err(|e| e.to_string());
+                let written = Written {
+                    teams_id: teams_id.clone(),
+                    wanted: wanted.clone(),
+                    result,
+                };
+                let _ = outcomes.send(written);
+            }
+            if !transient {
+                break;
+            }
+            failures += 1;
+            // A newer wanted state replaces this one; otherwise try again after the backoff.
+            tokio::select! {
+                () = tokio::time::sleep(RETRY.delay(failures).max(Duration::from_millis(200))) => {}
+                changed = rx.changed() => {
+                    if changed.is_ok() {
+                        rx.mark_changed();
+                    }
+                    break;
+                }
+            }
+        }
     }
 }
 
-async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<(), String> {
+async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<(), GraphError> {
     match wanted {
-        Wanted::InCall { expiration, .. } => client
-            .set_presence(teams_id, IN_CALL.0, IN_CALL.1, *expiration)
-            .await
-            .map_err(|e| e.to_string()),
+        Wanted::InCall { expiration, .. } => {
+            client
+                .set_presence(teams_id, IN_CALL.0, IN_CALL.1, *expiration)
+                .await
+        }
         Wanted::Clear { .. } => match client.clear_presence(teams_id).await {
             Ok(ClearOutcome::Cleared | ClearOutcome::NoSession) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         },
     }
 }

@@ -78,10 +78,10 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
              VALUES (?1, ?2, ?3)",
             params![extension, teams_id, expires_at],
         ),
-        Write::CloseSession { extension } => exec(
+        Write::CloseSession { teams_id } => exec(
             conn,
-            "DELETE FROM sessions WHERE extension = ?1",
-            params![extension],
+            "DELETE FROM sessions WHERE teams_id = ?1",
+            params![teams_id],
         ),
         Write::RecordError {
             component,

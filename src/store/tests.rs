@@ -169,7 +169,7 @@ async fn writes_apply_in_order() {
     store.write(upsert("1001"));
     store.write(session("1001", 10));
     store.write(Write::CloseSession {
-        extension: "1001".into(),
+        teams_id: "id-1001".into(),
     });
     store.write(session("1002", 20));
     store.write(Write::AddCounter {
@@ -311,7 +311,7 @@ async fn remove_user_removes_everything() {
         "the session waits for CloseSession"
     );
     store.write(Write::CloseSession {
-        extension: "1001".into(),
+        teams_id: "id-1001".into(),
     });
     store.write(upsert("1001"));
     let snap = store.snapshot().await.unwrap();

@@ -87,10 +87,11 @@ pub enum Write {
         /// When Graph lets it expire on its own.
         expires_at: Millis,
     },
-    /// The session was cleared (or expired).
+    /// The session of this Teams user was cleared (or expired): every row for it goes, under
+    /// whichever extension it was opened (the user may have left the users file since).
     CloseSession {
-        /// PBX extension of the user.
-        extension: String,
+        /// The Entra object id the session was set on.
+        teams_id: String,
     },
     /// Something went wrong; shown by `status`. Only the last [`ERRORS_KEPT`] are kept.
     RecordError {
@@ -151,9 +152,11 @@ impl Write {
             | Write::SetTeams { extension, .. }
             | Write::SetPushed { extension, .. }
             | Write::SetPbx { extension, .. }
-            | Write::OpenSession { extension, .. }
-            | Write::CloseSession { extension } => Some(extension),
-            Write::RecordError { .. } | Write::AddCounter { .. } | Write::SetMeta { .. } => None,
+            | Write::OpenSession { extension, .. } => Some(extension),
+            Write::CloseSession { .. }
+            | Write::RecordError { .. }
+            | Write::AddCounter { .. }
+            | Write::SetMeta { .. } => None,
         }
     }
 }

@@ -191,6 +191,14 @@ impl Engine {
         commands
     }
 
+    /// Forget what the PBX was told (a new connector): the next presence report of every user
+    /// is pushed again.
+    pub fn forget_pushed(&mut self) {
+        for user in self.users.values_mut() {
+            user.pushed = None;
+        }
+    }
+
     /// Bring back what the store knew before a restart (after [`Engine::set_users`]).
     pub fn restore(&mut self, extension: &str, restored: Restored) {
         if let Some(user) = self.users.get_mut(extension) {

@@ -298,6 +298,14 @@ level = "info,pbx_teams_presence=debug"
         serde_json::to_value(service::status_report(&snapshot)).unwrap()
     }
 
+    /// Session rows in the state database (what the next start would clear).
+    pub fn stored_sessions(&self) -> usize {
+        pbx_teams_presence::store::read_snapshot(&self.db_path())
+            .unwrap()
+            .sessions
+            .len()
+    }
+
     pub fn user_status(&self, extension: &str) -> Value {
         let status = self.status();
         status["users"]
