@@ -186,11 +186,15 @@ impl Index {
         };
         match users.iter_mut().find(|c| c.id == id) {
             Some(c) => c.via = c.via.min(via),
-            None => users.push(Candidate {
-                id: id.to_owned(),
-                via,
-                upn: upn.to_owned(),
-            }),
+            None => {
+                // Almost every address has one user: no room for four (Vec's first growth).
+                users.reserve_exact(1);
+                users.push(Candidate {
+                    id: id.to_owned(),
+                    via,
+                    upn: upn.to_owned(),
+                });
+            }
         }
     }
 

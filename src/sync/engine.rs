@@ -4,7 +4,8 @@
 //! extensions may belong to one Teams user (desk phone and softphone): the session lasts while
 //! any of them is speaking.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use super::mapping::Mapping;
@@ -58,15 +59,46 @@ pub struct TeamsOutcome {
     pub commands: Vec<Command>,
 }
 
+/// A directory entry as the engine keeps it: the extension is the map key, not repeated here
+/// (50,000 users: every byte per user counts).
 #[derive(Debug, Clone)]
 struct User {
-    spec: UserSpec,
+    email: String,
+    teams_id: Option<String>,
+    direction: Direction,
     call: CallState,
     dnd: Option<bool>,
     teams: Option<TeamsPresence>,
     pushed: Option<TeamsPresence>,
     /// Flipped by [`Engine::set_users`] to find entries that left the directory.
     mark: bool,
+}
+
+/// The extensions of one Teams user: almost always one, so no vector for it.
+#[derive(Debug, Clone)]
+enum Owners {
+    One(Extension),
+    Many(Vec<Extension>),
+}
+
+impl Owners {
+    fn push(&mut self, extension: Extension) {
+        match self {
+            Owners::One(first) => *self = Owners::Many(vec![std::mem::take(first), extension]),
+            Owners::Many(all) => all.push(extension),
+        }
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Extension> {
+        match self {
+            Owners::One(one) => std::slice::from_ref(one).iter(),
+            Owners::Many(all) => all.iter(),
+        }
+    }
+
+    fn first(&self) -> Option<&Extension> {
+        self.iter().next()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +114,9 @@ enum Session {
 pub struct Engine {
     settings: EngineSettings,
     mapping: Mapping,
-    users: BTreeMap<Extension, User>,
+    users: HashMap<Extension, User>,
     /// Teams id -> extensions that map to it.
-    by_teams_id: HashMap<String, Vec<Extension>>,
+    by_teams_id: HashMap<String, Owners>,
     sessions: HashMap<String, Session>,
     /// When recent sessions ended: a poll that was already in flight, or Graph lagging behind
     /// the clear, still reports our "In a call" for a moment; that echo is not a Teams call.
@@ -106,7 +138,7 @@ impl Engine {
         Engine {
             settings,
             mapping,
-            users: BTreeMap::new(),
+            users: HashMap::new(),
             by_teams_id: HashMap::new(),
             sessions: HashMap::new(),
             ended: HashMap::new(),
@@ -128,10 +160,10 @@ impl Engine {
     pub fn set_mapping(&mut self, mapping: Mapping) -> Vec<Command> {
         let old = std::mem::replace(&mut self.mapping, mapping);
         let mut commands = Vec::new();
-        for user in self.users.values() {
+        for (ext, user) in &self.users {
             let Some(pushed) = &user.pushed else { continue };
             if old.state_for(pushed) != self.mapping.state_for(pushed) {
-                commands.push(push_command(&self.mapping, user, pushed.clone()));
+                commands.push(push_command(&self.mapping, ext, user, pushed.clone()));
             }
         }
         commands
@@ -151,23 +183,27 @@ impl Engine {
         for spec in specs {
             match self.users.get_mut(&spec.extension) {
                 Some(old) => {
-                    if old.spec.teams_id != spec.teams_id {
+                    if old.teams_id != spec.teams_id {
                         old.teams = None;
                         old.pushed = None;
                     }
-                    old.spec = spec;
+                    old.email = spec.email;
+                    old.teams_id = spec.teams_id;
+                    old.direction = spec.direction;
                     old.mark = self.mark;
                 }
                 None => {
                     let user = User {
-                        spec,
+                        email: spec.email,
+                        teams_id: spec.teams_id,
+                        direction: spec.direction,
                         call: CallState::Idle,
                         dnd: None,
                         teams: None,
                         pushed: None,
                         mark: self.mark,
                     };
-                    self.users.insert(user.spec.extension.clone(), user);
+                    self.users.insert(spec.extension, user);
                 }
             }
         }
@@ -183,7 +219,7 @@ impl Engine {
             .users
             .values()
             .filter(|u| u.call == CallState::Speaking)
-            .filter_map(|u| u.spec.teams_id.clone())
+            .filter_map(|u| u.teams_id.clone())
             .collect();
         for teams_id in speaking {
             self.reconcile_session(&teams_id, None, now, &mut commands);
@@ -226,7 +262,7 @@ impl Engine {
             user.dnd = event.dnd;
         }
         let mut commands = Vec::new();
-        if let Some(teams_id) = user.spec.teams_id.clone() {
+        if let Some(teams_id) = user.teams_id.clone() {
             let ext = event.extension.clone();
             self.reconcile_session(&teams_id, Some(ext), now, &mut commands);
         }
@@ -254,7 +290,7 @@ impl Engine {
                 .get(teams_id)
                 .is_some_and(|t| now - t < millis(ECHO_GRACE));
         let echo = ours && is_in_call_echo(presence);
-        for ext in extensions {
+        for ext in extensions.iter() {
             let Some(user) = self.users.get_mut(ext) else {
                 continue;
             };
@@ -262,14 +298,13 @@ impl Engine {
                 let previous = user.teams.replace(presence.clone());
                 outcome.changed.push((ext.clone(), previous));
             }
-            if echo || !user.spec.direction.teams_to_pbx() || user.pushed.as_ref() == Some(presence)
-            {
+            if echo || !user.direction.teams_to_pbx() || user.pushed.as_ref() == Some(presence) {
                 continue;
             }
             user.pushed = Some(presence.clone());
             outcome
                 .commands
-                .push(push_command(&self.mapping, user, presence.clone()));
+                .push(push_command(&self.mapping, ext, user, presence.clone()));
         }
         outcome.echo = echo && !outcome.changed.is_empty();
         outcome
@@ -327,7 +362,7 @@ impl Engine {
                 exts.iter().any(|e| {
                     self.users
                         .get(e)
-                        .is_some_and(|u| u.spec.direction.teams_to_pbx())
+                        .is_some_and(|u| u.direction.teams_to_pbx())
                 })
             })
             .map(|(id, _)| id.clone())
@@ -352,11 +387,13 @@ impl Engine {
     fn reindex(&mut self) {
         self.by_teams_id.clear();
         for (ext, user) in &self.users {
-            if let Some(id) = &user.spec.teams_id {
-                self.by_teams_id
-                    .entry(id.clone())
-                    .or_default()
-                    .push(ext.clone());
+            if let Some(id) = &user.teams_id {
+                match self.by_teams_id.entry(id.clone()) {
+                    Entry::Occupied(mut owners) => owners.get_mut().push(ext.clone()),
+                    Entry::Vacant(slot) => {
+                        slot.insert(Owners::One(ext.clone()));
+                    }
+                }
             }
         }
     }
@@ -399,8 +436,7 @@ impl Engine {
     fn speaking_extension(&self, teams_id: &str) -> Option<Extension> {
         self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
             let user = self.users.get(ext)?;
-            (user.call == CallState::Speaking && user.spec.direction.pbx_to_teams())
-                .then(|| ext.clone())
+            (user.call == CallState::Speaking && user.direction.pbx_to_teams()).then(|| ext.clone())
         })
     }
 
@@ -466,10 +502,15 @@ fn is_in_call_echo(presence: &TeamsPresence) -> bool {
         && (presence.activity == IN_CALL.1 || presence.activity == "Busy")
 }
 
-fn push_command(mapping: &Mapping, user: &User, presence: TeamsPresence) -> Command {
+fn push_command(
+    mapping: &Mapping,
+    extension: &str,
+    user: &User,
+    presence: TeamsPresence,
+) -> Command {
     Command::PushToPbx {
-        extension: user.spec.extension.clone(),
-        email: user.spec.email.clone(),
+        extension: extension.to_owned(),
+        email: user.email.clone(),
         state: mapping.state_for(&presence).to_owned(),
         presence,
     }
