@@ -74,7 +74,7 @@ struct User {
     mark: bool,
 }
 
-/// The extensions of one Teams user: almost always one, so no vector for it.
+/// The extensions of one Teams user, sorted: almost always one, so no vector for it.
 #[derive(Debug, Clone)]
 enum Owners {
     One(Extension),
@@ -82,10 +82,18 @@ enum Owners {
 }
 
 impl Owners {
+    /// Add an extension, keeping them sorted so that "the first" is the same on every run.
     fn push(&mut self, extension: Extension) {
         match self {
-            Owners::One(first) => *self = Owners::Many(vec![std::mem::take(first), extension]),
-            Owners::Many(all) => all.push(extension),
+            Owners::One(one) => {
+                let mut all = vec![std::mem::take(one), extension];
+                all.sort();
+                *self = Owners::Many(all);
+            }
+            Owners::Many(all) => {
+                let at = all.partition_point(|e| *e < extension);
+                all.insert(at, extension);
+            }
         }
     }
 
