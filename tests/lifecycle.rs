@@ -8,19 +8,31 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn spawn_binary(w: &World) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+/// The daemon as a child process; killed if the test fails half-way, so no daemon outlives
+/// its test.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_binary(w: &World) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
         .args(["run", "--config"])
         .arg(w.config_path())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Daemon(child)
 }
 
-fn signal(child: &Child, sig: &str) {
+fn signal(child: &Daemon, sig: &str) {
     let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
+        .args([sig, &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
@@ -42,7 +54,7 @@ async fn sigterm_clears_every_session_and_exits_zero() {
     let started = Instant::now();
     signal(&child, "-TERM");
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -67,7 +79,7 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
     w.pbx_event(CAROL, "speaking").await;
     eventually(10, "in a call", || w.app_session(CAROL).is_some()).await;
     signal(&child, "-KILL");
-    let _ = child.wait();
+    let _ = child.0.wait();
     assert!(w.app_session(CAROL).is_some(), "the crash left the session");
     assert_eq!(w.user_status(CAROL)["in_call_session"], true);
 
@@ -90,7 +102,7 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
     })
     .await;
     signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }
 
 /// After a crash, a PBX that reports the call still running keeps the session (re-written),
@@ -103,7 +115,7 @@ async fn a_session_still_in_use_survives_the_restart() {
     w.pbx_event(ALICE, "speaking").await;
     eventually(10, "in a call", || w.app_session(ALICE).is_some()).await;
     signal(&child, "-KILL");
-    let _ = child.wait();
+    let _ = child.0.wait();
 
     let mut child = spawn_binary(&w);
     wait_for_port(w.listen).await;
@@ -116,9 +128,69 @@ async fn a_session_still_in_use_survives_the_restart() {
     assert!(w.app_session(ALICE).is_some());
     assert_eq!(w.clear_presence_calls(ALICE), 0);
     signal(&child, "-TERM");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     assert!(
         w.app_session(ALICE).is_none(),
         "cleared by the orderly stop"
     );
+}
+
+/// Under systemd (Type=notify): READY=1 once the first sync is done, WATCHDOG=1 while the
+/// main loop runs, STOPPING=1 on SIGTERM. The notify socket here is the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notifications_ready_watchdog_stopping() {
+    let w = World::new().await;
+    let socket_path = w.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // systemd names the watched process in WATCHDOG_PID: `exec` keeps the shell's pid.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" run --config "$1""#)
+        .arg(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+        .arg(w.config_path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "300000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Daemon(child);
+    let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let messages = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(20) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let stop = text.contains("STOPPING=1");
+                    messages.lock().unwrap().push(text);
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    let seen = |needle: &str| {
+        messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.contains(needle))
+            .count()
+    };
+    eventually(10, "READY=1", || seen("READY=1") == 1).await;
+    // The first sync had polled the users before READY.
+    assert!(!w.graph_requests("getPresencesByUserId").is_empty());
+    eventually(5, "several WATCHDOG=1", || seen("WATCHDOG=1") >= 3).await;
+    signal(&child, "-TERM");
+    assert!(child.0.wait().unwrap().success());
+    reader.join().unwrap();
+    assert_eq!(seen("STOPPING=1"), 1);
+    assert_eq!(seen("READY=1"), 1, "READY is sent once");
 }
