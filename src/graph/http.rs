@@ -24,6 +24,19 @@ pub(crate) struct Request<'a> {
     pub user: Option<&'a str>,
 }
 
+impl Request<'static> {
+    /// A plain GET outside the presence budget (directory reads).
+    pub fn get(url: Url) -> Request<'static> {
+        Request {
+            method: Method::GET,
+            url,
+            body: None,
+            presence: false,
+            user: None,
+        }
+    }
+}
+
 /// Why one attempt failed.
 #[derive(Debug)]
 pub(crate) enum Failure {

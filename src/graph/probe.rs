@@ -1,7 +1,6 @@
 //! The `check` command's tour: token, user read, presence read, presence write, each with
 //! advice a human can follow.
 
-use reqwest::Method;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -148,13 +147,7 @@ impl GraphClient {
     async fn first_user_id(&self) -> Result<Option<String>, GraphError> {
         let mut url = join(&self.inner.api_root, &["users"])?;
         url.set_query(Some("$top=1&$select=id"));
-        let request = Request {
-            method: Method::GET,
-            url,
-            body: None,
-            presence: false,
-            user: None,
-        };
+        let request = Request::get(url);
         let page: IdPage = serde_json::from_slice(&self.inner.send(&request).await?)
             .map_err(|e| GraphError::InvalidResponse(format!("users: {e}")))?;
         Ok(page.value.into_iter().next().map(|u| u.id))

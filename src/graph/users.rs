@@ -405,13 +405,7 @@ impl GraphClient {
                 .ok_or_else(|| {
                     GraphError::InvalidResponse(format!("nextLink off the Graph host: {link}"))
                 })?;
-            let request = Request {
-                method: Method::GET,
-                url,
-                body: None,
-                presence: false,
-                user: None,
-            };
+            let request = Request::get(url);
             let page: UserPage = serde_json::from_slice(&self.inner.send(&request).await?)
                 .map_err(|e| GraphError::InvalidResponse(format!("users page: {e}")))?;
             users.extend(page.value);
