@@ -25,7 +25,13 @@ enum Command {
     /// Run the daemon in the foreground (systemd runs this).
     Run(ConfigArg),
     /// Validate the config, sign in, probe the Graph permissions and match every user.
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also print the effective configuration (defaults filled in, secrets redacted).
+        #[arg(long)]
+        print_config: bool,
+    },
     /// Show what the state database knows: users, matches, last states, sessions, errors.
     Status {
         #[command(flatten)]
@@ -49,7 +55,10 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Run(a) => run(&a.config),
-            Command::Check(a) => check(&a.config),
+            Command::Check {
+                config,
+                print_config,
+            } => check(&config.config, print_config),
             Command::Status { config, json } => status(&config.config, json),
             Command::ConsentUrl(a) => consent_url(&a.config),
         };
@@ -100,10 +109,13 @@ fn consent_url(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(path: &Path) -> anyhow::Result<ExitCode> {
+fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let config = Config::load(path)?;
     println!("config: {} is valid", path.display());
+    if print_config {
+        println!("{config}");
+    }
     let directory = config::load_users(&config.users.file)?;
     println!(
         "users: {} entries in {}",

@@ -1,4 +1,4 @@
-//! `Display` for [`Config`]: the effective configuration as TOML, for `check-config`
+//! `Display` for [`Config`]: the effective configuration as TOML, for `check --print-config`
 //! (kanidm's `--configtest`). Defaults are filled in, paths resolved, the mapping table shown
 //! in full; secrets are only said to be set, in comments, so the output never holds them.
 

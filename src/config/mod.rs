@@ -41,7 +41,7 @@ pub use watch::{FileWatch, watch_files};
 
 /// The validated configuration the daemon runs with. `Debug` redacts secrets; `Display`
 /// prints the effective configuration as TOML (defaults filled in, secrets left out), for
-/// `check-config`.
+/// `check --print-config`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this came from: reloads re-read it, errors name it.

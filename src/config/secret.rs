@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{At, ConfigError};
 
 /// A secret string. `Debug` and `Display` print `[redacted]`, so a config can be logged or
-/// printed by `check-config` without leaking; only [`Secret::expose`] gives the value.
+/// printed by `check --print-config` without leaking; only [`Secret::expose`] gives the value.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
