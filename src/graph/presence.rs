@@ -64,14 +64,18 @@ pub(crate) fn iso8601(d: Duration) -> String {
 impl GraphClient {
     /// Presence of `ids` (Entra object ids), via `POST /communications/getPresencesByUserId`
     /// in requests of at most 650 ids [D1]. Each request spends one unit of the presence budget.
-    pub async fn get_presences(&self, ids: &[String]) -> Result<Vec<Presence>, GraphError> {
+    pub async fn get_presences<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+    ) -> Result<Vec<Presence>, GraphError> {
         let url = join(
             &self.inner.api_root,
             &["communications", "getPresencesByUserId"],
         )?;
         let mut all = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(PRESENCE_CHUNK) {
-            let body = json!({ "ids": chunk });
+            let ids: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
+            let body = json!({ "ids": ids });
             let request = Request {
                 method: Method::POST,
                 url: url.clone(),

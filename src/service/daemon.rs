@@ -54,7 +54,8 @@ pub(super) const RESOLVE_RETRY: Backoff =
 /// How often the main loop looks at the clock (session refreshes, recovery, re-matching).
 const TICK: Duration = Duration::from_secs(1);
 
-pub(super) type Resolved = Result<Vec<(String, UserMatch)>, GraphError>;
+/// How a lookup round ended; its answers came chunk by chunk on `Inputs::resolved`.
+pub(super) type Resolved = Result<(), GraphError>;
 
 pub(super) struct Daemon {
     pub(super) options: RunOptions,
@@ -68,11 +69,15 @@ pub(super) struct Daemon {
     pub(super) links: ConnectorLinks,
     pub(super) tracker: TaskTracker,
     pub(super) graph_tx: watch::Sender<GraphClient>,
-    pub(super) ids_tx: watch::Sender<Arc<Vec<String>>>,
+    pub(super) ids_tx: watch::Sender<Arc<Vec<Arc<str>>>>,
     pub(super) interval_tx: watch::Sender<Duration>,
     pub(super) known_tx: watch::Sender<Arc<HashSet<String>>>,
     pub(super) rx: Inputs,
     pub(super) resolving: JoinSet<Resolved>,
+    /// Where lookup rounds send their answers, chunk by chunk.
+    pub(super) resolved_tx: mpsc::UnboundedSender<Vec<(String, UserMatch)>>,
+    /// E-mails whose match changed in the running lookup round.
+    pub(super) match_changes: HashSet<String>,
     pub(super) ready: bool,
     /// True once one matching round went through (READY=1 waits for it).
     pub(super) matched_once: bool,
@@ -90,6 +95,7 @@ pub(super) struct Inputs {
     written: mpsc::UnboundedReceiver<Written>,
     delivered: mpsc::UnboundedReceiver<Vec<PbxUpdate>>,
     pub(super) reload: mpsc::Receiver<()>,
+    pub(super) resolved: mpsc::UnboundedReceiver<Vec<(String, UserMatch)>>,
     /// Keeps the file watcher alive.
     pub(super) watch: Option<config::FileWatch>,
 }
@@ -141,12 +147,14 @@ impl Daemon {
         let writers = Writers::new(graph_rx, written_tx);
         let (watch, reload) = watch_config(&config);
         let next_resolve_at = now + millis(config.sync.resolve_interval);
+        let (resolved_tx, resolved) = mpsc::unbounded_channel();
         let rx = Inputs {
             events,
             polled,
             written,
             delivered,
             reload,
+            resolved,
             watch,
         };
         let mut daemon = Daemon {
@@ -166,6 +174,8 @@ impl Daemon {
             known_tx,
             rx,
             resolving: JoinSet::new(),
+            resolved_tx,
+            match_changes: HashSet::new(),
             ready: false,
             matched_once: false,
             next_resolve_at,
@@ -190,6 +200,7 @@ impl Daemon {
                 Some(written) = self.rx.written.recv() => self.on_written(written),
                 Some(batch) = self.rx.delivered.recv() => self.on_delivered(batch),
                 Some(()) = self.rx.reload.recv() => super::reload::apply(&mut self).await,
+                Some(chunk) = self.rx.resolved.recv() => self.on_resolved_chunk(chunk),
                 Some(joined) = self.resolving.join_next() => match joined {
                     Ok(resolved) => self.on_resolved(resolved),
                     Err(e) if e.is_cancelled() => {}

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::config::Directory;
 use crate::graph::{MatchedBy, UserMatch};
@@ -11,7 +12,8 @@ use crate::sync::engine::UserSpec;
 /// the common case (matched) carries no text of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchInfo {
-    pub teams_id: Option<String>,
+    /// Shared with the engine and the poll list (one allocation per user, not four).
+    pub teams_id: Option<Arc<str>>,
     /// "matched", "not_found", "duplicate" or "error".
     pub status: &'static str,
     pub detail: Option<Cow<'static, str>>,
@@ -21,7 +23,7 @@ impl MatchInfo {
     pub fn from_graph(m: &UserMatch) -> MatchInfo {
         match m {
             UserMatch::Matched { id, via, .. } => MatchInfo {
-                teams_id: Some(id.clone()),
+                teams_id: Some(Arc::from(id.as_str())),
                 status: "matched",
                 detail: Some(Cow::Borrowed(match via {
                     MatchedBy::Mail => "by mail",
@@ -57,7 +59,7 @@ impl MatchInfo {
             _ => "error",
         };
         MatchInfo {
-            teams_id,
+            teams_id: teams_id.map(Arc::from),
             status,
             detail: detail.map(Cow::Owned),
         }

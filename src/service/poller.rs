@@ -32,7 +32,7 @@ pub enum Polled {
 /// The inputs of the poller, all hot-reloadable.
 pub struct PollInputs {
     pub graph: watch::Receiver<GraphClient>,
-    pub ids: watch::Receiver<Arc<Vec<String>>>,
+    pub ids: watch::Receiver<Arc<Vec<Arc<str>>>>,
     pub interval: watch::Receiver<Duration>,
 }
 
@@ -69,7 +69,7 @@ fn new_ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
-async fn cycle(graph: &GraphClient, ids: &[String], out: &mpsc::Sender<Polled>) -> Polled {
+async fn cycle(graph: &GraphClient, ids: &[Arc<str>], out: &mpsc::Sender<Polled>) -> Polled {
     let started = Instant::now();
     let mut requests = 0;
     for chunk in ids.chunks(IDS_PER_REQUEST) {

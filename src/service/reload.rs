@@ -68,6 +68,8 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
                 d.graph_tx.send_replace(client);
                 // Lookups still running against the old tenant or app must not land.
                 d.resolving.abort_all();
+                while d.rx.resolved.try_recv().is_ok() {}
+                d.match_changes.clear();
                 d.matches.clear();
                 d.resolve(matching::all_emails(&d.directory));
             }

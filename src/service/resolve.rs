@@ -1,42 +1,39 @@
 //! Matching users to Teams in the background, and what the main loop does with the answers.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::build::{direction_name, millis};
 use super::daemon::{Daemon, RESOLVE_RETRY, Resolved};
 use super::matching::{self, MatchInfo};
+use crate::graph::UserMatch;
 use crate::store::Write;
 
+/// E-mails per lookup round: the Graph client's working set (its address index, the users
+/// of each `$batch` answer) stays that of 1,500 users, whatever the size of the directory.
+const RESOLVE_CHUNK: usize = 1500;
+
 impl Daemon {
+    /// Look `emails` up in the background; answers arrive chunk by chunk on `rx.resolved`.
     pub(super) fn resolve(&mut self, emails: Vec<String>) {
         if emails.is_empty() {
             return;
         }
         let graph = self.graph_tx.borrow().clone();
-        self.resolving
-            .spawn(async move { graph.resolve_users(&emails).await });
+        let out = self.resolved_tx.clone();
+        self.resolving.spawn(async move {
+            for chunk in emails.chunks(RESOLVE_CHUNK) {
+                let results = graph.resolve_users(chunk).await?;
+                if out.send(results).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
     }
 
-    pub(super) fn on_resolved(&mut self, resolved: Resolved) {
-        let now = self.options.clock.now();
-        let results = match resolved {
-            Ok(results) => results,
-            Err(e) => {
-                self.resolve_failures = self.resolve_failures.saturating_add(1);
-                let wait = RESOLVE_RETRY
-                    .delay(self.resolve_failures)
-                    .max(Duration::from_secs(1));
-                self.next_resolve_at = now + millis(wait);
-                tracing::warn!(error = %e, retry_in = ?wait, "matching users to Teams failed; keeping the cached matches");
-                self.error("match", None, &e.to_string());
-                return;
-            }
-        };
-        self.matched_once = true;
-        self.resolve_failures = 0;
-        let mut changed = HashSet::new();
+    /// One chunk of answers: remember what changed, apply it when the round is over.
+    pub(super) fn on_resolved_chunk(&mut self, results: Vec<(String, UserMatch)>) {
         for (email, m) in results {
             let info = MatchInfo::from_graph(&m);
             if self.matches.get(&email) == Some(&info) {
@@ -50,11 +47,36 @@ impl Daemon {
                     "no Teams user for this e-mail; fix the users file or the Entra account"),
             }
             self.matches.insert(email.clone(), info);
-            changed.insert(email);
+            self.match_changes.insert(email);
         }
-        if changed.is_empty() {
+    }
+
+    /// A lookup round ended (all chunks sent, or an error).
+    pub(super) fn on_resolved(&mut self, resolved: Resolved) {
+        let now = self.options.clock.now();
+        // The round's last chunks may still be queued: take them first.
+        while let Ok(chunk) = self.rx.resolved.try_recv() {
+            self.on_resolved_chunk(chunk);
+        }
+        match resolved {
+            Ok(()) => {
+                self.matched_once = true;
+                self.resolve_failures = 0;
+            }
+            Err(e) => {
+                self.resolve_failures = self.resolve_failures.saturating_add(1);
+                let wait = RESOLVE_RETRY
+                    .delay(self.resolve_failures)
+                    .max(Duration::from_secs(1));
+                self.next_resolve_at = now + millis(wait);
+                tracing::warn!(error = %e, retry_in = ?wait, "matching users to Teams failed; keeping the cached matches");
+                self.error("match", None, &e.to_string());
+            }
+        }
+        if self.match_changes.is_empty() {
             return;
         }
+        let changed = std::mem::take(&mut self.match_changes);
         let commands = self
             .engine
             .set_users(matching::user_specs(&self.directory, &self.matches), now);
@@ -82,7 +104,7 @@ impl Daemon {
             if let Some(m) = self.matches.get(&e.email) {
                 self.store.write(Write::SetMatch {
                     extension: e.extension.clone(),
-                    teams_id: m.teams_id.clone(),
+                    teams_id: m.teams_id.as_deref().map(str::to_owned),
                     status: m.status.to_owned(),
                     detail: m.detail.as_deref().map(str::to_owned),
                     at: now,

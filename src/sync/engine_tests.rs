@@ -258,6 +258,7 @@ fn poll_ids_are_matched_users_once_each() {
     let e = engine();
     let mut ids = e.poll_ids();
     ids.sort();
+    let ids: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
     assert_eq!(ids, vec!["id-alice", "id-bob", "id-dave"]);
 }
 
