@@ -90,6 +90,7 @@ pub fn parse_users(text: &str, path: &Path) -> Result<Directory, ConfigError> {
     if entries.is_empty() {
         tracing::warn!(file = %path.display(), "users file lists no user");
     }
+    entries.shrink_to_fit();
     Ok(Directory { entries })
 }
 

@@ -25,7 +25,32 @@ use crate::sync::types::{CallState, PbxEvent};
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// The extensions in the directory, kept current by the service (hot reload).
-pub type KnownExtensions = watch::Receiver<Arc<HashSet<String>>>;
+pub type KnownExtensions = watch::Receiver<Arc<ExtensionSet>>;
+
+/// The extensions of the directory, kept as 64-bit digests: the listener only asks "is this
+/// one of ours?", and a second copy of 50,000 extension strings would cost more memory than
+/// the rest of the listener. A digest collision (odds about 1 in 10^10 for a stray extension
+/// at 50,000 users) only counts an unknown extension as accepted; the core still ignores it.
+#[derive(Debug, Default)]
+pub struct ExtensionSet(HashSet<u64>);
+
+impl ExtensionSet {
+    pub fn new<'a>(extensions: impl IntoIterator<Item = &'a str>) -> ExtensionSet {
+        ExtensionSet(extensions.into_iter().map(digest).collect())
+    }
+
+    pub fn contains(&self, extension: &str) -> bool {
+        self.0.contains(&digest(extension))
+    }
+}
+
+/// SipHash with fixed keys: the same digest for the same extension on every call.
+fn digest(extension: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    extension.hash(&mut h);
+    h.finish()
+}
 
 /// Errors of the HTTP connector.
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +254,13 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn extension_set_knows_exactly_its_members() {
+        let set = ExtensionSet::new(["1001", "1002"]);
+        assert!(set.contains("1001") && set.contains("1002"));
+        assert!(!set.contains("1003") && !set.contains("100") && !set.contains(""));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::daemon::ServiceError;
 use super::matching::{MatchInfo, Matches};
 use crate::config::{self, Config, Directory};
 use crate::graph::GraphSettings;
+use crate::pbx::http::ExtensionSet;
 use crate::store::{Snapshot, Store};
 use crate::sync::engine::{Engine, EngineSettings, Restored};
 use crate::sync::types::{Direction, Millis, TeamsPresence};
@@ -110,14 +111,10 @@ pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
     }
 }
 
-pub fn known_extensions(directory: &Directory) -> Arc<HashSet<String>> {
-    Arc::new(
-        directory
-            .entries
-            .iter()
-            .map(|e| e.extension.clone())
-            .collect(),
-    )
+pub fn known_extensions(directory: &Directory) -> Arc<ExtensionSet> {
+    Arc::new(ExtensionSet::new(
+        directory.entries.iter().map(|e| e.extension.as_str()),
+    ))
 }
 
 /// Watch the config and users files; without a watcher (e.g. inotify limits) the daemon still

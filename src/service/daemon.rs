@@ -71,7 +71,7 @@ pub(super) struct Daemon {
     pub(super) graph_tx: watch::Sender<GraphClient>,
     pub(super) ids_tx: watch::Sender<Arc<Vec<Arc<str>>>>,
     pub(super) interval_tx: watch::Sender<Duration>,
-    pub(super) known_tx: watch::Sender<Arc<HashSet<String>>>,
+    pub(super) known_tx: watch::Sender<Arc<crate::pbx::http::ExtensionSet>>,
     pub(super) rx: Inputs,
     pub(super) resolving: JoinSet<Resolved>,
     /// Where lookup rounds send their answers, chunk by chunk.

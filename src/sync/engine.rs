@@ -4,12 +4,13 @@
 //! extensions may belong to one Teams user (desk phone and softphone): the session lasts while
 //! any of them is speaking.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mapping::Mapping;
+use super::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 use super::types::{CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence};
 
 /// Settings of the core, from the config file.
@@ -70,10 +71,55 @@ struct User {
     direction: Direction,
     call: CallState,
     dnd: Option<bool>,
-    teams: Option<TeamsPresence>,
-    pushed: Option<TeamsPresence>,
+    teams: Option<Packed>,
+    pushed: Option<Packed>,
     /// Flipped by [`Engine::set_users`] to find entries that left the directory.
     mark: bool,
+}
+
+/// A Teams presence in two bytes when both values are documented ones (nearly always), boxed
+/// otherwise: two of them per user, for 50,000 users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Packed {
+    Known(u8, u8),
+    Other(Box<TeamsPresence>),
+}
+
+impl Packed {
+    fn pack(p: &TeamsPresence) -> Packed {
+        let index = |list: &[&str], value: &str| {
+            list.iter()
+                .position(|k| *k == value)
+                .and_then(|i| u8::try_from(i).ok())
+        };
+        match (
+            index(KNOWN_AVAILABILITIES, &p.availability),
+            index(KNOWN_ACTIVITIES, &p.activity),
+        ) {
+            (Some(a), Some(b)) => Packed::Known(a, b),
+            _ => Packed::Other(Box::new(p.clone())),
+        }
+    }
+
+    fn unpack(&self) -> TeamsPresence {
+        match self {
+            Packed::Known(a, b) => TeamsPresence {
+                availability: Cow::Borrowed(
+                    KNOWN_AVAILABILITIES
+                        .get(usize::from(*a))
+                        .copied()
+                        .unwrap_or("PresenceUnknown"),
+                ),
+                activity: Cow::Borrowed(
+                    KNOWN_ACTIVITIES
+                        .get(usize::from(*b))
+                        .copied()
+                        .unwrap_or("PresenceUnknown"),
+                ),
+            },
+            Packed::Other(p) => (**p).clone(),
+        }
+    }
 }
 
 /// The extensions of one Teams user, sorted: almost always one, so no vector for it.
@@ -171,9 +217,11 @@ impl Engine {
         let old = std::mem::replace(&mut self.mapping, mapping);
         let mut commands = Vec::new();
         for (ext, user) in &self.users {
-            let Some(pushed) = &user.pushed else { continue };
-            if old.state_for(pushed) != self.mapping.state_for(pushed) {
-                commands.push(push_command(&self.mapping, ext, user, pushed.clone()));
+            let Some(pushed) = user.pushed.as_ref().map(Packed::unpack) else {
+                continue;
+            };
+            if old.state_for(&pushed) != self.mapping.state_for(&pushed) {
+                commands.push(push_command(&self.mapping, ext, user, pushed));
             }
         }
         commands
@@ -248,8 +296,8 @@ impl Engine {
     /// Bring back what the store knew before a restart (after [`Engine::set_users`]).
     pub fn restore(&mut self, extension: &str, restored: Restored) {
         if let Some(user) = self.users.get_mut(extension) {
-            user.pushed = restored.pushed;
-            user.teams = restored.teams;
+            user.pushed = restored.pushed.as_ref().map(Packed::pack);
+            user.teams = restored.teams.as_ref().map(Packed::pack);
         }
     }
 
@@ -304,14 +352,15 @@ impl Engine {
             let Some(user) = self.users.get_mut(ext) else {
                 continue;
             };
-            if user.teams.as_ref() != Some(presence) {
-                let previous = user.teams.replace(presence.clone());
+            let packed = Packed::pack(presence);
+            if user.teams.as_ref() != Some(&packed) {
+                let previous = user.teams.replace(packed.clone()).map(|p| p.unpack());
                 outcome.changed.push((ext.clone(), previous));
             }
-            if echo || !user.direction.teams_to_pbx() || user.pushed.as_ref() == Some(presence) {
+            if echo || !user.direction.teams_to_pbx() || user.pushed.as_ref() == Some(&packed) {
                 continue;
             }
-            user.pushed = Some(presence.clone());
+            user.pushed = Some(packed);
             outcome
                 .commands
                 .push(push_command(&self.mapping, ext, user, presence.clone()));

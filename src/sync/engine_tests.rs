@@ -383,3 +383,18 @@ fn a_stale_echo_right_after_the_call_is_not_pushed() {
     let out = e.on_teams_presence("id-bob", &p("Busy", "InACall"), 90_000);
     assert_eq!(out.commands.len(), 1);
 }
+
+#[test]
+fn undocumented_presence_values_are_kept_and_compared_exactly() {
+    let mut e = engine();
+    let odd = p("Busy", "InAHackathon");
+    let out = e.on_teams_presence("id-bob", &odd, 0);
+    assert_eq!(out.commands.len(), 1);
+    assert!(
+        matches!(&out.commands[0], Command::PushToPbx { presence, state, .. }
+        if presence.activity == "InAHackathon" && state == "busy")
+    );
+    assert!(e.on_teams_presence("id-bob", &odd, 1).commands.is_empty());
+    let out = e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 2);
+    assert_eq!(out.changed[0].1, Some(odd));
+}
