@@ -5,6 +5,8 @@
 //!
 //! [`PbxEvent`]: crate::sync::types::PbxEvent
 
+use std::borrow::Cow;
+
 pub mod http;
 pub mod push;
 
@@ -13,8 +15,9 @@ pub mod push;
 pub struct PbxUpdate {
     pub extension: String,
     pub email: String,
-    pub availability: String,
-    pub activity: String,
+    /// Teams availability; documented values are static strings (no allocation per update).
+    pub availability: Cow<'static, str>,
+    pub activity: Cow<'static, str>,
     /// The PBX-side state name from the mapping table (e.g. `in_meeting`).
     pub state: String,
 }

@@ -49,8 +49,8 @@ impl Daemon {
                             own_call = outcome.echo, "Teams presence changed");
                         self.store.write(Write::SetTeams {
                             extension: extension.clone(),
-                            availability: presence.availability.to_string(),
-                            activity: presence.activity.to_string(),
+                            availability: presence.availability.clone(),
+                            activity: presence.activity.clone(),
                             at: now,
                         });
                     }
@@ -202,8 +202,8 @@ impl Daemon {
                         pusher.push(PbxUpdate {
                             extension,
                             email,
-                            availability: presence.availability.into_owned(),
-                            activity: presence.activity.into_owned(),
+                            availability: presence.availability,
+                            activity: presence.activity,
                             state,
                         });
                     }

@@ -1,5 +1,6 @@
 //! Matching users to Teams in the background, and what the main loop does with the answers.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -105,8 +106,8 @@ impl Daemon {
                 self.store.write(Write::SetMatch {
                     extension: e.extension.clone(),
                     teams_id: m.teams_id.as_deref().map(str::to_owned),
-                    status: m.status.to_owned(),
-                    detail: m.detail.as_deref().map(str::to_owned),
+                    status: Cow::Borrowed(m.status),
+                    detail: m.detail.clone(),
                     at: now,
                 });
             }

@@ -17,8 +17,8 @@ fn upsert(ext: &str) -> Write {
 fn teams(ext: &str, availability: &str, at: i64) -> Write {
     Write::SetTeams {
         extension: ext.into(),
-        availability: availability.into(),
-        activity: availability.into(),
+        availability: availability.to_owned().into(),
+        activity: availability.to_owned().into(),
         at,
     }
 }

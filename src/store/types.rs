@@ -1,5 +1,6 @@
 //! What goes into the store ([`Write`]) and what comes out ([`Snapshot`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -35,9 +36,9 @@ pub enum Write {
         /// The Entra object id, when found.
         teams_id: Option<String>,
         /// `"matched"`, `"not_found"`, `"duplicate"` or `"error"`.
-        status: String,
+        status: Cow<'static, str>,
         /// Why, when it is not `matched`.
-        detail: Option<String>,
+        detail: Option<Cow<'static, str>>,
         /// When the lookup finished.
         at: Millis,
     },
@@ -45,10 +46,10 @@ pub enum Write {
     SetTeams {
         /// PBX extension of the user.
         extension: String,
-        /// Graph availability, e.g. `Busy`.
-        availability: String,
+        /// Graph availability, e.g. `Busy` (documented values are not allocated).
+        availability: Cow<'static, str>,
         /// Graph activity, e.g. `InACall`.
-        activity: String,
+        activity: Cow<'static, str>,
         /// When it was read.
         at: Millis,
     },
@@ -60,9 +61,9 @@ pub enum Write {
         /// The PBX state that was delivered.
         state: String,
         /// The Teams availability it came from.
-        availability: String,
+        availability: Cow<'static, str>,
         /// The Teams activity it came from.
-        activity: String,
+        activity: Cow<'static, str>,
         /// When the PBX accepted it.
         at: Millis,
     },
