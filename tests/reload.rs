@@ -93,3 +93,42 @@ async fn an_invalid_change_is_refused_and_the_last_good_config_stays() {
     );
     w.stop().await.unwrap();
 }
+
+/// A new `[pbx]` section (here: a rotated token) restarts the connector without a restart of
+/// the daemon: the old token is refused, the new one works, and every user's state is pushed
+/// again because the new connector cannot know what the old one delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pbx_token_applies_without_a_restart() {
+    let mut w = World::new().await;
+    w.start().await;
+    eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    write_atomically(
+        &w.config_path(),
+        &config.replace("pbx-test-token", "rotated-token"),
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // While the connector restarts the port is closed for a moment.
+        if let Ok((401, _)) = w.try_post_raw("[]", Some("pbx-test-token")).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old token still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    w.token = "rotated-token".into();
+    w.pbx_event(ALICE, "speaking").await;
+    eventually(5, "In a call with the new token", || {
+        w.app_session(ALICE).is_some()
+    })
+    .await;
+    // Bob and Carol are pushed again; Alice's Teams state is now our own In a call (not pushed).
+    eventually(10, "states pushed again", || {
+        w.pbx.updates_for(BOB).len() == 2 && w.pbx.updates_for(CAROL).len() == 2
+    })
+    .await;
+    w.stop().await.unwrap();
+}

@@ -243,6 +243,15 @@ level = "info,pbx_teams_presence=debug"
 
     /// POST a raw body to /pbx/events; returns status and JSON body.
     pub async fn post_raw(&self, body: &str, token: Option<&str>) -> (u16, Value) {
+        self.try_post_raw(body, token).await.unwrap()
+    }
+
+    /// Like [`World::post_raw`], but a refused connection is an error, not a panic.
+    pub async fn try_post_raw(
+        &self,
+        body: &str,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), reqwest::Error> {
         let mut req = reqwest::Client::new()
             .post(format!("http://{}/pbx/events", self.listen))
             .header("content-type", "application/json")
@@ -250,10 +259,10 @@ level = "info,pbx_teams_presence=debug"
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await?;
         let status = resp.status().as_u16();
         let json = resp.json().await.unwrap_or(Value::Null);
-        (status, json)
+        Ok((status, json))
     }
 
     /// Report one call state for an extension.
