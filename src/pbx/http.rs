@@ -68,7 +68,8 @@ pub enum HttpPbxError {
 
 #[derive(Clone)]
 struct Shared {
-    token: Arc<str>,
+    /// The current bearer token; replaced in place when `pbx.token` changes (no restart).
+    token: watch::Receiver<Arc<str>>,
     known: KnownExtensions,
     events: mpsc::Sender<Vec<PbxEvent>>,
 }
@@ -83,13 +84,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpPbxError> {
 /// Serve `POST /pbx/events` until `cancel` fires. Accepted batches go to `events`.
 pub async fn serve(
     listener: TcpListener,
-    token: &str,
+    token: watch::Receiver<Arc<str>>,
     known: KnownExtensions,
     events: mpsc::Sender<Vec<PbxEvent>>,
     cancel: CancellationToken,
 ) -> Result<(), HttpPbxError> {
     let shared = Shared {
-        token: Arc::from(token),
+        token,
         known,
         events,
     };
@@ -104,7 +105,8 @@ pub async fn serve(
 }
 
 async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&headers, &shared.token) {
+    let token = shared.token.borrow().clone();
+    if !authorized(&headers, &token) {
         tracing::warn!("PBX event refused: missing or wrong bearer token (pbx.token_file)");
         return reject(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }

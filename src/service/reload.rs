@@ -3,10 +3,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::build::{engine_settings, graph_settings, known_extensions, watch_config};
-use super::connector::Connector;
 use super::daemon::Daemon;
 use super::matching;
 use crate::config::{self, Change, Directory};
@@ -76,8 +74,8 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
             Err(e) => tracing::error!(error = %e, "the new [azure] settings cannot be used"),
         },
         Change::Pbx => {
-            restart_connector(d).await;
-            // Whatever the old connector had not delivered is gone with it: push every user's
+            update_connector(d).await;
+            // Whatever the old pusher had not delivered is gone with it: push every user's
             // state again at the next poll.
             d.engine.forget_pushed();
         }
@@ -122,20 +120,13 @@ fn apply_users(d: &mut Daemon, directory: Directory) {
     d.resolve(matching::unresolved(&d.directory, &d.matches));
 }
 
-/// Stop the connector and start it with the new `[pbx]` settings; the old listener may need a
-/// moment to release its port.
-async fn restart_connector(d: &mut Daemon) {
-    d.connector.stop();
-    for attempt in 0..20 {
-        match Connector::start(&d.config.pbx, &d.links, &d.tracker).await {
-            Ok(c) => {
-                d.connector = c;
-                return;
-            }
-            Err(e) if attempt == 19 => {
-                tracing::error!(error = %e, "the PBX connector cannot restart with the new [pbx] settings; fix them (the daemon keeps running)");
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
+/// Apply the new `[pbx]` section; on failure the daemon keeps running and says what to fix.
+async fn update_connector(d: &mut Daemon) {
+    if let Err(e) = d
+        .connector
+        .update(&d.config.pbx, &d.links, &d.tracker)
+        .await
+    {
+        tracing::error!(error = %e, "the new [pbx] settings cannot be used; the connector keeps the old ones where it can");
     }
 }
