@@ -194,3 +194,74 @@ async fn systemd_notifications_ready_watchdog_stopping() {
     assert_eq!(seen("STOPPING=1"), 1);
     assert_eq!(seen("READY=1"), 1, "READY is sent once");
 }
+
+/// The log tells each change once, with its fields: one line per PBX state change, one per
+/// Teams write, one per Teams presence change; nothing about secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_change_is_logged_once_with_its_fields() {
+    let w = World::new().await;
+    let log_path = w.dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+        .args(["run", "--config"])
+        .arg(w.config_path())
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut child = Daemon(child);
+    wait_for_port(w.listen).await;
+    eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
+    w.pbx_event(BOB, "ringing").await;
+    w.pbx_event(BOB, "speaking").await;
+    w.pbx_event(BOB, "speaking").await;
+    eventually(5, "in a call", || w.app_session(BOB).is_some()).await;
+    w.graph.set_user_presence(&w.id(CAROL), "Away", "Away");
+    eventually(10, "Carol pushed", || w.pbx.updates_for(CAROL).len() == 2).await;
+    w.pbx_event(BOB, "idle").await;
+    eventually(5, "cleared", || w.app_session(BOB).is_none()).await;
+    signal(&child, "-TERM");
+    assert!(child.0.wait().unwrap().success());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let count = |needles: &[&str]| {
+        text.lines()
+            .filter(|l| l.contains(" INFO ") && needles.iter().all(|n| l.contains(n)))
+            .count()
+    };
+    let bob = "extension=1002";
+    assert_eq!(
+        count(&["PBX call state changed", bob, "from=idle", "to=ringing"]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["PBX call state changed", bob, "from=ringing", "to=speaking"]),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        count(&["PBX call state changed", bob, "to=speaking"]),
+        1,
+        "repeated speaking is not a change:\n{text}"
+    );
+    assert_eq!(
+        count(&["PBX call state changed", bob, "from=speaking", "to=idle"]),
+        1,
+        "{text}"
+    );
+    assert_eq!(count(&["In a call written to Teams", bob]), 1, "{text}");
+    assert_eq!(count(&["In a call cleared in Teams", bob]), 1, "{text}");
+    assert_eq!(
+        count(&["Teams presence changed", "extension=1003", "to=Away/Away"]),
+        1,
+        "{text}"
+    );
+    assert!(
+        !text.contains(&w.graph.client_secret()),
+        "the client secret is in the log"
+    );
+    assert!(!text.contains(&w.token), "the PBX token is in the log");
+}
