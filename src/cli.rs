@@ -155,6 +155,9 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
                         graph::UserMatch::NotFound => problems.push(format!(
                             "user {email}: no Teams user has this mail, UPN or proxy address"
                         )),
+                        graph::UserMatch::Unchecked => problems.push(format!(
+                            "user {email}: not found by mail or UPN, and Graph refused the proxyAddresses lookup"
+                        )),
                         graph::UserMatch::Duplicate { ids } => problems.push(format!(
                             "user {email}: {} Teams users share this address ({})",
                             ids.len(),

@@ -48,6 +48,8 @@ struct Fake {
     users: Vec<(&'static str, &'static str, &'static str, Vec<&'static str>)>,
     /// Inner requests answered 429 (Retry-After 0) before the first success.
     inner_throttles: AtomicU32,
+    /// Addresses whose proxyAddresses lookup is answered 400 (a filter Graph refuses).
+    refuse_proxy: Vec<&'static str>,
 }
 
 impl Fake {
@@ -160,6 +162,10 @@ fn batch(fake: &Fake, body: &Value) -> Response {
                 .unwrap()
                 .to_lowercase();
             let quoted = |s: &str| filter.contains(&format!("'{}'", s.to_lowercase()));
+            if filter.starts_with("proxyaddresses") && fake.refuse_proxy.iter().any(|a| filter.contains(a)) {
+                return json!({"id": id, "status": 400,
+                    "body": {"error": {"code": "Request_UnsupportedQuery", "message": "Unsupported query."}}});
+            }
             let found: Vec<Value> = fake
                 .users
                 .iter()
@@ -481,4 +487,24 @@ async fn probe_reports_each_permission() {
         report.presence_write
     );
     assert_eq!(fake.seen()[1].body, json!({"ids": ["u-first"]}));
+}
+
+/// A refused proxyAddresses lookup says "unchecked", not "not found": the caller keeps what it
+/// knew instead of dropping a user's match.
+#[tokio::test]
+async fn a_refused_proxy_lookup_is_unchecked_not_not_found() {
+    let fake = Fake {
+        users: vec![("id-ann", "ann@x.com", "ann@x.com", vec![])],
+        refuse_proxy: vec!["alias@x.com"],
+        ..Fake::default()
+    };
+    let (client, _fake) = start(fake).await;
+    let result = client
+        .resolve_users(&ids(&["ann@x.com", "alias@x.com", "nobody@x.com"]))
+        .await
+        .unwrap();
+    let by = |e: &str| result.iter().find(|(k, _)| k == e).unwrap().1.clone();
+    assert!(matches!(by("ann@x.com"), UserMatch::Matched { .. }));
+    assert_eq!(by("alias@x.com"), UserMatch::Unchecked);
+    assert_eq!(by("nobody@x.com"), UserMatch::NotFound);
 }

@@ -54,6 +54,9 @@ pub enum UserMatch {
     },
     /// No user carries the address.
     NotFound,
+    /// The lookup for this address was refused (a `proxyAddresses` filter Graph would not
+    /// take): nothing is known, so the caller keeps what it knew before.
+    Unchecked,
     /// Several users carry it; the administrator must fix the directory or the users file.
     Duplicate {
         /// Their ids, sorted.
@@ -222,6 +225,8 @@ struct Round {
     pages: Vec<UserPage>,
     /// Indexes (into the URL list) to send again.
     retry: Vec<usize>,
+    /// Indexes whose lookup was refused (tolerant mode only).
+    rejected: Vec<usize>,
     wait: Duration,
     throttled: u64,
     last_status: u16,
@@ -246,18 +251,28 @@ impl GraphClient {
             urls.push(users_url(&in_filter("userPrincipalName", chunk)));
         }
         self.query_all(&urls, false, &mut index).await?;
-        let proxies: Vec<String> = unique
+        let unmatched: Vec<&String> = unique
             .iter()
             .filter(|e| index.decide(e) == UserMatch::NotFound)
+            .collect();
+        let proxies: Vec<String> = unmatched
+            .iter()
             .map(|e| users_url(&proxy_filter(e)))
             .collect();
         // Whether Graph accepts this filter without advanced-query headers is UNVERIFIED [D26]:
-        // a 400 leaves those addresses unmatched instead of failing the whole lookup.
-        self.query_all(&proxies, true, &mut index).await?;
+        // a 400 makes those addresses Unchecked instead of failing the whole lookup.
+        let rejected = self.query_all(&proxies, true, &mut index).await?;
+        let unchecked: std::collections::HashSet<&str> = rejected
+            .iter()
+            .filter_map(|&i| unmatched.get(i).map(|e| e.as_str()))
+            .collect();
         let result: Vec<(String, UserMatch)> = wanted
             .into_iter()
             .map(|e| {
-                let m = index.decide(&e);
+                let m = match index.decide(&e) {
+                    UserMatch::NotFound if unchecked.contains(e.as_str()) => UserMatch::Unchecked,
+                    m => m,
+                };
                 (e, m)
             })
             .collect();
@@ -280,21 +295,29 @@ impl GraphClient {
         urls: &[String],
         tolerant: bool,
         index: &mut Index,
-    ) -> Result<(), GraphError> {
-        for chunk in urls.chunks(BATCH_MAX) {
-            for user in self.run_batch(chunk, tolerant).await? {
+    ) -> Result<Vec<usize>, GraphError> {
+        let mut rejected = Vec::new();
+        for (n, chunk) in urls.chunks(BATCH_MAX).enumerate() {
+            let (users, refused) = self.run_batch(chunk, tolerant).await?;
+            for user in users {
                 index.add(&user);
             }
+            rejected.extend(refused.into_iter().map(|i| n * BATCH_MAX + i));
         }
-        Ok(())
+        Ok(rejected)
     }
 
     /// One `$batch` of up to 20 GETs; inner 429/5xx are sent again after Retry-After [D24].
-    async fn run_batch(&self, urls: &[String], tolerant: bool) -> Result<Vec<DirUser>, GraphError> {
+    async fn run_batch(
+        &self,
+        urls: &[String],
+        tolerant: bool,
+    ) -> Result<(Vec<DirUser>, Vec<usize>), GraphError> {
         let inner = &self.inner;
         let batch_url = join(&inner.api_root, &["$batch"])?;
         let mut pending: Vec<usize> = (0..urls.len()).collect();
         let mut users = Vec::new();
+        let mut rejected = Vec::new();
         let mut round_no = 1;
         while !pending.is_empty() {
             let requests: Vec<Value> = pending
@@ -314,6 +337,7 @@ impl GraphClient {
                 .map_err(|e| GraphError::InvalidResponse(format!("$batch: {e}")))?;
             let round = self.sort_round(answer, &pending, round_no, tolerant)?;
             Counters::bump(&inner.counters.throttled, round.throttled);
+            rejected.extend(&round.rejected);
             for page in round.pages {
                 users.extend(page.value);
                 if let Some(link) = page.next_link {
@@ -343,7 +367,7 @@ impl GraphClient {
             }
             pending = round.retry;
         }
-        Ok(users)
+        Ok((users, rejected))
     }
 
     /// Sorts one batch answer into pages, requests to retry, and errors.
@@ -378,6 +402,7 @@ impl GraphClient {
                 400 if tolerant => {
                     let error = ErrorBody::from_value(&item.body);
                     tracing::warn!(code = %error.code, message = %error.message, "proxyAddresses lookup rejected; skipping it");
+                    round.rejected.push(index);
                 }
                 status => {
                     Counters::bump(&self.inner.counters.errors, 1);

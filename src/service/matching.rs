@@ -38,6 +38,13 @@ impl MatchInfo {
                     "no Teams user has this mail, UPN or proxy address",
                 )),
             },
+            UserMatch::Unchecked => MatchInfo {
+                teams_id: None,
+                status: "error",
+                detail: Some(Cow::Borrowed(
+                    "Graph refused the proxyAddresses lookup for this address",
+                )),
+            },
             UserMatch::Duplicate { ids } => MatchInfo {
                 teams_id: None,
                 status: "duplicate",

@@ -36,6 +36,11 @@ impl Daemon {
     /// One chunk of answers: remember what changed, apply it when the round is over.
     pub(super) fn on_resolved_chunk(&mut self, results: Vec<(String, UserMatch)>) {
         for (email, m) in results {
+            if m == UserMatch::Unchecked && self.matches.contains_key(&email) {
+                // Nothing learnt: keep the match this address had (a user on a call stays
+                // matched).
+                continue;
+            }
             let info = MatchInfo::from_graph(&m);
             if self.matches.get(&email) == Some(&info) {
                 continue;
