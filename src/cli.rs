@@ -150,19 +150,13 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
             Ok(results) => {
                 let mut matched = 0;
                 for (email, m) in &results {
-                    match m {
-                        graph::UserMatch::Matched { .. } => matched += 1,
-                        graph::UserMatch::NotFound => problems.push(format!(
-                            "user {email}: no Teams user has this mail, UPN or proxy address"
-                        )),
-                        graph::UserMatch::Unchecked => problems.push(format!(
-                            "user {email}: not found by mail or UPN, and Graph refused the proxyAddresses lookup"
-                        )),
-                        graph::UserMatch::Duplicate { ids } => problems.push(format!(
-                            "user {email}: {} Teams users share this address ({})",
-                            ids.len(),
-                            ids.join(", ")
-                        )),
+                    // The daemon's own wording (status and log say the same).
+                    let info = service::MatchInfo::from_graph(m);
+                    if info.status == "matched" {
+                        matched += 1;
+                    } else {
+                        let why = info.detail.as_deref().unwrap_or(info.status);
+                        problems.push(format!("user {email}: {why}"));
                     }
                 }
                 println!(

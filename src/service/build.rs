@@ -139,6 +139,4 @@ pub fn direction_name(d: Direction) -> &'static str {
     }
 }
 
-pub fn millis(d: Duration) -> Millis {
-    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
-}
+pub use crate::sync::types::millis;

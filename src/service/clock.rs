@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::sync::types::Millis;
+use crate::sync::types::{Millis, millis};
 
 /// Milliseconds since the Unix epoch, advancing monotonically, plus an offset tests advance.
 #[derive(Debug, Clone)]
@@ -19,9 +19,9 @@ pub struct Clock {
 
 impl Default for Clock {
     fn default() -> Self {
-        let start_wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
-            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
-        });
+        let start_wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, millis);
         Clock {
             start_wall,
             start: Instant::now(),
@@ -33,7 +33,7 @@ impl Default for Clock {
 impl Clock {
     /// Milliseconds since the Unix epoch (as of the start, then monotonic).
     pub fn now(&self) -> Millis {
-        let elapsed = Millis::try_from(self.start.elapsed().as_millis()).unwrap_or(Millis::MAX);
+        let elapsed = millis(self.start.elapsed());
         self.start_wall
             .saturating_add(elapsed)
             .saturating_add(self.offset_ms.load(Ordering::Relaxed))
@@ -41,7 +41,6 @@ impl Clock {
 
     /// Move this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
-        let ms = Millis::try_from(by.as_millis()).unwrap_or(Millis::MAX);
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+        self.offset_ms.fetch_add(millis(by), Ordering::Relaxed);
     }
 }

@@ -247,11 +247,7 @@ impl Daemon {
             ?budget,
             "shutting down: clearing In-a-call sessions"
         );
-        let writers = std::mem::replace(
-            &mut self.writers,
-            Writers::new(self.graph_tx.subscribe(), mpsc::unbounded_channel().0),
-        );
-        let drained = writers.drain(for_clears).await;
+        let drained = self.writers.drain(for_clears).await;
         while let Ok(w) = self.rx.written.try_recv() {
             self.on_written(w);
         }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use build::graph_settings as graph_settings_for;
 pub use clock::Clock;
 pub use daemon::ServiceError;
-pub use matching::all_emails as directory_emails;
+pub use matching::{MatchInfo, all_emails as directory_emails};
 pub use signals::cancel_on_signal;
 pub use status::{StatusReport, status_report, status_text};
 

@@ -73,7 +73,7 @@ impl Writers {
 
     /// Stop taking work and wait (at most `deadline`) for every queued write to finish.
     /// Returns false when the deadline passed first.
-    pub async fn drain(mut self, deadline: Duration) -> bool {
+    pub async fn drain(&mut self, deadline: Duration) -> bool {
         self.senders.clear();
         self.tracker.close();
         tokio::time::timeout(deadline, self.tracker.wait())
@@ -138,9 +138,10 @@ async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<
                 .set_presence(teams_id, IN_CALL.0, IN_CALL.1, *expiration)
                 .await
         }
-        Wanted::Clear { .. } => match client.clear_presence(teams_id).await {
-            Ok(ClearOutcome::Cleared | ClearOutcome::NoSession) => Ok(()),
-            Err(e) => Err(e),
-        },
+        // Cleared, or no session left to clear: either way the user is not "In a call".
+        Wanted::Clear { .. } => client
+            .clear_presence(teams_id)
+            .await
+            .map(|_: ClearOutcome| ()),
     }
 }

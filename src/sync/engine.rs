@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
-use super::types::{CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence};
+use super::types::{
+    CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence, millis,
+};
 
 /// Settings of the core, from the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -573,10 +575,6 @@ fn push_command(
         state: mapping.state_for(&presence).to_owned(),
         presence,
     }
-}
-
-fn millis(d: Duration) -> Millis {
-    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
 }
 
 #[cfg(test)]

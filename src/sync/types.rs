@@ -11,6 +11,11 @@ use super::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES};
 /// service passes `now` in, tests pass whatever they like.
 pub type Millis = i64;
 
+/// A duration in [`Millis`], saturating (a nonsense config value cannot overflow the clock).
+pub fn millis(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
 /// A PBX extension, as written in the users file ("1001").
 pub type Extension = String;
 
