@@ -183,7 +183,7 @@ impl Daemon {
             poll_failures: 0,
         };
         daemon.resolve(matching::all_emails(&daemon.directory));
-        daemon.save_directory();
+        daemon.save_directory_since(&snapshot);
         Ok(daemon)
     }
 

@@ -91,20 +91,23 @@ pub fn user_specs<'a>(
 
 /// The e-mails of the directory that have no match yet.
 pub fn unresolved(directory: &Directory, matches: &Matches) -> Vec<String> {
-    let mut emails: Vec<String> = directory
-        .entries
-        .iter()
-        .filter(|e| !matches.contains_key(&e.email))
-        .map(|e| e.email.clone())
-        .collect();
-    emails.sort();
-    emails.dedup();
-    emails
+    distinct(directory, |email| !matches.contains_key(email))
 }
 
 /// Every distinct e-mail of the directory.
 pub fn all_emails(directory: &Directory) -> Vec<String> {
-    let mut emails: Vec<String> = directory.entries.iter().map(|e| e.email.clone()).collect();
+    distinct(directory, |_| true)
+}
+
+/// The directory's e-mails that pass `keep`, sorted, each once (one address may serve two
+/// extensions).
+fn distinct(directory: &Directory, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut emails: Vec<String> = directory
+        .entries
+        .iter()
+        .filter(|e| keep(&e.email))
+        .map(|e| e.email.clone())
+        .collect();
     emails.sort();
     emails.dedup();
     emails

@@ -1,6 +1,7 @@
 //! Matching users to Teams in the background, and what the main loop does with the answers.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use super::build::{direction_name, millis};
 use super::daemon::{Daemon, RESOLVE_RETRY, Resolved};
 use super::matching::{self, MatchInfo};
 use crate::graph::UserMatch;
-use crate::store::Write;
+use crate::store::{Snapshot, UserRow, Write};
+use crate::sync::types::Millis;
 
 /// E-mails per lookup round: the Graph client's working set (its address index, the users
 /// of each `$batch` answer) stays that of 1,500 users, whatever the size of the directory.
@@ -103,19 +105,56 @@ impl Daemon {
         self.save_matches(|_| true);
     }
 
+    /// At start: write only the entries the store does not already hold as they are (a restart
+    /// of 50,000 unchanged users writes nothing).
+    pub(super) fn save_directory_since(&self, snapshot: &Snapshot) {
+        let stored: HashMap<&str, &UserRow> = snapshot
+            .users
+            .iter()
+            .map(|u| (u.extension.as_str(), u))
+            .collect();
+        let now = self.options.clock.now();
+        for e in &self.directory.entries {
+            let direction = direction_name(e.direction);
+            let m = self.matches.get(&e.email);
+            let same = stored.get(e.extension.as_str()).is_some_and(|row| {
+                row.email == e.email
+                    && row.direction == direction
+                    && row.teams_id.as_deref() == m.and_then(|m| m.teams_id.as_deref())
+                    && row.match_status.as_deref() == m.map(|m| m.status)
+            });
+            if same {
+                continue;
+            }
+            self.store.write(Write::UpsertUser {
+                extension: e.extension.clone(),
+                email: e.email.clone(),
+                direction: direction.into(),
+            });
+            if let Some(m) = m {
+                self.store.write(set_match(&e.extension, m, now));
+            }
+        }
+    }
+
     /// Write the matches of the directory entries whose e-mail passes `which`.
     fn save_matches(&self, which: impl Fn(&str) -> bool) {
         let now = self.options.clock.now();
         for e in self.directory.entries.iter().filter(|e| which(&e.email)) {
             if let Some(m) = self.matches.get(&e.email) {
-                self.store.write(Write::SetMatch {
-                    extension: e.extension.clone(),
-                    teams_id: m.teams_id.as_deref().map(str::to_owned),
-                    status: Cow::Borrowed(m.status),
-                    detail: m.detail.clone(),
-                    at: now,
-                });
+                self.store.write(set_match(&e.extension, m, now));
             }
         }
+    }
+}
+
+/// The store's record of one extension's match.
+fn set_match(extension: &str, m: &MatchInfo, at: Millis) -> Write {
+    Write::SetMatch {
+        extension: extension.to_owned(),
+        teams_id: m.teams_id.as_deref().map(str::to_owned),
+        status: Cow::Borrowed(m.status),
+        detail: m.detail.clone(),
+        at,
     }
 }
