@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, PbxConfig};
+use super::{AsteriskPbxConfig, Config, HttpPbxConfig, PbxConfig, Template};
 
 /// A TOML string literal (escaped).
 fn q(s: &str) -> toml::Value {
@@ -54,18 +54,10 @@ impl fmt::Display for Config {
             "\n[users]\nfile = {}",
             q(&self.users.file.to_string_lossy())
         )?;
-        let PbxConfig::Http(h) = &self.pbx;
-        writeln!(
-            f,
-            "\n[pbx]\nkind = \"http\"\nlisten = {}",
-            q(&h.listen.to_string())
-        )?;
-        writeln!(f, "# token: set ({})", h.token)?;
-        match &h.push_url {
-            Some(url) => writeln!(f, "push_url = {}", q(url.as_str()))?,
-            None => writeln!(f, "# push_url: not set, no push to the PBX")?,
+        match &self.pbx {
+            PbxConfig::Http(h) => http(f, h)?,
+            PbxConfig::Asterisk(a) => asterisk(f, a)?,
         }
-        writeln!(f, "push_timeout = {}", d(h.push_timeout))?;
         for table in ["activity", "availability"] {
             writeln!(f, "\n[mapping.{table}]")?;
             for (_, teams, state) in self.mapping.rules().filter(|(t, _, _)| *t == table) {
@@ -74,6 +66,59 @@ impl fmt::Display for Config {
         }
         writeln!(f, "\n[log]\nlevel = {}", q(&self.log.level))
     }
+}
+
+fn http(f: &mut fmt::Formatter<'_>, h: &HttpPbxConfig) -> fmt::Result {
+    writeln!(
+        f,
+        "\n[pbx]\nkind = \"http\"\nlisten = {}",
+        q(&h.listen.to_string())
+    )?;
+    writeln!(f, "# token: set ({})", h.token)?;
+    match &h.push_url {
+        Some(url) => writeln!(f, "push_url = {}", q(url.as_str()))?,
+        None => writeln!(f, "# push_url: not set, no push to the PBX")?,
+    }
+    writeln!(f, "push_timeout = {}", d(h.push_timeout))
+}
+
+fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig) -> fmt::Result {
+    let list = |items: Vec<&str>| {
+        let quoted: Vec<String> = items.into_iter().map(|s| q(s).to_string()).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let template = |t: &Option<Template>| q(t.as_ref().map_or("", Template::as_str));
+    writeln!(f, "\n[pbx]\nkind = \"asterisk\"")?;
+    writeln!(f, "ari_url = {}", q(a.ari_url.as_str()))?;
+    writeln!(f, "ari_username = {}", q(&a.ari_username))?;
+    writeln!(f, "# ari_password: set ({})", a.ari_password)?;
+    writeln!(f, "ari_app = {}", q(&a.ari_app))?;
+    let defaults = a.default_devices.iter().map(Template::as_str).collect();
+    writeln!(f, "default_devices = {}", list(defaults))?;
+    writeln!(f, "device_state = {}", template(&a.device_state))?;
+    writeln!(f, "presence_state = {}", template(&a.presence_state))?;
+    match &a.ami {
+        Some(ami) => {
+            writeln!(f, "ami_address = {}", q(&ami.address))?;
+            writeln!(f, "ami_username = {}", q(&ami.username))?;
+            writeln!(f, "# ami_password: set ({})", ami.password)?;
+        }
+        None => writeln!(f, "# ami_address: not set, no AMI")?,
+    }
+    writeln!(f, "users_from_voicemail = {}", a.users_from_voicemail)?;
+    writeln!(f, "\n[pbx.devices]")?;
+    for (extension, devices) in &a.devices {
+        writeln!(f, "{} = {}", q(extension), list(devices.iter().map(String::as_str).collect()))?;
+    }
+    for (name, s) in &a.states {
+        writeln!(
+            f,
+            "\n[pbx.states.{name}]\ndevice = {}\npresence = {}",
+            q(&s.device),
+            q(&s.presence)
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -123,8 +123,9 @@ impl Default for UsersSection {
     }
 }
 
-/// `[pbx]`: one flat table; `kind` says which keys apply. Today only `http` exists; a new
-/// kind adds its keys here and `validate` rejects keys of the other kinds.
+/// `[pbx]`: one flat table; `kind` says which keys apply (`http` or `asterisk`), and
+/// `validate` rejects keys of the other kind. The asterisk keys are documented in
+/// `config::asterisk`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PbxSection {
@@ -134,6 +135,29 @@ pub(crate) struct PbxSection {
     pub token_file: Option<PathBuf>,
     pub push_url: Option<String>,
     pub push_timeout: String,
+    pub ari_url: Option<String>,
+    pub ari_username: Option<String>,
+    pub ari_password: Option<Secret>,
+    pub ari_password_file: Option<PathBuf>,
+    pub ari_app: Option<String>,
+    pub default_devices: Option<Vec<String>>,
+    pub devices: BTreeMap<String, Vec<String>>,
+    pub device_state: Option<String>,
+    pub presence_state: Option<String>,
+    pub states: BTreeMap<String, StateSection>,
+    pub ami_address: Option<String>,
+    pub ami_username: Option<String>,
+    pub ami_password: Option<Secret>,
+    pub ami_password_file: Option<PathBuf>,
+    pub users_from_voicemail: Option<bool>,
+}
+
+/// `[pbx.states.NAME]` (asterisk): what one PBX state name is written as.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StateSection {
+    pub device: Option<String>,
+    pub presence: Option<String>,
 }
 
 impl Default for PbxSection {
@@ -145,6 +169,21 @@ impl Default for PbxSection {
             token_file: None,
             push_url: None,
             push_timeout: s(DEFAULT_PUSH_TIMEOUT),
+            ari_url: None,
+            ari_username: None,
+            ari_password: None,
+            ari_password_file: None,
+            ari_app: None,
+            default_devices: None,
+            devices: BTreeMap::new(),
+            device_state: None,
+            presence_state: None,
+            states: BTreeMap::new(),
+            ami_address: None,
+            ami_username: None,
+            ami_password: None,
+            ami_password_file: None,
+            users_from_voicemail: None,
         }
     }
 }

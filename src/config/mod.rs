@@ -9,6 +9,7 @@
 //!
 //! Loading reads files with blocking std I/O: call it from `spawn_blocking` on the runtime.
 
+mod asterisk;
 mod diff;
 mod display;
 mod file;
@@ -30,6 +31,9 @@ use url::Url;
 
 use crate::sync::mapping::Mapping;
 
+pub use asterisk::{
+    AmiConfig, AsteriskPbxConfig, AsteriskState, DEVICE_STATES, PRESENCE_STATES, Template,
+};
 pub use diff::{Change, diff};
 pub use file::{
     DEFAULT_GRAPH_URL, DEFAULT_IN_CALL_EXPIRATION, DEFAULT_LOGIN_URL, DEFAULT_POLL_INTERVAL,
@@ -108,6 +112,19 @@ pub struct UsersConfig {
 pub enum PbxConfig {
     /// The generic connector: the PBX POSTs call states to us, we POST Teams states to it.
     Http(HttpPbxConfig),
+    /// Asterisk (and FreePBX): call state from ARI device states, Teams state written to a
+    /// custom device state and a presence state.
+    Asterisk(AsteriskPbxConfig),
+}
+
+impl PbxConfig {
+    /// The `kind` as the file spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PbxConfig::Http(_) => "http",
+            PbxConfig::Asterisk(_) => "asterisk",
+        }
+    }
 }
 
 /// `[pbx]` with `kind = "http"`.

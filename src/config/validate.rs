@@ -9,17 +9,23 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::asterisk;
 use super::file::{AzureSection, FileConfig, MappingSection, PbxSection, SyncSection};
 use super::secret::{self, EnvLookup, SecretSpec};
 use super::spans::Spans;
 use super::{
-    At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig, SyncConfig,
+    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig, SyncConfig,
     UsersConfig,
 };
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
-const SECRET_KEYS: &[&str] = &["azure.client_secret", "pbx.token"];
+const SECRET_KEYS: &[&str] = &[
+    "azure.client_secret",
+    "pbx.token",
+    "pbx.ari_password",
+    "pbx.ami_password",
+];
 
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
@@ -27,22 +33,27 @@ const FOREVER: Duration = Duration::MAX;
 
 /// What every check needs: the file (for messages), its directory (for relative paths), the
 /// spans (for line numbers) and the environment (for systemd credentials).
-struct Ctx<'a> {
-    path: &'a Path,
+pub(super) struct Ctx<'a> {
+    pub(super) path: &'a Path,
     base: PathBuf,
     spans: Spans<'a>,
-    env: EnvLookup<'a>,
+    pub(super) env: EnvLookup<'a>,
 }
 
 impl Ctx<'_> {
-    fn at(&self, key: &str) -> At {
+    /// Whether `key` is written in the file (not just defaulted).
+    pub(super) fn written(&self, key: &str) -> bool {
+        self.spans.line_of(key).is_some()
+    }
+
+    pub(super) fn at(&self, key: &str) -> At {
         At {
             key: Some(key.to_owned()),
             line: self.spans.line_of(key),
         }
     }
 
-    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
             at: self.at(key),
@@ -50,11 +61,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn path(&self, p: &Path) -> PathBuf {
+    pub(super) fn path(&self, p: &Path) -> PathBuf {
         self.base.join(p)
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: &str,
@@ -78,7 +89,7 @@ impl Ctx<'_> {
         Err(self.invalid(key, reason))
     }
 
-    fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
+    pub(super) fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
         let url = Url::parse(value)
             .map_err(|e| self.invalid(key, format!("{value:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -87,7 +98,7 @@ impl Ctx<'_> {
         Ok(url)
     }
 
-    fn non_empty(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+    pub(super) fn non_empty(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         let v = value.trim();
         if v.is_empty() {
             return Err(self.invalid(key, "must not be empty"));
@@ -110,7 +121,7 @@ pub(crate) fn validate(
         env,
     };
     let file: FileConfig = toml::from_str(text).map_err(|e| syntax_error(&ctx, &e))?;
-    Ok(Config {
+    let config = Config {
         source: source.to_owned(),
         azure: azure(&ctx, &file.azure)?,
         sync: sync(&ctx, &file.sync)?,
@@ -122,7 +133,28 @@ pub(crate) fn validate(
         log: LogConfig {
             level: log_level(&ctx, &file.log.level)?,
         },
-    })
+    };
+    if let PbxConfig::Asterisk(a) = &config.pbx {
+        every_state_written(&ctx, &config.mapping, a)?;
+    }
+    Ok(config)
+}
+
+/// Every state the mapping can produce must say what Asterisk is told.
+fn every_state_written(
+    ctx: &Ctx<'_>,
+    mapping: &Mapping,
+    a: &AsteriskPbxConfig,
+) -> Result<(), ConfigError> {
+    for (table, teams, state) in mapping.rules() {
+        if !a.states.contains_key(state) {
+            let reason = format!(
+                "maps to {state:?}, which [pbx.states] does not define; add [pbx.states.{state}] with device and presence"
+            );
+            return Err(ctx.invalid(&format!("mapping.{table}.{teams}"), reason));
+        }
+    }
+    Ok(())
 }
 
 /// toml's error, located: key path from the span (plus the missing field, if that is the
@@ -210,9 +242,17 @@ fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
 }
 
 fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigError> {
-    if p.kind != "http" {
-        let reason = format!("unknown kind {:?}; supported: \"http\"", p.kind);
-        return Err(ctx.invalid("pbx.kind", reason));
+    match p.kind.as_str() {
+        "http" => {}
+        "asterisk" => return Ok(PbxConfig::Asterisk(asterisk::asterisk(ctx, p)?)),
+        other => {
+            let reason = format!("unknown kind {other:?}; supported: \"http\", \"asterisk\"");
+            return Err(ctx.invalid("pbx.kind", reason));
+        }
+    }
+    if let Some(k) = asterisk::asterisk_keys_set(p) {
+        let reason = "applies to kind = \"asterisk\" only; remove it or set pbx.kind = \"asterisk\"";
+        return Err(ctx.invalid(&format!("pbx.{k}"), reason));
     }
     let listen: SocketAddr = p.listen.parse().map_err(|e| {
         let reason = format!(

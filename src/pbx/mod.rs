@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+pub mod asterisk;
 pub mod http;
 pub mod push;
 
@@ -20,4 +21,13 @@ pub struct PbxUpdate {
     pub activity: Cow<'static, str>,
     /// The PBX-side state name from the mapping table (e.g. `in_meeting`).
     pub state: String,
+}
+
+/// Whether a connector that keeps a connection to the PBX has it (shown by `status`; a
+/// `Connected` after a loss makes the daemon write every user's Teams state again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    Connected,
+    /// Why it was lost.
+    Disconnected(String),
 }

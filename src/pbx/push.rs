@@ -56,6 +56,12 @@ pub struct Pusher {
 }
 
 impl Pusher {
+    /// A pusher and the queue it feeds, for a connector with its own delivery loop.
+    pub fn channel() -> (Pusher, mpsc::UnboundedReceiver<PbxUpdate>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Pusher { tx }, rx)
+    }
+
     /// Queue an update; a newer one for the same extension replaces it if still queued.
     pub fn push(&self, update: PbxUpdate) {
         if self.tx.send(update).is_err() {

@@ -117,6 +117,18 @@ pub fn known_extensions(directory: &Directory) -> Arc<ExtensionSet> {
     ))
 }
 
+/// The extensions a connector that watches devices per user needs (only Asterisk does: the
+/// list costs memory at 50,000 users, so other kinds get none).
+pub fn user_extensions(config: &Config, directory: &Directory) -> Arc<Vec<String>> {
+    if !matches!(config.pbx, crate::config::PbxConfig::Asterisk(_)) {
+        return Arc::new(Vec::new());
+    }
+    let mut list: Vec<String> = directory.entries.iter().map(|e| e.extension.clone()).collect();
+    list.sort_unstable();
+    list.dedup();
+    Arc::new(list)
+}
+
 /// Watch the config and users files; without a watcher (e.g. inotify limits) the daemon still
 /// runs and says that reloads need a restart.
 pub fn watch_config(config: &Config) -> (Option<config::FileWatch>, mpsc::Receiver<()>) {

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::build::{
-    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis,
+    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis, user_extensions,
     open_store, restore, watch_config,
 };
 use super::connector::{Connector, ConnectorLinks};
@@ -21,7 +21,7 @@ use super::{RunOptions, systemd};
 use crate::backoff::Backoff;
 use crate::config::{self, Config, Directory};
 use crate::graph::{GraphClient, GraphError, UserMatch};
-use crate::pbx::PbxUpdate;
+use crate::pbx::{LinkState, PbxUpdate};
 use crate::store::{Store, Write};
 use crate::sync::engine::Engine;
 use crate::sync::types::Millis;
@@ -72,6 +72,7 @@ pub(super) struct Daemon {
     pub(super) ids_tx: watch::Sender<Arc<Vec<Arc<str>>>>,
     pub(super) interval_tx: watch::Sender<Duration>,
     pub(super) known_tx: watch::Sender<Arc<crate::pbx::http::ExtensionSet>>,
+    pub(super) users_tx: watch::Sender<Arc<Vec<String>>>,
     pub(super) rx: Inputs,
     pub(super) resolving: JoinSet<Resolved>,
     /// Where lookup rounds send their answers, chunk by chunk.
@@ -94,6 +95,7 @@ pub(super) struct Inputs {
     polled: mpsc::Receiver<Polled>,
     written: mpsc::UnboundedReceiver<Written>,
     delivered: mpsc::UnboundedReceiver<Vec<PbxUpdate>>,
+    link: mpsc::UnboundedReceiver<LinkState>,
     pub(super) reload: mpsc::Receiver<()>,
     pub(super) resolved: mpsc::UnboundedReceiver<Vec<(String, UserMatch)>>,
     /// Keeps the file watcher alive.
@@ -122,10 +124,14 @@ impl Daemon {
         let (events_tx, events) = mpsc::channel(1024);
         let (delivered_tx, delivered) = mpsc::unbounded_channel();
         let (known_tx, known_rx) = watch::channel(known_extensions(&directory));
+        let (users_tx, users_rx) = watch::channel(user_extensions(&config, &directory));
+        let (link_tx, link) = mpsc::unbounded_channel();
         let links = ConnectorLinks {
             known: known_rx,
+            users: users_rx,
             events: events_tx,
             delivered: delivered_tx,
+            status: link_tx,
         };
         let connector = Connector::start(&config.pbx, &links, &tracker).await?;
 
@@ -153,6 +159,7 @@ impl Daemon {
             polled,
             written,
             delivered,
+            link,
             reload,
             resolved,
             watch,
@@ -172,6 +179,7 @@ impl Daemon {
             ids_tx,
             interval_tx,
             known_tx,
+            users_tx,
             rx,
             resolving: JoinSet::new(),
             resolved_tx,
@@ -199,6 +207,7 @@ impl Daemon {
                 Some(polled) = self.rx.polled.recv() => self.on_polled(polled),
                 Some(written) = self.rx.written.recv() => self.on_written(written),
                 Some(batch) = self.rx.delivered.recv() => self.on_delivered(batch),
+                Some(link) = self.rx.link.recv() => self.on_link(link),
                 Some(()) = self.rx.reload.recv() => super::reload::apply(&mut self).await,
                 Some(chunk) = self.rx.resolved.recv() => self.on_resolved_chunk(chunk),
                 Some(joined) = self.resolving.join_next() => match joined {

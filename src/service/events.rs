@@ -7,7 +7,7 @@ use super::matching;
 use super::poller::Polled;
 use super::systemd;
 use super::writer::{Wanted, Written};
-use crate::pbx::PbxUpdate;
+use crate::pbx::{LinkState, PbxUpdate};
 use crate::store::Write;
 use crate::sync::types::{Command, PbxEvent, TeamsPresence};
 
@@ -148,6 +148,31 @@ impl Daemon {
             "pushes_delivered",
             i64::try_from(batch.len()).unwrap_or(i64::MAX),
         );
+    }
+
+    /// The connector's link to the PBX came or went. After a (re)connect the PBX may have lost
+    /// what it was told (Asterisk restarted): tell it again.
+    pub(super) fn on_link(&mut self, link: LinkState) {
+        let value = match &link {
+            LinkState::Connected => "connected".to_owned(),
+            LinkState::Disconnected(why) => format!("disconnected: {why}"),
+        };
+        self.store.write(Write::SetMeta {
+            key: "pbx_link".into(),
+            value,
+        });
+        self.store.write(Write::SetMeta {
+            key: "pbx_link_since".into(),
+            value: self.options.clock.now().to_string(),
+        });
+        match link {
+            LinkState::Connected => {
+                let commands = self.engine.repush_all();
+                tracing::debug!(users = commands.len(), "PBX connected: Teams states written again");
+                self.execute(commands);
+            }
+            LinkState::Disconnected(why) => self.error("pbx", None, &why),
+        }
     }
 
     pub(super) fn on_tick(&mut self) {

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::build::{engine_settings, graph_settings, known_extensions, watch_config};
+use super::build::{engine_settings, graph_settings, known_extensions, user_extensions, watch_config};
 use super::daemon::Daemon;
 use super::matching;
 use crate::config::{self, Change, Directory};
@@ -111,6 +111,8 @@ fn apply_users(d: &mut Daemon, directory: Directory) {
     }
     d.directory = directory;
     d.known_tx.send_replace(known_extensions(&d.directory));
+    d.users_tx
+        .send_replace(user_extensions(&d.config, &d.directory));
     let commands = d
         .engine
         .set_users(matching::user_specs(&d.directory, &d.matches), now);

@@ -14,6 +14,9 @@ pub struct StatusReport {
     pub counters: BTreeMap<String, i64>,
     pub errors: Vec<ErrorStatus>,
     pub last_poll_at: Option<String>,
+    /// Connectors that keep a connection (Asterisk): `connected` or `disconnected: why`.
+    pub pbx_link: Option<String>,
+    pub pbx_link_since: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,11 +90,14 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         .get("last_poll_at")
         .and_then(|v| v.parse().ok())
         .map(time);
+    let meta_time = |key: &str| s.meta.get(key).and_then(|v| v.parse().ok()).map(time);
     StatusReport {
         users,
         counters: s.counters.clone(),
         errors,
         last_poll_at,
+        pbx_link: s.meta.get("pbx_link").cloned(),
+        pbx_link_since: meta_time("pbx_link_since"),
     }
 }
 
@@ -123,6 +129,10 @@ pub fn status_text(r: &StatusReport) -> String {
         "\nlast poll: {}",
         r.last_poll_at.as_deref().unwrap_or("never")
     );
+    if let Some(link) = &r.pbx_link {
+        let since = r.pbx_link_since.as_deref().unwrap_or("?");
+        let _ = writeln!(out, "PBX: {link} (since {since})");
+    }
     if !r.counters.is_empty() {
         let c: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "counters: {}", c.join(" "));

@@ -295,6 +295,20 @@ impl Engine {
         }
     }
 
+    /// The PBX lost what it was told (it restarted, or the connection to it was down): tell
+    /// it again, for every user, the Teams state it was last told. Nothing new is decided.
+    pub fn repush_all(&self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        for (ext, user) in &self.users {
+            if let Some(p) = &user.pushed {
+                if user.direction.teams_to_pbx() {
+                    commands.push(push_command(&self.mapping, ext, user, p.unpack()));
+                }
+            }
+        }
+        commands
+    }
+
     /// Bring back what the store knew before a restart (after [`Engine::set_users`]).
     pub fn restore(&mut self, extension: &str, restored: Restored) {
         if let Some(user) = self.users.get_mut(extension) {

@@ -398,3 +398,32 @@ fn undocumented_presence_values_are_kept_and_compared_exactly() {
     let out = e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 2);
     assert_eq!(out.changed[0].1, Some(odd));
 }
+
+#[test]
+fn repush_all_repeats_what_the_pbx_was_told_never_our_echo() {
+    let mut e = engine();
+    assert!(e.repush_all().is_empty(), "nothing told yet, nothing to repeat");
+    e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 0);
+    e.on_teams_presence("id-dave", &p("Away", "Away"), 0);
+    // Bob's own call: Teams shows our In a call, the PBX keeps the meeting state.
+    e.on_pbx_event(&ev("1002", CallState::Speaking), 1);
+    e.on_teams_presence("id-bob", &p("Busy", "InACall"), 2);
+    let mut told: Vec<(String, String)> = e
+        .repush_all()
+        .into_iter()
+        .map(|c| match c {
+            Command::PushToPbx {
+                extension, state, ..
+            } => (extension, state),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            ("1002".into(), "in_meeting".into()),
+            ("1004".into(), "away".into())
+        ]
+    );
+}

@@ -1,0 +1,274 @@
+//! Device states -> each user's call state. Pure: the listener feeds it what ARI says and
+//! sends the [`PbxEvent`]s it returns.
+//!
+//! A user is *speaking* when any of their devices is in use (`INUSE`, `BUSY`, `ONHOLD`: the
+//! held party is still in a call; `RINGINUSE`: a call waiting while in a call, Asterisk's
+//! `devicestate.h` says "ringing *and* in use"), *ringing* when one rings (`RINGING`), idle
+//! otherwise (`NOT_INUSE`, `UNAVAILABLE`, `UNKNOWN`, `INVALID`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::sync::types::{CallState, PbxEvent};
+
+/// What one device state means for its user.
+pub fn call_state_of(device_state: &str) -> CallState {
+    match device_state {
+        "INUSE" | "BUSY" | "ONHOLD" | "RINGINUSE" => CallState::Speaking,
+        "RINGING" => CallState::Ringing,
+        _ => CallState::Idle,
+    }
+}
+
+fn rank(s: CallState) -> u8 {
+    match s {
+        CallState::Idle => 0,
+        CallState::Ringing => 1,
+        CallState::Speaking => 2,
+    }
+}
+
+/// Which devices belong to whom, their last known states, and what each user was last
+/// reported as.
+#[derive(Debug, Default)]
+pub struct DeviceBook {
+    /// Device name -> extensions it counts for (a shared device may count for several).
+    owners: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Extension -> its devices.
+    devices: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Last known state per device (absent: never read, counts as idle).
+    states: HashMap<Arc<str>, CallState>,
+    /// What each user was last reported as.
+    reported: HashMap<Arc<str>, CallState>,
+}
+
+impl DeviceBook {
+    /// A book for `users` (extension, its device names). States start unknown.
+    pub fn new(users: impl IntoIterator<Item = (String, Vec<String>)>) -> DeviceBook {
+        let mut book = DeviceBook::default();
+        for (extension, names) in users {
+            let extension: Arc<str> = Arc::from(extension);
+            let mut list = Vec::with_capacity(names.len());
+            for name in names {
+                let name = match book.owners.get_key_value(name.as_str()) {
+                    Some((k, _)) => k.clone(),
+                    None => Arc::from(name),
+                };
+                let owners = book.owners.entry(name.clone()).or_default();
+                if !owners.contains(&extension) {
+                    owners.push(extension.clone());
+                }
+                if !list.contains(&name) {
+                    list.push(name);
+                }
+            }
+            book.devices.insert(extension, list);
+        }
+        book
+    }
+
+    /// Carry over what an older book knew (after a users change): device states and reports.
+    pub fn adopt(&mut self, old: DeviceBook) {
+        for (name, state) in old.states {
+            if let Some((k, _)) = self.owners.get_key_value(&name) {
+                self.states.insert(k.clone(), state);
+            }
+        }
+        for (extension, state) in old.reported {
+            if let Some((k, _)) = self.devices.get_key_value(&extension) {
+                self.reported.insert(k.clone(), state);
+            }
+        }
+    }
+
+    /// Every device name, for subscribing and reading.
+    pub fn device_names(&self) -> impl Iterator<Item = &str> {
+        self.owners.keys().map(|k| &**k)
+    }
+
+    /// Devices not in `old` (to subscribe after a users change).
+    pub fn new_devices<'a>(&'a self, old: &'a DeviceBook) -> impl Iterator<Item = &'a str> {
+        self.device_names()
+            .filter(|d| !old.owners.contains_key(*d))
+    }
+
+    /// Every extension in the book.
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.devices.keys().map(|k| &**k)
+    }
+
+    pub fn knows_device(&self, name: &str) -> bool {
+        self.owners.contains_key(name)
+    }
+
+    /// A device changed. Returns an event per user whose call state changed; devices that
+    /// are not ours are ignored (nothing changes).
+    pub fn on_device(&mut self, name: &str, device_state: &str) -> Vec<PbxEvent> {
+        let Some((name, owners)) = self.owners.get_key_value(name) else {
+            return Vec::new();
+        };
+        self.states.insert(name.clone(), call_state_of(device_state));
+        let owners = owners.clone();
+        owners
+            .iter()
+            .filter_map(|ext| self.report_if_changed(ext))
+            .collect()
+    }
+
+    /// Every user's current call state, reported or not (after a (re)connect: the core
+    /// ignores repeats, and a user left "speaking" by a lost event is corrected).
+    pub fn full_report(&mut self) -> Vec<PbxEvent> {
+        let extensions: Vec<Arc<str>> = self.devices.keys().cloned().collect();
+        extensions
+            .iter()
+            .map(|ext| {
+                let state = self.user_state(ext);
+                self.reported.insert(ext.clone(), state);
+                event(ext, state)
+            })
+            .collect()
+    }
+
+    /// The given users' current state (new users after a reload).
+    pub fn report_users<'a>(&mut self, extensions: impl IntoIterator<Item = &'a str>) -> Vec<PbxEvent> {
+        let mut out = Vec::new();
+        for ext in extensions {
+            let Some((ext, _)) = self.devices.get_key_value(ext) else {
+                continue;
+            };
+            let ext = ext.clone();
+            let state = self.user_state(&ext);
+            self.reported.insert(ext.clone(), state);
+            out.push(event(&ext, state));
+        }
+        out
+    }
+
+    /// Record a device state read without an event (resync); reports nothing by itself.
+    pub fn set_state(&mut self, name: &str, device_state: &str) {
+        if let Some((k, _)) = self.owners.get_key_value(name) {
+            self.states.insert(k.clone(), call_state_of(device_state));
+        }
+    }
+
+    fn user_state(&self, extension: &str) -> CallState {
+        self.devices
+            .get(extension)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.states.get(d).copied())
+            .max_by_key(|s| rank(*s))
+            .unwrap_or(CallState::Idle)
+    }
+
+    fn report_if_changed(&mut self, extension: &Arc<str>) -> Option<PbxEvent> {
+        let state = self.user_state(extension);
+        if self.reported.get(extension) == Some(&state) {
+            return None;
+        }
+        self.reported.insert(extension.clone(), state);
+        Some(event(extension, state))
+    }
+}
+
+fn event(extension: &str, state: CallState) -> PbxEvent {
+    PbxEvent {
+        extension: extension.into(),
+        state,
+        dnd: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> DeviceBook {
+        DeviceBook::new([
+            ("1001".to_owned(), vec!["PJSIP/1001".to_owned(), "PJSIP/1011".to_owned()]),
+            ("1002".to_owned(), vec!["PJSIP/1002".to_owned()]),
+        ])
+    }
+
+    fn states(events: &[PbxEvent]) -> Vec<(String, CallState)> {
+        events
+            .iter()
+            .map(|e| (e.extension.to_string(), e.state))
+            .collect()
+    }
+
+    #[test]
+    fn held_and_call_waiting_are_still_a_call() {
+        for s in ["INUSE", "BUSY", "ONHOLD", "RINGINUSE"] {
+            assert_eq!(call_state_of(s), CallState::Speaking, "{s}");
+        }
+        assert_eq!(call_state_of("RINGING"), CallState::Ringing);
+        for s in ["NOT_INUSE", "UNAVAILABLE", "UNKNOWN", "INVALID", "garbage"] {
+            assert_eq!(call_state_of(s), CallState::Idle, "{s}");
+        }
+    }
+
+    #[test]
+    fn any_device_in_use_makes_the_user_speaking_until_all_are_idle() {
+        let mut b = book();
+        assert_eq!(
+            states(&b.on_device("PJSIP/1001", "RINGING")),
+            [("1001".into(), CallState::Ringing)]
+        );
+        // The softphone answers, the desk phone stops ringing (Asterisk's order).
+        assert_eq!(
+            states(&b.on_device("PJSIP/1011", "INUSE")),
+            [("1001".into(), CallState::Speaking)]
+        );
+        assert!(b.on_device("PJSIP/1001", "NOT_INUSE").is_empty());
+        assert_eq!(
+            states(&b.on_device("PJSIP/1011", "NOT_INUSE")),
+            [("1001".into(), CallState::Idle)]
+        );
+    }
+
+    #[test]
+    fn repeats_and_foreign_devices_report_nothing() {
+        let mut b = book();
+        assert_eq!(b.on_device("PJSIP/1002", "INUSE").len(), 1);
+        assert!(b.on_device("PJSIP/1002", "ONHOLD").is_empty());
+        assert!(b.on_device("PJSIP/9999", "INUSE").is_empty());
+        assert!(b.on_device("Custom:teams-1002", "INUSE").is_empty());
+    }
+
+    #[test]
+    fn full_report_names_every_user_and_adopt_keeps_states() {
+        let mut b = book();
+        b.set_state("PJSIP/1002", "INUSE");
+        let mut all = states(&b.full_report());
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                ("1001".into(), CallState::Idle),
+                ("1002".into(), CallState::Speaking)
+            ]
+        );
+        let mut wider = DeviceBook::new([
+            ("1002".to_owned(), vec!["PJSIP/1002".to_owned()]),
+            ("1003".to_owned(), vec!["PJSIP/1003".to_owned()]),
+        ]);
+        let old = std::mem::take(&mut b);
+        let fresh: Vec<String> = wider.new_devices(&old).map(str::to_owned).collect();
+        assert_eq!(fresh, ["PJSIP/1003"]);
+        wider.adopt(old);
+        assert!(wider.on_device("PJSIP/1002", "INUSE").is_empty(), "still speaking");
+        assert_eq!(states(&wider.report_users(["1003"])), [("1003".into(), CallState::Idle)]);
+    }
+
+    #[test]
+    fn a_shared_device_counts_for_each_owner() {
+        let mut b = DeviceBook::new([
+            ("1001".to_owned(), vec!["PJSIP/lobby".to_owned()]),
+            ("1002".to_owned(), vec!["PJSIP/lobby".to_owned()]),
+        ]);
+        let mut got = states(&b.on_device("PJSIP/lobby", "INUSE"));
+        got.sort();
+        assert_eq!(got.len(), 2);
+    }
+}

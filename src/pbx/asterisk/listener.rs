@@ -1,0 +1,227 @@
+//! The ARI events WebSocket: connect, subscribe the users' devices, read every device state
+//! (a full resync: nothing missed while away), then follow `DeviceStateChanged`. On any loss
+//! it reports the connector disconnected and reconnects with backoff and jitter; after an
+//! Asterisk restart subscriptions are gone, so they are made again on every connect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt, stream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::ari::{Ari, AriError};
+use super::calls::DeviceBook;
+use super::events::{Parsed, parse};
+use crate::backoff::Backoff;
+use crate::config::AsteriskPbxConfig;
+use crate::pbx::LinkState;
+use crate::sync::types::PbxEvent;
+
+/// Device states read at once during a resync.
+const READ_CONCURRENCY: usize = 16;
+/// A ping is sent this often; a connection silent for three times as long is dropped.
+const PING_EVERY: Duration = Duration::from_secs(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Listener {
+    pub ari: Ari,
+    pub config: Arc<AsteriskPbxConfig>,
+    pub users: watch::Receiver<Arc<Vec<String>>>,
+    pub events: mpsc::Sender<Vec<PbxEvent>>,
+    pub status: mpsc::UnboundedSender<LinkState>,
+    pub cancel: CancellationToken,
+}
+
+enum Ended {
+    Cancelled,
+    /// Lost after having been connected (`true`) or before.
+    Lost(String, bool),
+}
+
+/// The devices of every user, without the ones the daemon writes itself.
+fn book_of(config: &AsteriskPbxConfig, users: &[String]) -> DeviceBook {
+    DeviceBook::new(users.iter().map(|ext| {
+        let devices = config
+            .devices_of(ext)
+            .into_iter()
+            .filter(|d| {
+                let own = config.is_own_device(d);
+                if own {
+                    tracing::error!(extension = %ext, device = %d, "device skipped: the daemon writes it (loop)");
+                }
+                !own
+            })
+            .collect();
+        (ext.clone(), devices)
+    }))
+}
+
+impl Listener {
+    pub async fn run(mut self) {
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut failures: u32 = 0;
+        let mut book = book_of(&self.config, &self.users.borrow_and_update());
+        loop {
+            match self.session(&mut book).await {
+                Ended::Cancelled => return,
+                Ended::Lost(why, was_connected) => {
+                    if was_connected || failures == 0 {
+                        tracing::warn!(url = %self.ari.shown_url(), error = %why,
+                            "Asterisk connection lost; reconnecting with backoff (calls are not followed meanwhile)");
+                        let _ = self.status.send(LinkState::Disconnected(why));
+                    }
+                    failures = if was_connected { 1 } else { failures.saturating_add(1) };
+                }
+            }
+            let delay = backoff.delay(failures);
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn session(&mut self, book: &mut DeviceBook) -> Ended {
+        let request = match self.ari.events_request() {
+            Ok(r) => r,
+            Err(why) => return Ended::Lost(why, false),
+        };
+        let connect = tokio_tungstenite::connect_async(request);
+        let mut ws = tokio::select! {
+            () = self.cancel.cancelled() => return Ended::Cancelled,
+            r = timeout(CONNECT_TIMEOUT, connect) => match r {
+                Ok(Ok((ws, _))) => ws,
+                Ok(Err(e)) => return Ended::Lost(format!("WebSocket: {e}"), false),
+                Err(_) => return Ended::Lost("WebSocket: no answer within 10 s".into(), false),
+            },
+        };
+        let names: Vec<String> = book.device_names().map(str::to_owned).collect();
+        if let Err(e) = self.resync(book, &names).await {
+            return Ended::Lost(e.to_string(), false);
+        }
+        let report = book.full_report();
+        let users = report.len();
+        if self.events.send(report).await.is_err() {
+            return Ended::Cancelled;
+        }
+        tracing::info!(url = %self.ari.shown_url(), users, devices = names.len(),
+            "Asterisk connected: devices subscribed and read");
+        let _ = self.status.send(LinkState::Connected);
+
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut heard = Instant::now();
+        loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return Ended::Cancelled;
+                }
+                frame = ws.next() => {
+                    heard = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(events) = self.on_text(book, &text) {
+                                if self.events.send(events).await.is_err() {
+                                    return Ended::Cancelled;
+                                }
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => {
+                            return Ended::Lost("Asterisk closed the WebSocket".into(), true);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Ended::Lost(format!("WebSocket: {e}"), true),
+                    }
+                }
+                changed = self.users.changed() => {
+                    if changed.is_err() {
+                        return Ended::Cancelled;
+                    }
+                    if let Err(e) = self.users_changed(book).await {
+                        return Ended::Lost(e.to_string(), true);
+                    }
+                }
+                _ = ping.tick() => {
+                    if heard.elapsed() > PING_EVERY * 3 {
+                        return Ended::Lost("no answer to pings for 60 s".into(), true);
+                    }
+                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+                        return Ended::Lost(format!("WebSocket: {e}"), true);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_text(&self, book: &mut DeviceBook, text: &str) -> Option<Vec<PbxEvent>> {
+        match parse(text) {
+            Parsed::Device(d) => {
+                let events = book.on_device(&d.name, &d.state);
+                for e in &events {
+                    tracing::debug!(extension = %e.extension, device = %d.name, device_state = %d.state,
+                        call_state = e.state.as_str(), "Asterisk device changed");
+                }
+                (!events.is_empty()).then_some(events)
+            }
+            Parsed::Other(kind) => {
+                tracing::debug!(kind, "ARI event ignored");
+                None
+            }
+            Parsed::Invalid(why) => {
+                tracing::warn!(error = %why, "unreadable ARI message ignored");
+                None
+            }
+        }
+    }
+
+    /// Subscribe `names`, then read their states. Subscribing first means any change after
+    /// the read also arrives as an event, and events are applied after the reads.
+    async fn resync(&self, book: &mut DeviceBook, names: &[String]) -> Result<(), AriError> {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.ari.subscribe(&refs).await?;
+        let mut reads = stream::iter(names.to_vec())
+            .map(|name| {
+                let ari = self.ari.clone();
+                async move {
+                    let state = ari.device_state(&name).await;
+                    (name, state)
+                }
+            })
+            .buffer_unordered(READ_CONCURRENCY);
+        while let Some((name, state)) = reads.next().await {
+            match state {
+                Ok(state) => book.set_state(&name, &state),
+                Err(e @ (AriError::Unreachable(_) | AriError::Unauthorized)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(device = %name, error = %e, "device state not readable; counted as idle");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn users_changed(&mut self, book: &mut DeviceBook) -> Result<(), AriError> {
+        let users = self.users.borrow_and_update().clone();
+        let mut fresh = book_of(&self.config, &users);
+        let added: Vec<String> = fresh.new_devices(book).map(str::to_owned).collect();
+        let old_users: std::collections::HashSet<String> =
+            book.users().map(str::to_owned).collect();
+        fresh.adopt(std::mem::take(book));
+        *book = fresh;
+        self.resync(book, &added).await?;
+        let new_users: Vec<&str> = users
+            .iter()
+            .map(String::as_str)
+            .filter(|u| !old_users.contains(*u))
+            .collect();
+        let report = book.report_users(new_users);
+        if !report.is_empty() && self.events.send(report).await.is_err() {
+            return Ok(());
+        }
+        tracing::info!(users = users.len(), new_devices = added.len(), "Asterisk devices updated");
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! The Asterisk connector (also FreePBX): call state from ARI device states, Teams state
+//! written back as a custom device state and a presence state, users optionally from
+//! voicemail boxes over AMI. Setup and facts: `docs/asterisk.md`, `tests/pbx/README.md`.
+
+pub mod ami;
+pub mod ari;
+pub mod calls;
+pub mod events;
+mod listener;
+mod writer;
+pub mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::AsteriskPbxConfig;
+use crate::pbx::push::Pusher;
+use crate::pbx::{LinkState, PbxUpdate};
+use crate::sync::types::PbxEvent;
+
+pub use ari::AriError;
+
+/// Timeout of one ARI request (Asterisk usually runs on the same host).
+pub const ARI_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the connector needs from the daemon.
+pub struct AsteriskLinks {
+    pub users: watch::Receiver<Arc<Vec<String>>>,
+    pub events: mpsc::Sender<Vec<PbxEvent>>,
+    pub delivered: mpsc::UnboundedSender<Vec<PbxUpdate>>,
+    pub status: mpsc::UnboundedSender<LinkState>,
+}
+
+/// Start the listener and the writer; both stop when `cancel` fires. The returned pusher
+/// takes Teams changes for Asterisk.
+pub fn spawn(
+    config: &AsteriskPbxConfig,
+    links: AsteriskLinks,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Pusher, AriError> {
+    let ari = ari::Ari::new(config, ARI_TIMEOUT)?;
+    let config = Arc::new(config.clone());
+    let (pusher, rx) = Pusher::channel();
+    let listener = listener::Listener {
+        ari: ari.clone(),
+        config: config.clone(),
+        users: links.users,
+        events: links.events,
+        status: links.status,
+        cancel: cancel.clone(),
+    };
+    tracker.spawn(listener.run());
+    let writer = writer::Writer {
+        ari,
+        config,
+        rx,
+        delivered: links.delivered,
+        cancel: cancel.clone(),
+    };
+    tracker.spawn(writer.run());
+    Ok(pusher)
+}
