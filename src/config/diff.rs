@@ -187,8 +187,9 @@ token = "p"
             (
                 "pbx",
                 |x| {
-                    let PbxConfig::Http(h) = &mut x.0.pbx;
-                    h.push_timeout *= 2;
+                    if let PbxConfig::Http(h) = &mut x.0.pbx {
+                        h.push_timeout *= 2;
+                    }
                 },
                 vec![Change::Pbx],
             ),

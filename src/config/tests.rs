@@ -34,8 +34,10 @@ fn no_env(_: &str) -> Option<OsString> {
 }
 
 fn http(c: &Config) -> &HttpPbxConfig {
-    let PbxConfig::Http(h) = &c.pbx;
-    h
+    match &c.pbx {
+        PbxConfig::Http(h) => h,
+        PbxConfig::Asterisk(_) => panic!("expected kind = \"http\""),
+    }
 }
 
 fn parse_err(text: &str) -> String {

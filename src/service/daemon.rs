@@ -16,11 +16,13 @@ use super::build::{
 use super::connector::{Connector, ConnectorLinks};
 use super::matching::{self, Matches};
 use super::poller::{self, PollInputs, Polled};
+use super::voicemail;
 use super::writer::{Writers, Written};
 use super::{RunOptions, systemd};
 use crate::backoff::Backoff;
 use crate::config::{self, Config, Directory};
 use crate::graph::{GraphClient, GraphError, UserMatch};
+use crate::pbx::asterisk::ami::VoicemailUser;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::store::{Store, Write};
 use crate::sync::engine::Engine;
@@ -60,7 +62,10 @@ pub(super) type Resolved = Result<(), GraphError>;
 pub(super) struct Daemon {
     pub(super) options: RunOptions,
     pub(super) config: Config,
+    /// Every user: the users file, plus voicemail boxes when configured.
     pub(super) directory: Directory,
+    /// The voicemail boxes last read (kept when a later read fails: nobody is dropped).
+    pub(super) voicemail_boxes: Vec<VoicemailUser>,
     pub(super) matches: Matches,
     pub(super) engine: Engine,
     pub(super) store: Store,
@@ -108,6 +113,19 @@ impl Daemon {
         let (config, directory) = tokio::task::spawn_blocking(move || config::load_all(&path))
             .await
             .map_err(|e| ServiceError::Start(format!("loading the config: {e}")))??;
+        let voicemail_boxes = match voicemail::fetch(&config).await {
+            Some(Ok(boxes)) => {
+                tracing::info!(boxes = boxes.len(), "users read from Asterisk's voicemail boxes");
+                boxes
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "users from voicemail boxes not read (pbx.ami_address); the users file alone is used until the next reload");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let file_users = directory;
+        let directory = voicemail::merge(&file_users, &voicemail_boxes);
         let store = open_store(&config).await?;
         let snapshot = store.snapshot().await?;
         forget_departed(&store, &snapshot, &directory);
@@ -168,6 +186,7 @@ impl Daemon {
             options,
             config,
             directory,
+            voicemail_boxes,
             matches,
             engine,
             store,

@@ -13,6 +13,7 @@ mod reload;
 mod resolve;
 mod signals;
 mod status;
+mod voicemail;
 pub mod systemd;
 mod writer;
 

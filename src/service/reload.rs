@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::build::{engine_settings, graph_settings, known_extensions, user_extensions, watch_config};
 use super::daemon::Daemon;
 use super::matching;
+use super::voicemail;
 use crate::config::{self, Change, Directory};
 use crate::graph::GraphClient;
 use crate::store::Write;
@@ -26,6 +27,16 @@ pub async fn apply(d: &mut Daemon) {
             return;
         }
     };
+    let (config, file_users) = new;
+    match voicemail::fetch(&config).await {
+        Some(Ok(boxes)) => d.voicemail_boxes = boxes,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "voicemail boxes not read; the ones read before are kept");
+            d.error("pbx", None, &format!("voicemail users: {e}"));
+        }
+        None => d.voicemail_boxes.clear(),
+    }
+    let new = (config, voicemail::merge(&file_users, &d.voicemail_boxes));
     let old = (d.config.clone(), d.directory.clone());
     let changes = config::diff(&old, &new);
     if changes.is_empty() {

@@ -32,6 +32,8 @@ pub struct World {
     pub token: String,
     pub people: Vec<Person>,
     pub clock: Clock,
+    /// The `[pbx]` section; `None`: the HTTP connector on `listen`, pushing to `pbx`.
+    pub pbx_section: Option<String>,
     daemon: Option<(RunOptions, JoinHandle<Result<(), service::ServiceError>>)>,
 }
 
@@ -136,6 +138,7 @@ impl World {
             token: "pbx-test-token".into(),
             people,
             clock: Clock::default(),
+            pbx_section: None,
             daemon: None,
         };
         w.write_users(&[]);
@@ -193,11 +196,7 @@ shutdown_timeout = "5s"
 [users]
 file = "users.csv"
 
-[pbx]
-kind = "http"
-listen = "{listen}"
-token = "{token}"
-push_url = "{push}"
+{pbx}
 
 [log]
 level = "info,pbx_teams_presence=debug"
@@ -206,9 +205,10 @@ level = "info,pbx_teams_presence=debug"
             client = self.graph.client_id(),
             secret = self.graph.client_secret(),
             poll = "1s",
-            listen = self.listen,
-            token = self.token,
-            push = self.pbx.url,
+            pbx = self.pbx_section.clone().unwrap_or_else(|| format!(
+                "[pbx]\nkind = \"http\"\nlisten = \"{}\"\ntoken = \"{}\"\npush_url = \"{}\"\n",
+                self.listen, self.token, self.pbx.url
+            )),
         );
         write_atomically(&self.config_path(), &text);
     }
@@ -218,6 +218,10 @@ level = "info,pbx_teams_presence=debug"
         let mut options = RunOptions::new(&self.config_path());
         options.clock = self.clock.clone();
         let task = tokio::spawn(service::run(options.clone()));
+        if self.pbx_section.is_some() {
+            self.daemon = Some((options, task));
+            return;
+        }
         for _ in 0..500 {
             if task.is_finished() {
                 panic!("the daemon stopped at start: {:?}", task.await);

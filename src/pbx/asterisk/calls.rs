@@ -241,7 +241,7 @@ mod tests {
         let mut b = book();
         b.set_state("PJSIP/1002", "INUSE");
         let mut all = states(&b.full_report());
-        all.sort();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             all,
             [
@@ -268,7 +268,7 @@ mod tests {
             ("1002".to_owned(), vec!["PJSIP/lobby".to_owned()]),
         ]);
         let mut got = states(&b.on_device("PJSIP/lobby", "INUSE"));
-        got.sort();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got.len(), 2);
     }
 }

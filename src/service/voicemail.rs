@@ -1,0 +1,95 @@
+//! Users from Asterisk's voicemail boxes (`pbx.users_from_voicemail`): FreePBX keeps each
+//! user's e-mail there. Merged under the users file, which wins on conflicts.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::config::{Config, Directory, PbxConfig, UserEntry};
+use crate::pbx::asterisk::ami::{AmiClient, AmiError, VoicemailUser};
+use crate::sync::types::Direction;
+
+const AMI_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The voicemail users, when the config asks for them; `None` when it does not.
+pub async fn fetch(config: &Config) -> Option<Result<Vec<VoicemailUser>, AmiError>> {
+    let PbxConfig::Asterisk(a) = &config.pbx else {
+        return None;
+    };
+    let ami = a.ami.as_ref().filter(|_| a.users_from_voicemail)?;
+    let read = async {
+        let mut client = AmiClient::connect(
+            ami.address.as_str(),
+            &ami.username,
+            ami.password.expose(),
+            AMI_TIMEOUT,
+        )
+        .await?;
+        let users = client.voicemail_users().await?;
+        let _ = client.logoff().await;
+        Ok(users)
+    };
+    Some(read.await)
+}
+
+/// `file` plus every voicemail box with an e-mail whose mailbox is not in `file`.
+pub fn merge(file: &Directory, boxes: &[VoicemailUser]) -> Directory {
+    let mut taken: HashSet<&str> = file.entries.iter().map(|e| e.extension.as_str()).collect();
+    let mut entries = file.entries.clone();
+    for b in boxes {
+        let email = b.email.trim().to_lowercase();
+        if email.is_empty() || !email.contains('@') {
+            tracing::debug!(mailbox = %b.mailbox, "voicemail box without an e-mail skipped");
+            continue;
+        }
+        if !taken.insert(b.mailbox.as_str()) {
+            continue;
+        }
+        entries.push(UserEntry {
+            extension: b.mailbox.clone(),
+            email,
+            direction: Direction::Both,
+            line: 0,
+        });
+    }
+    Directory { entries }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse_users;
+
+    fn vm(mailbox: &str, email: &str) -> VoicemailUser {
+        VoicemailUser {
+            mailbox: mailbox.into(),
+            context: "default".into(),
+            full_name: "X".into(),
+            email: email.into(),
+        }
+    }
+
+    #[test]
+    fn the_users_file_wins_and_boxes_without_mail_are_skipped() {
+        let file = parse_users("1001,alice@file.example\n", Path::new("/u.csv")).unwrap();
+        let merged = merge(
+            &file,
+            &[
+                vm("1001", "alice@voicemail.example"),
+                vm("1002", " Bob@Contoso.com "),
+                vm("1003", ""),
+                vm("1002", "dup@contoso.com"),
+            ],
+        );
+        let got: Vec<(&str, &str)> = merged
+            .entries
+            .iter()
+            .map(|e| (e.extension.as_str(), e.email.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("1001", "alice@file.example"), ("1002", "bob@contoso.com")]
+        );
+    }
+}
