@@ -129,3 +129,173 @@ async fn a_user_with_two_devices_is_in_a_call_on_either() {
     assert_eq!(w.clear_presence_calls(ALICE), 1, "one clear for one call");
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_states_are_readable_in_asterisk_as_device_and_presence_state() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
+    let bob = w.id(BOB);
+    for (availability, activity, device, presence, message) in [
+        ("Busy", "InAMeeting", "INUSE", "dnd", "In a meeting"),
+        ("DoNotDisturb", "Presenting", "BUSY", "dnd", "Presenting"),
+        ("Away", "Away", "NOT_INUSE", "away", "Away"),
+        ("Busy", "InACall", "INUSE", "dnd", "In a call"),
+        ("Available", "Available", "NOT_INUSE", "available", "Available"),
+    ] {
+        w.graph.set_user_presence(&bob, availability, activity);
+        Pbx::wait_device("Custom:teams-1002", device, 10).await;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = Pbx::presence("CustomPresence:1002").await;
+            if got == (presence.to_owned(), message.to_owned()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{activity}: presence is {got:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // Alice's state went to her own device state, not Bob's.
+    assert_eq!(Pbx::device_state("Custom:teams-1001").await, "NOT_INUSE");
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_in_a_call_does_not_come_back_to_asterisk() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
+    Pbx::register("1001").await;
+    Pbx::register("1002").await;
+    let callee = Pbx::answer("1002", 100);
+    let caller = Pbx::dial("uac.xml", "1001", "1002", 4000, &[]);
+    eventually(10, "Bob in a call", || in_a_call(&w, BOB)).await;
+    // Teams now reports our own Busy/InACall at every poll (each second): it must not be
+    // written to Bob's Teams device state, which still says what Teams said before.
+    let polls = w.graph_requests("getPresencesByUserId").len();
+    eventually(10, "two more polls", || {
+        w.graph_requests("getPresencesByUserId").len() >= polls + 2
+    })
+    .await;
+    assert_eq!(Pbx::device_state("Custom:teams-1002").await, "NOT_INUSE");
+    assert_eq!(w.user_status(BOB)["pushed_state"], "available");
+    finish(caller, "call").await;
+    finish(callee, "answer").await;
+    eventually(10, "cleared", || w.app_session(BOB).is_none()).await;
+    assert_eq!(Pbx::device_state("Custom:teams-1002").await, "NOT_INUSE");
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_on_busy_refuses_calls_while_the_callee_is_in_a_teams_meeting() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    Pbx::register("1001").await;
+    Pbx::register("1002").await;
+    w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
+    Pbx::wait_device("Custom:teams-1002", "INUSE", 10).await;
+    // 6XXXX is the recipe of docs/asterisk.md: 486 Busy Here while Teams says busy.
+    let refused = Pbx::dial("uac_busy.xml", "1001", "61002", 0, &[]);
+    finish(refused, "61002 refused with 486 while Bob is in a meeting").await;
+    assert_eq!(w.set_presence_calls(BOB), 0, "Bob's phone never rang");
+
+    w.graph.set_user_presence(&w.id(BOB), "Available", "Available");
+    Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
+    let callee = Pbx::answer("1002", 100);
+    let caller = Pbx::dial("uac.xml", "1001", "61002", 1000, &[]);
+    finish(caller, "61002 put through once Bob is available").await;
+    finish(callee, "Bob answers").await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_killed_mid_call_is_followed_by_reconnect_and_the_right_state() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    Pbx::register("1001").await;
+    Pbx::register("1002").await;
+    let callee = Pbx::answer("1002", 100);
+    let caller = Pbx::dial("uac.xml", "1001", "1002", 30_000, &[]);
+    eventually(10, "Alice and Bob in a call", || {
+        in_a_call(&w, ALICE) && in_a_call(&w, BOB)
+    })
+    .await;
+    // SIGKILL: Asterisk sends nothing; only the resync after the reconnect can tell that
+    // the call is gone (registrations come back from astdb, devices NOT_INUSE).
+    Pbx::restart(&["--hard"]).await;
+    drop((caller, callee));
+    eventually(20, "both cleared after the reconnect", || {
+        w.app_session(ALICE).is_none() && w.app_session(BOB).is_none()
+    })
+    .await;
+    connected(&w).await;
+    let errors = w.status()["errors"].clone();
+    assert!(
+        errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["component"] == "pbx"),
+        "the loss is recorded for status: {errors}"
+    );
+    // Subscriptions were made again: a new call is seen. Phones re-register (a SIGKILL can
+    // lose the last seconds of astdb, registrations included).
+    Pbx::register("1001").await;
+    Pbx::register("1002").await;
+    let callee = Pbx::answer("1002", 100);
+    let caller = Pbx::dial("uac.xml", "1001", "1002", 1500, &[]);
+    eventually(10, "a call after the restart is seen", || in_a_call(&w, BOB)).await;
+    finish(caller, "call after restart").await;
+    finish(callee, "answer after restart").await;
+    eventually(10, "and cleared", || w.app_session(BOB).is_none()).await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_states_are_written_again_after_asterisk_lost_them() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
+    Pbx::wait_device("Custom:teams-1002", "INUSE", 10).await;
+    // A restart that wipes astdb (like a reinstall): Custom: and presence states are gone.
+    Pbx::restart(&["--clean"]).await;
+    Pbx::wait_device("Custom:teams-1002", "INUSE", 20).await;
+    assert_eq!(
+        Pbx::presence("CustomPresence:1002").await,
+        ("dnd".to_owned(), "In a meeting".to_owned())
+    );
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_come_from_voicemail_boxes_too() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = World::new().await;
+    let dave = w.graph.add_user(common::user(
+        "Dave",
+        "dave@contoso.com",
+        Some("dave@contoso.com"),
+        &[],
+    ));
+    w.graph.set_user_presence(&dave, "Busy", "InAMeeting");
+    let ami = format!(
+        "ami_address = \"{}\"\nami_password_file = \"{}\"\nusers_from_voicemail = true\n",
+        sandbox::AMI_ADDR,
+        sandbox::credential("ami_password").display()
+    );
+    w.pbx_section = Some(format!("{}{DEVICES}", Pbx::pbx_section(&ami)));
+    w.write_config("");
+    w.start().await;
+    connected(&w).await;
+    // 1004 is only in voicemail.conf (dave@contoso.com); the users file has 1001-1003.
+    eventually(10, "Dave matched from his voicemail box", || {
+        let d = w.user_status("1004");
+        d["email"] == "dave@contoso.com" && d["match"] == "matched"
+    })
+    .await;
+    Pbx::wait_device("Custom:teams-1004", "INUSE", 10).await;
+    w.stop().await.unwrap();
+}

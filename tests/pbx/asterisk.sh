@@ -318,6 +318,9 @@ prepare_start() { # keep_db
   rm -f "$PIDFILE"
   local p
   for p in udp:5060 tcp:8088 tcp:5038; do
+    # A killed Asterisk's leader can be a zombie while its other threads still hold the
+    # sockets: give them up to 5 s to go.
+    for _ in $(seq 100); do port_busy "${p%:*}" "${p#*:}" || break; sleep 0.05; done
     port_busy "${p%:*}" "${p#*:}" &&
       die "127.0.0.1:${p#*:}/${p%:*} is in use (another Asterisk, maybe another checkout's? its PBX_DIR's asterisk.sh stop)"
   done
