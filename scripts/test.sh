@@ -17,6 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "test.sh: please install: ${missing[*]}" >&2; exit 1; }
 fi
 
+# The real test PBX (tests/pbx/README.md): Asterisk + SIPp in a cached Debian root, on
+# loopback. Needs root (chroot); tests restart it clean for each scenario. Stopped at exit.
+asroot=""; [ "$(id -u)" -eq 0 ] || asroot="sudo -n"
+pbx() { $asroot ./tests/pbx/asterisk.sh "$@"; }
+echo "== test PBX: install (cached after the first time) and start"
+pbx install && pbx start || {
+    echo "test.sh: the test Asterisk needs root or passwordless sudo: sudo tests/pbx/asterisk.sh install" >&2
+    exit 1; }
+trap 'pbx stop >/dev/null 2>&1 || true' EXIT
+
 if need cargo-nextest; then
     cargo nextest run --workspace --locked --no-fail-fast
     cargo test --workspace --locked --doc

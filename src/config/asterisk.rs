@@ -149,7 +149,9 @@ impl AsteriskPbxConfig {
 
     /// Whether `device` is one the daemon writes (and so must never read as call state).
     pub fn is_own_device(&self, device: &str) -> bool {
-        self.device_state.as_ref().is_some_and(|t| t.matches(device))
+        self.device_state
+            .as_ref()
+            .is_some_and(|t| t.matches(device))
     }
 }
 
@@ -191,7 +193,10 @@ pub(super) fn asterisk(ctx: &Ctx<'_>, p: &PbxSection) -> Result<AsteriskPbxConfi
         let reason = "applies to kind = \"http\" only; remove it (kind is \"asterisk\")";
         return Err(ctx.invalid(&format!("pbx.{k}"), reason));
     }
-    let ari_url = ctx.url("pbx.ari_url", p.ari_url.as_deref().unwrap_or(DEFAULT_ARI_URL))?;
+    let ari_url = ctx.url(
+        "pbx.ari_url",
+        p.ari_url.as_deref().unwrap_or(DEFAULT_ARI_URL),
+    )?;
     let ari_password = secret::resolve(
         SecretSpec {
             key: "pbx.ari_password",
@@ -298,7 +303,10 @@ fn devices(
     for (extension, list) in table {
         let key = format!("pbx.devices.{extension}");
         if list.is_empty() {
-            return Err(ctx.invalid(&key, "lists no device; remove the line to use pbx.default_devices"));
+            return Err(ctx.invalid(
+                &key,
+                "lists no device; remove the line to use pbx.default_devices",
+            ));
         }
         for d in list {
             device_name(ctx, &key, d)?;
@@ -325,14 +333,28 @@ fn states(
         let key = format!("pbx.states.{name}");
         let entry = out.get(name).cloned();
         let device = match (&rule.device, &entry) {
-            (Some(d), _) => one_of(ctx, &format!("{key}.device"), &d.to_ascii_uppercase(), DEVICE_STATES)?,
+            (Some(d), _) => one_of(
+                ctx,
+                &format!("{key}.device"),
+                &d.to_ascii_uppercase(),
+                DEVICE_STATES,
+            )?,
             (None, Some(e)) => e.device.clone(),
-            (None, None) => return Err(ctx.invalid(&key, "a new state needs both device and presence")),
+            (None, None) => {
+                return Err(ctx.invalid(&key, "a new state needs both device and presence"));
+            }
         };
         let presence = match (&rule.presence, &entry) {
-            (Some(p), _) => one_of(ctx, &format!("{key}.presence"), &p.to_ascii_lowercase(), PRESENCE_STATES)?,
+            (Some(p), _) => one_of(
+                ctx,
+                &format!("{key}.presence"),
+                &p.to_ascii_lowercase(),
+                PRESENCE_STATES,
+            )?,
             (None, Some(e)) => e.presence.clone(),
-            (None, None) => return Err(ctx.invalid(&key, "a new state needs both device and presence")),
+            (None, None) => {
+                return Err(ctx.invalid(&key, "a new state needs both device and presence"));
+            }
         };
         out.insert(name.clone(), AsteriskState { device, presence });
     }
@@ -398,7 +420,9 @@ fn no_loops(ctx: &Ctx<'_>, c: &AsteriskPbxConfig) -> Result<(), ConfigError> {
         return Ok(());
     };
     let reason = |d: &str| {
-        format!("{d:?} is a device the daemon writes (pbx.device_state = \"{own}\"); reading it as call state would loop")
+        format!(
+            "{d:?} is a device the daemon writes (pbx.device_state = \"{own}\"); reading it as call state would loop"
+        )
     };
     for t in &c.default_devices {
         if t == own || own.matches(&t.expand("1")) {

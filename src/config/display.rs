@@ -108,7 +108,12 @@ fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig) -> fmt::Result {
     writeln!(f, "users_from_voicemail = {}", a.users_from_voicemail)?;
     writeln!(f, "\n[pbx.devices]")?;
     for (extension, devices) in &a.devices {
-        writeln!(f, "{} = {}", q(extension), list(devices.iter().map(String::as_str).collect()))?;
+        writeln!(
+            f,
+            "{} = {}",
+            q(extension),
+            list(devices.iter().map(String::as_str).collect())
+        )?;
     }
     for (name, s) in &a.states {
         writeln!(

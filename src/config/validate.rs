@@ -14,8 +14,8 @@ use super::file::{AzureSection, FileConfig, MappingSection, PbxSection, SyncSect
 use super::secret::{self, EnvLookup, SecretSpec};
 use super::spans::Spans;
 use super::{
-    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig, SyncConfig,
-    UsersConfig,
+    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig,
+    SyncConfig, UsersConfig,
 };
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
@@ -251,7 +251,8 @@ fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigError> {
         }
     }
     if let Some(k) = asterisk::asterisk_keys_set(p) {
-        let reason = "applies to kind = \"asterisk\" only; remove it or set pbx.kind = \"asterisk\"";
+        let reason =
+            "applies to kind = \"asterisk\" only; remove it or set pbx.kind = \"asterisk\"";
         return Err(ctx.invalid(&format!("pbx.{k}"), reason));
     }
     let listen: SocketAddr = p.listen.parse().map_err(|e| {

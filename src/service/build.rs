@@ -123,7 +123,11 @@ pub fn user_extensions(config: &Config, directory: &Directory) -> Arc<Vec<String
     if !matches!(config.pbx, crate::config::PbxConfig::Asterisk(_)) {
         return Arc::new(Vec::new());
     }
-    let mut list: Vec<String> = directory.entries.iter().map(|e| e.extension.clone()).collect();
+    let mut list: Vec<String> = directory
+        .entries
+        .iter()
+        .map(|e| e.extension.clone())
+        .collect();
     list.sort_unstable();
     list.dedup();
     Arc::new(list)

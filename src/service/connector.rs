@@ -61,8 +61,9 @@ impl Connector {
                     delivered: links.delivered.clone(),
                     status: links.status.clone(),
                 };
-                let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker)
-                    .map_err(|e| ServiceError::Start(format!("cannot start the Asterisk connector: {e}")))?;
+                let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker).map_err(|e| {
+                    ServiceError::Start(format!("cannot start the Asterisk connector: {e}"))
+                })?;
                 tracing::info!(kind = "asterisk", ari = %crate::pbx::push::redacted(&cfg.ari_url),
                     "PBX connector started");
                 Ok(Connector {
@@ -83,15 +84,15 @@ impl Connector {
         links: &ConnectorLinks,
         tracker: &TaskTracker,
     ) -> Result<(), ServiceError> {
-        if let (PbxConfig::Http(cfg), Kind::Http { listen, token, .. }) = (config, &self.kind) {
-            if cfg.listen == *listen {
-                token.send_replace(Arc::from(cfg.token.expose()));
-                self.push.cancel();
-                self.push = CancellationToken::new();
-                self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
-                tracing::info!(push = self.pusher.is_some(), "PBX connector updated");
-                return Ok(());
-            }
+        if let (PbxConfig::Http(cfg), Kind::Http { listen, token, .. }) = (config, &self.kind)
+            && cfg.listen == *listen
+        {
+            token.send_replace(Arc::from(cfg.token.expose()));
+            self.push.cancel();
+            self.push = CancellationToken::new();
+            self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
+            tracing::info!(push = self.pusher.is_some(), "PBX connector updated");
+            return Ok(());
         }
         let fresh = Connector::start(config, links, tracker).await?;
         self.stop();

@@ -10,8 +10,8 @@ use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
 use super::build::{
-    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis, user_extensions,
-    open_store, restore, watch_config,
+    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis,
+    open_store, restore, user_extensions, watch_config,
 };
 use super::connector::{Connector, ConnectorLinks};
 use super::matching::{self, Matches};
@@ -115,7 +115,10 @@ impl Daemon {
             .map_err(|e| ServiceError::Start(format!("loading the config: {e}")))??;
         let voicemail_boxes = match voicemail::fetch(&config).await {
             Some(Ok(boxes)) => {
-                tracing::info!(boxes = boxes.len(), "users read from Asterisk's voicemail boxes");
+                tracing::info!(
+                    boxes = boxes.len(),
+                    "users read from Asterisk's voicemail boxes"
+                );
                 boxes
             }
             Some(Err(e)) => {

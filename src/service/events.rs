@@ -168,7 +168,10 @@ impl Daemon {
         match link {
             LinkState::Connected => {
                 let commands = self.engine.repush_all();
-                tracing::debug!(users = commands.len(), "PBX connected: Teams states written again");
+                tracing::debug!(
+                    users = commands.len(),
+                    "PBX connected: Teams states written again"
+                );
                 self.execute(commands);
             }
             LinkState::Disconnected(why) => self.error("pbx", None, &why),

@@ -13,8 +13,8 @@ mod reload;
 mod resolve;
 mod signals;
 mod status;
-mod voicemail;
 pub mod systemd;
+mod voicemail;
 mod writer;
 
 use std::path::{Path, PathBuf};

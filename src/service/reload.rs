@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::build::{engine_settings, graph_settings, known_extensions, user_extensions, watch_config};
+use super::build::{
+    engine_settings, graph_settings, known_extensions, user_extensions, watch_config,
+};
 use super::daemon::Daemon;
 use super::matching;
 use super::voicemail;
@@ -91,10 +93,10 @@ async fn apply_one(d: &mut Daemon, change: Change, directory: &Directory) {
             d.engine.forget_pushed();
         }
         Change::LogLevel => {
-            if let Some(reload) = &d.options.log_reload {
-                if let Err(e) = reload(&d.config.log.level) {
-                    tracing::warn!(error = %e, "log.level not applied");
-                }
+            if let Some(reload) = &d.options.log_reload
+                && let Err(e) = reload(&d.config.log.level)
+            {
+                tracing::warn!(error = %e, "log.level not applied");
             }
         }
         Change::RestartRequired(key) => {

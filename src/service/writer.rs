@@ -54,10 +54,10 @@ impl Writers {
 
     /// Ask for `wanted` on `teams_id`; replaces anything still waiting for that user.
     pub fn want(&mut self, teams_id: &str, wanted: Wanted) {
-        if let Some(tx) = self.senders.get(teams_id) {
-            if tx.send(Some(wanted.clone())).is_ok() {
-                return;
-            }
+        if let Some(tx) = self.senders.get(teams_id)
+            && tx.send(Some(wanted.clone())).is_ok()
+        {
+            return;
         }
         let (tx, rx) = watch::channel(None);
         let _ = tx.send(Some(wanted));

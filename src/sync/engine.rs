@@ -300,10 +300,10 @@ impl Engine {
     pub fn repush_all(&self) -> Vec<Command> {
         let mut commands = Vec::new();
         for (ext, user) in &self.users {
-            if let Some(p) = &user.pushed {
-                if user.direction.teams_to_pbx() {
-                    commands.push(push_command(&self.mapping, ext, user, p.unpack()));
-                }
+            if let Some(p) = &user.pushed
+                && user.direction.teams_to_pbx()
+            {
+                commands.push(push_command(&self.mapping, ext, user, p.unpack()));
             }
         }
         commands

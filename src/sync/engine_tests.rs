@@ -402,7 +402,10 @@ fn undocumented_presence_values_are_kept_and_compared_exactly() {
 #[test]
 fn repush_all_repeats_what_the_pbx_was_told_never_our_echo() {
     let mut e = engine();
-    assert!(e.repush_all().is_empty(), "nothing told yet, nothing to repeat");
+    assert!(
+        e.repush_all().is_empty(),
+        "nothing told yet, nothing to repeat"
+    );
     e.on_teams_presence("id-bob", &p("Busy", "InAMeeting"), 0);
     e.on_teams_presence("id-dave", &p("Away", "Away"), 0);
     // Bob's own call: Teams shows our In a call, the PBX keeps the meeting state.

@@ -101,7 +101,10 @@ async fn a_held_call_is_still_a_call() {
     }
     finish(caller, "call with hold").await;
     finish(callee, "held callee").await;
-    eventually(10, "cleared after the hangup", || w.app_session(BOB).is_none()).await;
+    eventually(10, "cleared after the hangup", || {
+        w.app_session(BOB).is_none()
+    })
+    .await;
     w.stop().await.unwrap();
 }
 
@@ -117,7 +120,10 @@ async fn a_user_with_two_devices_is_in_a_call_on_either() {
     let desk = Pbx::ring_only("1001");
     let soft = Pbx::answer("1011", 500);
     let caller = Pbx::dial("uac.xml", "1002", "1001", 3000, &[]);
-    eventually(10, "Alice in a call on her softphone", || in_a_call(&w, ALICE)).await;
+    eventually(10, "Alice in a call on her softphone", || {
+        in_a_call(&w, ALICE)
+    })
+    .await;
     finish(desk, "desk phone rang and was cancelled").await;
     assert!(
         in_a_call(&w, ALICE),
@@ -141,7 +147,13 @@ async fn teams_states_are_readable_in_asterisk_as_device_and_presence_state() {
         ("DoNotDisturb", "Presenting", "BUSY", "dnd", "Presenting"),
         ("Away", "Away", "NOT_INUSE", "away", "Away"),
         ("Busy", "InACall", "INUSE", "dnd", "In a call"),
-        ("Available", "Available", "NOT_INUSE", "available", "Available"),
+        (
+            "Available",
+            "Available",
+            "NOT_INUSE",
+            "available",
+            "Available",
+        ),
     ] {
         w.graph.set_user_presence(&bob, availability, activity);
         Pbx::wait_device("Custom:teams-1002", device, 10).await;
@@ -202,7 +214,8 @@ async fn busy_on_busy_refuses_calls_while_the_callee_is_in_a_teams_meeting() {
     finish(refused, "61002 refused with 486 while Bob is in a meeting").await;
     assert_eq!(w.set_presence_calls(BOB), 0, "Bob's phone never rang");
 
-    w.graph.set_user_presence(&w.id(BOB), "Available", "Available");
+    w.graph
+        .set_user_presence(&w.id(BOB), "Available", "Available");
     Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
     let callee = Pbx::answer("1002", 100);
     let caller = Pbx::dial("uac.xml", "1001", "61002", 1000, &[]);
@@ -247,7 +260,10 @@ async fn asterisk_killed_mid_call_is_followed_by_reconnect_and_the_right_state()
     Pbx::register("1002").await;
     let callee = Pbx::answer("1002", 100);
     let caller = Pbx::dial("uac.xml", "1001", "1002", 1500, &[]);
-    eventually(10, "a call after the restart is seen", || in_a_call(&w, BOB)).await;
+    eventually(10, "a call after the restart is seen", || {
+        in_a_call(&w, BOB)
+    })
+    .await;
     finish(caller, "call after restart").await;
     finish(callee, "answer after restart").await;
     eventually(10, "and cleared", || w.app_session(BOB).is_none()).await;

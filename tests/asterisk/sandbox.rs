@@ -107,7 +107,15 @@ impl Pbx {
     pub fn sipp(args: &[&str]) -> Child {
         let mut all = vec!["sipp"];
         all.extend_from_slice(args);
-        all.extend_from_slice(&["-m", "1", "-timeout", "40", "-timeout_error", "-nostdin", SIP]);
+        all.extend_from_slice(&[
+            "-m",
+            "1",
+            "-timeout",
+            "40",
+            "-timeout_error",
+            "-nostdin",
+            SIP,
+        ]);
         root_command(&all)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -120,8 +128,19 @@ impl Pbx {
         let p = port(device).to_string();
         let pw = format!("pw{device}");
         let child = Pbx::sipp(&[
-            "-sf", "register.xml", "-s", device, "-au", device, "-ap", &pw, "-key", "expires",
-            "600", "-p", &p,
+            "-sf",
+            "register.xml",
+            "-s",
+            device,
+            "-au",
+            device,
+            "-ap",
+            &pw,
+            "-key",
+            "expires",
+            "600",
+            "-p",
+            &p,
         ]);
         finish(child, &format!("register {device}")).await;
     }
@@ -159,10 +178,7 @@ impl Pbx {
 
     /// ARI `GET /deviceStates/{name}`.
     pub async fn device_state(name: &str) -> String {
-        let url = format!(
-            "{ARI_URL}/deviceStates/{}",
-            name.replace('/', "%2F")
-        );
+        let url = format!("{ARI_URL}/deviceStates/{}", name.replace('/', "%2F"));
         let v: Value = reqwest::Client::new()
             .get(url)
             .basic_auth(ARI_USER, Some(secret("ari_password")))
@@ -193,9 +209,14 @@ impl Pbx {
 
     /// AMI `PresenceState`: (value, message), what phones subscribed to presence get.
     pub async fn presence(provider: &str) -> (String, String) {
-        let mut ami = AmiClient::connect(AMI_ADDR, ARI_USER, &secret("ami_password"), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let mut ami = AmiClient::connect(
+            AMI_ADDR,
+            ARI_USER,
+            &secret("ami_password"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         let p = ami.presence_state(provider).await.unwrap();
         let _ = ami.logoff().await;
         p

@@ -28,7 +28,9 @@ pub enum AriError {
     #[error("ARI unreachable: {0}")]
     Unreachable(String),
     /// Wrong `pbx.ari_username` / `pbx.ari_password`.
-    #[error("ARI refused the credentials (HTTP 401): check pbx.ari_username and pbx.ari_password_file against ari.conf")]
+    #[error(
+        "ARI refused the credentials (HTTP 401): check pbx.ari_username and pbx.ari_password_file against ari.conf"
+    )]
     Unauthorized,
     /// Any other answer than the documented success.
     #[error("ARI answered HTTP {status} to {what}: {body}")]
@@ -135,7 +137,10 @@ impl Ari {
     /// even for a value Asterisk does not take, so values are checked before (config).
     pub async fn set_variable(&self, variable: &str, value: &str) -> Result<(), AriError> {
         let body = serde_json::json!({ "variable": variable, "value": value });
-        let request = self.http.post(self.url(&["asterisk", "variable"])).json(&body);
+        let request = self
+            .http
+            .post(self.url(&["asterisk", "variable"]))
+            .json(&body);
         self.send("a variable write", request).await?;
         Ok(())
     }
@@ -152,8 +157,11 @@ impl Ari {
             .as_str()
             .into_client_request()
             .map_err(|e| e.to_string())?;
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", self.username, self.password.expose()));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.username,
+            self.password.expose()
+        ));
         let header = HeaderValue::from_str(&format!("Basic {token}"))
             .map_err(|_| "the ARI credentials cannot be sent in a header".to_owned())?;
         request.headers_mut().insert("Authorization", header);
@@ -197,7 +205,10 @@ mod tests {
     #[test]
     fn events_request_carries_credentials_in_a_header_only() {
         let r = ari("https://pbx.example/ari").events_request().unwrap();
-        assert_eq!(r.uri().to_string(), "wss://pbx.example/ari/events?app=my+app");
+        assert_eq!(
+            r.uri().to_string(),
+            "wss://pbx.example/ari/events?app=my+app"
+        );
         let auth = r.headers().get("Authorization").unwrap().to_str().unwrap();
         assert_eq!(auth, "Basic dTpwQHNz");
     }

@@ -88,8 +88,7 @@ impl DeviceBook {
 
     /// Devices not in `old` (to subscribe after a users change).
     pub fn new_devices<'a>(&'a self, old: &'a DeviceBook) -> impl Iterator<Item = &'a str> {
-        self.device_names()
-            .filter(|d| !old.owners.contains_key(*d))
+        self.device_names().filter(|d| !old.owners.contains_key(*d))
     }
 
     /// Every extension in the book.
@@ -107,7 +106,8 @@ impl DeviceBook {
         let Some((name, owners)) = self.owners.get_key_value(name) else {
             return Vec::new();
         };
-        self.states.insert(name.clone(), call_state_of(device_state));
+        self.states
+            .insert(name.clone(), call_state_of(device_state));
         let owners = owners.clone();
         owners
             .iter()
@@ -130,7 +130,10 @@ impl DeviceBook {
     }
 
     /// The given users' current state (new users after a reload).
-    pub fn report_users<'a>(&mut self, extensions: impl IntoIterator<Item = &'a str>) -> Vec<PbxEvent> {
+    pub fn report_users<'a>(
+        &mut self,
+        extensions: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<PbxEvent> {
         let mut out = Vec::new();
         for ext in extensions {
             let Some((ext, _)) = self.devices.get_key_value(ext) else {
@@ -185,7 +188,10 @@ mod tests {
 
     fn book() -> DeviceBook {
         DeviceBook::new([
-            ("1001".to_owned(), vec!["PJSIP/1001".to_owned(), "PJSIP/1011".to_owned()]),
+            (
+                "1001".to_owned(),
+                vec!["PJSIP/1001".to_owned(), "PJSIP/1011".to_owned()],
+            ),
             ("1002".to_owned(), vec!["PJSIP/1002".to_owned()]),
         ])
     }
@@ -257,8 +263,14 @@ mod tests {
         let fresh: Vec<String> = wider.new_devices(&old).map(str::to_owned).collect();
         assert_eq!(fresh, ["PJSIP/1003"]);
         wider.adopt(old);
-        assert!(wider.on_device("PJSIP/1002", "INUSE").is_empty(), "still speaking");
-        assert_eq!(states(&wider.report_users(["1003"])), [("1003".into(), CallState::Idle)]);
+        assert!(
+            wider.on_device("PJSIP/1002", "INUSE").is_empty(),
+            "still speaking"
+        );
+        assert_eq!(
+            states(&wider.report_users(["1003"])),
+            [("1003".into(), CallState::Idle)]
+        );
     }
 
     #[test]

@@ -73,7 +73,11 @@ impl Listener {
                             "Asterisk connection lost; reconnecting with backoff (calls are not followed meanwhile)");
                         let _ = self.status.send(LinkState::Disconnected(why));
                     }
-                    failures = if was_connected { 1 } else { failures.saturating_add(1) };
+                    failures = if was_connected {
+                        1
+                    } else {
+                        failures.saturating_add(1)
+                    };
                 }
             }
             let delay = backoff.delay(failures);
@@ -123,11 +127,10 @@ impl Listener {
                     heard = Instant::now();
                     match frame {
                         Some(Ok(Message::Text(text))) => {
-                            if let Some(events) = self.on_text(book, &text) {
-                                if self.events.send(events).await.is_err() {
+                            if let Some(events) = self.on_text(book, &text)
+                                && self.events.send(events).await.is_err() {
                                     return Ended::Cancelled;
                                 }
-                            }
                         }
                         Some(Ok(Message::Close(_))) | None => {
                             return Ended::Lost("Asterisk closed the WebSocket".into(), true);
@@ -221,7 +224,11 @@ impl Listener {
         if !report.is_empty() && self.events.send(report).await.is_err() {
             return Ok(());
         }
-        tracing::info!(users = users.len(), new_devices = added.len(), "Asterisk devices updated");
+        tracing::info!(
+            users = users.len(),
+            new_devices = added.len(),
+            "Asterisk devices updated"
+        );
         Ok(())
     }
 }

@@ -49,7 +49,10 @@ impl Writer {
             }
             let batch: Vec<PbxUpdate> = pending.values().take(BATCH).cloned().collect();
             let results: Vec<(PbxUpdate, Result<(), AriError>)> = stream::iter(batch)
-                .map(|u| async { let r = self.write(&u).await; (u, r) })
+                .map(|u| async {
+                    let r = self.write(&u).await;
+                    (u, r)
+                })
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect()
                 .await;

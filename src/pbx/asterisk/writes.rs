@@ -68,7 +68,10 @@ mod tests {
         let text = format!(
             "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[pbx]\nkind = \"asterisk\"\nari_password = \"p\"\n{extra}"
         );
-        match Config::from_str_with(&text, Path::new("/c.toml"), &|_| None).unwrap().pbx {
+        match Config::from_str_with(&text, Path::new("/c.toml"), &|_| None)
+            .unwrap()
+            .pbx
+        {
             PbxConfig::Asterisk(a) => a,
             PbxConfig::Http(_) => unreachable!(),
         }
