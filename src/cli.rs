@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use pbx_teams_presence::config::{self, Config};
 use pbx_teams_presence::graph::{self, GraphClient};
-use pbx_teams_presence::{logging, service, store};
+use pbx_teams_presence::{logging, pbx, service, store};
 
 const DEFAULT_CONFIG: &str = "/etc/pbx-teams-presence/config.toml";
 
@@ -165,6 +165,19 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
                 );
             }
             Err(e) => problems.push(format!("matching users: {e}")),
+        }
+    }
+    if let config::PbxConfig::Asterisk(a) = &config.pbx {
+        let extensions: Vec<String> = directory
+            .entries
+            .iter()
+            .map(|e| e.extension.clone())
+            .collect();
+        for step in rt.block_on(pbx::asterisk::probe::probe(a, &extensions)) {
+            match step.result {
+                Ok(detail) => println!("ok: {} ({detail})", step.name),
+                Err(why) => problems.push(format!("{}: {why}", step.name)),
+            }
         }
     }
     for p in &problems {

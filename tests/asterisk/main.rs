@@ -315,3 +315,67 @@ async fn users_come_from_voicemail_boxes_too() {
     Pbx::wait_device("Custom:teams-1004", "INUSE", 10).await;
     w.stop().await.unwrap();
 }
+
+/// `pbx-teams-presence check` (the real binary): success, and what it printed.
+async fn run_check(w: &World) -> (bool, String) {
+    let path = w.config_path();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+            .args(["check", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_ari_ami_and_unknown_devices_by_key() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = World::new().await;
+    let ami = format!(
+        "ami_address = \"{}\"\nami_password_file = \"{}\"\nusers_from_voicemail = true\n",
+        sandbox::AMI_ADDR,
+        sandbox::credential("ami_password").display()
+    );
+    w.pbx_section = Some(format!(
+        "{}{DEVICES}1003 = [\"SIP/1003\"]\n",
+        Pbx::pbx_section(&ami)
+    ));
+    w.write_config("");
+    let (ok, out) = run_check(&w).await;
+    assert!(!ok, "an unknown device is a problem: {out}");
+    assert!(out.contains("ok: ari (http://127.0.0.1:8088/ari)"), "{out}");
+    assert!(out.contains("ok: ami (4 voicemail boxes)"), "{out}");
+    assert!(
+        out.contains(
+            "problem: user 1003: device SIP/1003: Asterisk does not know this device; fix pbx.devices"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains("device PJSIP/1002"),
+        "known devices pass: {out}"
+    );
+
+    // A wrong ARI password: named by its key, never shown.
+    let wrong = w.dir.path().join("wrong-ari-password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    w.pbx_section = Some(format!(
+        "[pbx]\nkind = \"asterisk\"\nari_password_file = \"{}\"\n",
+        wrong.display()
+    ));
+    w.write_config("");
+    let (ok, out) = run_check(&w).await;
+    assert!(!ok);
+    assert!(
+        out.contains("problem: ari: ARI refused the credentials (HTTP 401): check pbx.ari_username and pbx.ari_password_file"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-password"), "{out}");
+}

@@ -106,6 +106,13 @@ impl Ari {
         Err(AriError::Status { what, status, body })
     }
 
+    /// `GET /asterisk/ping`: reachable, and the credentials are taken.
+    pub async fn ping(&self) -> Result<(), AriError> {
+        let url = self.url(&["asterisk", "ping"]);
+        self.send("a ping", self.http.get(url)).await?;
+        Ok(())
+    }
+
     /// Subscribe our app to the state changes of `devices` (its WebSocket must be connected).
     pub async fn subscribe(&self, devices: &[&str]) -> Result<(), AriError> {
         for chunk in devices.chunks(SUBSCRIBE_CHUNK) {

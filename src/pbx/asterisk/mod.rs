@@ -7,6 +7,7 @@ pub mod ari;
 pub mod calls;
 pub mod events;
 mod listener;
+pub mod probe;
 mod writer;
 pub mod writes;
 

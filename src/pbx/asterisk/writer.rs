@@ -84,9 +84,15 @@ impl Writer {
                             "writing Teams states to Asterisk failed; retrying with backoff");
                     }
                     failures = failures.saturating_add(1);
+                    // A new update (e.g. every user's state, sent again when the listener
+                    // reconnects) ends the wait: Asterisk is likely back.
                     tokio::select! {
                         () = self.cancel.cancelled() => return,
                         () = tokio::time::sleep(backoff.delay(failures)) => {}
+                        next = self.rx.recv() => match next {
+                            Some(u) => { pending.insert(u.extension.clone(), u); }
+                            None => return,
+                        },
                     }
                 }
             }
