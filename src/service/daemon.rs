@@ -20,7 +20,7 @@ use super::voicemail;
 use super::writer::{Writers, Written};
 use super::{RunOptions, systemd};
 use crate::backoff::Backoff;
-use crate::config::{self, Config, Directory};
+use crate::config::{self, Config, Directory, PbxConfig};
 use crate::graph::{GraphClient, GraphError, UserMatch};
 use crate::pbx::asterisk::ami::VoicemailUser;
 use crate::pbx::{LinkState, PbxUpdate};
@@ -155,6 +155,15 @@ impl Daemon {
             status: link_tx,
         };
         let connector = Connector::start(&config.pbx, &links, &tracker).await?;
+        // What an earlier run said about its PBX link is not true of this one.
+        let link_state = match config.pbx {
+            PbxConfig::Asterisk(_) => "connecting",
+            PbxConfig::Http(_) => "",
+        };
+        store.write(Write::SetMeta {
+            key: "pbx_link".into(),
+            value: link_state.into(),
+        });
 
         let (ids_tx, ids_rx) = watch::channel(Arc::new(engine.poll_ids()));
         let (interval_tx, interval_rx) = watch::channel(config.sync.poll_interval);

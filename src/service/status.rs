@@ -96,7 +96,7 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         counters: s.counters.clone(),
         errors,
         last_poll_at,
-        pbx_link: s.meta.get("pbx_link").cloned(),
+        pbx_link: s.meta.get("pbx_link").filter(|v| !v.is_empty()).cloned(),
         pbx_link_since: meta_time("pbx_link_since"),
     }
 }

@@ -379,3 +379,37 @@ async fn check_reports_ari_ami_and_unknown_devices_by_key() {
     );
     assert!(!out.contains("not-the-password"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_the_users_file_is_followed_without_a_restart() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    let dave = w.graph.add_user(common::user(
+        "Dave",
+        "dave@contoso.com",
+        Some("dave@contoso.com"),
+        &[],
+    ));
+    w.write_users(&["1004,dave@contoso.com"]);
+    eventually(10, "Dave matched", || {
+        w.user_status("1004")["match"] == "matched"
+    })
+    .await;
+    Pbx::register("1004").await;
+    Pbx::register("1002").await;
+    let callee = Pbx::answer("1002", 100);
+    let caller = Pbx::dial("uac.xml", "1004", "1002", 2000, &[]);
+    let client = w.graph.client_id();
+    eventually(10, "Dave's new phone is followed: in a call", || {
+        w.graph.app_session(&dave, &client).is_some()
+    })
+    .await;
+    finish(caller, "1004 calls 1002").await;
+    finish(callee, "1002 answers").await;
+    eventually(10, "Dave cleared", || {
+        w.graph.app_session(&dave, &client).is_none()
+    })
+    .await;
+    assert_eq!(w.status()["pbx_link"], "connected");
+    w.stop().await.unwrap();
+}
