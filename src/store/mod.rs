@@ -35,7 +35,8 @@ use tokio::sync::oneshot;
 pub use error::StoreError;
 pub use schema::SUPPORTED as SCHEMA_VERSION;
 pub use types::{
-    ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt, UserRow, Write,
+    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt,
+    SubscriptionRow, UserRow, Write,
 };
 use worker::{Ctx, Msg, Stats, Worker};
 
@@ -148,6 +149,11 @@ impl Store {
     /// Everything in the database, including every write queued before the call.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.ask(Msg::Snapshot).await?
+    }
+
+    /// Every subscription account's refresh token, including writes queued before the call.
+    pub async fn account_tokens(&self) -> Result<Vec<(String, crate::config::Secret)>, StoreError> {
+        self.ask(Msg::Tokens).await?
     }
 
     /// Commits what is queued, closes the database and joins the thread (on the blocking

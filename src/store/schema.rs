@@ -67,6 +67,22 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     );",
+    // 2: change notifications. The refresh token of each subscription account (written by
+    // `login`, rotated by the daemon), and the subscriptions the daemon holds, so a restart
+    // reuses or deletes them instead of leaving orphans.
+    "CREATE TABLE accounts (
+        account       TEXT PRIMARY KEY NOT NULL,
+        refresh_token TEXT NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE TABLE subscriptions (
+        id            TEXT PRIMARY KEY NOT NULL,
+        account       TEXT NOT NULL,
+        client_state  TEXT NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        users         INTEGER NOT NULL,
+        rich          INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes and reads.

@@ -5,7 +5,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::types::{
-    ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt, UserRow, Write,
+    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt,
+    SubscriptionRow, UserRow, Write,
 };
 
 /// Applies one write inside the caller's transaction.
@@ -100,7 +101,47 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
             params![key, value],
         ),
+        Write::SetAccountToken {
+            account,
+            refresh_token,
+            at,
+        } => exec(
+            conn,
+            "INSERT OR REPLACE INTO accounts (account, refresh_token, updated_at)
+             VALUES (?1, ?2, ?3)",
+            params![account, refresh_token.expose(), at],
+        ),
+        Write::RemoveAccountToken { account } => exec(
+            conn,
+            "DELETE FROM accounts WHERE account = ?1",
+            params![account],
+        ),
+        Write::SaveSubscription(r) => exec(
+            conn,
+            "INSERT OR REPLACE INTO subscriptions (id, account, client_state, expires_at, users, rich)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![r.id, r.account, r.client_state, r.expires_at, r.users, r.rich],
+        ),
+        Write::DropSubscription { id } => exec(
+            conn,
+            "DELETE FROM subscriptions WHERE id = ?1",
+            params![id],
+        ),
     }
+}
+
+/// Every account's refresh token (for the daemon only; never part of a snapshot).
+pub fn account_tokens(conn: &Connection) -> rusqlite::Result<Vec<(String, crate::config::Secret)>> {
+    collect(
+        conn,
+        "SELECT account, refresh_token FROM accounts ORDER BY account",
+        |row| {
+            Ok((
+                row.get(0)?,
+                crate::config::Secret::new(row.get::<_, String>(1)?),
+            ))
+        },
+    )
 }
 
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<()> {
@@ -174,6 +215,31 @@ pub fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         meta: collect(conn, "SELECT key, value FROM meta", pair)?
             .into_iter()
             .collect(),
+        subscriptions: collect(
+            conn,
+            "SELECT id, account, client_state, expires_at, users, rich FROM subscriptions
+             ORDER BY account, id",
+            |row| {
+                Ok(SubscriptionRow {
+                    id: row.get(0)?,
+                    account: row.get(1)?,
+                    client_state: row.get(2)?,
+                    expires_at: row.get(3)?,
+                    users: row.get(4)?,
+                    rich: row.get(5)?,
+                })
+            },
+        )?,
+        accounts: collect(
+            conn,
+            "SELECT account, updated_at FROM accounts ORDER BY account",
+            |row| {
+                Ok(AccountRow {
+                    account: row.get(0)?,
+                    updated_at: row.get(1)?,
+                })
+            },
+        )?,
     })
 }
 

@@ -119,6 +119,54 @@ pub enum Write {
         /// Value.
         value: String,
     },
+    /// A subscription account's refresh token (after `login`, or rotated by a refresh).
+    SetAccountToken {
+        /// The account (lowercased UPN).
+        account: String,
+        /// The refresh token; never logged, never in a [`Snapshot`].
+        refresh_token: crate::config::Secret,
+        /// When.
+        at: Millis,
+    },
+    /// The account's refresh token is revoked or expired: forget it (`login` again).
+    RemoveAccountToken {
+        /// The account.
+        account: String,
+    },
+    /// A subscription the daemon holds (created or renewed).
+    SaveSubscription(SubscriptionRow),
+    /// A subscription that is gone (deleted, expired or replaced).
+    DropSubscription {
+        /// Graph's subscription id.
+        id: String,
+    },
+}
+
+/// A change-notification subscription held by one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionRow {
+    /// Graph's subscription id.
+    pub id: String,
+    /// The account holding it.
+    pub account: String,
+    /// The secret Graph echoes in every notification; checked by the receiver.
+    #[serde(skip)]
+    pub client_state: String,
+    /// When Graph deletes it unless renewed.
+    pub expires_at: Millis,
+    /// How many users its filter names.
+    pub users: i64,
+    /// Rich (encrypted resource data) or basic notifications.
+    pub rich: bool,
+}
+
+/// An account that holds a refresh token (the token itself is not part of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountRow {
+    /// The account.
+    pub account: String,
+    /// When its token was last written.
+    pub updated_at: Millis,
 }
 
 /// How many errors the database keeps.
@@ -141,6 +189,10 @@ impl Write {
             Write::RecordError { .. } => "record_error",
             Write::AddCounter { .. } => "add_counter",
             Write::SetMeta { .. } => "set_meta",
+            Write::SetAccountToken { .. } => "set_account_token",
+            Write::RemoveAccountToken { .. } => "remove_account_token",
+            Write::SaveSubscription(_) => "save_subscription",
+            Write::DropSubscription { .. } => "drop_subscription",
         }
     }
 
@@ -157,7 +209,11 @@ impl Write {
             Write::CloseSession { .. }
             | Write::RecordError { .. }
             | Write::AddCounter { .. }
-            | Write::SetMeta { .. } => None,
+            | Write::SetMeta { .. }
+            | Write::SetAccountToken { .. }
+            | Write::RemoveAccountToken { .. }
+            | Write::SaveSubscription(_)
+            | Write::DropSubscription { .. } => None,
         }
     }
 }
@@ -176,6 +232,10 @@ pub struct Snapshot {
     pub errors: Vec<ErrorRow>,
     /// Free-form keys set with [`Write::SetMeta`].
     pub meta: BTreeMap<String, String>,
+    /// Subscriptions held, ordered by account.
+    pub subscriptions: Vec<SubscriptionRow>,
+    /// Accounts that hold a refresh token, ordered by name.
+    pub accounts: Vec<AccountRow>,
 }
 
 /// One user and everything known about it.

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::types::{Snapshot, Write};
 use super::{StoreError, sql};
+use crate::config::Secret;
 
 /// Most messages taken into one transaction; bounds memory (a poll of 50,000 users is five
 /// transactions, not one vector of 50,000 writes) and commit latency if the queue never
@@ -27,6 +28,8 @@ pub(super) enum Msg {
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Answer with a snapshot that includes every earlier write.
     Snapshot(oneshot::Sender<Result<Snapshot, StoreError>>),
+    /// Answer with every account's refresh token (after every earlier write).
+    Tokens(oneshot::Sender<Result<Vec<(String, Secret)>, StoreError>>),
     /// Commit, close the connection, answer, stop.
     Close(oneshot::Sender<Result<(), StoreError>>),
     /// Tests only: park the thread until the sender sends or is dropped, so a test can
@@ -57,6 +60,7 @@ enum Reply {
         close: bool,
     },
     Snapshot(oneshot::Sender<Result<Snapshot, StoreError>>),
+    Tokens(oneshot::Sender<Result<Vec<(String, Secret)>, StoreError>>),
 }
 
 /// The thread's state.
@@ -132,6 +136,14 @@ impl Worker {
                 Reply::Snapshot(tx) => {
                     let _ = tx.send(self.snapshot());
                 }
+                Reply::Tokens(tx) => {
+                    let tokens =
+                        sql::account_tokens(&self.conn).map_err(|source| StoreError::Sqlite {
+                            path: self.ctx.path.clone(),
+                            source,
+                        });
+                    let _ = tx.send(tokens);
+                }
                 Reply::Done {
                     tx,
                     wrote,
@@ -177,6 +189,10 @@ impl Worker {
                 }
                 Msg::Snapshot(tx) => {
                     replies.push(Reply::Snapshot(tx));
+                    continue;
+                }
+                Msg::Tokens(tx) => {
+                    replies.push(Reply::Tokens(tx));
                     continue;
                 }
                 #[cfg(test)]
