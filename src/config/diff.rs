@@ -52,6 +52,10 @@ pub fn diff(old: &(Config, Directory), new: &(Config, Directory)) -> Vec<Change>
     let request_timeout = o.sync.request_timeout != n.sync.request_timeout;
     when(o.azure != n.azure || request_timeout, Change::Azure);
     when(o.pbx != n.pbx, Change::Pbx);
+    when(
+        o.notifications != n.notifications,
+        Change::RestartRequired("notifications"),
+    );
     when(o.log != n.log, Change::LogLevel);
     when(
         o.sync.poll_interval != n.sync.poll_interval,

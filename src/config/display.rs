@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AsteriskPbxConfig, Config, HttpPbxConfig, PbxConfig, Template};
+use super::{AsteriskPbxConfig, Config, HttpPbxConfig, NotificationsConfig, PbxConfig, Template};
 
 /// A TOML string literal (escaped).
 fn q(s: &str) -> toml::Value {
@@ -64,6 +64,10 @@ impl fmt::Display for Config {
                 writeln!(f, "{teams} = {}", q(state))?;
             }
         }
+        match &self.notifications {
+            Some(n) => notifications(f, n)?,
+            None => writeln!(f, "\n[notifications]\nenabled = false")?,
+        }
         writeln!(f, "\n[log]\nlevel = {}", q(&self.log.level))
     }
 }
@@ -80,6 +84,26 @@ fn http(f: &mut fmt::Formatter<'_>, h: &HttpPbxConfig) -> fmt::Result {
         None => writeln!(f, "# push_url: not set, no push to the PBX")?,
     }
     writeln!(f, "push_timeout = {}", d(h.push_timeout))
+}
+
+fn notifications(f: &mut fmt::Formatter<'_>, n: &NotificationsConfig) -> fmt::Result {
+    writeln!(f, "\n[notifications]\nenabled = true")?;
+    writeln!(f, "public_url = {}", q(n.public_url.as_str()))?;
+    writeln!(f, "listen = {}", q(&n.listen.to_string()))?;
+    let accounts: Vec<String> = n.accounts.iter().map(|a| q(a).to_string()).collect();
+    writeln!(f, "accounts = [{}]", accounts.join(", "))?;
+    writeln!(f, "include_resource_data = {}", n.include_resource_data)?;
+    writeln!(
+        f,
+        "reconciliation_interval = {}",
+        d(n.reconciliation_interval)
+    )?;
+    writeln!(f, "delete_on_shutdown = {}", n.delete_on_shutdown)?;
+    if let Some(tls) = &n.tls {
+        writeln!(f, "tls_cert_file = {}", q(&tls.cert.to_string_lossy()))?;
+        writeln!(f, "tls_key_file = {}", q(&tls.key.to_string_lossy()))?;
+    }
+    Ok(())
 }
 
 fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig) -> fmt::Result {
@@ -160,6 +184,48 @@ InAMeeting = "busy"
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("client-secret"), "top-secret-1").unwrap();
         std::fs::write(dir.path().join("pbx-token"), "top-secret-2").unwrap();
+        let creds: OsString = dir.path().as_os_str().to_owned();
+        let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| creds.clone());
+        let again = Config::from_str_with(&shown, source, &env).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn asterisk_and_notifications_print_and_parse_back() {
+        let text = r#"
+[azure]
+tenant_id = "t"
+client_id = "c"
+client_secret = "top-secret-1"
+[pbx]
+kind = "asterisk"
+ari_password = "top-secret-3"
+presence_state = ""
+ami_address = "127.0.0.1:5038"
+ami_password = "top-secret-4"
+users_from_voicemail = true
+[pbx.devices]
+1001 = ["PJSIP/1001", "PJSIP/1011"]
+[pbx.states.dnd]
+device = "INUSE"
+[notifications]
+enabled = true
+public_url = "https://sync.example/notify"
+accounts = ["a@contoso.com"]
+"#;
+        let source = Path::new("/etc/p/config.toml");
+        let c = Config::from_str_with(text, source, &|_| None).unwrap();
+        let shown = c.to_string();
+        assert!(!shown.contains("top-secret"), "{shown}");
+        assert!(shown.contains("presence_state = \"\""), "{shown}");
+        let dir = tempfile::tempdir().unwrap();
+        for (name, value) in [
+            ("client-secret", "top-secret-1"),
+            ("ari-password", "top-secret-3"),
+            ("ami-password", "top-secret-4"),
+        ] {
+            std::fs::write(dir.path().join(name), value).unwrap();
+        }
         let creds: OsString = dir.path().as_os_str().to_owned();
         let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| creds.clone());
         let again = Config::from_str_with(&shown, source, &env).unwrap();

@@ -57,6 +57,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub mapping: MappingSection,
     #[serde(default)]
+    pub notifications: super::notifications::NotificationsSection,
+    #[serde(default)]
     pub log: LogSection,
 }
 

@@ -13,6 +13,7 @@ mod asterisk;
 mod diff;
 mod display;
 mod file;
+mod notifications;
 mod secret;
 mod spans;
 mod users;
@@ -39,6 +40,7 @@ pub use file::{
     DEFAULT_GRAPH_URL, DEFAULT_IN_CALL_EXPIRATION, DEFAULT_LOGIN_URL, DEFAULT_POLL_INTERVAL,
     DEFAULT_STATE_DB, DEFAULT_USERS_FILE,
 };
+pub use notifications::{NotificationsConfig, TlsFiles};
 pub use secret::{EnvLookup, Secret};
 pub use users::{Directory, UserEntry, load_users, parse_users};
 pub use watch::{FileWatch, watch_files};
@@ -60,6 +62,8 @@ pub struct Config {
     pub pbx: PbxConfig,
     /// Teams presence -> PBX state table (defaults overlaid with the file's rules).
     pub mapping: Mapping,
+    /// Change notifications; `None` unless `notifications.enabled`.
+    pub notifications: Option<NotificationsConfig>,
     /// Logging filter.
     pub log: LogConfig,
 }

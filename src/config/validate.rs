@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::asterisk;
 use super::file::{AzureSection, FileConfig, MappingSection, PbxSection, SyncSection};
 use super::secret::{self, EnvLookup, SecretSpec};
 use super::spans::Spans;
@@ -17,6 +16,7 @@ use super::{
     AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig,
     SyncConfig, UsersConfig,
 };
+use super::{asterisk, notifications};
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
@@ -130,6 +130,7 @@ pub(crate) fn validate(
         },
         pbx: pbx(&ctx, &file.pbx)?,
         mapping: mapping(&ctx, &file.mapping)?,
+        notifications: notifications::notifications(&ctx, &file.notifications)?,
         log: LogConfig {
             level: log_level(&ctx, &file.log.level)?,
         },
