@@ -28,9 +28,14 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 
 /// An access token. Opaque [D31]; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Bearer(Arc<str>);
+pub struct Bearer(Arc<str>);
 
 impl Bearer {
+    /// Wraps a token that did not come from [`Auth`] (a delegated one).
+    pub(crate) fn new(token: &str) -> Bearer {
+        Bearer(Arc::from(token))
+    }
+
     /// The raw token, for the Authorization header only.
     pub(crate) fn secret(&self) -> &str {
         &self.0
@@ -63,7 +68,7 @@ impl oauth2::ErrorResponse for AadError {}
 
 impl AadError {
     /// The token endpoint's answer as the caller's next action.
-    fn into_error(self) -> GraphError {
+    pub(crate) fn into_error(self) -> GraphError {
         if self.error == "temporarily_unavailable" {
             return GraphError::Unavailable { status: 503 };
         }

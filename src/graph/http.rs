@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::budget::parse_retry_after;
 use super::error::{ErrorBody, error_chain};
+use super::auth::Bearer;
 use super::{Counters, GraphError, Inner};
 use crate::backoff::Backoff;
 
@@ -22,6 +23,9 @@ pub(crate) struct Request<'a> {
     pub presence: bool,
     /// The user concerned, for the logs only.
     pub user: Option<&'a str>,
+    /// A delegated token (a subscription account's) instead of the app token. A 401 is then
+    /// the caller's to handle (refresh that account's token); it is not retried here.
+    pub token: Option<&'a Bearer>,
 }
 
 impl Request<'static> {
@@ -33,6 +37,7 @@ impl Request<'static> {
             body: None,
             presence: false,
             user: None,
+            token: None,
         }
     }
 }
@@ -113,12 +118,15 @@ impl Inner {
         // One id per logical request, echoed by Graph, to find it in Microsoft's logs [D7 s.7].
         let client_request_id = Uuid::new_v4().to_string();
         let mut attempt = 1;
-        let mut reauthed = false;
+        let mut reauthed = req.token.is_some();
         loop {
             if req.presence {
                 self.budget.acquire().await;
             }
-            let token = self.auth.token().await?;
+            let token = match req.token {
+                Some(t) => t.clone(),
+                None => self.auth.token().await?,
+            };
             Counters::bump(&self.counters.requests, 1);
             let failure = match self
                 .send_once(req, token.secret(), &client_request_id)

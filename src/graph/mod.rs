@@ -9,10 +9,12 @@
 mod aadsts;
 mod auth;
 mod budget;
+pub mod delegated;
 mod error;
 mod http;
 mod presence;
 mod probe;
+pub mod subscriptions;
 mod users;
 
 #[cfg(test)]
@@ -26,6 +28,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use aadsts::{consent_url, explain_aadsts};
+pub use auth::Bearer;
 pub use error::GraphError;
 pub use presence::{ClearOutcome, Presence};
 pub use probe::{ProbeReport, ProbeStep};

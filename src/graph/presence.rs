@@ -82,6 +82,7 @@ impl GraphClient {
                 body: Some(&body),
                 presence: true,
                 user: None,
+                token: None,
             };
             let bytes = self.inner.send(&request).await?;
             let page: PresencePage = serde_json::from_slice(&bytes)
@@ -147,6 +148,7 @@ impl GraphClient {
             body: Some(body),
             presence: true,
             user: Some(user_id),
+            token: None,
         };
         self.inner.send(&request).await.map(drop)
     }

@@ -331,6 +331,7 @@ impl GraphClient {
                 body: Some(&body),
                 presence: false,
                 user: None,
+                token: None,
             };
             let bytes = inner.send(&request).await?;
             let answer: BatchAnswer = serde_json::from_slice(&bytes)
