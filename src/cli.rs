@@ -42,6 +42,15 @@ enum Command {
     },
     /// Print the URL an Entra admin opens to grant the app's permissions.
     ConsentUrl(ConfigArg),
+    /// Sign a subscription account in once (device code); its refresh token is kept in the
+    /// state database and the daemon renews it from then on.
+    Login {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account, as listed in notifications.accounts.
+        #[arg(long)]
+        account: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +70,7 @@ impl Cli {
             } => check(&config.config, print_config),
             Command::Status { config, json } => status(&config.config, json),
             Command::ConsentUrl(a) => consent_url(&a.config),
+            Command::Login { config, account } => login(&config.config, &account),
         };
         match result {
             Ok(code) => code,
@@ -96,6 +106,57 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         result
     })
     .with_context(|| format!("pbx-teams-presence ({})", path.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn login(path: &Path, account: &str) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let account = account.trim().to_lowercase();
+    let listed = config
+        .notifications
+        .as_ref()
+        .is_some_and(|n| n.accounts.contains(&account));
+    if !listed {
+        anyhow::bail!(
+            "{}: {account} is not in notifications.accounts (and notifications.enabled must be true)",
+            path.display()
+        );
+    }
+    let rt = runtime()?;
+    let delegated = graph::delegated::Delegated::new(&service::delegated_settings(&config))?;
+    let code = rt.block_on(delegated.start_device_login())?;
+    println!(
+        "To sign in {account}: open {} and enter the code {} (valid {} min).",
+        code.verification_uri,
+        code.user_code,
+        code.expires_in.as_secs() / 60
+    );
+    println!("Sign in as {account} itself; waiting ...");
+    let grant = rt.block_on(delegated.finish_device_login(&code))?;
+    let refresh_token = grant.refresh_token.context(
+        "Entra returned no refresh token: the app must be granted offline_access (see docs/notifications.md)",
+    )?;
+    let client = GraphClient::new(service::graph_settings_for(&config))?;
+    let signed_in = rt.block_on(client.me(&grant.access_token))?;
+    if signed_in.to_lowercase() != account {
+        anyhow::bail!(
+            "signed in as {signed_in}, not {account}: run login again and sign in as {account}"
+        );
+    }
+    let db = config.sync.state_db.clone();
+    rt.block_on(async move {
+        let store = tokio::task::spawn_blocking(move || store::Store::open(&db)).await??;
+        store.write(store::Write::SetAccountToken {
+            account: account.clone(),
+            refresh_token: config::Secret::new(refresh_token),
+            at: service::Clock::default().now(),
+        });
+        store.close().await?;
+        println!(
+            "{account} signed in; its token is saved. A running daemon uses it within a minute."
+        );
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

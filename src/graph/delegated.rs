@@ -15,8 +15,8 @@ use oauth2::basic::{
 };
 use oauth2::{
     AsyncHttpClient, AuthType, ClientId, DeviceAuthorizationUrl, DeviceCodeErrorResponseType,
-    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, RefreshToken, RequestTokenError,
-    Scope, StandardDeviceAuthorizationResponse, StandardErrorResponse, StandardRevocableToken,
+    EndpointNotSet, EndpointSet, HttpRequest, HttpResponse, RefreshToken, RequestTokenError, Scope,
+    StandardDeviceAuthorizationResponse, StandardErrorResponse, StandardRevocableToken,
     TokenResponse, TokenUrl,
 };
 use url::Url;

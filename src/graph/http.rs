@@ -7,9 +7,9 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use url::Url;
 use uuid::Uuid;
 
+use super::auth::Bearer;
 use super::budget::parse_retry_after;
 use super::error::{ErrorBody, error_chain};
-use super::auth::Bearer;
 use super::{Counters, GraphError, Inner};
 use crate::backoff::Backoff;
 

@@ -49,7 +49,10 @@ struct Page {
 /// The filter for `ids`: `/communications/presences?$filter=id in ('a','b')` [D3].
 pub fn presence_resource(ids: &[&str]) -> String {
     let quoted: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
-    format!("/communications/presences?$filter=id in ({})", quoted.join(","))
+    format!(
+        "/communications/presences?$filter=id in ({})",
+        quoted.join(",")
+    )
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -125,8 +128,25 @@ impl GraphClient {
         }
     }
 
+    /// Who the token belongs to (`GET /me`, its `userPrincipalName`): `login` checks that the
+    /// admin signed in as the account named.
+    pub async fn me(&self, token: &Bearer) -> Result<String, GraphError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Me {
+            user_principal_name: String,
+        }
+        let bytes = self.with_account(token, Method::GET, &["me"], None).await?;
+        let me: Me = serde_json::from_slice(&bytes)
+            .map_err(|e| GraphError::InvalidResponse(format!("GET /me: {e}")))?;
+        Ok(me.user_principal_name)
+    }
+
     /// The account's subscriptions (to reuse or clean up at start).
-    pub async fn list_subscriptions(&self, token: &Bearer) -> Result<Vec<Subscription>, GraphError> {
+    pub async fn list_subscriptions(
+        &self,
+        token: &Bearer,
+    ) -> Result<Vec<Subscription>, GraphError> {
         let bytes = self
             .with_account(token, Method::GET, &["subscriptions"], None)
             .await?;

@@ -34,6 +34,18 @@ pub fn graph_settings(config: &Config) -> GraphSettings {
     }
 }
 
+/// The token endpoint for subscription accounts (same tenant and app as [`graph_settings`]).
+pub fn delegated_settings(config: &Config) -> crate::graph::delegated::DelegatedSettings {
+    let azure = &config.azure;
+    crate::graph::delegated::DelegatedSettings {
+        login_url: azure.login_url.clone(),
+        graph_url: azure.graph_url.clone(),
+        tenant_id: azure.tenant_id.clone(),
+        client_id: azure.client_id.clone(),
+        request_timeout: config.sync.request_timeout,
+    }
+}
+
 pub fn engine_settings(config: &Config) -> EngineSettings {
     EngineSettings {
         in_call_expiration: config.sync.in_call_expiration,

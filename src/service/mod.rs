@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+pub use build::delegated_settings;
 pub use build::graph_settings as graph_settings_for;
 pub use clock::Clock;
 pub use daemon::ServiceError;
