@@ -16,6 +16,7 @@ mod presence;
 mod probe;
 pub mod subscriptions;
 mod users;
+pub mod webhook;
 
 #[cfg(test)]
 mod http_tests;
