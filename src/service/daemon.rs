@@ -15,6 +15,7 @@ use super::build::{
 };
 use super::connector::{Connector, ConnectorLinks};
 use super::matching::{self, Matches};
+use super::notify;
 use super::poller::{self, PollInputs, Polled};
 use super::voicemail;
 use super::writer::{Writers, Written};
@@ -78,6 +79,11 @@ pub(super) struct Daemon {
     pub(super) interval_tx: watch::Sender<Duration>,
     pub(super) known_tx: watch::Sender<Arc<crate::pbx::http::ExtensionSet>>,
     pub(super) users_tx: watch::Sender<Arc<Vec<String>>>,
+    /// Users a healthy change-notification subscription covers.
+    pub(super) covered: watch::Receiver<Arc<HashSet<Arc<str>>>>,
+    /// Covered users whose change only a poll saw (to the notification manager).
+    pub(super) suspects: Option<mpsc::UnboundedSender<Arc<str>>>,
+    pub(super) _covered_unused: Option<watch::Sender<Arc<HashSet<Arc<str>>>>>,
     pub(super) rx: Inputs,
     pub(super) resolving: JoinSet<Resolved>,
     /// Where lookup rounds send their answers, chunk by chunk.
@@ -168,10 +174,41 @@ impl Daemon {
         let (ids_tx, ids_rx) = watch::channel(Arc::new(engine.poll_ids()));
         let (interval_tx, interval_rx) = watch::channel(config.sync.poll_interval);
         let (polled_tx, polled) = mpsc::channel(64);
+        let (covered_tx, covered) = watch::channel(Arc::default());
+        // Without notifications the sender is kept (unused) so the poller's watch stays open.
+        let mut covered_unused = None;
+        let suspects = match &config.notifications {
+            Some(n) => Some(
+                notify::start(
+                    n,
+                    &config,
+                    &store,
+                    snapshot.subscriptions.clone(),
+                    notify::Channels {
+                        graph: graph_rx.clone(),
+                        ids: ids_rx.clone(),
+                        covered: covered_tx,
+                        out: polled_tx.clone(),
+                    },
+                    &options.shutdown,
+                    &tracker,
+                )
+                .await?,
+            ),
+            None => {
+                covered_unused = Some(covered_tx);
+                None
+            }
+        };
         let inputs = PollInputs {
             graph: graph_rx.clone(),
             ids: ids_rx,
             interval: interval_rx,
+            covered: covered.clone(),
+            reconcile: config
+                .notifications
+                .as_ref()
+                .map_or(config.sync.poll_interval, |n| n.reconciliation_interval),
         };
         tracker.spawn(poller::run(
             inputs,
@@ -211,6 +248,9 @@ impl Daemon {
             interval_tx,
             known_tx,
             users_tx,
+            covered,
+            suspects,
+            _covered_unused: covered_unused,
             rx,
             resolving: JoinSet::new(),
             resolved_tx,

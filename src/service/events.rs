@@ -7,9 +7,10 @@ use super::matching;
 use super::poller::Polled;
 use super::systemd;
 use super::writer::{Wanted, Written};
+use crate::graph::Presence;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::store::Write;
-use crate::sync::types::{Command, PbxEvent, TeamsPresence};
+use crate::sync::types::{Command, Millis, PbxEvent, TeamsPresence};
 
 impl Daemon {
     pub(super) fn on_pbx_events(&mut self, batch: Vec<PbxEvent>) {
@@ -34,28 +35,48 @@ impl Daemon {
         self.count("pbx_events", 1);
     }
 
+    /// Presences read by a poll (`notified` false) or announced by a notification. A covered
+    /// user's change that only a poll saw is reported to the notification manager.
+    fn on_presences(&mut self, presences: Vec<Presence>, notified: bool, now: Millis) {
+        let covered = self.covered.borrow().clone();
+        for p in presences {
+            let presence = TeamsPresence::new(&p.availability, &p.activity);
+            let outcome = self.engine.on_teams_presence(&p.id, &presence, now);
+            for (extension, previous) in &outcome.changed {
+                let from = previous
+                    .as_ref()
+                    .map_or("-".to_owned(), ToString::to_string);
+                let via = if notified { "notification" } else { "poll" };
+                tracing::info!(%extension, user = %p.id, %from, to = %presence,
+                    own_call = outcome.echo, via, "Teams presence changed");
+                self.store.write(Write::SetTeams {
+                    extension: extension.clone(),
+                    availability: presence.availability.clone(),
+                    activity: presence.activity.clone(),
+                    at: now,
+                });
+            }
+            if !notified
+                && !outcome.changed.is_empty()
+                && !outcome.echo
+                && let (Some(tx), Some(id)) = (&self.suspects, covered.get(p.id.as_str()))
+            {
+                let _ = tx.send(id.clone());
+            }
+            self.execute(outcome.commands);
+        }
+    }
+
     pub(super) fn on_polled(&mut self, polled: Polled) {
         let now = self.options.clock.now();
         match polled {
-            Polled::Chunk(presences) => {
-                for p in presences {
-                    let presence = TeamsPresence::new(&p.availability, &p.activity);
-                    let outcome = self.engine.on_teams_presence(&p.id, &presence, now);
-                    for (extension, previous) in &outcome.changed {
-                        let from = previous
-                            .as_ref()
-                            .map_or("-".to_owned(), ToString::to_string);
-                        tracing::info!(%extension, user = %p.id, %from, to = %presence,
-                            own_call = outcome.echo, "Teams presence changed");
-                        self.store.write(Write::SetTeams {
-                            extension: extension.clone(),
-                            availability: presence.availability.clone(),
-                            activity: presence.activity.clone(),
-                            at: now,
-                        });
-                    }
-                    self.execute(outcome.commands);
-                }
+            Polled::Chunk(presences) => self.on_presences(presences, false, now),
+            Polled::Notified(presences) => {
+                self.count(
+                    "notified_presences",
+                    i64::try_from(presences.len()).unwrap_or(0),
+                );
+                self.on_presences(presences, true, now);
             }
             Polled::Done {
                 users,

@@ -8,6 +8,7 @@ mod connector;
 mod daemon;
 mod events;
 mod matching;
+mod notify;
 mod poller;
 mod reload;
 mod resolve;

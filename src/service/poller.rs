@@ -1,7 +1,13 @@
 //! Teams -> PBX by polling: every `sync.poll_interval`, read the presence of every matched user
 //! with getPresencesByUserId (650 ids per request, FACTS.md section 3 [D1]) and hand each
 //! chunk to the main loop as soon as it arrives.
+//!
+//! Users covered by a healthy change-notification subscription are left out of most cycles:
+//! they are read only every `notifications.reconciliation_interval`, which also proves the
+//! subscriptions right (a change found by polling that no notification announced marks the
+//! subscription unhealthy, and its users are polled at full speed again).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +33,8 @@ pub enum Polled {
     },
     /// A cycle stopped at an error; the next one starts at the next interval.
     Failed(String),
+    /// Presences a change notification announced (not a poll).
+    Notified(Vec<Presence>),
 }
 
 /// The inputs of the poller, all hot-reloadable.
@@ -34,24 +42,45 @@ pub struct PollInputs {
     pub graph: watch::Receiver<GraphClient>,
     pub ids: watch::Receiver<Arc<Vec<Arc<str>>>>,
     pub interval: watch::Receiver<Duration>,
+    /// Users covered by a healthy subscription (empty without notifications).
+    pub covered: watch::Receiver<Arc<HashSet<Arc<str>>>>,
+    /// How often covered users are read anyway.
+    pub reconcile: Duration,
 }
 
 /// Poll until cancelled. A change of the id list starts a cycle at once (new users are
 /// known within moments of being matched).
 pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: CancellationToken) {
     let mut ticker = new_ticker(*inputs.interval.borrow_and_update());
+    let mut last_full: Option<Instant> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = ticker.tick() => {}
             changed = inputs.ids.changed() => if changed.is_err() { return },
+            changed = inputs.covered.changed() => if changed.is_err() { return },
             changed = inputs.interval.changed() => {
                 if changed.is_err() { return }
                 ticker = new_ticker(*inputs.interval.borrow_and_update());
                 continue;
             }
         }
-        let ids = inputs.ids.borrow_and_update().clone();
+        let all = inputs.ids.borrow_and_update().clone();
+        let covered = inputs.covered.borrow_and_update().clone();
+        let full = covered.is_empty()
+            || last_full
+                .is_none_or(|t| t.elapsed() + Duration::from_millis(500) >= inputs.reconcile);
+        let ids = if full {
+            last_full = Some(Instant::now());
+            all
+        } else {
+            Arc::new(
+                all.iter()
+                    .filter(|id| !covered.contains(*id))
+                    .cloned()
+                    .collect(),
+            )
+        };
         let graph = inputs.graph.borrow().clone();
         let report = tokio::select! {
             () = cancel.cancelled() => return,

@@ -17,6 +17,10 @@ pub struct StatusReport {
     /// Connectors that keep a connection (Asterisk): `connected` or `disconnected: why`.
     pub pbx_link: Option<String>,
     pub pbx_link_since: Option<String>,
+    /// Change-notification subscriptions held.
+    pub subscriptions: Vec<SubscriptionStatus>,
+    /// Subscription accounts signed in (holding a refresh token).
+    pub accounts_signed_in: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,6 +39,17 @@ pub struct UserStatus {
     pub dnd: Option<bool>,
     pub in_call_session: bool,
     pub session_expires_at: Option<String>,
+    /// The subscription account covering the user; `None`: polled.
+    pub covered_by: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubscriptionStatus {
+    pub id: String,
+    pub account: String,
+    pub users: i64,
+    pub expires_at: String,
+    pub rich: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +88,7 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
             dnd: u.dnd,
             in_call_session: u.session_expires_at.is_some(),
             session_expires_at: u.session_expires_at.map(time),
+            covered_by: u.covered_by.clone(),
         })
         .collect();
     let errors = s
@@ -98,6 +114,18 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         last_poll_at,
         pbx_link: s.meta.get("pbx_link").filter(|v| !v.is_empty()).cloned(),
         pbx_link_since: meta_time("pbx_link_since"),
+        subscriptions: s
+            .subscriptions
+            .iter()
+            .map(|r| SubscriptionStatus {
+                id: r.id.clone(),
+                account: r.account.clone(),
+                users: r.users,
+                expires_at: time(r.expires_at),
+                rich: r.rich,
+            })
+            .collect(),
+        accounts_signed_in: s.accounts.iter().map(|a| a.account.clone()).collect(),
     }
 }
 
@@ -105,7 +133,7 @@ pub fn status_text(r: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}",
+        "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8} VIA",
         "EXT", "E-MAIL", "MATCH", "TEAMS", "PBX", "IN-CALL"
     );
     for u in &r.users {
@@ -113,9 +141,13 @@ pub fn status_text(r: &StatusReport) -> String {
             .teams
             .as_ref()
             .map_or("-".into(), |t| format!("{}/{}", t.availability, t.activity));
+        let via = u
+            .covered_by
+            .as_deref()
+            .map_or("poll".to_owned(), |a| format!("notify:{a}"));
         let _ = writeln!(
             out,
-            "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8}",
+            "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8} {via}",
             u.extension,
             u.email,
             u.match_status,
@@ -129,6 +161,17 @@ pub fn status_text(r: &StatusReport) -> String {
         "\nlast poll: {}",
         r.last_poll_at.as_deref().unwrap_or("never")
     );
+    for sub in &r.subscriptions {
+        let _ = writeln!(
+            out,
+            "subscription {} ({}): {} users, expires {}{}",
+            sub.id,
+            sub.account,
+            sub.users,
+            sub.expires_at,
+            if sub.rich { ", rich" } else { "" }
+        );
+    }
     if let Some(link) = &r.pbx_link {
         let since = r.pbx_link_since.as_deref().unwrap_or("?");
         let _ = writeln!(out, "PBX: {link} (since {since})");

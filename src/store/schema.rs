@@ -82,7 +82,12 @@ const MIGRATIONS: &[&str] = &[
         expires_at    INTEGER NOT NULL,
         users         INTEGER NOT NULL,
         rich          INTEGER NOT NULL
-    );",
+    );
+    CREATE TABLE coverage (
+        teams_id TEXT PRIMARY KEY NOT NULL,
+        account  TEXT NOT NULL
+    );
+    CREATE INDEX coverage_account ON coverage (account);",
 ];
 
 /// The schema version this build writes and reads.

@@ -127,6 +127,21 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             "DELETE FROM subscriptions WHERE id = ?1",
             params![id],
         ),
+        Write::SetCoverage { account, teams_ids } => {
+            exec(
+                conn,
+                "DELETE FROM coverage WHERE account = ?1",
+                params![account],
+            )?;
+            for id in teams_ids {
+                exec(
+                    conn,
+                    "INSERT OR REPLACE INTO coverage (teams_id, account) VALUES (?1, ?2)",
+                    params![id, account],
+                )?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -278,13 +293,14 @@ const USERS_SQL: &str = "
            t.availability, t.activity, t.at,
            p.state, p.availability, p.activity, p.at,
            x.state, x.dnd, x.at,
-           s.expires_at
+           s.expires_at, c.account
     FROM users u
     LEFT JOIN matches m ON m.extension = u.extension
     LEFT JOIN teams t ON t.extension = u.extension
     LEFT JOIN pushed p ON p.extension = u.extension
     LEFT JOIN pbx x ON x.extension = u.extension
     LEFT JOIN sessions s ON s.extension = u.extension
+    LEFT JOIN coverage c ON c.teams_id = m.teams_id
     ORDER BY u.extension";
 
 fn users(conn: &Connection) -> rusqlite::Result<Vec<UserRow>> {
@@ -305,6 +321,7 @@ fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
         dnd: row.get(14)?,
         pbx_at: row.get(15)?,
         session_expires_at: row.get(16)?,
+        covered_by: row.get(17)?,
     })
 }
 

@@ -140,6 +140,14 @@ pub enum Write {
         /// Graph's subscription id.
         id: String,
     },
+    /// The users an account's healthy subscription covers now (replaces its earlier list;
+    /// empty: none).
+    SetCoverage {
+        /// The account.
+        account: String,
+        /// Entra object ids.
+        teams_ids: Vec<String>,
+    },
 }
 
 /// A change-notification subscription held by one account.
@@ -193,6 +201,7 @@ impl Write {
             Write::RemoveAccountToken { .. } => "remove_account_token",
             Write::SaveSubscription(_) => "save_subscription",
             Write::DropSubscription { .. } => "drop_subscription",
+            Write::SetCoverage { .. } => "set_coverage",
         }
     }
 
@@ -213,7 +222,8 @@ impl Write {
             | Write::SetAccountToken { .. }
             | Write::RemoveAccountToken { .. }
             | Write::SaveSubscription(_)
-            | Write::DropSubscription { .. } => None,
+            | Write::DropSubscription { .. }
+            | Write::SetCoverage { .. } => None,
         }
     }
 }
@@ -265,6 +275,8 @@ pub struct UserRow {
     pub pbx_at: Option<Millis>,
     /// Expiry of the open "In a call" session, if one is open.
     pub session_expires_at: Option<Millis>,
+    /// The account whose subscription covers the user; `None`: polled.
+    pub covered_by: Option<String>,
 }
 
 /// A Teams presence and when it was seen.

@@ -101,6 +101,9 @@ mod tests {
         assert_eq!(after[1].len(), 10, "the second account fills up");
         assert_eq!(polled.len(), 5);
         let covered: HashSet<&str> = after[1].iter().map(|i| &**i).collect();
-        assert!(before[1].iter().all(|i| covered.contains(&**i)), "its own users stay");
+        assert!(
+            before[1].iter().all(|i| covered.contains(&**i)),
+            "its own users stay"
+        );
     }
 }

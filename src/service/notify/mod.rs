@@ -1,0 +1,626 @@
+//! Change notifications: subscription accounts hold presence subscriptions for up to 650
+//! users each; the webhook hands their notifications here; changes reach the main loop like
+//! poll results. Users no subscription covers (or whose subscription is unhealthy) are polled
+//! at full speed; covered ones only at the reconciliation interval.
+//!
+//! One task owns every account (`account.rs`), and does everything in [`Manager::maintain`],
+//! run every 30 s and at once after anything that needs it: read tokens `login` stored, assign
+//! users to accounts (`sync::shards`), make, renew or drop subscriptions, and publish which
+//! subscriptions exist (for the webhook) and who is covered (for the poller and `status`).
+
+mod account;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::RngCore;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::daemon::ServiceError;
+use super::poller::Polled;
+use crate::config::NotificationsConfig;
+use crate::graph::delegated::Delegated;
+use crate::graph::subscriptions::{MAX_IDS, NewSubscription};
+use crate::graph::webhook::{self, Notification};
+use crate::graph::{Bearer, GraphClient, GraphError};
+use crate::store::{Store, SubscriptionRow, Write};
+use crate::sync::shards;
+use crate::sync::types::millis;
+use account::{Account, Sub, TokenOutcome, ids_of_resource};
+
+/// Lifetime asked for; presence allows at most 60 minutes [D13][D3].
+const LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// Renew this long before expiry.
+const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
+/// Regular maintenance.
+const TICK: Duration = Duration::from_secs(30);
+/// Basic notifications are fetched together after this pause.
+const FETCH_AFTER: Duration = Duration::from_millis(20);
+/// A change found by polling that no notification announced within this time marks the
+/// subscription unhealthy (presence notifications take up to a minute [D19]).
+const MISSED_AFTER: Duration = Duration::from_secs(90);
+
+/// The channels the manager talks through.
+pub struct Links {
+    pub graph: watch::Receiver<GraphClient>,
+    /// Every matched user (the poller's list).
+    pub ids: watch::Receiver<Arc<Vec<Arc<str>>>>,
+    pub notes: mpsc::Receiver<Vec<Notification>>,
+    /// Covered users whose change a poll found (the main loop sends them).
+    pub suspects: mpsc::UnboundedReceiver<Arc<str>>,
+    pub known: watch::Sender<Arc<HashMap<String, String>>>,
+    pub covered: watch::Sender<Arc<HashSet<Arc<str>>>>,
+    pub out: mpsc::Sender<Polled>,
+}
+
+/// What the daemon hands over.
+pub struct Channels {
+    pub graph: watch::Receiver<GraphClient>,
+    pub ids: watch::Receiver<Arc<Vec<Arc<str>>>>,
+    pub covered: watch::Sender<Arc<HashSet<Arc<str>>>>,
+    pub out: mpsc::Sender<Polled>,
+}
+
+/// Bind the webhook, start it and the manager. Returns where the main loop reports covered
+/// users whose change only a poll saw.
+pub async fn start(
+    n: &NotificationsConfig,
+    config: &crate::config::Config,
+    store: &Store,
+    recorded: Vec<SubscriptionRow>,
+    ch: Channels,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<mpsc::UnboundedSender<Arc<str>>, ServiceError> {
+    let listener = webhook::bind(n.listen)
+        .await
+        .map_err(|e| ServiceError::Start(e.to_string()))?;
+    let delegated = Delegated::new(&super::build::delegated_settings(config))
+        .map_err(|e| ServiceError::Start(format!("notifications: {e}")))?;
+    let (known_tx, known_rx) = watch::channel(Arc::default());
+    let (notes_tx, notes) = mpsc::channel(1024);
+    let (suspects_tx, suspects) = mpsc::unbounded_channel();
+    let stop = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(e) = webhook::serve(listener, known_rx, notes_tx, stop).await {
+            tracing::error!(error = %e, "notification endpoint stopped");
+        }
+    });
+    let links = Links {
+        graph: ch.graph,
+        ids: ch.ids,
+        notes,
+        suspects,
+        known: known_tx,
+        covered: ch.covered,
+        out: ch.out,
+    };
+    let manager = Manager::new(
+        n.clone(),
+        config.source.display().to_string(),
+        delegated,
+        store.clone(),
+        recorded,
+        links,
+    );
+    tracing::info!(listen = %n.listen, public_url = %n.public_url, accounts = n.accounts.len(),
+        "change notifications enabled");
+    tracker.spawn(manager.run(shutdown.clone()));
+    Ok(suspects_tx)
+}
+
+pub struct Manager {
+    config: NotificationsConfig,
+    /// The config file, for the `login` command in messages.
+    config_path: String,
+    delegated: Delegated,
+    store: Store,
+    accounts: Vec<Account>,
+    links: Links,
+    /// Ids of basic notifications waiting to be fetched.
+    pending: HashSet<String>,
+    /// Covered users a poll found changed, and since when.
+    suspects: HashMap<Arc<str>, Instant>,
+    /// Subscriptions recorded by an earlier run (id -> row), for adoption at start.
+    recorded: HashMap<String, SubscriptionRow>,
+}
+
+impl Manager {
+    pub fn new(
+        config: NotificationsConfig,
+        config_path: String,
+        delegated: Delegated,
+        store: Store,
+        recorded: Vec<SubscriptionRow>,
+        links: Links,
+    ) -> Manager {
+        let accounts = config.accounts.iter().cloned().map(Account::new).collect();
+        Manager {
+            config,
+            config_path,
+            delegated,
+            store,
+            accounts,
+            links,
+            pending: HashSet::new(),
+            suspects: HashMap::new(),
+            recorded: recorded.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        }
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        let fetch = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(fetch);
+        let mut fetch_armed = false;
+        loop {
+            let mut maintain = false;
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => maintain = true,
+                changed = self.links.ids.changed() => {
+                    if changed.is_err() { break }
+                    maintain = true;
+                }
+                Some(notes) = self.links.notes.recv() => {
+                    maintain = self.on_notes(notes).await;
+                    if !self.pending.is_empty() && !fetch_armed {
+                        fetch.as_mut().reset(tokio::time::Instant::now() + FETCH_AFTER);
+                        fetch_armed = true;
+                    }
+                }
+                Some(user) = self.links.suspects.recv() => {
+                    self.suspects.entry(user).or_insert_with(Instant::now);
+                }
+                () = &mut fetch, if fetch_armed => {
+                    fetch_armed = false;
+                    self.fetch_pending().await;
+                }
+            }
+            if maintain {
+                self.maintain().await;
+            }
+        }
+        if self.config.delete_on_shutdown {
+            self.delete_all().await;
+        }
+    }
+
+    /// Returns whether maintenance is needed now (a lifecycle event).
+    async fn on_notes(&mut self, notes: Vec<Notification>) -> bool {
+        let mut maintain = false;
+        let mut rich = Vec::new();
+        for note in notes {
+            match note {
+                Notification::Changed {
+                    user, encrypted, ..
+                } => {
+                    self.suspects.remove(user.as_str());
+                    match encrypted {
+                        Some(content) => rich.push((user, content)),
+                        None => {
+                            self.pending.insert(user);
+                        }
+                    }
+                }
+                Notification::Lifecycle {
+                    subscription,
+                    event,
+                } => {
+                    tracing::info!(%subscription, %event, "subscription lifecycle event");
+                    if let Some(sub) = self.sub_mut(&subscription) {
+                        sub.reauth = true;
+                    }
+                    maintain = true;
+                }
+            }
+        }
+        for (user, _content) in rich {
+            // Rich payloads are decrypted when the key store is in place; until then the
+            // presence is read like a basic notification's.
+            self.pending.insert(user);
+        }
+        maintain
+    }
+
+    /// Read the presences basic notifications named (one request per 650 ids [D1]).
+    async fn fetch_pending(&mut self) {
+        let ids: Vec<String> = self.pending.drain().collect();
+        let graph = self.links.graph.borrow().clone();
+        match graph.get_presences(&ids).await {
+            Ok(presences) => {
+                let _ = self.links.out.send(Polled::Notified(presences)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, users = ids.len(), "presence read after a notification failed; the next poll catches up");
+            }
+        }
+    }
+
+    fn sub_mut(&mut self, id: &str) -> Option<&mut Sub> {
+        self.accounts
+            .iter_mut()
+            .filter_map(|a| a.sub.as_mut())
+            .find(|s| s.id == id)
+    }
+
+    async fn maintain(&mut self) {
+        self.read_tokens().await;
+        self.judge_suspects();
+        let now = Instant::now();
+        let wanted = self.links.ids.borrow().clone();
+        let current: Vec<shards::Shard> = self
+            .accounts
+            .iter()
+            .map(|a| a.sub.as_ref().map(|s| s.ids.clone()).unwrap_or_default())
+            .collect();
+        let usable: Vec<bool> = self.accounts.iter().map(|a| a.usable(now)).collect();
+        let (assigned, polled) = shards::assign(&current, &usable, &wanted, MAX_IDS);
+        for (i, ids) in assigned.into_iter().enumerate() {
+            if usable[i] {
+                self.settle(i, ids).await;
+            }
+        }
+        self.publish(polled.len());
+    }
+
+    /// Pick up refresh tokens `login` wrote (or rotated ones).
+    async fn read_tokens(&mut self) {
+        let needed = self
+            .accounts
+            .iter()
+            .any(|a| a.refresh.is_none() || a.signed_out);
+        if !needed {
+            return;
+        }
+        match self.store.account_tokens().await {
+            Ok(tokens) => {
+                for (name, token) in tokens {
+                    if let Some(a) = self
+                        .accounts
+                        .iter_mut()
+                        .find(|a| a.name == name && (a.refresh.is_none() || a.signed_out))
+                    {
+                        tracing::info!(account = %a.name, "subscription account token found");
+                        a.set_refresh(token);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read subscription account tokens"),
+        }
+    }
+
+    /// Covered users a poll found changed, never announced: their subscription is unhealthy.
+    fn judge_suspects(&mut self) {
+        let now = Instant::now();
+        let late: Vec<Arc<str>> = self
+            .suspects
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= MISSED_AFTER)
+            .map(|(u, _)| u.clone())
+            .collect();
+        for user in late {
+            self.suspects.remove(&user);
+            for a in &mut self.accounts {
+                if let Some(sub) = a
+                    .sub
+                    .as_mut()
+                    .filter(|s| s.healthy && s.ids.contains(&user))
+                {
+                    tracing::warn!(account = %a.name, subscription = %sub.id, %user,
+                        "a change polling found was never notified; the subscription is made again and its users are polled meanwhile");
+                    sub.healthy = false;
+                }
+            }
+        }
+    }
+
+    async fn token(&mut self, i: usize) -> Option<Bearer> {
+        let (outcome, rotated) = self.accounts[i].token(&self.delegated).await;
+        let name = self.accounts[i].name.clone();
+        if let Some(r) = rotated {
+            self.store.write(Write::SetAccountToken {
+                account: name.clone(),
+                refresh_token: r,
+                at: wall_now(),
+            });
+        }
+        match outcome {
+            TokenOutcome::Ok(t) => Some(t),
+            TokenOutcome::SignedOut(e) => {
+                tracing::error!(account = %name, error = %e,
+                    "subscription account signed out; its users are polled. Sign it in again: pbx-teams-presence login --config {} --account {name}",
+                    self.config_path);
+                self.store.write(Write::RemoveAccountToken {
+                    account: name.clone(),
+                });
+                self.store.write(Write::RecordError {
+                    component: "notifications".into(),
+                    user: Some(name.clone()),
+                    message: format!(
+                        "signed out ({e}); run: pbx-teams-presence login --account {name}"
+                    ),
+                    at: wall_now(),
+                });
+                self.accounts[i].refresh = None;
+                // It cannot be deleted without a token; Graph drops it when it expires.
+                if let Some(sub) = self.accounts[i].sub.take() {
+                    self.store.write(Write::DropSubscription { id: sub.id });
+                }
+                None
+            }
+            TokenOutcome::Later(e) => {
+                tracing::warn!(account = %name, error = %e, "subscription account token not refreshed; retrying later");
+                self.accounts[i].failed(Instant::now());
+                None
+            }
+        }
+    }
+
+    /// Bring account `i`'s subscription in line with `ids`.
+    async fn settle(&mut self, i: usize, ids: shards::Shard) {
+        let Some(token) = self.token(i).await else {
+            return;
+        };
+        if !self.accounts[i].adopted {
+            self.adopt(i, &token).await;
+        }
+        let graph = self.links.graph.borrow().clone();
+        let matches = self.accounts[i]
+            .sub
+            .as_ref()
+            .is_some_and(|s| s.healthy && s.ids == ids);
+        if ids.is_empty() {
+            self.drop_sub(i, true).await;
+            return;
+        }
+        if !matches {
+            self.drop_sub(i, true).await;
+            self.create(i, &token, ids).await;
+            return;
+        }
+        let due = self.accounts[i].sub.as_ref().is_some_and(|s| {
+            s.reauth
+                || s.expires
+                    .duration_since(SystemTime::now())
+                    .map_or(true, |left| left <= RENEW_BEFORE)
+        });
+        if !due {
+            return;
+        }
+        let Some(id) = self.accounts[i].sub.as_ref().map(|s| s.id.clone()) else {
+            return;
+        };
+        let expires = SystemTime::now() + LIFETIME;
+        match graph.renew_subscription(&token, &id, expires).await {
+            Ok(_) => {
+                let name = self.accounts[i].name.clone();
+                if let Some(sub) = self.accounts[i].sub.as_mut() {
+                    sub.expires = expires;
+                    sub.reauth = false;
+                    self.store.write(Write::SaveSubscription(row(&name, sub)));
+                }
+                tracing::debug!(account = %self.accounts[i].name, subscription = %id, "subscription renewed");
+                self.accounts[i].succeeded();
+            }
+            Err(GraphError::NotFound { .. }) => {
+                tracing::warn!(account = %self.accounts[i].name, subscription = %id,
+                    "subscription gone at renewal; making a new one");
+                self.accounts[i].sub = None;
+                self.store.write(Write::DropSubscription { id });
+                self.create(i, &token, ids).await;
+            }
+            Err(e) => {
+                if matches!(e, GraphError::Unauthorized { .. }) {
+                    self.accounts[i].drop_access();
+                }
+                tracing::warn!(account = %self.accounts[i].name, subscription = %id, error = %e,
+                    "subscription renewal failed; retrying");
+                self.accounts[i].failed(Instant::now());
+            }
+        }
+    }
+
+    /// First contact with an account's token: keep the subscriptions an earlier run recorded
+    /// and Graph still has; delete the ones nobody recorded (no orphans, no 409 loops).
+    async fn adopt(&mut self, i: usize, token: &Bearer) {
+        let graph = self.links.graph.borrow().clone();
+        let name = self.accounts[i].name.clone();
+        let listed = match graph.list_subscriptions(token).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(account = %name, error = %e, "cannot list the account's subscriptions; retrying");
+                self.accounts[i].failed(Instant::now());
+                return;
+            }
+        };
+        for s in listed {
+            let recorded = self
+                .recorded
+                .remove(&s.id)
+                .filter(|r| r.account == name && self.accounts[i].sub.is_none());
+            let expires =
+                humantime::parse_rfc3339_weak(s.expiration_date_time.trim_end_matches('Z'))
+                    .ok()
+                    .filter(|t| *t > SystemTime::now());
+            match (recorded, expires) {
+                (Some(r), Some(expires)) => {
+                    let ids = ids_of_resource(&s.resource);
+                    tracing::info!(account = %name, subscription = %s.id, users = ids.len(),
+                        "subscription from the last run kept");
+                    self.accounts[i].sub = Some(Sub {
+                        id: s.id,
+                        client_state: r.client_state,
+                        expires,
+                        ids,
+                        healthy: true,
+                        reauth: false,
+                        rich: r.rich,
+                    });
+                }
+                _ => {
+                    tracing::info!(account = %name, subscription = %s.id, "unknown subscription of this account deleted");
+                    if let Err(e) = graph.delete_subscription(token, &s.id).await {
+                        tracing::warn!(account = %name, subscription = %s.id, error = %e, "cannot delete it");
+                    }
+                    self.store.write(Write::DropSubscription { id: s.id });
+                }
+            }
+        }
+        let stale: Vec<String> = self
+            .recorded
+            .values()
+            .filter(|r| r.account == name)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in stale {
+            self.recorded.remove(&id);
+            self.store.write(Write::DropSubscription { id });
+        }
+        self.accounts[i].adopted = true;
+    }
+
+    async fn create(&mut self, i: usize, token: &Bearer, ids: shards::Shard) {
+        let graph = self.links.graph.borrow().clone();
+        let name = self.accounts[i].name.clone();
+        let client_state = random_hex(32);
+        let expires = SystemTime::now() + LIFETIME;
+        let id_refs: Vec<&str> = ids.iter().map(|s| &**s).collect();
+        let lifecycle = self.config.lifecycle_url();
+        let new = NewSubscription {
+            ids: &id_refs,
+            notification_url: &self.config.public_url,
+            lifecycle_url: &lifecycle,
+            client_state: &client_state,
+            expires,
+            certificate: None,
+        };
+        match graph.create_subscription(token, &new).await {
+            Ok(created) => {
+                tracing::info!(account = %name, subscription = %created.id, users = ids.len(),
+                    "subscription created");
+                let sub = Sub {
+                    id: created.id,
+                    client_state,
+                    expires,
+                    ids,
+                    healthy: true,
+                    reauth: false,
+                    rich: false,
+                };
+                self.store.write(Write::SaveSubscription(row(&name, &sub)));
+                self.accounts[i].sub = Some(sub);
+                self.accounts[i].succeeded();
+            }
+            Err(e) => {
+                if matches!(e, GraphError::Unauthorized { .. }) {
+                    self.accounts[i].drop_access();
+                }
+                // A 409 means Graph holds one we do not know: look again next time.
+                self.accounts[i].adopted = false;
+                if self.accounts[i].failures == 0 {
+                    tracing::warn!(account = %name, error = %e, users = ids.len(),
+                        "subscription not created; its users are polled; retrying with backoff");
+                }
+                self.store.write(Write::RecordError {
+                    component: "notifications".into(),
+                    user: Some(name),
+                    message: format!("subscription not created: {e}"),
+                    at: wall_now(),
+                });
+                self.accounts[i].failed(Instant::now());
+            }
+        }
+    }
+
+    async fn drop_sub(&mut self, i: usize, delete: bool) {
+        let Some(sub) = self.accounts[i].sub.take() else {
+            return;
+        };
+        if delete && let Some(token) = self.token_if_usable(i).await {
+            let graph = self.links.graph.borrow().clone();
+            if let Err(e) = graph.delete_subscription(&token, &sub.id).await {
+                tracing::warn!(account = %self.accounts[i].name, subscription = %sub.id, error = %e, "cannot delete subscription");
+            }
+        }
+        self.store.write(Write::DropSubscription { id: sub.id });
+    }
+
+    async fn token_if_usable(&mut self, i: usize) -> Option<Bearer> {
+        if self.accounts[i].refresh.is_none() || self.accounts[i].signed_out {
+            return None;
+        }
+        self.token(i).await
+    }
+
+    async fn delete_all(&mut self) {
+        for i in 0..self.accounts.len() {
+            self.drop_sub(i, true).await;
+        }
+        tracing::info!("subscriptions deleted (notifications.delete_on_shutdown)");
+    }
+
+    fn publish(&self, polled: usize) {
+        let known: HashMap<String, String> = self
+            .accounts
+            .iter()
+            .filter_map(|a| a.sub.as_ref())
+            .map(|s| (s.id.clone(), s.client_state.clone()))
+            .collect();
+        self.links.known.send_replace(Arc::new(known));
+        let covered: HashSet<Arc<str>> = self
+            .accounts
+            .iter()
+            .filter_map(|a| a.sub.as_ref())
+            .filter(|s| s.healthy && !s.reauth)
+            .flat_map(|s| s.ids.iter().cloned())
+            .collect();
+        let count = covered.len();
+        let changed = **self.links.covered.borrow() != covered;
+        if changed {
+            self.links.covered.send_replace(Arc::new(covered));
+            for a in &self.accounts {
+                let ids = a
+                    .sub
+                    .as_ref()
+                    .filter(|s| s.healthy && !s.reauth)
+                    .map(|s| s.ids.iter().map(|i| i.to_string()).collect())
+                    .unwrap_or_default();
+                self.store.write(Write::SetCoverage {
+                    account: a.name.clone(),
+                    teams_ids: ids,
+                });
+            }
+            tracing::info!(covered = count, polled, "notification coverage changed");
+        }
+    }
+}
+
+fn row(account: &str, sub: &Sub) -> SubscriptionRow {
+    SubscriptionRow {
+        id: sub.id.clone(),
+        account: account.to_owned(),
+        client_state: sub.client_state.clone(),
+        expires_at: sub
+            .expires
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, millis),
+        users: i64::try_from(sub.ids.len()).unwrap_or(i64::MAX),
+        rich: sub.rich,
+    }
+}
+
+fn wall_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
