@@ -241,6 +241,21 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(n) = &config.notifications {
+        let signed_in: Vec<String> = store::read_snapshot(&config.sync.state_db)
+            .map(|s| s.accounts.into_iter().map(|a| a.account).collect())
+            .unwrap_or_default();
+        for account in &n.accounts {
+            if signed_in.contains(account) {
+                println!("ok: notifications account {account} signed in");
+            } else {
+                problems.push(format!(
+                    "notifications account {account} is not signed in (its users are polled): run pbx-teams-presence login --config {} --account {account}",
+                    path.display()
+                ));
+            }
+        }
+    }
     for p in &problems {
         println!("problem: {p}");
     }

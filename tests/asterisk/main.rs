@@ -23,7 +23,9 @@ async fn world(extra_pbx_keys: &str) -> World {
 
 async fn connected(w: &World) {
     eventually(15, "the daemon connected to Asterisk", || {
-        w.db_path().exists() && w.status()["pbx_link"] == "connected"
+        // The file exists a moment before it is migrated: read errors mean "not yet".
+        pbx_teams_presence::store::read_snapshot(&w.db_path())
+            .is_ok_and(|s| s.meta.get("pbx_link").is_some_and(|v| v == "connected"))
     })
     .await;
 }
