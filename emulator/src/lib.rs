@@ -12,6 +12,25 @@
 //! - `directory`, `filter`, `presence`: users with indexes, the `$filter` subset, and the
 //!   pure presence aggregation.
 //! - `state`: all state behind one mutex; `ops`: operations shared with `control`.
+//! - `delegated`: the device-code and refresh-token grants; `subscriptions`: `/subscriptions`;
+//!   `notify`: validation handshake, change/lifecycle notifications, encryption, delivery.
+//!
+//! # Source keys not in FACTS §9
+//! - [DC] device authorization grant: MicrosoftDocs/entra-docs
+//!   docs/identity-platform/v2-oauth2-device-code.md
+//! - [AC] authorization code flow, refresh: entra-docs v2-oauth2-auth-code-flow.md ("Refresh
+//!   tokens aren't revoked when used to acquire new access tokens.")
+//! - [RV] revocation: AADSTS50173 wording (login.microsoftonline.com/error?code=50173, quoted at
+//!   techcommunity.microsoft.com); Revoke-EntraUserAllRefreshToken (resets
+//!   refreshTokensValidFromDateTime), learn.microsoft.com/powershell/module/microsoft.entra.authentication/revoke-entrauserallrefreshtoken
+//! - [NG] AADSTS700082 "expired due to inactivity": nango.dev/blog/microsoft-oauth-refresh-token-invalid-grant;
+//!   learn.microsoft.com/en-us/answers/questions/1158831 (MaxInactiveTime)
+//! - [Q70016] learn.microsoft.com/en-us/answers/questions/981553 (a real authorization_pending body)
+//! - [Q9002313] learn.microsoft.com/en-us/answers/questions/1291600 (AADSTS9002313 invalid_grant)
+//! - [I-HTTPS] github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/7821
+//!   ("NotificationUrl scheme='http' is not supported.", InvalidRequest)
+//! - [I-403] github.com/microsoftgraph/nodejs-webhooks-sample/issues/175 (403 wording for a
+//!   presence subscription)
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod batch;
