@@ -27,8 +27,13 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/tokens/expire", post(expire_tokens))
         .route("/requests", get(requests))
         .route("/requests", delete(clear_requests))
-        .route("/devicecodes/approve", post(not_yet))
-        .route("/subscriptions/{id}/lifecycle", post(not_yet))
+        .route("/devicecodes/approve", post(approve_device_code))
+        .route("/devicecodes/decline", post(decline_device_code))
+        .route("/refreshtokens/revoke", post(revoke_refresh_tokens))
+        .route("/subscriptions", get(subscriptions))
+        .route("/subscriptions/{id}/lifecycle", post(send_lifecycle))
+        .route("/deliveries", get(deliveries).delete(clear_deliveries))
+        .route("/deliveries/fail", post(fail_deliveries))
 }
 
 fn ok(body: Value) -> Response {
@@ -44,16 +49,6 @@ fn bad(message: &str) -> Response {
         400,
         &[("Content-Type".into(), "application/json".into())],
         Some(&json!({"error": message})),
-    )
-}
-
-async fn not_yet() -> Response {
-    let body =
-        json!({"error": "the emulator does not implement delegated flows or subscriptions yet"});
-    respond(
-        501,
-        &[("x-emulator-unsupported".into(), "1".into())],
-        Some(&body),
     )
 }
 
@@ -100,6 +95,12 @@ async fn get_config(State(s): State<AppState>) -> Response {
         "token_lifetime": st.opts.token_lifetime.as_secs(),
         "presence_limit_per_30s": st.opts.presence_limit_per_30s,
         "strict_user_readbasic": st.opts.strict_user_readbasic,
+        "device_code_interval": st.opts.device_code_interval,
+        "allow_http_notification_urls": st.opts.allow_http_notification_urls,
+        "validation_timeout_ms": st.opts.validation_timeout.as_millis() as u64,
+        "notification_timeout_ms": st.opts.notification_timeout.as_millis() as u64,
+        "notification_retries": st.opts.notification_retries,
+        "notification_retry_delay_ms": st.opts.notification_retry_delay.as_millis() as u64,
     }))
 }
 
@@ -108,6 +109,12 @@ struct ConfigBody {
     token_lifetime: Option<u64>,
     presence_limit_per_30s: Option<u32>,
     strict_user_readbasic: Option<bool>,
+    device_code_interval: Option<u64>,
+    allow_http_notification_urls: Option<bool>,
+    validation_timeout_ms: Option<u64>,
+    notification_timeout_ms: Option<u64>,
+    notification_retries: Option<u32>,
+    notification_retry_delay_ms: Option<u64>,
 }
 
 async fn set_config(State(s): State<AppState>, Json(b): Json<ConfigBody>) -> Response {
@@ -120,6 +127,24 @@ async fn set_config(State(s): State<AppState>, Json(b): Json<ConfigBody>) -> Res
     }
     if let Some(x) = b.strict_user_readbasic {
         st.opts.strict_user_readbasic = x;
+    }
+    if let Some(x) = b.device_code_interval {
+        st.opts.device_code_interval = x;
+    }
+    if let Some(x) = b.allow_http_notification_urls {
+        st.opts.allow_http_notification_urls = x;
+    }
+    if let Some(x) = b.validation_timeout_ms {
+        st.opts.validation_timeout = Duration::from_millis(x);
+    }
+    if let Some(x) = b.notification_timeout_ms {
+        st.opts.notification_timeout = Duration::from_millis(x);
+    }
+    if let Some(x) = b.notification_retries {
+        st.opts.notification_retries = x;
+    }
+    if let Some(x) = b.notification_retry_delay_ms {
+        st.opts.notification_retry_delay = Duration::from_millis(x);
     }
     ok(json!({}))
 }
@@ -213,5 +238,118 @@ async fn requests(State(s): State<AppState>) -> Response {
 
 async fn clear_requests(State(s): State<AppState>) -> Response {
     s.clear_requests();
+    ok(json!({}))
+}
+
+/// `{"user_code", "upn"}` (`"account"` is accepted for `upn`, as the SDK probe sends it).
+#[derive(Deserialize)]
+struct ApproveBody {
+    user_code: String,
+    #[serde(alias = "account")]
+    upn: Option<String>,
+}
+
+async fn approve_device_code(State(s): State<AppState>, Json(b): Json<ApproveBody>) -> Response {
+    let Some(upn) = b.upn else {
+        return bad("give upn");
+    };
+    if !s.approve_device_code(&b.user_code, Some(&upn)) {
+        return bad("no pending device code with that user_code, or unknown user");
+    }
+    ok(json!({}))
+}
+
+async fn decline_device_code(State(s): State<AppState>, Json(b): Json<ApproveBody>) -> Response {
+    if !s.approve_device_code(&b.user_code, None) {
+        return bad("no pending device code with that user_code");
+    }
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct RevokeBody {
+    #[serde(alias = "account")]
+    upn: String,
+}
+
+async fn revoke_refresh_tokens(State(s): State<AppState>, Json(b): Json<RevokeBody>) -> Response {
+    match s.revoke_refresh_tokens(&b.upn) {
+        Some(n) => ok(json!({"revoked": n})),
+        None => bad("unknown user"),
+    }
+}
+
+fn unix_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn subscriptions(State(s): State<AppState>) -> Response {
+    let list: Vec<Value> = s
+        .subscriptions()
+        .into_iter()
+        .map(|x| {
+            json!({
+                "id": x.id, "client_id": x.client_id, "creator_upn": x.creator_upn,
+                "creator_id": x.creator_id, "ids": x.ids, "resource": x.resource,
+                "expiration": unix_secs(x.expiration), "client_state": x.client_state,
+                "include_resource_data": x.include_resource_data,
+                "notification_url": x.notification_url,
+                "lifecycle_notification_url": x.lifecycle_notification_url,
+                "reauthorization_required": x.reauthorization_required,
+            })
+        })
+        .collect();
+    ok(json!({"value": list}))
+}
+
+/// `{"event": "reauthorizationRequired"}` (the default).
+#[derive(Deserialize)]
+struct LifecycleBody {
+    event: Option<String>,
+}
+
+async fn send_lifecycle(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<LifecycleBody>>,
+) -> Response {
+    let event = body
+        .and_then(|Json(b)| b.event)
+        .unwrap_or_else(|| "reauthorizationRequired".into());
+    match crate::notify::send_lifecycle(&mut s.lock(), &id, &event) {
+        Ok(sent) => ok(json!({"sent": sent})),
+        Err(e) => bad(&e),
+    }
+}
+
+async fn deliveries(State(s): State<AppState>) -> Response {
+    let list: Vec<Value> = s
+        .deliveries()
+        .into_iter()
+        .map(|d| {
+            json!({
+                "subscription_id": d.subscription_id, "url": d.url,
+                "kind": format!("{:?}", d.kind).to_lowercase(), "ids": d.ids,
+                "status": d.status, "error": d.error, "attempt": d.attempt,
+            })
+        })
+        .collect();
+    ok(json!({"value": list}))
+}
+
+async fn clear_deliveries(State(s): State<AppState>) -> Response {
+    s.lock().deliveries.clear();
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+struct FailBody {
+    count: u32,
+}
+
+async fn fail_deliveries(State(s): State<AppState>, Json(b): Json<FailBody>) -> Response {
+    s.lock().fail_deliveries = b.count;
     ok(json!({}))
 }

@@ -12,20 +12,42 @@
 //! - `directory`, `filter`, `presence`: users with indexes, the `$filter` subset, and the
 //!   pure presence aggregation.
 //! - `state`: all state behind one mutex; `ops`: operations shared with `control`.
+//! - `delegated`: the device-code and refresh-token grants; `subscriptions`: `/subscriptions`;
+//!   `notify`: validation handshake, change/lifecycle notifications, encryption, delivery.
+//!
+//! # Source keys not in FACTS §9
+//! - [DC] device authorization grant: MicrosoftDocs/entra-docs
+//!   docs/identity-platform/v2-oauth2-device-code.md
+//! - [AC] authorization code flow, refresh: entra-docs v2-oauth2-auth-code-flow.md ("Refresh
+//!   tokens aren't revoked when used to acquire new access tokens.")
+//! - [RV] revocation: AADSTS50173 wording (login.microsoftonline.com/error?code=50173, quoted at
+//!   techcommunity.microsoft.com); Revoke-EntraUserAllRefreshToken (resets
+//!   refreshTokensValidFromDateTime), learn.microsoft.com/powershell/module/microsoft.entra.authentication/revoke-entrauserallrefreshtoken
+//! - [NG] AADSTS700082 "expired due to inactivity": nango.dev/blog/microsoft-oauth-refresh-token-invalid-grant;
+//!   learn.microsoft.com/en-us/answers/questions/1158831 (MaxInactiveTime)
+//! - [Q70016] learn.microsoft.com/en-us/answers/questions/981553 (a real authorization_pending body)
+//! - [Q9002313] learn.microsoft.com/en-us/answers/questions/1291600 (AADSTS9002313 invalid_grant)
+//! - [I-HTTPS] github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/7821
+//!   ("NotificationUrl scheme='http' is not supported.", InvalidRequest)
+//! - [I-403] github.com/microsoftgraph/nodejs-webhooks-sample/issues/175 (403 wording for a
+//!   presence subscription)
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod batch;
 mod control;
+mod delegated;
 mod directory;
 mod filter;
 mod graph;
 mod model;
+mod notify;
 mod odata;
 mod ops;
 mod presence;
 mod presence_api;
 mod server;
 mod state;
+mod subscriptions;
 mod token;
 mod users_api;
 mod util;
@@ -37,7 +59,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use model::{AppSession, EmulatorOptions, Fault, FaultKind, LoggedRequest, User};
+pub use model::{
+    AppSession, Delivery, DeliveryKind, EmulatorOptions, Fault, FaultKind, LoggedRequest,
+    SubscriptionInfo, User,
+};
 
 use state::{Shared, State};
 
@@ -92,13 +117,19 @@ impl Emulator {
             .client_secret
             .clone()
             .unwrap_or_else(|| util::random_string(40));
-        let shared = Arc::new(Shared {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(std::io::Error::other)?;
+        let shared = Arc::new_cyclic(|me| Shared {
             state: Mutex::new({
                 let mut state = State::new(opts, tenant_id.clone());
                 state.self_url = format!("http://{local}");
                 state
             }),
             base_url: format!("http://{local}"),
+            http,
+            me: me.clone(),
         });
         shared.add_app(&client_id, &client_secret, DEFAULT_ROLES);
         let (tx, rx) = oneshot::channel::<()>();
@@ -111,6 +142,8 @@ impl Emulator {
                 tracing::warn!(error = %e, "graph emulator server stopped");
             }
         });
+        // The notification watcher holds only a Weak: it ends with the emulator.
+        tokio::spawn(notify::watch(Arc::downgrade(&shared)));
         let ctl = Arc::new(ServerCtl {
             stop: StdMutex::new(Some(tx)),
             task: StdMutex::new(Some(task)),
@@ -191,6 +224,62 @@ impl Emulator {
     /// Moves emulator time forward: tokens, sessions and rate windows age without sleeping.
     pub fn advance_clock(&self, d: Duration) {
         self.shared.advance_clock(d);
+    }
+
+    /// Emulator wall-clock time (real time plus `advance_clock`): compute
+    /// `expirationDateTime`s from this after advancing the clock.
+    pub fn now_utc(&self) -> std::time::SystemTime {
+        self.shared.lock().wall()
+    }
+
+    /// Approves the pending device code with `user_code` for the user `upn` (or id), as if
+    /// the user signed in at the verification page [DC]. False when no pending, unexpired code
+    /// has that user code or the user is unknown.
+    pub fn approve_device_code(&self, user_code: &str, upn: &str) -> bool {
+        self.shared.approve_device_code(user_code, Some(upn))
+    }
+
+    /// Declines the pending device code with `user_code`: polling then answers
+    /// `authorization_declined` [DC].
+    pub fn decline_device_code(&self, user_code: &str) -> bool {
+        self.shared.approve_device_code(user_code, None)
+    }
+
+    /// Revokes every refresh token issued so far to the user `upn` (or id), like resetting
+    /// refreshTokensValidFromDateTime [RV]: they answer `invalid_grant` AADSTS50173. Returns
+    /// how many were revoked; None for an unknown user.
+    pub fn revoke_refresh_tokens(&self, upn: &str) -> Option<usize> {
+        self.shared.revoke_refresh_tokens(upn)
+    }
+
+    /// Live subscriptions (expired ones are gone), oldest first.
+    pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        self.shared.subscriptions()
+    }
+
+    /// Notification POST attempts so far (validation, notifications, lifecycle), oldest first.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.shared.deliveries()
+    }
+
+    /// Empties the delivery log.
+    pub fn clear_deliveries(&self) {
+        self.shared.lock().deliveries.clear();
+    }
+
+    /// Makes the next `n` notification POST attempts fail without being sent (they are
+    /// recorded with an error and retried like real failures).
+    pub fn fail_deliveries(&self, n: u32) {
+        self.shared.lock().fail_deliveries = n;
+    }
+
+    /// Sends lifecycle event `event` (only `reauthorizationRequired` exists for presence [D17])
+    /// for subscription `id` to its lifecycleNotificationUrl, and pauses its notifications until
+    /// reauthorize or renew. Ok(false): the subscription has no lifecycleNotificationUrl, so
+    /// nothing was sent [D17] (the pause applies all the same). Err: unknown subscription or
+    /// event.
+    pub fn send_lifecycle(&self, id: &str, event: &str) -> Result<bool, String> {
+        notify::send_lifecycle(&mut self.shared.lock(), id, event)
     }
 
     /// Makes every issued token expired (next Graph call answers 401).

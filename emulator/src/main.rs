@@ -29,6 +29,12 @@ struct Args {
     /// Fixed client secret of the default app (default: random).
     #[arg(long, env = "GRAPH_EMULATOR_CLIENT_SECRET")]
     client_secret: Option<String>,
+    /// Accept http:// notification URLs (Graph requires https; for loopback receivers).
+    #[arg(long)]
+    allow_http_notification_urls: bool,
+    /// `interval` the device-code endpoint answers, in seconds (Entra: 5).
+    #[arg(long, default_value_t = 5)]
+    device_code_interval: u64,
 }
 
 fn seed_user(i: usize) -> User {
@@ -53,6 +59,8 @@ async fn main() -> std::io::Result<()> {
         tenant_id: args.tenant_id,
         client_id: args.client_id,
         client_secret: args.client_secret,
+        allow_http_notification_urls: args.allow_http_notification_urls,
+        device_code_interval: args.device_code_interval,
         ..EmulatorOptions::default()
     };
     let emu = Emulator::start_with(args.listen, opts).await?;

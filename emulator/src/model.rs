@@ -23,6 +23,23 @@ pub struct EmulatorOptions {
     /// Most recent requests kept in the log (default 4096); older ones are dropped so long
     /// runs stay flat in memory. Benchmarks may set 0 to keep none.
     pub request_log_limit: usize,
+    /// `interval` the device-code endpoint answers (seconds; Entra says 5 [DC]). Tests may use
+    /// 0 or 1. Polling faster is not punished (`slow_down` is not modelled).
+    pub device_code_interval: u64,
+    /// Accept `http://` notificationUrl/lifecycleNotificationUrl. Graph requires HTTPS [D3][D13]
+    /// (400 `InvalidRequest` "NotificationUrl scheme='http' is not supported." [I-HTTPS]);
+    /// tests and demos on loopback set this to true. Default false.
+    pub allow_http_notification_urls: bool,
+    /// How long the validation handshake may take (Graph: 10 s [D15]).
+    pub validation_timeout: Duration,
+    /// Client timeout of one notification POST (Graph: 3 s [D14]).
+    pub notification_timeout: Duration,
+    /// Retries after a failed notification POST (non-2xx or timeout). Graph retries for up to
+    /// 4 hours [D14]; the emulator compresses that to `notification_retries` tries
+    /// `notification_retry_delay` apart (defaults 5 and 1 s).
+    pub notification_retries: u32,
+    /// Pause between notification retries.
+    pub notification_retry_delay: Duration,
 }
 
 impl Default for EmulatorOptions {
@@ -35,6 +52,12 @@ impl Default for EmulatorOptions {
             client_id: None,
             client_secret: None,
             request_log_limit: 4096,
+            device_code_interval: 5,
+            allow_http_notification_urls: false,
+            validation_timeout: Duration::from_secs(10),
+            notification_timeout: Duration::from_secs(3),
+            notification_retries: 5,
+            notification_retry_delay: Duration::from_secs(1),
         }
     }
 }
@@ -113,4 +136,75 @@ pub enum FaultKind {
     },
     /// Wait this long, then answer normally; lets clients hit their timeouts.
     Delay(std::time::Duration),
+}
+
+/// A change-notification subscription as tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// Subscription id (a GUID).
+    pub id: String,
+    /// The app that created it.
+    pub client_id: String,
+    /// `userPrincipalName` of the delegated user who created it.
+    pub creator_upn: String,
+    /// Object id of that user (`creatorId`).
+    pub creator_id: String,
+    /// Watched user ids, in the order given (duplicates removed).
+    pub ids: Vec<String>,
+    /// `resource` as given.
+    pub resource: String,
+    /// `expirationDateTime` (emulator wall clock).
+    pub expiration: std::time::SystemTime,
+    /// `clientState`, if given.
+    pub client_state: Option<String>,
+    /// Rich notifications (`includeResourceData`).
+    pub include_resource_data: bool,
+    /// `notificationUrl`.
+    pub notification_url: String,
+    /// `lifecycleNotificationUrl`, if given.
+    pub lifecycle_notification_url: Option<String>,
+    /// True after a `reauthorizationRequired` lifecycle event until reauthorize/renew;
+    /// notifications are paused meanwhile.
+    pub reauthorization_required: bool,
+}
+
+/// What a notification POST carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// The `validationToken` handshake on create [D15].
+    Validation,
+    /// A basic change notification (no resource data) [D3].
+    Basic,
+    /// A rich change notification with `encryptedContent` [D3][D16].
+    Rich,
+    /// A lifecycle notification [D17].
+    Lifecycle,
+}
+
+/// One attempt to POST to a subscriber (validation, notification or lifecycle).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The subscription (for a failed create's validation: the id it would have had).
+    pub subscription_id: String,
+    /// The URL posted to.
+    pub url: String,
+    /// What was posted.
+    pub kind: DeliveryKind,
+    /// User ids whose change the POST reports (empty for validation and lifecycle).
+    pub ids: Vec<String>,
+    /// HTTP status the subscriber answered, if it answered.
+    pub status: Option<u16>,
+    /// Transport error, timeout or injected failure, if any.
+    pub error: Option<String>,
+    /// 1 for the first try, 2.. for retries.
+    pub attempt: u32,
+    /// When the attempt finished (real time).
+    pub at: Instant,
+}
+
+impl Delivery {
+    /// Whether the subscriber answered 2xx.
+    pub fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
 }

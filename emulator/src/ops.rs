@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::model::{AppSession, Fault, LoggedRequest, User};
+use crate::model::{AppSession, Delivery, Fault, LoggedRequest, SubscriptionInfo, User};
 use crate::state::{App, Shared};
 
 impl Shared {
@@ -81,5 +81,36 @@ impl Shared {
 
     pub(crate) fn set_token_lifetime(&self, d: Duration) {
         self.lock().opts.token_lifetime = d;
+    }
+
+    /// Approves (`Some(upn or id)`) or declines (`None`) a pending device code.
+    pub(crate) fn approve_device_code(&self, user_code: &str, user: Option<&str>) -> bool {
+        let mut st = self.lock();
+        let user = match user {
+            Some(u) => match st.directory.resolve(u) {
+                Some(id) => Some(id.to_owned()),
+                None => return false,
+            },
+            None => None,
+        };
+        crate::delegated::decide(&mut st, user_code, user)
+    }
+
+    pub(crate) fn revoke_refresh_tokens(&self, user: &str) -> Option<usize> {
+        let mut st = self.lock();
+        let id = st.directory.resolve(user)?.to_owned();
+        Some(crate::delegated::revoke(&mut st, &id))
+    }
+
+    pub(crate) fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let mut st = self.lock();
+        crate::subscriptions::prune(&mut st);
+        let mut subs: Vec<_> = st.subscriptions.values().collect();
+        subs.sort_by_key(|s| s.created);
+        subs.iter().map(|s| s.info()).collect()
+    }
+
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
+        self.lock().deliveries.iter().cloned().collect()
     }
 }

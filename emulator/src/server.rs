@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::graph::{self, GraphRequest};
 use crate::model::{FaultKind, LoggedRequest};
@@ -114,10 +114,33 @@ async fn token_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    aad_endpoint(shared, tenant, uri, headers, body, "token").await
+}
+
+/// POST /{tenant}/oauth2/v2.0/devicecode: the device authorization request [DC].
+async fn device_code(
+    State(shared): State<AppState>,
+    Path(tenant): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    aad_endpoint(shared, tenant, uri, headers, body, "devicecode").await
+}
+
+/// The Entra endpoints (`op` = `token` or `devicecode`): faults, answer, log.
+async fn aad_endpoint(
+    shared: AppState,
+    tenant: String,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    op: &str,
+) -> Response {
     let at = Instant::now();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let path = uri.path().to_owned();
-    let fault = shared.lock().take_fault("POST", &path, "token");
+    let fault = shared.lock().take_fault("POST", &path, op);
     if let Some(FaultKind::Delay(d)) = &fault {
         tokio::time::sleep(*d).await;
     }
@@ -135,6 +158,7 @@ async fn token_endpoint(
                 50_196,
                 "Injected fault: too many requests.",
             ),
+            _ if op == "devicecode" => crate::delegated::device_code(&mut st, &tenant, &form),
             _ => token::token(&mut st, &tenant, auth, &form),
         }
     };
@@ -157,16 +181,6 @@ async fn token_endpoint(
     };
     shared.lock().push_log(entry);
     respond(answer.status, &hdrs, Some(&answer.body))
-}
-
-/// The device-code flow (delegated tokens) is a later issue: 501 so probes SKIP.
-async fn device_code() -> Response {
-    let body = json!({"error": "not_implemented", "error_description": "The emulator does not implement the device code flow yet."});
-    respond(
-        501,
-        &[("x-emulator-unsupported".into(), "1".into())],
-        Some(&body),
-    )
 }
 
 async fn openid(State(shared): State<AppState>, Path(tenant): Path<String>) -> Response {

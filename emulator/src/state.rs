@@ -3,11 +3,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
+
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::delegated::{DeviceCode, RefreshGrant};
 use crate::directory::Directory;
-use crate::model::{EmulatorOptions, Fault, FaultKind, LoggedRequest};
+use crate::model::{Delivery, EmulatorOptions, Fault, FaultKind, LoggedRequest};
 use crate::presence::PresenceState;
+use crate::subscriptions::Subscription;
 use crate::util::random_string;
 
 /// Length of a presence rate-limit window [D1][D12].
@@ -25,7 +28,14 @@ pub(crate) struct App {
 pub(crate) struct TokenInfo {
     pub client_id: String,
     pub expires_at: Instant,
+    /// Delegated tokens: the signed-in user's object id. None for app-only tokens.
+    pub user: Option<String>,
+    /// Delegated tokens: granted Graph scopes (short names, e.g. `Presence.Read.All`).
+    pub scopes: Vec<String>,
 }
+
+/// Who called Graph: the app, and for delegated tokens the user and scopes.
+pub(crate) type Caller = TokenInfo;
 
 /// Why a bearer token was refused.
 pub(crate) enum TokenProblem {
@@ -63,6 +73,18 @@ pub(crate) struct State {
     /// Presence by canonical user id.
     pub presence: HashMap<String, PresenceState>,
     pub log: VecDeque<LoggedRequest>,
+    /// Device codes by `device_code`.
+    pub device_codes: HashMap<String, DeviceCode>,
+    /// Refresh tokens (all ever issued and not forgotten: Entra does not revoke a used one).
+    pub refresh_tokens: HashMap<String, RefreshGrant>,
+    /// Per user: bumped by `revoke_refresh_tokens` (Entra's refreshTokensValidFromDateTime).
+    pub token_generation: HashMap<String, u64>,
+    /// Subscriptions by id.
+    pub subscriptions: HashMap<String, Subscription>,
+    /// Notification POST attempts (oldest first), capped like the request log.
+    pub deliveries: VecDeque<Delivery>,
+    /// Notification POST attempts still to fail on purpose (`fail_deliveries`).
+    pub fail_deliveries: u32,
     faults: Vec<ActiveFault>,
     rate: HashMap<String, Window>,
     offset: Duration,
@@ -74,6 +96,10 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub base_url: String,
+    /// Client for validation handshakes and notification POSTs (no proxy).
+    pub http: reqwest::Client,
+    /// This value itself, for tasks that must not keep the emulator alive.
+    pub me: std::sync::Weak<Shared>,
 }
 
 impl Shared {
@@ -97,6 +123,12 @@ impl State {
             directory: Directory::default(),
             presence: HashMap::new(),
             log: VecDeque::new(),
+            device_codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            token_generation: HashMap::new(),
+            subscriptions: HashMap::new(),
+            deliveries: VecDeque::new(),
+            fail_deliveries: 0,
             faults: Vec::new(),
             rate: HashMap::new(),
             offset: Duration::ZERO,
@@ -118,26 +150,45 @@ impl State {
         self.offset += d;
     }
 
-    /// Issues an opaque access token [D28][D31]; returns it with its lifetime.
+    /// Issues an opaque app-only access token [D28][D31]; returns it with its lifetime.
     pub fn issue_token(&mut self, client_id: &str) -> (String, Duration) {
+        let token = format!("emu.{}", random_string(80));
+        let lifetime = self.store_token(token.clone(), client_id, None, Vec::new());
+        (token, lifetime)
+    }
+
+    /// Remembers `token` (app-only when `user` is None); returns its lifetime.
+    pub fn store_token(
+        &mut self,
+        token: String,
+        client_id: &str,
+        user: Option<String>,
+        scopes: Vec<String>,
+    ) -> Duration {
         let now = self.now();
         // Forget tokens long expired so the map stays small in long benchmarks.
         self.tokens
             .retain(|_, t| t.expires_at + Duration::from_secs(3600) > now);
-        let token = format!("emu.{}", random_string(80));
         let lifetime = self.opts.token_lifetime;
         self.tokens.insert(
-            token.clone(),
+            token,
             TokenInfo {
                 client_id: client_id.to_owned(),
                 expires_at: now + lifetime,
+                user,
+                scopes,
             },
         );
-        (token, lifetime)
+        lifetime
     }
 
     /// The client id a bearer token belongs to.
     pub fn check_token(&self, token: Option<&str>) -> Result<String, TokenProblem> {
+        self.check_caller(token).map(|c| c.client_id)
+    }
+
+    /// The app (and delegated user and scopes) a bearer token belongs to.
+    pub fn check_caller(&self, token: Option<&str>) -> Result<Caller, TokenProblem> {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or(TokenProblem::Missing)?;
@@ -145,7 +196,16 @@ impl State {
         if info.expires_at <= self.now() {
             return Err(TokenProblem::Expired);
         }
-        Ok(info.client_id.clone())
+        Ok(info.clone())
+    }
+
+    /// Records one notification POST attempt (capped like the request log).
+    pub fn push_delivery(&mut self, d: Delivery) {
+        let cap = self.opts.request_log_limit.max(256);
+        while self.deliveries.len() >= cap {
+            self.deliveries.pop_front();
+        }
+        self.deliveries.push_back(d);
     }
 
     pub fn expire_tokens(&mut self) {

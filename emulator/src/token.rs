@@ -10,7 +10,7 @@ use crate::state::State;
 use crate::util::{aad_timestamp, guid};
 
 /// Resource ids that mean Microsoft Graph in a `.default` scope.
-const GRAPH_RESOURCES: &[&str] = &[
+pub(crate) const GRAPH_RESOURCES: &[&str] = &[
     "https://graph.microsoft.com",
     "00000003-0000-0000-c000-000000000000",
 ];
@@ -171,8 +171,8 @@ fn try_token(
     let grant = form
         .get("grant_type")
         .ok_or_else(|| missing(st, "grant_type"))?;
-    if grant != "client_credentials" {
-        // Device code and refresh token grants are a later issue of the emulator.
+    let delegated = grant == crate::delegated::DEVICE_GRANT || grant == "refresh_token";
+    if !delegated && grant != "client_credentials" {
         return Err(aad_error(
             st,
             400,
@@ -187,6 +187,17 @@ fn try_token(
         .map(|(c, _)| c.clone())
         .or_else(|| form.get("client_id").cloned());
     let client_id = client_id.ok_or_else(|| missing(st, "client_id"))?;
+    if delegated {
+        let secret = basic
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .or_else(|| form.get("client_secret").cloned());
+        return if grant == "refresh_token" {
+            crate::delegated::redeem_refresh_token(st, tenant, &client_id, secret.as_ref(), form)
+        } else {
+            crate::delegated::redeem_device_code(st, tenant, &client_id, secret.as_ref(), form)
+        };
+    }
     let Some(app) = st.apps.get(&client_id.to_lowercase()).cloned() else {
         let mut a = aad_error(
             st,

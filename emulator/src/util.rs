@@ -92,6 +92,58 @@ pub(crate) fn parse_utc(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// `2024-05-01T12:00:00.1234567Z`: the form Graph uses for `expirationDateTime` [D13].
+pub(crate) fn graph_datetime(t: SystemTime) -> String {
+    let (y, mo, d, h, mi, s) = split_time(t);
+    let frac = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() / 100)
+        .unwrap_or(0);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{frac:07}Z")
+}
+
+/// Parses an ISO-8601 date-time with `Z`, an offset (`+02:00`) or none (UTC), and optional
+/// fractional seconds: what clients send as `expirationDateTime`.
+pub(crate) fn parse_datetime(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let (time, offset_secs): (&str, i64) = if let Some(t) = time.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else if let Some(pos) = time.rfind(['+', '-']) {
+        let (t, off) = time.split_at(pos);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let off = &off[1..];
+        let (oh, om) = off
+            .split_once(':')
+            .unwrap_or((off.get(..2)?, off.get(2..)?));
+        let secs = oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60;
+        (t, sign * secs)
+    } else {
+        (time, 0)
+    };
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let mo: u32 = dp.next()?.parse().ok()?;
+    let d: u32 = dp.next()?.parse().ok()?;
+    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut tp = hms.split(':');
+    let h: i64 = tp.next()?.parse().ok()?;
+    let mi: i64 = tp.next()?.parse().ok()?;
+    let sec: i64 = tp.next().unwrap_or("0").parse().ok()?;
+    if h > 23 || mi > 59 || sec > 60 || !frac.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = format!("{:0<9}", frac.get(..frac.len().min(9))?)
+        .parse()
+        .ok()?;
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
 /// Parses an ISO-8601 duration such as `PT5M`, `PT1H30M`, `P1D`, `PT90S` (setPresence
 /// `expirationDuration`). [D5] Returns None for anything else, e.g. kiota's `0:10:00`.
 pub(crate) fn parse_iso_duration(s: &str) -> Option<Duration> {
@@ -163,6 +215,22 @@ mod tests {
         assert_eq!(aad_timestamp(t), "2024-05-01 12:00:00Z");
         assert_eq!(parse_utc("2024-05-01T12:00:00.0000000"), Some(t));
         assert_eq!(parse_utc("2024-05-01T12:00:00Z"), Some(t));
+    }
+
+    #[test]
+    fn datetimes() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_714_564_800);
+        assert_eq!(parse_datetime("2024-05-01T12:00:00Z"), Some(t));
+        assert_eq!(parse_datetime("2024-05-01T14:00:00+02:00"), Some(t));
+        assert_eq!(parse_datetime("2024-05-01T12:00:00.000000+00:00"), Some(t));
+        assert_eq!(
+            parse_datetime("2024-05-01T12:00:00.5Z"),
+            Some(t + Duration::from_millis(500))
+        );
+        assert_eq!(graph_datetime(t), "2024-05-01T12:00:00.0000000Z");
+        assert_eq!(parse_datetime(&graph_datetime(t)), Some(t));
+        assert_eq!(parse_datetime("yesterday"), None);
+        assert_eq!(parse_datetime("2024-05-01T25:00:00Z"), None);
     }
 
     #[test]

@@ -191,7 +191,7 @@ async fn request_log_and_request_ids() {
 async fn unknown_paths_and_unsupported_endpoints() {
     let fx = start(1).await;
     assert_eq!(fx.get("/nosuch").await.status, 400);
-    let a = fx.get("/subscriptions").await;
+    let a = fx.get("/users/delta").await;
     assert_eq!(a.status, 501);
     assert_eq!(a.header("x-emulator-unsupported"), Some("1"));
     let r = fx

@@ -17,11 +17,12 @@ tenant=aaaaaaaa-0000-4000-8000-000000000001
 client=bbbbbbbb-0000-4000-8000-000000000002
 secret=probe-secret
 target/debug/graph-emulator --listen "127.0.0.1:$port" --users 40 \
-    --tenant-id "$tenant" --client-id "$client" --client-secret "$secret" >/dev/null &
+    --tenant-id "$tenant" --client-id "$client" --client-secret "$secret" \
+    --allow-http-notification-urls --device-code-interval 1 >/dev/null &
 emu=$!
 trap 'kill $emu 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
-# --no-msal: MSAL's device-flow check needs delegated tokens, which come with the
-# notifications issue; MSAL client credentials pass too (see emulator/README.md).
+# The probe's webhook receiver is plain http on loopback (--allow-http-notification-urls);
+# MSAL runs over the probe's own TLS front.
 "$venv/bin/python" tests/sdk-probe/sdk_probe.py --base "http://127.0.0.1:$port" \
-    --tenant "$tenant" --client-id "$client" --client-secret "$secret" --no-msal
+    --tenant "$tenant" --client-id "$client" --client-secret "$secret"

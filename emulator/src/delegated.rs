@@ -1,0 +1,572 @@
+//! Delegated tokens: the device authorization grant [DC] and the refresh-token grant [AC].
+//!
+//! Modelled:
+//! - `POST /{tenant}/oauth2/v2.0/devicecode` (`client_id`, `scope`) answers `device_code`,
+//!   `user_code`, `verification_uri`, `expires_in` (900: "the user has 15 minutes" [DC]),
+//!   `interval` ([`crate::EmulatorOptions::device_code_interval`], Entra: 5) and `message` [DC];
+//!   `verification_uri_complete` is not sent ("not included or supported" [DC]).
+//! - the token endpoint's device-code grant answers 400 `authorization_pending` (AADSTS70016
+//!   [D30][Q70016]) until a test approves the code, then the tokens once; a declined code answers
+//!   `authorization_declined`, an unknown one `bad_verification_code`, an old one `expired_token`
+//!   (the four errors of [DC]).
+//! - success: `token_type` Bearer, `scope`, `expires_in`, `access_token`, `refresh_token` only
+//!   when `offline_access` was requested, `id_token` only when `openid` was [DC]; `client_info`
+//!   when the client sends `client_info=1` (MSAL does; UNVERIFIED: not on the protocol pages).
+//! - the refresh-token grant returns a new access token and a new refresh token; the old
+//!   refresh token stays valid ("Refresh tokens aren't revoked when used to acquire new access
+//!   tokens. You're expected to discard the old refresh token." [AC]).
+//! - `revoke_refresh_tokens(upn)` works like resetting the user's
+//!   refreshTokensValidFromDateTime [RV]: every refresh token issued before it answers
+//!   `invalid_grant` AADSTS50173 [RV]. Refresh tokens unused for 90 days answer AADSTS700082
+//!   ("expired due to inactivity" [NG]). Access tokens already issued stay valid until they
+//!   expire [RV].
+//! - consent: the user consents to whatever is requested at approval; the app always also holds
+//!   `User.Read` (the default permission of an app registration), and `{graph}/.default` means
+//!   `User.Read Presence.Read.All` (UNVERIFIED simplification of Entra's consent model).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::state::State;
+use crate::token::{GRAPH_RESOURCES, TokenAnswer, aad_error};
+use crate::util::{guid, random_string};
+
+/// The device-code grant type [DC].
+pub(crate) const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// Lifetime of a device code: 15 minutes [DC].
+const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(900);
+/// Where the user enters the code; Entra's (and the brief's) value.
+const VERIFICATION_URI: &str = "https://microsoft.com/devicelogin";
+/// Refresh tokens expire after 90 days without use (MaxInactiveTime default [NG]).
+const REFRESH_INACTIVE: Duration = Duration::from_secs(90 * 86_400);
+/// OpenID Connect scopes: not Graph permissions.
+const OIDC: &[&str] = &["openid", "profile", "email", "offline_access"];
+/// What `{graph}/.default` grants a delegated token here (UNVERIFIED).
+const DEFAULT_DELEGATED: &[&str] = &["User.Read", "Presence.Read.All"];
+
+/// Where a device code stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeviceStatus {
+    Pending,
+    /// Approved by this user (canonical object id).
+    Approved(String),
+    Declined,
+    /// Tokens were issued; the code cannot be redeemed again (UNVERIFIED: Entra then answers
+    /// `invalid_grant`; the emulator answers `bad_verification_code`).
+    Redeemed,
+}
+
+/// One device authorization request.
+#[derive(Debug, Clone)]
+pub(crate) struct DeviceCode {
+    pub user_code: String,
+    pub client_id: String,
+    pub request: Scopes,
+    pub expires_at: Instant,
+    pub status: DeviceStatus,
+}
+
+/// One refresh token.
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshGrant {
+    pub client_id: String,
+    pub user: String,
+    pub request: Scopes,
+    /// The user's token generation when issued; revocation bumps it.
+    pub generation: u64,
+    pub last_used: Instant,
+}
+
+/// A parsed delegated `scope` parameter.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scopes {
+    /// Graph permissions, short names (`Presence.Read.All`).
+    pub graph: Vec<String>,
+    /// OIDC scopes requested (`openid`, `profile`, `email`, `offline_access`).
+    pub oidc: Vec<String>,
+}
+
+impl Scopes {
+    fn has(&self, s: &str) -> bool {
+        self.oidc.iter().any(|o| o == s)
+    }
+
+    /// Granted Graph scopes: the requested ones plus `User.Read` (see module doc).
+    fn granted(&self) -> Vec<String> {
+        let mut out = self.graph.clone();
+        if !out.iter().any(|s| s.eq_ignore_ascii_case("User.Read")) {
+            out.push("User.Read".into());
+        }
+        out
+    }
+}
+
+/// Parses a delegated scope list: `offline_access`, `openid`, `profile`, `email`, Graph
+/// permissions bare (`Presence.Read.All`, Graph is the default resource) or qualified
+/// (`https://graph.microsoft.com/Presence.Read.All`), or `{graph}/.default`. Another resource
+/// gives AADSTS500011 and several resources AADSTS70011 as for client credentials [D28][D30].
+fn parse_scopes(st: &State, scope: &str, tenant: &str) -> Result<Scopes, TokenAnswer> {
+    let mut out = Scopes::default();
+    for s in scope.split_whitespace() {
+        if let Some(o) = OIDC.iter().find(|o| o.eq_ignore_ascii_case(s)) {
+            out.oidc.push((*o).to_owned());
+            continue;
+        }
+        let (resource, perm) = match s.rsplit_once('/') {
+            Some((r, p)) => (Some(r.trim_end_matches('/')), p),
+            None => (None, s),
+        };
+        if let Some(r) = resource {
+            let is_graph = GRAPH_RESOURCES
+                .iter()
+                .chain(std::iter::once(&st.self_url.as_str()))
+                .any(|g| g.eq_ignore_ascii_case(r));
+            if !is_graph {
+                return Err(aad_error(
+                    st,
+                    400,
+                    "invalid_resource",
+                    500_011,
+                    &format!(
+                        "The resource principal named {r} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+                    ),
+                ));
+            }
+        }
+        if perm.is_empty() {
+            return Err(invalid_scope(st, scope));
+        }
+        if perm == ".default" {
+            out.graph
+                .extend(DEFAULT_DELEGATED.iter().map(|s| (*s).to_owned()));
+        } else {
+            out.graph.push(perm.to_owned());
+        }
+    }
+    out.graph.dedup();
+    if out.graph.is_empty() && out.oidc.iter().all(|o| o == "offline_access") {
+        return Err(invalid_scope(st, scope));
+    }
+    Ok(out)
+}
+
+fn invalid_scope(st: &State, scope: &str) -> TokenAnswer {
+    aad_error(
+        st,
+        400,
+        "invalid_scope",
+        70_011,
+        &format!(
+            "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
+        ),
+    )
+}
+
+fn missing(st: &State, param: &str) -> TokenAnswer {
+    aad_error(
+        st,
+        400,
+        "invalid_request",
+        900_144,
+        &format!("The request body must contain the following parameter: '{param}'."),
+    )
+}
+
+fn unknown_app(st: &State, client_id: &str, tenant: &str) -> TokenAnswer {
+    let mut a = aad_error(
+        st,
+        400,
+        "unauthorized_client",
+        700_016,
+        &format!(
+            "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+        ),
+    );
+    a.client_id = Some(client_id.to_owned());
+    a
+}
+
+/// A user code as Entra shows them: 9 upper-case letters and digits (Entra's are 8–9).
+fn user_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..9)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// POST /{tenant}/oauth2/v2.0/devicecode [DC].
+pub(crate) fn device_code(
+    st: &mut State,
+    tenant: &str,
+    form: &HashMap<String, String>,
+) -> TokenAnswer {
+    match try_device_code(st, tenant, form) {
+        Ok(a) | Err(a) => a,
+    }
+}
+
+fn try_device_code(
+    st: &mut State,
+    tenant: &str,
+    form: &HashMap<String, String>,
+) -> Result<TokenAnswer, TokenAnswer> {
+    if !crate::token::tenant_known(st, tenant) {
+        return Err(crate::token::unknown_tenant(st, tenant));
+    }
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| missing(st, "client_id"))?
+        .clone();
+    if !st.apps.contains_key(&client_id.to_lowercase()) {
+        return Err(unknown_app(st, &client_id, tenant));
+    }
+    let scope = form.get("scope").ok_or_else(|| missing(st, "scope"))?;
+    let request = parse_scopes(st, scope, tenant)?;
+    let now = st.now();
+    st.device_codes.retain(|_, d| d.expires_at > now);
+    let device = random_string(120);
+    let code = user_code();
+    st.device_codes.insert(
+        device.clone(),
+        DeviceCode {
+            user_code: code.clone(),
+            client_id: client_id.to_lowercase(),
+            request,
+            expires_at: now + DEVICE_CODE_LIFETIME,
+            status: DeviceStatus::Pending,
+        },
+    );
+    let body = json!({
+        "user_code": code,
+        "device_code": device,
+        "verification_uri": VERIFICATION_URI,
+        "expires_in": DEVICE_CODE_LIFETIME.as_secs(),
+        "interval": st.opts.device_code_interval,
+        "message": format!("To sign in, use a web browser to open the page {VERIFICATION_URI} and enter the code {code} to authenticate."),
+    });
+    Ok(TokenAnswer {
+        status: 200,
+        body,
+        client_id: Some(client_id),
+    })
+}
+
+/// Approves (`Some(user id)`) or declines (`None`) the pending device code with `user_code`.
+/// False when no pending, unexpired code has that user code.
+pub(crate) fn decide(st: &mut State, user_code: &str, user: Option<String>) -> bool {
+    let now = st.now();
+    let wanted = user_code.replace('-', "");
+    let Some(d) = st.device_codes.values_mut().find(|d| {
+        d.user_code.eq_ignore_ascii_case(&wanted)
+            && d.status == DeviceStatus::Pending
+            && d.expires_at > now
+    }) else {
+        return false;
+    };
+    d.status = match user {
+        Some(u) => DeviceStatus::Approved(u),
+        None => DeviceStatus::Declined,
+    };
+    true
+}
+
+/// Checks an optional client secret: public clients send none; if one is sent it must be
+/// right (AADSTS7000215 [D30]).
+fn check_optional_secret(
+    st: &State,
+    client_id: &str,
+    secret: Option<&String>,
+) -> Result<(), TokenAnswer> {
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    let right = st
+        .apps
+        .get(&client_id.to_lowercase())
+        .is_some_and(|a| &a.secret == secret);
+    if right {
+        return Ok(());
+    }
+    let mut a = aad_error(
+        st,
+        401,
+        "invalid_client",
+        7_000_215,
+        &format!(
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+        ),
+    );
+    a.client_id = Some(client_id.to_owned());
+    Err(a)
+}
+
+/// The device-code grant on the token endpoint [DC].
+pub(crate) fn redeem_device_code(
+    st: &mut State,
+    tenant: &str,
+    client_id: &str,
+    secret: Option<&String>,
+    form: &HashMap<String, String>,
+) -> Result<TokenAnswer, TokenAnswer> {
+    if !st.apps.contains_key(&client_id.to_lowercase()) {
+        return Err(unknown_app(st, client_id, tenant));
+    }
+    check_optional_secret(st, client_id, secret)?;
+    let code = form
+        .get("device_code")
+        .ok_or_else(|| missing(st, "device_code"))?;
+    let now = st.now();
+    let found = st
+        .device_codes
+        .get(code)
+        .filter(|d| d.client_id.eq_ignore_ascii_case(client_id))
+        .cloned();
+    let Some(d) = found else {
+        // [DC] "The device_code sent to the /token endpoint wasn't recognized."; AADSTS70018
+        // BadVerificationCode [D30] (the code number for this case is UNVERIFIED).
+        return Err(aad_error(
+            st,
+            400,
+            "bad_verification_code",
+            70_018,
+            "Invalid verification code. The device_code sent to the token endpoint wasn't recognized.",
+        ));
+    };
+    if d.expires_at <= now {
+        // AADSTS70019 CodeExpired [D30].
+        return Err(aad_error(
+            st,
+            400,
+            "expired_token",
+            70_019,
+            "Verification code expired. Have the user retry the sign-in.",
+        ));
+    }
+    let user = match d.status {
+        DeviceStatus::Pending => {
+            // Wording of a real answer [Q70016].
+            return Err(aad_error(
+                st,
+                400,
+                "authorization_pending",
+                70_016,
+                "The provided request has not yet been authorized by the user. The user must input their code.",
+            ));
+        }
+        DeviceStatus::Declined => {
+            // [DC] names the error; the AADSTS number is UNVERIFIED (70017 is the gap between
+            // 70016 AuthorizationPending and 70018 BadVerificationCode in [D30]).
+            return Err(aad_error(
+                st,
+                400,
+                "authorization_declined",
+                70_017,
+                "OAuth 2.0 device flow error. The end user denied the authorization request.",
+            ));
+        }
+        DeviceStatus::Redeemed => {
+            return Err(aad_error(
+                st,
+                400,
+                "bad_verification_code",
+                70_018,
+                "Invalid verification code. The device_code was already redeemed.",
+            ));
+        }
+        DeviceStatus::Approved(ref u) => u.clone(),
+    };
+    if let Some(x) = st.device_codes.get_mut(code) {
+        x.status = DeviceStatus::Redeemed;
+    }
+    Ok(issue(st, tenant, client_id, &user, &d.request, form))
+}
+
+/// The refresh-token grant [AC].
+pub(crate) fn redeem_refresh_token(
+    st: &mut State,
+    tenant: &str,
+    client_id: &str,
+    secret: Option<&String>,
+    form: &HashMap<String, String>,
+) -> Result<TokenAnswer, TokenAnswer> {
+    if !st.apps.contains_key(&client_id.to_lowercase()) {
+        return Err(unknown_app(st, client_id, tenant));
+    }
+    check_optional_secret(st, client_id, secret)?;
+    let rt = form
+        .get("refresh_token")
+        .ok_or_else(|| missing(st, "refresh_token"))?;
+    let now = st.now();
+    let Some(g) = st
+        .refresh_tokens
+        .get(rt)
+        .filter(|g| g.client_id.eq_ignore_ascii_case(client_id))
+        .cloned()
+    else {
+        // An unknown or foreign refresh token: AADSTS9002313 as seen for malformed grants [Q9002313].
+        return Err(aad_error(
+            st,
+            400,
+            "invalid_grant",
+            9_002_313,
+            "Invalid request. Request is malformed or invalid.",
+        ));
+    };
+    let generation = st.token_generation.get(&g.user).copied().unwrap_or(0);
+    if g.generation < generation {
+        // Wording of the AADSTS50173 error page [RV].
+        return Err(aad_error(
+            st,
+            400,
+            "invalid_grant",
+            50_173,
+            "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. Either an admin or a user revoked the tokens for this user, causing subsequent token refreshes to fail and require reauthentication.",
+        ));
+    }
+    if now.saturating_duration_since(g.last_used) >= REFRESH_INACTIVE {
+        return Err(aad_error(
+            st,
+            400,
+            "invalid_grant",
+            700_082,
+            "The refresh token has expired due to inactivity. The token was issued and was inactive for 90.00:00:00.",
+        ));
+    }
+    if let Some(x) = st.refresh_tokens.get_mut(rt) {
+        x.last_used = now;
+    }
+    // A narrower scope may be asked for; the emulator keeps the original request (Entra: the
+    // refresh token is valid for every consented permission [AC]).
+    let request = match form.get("scope") {
+        Some(s) => {
+            let mut r = parse_scopes(st, s, tenant)?;
+            if !r.has("offline_access") {
+                r.oidc.push("offline_access".into());
+            }
+            r
+        }
+        None => g.request.clone(),
+    };
+    Ok(issue(st, tenant, client_id, &g.user, &request, form))
+}
+
+fn b64url(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// An unsigned JWT-shaped string (`alg: none`): clients must treat Graph tokens as opaque
+/// [D28]; the claims only help humans and tests read them.
+fn jwt(claims: &Value) -> String {
+    let header = json!({"typ": "JWT", "alg": "none"});
+    format!("{}.{}.", b64url(&header), b64url(claims))
+}
+
+/// Issues access (+ refresh, + id) tokens for `user` and answers the token response [DC].
+fn issue(
+    st: &mut State,
+    tenant: &str,
+    client_id: &str,
+    user: &str,
+    request: &Scopes,
+    form: &HashMap<String, String>,
+) -> TokenAnswer {
+    let granted = request.granted();
+    let now_unix = st
+        .wall()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let lifetime = st.opts.token_lifetime.as_secs();
+    let (upn, name) = st
+        .directory
+        .get(user)
+        .map(|u| (u.user_principal_name.clone(), u.display_name.clone()))
+        .unwrap_or_default();
+    let tid = st.tenant_id.clone();
+    let claims = json!({
+        "aud": "https://graph.microsoft.com",
+        "iss": format!("https://sts.windows.net/{tid}/"),
+        "iat": now_unix, "nbf": now_unix, "exp": now_unix + lifetime,
+        "appid": client_id, "tid": tid, "oid": user, "upn": upn, "name": name,
+        "scp": granted.join(" "),
+        "uti": random_string(22),
+    });
+    let access = format!("{}{}", jwt(&claims), random_string(43));
+    let mut scopes = granted.clone();
+    if request.has("offline_access") {
+        scopes.push("offline_access".into());
+    }
+    st.store_token(
+        access.clone(),
+        &client_id.to_lowercase(),
+        Some(user.to_owned()),
+        scopes,
+    );
+    // `scope` lists the Graph scopes plus the OIDC ones requested (the [DC] example shows
+    // "User.Read profile openid email"); offline_access listed when requested (UNVERIFIED).
+    let mut scope_list = granted.clone();
+    for o in ["profile", "openid", "email", "offline_access"] {
+        if request.has(o) || (o == "email" && request.has("openid")) {
+            scope_list.push(o.to_owned());
+        }
+    }
+    let mut body = json!({
+        "token_type": "Bearer",
+        "scope": scope_list.join(" "),
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access,
+    });
+    if request.has("offline_access") {
+        let rt = format!("emu-rt.{}", random_string(120));
+        let generation = st.token_generation.get(user).copied().unwrap_or(0);
+        let last_used = st.now();
+        st.refresh_tokens.insert(
+            rt.clone(),
+            RefreshGrant {
+                client_id: client_id.to_lowercase(),
+                user: user.to_owned(),
+                request: request.clone(),
+                generation,
+                last_used,
+            },
+        );
+        body["refresh_token"] = json!(rt);
+    }
+    if request.has("openid") {
+        let id_claims = json!({
+            "aud": client_id,
+            "iss": format!("https://login.microsoftonline.com/{tid}/v2.0"),
+            "iat": now_unix, "nbf": now_unix, "exp": now_unix + lifetime,
+            "name": name, "oid": user, "preferred_username": upn, "sub": guid(),
+            "tid": tid, "ver": "2.0",
+        });
+        body["id_token"] = json!(jwt(&id_claims));
+    }
+    if form.get("client_info").is_some_and(|v| v == "1") {
+        body["client_info"] = json!(b64url(&json!({"uid": user, "utid": tid})));
+    }
+    let _ = tenant;
+    TokenAnswer {
+        status: 200,
+        body,
+        client_id: Some(client_id.to_owned()),
+    }
+}
+
+/// Revokes every refresh token of `user` issued so far [RV]; returns how many were live.
+pub(crate) fn revoke(st: &mut State, user: &str) -> usize {
+    let g = st.token_generation.entry(user.to_owned()).or_insert(0);
+    let old = *g;
+    *g += 1;
+    // Kept (not removed) so that they answer AADSTS50173 rather than "unknown".
+    st.refresh_tokens
+        .values()
+        .filter(|r| r.user == user && r.generation <= old)
+        .count()
+}

@@ -1,0 +1,693 @@
+//! `/v1.0/subscriptions`: presence change-notification subscriptions [D3][D13][D14][D15][D18].
+//!
+//! Modelled:
+//! - resources `communications/presences/{id}` and `/communications/presences?$filter=id in
+//!   ('a','b',…)` (≤ 650 ids), changeType `updated` only [D3];
+//! - delegated tokens only: an app-only token gets 403 [D3][D18] (body UNVERIFIED, see
+//!   [`forbidden`]); the delegated token needs Presence.Read.All (or Presence.ReadWrite.All);
+//! - one presence subscription per (user, app): 409 `ExtensionError` with the documented (sic)
+//!   message [D3][I5];
+//! - `expirationDateTime` at most 60 minutes ahead, on create and renew [D13][D3];
+//! - HTTPS notification URLs unless `allow_http_notification_urls` [D3][I-HTTPS];
+//! - `includeResourceData` needs `encryptionCertificate` (base64 DER X.509, RSA 2048–4096) and
+//!   `encryptionCertificateId` (≤ 128 characters) [D16];
+//! - `clientState` at most 128 characters (FACTS CONFLICT: 128 [D13] vs 255 [D20]; the stricter
+//!   one is used);
+//! - the validationToken handshake on create, separately for `lifecycleNotificationUrl` [D15];
+//!   failures answer the [I11] messages;
+//! - PATCH renews (and reauthorizes [D17]); `lifecycleNotificationUrl` cannot be changed [D17];
+//!   POST .../reauthorize answers 204 (as Microsoft's generated SDKs expect; the learn page
+//!   subscription-reauthorize) and does not extend the expiry [D17]; DELETE 204 [D14];
+//! - expired subscriptions are gone: GET/PATCH/DELETE answer 404 [I8][P7] (code UNVERIFIED);
+//! - GET /subscriptions lists the caller's: with a delegated token those of (user, app), with
+//!   an app-only token all of the app's (UNVERIFIED).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use rsa::RsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::PublicKeyParts;
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+use tokio::sync::mpsc::UnboundedSender;
+use x509_cert::der::{Decode, Encode};
+
+use crate::graph::GraphRequest;
+use crate::model::{Delivery, DeliveryKind, SubscriptionInfo};
+use crate::notify::{self, Job};
+use crate::odata::GraphResponse;
+use crate::state::{Caller, Shared, State};
+use crate::util::{graph_datetime, guid, parse_datetime};
+
+/// Most ids in one presence subscription [D3].
+pub(crate) const MAX_IDS: usize = 650;
+/// Longest presence subscription [D13][D3].
+const MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// `clientState` limit (CONFLICT 128 vs 255; see the module doc).
+const MAX_CLIENT_STATE: usize = 128;
+/// `encryptionCertificateId` limit [D16].
+const MAX_CERT_ID: usize = 128;
+/// Delegated scopes that may subscribe to presence [D3].
+const SUBSCRIBE_SCOPES: &[&str] = &["Presence.Read.All", "Presence.ReadWrite.All"];
+
+/// The encryption certificate of a rich subscription [D16].
+#[derive(Debug, Clone)]
+pub(crate) struct EncCert {
+    pub id: String,
+    /// As sent (base64 DER).
+    pub b64: String,
+    /// Upper-case hex SHA-1 of the DER.
+    pub thumbprint: String,
+    pub key: RsaPublicKey,
+}
+
+/// A live subscription.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub id: String,
+    pub client_id: String,
+    pub creator_id: String,
+    pub creator_upn: String,
+    pub resource: String,
+    /// Canonical ids where known, else as given.
+    pub ids: Vec<String>,
+    pub notification_url: String,
+    pub lifecycle_url: Option<String>,
+    pub client_state: Option<String>,
+    pub expires: SystemTime,
+    pub cert: Option<EncCert>,
+    pub tls: String,
+    pub reauth_required: bool,
+    /// Creation order (GET lists oldest first).
+    pub created: u64,
+    /// Last (availability, activity) seen per id: notifications fire on a difference.
+    pub last: HashMap<String, (String, String)>,
+    /// The delivery worker's queue (notifications of one subscription go out in order).
+    pub queue: UnboundedSender<Job>,
+}
+
+impl Subscription {
+    pub fn info(&self) -> SubscriptionInfo {
+        SubscriptionInfo {
+            id: self.id.clone(),
+            client_id: self.client_id.clone(),
+            creator_upn: self.creator_upn.clone(),
+            creator_id: self.creator_id.clone(),
+            ids: self.ids.clone(),
+            resource: self.resource.clone(),
+            expiration: self.expires,
+            client_state: self.client_state.clone(),
+            include_resource_data: self.cert.is_some(),
+            notification_url: self.notification_url.clone(),
+            lifecycle_notification_url: self.lifecycle_url.clone(),
+            reauthorization_required: self.reauth_required,
+        }
+    }
+
+    /// The subscription resource as Graph returns it [D13].
+    fn to_json(&self, base: &str) -> Value {
+        json!({
+            "@odata.context": format!("{base}/v1.0/$metadata#subscriptions/$entity"),
+            "id": self.id,
+            "resource": self.resource,
+            "applicationId": self.client_id,
+            "changeType": "updated",
+            "clientState": self.client_state,
+            "notificationUrl": self.notification_url,
+            "notificationQueryOptions": null,
+            "lifecycleNotificationUrl": self.lifecycle_url,
+            "expirationDateTime": graph_datetime(self.expires),
+            "creatorId": self.creator_id,
+            "includeResourceData": self.cert.is_some(),
+            "latestSupportedTlsVersion": self.tls,
+            "encryptionCertificate": self.cert.as_ref().map(|c| c.b64.clone()),
+            "encryptionCertificateId": self.cert.as_ref().map(|c| c.id.clone()),
+            "notificationUrlAppId": null,
+        })
+    }
+}
+
+/// What a request under /subscriptions asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubOp {
+    Create,
+    List,
+    Get(String),
+    Update(String),
+    Delete(String),
+    Reauthorize(String),
+}
+
+impl SubOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SubOp::Create => "createSubscription",
+            SubOp::List => "listSubscriptions",
+            SubOp::Get(_) => "getSubscription",
+            SubOp::Update(_) => "updateSubscription",
+            SubOp::Delete(_) => "deleteSubscription",
+            SubOp::Reauthorize(_) => "reauthorizeSubscription",
+        }
+    }
+}
+
+/// Routes `/subscriptions[...]`; None = not a subscriptions shape this emulator serves.
+pub(crate) fn route(method: &str, s: &[&str]) -> Option<Result<SubOp, ()>> {
+    let op = match (s, method) {
+        (["subscriptions"], "POST") => SubOp::Create,
+        (["subscriptions"], "GET") => SubOp::List,
+        (["subscriptions", id], "GET") => SubOp::Get((*id).to_owned()),
+        (["subscriptions", id], "PATCH") => SubOp::Update((*id).to_owned()),
+        (["subscriptions", id], "DELETE") => SubOp::Delete((*id).to_owned()),
+        (["subscriptions", id, "reauthorize"], "POST") => SubOp::Reauthorize((*id).to_owned()),
+        (["subscriptions"] | ["subscriptions", _] | ["subscriptions", _, "reauthorize"], _) => {
+            return Some(Err(()));
+        }
+        _ => return None,
+    };
+    Some(Ok(op))
+}
+
+fn invalid(message: &str) -> GraphResponse {
+    // Code for malformed subscription bodies: UNVERIFIED ("InvalidRequest" as in [I11][I-HTTPS]).
+    GraphResponse::error(400, "InvalidRequest", message)
+}
+
+/// 403 for app-only tokens or missing delegated scope. Graph's body for presence is
+/// UNVERIFIED; this wording was reported for a presence subscription [I-403].
+fn forbidden() -> GraphResponse {
+    GraphResponse::error(
+        403,
+        "ExtensionError",
+        "Operation: Create; Exception: [Status Code: Forbidden; Reason: The request is not authorized for this user or application.]",
+    )
+}
+
+/// 404 for unknown, deleted or expired subscriptions (code and message UNVERIFIED [I8][P7]).
+fn not_found(id: &str) -> GraphResponse {
+    GraphResponse::error(
+        404,
+        "ResourceNotFound",
+        &format!("The object was not found. Subscription '{id}' does not exist."),
+    )
+}
+
+/// [I12]; the presence wording is UNVERIFIED.
+fn too_long() -> GraphResponse {
+    GraphResponse::error(
+        400,
+        "ExtensionError",
+        "Subscription expiration can only be 60 minutes in the future.",
+    )
+}
+
+/// Parses `resource` into ids [D3].
+fn parse_resource(resource: &str) -> Result<Vec<String>, GraphResponse> {
+    let bad = || {
+        invalid(&format!(
+            "Resource '{resource}' is not supported for presence subscriptions. Use communications/presences/{{id}} or /communications/presences?$filter=id in ('{{id}}',...)."
+        ))
+    };
+    let r = resource.trim().trim_start_matches('/');
+    let prefix = "communications/presences";
+    let head = r.get(..prefix.len()).ok_or_else(bad)?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return Err(bad());
+    }
+    let rest = &r[prefix.len()..];
+    if let Some(id) = rest.strip_prefix('/') {
+        if id.is_empty() || id.contains(['/', '?']) {
+            return Err(bad());
+        }
+        return Ok(vec![id.to_owned()]);
+    }
+    let query = rest.strip_prefix('?').ok_or_else(bad)?;
+    let filter = query
+        .split('&')
+        .find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+            (k == "$filter").then(|| {
+                percent_encoding::percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+        .ok_or_else(bad)?;
+    let f = filter.trim();
+    let after_id = f
+        .get(..2)
+        .filter(|h| h.eq_ignore_ascii_case("id"))
+        .map(|_| f[2..].trim_start())
+        .ok_or_else(bad)?;
+    let list = after_id
+        .get(..2)
+        .filter(|h| h.eq_ignore_ascii_case("in"))
+        .map(|_| after_id[2..].trim())
+        .and_then(|l| l.strip_prefix('('))
+        .and_then(|l| l.strip_suffix(')'))
+        .ok_or_else(bad)?;
+    let mut ids: Vec<String> = Vec::new();
+    for item in list.split(',') {
+        let id = item
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|x| x.strip_suffix('\''))
+            .filter(|x| !x.is_empty())
+            .ok_or_else(bad)?;
+        if !ids.iter().any(|x| x.eq_ignore_ascii_case(id)) {
+            ids.push(id.to_owned());
+        }
+    }
+    if ids.len() > MAX_IDS {
+        // [D3] "at most 650"; code and message UNVERIFIED.
+        return Err(GraphResponse::error(
+            400,
+            "ExtensionError",
+            &format!(
+                "The number of ids in the filter ({}) exceeds the maximum of {MAX_IDS}.",
+                ids.len()
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
+fn check_url(st: &State, field: &str, url: &str) -> Result<(), GraphResponse> {
+    let Ok(u) = url::Url::parse(url) else {
+        return Err(invalid(&format!(
+            "{field} '{url}' is not a valid absolute URL."
+        )));
+    };
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if st.opts.allow_http_notification_urls => Ok(()),
+        // [I-HTTPS]; the lifecycle variant's wording is UNVERIFIED.
+        other => Err(invalid(&format!(
+            "{}{} scheme='{other}' is not supported.",
+            field[..1].to_uppercase(),
+            &field[1..]
+        ))),
+    }
+}
+
+/// Parses and checks the encryption certificate [D16].
+fn parse_cert(b64: &str, id: Option<&str>) -> Result<EncCert, GraphResponse> {
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| {
+        invalid("encryptionCertificateId is required when includeResourceData is true.")
+    })?;
+    if id.chars().count() > MAX_CERT_ID {
+        return Err(invalid(&format!(
+            "encryptionCertificateId must be at most {MAX_CERT_ID} characters."
+        )));
+    }
+    let cleaned: String = b64
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.chars())
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let bad =
+        || invalid("The encryptionCertificate is not a valid base64-encoded X.509 certificate.");
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(cleaned.as_bytes())
+        .map_err(|_| bad())?;
+    let cert = x509_cert::Certificate::from_der(&der).map_err(|_| bad())?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|_| bad())?;
+    let key = RsaPublicKey::from_public_key_der(&spki)
+        .map_err(|_| invalid("The encryptionCertificate must carry an RSA public key."))?;
+    let bits = key.size() * 8;
+    if !(2048..=4096).contains(&bits) {
+        return Err(invalid(&format!(
+            "The encryptionCertificate key is {bits} bits; RSA keys of 2048 to 4096 bits are supported."
+        )));
+    }
+    let thumbprint = Sha1::digest(&der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    Ok(EncCert {
+        id: id.to_owned(),
+        b64: cleaned,
+        thumbprint,
+        key,
+    })
+}
+
+/// Checks an expiry against now and the 60-minute cap.
+fn check_expiry(st: &State, raw: Option<&Value>) -> Result<SystemTime, GraphResponse> {
+    let raw = raw
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("expirationDateTime is required."))?;
+    let t = parse_datetime(raw)
+        .ok_or_else(|| invalid(&format!("expirationDateTime '{raw}' is not a valid date.")))?;
+    let wall = st.wall();
+    if t <= wall {
+        // UNVERIFIED wording.
+        return Err(GraphResponse::error(
+            400,
+            "ExtensionError",
+            "Subscription expiration must be in the future.",
+        ));
+    }
+    if t > wall + MAX_LIFETIME {
+        return Err(too_long());
+    }
+    Ok(t)
+}
+
+/// A checked create request, before the validation handshake.
+struct NewSub {
+    resource: String,
+    ids: Vec<String>,
+    notification_url: String,
+    lifecycle_url: Option<String>,
+    client_state: Option<String>,
+    expires: SystemTime,
+    cert: Option<EncCert>,
+    tls: String,
+}
+
+fn str_of<'a>(b: &'a Value, k: &str) -> Option<&'a str> {
+    b.get(k).and_then(Value::as_str)
+}
+
+fn check_create(
+    st: &State,
+    caller: &Caller,
+    body: Option<&Value>,
+) -> Result<NewSub, GraphResponse> {
+    let empty = json!({});
+    let b = body.unwrap_or(&empty);
+    let change = str_of(b, "changeType").ok_or_else(|| invalid("changeType is required."))?;
+    if !change.eq_ignore_ascii_case("updated") {
+        // [D3]: presence supports `updated` only; wording UNVERIFIED.
+        return Err(invalid(&format!(
+            "changeType '{change}' is not supported for presence; only 'updated' is."
+        )));
+    }
+    let resource = str_of(b, "resource").ok_or_else(|| invalid("resource is required."))?;
+    let ids = parse_resource(resource)?;
+    let notification_url =
+        str_of(b, "notificationUrl").ok_or_else(|| invalid("notificationUrl is required."))?;
+    check_url(st, "notificationUrl", notification_url)?;
+    let lifecycle_url = str_of(b, "lifecycleNotificationUrl").filter(|u| !u.is_empty());
+    if let Some(u) = lifecycle_url {
+        check_url(st, "lifecycleNotificationUrl", u)?;
+    }
+    let client_state = str_of(b, "clientState").map(str::to_owned);
+    if client_state
+        .as_ref()
+        .is_some_and(|c| c.chars().count() > MAX_CLIENT_STATE)
+    {
+        // Limit CONFLICT (see module doc); wording UNVERIFIED.
+        return Err(invalid(&format!(
+            "clientState must be at most {MAX_CLIENT_STATE} characters."
+        )));
+    }
+    let expires = check_expiry(st, b.get("expirationDateTime"))?;
+    let rich = b
+        .get("includeResourceData")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let cert = if rich {
+        let c = str_of(b, "encryptionCertificate")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                // [D16]; wording UNVERIFIED.
+                invalid("encryptionCertificate is required when includeResourceData is true.")
+            })?;
+        Some(parse_cert(c, str_of(b, "encryptionCertificateId"))?)
+    } else {
+        None
+    };
+    let tls = str_of(b, "latestSupportedTlsVersion").unwrap_or("v1_2");
+    if !["v1_0", "v1_1", "v1_2", "v1_3"].contains(&tls) {
+        return Err(invalid(&format!(
+            "latestSupportedTlsVersion '{tls}' is not supported."
+        )));
+    }
+    let _ = caller;
+    let ids = ids
+        .into_iter()
+        .map(|i| st.directory.resolve(&i).map_or(i, str::to_owned))
+        .collect();
+    Ok(NewSub {
+        resource: resource.to_owned(),
+        ids,
+        notification_url: notification_url.to_owned(),
+        lifecycle_url: lifecycle_url.map(str::to_owned),
+        client_state,
+        expires,
+        cert,
+        tls: tls.to_owned(),
+    })
+}
+
+/// Drops expired subscriptions (their delivery workers end with their queues).
+pub(crate) fn prune(st: &mut State) {
+    let wall = st.wall();
+    st.subscriptions.retain(|_, s| s.expires > wall);
+}
+
+/// 409 when (user, app) already holds a live presence subscription [D3][I5].
+fn conflict(st: &State, caller: &Caller, user: &str) -> Result<(), GraphResponse> {
+    let taken = st
+        .subscriptions
+        .values()
+        .any(|s| s.creator_id == user && s.client_id.eq_ignore_ascii_case(&caller.client_id));
+    if taken {
+        return Err(GraphResponse::error(
+            409,
+            "ExtensionError",
+            "A subscripton already exists. It must be deleted before a another can be made.",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `caller` may see subscription `s`.
+fn owns(caller: &Caller, s: &Subscription) -> bool {
+    s.client_id.eq_ignore_ascii_case(&caller.client_id)
+        && caller.user.as_ref().is_none_or(|u| *u == s.creator_id)
+}
+
+/// Answers one subscriptions request.
+pub(crate) async fn handle(
+    shared: &Shared,
+    req: &GraphRequest,
+    op: SubOp,
+    caller: &Caller,
+) -> GraphResponse {
+    if req.body_invalid {
+        return GraphResponse::bad_request(
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.",
+        );
+    }
+    let base = &shared.base_url;
+    match op {
+        SubOp::Create => create(shared, req, caller).await,
+        SubOp::List => {
+            let mut st = shared.lock();
+            prune(&mut st);
+            let mut subs: Vec<&Subscription> = st
+                .subscriptions
+                .values()
+                .filter(|s| owns(caller, s))
+                .collect();
+            subs.sort_by_key(|s| s.created);
+            let value: Vec<Value> = subs
+                .iter()
+                .map(|s| {
+                    let mut v = s.to_json(base);
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("@odata.context");
+                    }
+                    v
+                })
+                .collect();
+            GraphResponse::json(
+                200,
+                json!({"@odata.context": format!("{base}/v1.0/$metadata#subscriptions"), "value": value}),
+            )
+        }
+        SubOp::Get(id) => {
+            let mut st = shared.lock();
+            prune(&mut st);
+            match st.subscriptions.get(&id).filter(|s| owns(caller, s)) {
+                Some(s) => GraphResponse::json(200, s.to_json(base)),
+                None => not_found(&id),
+            }
+        }
+        SubOp::Update(id) => {
+            let mut st = shared.lock();
+            prune(&mut st);
+            if !st.subscriptions.get(&id).is_some_and(|s| owns(caller, s)) {
+                return not_found(&id);
+            }
+            let body = req.body.as_ref();
+            if body
+                .and_then(|b| b.get("lifecycleNotificationUrl"))
+                .is_some()
+            {
+                // [D17]: only at creation; wording UNVERIFIED.
+                return invalid(
+                    "lifecycleNotificationUrl can only be set when the subscription is created.",
+                );
+            }
+            let expires = match check_expiry(&st, body.and_then(|b| b.get("expirationDateTime"))) {
+                Ok(t) => t,
+                Err(e) => return e,
+            };
+            match st.subscriptions.get_mut(&id) {
+                Some(s) => {
+                    s.expires = expires;
+                    s.reauth_required = false; // renewing also reauthorizes [D17]
+                    GraphResponse::json(200, s.to_json(base))
+                }
+                None => not_found(&id),
+            }
+        }
+        SubOp::Delete(id) => {
+            let mut st = shared.lock();
+            prune(&mut st);
+            if !st.subscriptions.get(&id).is_some_and(|s| owns(caller, s)) {
+                return not_found(&id);
+            }
+            st.subscriptions.remove(&id);
+            GraphResponse::empty(204)
+        }
+        SubOp::Reauthorize(id) => {
+            let mut st = shared.lock();
+            prune(&mut st);
+            match st.subscriptions.get_mut(&id).filter(|s| owns(caller, s)) {
+                Some(s) => {
+                    s.reauth_required = false;
+                    GraphResponse::empty(204)
+                }
+                None => not_found(&id),
+            }
+        }
+    }
+}
+
+/// POST /subscriptions: checks, handshake(s), then stores [D15][D18].
+async fn create(shared: &Shared, req: &GraphRequest, caller: &Caller) -> GraphResponse {
+    let (new, user, upn, id, timeout) = {
+        let mut st = shared.lock();
+        // Presence subscriptions are delegated-only [D3][D18].
+        let Some(user) = caller.user.clone() else {
+            return forbidden();
+        };
+        if !caller
+            .scopes
+            .iter()
+            .any(|s| SUBSCRIBE_SCOPES.iter().any(|x| x.eq_ignore_ascii_case(s)))
+        {
+            return forbidden();
+        }
+        let new = match check_create(&st, caller, req.body.as_ref()) {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        prune(&mut st);
+        if let Err(e) = conflict(&st, caller, &user) {
+            return e;
+        }
+        let upn = st
+            .directory
+            .get(&user)
+            .map(|u| u.user_principal_name.clone())
+            .unwrap_or_default();
+        (new, user, upn, guid(), st.opts.validation_timeout)
+    };
+    let mut urls = vec![new.notification_url.clone()];
+    urls.extend(new.lifecycle_url.clone());
+    for url in urls {
+        let outcome = notify::validate(&shared.http, &url, timeout).await;
+        let mut st = shared.lock();
+        st.push_delivery(Delivery {
+            subscription_id: id.clone(),
+            url: url.clone(),
+            kind: DeliveryKind::Validation,
+            ids: Vec::new(),
+            status: outcome.status,
+            error: outcome.problem.as_ref().map(|(_, m)| m.clone()),
+            attempt: 1,
+            at: std::time::Instant::now(),
+        });
+        if let Some((code, message)) = outcome.problem {
+            return GraphResponse::error(400, code, &message);
+        }
+    }
+    let mut st = shared.lock();
+    prune(&mut st);
+    if let Err(e) = conflict(&st, caller, &user) {
+        return e;
+    }
+    let now = st.now();
+    let last = new
+        .ids
+        .iter()
+        .map(|i| (i.clone(), notify::presence_of(&st, i, now)))
+        .collect();
+    let created = st
+        .subscriptions
+        .values()
+        .map(|s| s.created)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let queue = notify::spawn_worker(shared);
+    let sub = Subscription {
+        id: id.clone(),
+        client_id: caller.client_id.clone(),
+        creator_id: user,
+        creator_upn: upn,
+        resource: new.resource,
+        ids: new.ids,
+        notification_url: new.notification_url,
+        lifecycle_url: new.lifecycle_url,
+        client_state: new.client_state,
+        expires: new.expires,
+        cert: new.cert,
+        tls: new.tls,
+        reauth_required: false,
+        created,
+        last,
+        queue,
+    };
+    let body = sub.to_json(&shared.base_url);
+    st.subscriptions.insert(id, sub);
+    GraphResponse::json(201, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources() {
+        assert_eq!(
+            parse_resource("/communications/presences?$filter=id in ('a','b','a')").ok(),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(
+            parse_resource("communications/presences/x").ok(),
+            Some(vec!["x".to_owned()])
+        );
+        assert_eq!(
+            parse_resource("/communications/presences?%24filter=id%20in%20(%27a%27)").ok(),
+            Some(vec!["a".to_owned()])
+        );
+        assert!(parse_resource("/users/x/presence").is_err());
+        assert!(parse_resource("/communications/presences?$filter=id eq 'a'").is_err());
+        assert!(parse_resource("/communications/presences?$filter=id in ()").is_err());
+    }
+}
