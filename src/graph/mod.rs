@@ -11,6 +11,7 @@ mod auth;
 mod budget;
 mod error;
 mod http;
+pub mod notify_crypto;
 mod presence;
 mod probe;
 mod users;
