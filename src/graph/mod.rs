@@ -12,6 +12,7 @@ mod budget;
 pub mod delegated;
 mod error;
 mod http;
+pub mod notify_crypto;
 mod presence;
 mod probe;
 pub mod subscriptions;
