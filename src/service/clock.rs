@@ -39,6 +39,11 @@ impl Clock {
             .saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
+    /// The same instant as [`Clock::now`], as wall time (for expiry dates sent to Graph).
+    pub fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.now()).unwrap_or(0))
+    }
+
     /// Move this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
         self.offset_ms.fetch_add(millis(by), Ordering::Relaxed);

@@ -185,6 +185,8 @@ impl Daemon {
                     &store,
                     snapshot.subscriptions.clone(),
                     notify::Channels {
+                        clock: options.clock.clone(),
+                        tick: options.notify_tick,
                         graph: graph_rx.clone(),
                         ids: ids_rx.clone(),
                         covered: covered_tx,

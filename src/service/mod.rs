@@ -42,6 +42,8 @@ pub struct RunOptions {
     /// Cancelled on SIGTERM (by `main`) or by a test.
     pub shutdown: CancellationToken,
     pub log_reload: Option<LogReload>,
+    /// How often change-notification subscriptions are looked after (30 s; tests shorten it).
+    pub notify_tick: std::time::Duration,
 }
 
 impl RunOptions {
@@ -51,6 +53,7 @@ impl RunOptions {
             clock: Clock::default(),
             shutdown: CancellationToken::new(),
             log_reload: None,
+            notify_tick: std::time::Duration::from_secs(30),
         }
     }
 }
