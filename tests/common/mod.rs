@@ -34,6 +34,8 @@ pub struct World {
     pub clock: Clock,
     /// The `[pbx]` section; `None`: the HTTP connector on `listen`, pushing to `pbx`.
     pub pbx_section: Option<String>,
+    /// `RunOptions::notify_tick` for the daemon.
+    pub notify_tick: Duration,
     daemon: Option<(RunOptions, JoinHandle<Result<(), service::ServiceError>>)>,
 }
 
@@ -89,11 +91,18 @@ impl World {
     /// Alice (matched by mail), Bob (by UPN, mixed case in the users file), Carol (by a proxy
     /// address only), all Available in Teams.
     pub async fn new() -> World {
+        World::new_with(graph_emulator::EmulatorOptions::default()).await
+    }
+
+    /// Like [`World::new`], with the emulator's options.
+    pub async fn new_with(options: graph_emulator::EmulatorOptions) -> World {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info,pbx_teams_presence=debug")
             .with_test_writer()
             .try_init();
-        let graph = Emulator::start().await.unwrap();
+        let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options)
+            .await
+            .unwrap();
         let alice = graph.add_user(user(
             "Alice",
             "alice@contoso.com",
@@ -139,6 +148,7 @@ impl World {
             people,
             clock: Clock::default(),
             pbx_section: None,
+            notify_tick: Duration::from_secs(30),
             daemon: None,
         };
         w.write_users(&[]);
@@ -217,6 +227,7 @@ level = "info,pbx_teams_presence=debug"
     pub async fn start(&mut self) {
         let mut options = RunOptions::new(&self.config_path());
         options.clock = self.clock.clone();
+        options.notify_tick = self.notify_tick;
         let task = tokio::spawn(service::run(options.clone()));
         if self.pbx_section.is_some() {
             self.daemon = Some((options, task));

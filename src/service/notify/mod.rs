@@ -337,6 +337,15 @@ impl Manager {
         self.rotate_keys().await;
         self.read_tokens().await;
         self.judge_suspects();
+        // Subscriptions an earlier run left are adopted first, so the assignment keeps them.
+        for i in 0..self.accounts.len() {
+            if self.accounts[i].usable(Instant::now())
+                && !self.accounts[i].adopted
+                && let Some(token) = self.token(i).await
+            {
+                self.adopt(i, &token).await;
+            }
+        }
         let now = Instant::now();
         let wanted = self.links.ids.borrow().clone();
         let current: Vec<shards::Shard> = self
@@ -481,18 +490,15 @@ impl Manager {
 
     /// Bring account `i`'s subscription in line with `ids`.
     async fn settle(&mut self, i: usize, ids: shards::Shard) {
-        let Some(token) = self.token(i).await else {
+        let Some(mut token) = self.token(i).await else {
             return;
         };
-        if !self.accounts[i].adopted {
-            self.adopt(i, &token).await;
-        }
         let graph = self.links.graph.borrow().clone();
         let rich = self.keys.is_some();
         let matches = self.accounts[i]
             .sub
             .as_ref()
-            .is_some_and(|s| s.healthy && s.ids == ids && s.rich == rich);
+            .is_some_and(|s| s.healthy && s.rich == rich && same_ids(&s.ids, &ids));
         if ids.is_empty() {
             self.drop_sub(i, true).await;
             return;
@@ -515,7 +521,18 @@ impl Manager {
             return;
         };
         let expires = self.now() + LIFETIME;
-        match graph.renew_subscription(&token, &id, expires).await {
+        let mut answer = graph.renew_subscription(&token, &id, expires).await;
+        if matches!(answer, Err(GraphError::Unauthorized { .. })) {
+            // The access token was refused: refresh it (a revoked account shows here) and
+            // try once more.
+            self.accounts[i].drop_access();
+            let Some(fresh) = self.token(i).await else {
+                return;
+            };
+            answer = graph.renew_subscription(&fresh, &id, expires).await;
+            token = fresh;
+        }
+        match answer {
             Ok(_) => {
                 let name = self.accounts[i].name.clone();
                 if let Some(sub) = self.accounts[i].sub.as_mut() {
@@ -720,6 +737,13 @@ impl Manager {
             }
             tracing::info!(covered = count, polled, "notification coverage changed");
         }
+    }
+}
+
+fn same_ids(a: &[Arc<str>], b: &[Arc<str>]) -> bool {
+    a.len() == b.len() && {
+        let set: HashSet<&Arc<str>> = a.iter().collect();
+        b.iter().all(|id| set.contains(id))
     }
 }
 

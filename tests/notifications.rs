@@ -1,0 +1,408 @@
+//! Change notifications end to end against the Graph emulator: `login` (device code), the
+//! subscriptions the daemon holds for its accounts, the webhook, and what happens when
+//! something breaks. The emulator follows `../shared/graph/FACTS.md` §6.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ALICE, BOB, CAROL, World, eventually, free_port, user};
+use graph_emulator::{DeliveryKind, EmulatorOptions};
+
+const SYNC1: &str = "sync1@contoso.com";
+const SYNC2: &str = "sync2@contoso.com";
+
+fn options() -> EmulatorOptions {
+    EmulatorOptions {
+        allow_http_notification_urls: true,
+        device_code_interval: 1,
+        ..EmulatorOptions::default()
+    }
+}
+
+/// A world whose daemon has `[notifications]` for `accounts` (`extra` appended to it).
+async fn world(accounts: &[&str], extra: &str) -> World {
+    let mut w = World::new_with(options()).await;
+    for a in [SYNC1, SYNC2] {
+        w.graph.add_user(user(a, a, Some(a), &[]));
+    }
+    notifications_config(&mut w, accounts, extra);
+    w
+}
+
+fn notifications_config(w: &mut World, accounts: &[&str], extra: &str) {
+    let port = free_port().port();
+    let list: Vec<String> = accounts.iter().map(|a| format!("\"{a}\"")).collect();
+    w.write_config(&format!(
+        "\n[notifications]\nenabled = true\npublic_url = \"http://127.0.0.1:{port}/graph/notify\"\n\
+         listen = \"127.0.0.1:{port}\"\naccounts = [{}]\n{extra}",
+        list.join(", ")
+    ));
+    w.notify_tick = Duration::from_millis(200);
+}
+
+fn webhook(w: &World) -> String {
+    let text = std::fs::read_to_string(w.config_path()).unwrap();
+    let line = text.lines().find(|l| l.starts_with("public_url")).unwrap();
+    line.split('"').nth(1).unwrap().to_owned()
+}
+
+/// `pbx-teams-presence login` (the real binary); the emulator approves the code as `as_upn`.
+async fn login(w: &World, account: &str, as_upn: &str) -> (bool, String) {
+    let graph = w.graph.clone();
+    let path = w.config_path();
+    let (account, as_upn) = (account.to_owned(), as_upn.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+            .args(["login", "--config"])
+            .arg(path)
+            .args(["--account", &account])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let code = first
+            .split("enter the code ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no code in {first:?}"))
+            .to_owned();
+        assert!(graph.approve_device_code(&code, &as_upn), "code {code}");
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        let output = child.wait_with_output().unwrap();
+        rest.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), first + &rest)
+    })
+    .await
+    .unwrap()
+}
+
+fn subscriptions_of(w: &World, upn: &str) -> Vec<graph_emulator::SubscriptionInfo> {
+    w.graph
+        .subscriptions()
+        .into_iter()
+        .filter(|s| s.creator_upn.eq_ignore_ascii_case(upn))
+        .collect()
+}
+
+async fn covered(w: &World, extension: &str, account: &str) {
+    eventually(15, &format!("{extension} covered by {account}"), || {
+        w.user_status(extension)["covered_by"] == account
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_saves_the_token_and_refuses_another_account() {
+    let w = world(&[SYNC1, SYNC2], "").await;
+    let (ok, out) = login(&w, SYNC1, SYNC1).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("sync1@contoso.com signed in"), "{out}");
+    let snapshot = pbx_teams_presence::store::read_snapshot(&w.db_path()).unwrap();
+    assert_eq!(snapshot.accounts.len(), 1);
+    assert_eq!(snapshot.accounts[0].account, SYNC1);
+
+    let (ok, out) = login(&w, SYNC2, SYNC1).await;
+    assert!(!ok);
+    assert!(
+        out.contains("signed in as sync1@contoso.com, not sync2@contoso.com"),
+        "{out}"
+    );
+    let snapshot = pbx_teams_presence::store::read_snapshot(&w.db_path()).unwrap();
+    assert_eq!(
+        snapshot.accounts.len(),
+        1,
+        "nothing saved for the wrong account"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_covers_the_users_and_changes_arrive_by_notification() {
+    let mut w = world(&[SYNC1], "reconciliation_interval = \"1h\"").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    let subs = subscriptions_of(&w, SYNC1);
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].ids.len(), 3);
+    assert!(!subs[0].include_resource_data);
+    assert!(
+        w.graph
+            .deliveries()
+            .iter()
+            .any(|d| d.kind == DeliveryKind::Validation && d.ok()),
+        "the validation handshake was answered"
+    );
+    // Covered users are not polled any more (the reconciliation interval is an hour).
+    let polls = w.graph_requests("getPresencesByUserId").len();
+    w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
+    eventually(10, "Bob's meeting pushed", || {
+        w.pbx
+            .updates_for(BOB)
+            .iter()
+            .any(|u| u["activity"] == "InAMeeting")
+    })
+    .await;
+    assert!(
+        w.graph
+            .deliveries()
+            .iter()
+            .any(|d| d.kind == DeliveryKind::Basic && d.ok() && d.ids.contains(&w.id(BOB))),
+        "it came by a notification"
+    );
+    // One read for the basic notification, none for polling.
+    let reads = w.graph_requests("getPresencesByUserId").len() - polls;
+    assert!(reads <= 2, "{reads} reads");
+    assert!(w.status()["counters"]["notified_presences"].as_i64() >= Some(1));
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_sharded_over_two_accounts_and_the_rest_is_polled() {
+    let mut w = world(&[SYNC1, SYNC2], "").await;
+    let mut extra = Vec::new();
+    for i in 0..1397 {
+        let email = format!("bulk{i:04}@contoso.com");
+        let id = w.graph.add_user(user(&email, &email, Some(&email), &[]));
+        w.graph.set_user_presence(&id, "Available", "Available");
+        extra.push(format!("{},{email}", 20_000 + i));
+    }
+    let refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    w.write_users(&refs);
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    assert!(login(&w, SYNC2, SYNC2).await.0);
+    w.start().await;
+    eventually(30, "two full subscriptions", || {
+        let s = w.graph.subscriptions();
+        s.len() == 2 && s.iter().all(|s| s.ids.len() == 650)
+    })
+    .await;
+    eventually(10, "coverage recorded", || {
+        let st = w.status();
+        let users = st["users"].as_array().unwrap().clone();
+        let by = |a: &str| users.iter().filter(|u| u["covered_by"] == a).count();
+        by(SYNC1) == 650 && by(SYNC2) == 650
+    })
+    .await;
+    let status = w.status();
+    let polled = status["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["covered_by"].is_null())
+        .count();
+    assert_eq!(
+        polled, 100,
+        "1,400 users: 2 x 650 by notification, 100 polled"
+    );
+    assert_eq!(status["subscriptions"].as_array().unwrap().len(), 2);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rich_notifications_are_decrypted_without_reading_the_presence() {
+    let mut w = world(
+        &[SYNC1],
+        "include_resource_data = true\nreconciliation_interval = \"1h\"",
+    )
+    .await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, CAROL, SYNC1).await;
+    assert!(subscriptions_of(&w, SYNC1)[0].include_resource_data);
+    let reads = w.graph_requests("getPresencesByUserId").len();
+    w.graph
+        .set_user_presence(&w.id(CAROL), "DoNotDisturb", "Presenting");
+    eventually(10, "Carol's presenting pushed", || {
+        w.pbx
+            .updates_for(CAROL)
+            .iter()
+            .any(|u| u["activity"] == "Presenting")
+    })
+    .await;
+    assert!(
+        w.graph
+            .deliveries()
+            .iter()
+            .any(|d| d.kind == DeliveryKind::Rich && d.ok())
+    );
+    assert_eq!(
+        w.graph_requests("getPresencesByUserId").len(),
+        reads,
+        "the presence came inside the notification"
+    );
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_notifications_change_nothing() {
+    let mut w = world(&[SYNC1], "reconciliation_interval = \"1h\"").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    let sub = subscriptions_of(&w, SYNC1).remove(0);
+    let url = webhook(&w);
+    let client = reqwest::Client::new();
+    let post = |body: String| client.post(&url).body(body).send();
+    let item = |sub: &str, state: &str| {
+        serde_json::json!({"value": [{"subscriptionId": sub, "clientState": state,
+            "changeType": "updated", "resource": format!("communications/presences/{}", w.id(BOB)),
+            "resourceData": {"id": w.id(BOB)}}]})
+        .to_string()
+    };
+    let reads = w.graph_requests("getPresencesByUserId").len();
+    assert_eq!(post(item(&sub.id, "wrong")).await.unwrap().status(), 403);
+    assert_eq!(post(item("not-ours", "x")).await.unwrap().status(), 403);
+    assert_eq!(post("{not json".into()).await.unwrap().status(), 400);
+    assert_eq!(post("x".repeat(2 << 20)).await.unwrap().status(), 413);
+    // The handshake echoes the token, as text.
+    let r = client
+        .post(format!("{url}?validationToken=abc%20123"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "abc 123");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        w.graph_requests("getPresencesByUserId").len(),
+        reads,
+        "no read was triggered"
+    );
+    // The real secret is taken.
+    let good = item(&sub.id, sub.client_state.as_deref().unwrap());
+    assert_eq!(post(good).await.unwrap().status(), 202);
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_renewed_before_expiry_and_made_again_after_a_404() {
+    let mut w = world(&[SYNC1], "").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    let first = subscriptions_of(&w, SYNC1).remove(0);
+    // 45 minutes later (both clocks): renewed by PATCH, same subscription.
+    w.clock.advance(Duration::from_secs(45 * 60));
+    w.graph.advance_clock(Duration::from_secs(45 * 60));
+    eventually(10, "renewed", || {
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| s.id == first.id && s.expiration > first.expiration)
+    })
+    .await;
+    assert!(
+        w.graph_requests(&format!("/subscriptions/{}", first.id))
+            .iter()
+            .any(|r| r.method == "PATCH" && r.status == 200)
+    );
+    // Graph loses it (it expires there first): the renewal gets 404, a new one is made.
+    w.graph.advance_clock(Duration::from_secs(61 * 60));
+    w.clock.advance(Duration::from_secs(45 * 60));
+    eventually(10, "made again", || {
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| s.id != first.id)
+    })
+    .await;
+    covered(&w, BOB, SYNC1).await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reauthorization_required_is_answered_by_a_renewal() {
+    let mut w = world(&[SYNC1], "reconciliation_interval = \"1h\"").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, ALICE, SYNC1).await;
+    let sub = subscriptions_of(&w, SYNC1).remove(0);
+    assert_eq!(
+        w.graph.send_lifecycle(&sub.id, "reauthorizationRequired"),
+        Ok(true)
+    );
+    eventually(10, "reauthorized", || {
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| !s.reauthorization_required)
+    })
+    .await;
+    w.graph.set_user_presence(&w.id(ALICE), "Away", "Away");
+    eventually(10, "notifications flow again", || {
+        w.pbx
+            .updates_for(ALICE)
+            .iter()
+            .any(|u| u["activity"] == "Away")
+    })
+    .await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_account_falls_back_to_polling_and_says_how_to_fix_it() {
+    let mut w = world(&[SYNC1], "").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    w.graph.revoke_refresh_tokens(SYNC1);
+    w.graph.expire_tokens();
+    // The daemon's access token is near expiry an hour later: it must refresh, and cannot.
+    w.clock.advance(Duration::from_secs(3600));
+    eventually(10, "Bob polled again", || {
+        w.user_status(BOB)["covered_by"].is_null()
+    })
+    .await;
+    let errors = w.status()["errors"].clone();
+    assert!(
+        errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["component"] == "notifications"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("pbx-teams-presence login --account sync1@contoso.com")),
+        "{errors}"
+    );
+    w.graph.set_user_presence(&w.id(BOB), "Away", "Away");
+    eventually(10, "the change is polled", || {
+        w.pbx
+            .updates_for(BOB)
+            .iter()
+            .any(|u| u["activity"] == "Away")
+    })
+    .await;
+    w.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reuses_the_subscription() {
+    let mut w = world(&[SYNC1], "").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    let before = subscriptions_of(&w, SYNC1).remove(0);
+    w.stop().await.unwrap();
+    w.graph.clear_requests();
+    w.start().await;
+    eventually(10, "the restarted daemon covers Bob again", || {
+        w.db_path().exists() && w.user_status(BOB)["covered_by"] == SYNC1
+    })
+    .await;
+    let after = subscriptions_of(&w, SYNC1);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, before.id, "kept, not made again");
+    assert!(
+        !w.graph_requests("/subscriptions")
+            .iter()
+            .any(|r| r.method == "POST"),
+        "no new subscription"
+    );
+    w.stop().await.unwrap();
+}
