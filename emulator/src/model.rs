@@ -200,6 +200,8 @@ pub struct Delivery {
     pub attempt: u32,
     /// When the attempt finished (real time).
     pub at: Instant,
+    /// When the attempt started, just before the POST was sent (real time).
+    pub started: Instant,
 }
 
 impl Delivery {

@@ -182,6 +182,7 @@ async fn worker(weak: Weak<Shared>, http: reqwest::Client, mut rx: UnboundedRece
                     inject,
                 )
             };
+            let started = Instant::now();
             let (status, error) = if inject {
                 (None, Some("injected failure (fail_deliveries)".to_owned()))
             } else {
@@ -200,6 +201,7 @@ async fn worker(weak: Weak<Shared>, http: reqwest::Client, mut rx: UnboundedRece
                 error,
                 attempt,
                 at: Instant::now(),
+                started,
             });
             drop(shared);
             if ok || attempt > retries {

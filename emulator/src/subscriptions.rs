@@ -610,6 +610,7 @@ async fn create(shared: &Shared, req: &GraphRequest, caller: &Caller) -> GraphRe
     let mut urls = vec![new.notification_url.clone()];
     urls.extend(new.lifecycle_url.clone());
     for url in urls {
+        let started = std::time::Instant::now();
         let outcome = notify::validate(&shared.http, &url, timeout).await;
         let mut st = shared.lock();
         st.push_delivery(Delivery {
@@ -621,6 +622,7 @@ async fn create(shared: &Shared, req: &GraphRequest, caller: &Caller) -> GraphRe
             error: outcome.problem.as_ref().map(|(_, m)| m.clone()),
             attempt: 1,
             at: std::time::Instant::now(),
+            started,
         });
         if let Some((code, message)) = outcome.problem {
             return GraphResponse::error(400, code, &message);

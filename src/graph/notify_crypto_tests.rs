@@ -619,30 +619,3 @@ fn debug_never_shows_the_private_key() {
         "{shown}"
     );
 }
-
-/// One `decrypt` in a release build: `cargo test --release --lib decrypt_timing -- --ignored
-/// --nocapture`. Prints the figure; asserts nothing about it.
-#[test]
-#[ignore = "timing; run by hand in release"]
-fn decrypt_timing() {
-    let keys = store(key_a(), None);
-    let content = encrypt_for(keys.current(), PRESENCE_JSON.as_bytes());
-    let runs = 200u32;
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = std::time::Instant::now();
-            let presence = decrypt(&keys, &content).unwrap();
-            let took = start.elapsed();
-            assert_eq!(presence.activity, "InACall");
-            took
-        })
-        .collect();
-    times.sort();
-    println!(
-        "decrypt: {runs} runs, min {:?}, p50 {:?}, p99 {:?}, max {:?}",
-        times[0],
-        times[times.len() / 2],
-        times[times.len() * 99 / 100],
-        times[times.len() - 1]
-    );
-}

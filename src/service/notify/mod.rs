@@ -41,7 +41,7 @@ const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
 /// Rotate the notification certificate this long before it expires.
 const ROTATE_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Basic notifications are fetched together after this pause.
-const FETCH_AFTER: Duration = Duration::from_millis(20);
+const FETCH_AFTER: Duration = Duration::from_millis(5);
 /// A change found by polling that no notification announced within this time marks the
 /// subscription unhealthy (presence notifications take up to a minute [D19]).
 const MISSED_AFTER: Duration = Duration::from_secs(90);
