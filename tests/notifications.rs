@@ -406,3 +406,19 @@ async fn a_restart_reuses_the_subscription() {
     );
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_deleted_at_shutdown_only_when_configured() {
+    let mut w = world(&[SYNC1], "delete_on_shutdown = true").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    assert_eq!(subscriptions_of(&w, SYNC1).len(), 1);
+    w.stop().await.unwrap();
+    assert!(
+        subscriptions_of(&w, SYNC1).is_empty(),
+        "deleted on the way out"
+    );
+    let snapshot = pbx_teams_presence::store::read_snapshot(&w.db_path()).unwrap();
+    assert!(snapshot.subscriptions.is_empty());
+}

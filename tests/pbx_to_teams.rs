@@ -90,8 +90,10 @@ async fn latest_state_wins_with_one_write_in_flight() {
     for state in ["speaking", "idle", "speaking", "idle", "speaking"] {
         w.pbx_event(CAROL, state).await;
     }
+    // The first write (delayed) already sets what the last event wants; whether the writer
+    // sends it once or twice depends on timing, but never every superseded state.
     eventually(5, "final In a call", || {
-        w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 2
+        w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 1
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

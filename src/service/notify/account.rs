@@ -61,9 +61,15 @@ impl Account {
         }
     }
 
-    /// Whether it can hold a subscription now.
+    /// Whether it can hold a subscription (it is signed in). One in a retry pause keeps its
+    /// users; they are covered only while its subscription is healthy.
+    pub fn can_hold(&self) -> bool {
+        self.refresh.is_some() && !self.signed_out
+    }
+
+    /// Whether Graph may be asked now (not in a retry pause).
     pub fn usable(&self, now: Instant) -> bool {
-        self.refresh.is_some() && !self.signed_out && self.retry_at.is_none_or(|t| now >= t)
+        self.can_hold() && self.retry_at.is_none_or(|t| now >= t)
     }
 
     /// A token `login` (or a rotation) stored; a different one revives a signed-out account.

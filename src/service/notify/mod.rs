@@ -353,10 +353,10 @@ impl Manager {
             .iter()
             .map(|a| a.sub.as_ref().map(|s| s.ids.clone()).unwrap_or_default())
             .collect();
-        let usable: Vec<bool> = self.accounts.iter().map(|a| a.usable(now)).collect();
-        let (assigned, polled) = shards::assign(&current, &usable, &wanted, MAX_IDS);
+        let holds: Vec<bool> = self.accounts.iter().map(Account::can_hold).collect();
+        let (assigned, polled) = shards::assign(&current, &holds, &wanted, MAX_IDS);
         for (i, ids) in assigned.into_iter().enumerate() {
-            if usable[i] {
+            if self.accounts[i].usable(now) {
                 self.settle(i, ids).await;
             }
         }
@@ -459,6 +459,14 @@ impl Manager {
         match outcome {
             TokenOutcome::Ok(t) => Some(t),
             TokenOutcome::SignedOut(e) => {
+                // Not the app's credentials: this account's own sign-in (its refresh token).
+                let e = match e {
+                    GraphError::Credentials { aadsts, error, .. } => format!(
+                        "Entra refused the account's refresh token ({error}{})",
+                        aadsts.map_or(String::new(), |c| format!(", AADSTS{c}"))
+                    ),
+                    other => other.to_string(),
+                };
                 tracing::error!(account = %name, error = %e,
                     "subscription account signed out; its users are polled. Sign it in again: pbx-teams-presence login --config {} --account {name}",
                     self.config_path);
@@ -495,10 +503,9 @@ impl Manager {
         };
         let graph = self.links.graph.borrow().clone();
         let rich = self.keys.is_some();
-        let matches = self.accounts[i]
-            .sub
-            .as_ref()
-            .is_some_and(|s| s.healthy && s.rich == rich && same_ids(&s.ids, &ids));
+        let matches = self.accounts[i].sub.as_ref().is_some_and(|s| {
+            s.healthy && s.rich == rich && s.expires > self.now() && same_ids(&s.ids, &ids)
+        });
         if ids.is_empty() {
             self.drop_sub(i, true).await;
             return;
@@ -588,12 +595,15 @@ impl Manager {
                     let ids = ids_of_resource(&s.resource);
                     tracing::info!(account = %name, subscription = %s.id, users = ids.len(),
                         "subscription from the last run kept");
+                    // A rich subscription made with a certificate we no longer have (new
+                    // key files) is made again.
+                    let certificate_lost = r.rich && self.keys.as_ref().is_some_and(|k| k.rotated);
                     self.accounts[i].sub = Some(Sub {
                         id: s.id,
                         client_state: r.client_state,
                         expires,
                         ids,
-                        healthy: true,
+                        healthy: !certificate_lost,
                         reauth: false,
                         rich: r.rich,
                     });
@@ -716,7 +726,7 @@ impl Manager {
             .accounts
             .iter()
             .filter_map(|a| a.sub.as_ref())
-            .filter(|s| s.healthy && !s.reauth)
+            .filter(|s| s.healthy && !s.reauth && s.expires > self.now())
             .flat_map(|s| s.ids.iter().cloned())
             .collect();
         let count = covered.len();
@@ -727,7 +737,7 @@ impl Manager {
                 let ids = a
                     .sub
                     .as_ref()
-                    .filter(|s| s.healthy && !s.reauth)
+                    .filter(|s| s.healthy && !s.reauth && s.expires > self.now())
                     .map(|s| s.ids.iter().map(|i| i.to_string()).collect())
                     .unwrap_or_default();
                 self.store.write(Write::SetCoverage {
