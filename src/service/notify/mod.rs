@@ -641,15 +641,26 @@ impl Manager {
             let c = k.current();
             (c.certificate_base64(), c.certificate_id().to_owned())
         });
+        let public_url = self.config.public_url.clone();
         let new = NewSubscription {
             ids: &id_refs,
-            notification_url: &self.config.public_url,
+            notification_url: &public_url,
             lifecycle_url: &lifecycle,
             client_state: &client_state,
             expires,
             certificate: certificate.as_ref().map(|(c, i)| (c.as_str(), i.as_str())),
         };
-        match graph.create_subscription(token, &new).await {
+        let mut answer = graph.create_subscription(token, &new).await;
+        if matches!(answer, Err(GraphError::Unauthorized { .. })) {
+            // The access token was refused: refresh it (a revoked account shows here) and
+            // try once more.
+            self.accounts[i].drop_access();
+            let Some(fresh) = self.token(i).await else {
+                return;
+            };
+            answer = graph.create_subscription(&fresh, &new).await;
+        }
+        match answer {
             Ok(created) => {
                 tracing::info!(account = %name, subscription = %created.id, users = ids.len(),
                     "subscription created");
