@@ -422,3 +422,47 @@ async fn subscriptions_are_deleted_at_shutdown_only_when_configured() {
     let snapshot = pbx_teams_presence::store::read_snapshot(&w.db_path()).unwrap();
     assert!(snapshot.subscriptions.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_serves_https_with_its_own_certificate() {
+    let mut w = World::new_with(options()).await;
+    let key = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key_file) = (w.dir.path().join("cert.pem"), w.dir.path().join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    let port = free_port().port();
+    w.write_config(&format!(
+        "\n[notifications]\nenabled = true\npublic_url = \"https://127.0.0.1:{port}/graph/notify\"\n\
+         listen = \"127.0.0.1:{port}\"\naccounts = [\"{SYNC1}\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        cert.display(),
+        key_file.display()
+    ));
+    w.start().await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(key.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/graph/notify?validationToken=over-tls");
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(r) = client.post(&url).send().await {
+            answer = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = answer.expect("the HTTPS endpoint answers");
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "over-tls");
+    let plain = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/graph/notify?validationToken=x"
+        ))
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "no plain HTTP on a TLS endpoint"
+    );
+    w.stop().await.unwrap();
+}

@@ -12,7 +12,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest body taken.
 pub const MAX_BODY: usize = 1 << 20;
+/// A client that does not finish its TLS handshake in this time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest validation token echoed (Graph's are a few hundred characters).
 const MAX_VALIDATION_TOKEN: usize = 4096;
 
@@ -56,6 +60,9 @@ pub enum WebhookError {
     },
     #[error("notification endpoint stopped: {0}")]
     Serve(std::io::Error),
+    /// `notifications.tls_cert_file` / `tls_key_file` cannot be used.
+    #[error("{}: {why} (notifications.tls_cert_file / tls_key_file)", path.display())]
+    Tls { path: PathBuf, why: String },
 }
 
 #[derive(Clone)]
@@ -103,21 +110,92 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
         .map_err(|source| WebhookError::Bind { addr, source })
 }
 
+fn router(known: Known, out: mpsc::Sender<Vec<Notification>>) -> Router {
+    Router::new()
+        .fallback(post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Shared { known, out })
+}
+
 /// Serve until `cancel` fires. Any path is taken (the public URL's path is the proxy's).
+/// With `tls`, HTTPS is served (`notifications.tls_cert_file`/`tls_key_file`); plain HTTP
+/// otherwise (behind a reverse proxy that terminates TLS).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
     cancel: CancellationToken,
 ) -> Result<(), WebhookError> {
-    let app = Router::new()
-        .fallback(post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Shared { known, out });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-        .map_err(WebhookError::Serve)
+    let app = router(known, out);
+    let Some(tls) = tls else {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(cancel.cancelled_owned())
+            .await
+            .map_err(WebhookError::Serve);
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    // Connections are owned here: dropping the set (on cancel) ends them.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        connections.spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "notification connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The TLS settings from PEM files: the certificate chain and its private key.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebhookError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &Path, why: String| WebhookError::Tls {
+        path: path.to_owned(),
+        why,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(cert, "no certificate in the file".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(key, e.to_string()))?;
+    Ok(Arc::new(config))
 }
 
 async fn receive(

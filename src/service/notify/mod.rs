@@ -83,6 +83,15 @@ pub async fn start(
     let listener = webhook::bind(n.listen)
         .await
         .map_err(|e| ServiceError::Start(e.to_string()))?;
+    let tls = match n.tls.clone() {
+        Some(files) => Some(
+            tokio::task::spawn_blocking(move || webhook::tls_config(&files.cert, &files.key))
+                .await
+                .map_err(|e| ServiceError::Start(format!("notifications TLS: {e}")))?
+                .map_err(|e| ServiceError::Start(e.to_string()))?,
+        ),
+        None => None,
+    };
     let delegated = Delegated::new(&super::build::delegated_settings(config))
         .map_err(|e| ServiceError::Start(format!("notifications: {e}")))?;
     let keys = if n.include_resource_data {
@@ -104,7 +113,7 @@ pub async fn start(
     let (suspects_tx, suspects) = mpsc::unbounded_channel();
     let stop = shutdown.clone();
     tracker.spawn(async move {
-        if let Err(e) = webhook::serve(listener, known_rx, notes_tx, stop).await {
+        if let Err(e) = webhook::serve(listener, tls, known_rx, notes_tx, stop).await {
             tracing::error!(error = %e, "notification endpoint stopped");
         }
     });
