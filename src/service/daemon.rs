@@ -133,8 +133,7 @@ impl Daemon {
             }
             None => Vec::new(),
         };
-        let file_users = directory;
-        let directory = voicemail::merge(&file_users, &voicemail_boxes);
+        let directory = voicemail::merge(directory, &voicemail_boxes);
         let store = open_store(&config).await?;
         let snapshot = store.snapshot().await?;
         forget_departed(&store, &snapshot, &directory);

@@ -38,7 +38,7 @@ pub async fn apply(d: &mut Daemon) {
         }
         None => d.voicemail_boxes.clear(),
     }
-    let new = (config, voicemail::merge(&file_users, &d.voicemail_boxes));
+    let new = (config, voicemail::merge(file_users, &d.voicemail_boxes));
     let old = (d.config.clone(), d.directory.clone());
     let changes = config::diff(&old, &new);
     if changes.is_empty() {

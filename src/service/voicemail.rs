@@ -31,17 +31,21 @@ pub async fn fetch(config: &Config) -> Option<Result<Vec<VoicemailUser>, AmiErro
     Some(read.await)
 }
 
-/// `file` plus every voicemail box with an e-mail whose mailbox is not in `file`.
-pub fn merge(file: &Directory, boxes: &[VoicemailUser]) -> Directory {
-    let mut taken: HashSet<&str> = file.entries.iter().map(|e| e.extension.as_str()).collect();
-    let mut entries = file.entries.clone();
+/// `file` plus every voicemail box with an e-mail whose mailbox is not in `file`. Takes the
+/// file's directory by value: without boxes (the usual case) nothing is copied.
+pub fn merge(file: Directory, boxes: &[VoicemailUser]) -> Directory {
+    if boxes.is_empty() {
+        return file;
+    }
+    let mut taken: HashSet<String> = file.entries.iter().map(|e| e.extension.clone()).collect();
+    let mut entries = file.entries;
     for b in boxes {
         let email = b.email.trim().to_lowercase();
         if email.is_empty() || !email.contains('@') {
             tracing::debug!(mailbox = %b.mailbox, "voicemail box without an e-mail skipped");
             continue;
         }
-        if !taken.insert(b.mailbox.as_str()) {
+        if !taken.insert(b.mailbox.clone()) {
             continue;
         }
         entries.push(UserEntry {
@@ -74,7 +78,7 @@ mod tests {
     fn the_users_file_wins_and_boxes_without_mail_are_skipped() {
         let file = parse_users("1001,alice@file.example\n", Path::new("/u.csv")).unwrap();
         let merged = merge(
-            &file,
+            file,
             &[
                 vm("1001", "alice@voicemail.example"),
                 vm("1002", " Bob@Contoso.com "),

@@ -36,6 +36,8 @@ pub struct Account {
     pub retry_at: Option<Instant>,
     /// Whether the subscriptions Graph holds were compared with ours since the token came.
     pub adopted: bool,
+    /// "Not signed in" was logged (once, until it is).
+    pub told_no_token: bool,
 }
 
 /// What a token refresh ended with.
@@ -58,6 +60,7 @@ impl Account {
             failures: 0,
             retry_at: None,
             adopted: false,
+            told_no_token: false,
         }
     }
 
@@ -81,6 +84,7 @@ impl Account {
             self.failures = 0;
             self.retry_at = None;
             self.adopted = false;
+            self.told_no_token = false;
         }
     }
 

@@ -428,6 +428,14 @@ impl Manager {
             }
             Err(e) => tracing::warn!(error = %e, "cannot read subscription account tokens"),
         }
+        for a in &mut self.accounts {
+            if a.refresh.is_none() && !a.told_no_token {
+                tracing::warn!(account = %a.name,
+                    "subscription account not signed in; its share of users is polled. Sign it in: pbx-teams-presence login --config {} --account {}",
+                    self.config_path, a.name);
+                a.told_no_token = true;
+            }
+        }
     }
 
     /// Covered users a poll found changed, never announced: their subscription is unhealthy.
@@ -491,6 +499,7 @@ impl Manager {
                     at: self.clock.now(),
                 });
                 self.accounts[i].refresh = None;
+                self.accounts[i].told_no_token = true;
                 // It cannot be deleted without a token; Graph drops it when it expires.
                 if let Some(sub) = self.accounts[i].sub.take() {
                     self.store.write(Write::DropSubscription { id: sub.id });
