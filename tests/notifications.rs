@@ -474,3 +474,42 @@ async fn the_webhook_serves_https_with_its_own_certificate() {
     );
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_never_notified_brings_polling_back_and_a_new_subscription() {
+    let mut w = world(&[SYNC1], "").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    let first = subscriptions_of(&w, SYNC1).remove(0);
+    // Graph stops delivering (every attempt fails, retries included).
+    w.graph.fail_deliveries(1000);
+    w.graph.set_user_presence(&w.id(BOB), "Away", "Away");
+    // The next reconciliation poll (every 5 min for covered users) finds the change.
+    w.clock.advance(Duration::from_secs(6 * 60));
+    w.graph.advance_clock(Duration::from_secs(6 * 60));
+    eventually(10, "the reconciliation poll pushed it", || {
+        w.pbx
+            .updates_for(BOB)
+            .iter()
+            .any(|u| u["activity"] == "Away")
+    })
+    .await;
+    assert!(
+        !w.graph
+            .deliveries()
+            .iter()
+            .any(|d| d.ok() && d.ids.contains(&w.id(BOB))),
+        "no notification made it"
+    );
+    // No notification announced it within 90 s: the subscription is made again.
+    w.clock.advance(Duration::from_secs(2 * 60));
+    w.graph.advance_clock(Duration::from_secs(2 * 60));
+    eventually(10, "a new subscription", || {
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| s.id != first.id)
+    })
+    .await;
+    w.stop().await.unwrap();
+}

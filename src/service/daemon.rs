@@ -206,6 +206,7 @@ impl Daemon {
             ids: ids_rx,
             interval: interval_rx,
             covered: covered.clone(),
+            clock: options.clock.clone(),
             reconcile: config
                 .notifications
                 .as_ref()

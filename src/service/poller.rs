@@ -46,13 +46,16 @@ pub struct PollInputs {
     pub covered: watch::Receiver<Arc<HashSet<Arc<str>>>>,
     /// How often covered users are read anyway.
     pub reconcile: Duration,
+    /// The service clock (tests move it to reach a reconciliation cycle at once).
+    pub clock: super::clock::Clock,
 }
 
 /// Poll until cancelled. A change of the id list starts a cycle at once (new users are
 /// known within moments of being matched).
 pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: CancellationToken) {
     let mut ticker = new_ticker(*inputs.interval.borrow_and_update());
-    let mut last_full: Option<Instant> = None;
+    let mut last_full: Option<crate::sync::types::Millis> = None;
+    let reconcile = crate::sync::types::millis(inputs.reconcile);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -67,11 +70,10 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
         }
         let all = inputs.ids.borrow_and_update().clone();
         let covered = inputs.covered.borrow_and_update().clone();
-        let full = covered.is_empty()
-            || last_full
-                .is_none_or(|t| t.elapsed() + Duration::from_millis(500) >= inputs.reconcile);
+        let now = inputs.clock.now();
+        let full = covered.is_empty() || last_full.is_none_or(|t| now - t + 500 >= reconcile);
         let ids = if full {
-            last_full = Some(Instant::now());
+            last_full = Some(now);
             all
         } else {
             Arc::new(

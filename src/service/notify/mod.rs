@@ -171,7 +171,7 @@ pub struct Manager {
     /// Ids of basic notifications waiting to be fetched.
     pending: HashSet<String>,
     /// Covered users a poll found changed, and since when.
-    suspects: HashMap<Arc<str>, Instant>,
+    suspects: HashMap<Arc<str>, crate::sync::types::Millis>,
     /// Subscriptions recorded by an earlier run (id -> row), for adoption at start.
     recorded: HashMap<String, SubscriptionRow>,
 }
@@ -225,7 +225,8 @@ impl Manager {
                     }
                 }
                 Some(user) = self.links.suspects.recv() => {
-                    self.suspects.entry(user).or_insert_with(Instant::now);
+                    let now = self.clock.now();
+                    self.suspects.entry(user).or_insert(now);
                 }
                 () = &mut fetch, if fetch_armed => {
                     fetch_armed = false;
@@ -350,11 +351,11 @@ impl Manager {
 
     /// Covered users a poll found changed, never announced: their subscription is unhealthy.
     fn judge_suspects(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let late: Vec<Arc<str>> = self
             .suspects
             .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= MISSED_AFTER)
+            .filter(|(_, since)| now - **since >= millis(MISSED_AFTER))
             .map(|(u, _)| u.clone())
             .collect();
         for user in late {
