@@ -513,3 +513,34 @@ async fn a_change_never_notified_brings_polling_back_and_a_new_subscription() {
     .await;
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_in_the_users_file_gets_into_the_subscription() {
+    let mut w = world(&[SYNC1], "").await;
+    assert!(login(&w, SYNC1, SYNC1).await.0);
+    w.start().await;
+    covered(&w, BOB, SYNC1).await;
+    let first = subscriptions_of(&w, SYNC1).remove(0);
+    assert_eq!(first.ids.len(), 3);
+    let dave = w.graph.add_user(user(
+        "Dave",
+        "dave@contoso.com",
+        Some("dave@contoso.com"),
+        &[],
+    ));
+    w.write_users(&["1004,dave@contoso.com"]);
+    // A filter cannot be patched: the shard's subscription is replaced by one naming Dave.
+    eventually(15, "Dave in the subscription", || {
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| s.ids.contains(&dave) && s.ids.len() == 4)
+    })
+    .await;
+    covered(&w, "1004", SYNC1).await;
+    assert_eq!(subscriptions_of(&w, SYNC1).len(), 1, "the old one is gone");
+    assert!(
+        w.graph.subscriptions().iter().all(|s| s.id != first.id),
+        "replaced"
+    );
+    w.stop().await.unwrap();
+}
