@@ -214,12 +214,19 @@ async fn latency(rich: bool, changes: usize) {
         } else {
             DeliveryKind::Basic
         };
-        let sent = graph
-            .deliveries()
-            .into_iter()
-            .find(|d| d.kind == kind && d.ids.contains(&ids[k]))
-            .map(|d| d.started)
-            .expect("a notification was delivered");
+        // The emulator records the delivery once its answer is back (maybe after the push).
+        let sent = loop {
+            let found = graph
+                .deliveries()
+                .into_iter()
+                .find(|d| d.kind == kind && d.ids.contains(&ids[k]))
+                .map(|d| d.started);
+            if let Some(t) = found {
+                break t;
+            }
+            assert!(Instant::now() < until, "no delivery recorded for {ext}");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
         latencies.push(pushed.saturating_duration_since(sent));
     }
     latencies.sort();

@@ -132,13 +132,13 @@ async fn a_subscription_covers_the_users_and_changes_arrive_by_notification() {
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0].ids.len(), 3);
     assert!(!subs[0].include_resource_data);
-    assert!(
+    eventually(5, "the validation handshake was answered", || {
         w.graph
             .deliveries()
             .iter()
-            .any(|d| d.kind == DeliveryKind::Validation && d.ok()),
-        "the validation handshake was answered"
-    );
+            .any(|d| d.kind == DeliveryKind::Validation && d.ok())
+    })
+    .await;
     // Covered users are not polled any more (the reconciliation interval is an hour).
     let polls = w.graph_requests("getPresencesByUserId").len();
     w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
@@ -149,13 +149,14 @@ async fn a_subscription_covers_the_users_and_changes_arrive_by_notification() {
             .any(|u| u["activity"] == "InAMeeting")
     })
     .await;
-    assert!(
+    // The emulator records a delivery once its answer is back: wait for the record.
+    eventually(5, "it came by a notification", || {
         w.graph
             .deliveries()
             .iter()
-            .any(|d| d.kind == DeliveryKind::Basic && d.ok() && d.ids.contains(&w.id(BOB))),
-        "it came by a notification"
-    );
+            .any(|d| d.kind == DeliveryKind::Basic && d.ok() && d.ids.contains(&w.id(BOB)))
+    })
+    .await;
     // One read for the basic notification, none for polling.
     let reads = w.graph_requests("getPresencesByUserId").len() - polls;
     assert!(reads <= 2, "{reads} reads");
@@ -226,12 +227,13 @@ async fn rich_notifications_are_decrypted_without_reading_the_presence() {
             .any(|u| u["activity"] == "Presenting")
     })
     .await;
-    assert!(
+    eventually(5, "a rich notification delivered", || {
         w.graph
             .deliveries()
             .iter()
             .any(|d| d.kind == DeliveryKind::Rich && d.ok())
-    );
+    })
+    .await;
     assert_eq!(
         w.graph_requests("getPresencesByUserId").len(),
         reads,

@@ -56,8 +56,13 @@ impl Daemon {
                     at: now,
                 });
             }
+            // Only a change from a known presence can have been missed (the first reading
+            // of a user is no change a subscription owed us).
             if !notified
-                && !outcome.changed.is_empty()
+                && outcome
+                    .changed
+                    .iter()
+                    .any(|(_, previous)| previous.is_some())
                 && !outcome.echo
                 && let (Some(tx), Some(id)) = (&self.suspects, covered.get(p.id.as_str()))
             {
