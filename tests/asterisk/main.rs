@@ -415,3 +415,23 @@ async fn a_user_added_to_the_users_file_is_followed_without_a_restart() {
     assert_eq!(w.status()["pbx_link"], "connected");
     w.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_disconnected_while_asterisk_is_down() {
+    let _pbx = Pbx::acquire().await;
+    let mut w = world("").await;
+    Pbx::stop().await;
+    eventually(15, "status shows the connector disconnected", || {
+        w.status()["pbx_link"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("disconnected"))
+    })
+    .await;
+    let text = w.status();
+    assert!(text["pbx_link_since"].is_string(), "{text}");
+    // The daemon kept running; Asterisk comes back and so does the connector.
+    Pbx::restart(&["--clean"]).await;
+    connected(&w).await;
+    Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
+    w.stop().await.unwrap();
+}

@@ -168,6 +168,12 @@ impl Pbx {
         Pbx::sipp(&args)
     }
 
+    /// Stop Asterisk (clean shutdown).
+    pub async fn stop() {
+        let out = root_command(&["stop"]).output().await.unwrap();
+        assert!(out.status.success(), "stop: {out:?}");
+    }
+
     /// Restart Asterisk like an admin would (`--clean` also wipes astdb).
     pub async fn restart(args: &[&str]) {
         let mut all = vec!["restart"];
