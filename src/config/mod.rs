@@ -41,7 +41,7 @@ pub use file::{
     DEFAULT_STATE_DB, DEFAULT_USERS_FILE,
 };
 pub use notifications::{NotificationsConfig, TlsFiles};
-pub use secret::{EnvLookup, Secret};
+pub use secret::{EnvLookup, Secret, same_secret};
 pub use users::{Directory, UserEntry, load_users, parse_users};
 pub use watch::{FileWatch, watch_files};
 

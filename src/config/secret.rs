@@ -39,6 +39,17 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Compares a secret someone presented with ours in constant time (no early exit on the
+/// first differing byte): PBX bearer tokens and notification `clientState`s.
+pub fn same_secret(given: &[u8], ours: &[u8]) -> bool {
+    given.len() == ours.len()
+        && given
+            .iter()
+            .zip(ours)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Reads environment variables; injected so tests can fake `CREDENTIALS_DIRECTORY` without
 /// touching the process environment. [`std::env::var_os`] in production.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;

@@ -268,7 +268,7 @@ fn accept(
         return None;
     };
     let given = item.client_state.as_deref().unwrap_or("");
-    if !same(given.as_bytes(), secret.as_bytes()) {
+    if !crate::config::same_secret(given.as_bytes(), secret.as_bytes()) {
         tracing::warn!(subscription = %item.subscription_id, "notification refused: wrong clientState");
         return None;
     }
@@ -301,11 +301,6 @@ fn accept(
         user,
         encrypted: item.encrypted_content,
     })
-}
-
-/// Constant-time equality (clientState is a shared secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
