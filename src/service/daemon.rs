@@ -83,7 +83,8 @@ pub(super) struct Daemon {
     pub(super) covered: watch::Receiver<Arc<HashSet<Arc<str>>>>,
     /// Covered users whose change only a poll saw (to the notification manager).
     pub(super) suspects: Option<mpsc::UnboundedSender<Arc<str>>>,
-    pub(super) _covered_unused: Option<watch::Sender<Arc<HashSet<Arc<str>>>>>,
+    /// Held so the poller's watch stays open (only the notification manager sends on it).
+    pub(super) _covered_tx: watch::Sender<Arc<HashSet<Arc<str>>>>,
     pub(super) rx: Inputs,
     pub(super) resolving: JoinSet<Resolved>,
     /// Where lookup rounds send their answers, chunk by chunk.
@@ -174,8 +175,6 @@ impl Daemon {
         let (interval_tx, interval_rx) = watch::channel(config.sync.poll_interval);
         let (polled_tx, polled) = mpsc::channel(64);
         let (covered_tx, covered) = watch::channel(Arc::default());
-        // Without notifications the sender is kept (unused) so the poller's watch stays open.
-        let mut covered_unused = None;
         let suspects = match &config.notifications {
             Some(n) => Some(
                 notify::start(
@@ -188,7 +187,7 @@ impl Daemon {
                         tick: options.notify_tick,
                         graph: graph_rx.clone(),
                         ids: ids_rx.clone(),
-                        covered: covered_tx,
+                        covered: covered_tx.clone(),
                         out: polled_tx.clone(),
                     },
                     &options.shutdown,
@@ -196,10 +195,7 @@ impl Daemon {
                 )
                 .await?,
             ),
-            None => {
-                covered_unused = Some(covered_tx);
-                None
-            }
+            None => None,
         };
         let inputs = PollInputs {
             graph: graph_rx.clone(),
@@ -252,7 +248,7 @@ impl Daemon {
             users_tx,
             covered,
             suspects,
-            _covered_unused: covered_unused,
+            _covered_tx: covered_tx,
             rx,
             resolving: JoinSet::new(),
             resolved_tx,
