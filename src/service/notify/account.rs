@@ -23,6 +23,14 @@ pub struct Sub {
     pub rich: bool,
 }
 
+impl Sub {
+    /// Whether its users count as covered at `now`: healthy, not waiting for reauthorization,
+    /// not expired.
+    pub fn covers(&self, now: SystemTime) -> bool {
+        self.healthy && !self.reauth && self.expires > now
+    }
+}
+
 pub struct Account {
     pub name: String,
     pub refresh: Option<Secret>,

@@ -433,27 +433,32 @@ impl Manager {
             .map(|s| (s.id.clone(), s.client_state.clone()))
             .collect();
         self.links.known.send_replace(Arc::new(known));
-        let covered: HashSet<Arc<str>> = self
+        let now = self.now();
+        // Each account's covered users, once; the set the poller needs is their union.
+        let per_account: Vec<(&str, &[Arc<str>])> = self
             .accounts
             .iter()
-            .filter_map(|a| a.sub.as_ref())
-            .filter(|s| s.healthy && !s.reauth && s.expires > self.now())
-            .flat_map(|s| s.ids.iter().cloned())
+            .map(|a| {
+                let ids = a
+                    .sub
+                    .as_ref()
+                    .filter(|s| s.covers(now))
+                    .map_or(&[][..], |s| &s.ids[..]);
+                (a.name.as_str(), ids)
+            })
+            .collect();
+        let covered: HashSet<Arc<str>> = per_account
+            .iter()
+            .flat_map(|(_, ids)| ids.iter().cloned())
             .collect();
         let count = covered.len();
         let changed = **self.links.covered.borrow() != covered;
         if changed {
             self.links.covered.send_replace(Arc::new(covered));
-            for a in &self.accounts {
-                let ids = a
-                    .sub
-                    .as_ref()
-                    .filter(|s| s.healthy && !s.reauth && s.expires > self.now())
-                    .map(|s| s.ids.iter().map(|i| i.to_string()).collect())
-                    .unwrap_or_default();
+            for (account, ids) in per_account {
                 self.store.write(Write::SetCoverage {
-                    account: a.name.clone(),
-                    teams_ids: ids,
+                    account: account.to_owned(),
+                    teams_ids: ids.iter().map(|i| i.to_string()).collect(),
                 });
             }
             tracing::info!(covered = count, polled, "notification coverage changed");
