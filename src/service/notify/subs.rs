@@ -38,10 +38,7 @@ impl Manager {
         let expires = self.now() + LIFETIME;
         let mut answer = graph.renew_subscription(&token, &id, expires).await;
         if matches!(answer, Err(GraphError::Unauthorized { .. })) {
-            // The access token was refused: refresh it (a revoked account shows here) and
-            // try once more.
-            self.accounts[i].drop_access();
-            let Some(fresh) = self.token(i).await else {
+            let Some(fresh) = self.token_after_refusal(i).await else {
                 return;
             };
             answer = graph.renew_subscription(&fresh, &id, expires).await;
@@ -160,10 +157,7 @@ impl Manager {
         };
         let mut answer = graph.create_subscription(token, &new).await;
         if matches!(answer, Err(GraphError::Unauthorized { .. })) {
-            // The access token was refused: refresh it (a revoked account shows here) and
-            // try once more.
-            self.accounts[i].drop_access();
-            let Some(fresh) = self.token(i).await else {
+            let Some(fresh) = self.token_after_refusal(i).await else {
                 return;
             };
             answer = graph.create_subscription(&fresh, &new).await;
@@ -217,6 +211,13 @@ impl Manager {
             }
         }
         self.store.write(Write::DropSubscription { id: sub.id });
+    }
+
+    /// Graph refused the account's access token: refresh it (a revoked account shows here,
+    /// and is signed out by `token`) so the caller can try once more.
+    pub(super) async fn token_after_refusal(&mut self, i: usize) -> Option<Bearer> {
+        self.accounts[i].drop_access();
+        self.token(i).await
     }
 
     pub(super) async fn token_if_usable(&mut self, i: usize) -> Option<Bearer> {
