@@ -2,13 +2,10 @@
 //! user's e-mail there. Merged under the users file, which wins on conflicts.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use crate::config::{Config, Directory, PbxConfig, UserEntry};
 use crate::pbx::asterisk::ami::{AmiClient, AmiError, VoicemailUser};
 use crate::sync::types::Direction;
-
-const AMI_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The voicemail users, when the config asks for them; `None` when it does not.
 pub async fn fetch(config: &Config) -> Option<Result<Vec<VoicemailUser>, AmiError>> {
@@ -21,7 +18,7 @@ pub async fn fetch(config: &Config) -> Option<Result<Vec<VoicemailUser>, AmiErro
             ami.address.as_str(),
             &ami.username,
             ami.password.expose(),
-            AMI_TIMEOUT,
+            crate::pbx::asterisk::REQUEST_TIMEOUT,
         )
         .await?;
         let users = client.voicemail_users().await?;

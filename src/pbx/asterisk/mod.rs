@@ -25,8 +25,8 @@ use crate::sync::types::PbxEvent;
 
 pub use ari::AriError;
 
-/// Timeout of one ARI request (Asterisk usually runs on the same host).
-pub const ARI_TIMEOUT: Duration = Duration::from_secs(5);
+/// Timeout of one ARI request or AMI exchange (Asterisk usually runs on the same host).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the connector needs from the daemon.
 pub struct AsteriskLinks {
@@ -44,7 +44,7 @@ pub fn spawn(
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Pusher, AriError> {
-    let ari = ari::Ari::new(config, ARI_TIMEOUT)?;
+    let ari = ari::Ari::new(config, REQUEST_TIMEOUT)?;
     let config = Arc::new(config.clone());
     let (pusher, rx) = Pusher::channel();
     let listener = listener::Listener {

@@ -1,7 +1,7 @@
 //! What `check` asks Asterisk: do ARI and AMI take our credentials, and does every user's
 //! device exist? Each step is a line for the admin: `ok: ...` or a problem naming the key.
 
-use super::ARI_TIMEOUT;
+use super::REQUEST_TIMEOUT;
 use super::ami::AmiClient;
 use super::ari::Ari;
 use crate::config::AsteriskPbxConfig;
@@ -21,7 +21,7 @@ fn step(name: impl Into<String>, result: Result<String, String>) -> Step {
 
 pub async fn probe(config: &AsteriskPbxConfig, extensions: &[String]) -> Vec<Step> {
     let mut steps = Vec::new();
-    let ari = match Ari::new(config, ARI_TIMEOUT) {
+    let ari = match Ari::new(config, REQUEST_TIMEOUT) {
         Ok(a) => a,
         Err(e) => return vec![step("ari", Err(e.to_string()))],
     };
@@ -58,7 +58,7 @@ pub async fn probe(config: &AsteriskPbxConfig, extensions: &[String]) -> Vec<Ste
             ami.address.as_str(),
             &ami.username,
             ami.password.expose(),
-            ARI_TIMEOUT,
+            REQUEST_TIMEOUT,
         )
         .await;
         match login {
