@@ -32,7 +32,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use crate::state::State;
-use crate::token::{GRAPH_RESOURCES, TokenAnswer, aad_error};
+use crate::token::{TokenAnswer, aad_error, graph_resource};
 use crate::util::{guid, random_string};
 
 /// The device-code grant type [DC].
@@ -121,21 +121,7 @@ fn parse_scopes(st: &State, scope: &str, tenant: &str) -> Result<Scopes, TokenAn
             None => (None, s),
         };
         if let Some(r) = resource {
-            let is_graph = GRAPH_RESOURCES
-                .iter()
-                .chain(std::iter::once(&st.self_url.as_str()))
-                .any(|g| g.eq_ignore_ascii_case(r));
-            if !is_graph {
-                return Err(aad_error(
-                    st,
-                    400,
-                    "invalid_resource",
-                    500_011,
-                    &format!(
-                        "The resource principal named {r} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
-                    ),
-                ));
-            }
+            graph_resource(st, tenant, r)?;
         }
         if perm.is_empty() {
             return Err(invalid_scope(st, scope));

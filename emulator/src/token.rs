@@ -128,23 +128,28 @@ fn check_scope(st: &State, scope: &str, tenant: &str) -> Result<(), TokenAnswer>
             ),
         ));
     }
+    graph_resource(st, tenant, resources[0])
+}
+
+/// A scope's resource must be Graph (or this emulator standing in for it); otherwise Entra's
+/// AADSTS500011 answer. Shared by the app and the delegated grants.
+pub(crate) fn graph_resource(st: &State, tenant: &str, resource: &str) -> Result<(), TokenAnswer> {
     let is_graph = GRAPH_RESOURCES
         .iter()
         .chain(std::iter::once(&st.self_url.as_str()))
-        .any(|g| g.eq_ignore_ascii_case(resources[0]));
-    if !is_graph {
-        return Err(aad_error(
-            st,
-            400,
-            "invalid_resource",
-            500_011,
-            &format!(
-                "The resource principal named {} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
-                resources[0]
-            ),
-        ));
+        .any(|g| g.eq_ignore_ascii_case(resource));
+    if is_graph {
+        return Ok(());
     }
-    Ok(())
+    Err(aad_error(
+        st,
+        400,
+        "invalid_resource",
+        500_011,
+        &format!(
+            "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+        ),
+    ))
 }
 
 /// POST /{tenant}/oauth2/v2.0/token with a form body [D28].
