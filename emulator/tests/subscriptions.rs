@@ -172,31 +172,11 @@ fn in_minutes(fx: &Fx, mins: u64) -> String {
     iso(fx.emu.now_utc() + Duration::from_secs(mins * 60))
 }
 
+/// RFC 3339 with an explicit `+00:00` offset (the form some clients send).
 fn iso(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
-    // RFC 3339 via a small civil conversion (keeps the test free of date crates).
-    let days = (secs / 86_400.0).floor() as i64;
-    let rem = secs - days as f64 * 86_400.0;
-    let (y, m, d) = civil(days);
-    let h = (rem / 3600.0).floor();
-    let mi = ((rem - h * 3600.0) / 60.0).floor();
-    let s = rem - h * 3600.0 - mi * 60.0;
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:09.6}+00:00")
-}
-
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    humantime::format_rfc3339_micros(t)
+        .to_string()
+        .replace('Z', "+00:00")
 }
 
 fn filter(ids: &[String]) -> String {
