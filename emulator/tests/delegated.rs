@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Fx, answer, start_with, token_request};
+use common::{Fx, device_code, start_with, token_request};
 use graph_emulator::EmulatorOptions;
 use serde_json::Value;
 
@@ -15,25 +15,6 @@ async fn fx() -> Fx {
         ..EmulatorOptions::default()
     };
     start_with(opts, 3).await
-}
-
-async fn device_code(fx: &Fx, scope: &str) -> Value {
-    let url = format!(
-        "{}/{}/oauth2/v2.0/devicecode",
-        fx.emu.base_url(),
-        fx.emu.tenant_id()
-    );
-    let c = fx.emu.client_id();
-    let r = fx
-        .http
-        .post(url)
-        .form(&[("client_id", c.as_str()), ("scope", scope)])
-        .send()
-        .await
-        .unwrap();
-    let a = answer(r).await;
-    assert_eq!(a.status, 200, "{}", a.body);
-    a.body
 }
 
 async fn poll(fx: &Fx, device_code: &str) -> common::Answer {

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, KeyIvInit};
-use common::{Fx, answer, start_with, token_request};
+use common::{Fx, answer, device_code, start_with, token_request};
 use graph_emulator::{DeliveryKind, EmulatorOptions};
 use hmac::{Hmac, Mac};
 use rsa::pkcs8::DecodePrivateKey;
@@ -133,23 +133,8 @@ async fn fx() -> Fx {
 
 /// A delegated token for `upn` through the device-code flow.
 async fn delegated(fx: &Fx, upn: &str) -> String {
-    let url = format!(
-        "{}/{}/oauth2/v2.0/devicecode",
-        fx.emu.base_url(),
-        fx.emu.tenant_id()
-    );
     let c = fx.emu.client_id();
-    let r = fx
-        .http
-        .post(url)
-        .form(&[
-            ("client_id", c.as_str()),
-            ("scope", "Presence.Read.All offline_access"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let dc = answer(r).await.body;
+    let dc = device_code(fx, "Presence.Read.All offline_access").await;
     assert!(
         fx.emu
             .approve_device_code(dc["user_code"].as_str().unwrap(), upn)

@@ -97,6 +97,26 @@ pub async fn token_for(
     a.body["access_token"].as_str().unwrap().to_owned()
 }
 
+/// `POST /{tenant}/oauth2/v2.0/devicecode` for the default app; the 200 body.
+pub async fn device_code(fx: &Fx, scope: &str) -> Value {
+    let url = format!(
+        "{}/{}/oauth2/v2.0/devicecode",
+        fx.emu.base_url(),
+        fx.emu.tenant_id()
+    );
+    let c = fx.emu.client_id();
+    let r = fx
+        .http
+        .post(url)
+        .form(&[("client_id", c.as_str()), ("scope", scope)])
+        .send()
+        .await
+        .unwrap();
+    let a = answer(r).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+}
+
 pub async fn answer(r: reqwest::Response) -> Answer {
     let status = r.status().as_u16();
     let headers = r.headers().clone();
