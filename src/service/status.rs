@@ -101,17 +101,13 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
             message: e.message.clone(),
         })
         .collect();
-    let last_poll_at = s
-        .meta
-        .get("last_poll_at")
-        .and_then(|v| v.parse().ok())
-        .map(time);
+    // Times kept in `meta` as epoch milliseconds.
     let meta_time = |key: &str| s.meta.get(key).and_then(|v| v.parse().ok()).map(time);
     StatusReport {
         users,
         counters: s.counters.clone(),
         errors,
-        last_poll_at,
+        last_poll_at: meta_time("last_poll_at"),
         pbx_link: s.meta.get("pbx_link").filter(|v| !v.is_empty()).cloned(),
         pbx_link_since: meta_time("pbx_link_since"),
         subscriptions: s
