@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use super::ari::{Ari, AriError};
 use super::calls::DeviceBook;
 use super::events::{Parsed, parse};
-use crate::backoff::Backoff;
 use crate::config::AsteriskPbxConfig;
 use crate::pbx::LinkState;
 use crate::sync::types::PbxEvent;
@@ -61,7 +60,7 @@ fn book_of(config: &AsteriskPbxConfig, users: &[String]) -> DeviceBook {
 
 impl Listener {
     pub async fn run(mut self) {
-        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let backoff = super::RETRY;
         let mut failures: u32 = 0;
         let mut book = book_of(&self.config, &self.users.borrow_and_update());
         loop {

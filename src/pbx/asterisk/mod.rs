@@ -25,6 +25,10 @@ use crate::sync::types::PbxEvent;
 
 pub use ari::AriError;
 
+/// Retries of a lost connection or a failed write: 200 ms doubling up to 30 s, with jitter.
+const RETRY: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+
 /// Timeout of one ARI request or AMI exchange (Asterisk usually runs on the same host).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use tokio::sync::mpsc;
@@ -12,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::ari::{Ari, AriError};
 use super::writes::writes_for;
-use crate::backoff::Backoff;
 use crate::config::AsteriskPbxConfig;
 use crate::pbx::PbxUpdate;
 
@@ -32,7 +30,7 @@ pub struct Writer {
 impl Writer {
     pub async fn run(mut self) {
         let mut pending: BTreeMap<String, PbxUpdate> = BTreeMap::new();
-        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let backoff = super::RETRY;
         let mut failures: u32 = 0;
         loop {
             if pending.is_empty() {
