@@ -14,6 +14,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod graph;
 pub mod logging;

@@ -28,6 +28,8 @@ enum Kind {
     Http {
         /// The configured listen address: the listener is kept across reloads that leave it alone.
         listen: SocketAddr,
+        /// Where it is bound (differs from `listen` when that asks for port 0).
+        bound: SocketAddr,
         listener: CancellationToken,
         token: watch::Sender<Arc<str>>,
     },
@@ -100,6 +102,14 @@ impl Connector {
         Ok(())
     }
 
+    /// Where the HTTP listener is bound; `None` for connectors without one.
+    pub fn bound(&self) -> Option<SocketAddr> {
+        match &self.kind {
+            Kind::Http { bound, .. } => Some(*bound),
+            Kind::Asterisk => None,
+        }
+    }
+
     /// Stop taking PBX events and pushing.
     pub fn stop(&self) {
         if let Kind::Http { listener, .. } = &self.kind {
@@ -134,6 +144,7 @@ async fn start_http(
     Ok(Connector {
         kind: Kind::Http {
             listen: cfg.listen,
+            bound: listen,
             listener: listener_stop,
             token,
         },

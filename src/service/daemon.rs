@@ -175,9 +175,10 @@ impl Daemon {
         let (interval_tx, interval_rx) = watch::channel(config.sync.poll_interval);
         let (polled_tx, polled) = mpsc::channel(64);
         let (covered_tx, covered) = watch::channel(Arc::default());
+        let mut webhook_bound = None;
         let suspects = match &config.notifications {
-            Some(n) => Some(
-                notify::start(
+            Some(n) => Some({
+                let (suspects, bound) = notify::start(
                     n,
                     &config,
                     &store,
@@ -193,10 +194,23 @@ impl Daemon {
                     &options.shutdown,
                     &tracker,
                 )
-                .await?,
-            ),
+                .await?;
+                webhook_bound = Some(bound);
+                suspects
+            }),
             None => None,
         };
+        let bound = super::Bound {
+            pbx: connector.bound(),
+            webhook: webhook_bound,
+        };
+        for (key, addr) in [("pbx_listen", bound.pbx), ("webhook_listen", bound.webhook)] {
+            store.write(Write::SetMeta {
+                key: key.into(),
+                value: addr.map(|a| a.to_string()).unwrap_or_default(),
+            });
+        }
+        options.bound.send_replace(bound);
         let inputs = PollInputs {
             graph: graph_rx.clone(),
             ids: ids_rx,

@@ -3,7 +3,6 @@
 //! store -> exit).
 
 mod build;
-mod clock;
 mod connector;
 mod daemon;
 mod events;
@@ -18,14 +17,16 @@ pub mod systemd;
 mod voicemail;
 mod writer;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::clock::Clock;
 pub use build::delegated_settings;
 pub use build::graph_settings as graph_settings_for;
-pub use clock::Clock;
 pub use daemon::ServiceError;
 pub use matching::{MatchInfo, all_emails as directory_emails};
 pub use signals::cancel_on_signal;
@@ -44,6 +45,18 @@ pub struct RunOptions {
     pub log_reload: Option<LogReload>,
     /// How often change-notification subscriptions are looked after (30 s; tests shorten it).
     pub notify_tick: std::time::Duration,
+    /// Where the listeners are bound, set once they are. Port 0 in the config picks a free
+    /// port; tests read the address back here instead of guessing one.
+    pub bound: watch::Sender<Bound>,
+}
+
+/// The addresses the daemon's listeners are bound to (`None`: that listener is off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bound {
+    /// `POST /pbx/events` of the HTTP connector.
+    pub pbx: Option<SocketAddr>,
+    /// The change-notification webhook.
+    pub webhook: Option<SocketAddr>,
 }
 
 impl RunOptions {
@@ -54,6 +67,7 @@ impl RunOptions {
             shutdown: CancellationToken::new(),
             log_reload: None,
             notify_tick: std::time::Duration::from_secs(30),
+            bound: watch::Sender::new(Bound::default()),
         }
     }
 }

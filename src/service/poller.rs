@@ -47,7 +47,7 @@ pub struct PollInputs {
     /// How often covered users are read anyway.
     pub reconcile: Duration,
     /// The service clock (tests move it to reach a reconciliation cycle at once).
-    pub clock: super::clock::Clock,
+    pub clock: crate::clock::Clock,
 }
 
 /// Poll until cancelled. A change of the id list starts a cycle at once (new users are

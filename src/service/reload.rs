@@ -144,4 +144,10 @@ async fn update_connector(d: &mut Daemon) {
     {
         tracing::error!(error = %e, "the new [pbx] settings cannot be used; the connector keeps the old ones where it can");
     }
+    let pbx = d.connector.bound();
+    d.options.bound.send_modify(|b| b.pbx = pbx);
+    d.store.write(Write::SetMeta {
+        key: "pbx_listen".into(),
+        value: pbx.map(|a| a.to_string()).unwrap_or_default(),
+    });
 }

@@ -17,6 +17,9 @@ pub struct StatusReport {
     /// Connectors that keep a connection (Asterisk): `connected` or `disconnected: why`.
     pub pbx_link: Option<String>,
     pub pbx_link_since: Option<String>,
+    /// Where `POST /pbx/events` is bound (HTTP connector), and the notification webhook.
+    pub pbx_listen: Option<String>,
+    pub webhook_listen: Option<String>,
     /// Change-notification subscriptions held.
     pub subscriptions: Vec<SubscriptionStatus>,
     /// Subscription accounts signed in (holding a refresh token).
@@ -110,6 +113,12 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         last_poll_at: meta_time("last_poll_at"),
         pbx_link: s.meta.get("pbx_link").filter(|v| !v.is_empty()).cloned(),
         pbx_link_since: meta_time("pbx_link_since"),
+        pbx_listen: s.meta.get("pbx_listen").filter(|v| !v.is_empty()).cloned(),
+        webhook_listen: s
+            .meta
+            .get("webhook_listen")
+            .filter(|v| !v.is_empty())
+            .cloned(),
         subscriptions: s
             .subscriptions
             .iter()
@@ -171,6 +180,14 @@ pub fn status_text(r: &StatusReport) -> String {
     if let Some(link) = &r.pbx_link {
         let since = r.pbx_link_since.as_deref().unwrap_or("?");
         let _ = writeln!(out, "PBX: {link} (since {since})");
+    }
+    for (what, addr) in [
+        ("PBX events", &r.pbx_listen),
+        ("webhook", &r.webhook_listen),
+    ] {
+        if let Some(addr) = addr {
+            let _ = writeln!(out, "{what} listening on {addr}");
+        }
     }
     if !r.counters.is_empty() {
         let c: Vec<String> = r.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::clock::Clock;
 use super::daemon::ServiceError;
 use super::poller::Polled;
+use crate::clock::Clock;
 use crate::config::NotificationsConfig;
 use crate::graph::delegated::Delegated;
 use crate::graph::notify_crypto::{self, CryptoError, EncryptedContent, KeyStore};
@@ -81,10 +81,11 @@ pub async fn start(
     ch: Channels,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<mpsc::UnboundedSender<Arc<str>>, ServiceError> {
+) -> Result<(mpsc::UnboundedSender<Arc<str>>, std::net::SocketAddr), ServiceError> {
     let listener = webhook::bind(n.listen)
         .await
         .map_err(|e| ServiceError::Start(e.to_string()))?;
+    let bound = listener.local_addr().unwrap_or(n.listen);
     let tls = match n.tls.clone() {
         Some(files) => Some(
             tokio::task::spawn_blocking(move || webhook::tls_config(&files.cert, &files.key))
@@ -140,10 +141,10 @@ pub async fn start(
     manager.tick = ch.tick;
     manager.keys = keys;
     manager.key_dir = key_dir(config);
-    tracing::info!(listen = %n.listen, public_url = %n.public_url, accounts = n.accounts.len(),
+    tracing::info!(listen = %bound, public_url = %n.public_url, accounts = n.accounts.len(),
         "change notifications enabled");
     tracker.spawn(manager.run(shutdown.clone()));
-    Ok(suspects_tx)
+    Ok((suspects_tx, bound))
 }
 
 /// The notification keys live next to the state database (its directory is private).

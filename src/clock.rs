@@ -1,11 +1,16 @@
-//! The one place the service reads the clock. Tests move it forward without sleeping.
+//! The one place the daemon reads the clock (clippy.toml forbids `Instant::now` and
+//! `SystemTime::now` everywhere else). Tests move the service clock forward without sleeping,
+//! and tokio's paused time reaches [`monotonic`].
 //!
-//! Wall time is read once, at start; after that time advances with the monotonic clock, so an
-//! NTP step during a call cannot make a session refresh late (or early).
+//! Wall time is read once, at start; after that time advances with the monotonic clock (tokio's,
+//! so paused test time moves it), and an NTP step during a call cannot make a session refresh
+//! late (or early).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use crate::sync::types::{Millis, millis};
 
@@ -18,6 +23,7 @@ pub struct Clock {
 }
 
 impl Default for Clock {
+    #[allow(clippy::disallowed_methods)] // the clock module reads the clocks
     fn default() -> Self {
         let start_wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -48,4 +54,18 @@ impl Clock {
     pub fn advance(&self, by: Duration) {
         self.offset_ms.fetch_add(millis(by), Ordering::Relaxed);
     }
+}
+
+/// The monotonic clock for timeouts and rate limits inside adapters (token caches, budgets,
+/// keep-alives). It is tokio's clock, so tests that pause time reach it too.
+#[allow(clippy::disallowed_methods)] // the clock module reads the clocks
+pub fn monotonic() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
+/// Wall time now, for the few things that are not the service's business (a certificate's
+/// validity when `check` or `login` runs, outside the daemon).
+#[allow(clippy::disallowed_methods)] // the clock module reads the clocks
+pub fn wall_now() -> SystemTime {
+    SystemTime::now()
 }
