@@ -64,11 +64,13 @@ async fn login(graph: &Emulator, db: &Path, account: &str) {
     assert!(graph.approve_device_code(&code.user_code, account));
     let grant = delegated.finish_device_login(&code).await.unwrap();
     let store = Store::open(db).unwrap();
-    store.write(Write::SetAccountToken {
-        account: account.into(),
-        refresh_token: Secret::new(grant.refresh_token.unwrap()),
-        at: 0,
-    });
+    store
+        .write(Write::SetAccountToken {
+            account: account.into(),
+            refresh_token: Secret::new(grant.refresh_token.unwrap()),
+            at: 0,
+        })
+        .await;
     store.close().await.unwrap();
 }
 

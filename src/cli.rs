@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use pbx_teams_presence::config::{self, Config};
 use pbx_teams_presence::graph::{self, GraphClient};
+use pbx_teams_presence::sync::types::MatchStatus;
 use pbx_teams_presence::{logging, pbx, service, store};
 
 const DEFAULT_CONFIG: &str = "/etc/pbx-teams-presence/config.toml";
@@ -146,11 +147,13 @@ fn login(path: &Path, account: &str) -> anyhow::Result<ExitCode> {
     let db = config.sync.state_db.clone();
     rt.block_on(async move {
         let store = tokio::task::spawn_blocking(move || store::Store::open(&db)).await??;
-        store.write(store::Write::SetAccountToken {
-            account: account.clone(),
-            refresh_token: config::Secret::new(refresh_token),
-            at: service::Clock::default().now(),
-        });
+        store
+            .write(store::Write::SetAccountToken {
+                account: account.clone(),
+                refresh_token: config::Secret::new(refresh_token),
+                at: service::Clock::default().now(),
+            })
+            .await;
         store.close().await?;
         println!(
             "{account} signed in; its token is saved. A running daemon uses it within a minute."
@@ -213,10 +216,10 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
                 for (email, m) in &results {
                     // The daemon's own wording (status and log say the same).
                     let info = service::MatchInfo::from_graph(m);
-                    if info.status == "matched" {
+                    if info.status == MatchStatus::Matched {
                         matched += 1;
                     } else {
-                        let why = info.detail.as_deref().unwrap_or(info.status);
+                        let why = info.detail.as_deref().unwrap_or(info.status.as_str());
                         problems.push(format!("user {email}: {why}"));
                     }
                 }

@@ -37,7 +37,7 @@ pub enum Change {
 /// The changes from `old` to `new`, in a fixed order: restart warnings, then clients,
 /// then timings, then users. `sync.shutdown_timeout` and `sync.recovery_grace` produce
 /// nothing: the service reads them from the current config when it needs them.
-pub fn diff(old: &(Config, Directory), new: &(Config, Directory)) -> Vec<Change> {
+pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Change> {
     let ((o, od), (n, nd)) = (old, new);
     let mut changes = Vec::new();
     let mut when = |cond: bool, change: Change| {
@@ -267,7 +267,7 @@ token = "p"
             let old = base();
             let mut new = base();
             edit(&mut new);
-            assert_eq!(diff(&old, &new), want, "{name}");
+            assert_eq!(diff((&old.0, &old.1), (&new.0, &new.1)), want, "{name}");
         }
     }
 

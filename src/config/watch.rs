@@ -15,35 +15,48 @@ use tokio::sync::mpsc;
 
 use super::ConfigError;
 
-/// Keeps the watch alive; dropping it stops watching and closes the receiver.
+/// A watch on some files. Its owner asks [`FileWatch::changed`]; nothing runs in the
+/// background but the OS watcher's own thread, which only queues a signal.
 #[derive(Debug)]
 pub struct FileWatch {
-    /// The OS watcher; its callback owns the sender that feeds the debounce task.
+    /// The OS watcher; its callback owns the sender of `raw`.
     _watcher: RecommendedWatcher,
+    /// One pending "something changed" (more changes coalesce into it).
+    raw: mpsc::Receiver<()>,
+    /// How long the files must stay quiet before a change counts.
+    debounce: Duration,
 }
 
-/// Watches `paths` (their parent directories, filtered to their names) and sends one `()`
-/// after `debounce` without further changes. Must be called inside a tokio runtime. The
-/// channel holds one pending signal: more changes before it is read coalesce into it.
-pub fn watch_files(
-    paths: Vec<PathBuf>,
-    debounce: Duration,
-) -> Result<(FileWatch, mpsc::Receiver<()>), ConfigError> {
+impl FileWatch {
+    /// Waits for a change, then until `debounce` passes without another (editors write in
+    /// bursts). `None` if the OS watcher stopped. Cancel-safe: a change seen by a cancelled
+    /// call is reported by the next one.
+    pub async fn changed(&mut self) -> Option<()> {
+        self.raw.recv().await?;
+        loop {
+            match tokio::time::timeout(self.debounce, self.raw.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return None,
+                Err(_) => return Some(()),
+            }
+        }
+    }
+}
+
+/// Watches `paths` (their parent directories, filtered to their names); see
+/// [`FileWatch::changed`].
+pub fn watch_files(paths: Vec<PathBuf>, debounce: Duration) -> Result<FileWatch, ConfigError> {
     let targets: BTreeSet<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
     let dirs: BTreeSet<PathBuf> = targets
         .iter()
         .filter_map(|p| p.parent())
         .map(Path::to_owned)
         .collect();
-    let runtime = tokio::runtime::Handle::try_current().map_err(|e| ConfigError::Watch {
-        path: paths.first().cloned().unwrap_or_default(),
-        source: notify::Error::generic(&format!("watch_files needs a tokio runtime: {e}")),
-    })?;
-    let (raw_tx, raw_rx) = mpsc::unbounded_channel::<()>();
-    let (tx, rx) = mpsc::channel(1);
+    let (raw_tx, raw) = mpsc::channel(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<Event>| match res {
         Ok(event) if is_relevant(&event, &targets) => {
-            let _ = raw_tx.send(());
+            // Full: a change is already pending, and this one coalesces into it.
+            let _ = raw_tx.try_send(());
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "file watcher error"),
@@ -60,8 +73,11 @@ pub fn watch_files(
                 source: e,
             })?;
     }
-    runtime.spawn(debounce_loop(raw_rx, tx, debounce));
-    Ok((FileWatch { _watcher: watcher }, rx))
+    Ok(FileWatch {
+        _watcher: watcher,
+        raw,
+        debounce,
+    })
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -76,26 +92,6 @@ fn is_relevant(event: &Event, targets: &BTreeSet<PathBuf>) -> bool {
         _ => true,
     };
     event.need_rescan() || (change && event.paths.iter().any(|p| targets.contains(p)))
-}
-
-/// Waits for a first event, then for `quiet` without events, then signals once.
-async fn debounce_loop(
-    mut raw: mpsc::UnboundedReceiver<()>,
-    out: mpsc::Sender<()>,
-    quiet: Duration,
-) {
-    while raw.recv().await.is_some() {
-        loop {
-            match tokio::time::timeout(quiet, raw.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) => return, // the FileWatch was dropped
-                Err(_) => break,
-            }
-        }
-        if let Err(mpsc::error::TrySendError::Closed(())) = out.try_send(()) {
-            return; // nobody listens any more; a full channel already has a reload pending
-        }
-    }
 }
 
 #[cfg(test)]
@@ -121,40 +117,32 @@ mod tests {
     #[tokio::test]
     async fn write_and_rename_over_trigger_once_each() {
         let (dir, config, users) = setup();
-        let (_watch, mut rx) = watch_files(vec![config.clone(), users.clone()], DEBOUNCE).unwrap();
+        let mut watch = watch_files(vec![config.clone(), users.clone()], DEBOUNCE).unwrap();
 
         for i in 0..5 {
             std::fs::write(&config, format!("burst {i}")).unwrap();
         }
-        timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
+        timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
         assert!(
-            timeout(QUIET, rx.recv()).await.is_err(),
+            timeout(QUIET, watch.changed()).await.is_err(),
             "a burst must coalesce into one"
         );
 
         let tmp = dir.path().join(".users.csv.swp");
         std::fs::write(&tmp, "1002,b@example.com\n").unwrap();
         std::fs::rename(&tmp, &users).unwrap();
-        timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
+        timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn unrelated_files_and_reads_do_not_trigger() {
         let (dir, config, _users) = setup();
-        let (_watch, mut rx) = watch_files(vec![config.clone()], DEBOUNCE).unwrap();
+        let mut watch = watch_files(vec![config.clone()], DEBOUNCE).unwrap();
         std::fs::write(dir.path().join("other.toml"), "x").unwrap();
         std::fs::read_to_string(&config).unwrap();
-        assert!(timeout(QUIET, rx.recv()).await.is_err());
+        assert!(timeout(QUIET, watch.changed()).await.is_err());
         std::fs::write(&config, "b").unwrap();
-        timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn dropping_the_watch_closes_the_channel() {
-        let (_dir, config, _users) = setup();
-        let (watch, mut rx) = watch_files(vec![config], DEBOUNCE).unwrap();
-        drop(watch);
-        assert_eq!(timeout(PATIENCE, rx.recv()).await.unwrap(), None);
+        timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ mod budget;
 pub mod delegated;
 mod error;
 mod http;
+pub mod limits;
 pub mod notify_crypto;
 mod presence;
 mod probe;
@@ -261,7 +262,7 @@ pub(crate) fn test_settings(base: &Url) -> GraphSettings {
         max_attempts: 4,
         backoff_base: Duration::from_millis(5),
         backoff_cap: Duration::from_millis(20),
-        presence_budget_per_30s: 1500,
+        presence_budget_per_30s: limits::PRESENCE_REQUESTS_PER_30S,
     }
 }
 

@@ -10,7 +10,7 @@ use super::http::Request;
 use super::{GraphClient, GraphError, join};
 
 /// Ids per getPresencesByUserId request [D1].
-pub(crate) const PRESENCE_CHUNK: usize = 650;
+pub(crate) const PRESENCE_CHUNK: usize = super::limits::PRESENCE_IDS_PER_REQUEST;
 
 /// The shortest and longest `expirationDuration` setPresence accepts: PT5M..PT4H [D5][D6].
 const MIN_EXPIRATION: Duration = Duration::from_secs(5 * 60);

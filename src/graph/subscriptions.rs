@@ -13,7 +13,7 @@ use super::http::Request;
 use super::{GraphClient, GraphError, join};
 
 /// Most ids one presence subscription may name [D3].
-pub const MAX_IDS: usize = 650;
+pub const MAX_IDS: usize = super::limits::SUBSCRIPTION_MAX_IDS;
 
 /// What a new subscription is for.
 pub struct NewSubscription<'a> {

@@ -16,9 +16,9 @@ use super::http::Request;
 use super::{Counters, GraphClient, GraphError, join};
 
 /// Values per `in (...)` clause: 15 by default [D26].
-pub(crate) const FILTER_CHUNK: usize = 15;
+pub(crate) const FILTER_CHUNK: usize = super::limits::FILTER_IN_MAX_VALUES;
 /// Requests per `$batch` [D24].
-pub(crate) const BATCH_MAX: usize = 20;
+pub(crate) const BATCH_MAX: usize = super::limits::BATCH_MAX_REQUESTS;
 /// The properties the decision needs.
 const SELECT: &str = "id,mail,userPrincipalName,proxyAddresses";
 /// Everything but RFC 3986 unreserved characters is encoded in query values ('+' included,

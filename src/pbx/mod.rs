@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 pub mod asterisk;
 pub mod http;
+pub mod mailbox;
 pub mod push;
 
 /// One Teams presence change for the PBX, as the push body carries it.
@@ -25,9 +26,38 @@ pub struct PbxUpdate {
 
 /// Whether a connector that keeps a connection to the PBX has it (shown by `status`; a
 /// `Connected` after a loss makes the daemon write every user's Teams state again).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LinkState {
     Connected,
     /// Why it was lost.
-    Disconnected(String),
+    Disconnected(LinkLost),
+}
+
+/// Why a connector lost (or could not make) its connection to the PBX.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkLost {
+    /// The WebSocket could not be opened, or failed.
+    #[error("WebSocket: {0}")]
+    WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
+    /// Nothing answered the WebSocket upgrade in time.
+    #[error("WebSocket: no answer within {0:?}")]
+    ConnectTimeout(std::time::Duration),
+    /// The PBX closed the connection.
+    #[error("the PBX closed the WebSocket")]
+    Closed,
+    /// The PBX stopped answering pings.
+    #[error("no answer to pings for {0:?}")]
+    Silent(std::time::Duration),
+    /// A request to the PBX's API failed (resync, subscription).
+    #[error(transparent)]
+    Api(#[from] asterisk::AriError),
+    /// The connection cannot even be described (a bad URL).
+    #[error("{0}")]
+    Request(String),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for LinkLost {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> LinkLost {
+        LinkLost::WebSocket(Box::new(e))
+    }
 }

@@ -5,15 +5,17 @@
 //! delivered before a shutdown is pushed again after the restart, because the store still
 //! shows it as pending.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::PbxUpdate;
+pub use super::mailbox::Pusher;
+use super::mailbox::{self, Pending, PushQueue};
 use crate::backoff::Backoff;
 
 /// At most this many updates per POST.
@@ -49,64 +51,36 @@ pub fn redacted(url: &Url) -> String {
     }
 }
 
-/// The sending half: cheap to clone, never blocks.
-#[derive(Debug, Clone)]
-pub struct Pusher {
-    tx: mpsc::UnboundedSender<PbxUpdate>,
-}
-
-impl Pusher {
-    /// A pusher and the queue it feeds, for a connector with its own delivery loop.
-    pub fn channel() -> (Pusher, mpsc::UnboundedReceiver<PbxUpdate>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Pusher { tx }, rx)
-    }
-
-    /// Queue an update; a newer one for the same extension replaces it if still queued.
-    pub fn push(&self, update: PbxUpdate) {
-        if self.tx.send(update).is_err() {
-            tracing::debug!("PBX pusher stopped; update dropped (it stays pending in the store)");
-        }
-    }
-}
-
 /// Start the push loop. `delivered` receives every batch the PBX acknowledged.
 pub fn spawn(
     settings: PushSettings,
-    delivered: mpsc::UnboundedSender<Vec<PbxUpdate>>,
+    delivered: mpsc::Sender<Vec<PbxUpdate>>,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<Pusher, reqwest::Error> {
     let client = reqwest::Client::builder()
         .timeout(settings.timeout)
         .build()?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    tracker.spawn(run(settings, client, rx, delivered, cancel));
-    Ok(Pusher { tx })
+    let (pusher, queue) = mailbox::mailbox();
+    let span = tracing::info_span!("pbx_push", url = %redacted(&settings.url));
+    tracker.spawn(run(settings, client, queue, delivered, cancel).instrument(span));
+    Ok(pusher)
 }
 
 async fn run(
     settings: PushSettings,
     client: reqwest::Client,
-    mut rx: mpsc::UnboundedReceiver<PbxUpdate>,
-    delivered: mpsc::UnboundedSender<Vec<PbxUpdate>>,
+    queue: PushQueue,
+    delivered: mpsc::Sender<Vec<PbxUpdate>>,
     cancel: CancellationToken,
 ) {
-    let mut pending: BTreeMap<String, PbxUpdate> = BTreeMap::new();
+    let mut pending = Pending::new();
     let backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
     let mut failures: u32 = 0;
     loop {
-        if pending.is_empty() {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                next = rx.recv() => match next {
-                    Some(u) => { pending.insert(u.extension.clone(), u); }
-                    None => return,
-                },
-            }
-        }
-        while let Ok(u) = rx.try_recv() {
-            pending.insert(u.extension.clone(), u);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = queue.take_into(&mut pending) => {}
         }
         let batch: Vec<PbxUpdate> = pending.values().take(MAX_BATCH).cloned().collect();
         match send(&client, &settings, &batch).await {
@@ -120,7 +94,9 @@ async fn run(
                         pending.remove(&u.extension);
                     }
                 }
-                let _ = delivered.send(batch);
+                if delivered.send(batch).await.is_err() {
+                    return;
+                }
             }
             Err(why) => {
                 if failures == 0 {

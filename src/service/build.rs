@@ -1,22 +1,20 @@
-//! Building the parts from the config and the store, at start and on reload.
+//! Building the parts from the config and the store, at start and on reload: plain functions
+//! of the config, the directory and the store's snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use super::daemon::ServiceError;
+use super::error::ServiceError;
 use super::matching::{MatchInfo, Matches};
-use crate::config::{self, Config, Directory};
+use super::outbox::Outbox;
+use crate::config::{Config, Directory};
 use crate::graph::GraphSettings;
+use crate::graph::limits::PRESENCE_REQUESTS_PER_30S;
 use crate::pbx::http::ExtensionSet;
 use crate::store::{Snapshot, Store};
 use crate::sync::engine::{Engine, EngineSettings, Restored};
 use crate::sync::types::{Direction, Millis, TeamsPresence};
-
-/// How long one config change must be quiet before it is applied (editors write in bursts).
-const RELOAD_DEBOUNCE: Duration = Duration::from_millis(300);
 
 pub fn graph_settings(config: &Config) -> GraphSettings {
     let azure = &config.azure;
@@ -30,7 +28,7 @@ pub fn graph_settings(config: &Config) -> GraphSettings {
         max_attempts: 5,
         backoff_base: Duration::from_millis(250),
         backoff_cap: Duration::from_secs(30),
-        presence_budget_per_30s: 1500,
+        presence_budget_per_30s: PRESENCE_REQUESTS_PER_30S,
     }
 }
 
@@ -58,7 +56,7 @@ pub async fn open_store(config: &Config) -> Result<Store, ServiceError> {
     let path = config.sync.state_db.clone();
     tokio::task::spawn_blocking(move || Store::open(&path))
         .await
-        .map_err(|e| ServiceError::Start(format!("opening the state database: {e}")))?
+        .map_err(ServiceError::join("opening the state database"))?
         .map_err(ServiceError::from)
 }
 
@@ -73,7 +71,7 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
         };
         if wanted.contains(row.email.as_str()) {
             let info =
-                MatchInfo::from_store(row.teams_id.clone(), status, row.match_detail.clone());
+                MatchInfo::from_store(row.teams_id.clone(), *status, row.match_detail.clone());
             matches.insert(row.email.clone(), info);
         }
     }
@@ -82,7 +80,7 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
 
 /// Users the store knows but the users file no longer lists (removed while the daemon was
 /// down) are forgotten; their session rows stay until the recovered sessions are cleared.
-pub fn forget_departed(store: &Store, snapshot: &Snapshot, directory: &Directory) {
+pub fn forget_departed(out: &mut Outbox, snapshot: &Snapshot, directory: &Directory) {
     let present: HashSet<&str> = directory
         .entries
         .iter()
@@ -94,7 +92,7 @@ pub fn forget_departed(store: &Store, snapshot: &Snapshot, directory: &Directory
         .filter(|r| !present.contains(r.extension.as_str()))
     {
         tracing::info!(extension = %row.extension, "user no longer in the users file, forgotten");
-        store.write(crate::store::Write::RemoveUser {
+        out.write(crate::store::Write::RemoveUser {
             extension: row.extension.clone(),
         });
     }
@@ -143,19 +141,6 @@ pub fn user_extensions(config: &Config, directory: &Directory) -> Arc<Vec<String
     list.sort_unstable();
     list.dedup();
     Arc::new(list)
-}
-
-/// Watch the config and users files; without a watcher (e.g. inotify limits) the daemon still
-/// runs and says that reloads need a restart.
-pub fn watch_config(config: &Config) -> (Option<config::FileWatch>, mpsc::Receiver<()>) {
-    let paths = vec![config.source.clone(), config.users.file.clone()];
-    match config::watch_files(paths, RELOAD_DEBOUNCE) {
-        Ok((watch, rx)) => (Some(watch), rx),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config files; changes need a restart");
-            (None, mpsc::channel(1).1)
-        }
-    }
 }
 
 pub fn direction_name(d: Direction) -> &'static str {

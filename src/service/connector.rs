@@ -1,4 +1,7 @@
-//! Starting and stopping the PBX connector selected by `pbx.kind`.
+//! The PBX connector selected by `pbx.kind`, run by one owned task: it starts the connector,
+//! applies a reloaded `[pbx]` section (binding, connecting: waits that must not hold up the
+//! main loop), and stops it on its token. Every task of the connector runs on child tokens of
+//! the one the daemon gave it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,21 +10,158 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-use super::daemon::ServiceError;
+use super::Bound;
 use crate::config::{HttpPbxConfig, PbxConfig};
-use crate::pbx::asterisk::{self, AsteriskLinks};
-use crate::pbx::http::{self, KnownExtensions};
+use crate::pbx::asterisk::{self, AriError, AsteriskLinks};
+use crate::pbx::http::{self, HttpPbxError, KnownExtensions};
 use crate::pbx::push::{self, PushSettings, Pusher};
 use crate::pbx::{LinkState, PbxUpdate};
+use crate::store::{MetaKey, Store, Write};
 use crate::sync::types::PbxEvent;
 
+/// Why a connector cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The HTTP listener cannot be bound.
+    #[error(transparent)]
+    Listen(#[from] HttpPbxError),
+    /// The ARI client cannot be built from `[pbx]`.
+    #[error("cannot start the Asterisk connector: {0}")]
+    Asterisk(#[from] AriError),
+    /// The HTTP client for `pbx.push_url` cannot be built.
+    #[error("cannot build the PBX push client: {0}")]
+    PushClient(#[source] reqwest::Error),
+}
+
+/// The channels a connector talks to the main loop through.
+#[derive(Clone)]
+pub struct ConnectorLinks {
+    pub known: KnownExtensions,
+    /// The extensions of the users file, sorted (connectors that watch devices per user).
+    pub users: watch::Receiver<Arc<Vec<String>>>,
+    pub events: mpsc::Sender<Vec<PbxEvent>>,
+    pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    pub status: mpsc::Sender<LinkState>,
+}
+
+/// The main loop's side of the connector task.
+pub struct PbxHandle {
+    /// The `[pbx]` section in force; the task applies the latest one.
+    config: watch::Sender<Arc<PbxConfig>>,
+    /// Where Teams changes go; `None` when the PBX takes no pushes (no `pbx.push_url`).
+    pusher: watch::Receiver<Option<Pusher>>,
+}
+
+impl PbxHandle {
+    /// Start the connector (an error here stops the daemon's start) and the task that keeps
+    /// it in line with the config.
+    pub async fn start(
+        config: &PbxConfig,
+        links: ConnectorLinks,
+        bound: watch::Sender<Bound>,
+        store: Store,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<PbxHandle, ConnectorError> {
+        let running = Connector::start(config, &links, &cancel, tracker).await?;
+        let (pusher_tx, pusher) = watch::channel(running.pusher.clone());
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
+        let task = Supervisor {
+            running,
+            links,
+            config: config_rx,
+            pusher: pusher_tx,
+            bound,
+            store,
+            tracker: tracker.clone(),
+        };
+        task.publish_bound().await;
+        tracker.spawn(task.run(cancel).instrument(tracing::info_span!("pbx")));
+        Ok(PbxHandle {
+            config: config_tx,
+            pusher,
+        })
+    }
+
+    /// Hand a Teams change to the PBX (never waits).
+    pub fn push(&self, update: PbxUpdate) {
+        if let Some(pusher) = &*self.pusher.borrow() {
+            tracing::debug!(extension = %update.extension, state = %update.state, "push queued");
+            pusher.push(update);
+        }
+    }
+
+    /// Apply a changed `[pbx]` section (in the connector task).
+    pub fn update(&self, config: PbxConfig) {
+        self.config.send_replace(Arc::new(config));
+    }
+}
+
+struct Supervisor {
+    running: Connector,
+    links: ConnectorLinks,
+    config: watch::Receiver<Arc<PbxConfig>>,
+    pusher: watch::Sender<Option<Pusher>>,
+    bound: watch::Sender<Bound>,
+    store: Store,
+    tracker: TaskTracker,
+}
+
+impl Supervisor {
+    async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                changed = self.config.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let config = self.config.borrow_and_update().clone();
+                    self.apply(&config, &cancel).await;
+                }
+            }
+        }
+        self.running.stop();
+    }
+
+    /// The new `[pbx]` section; on failure the old connector keeps running and the log says
+    /// what to fix.
+    async fn apply(&mut self, config: &PbxConfig, cancel: &CancellationToken) {
+        match self
+            .running
+            .update(config, &self.links, cancel, &self.tracker)
+            .await
+        {
+            Ok(()) => {
+                self.pusher.send_replace(self.running.pusher.clone());
+                self.publish_bound().await;
+            }
+            Err(e) => tracing::error!(error = %e,
+                "the new [pbx] settings cannot be used; the connector keeps the old ones where it can"),
+        }
+    }
+
+    /// Where the HTTP listener is bound, for tests (`RunOptions::bound`) and `status`.
+    async fn publish_bound(&self) {
+        let pbx = self.running.bound();
+        self.bound.send_modify(|b| b.pbx = pbx);
+        let value = pbx.map(|a| a.to_string()).unwrap_or_default();
+        self.store
+            .write(Write::SetMeta {
+                key: MetaKey::PbxListen,
+                value,
+            })
+            .await;
+    }
+}
+
 /// A running connector. Dropping it does not stop it; call [`Connector::stop`].
-pub struct Connector {
+struct Connector {
     kind: Kind,
     push: CancellationToken,
-    /// Where Teams changes go; `None` when the PBX takes no pushes (no `pbx.push_url`).
-    pub pusher: Option<Pusher>,
+    pusher: Option<Pusher>,
 }
 
 enum Kind {
@@ -37,25 +177,16 @@ enum Kind {
     Asterisk,
 }
 
-/// The channels a connector talks to the main loop through.
-pub struct ConnectorLinks {
-    pub known: KnownExtensions,
-    /// The extensions of the users file, sorted (connectors that watch devices per user).
-    pub users: watch::Receiver<Arc<Vec<String>>>,
-    pub events: mpsc::Sender<Vec<PbxEvent>>,
-    pub delivered: mpsc::UnboundedSender<Vec<PbxUpdate>>,
-    pub status: mpsc::UnboundedSender<LinkState>,
-}
-
 impl Connector {
-    pub async fn start(
+    async fn start(
         config: &PbxConfig,
         links: &ConnectorLinks,
+        cancel: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<Connector, ServiceError> {
-        let push = CancellationToken::new();
+    ) -> Result<Connector, ConnectorError> {
+        let push = cancel.child_token();
         match config {
-            PbxConfig::Http(cfg) => start_http(cfg, links, push, tracker).await,
+            PbxConfig::Http(cfg) => start_http(cfg, links, push, cancel, tracker).await,
             PbxConfig::Asterisk(cfg) => {
                 let asterisk_links = AsteriskLinks {
                     users: links.users.clone(),
@@ -63,10 +194,8 @@ impl Connector {
                     delivered: links.delivered.clone(),
                     status: links.status.clone(),
                 };
-                let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker).map_err(|e| {
-                    ServiceError::Start(format!("cannot start the Asterisk connector: {e}"))
-                })?;
-                tracing::info!(kind = "asterisk", ari = %crate::pbx::push::redacted(&cfg.ari_url),
+                let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker)?;
+                tracing::info!(kind = "asterisk", ari = %push::redacted(&cfg.ari_url),
                     "PBX connector started");
                 Ok(Connector {
                     kind: Kind::Asterisk,
@@ -80,30 +209,31 @@ impl Connector {
     /// Apply a changed `[pbx]` section. For `http` with the same listen address the listener
     /// is kept (the new token takes effect for the next request, no connection is refused)
     /// and the pusher starts over with the new settings; anything else restarts the connector.
-    pub async fn update(
+    async fn update(
         &mut self,
         config: &PbxConfig,
         links: &ConnectorLinks,
+        cancel: &CancellationToken,
         tracker: &TaskTracker,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), ConnectorError> {
         if let (PbxConfig::Http(cfg), Kind::Http { listen, token, .. }) = (config, &self.kind)
             && cfg.listen == *listen
         {
             token.send_replace(Arc::from(cfg.token.expose()));
             self.push.cancel();
-            self.push = CancellationToken::new();
+            self.push = cancel.child_token();
             self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
             tracing::info!(push = self.pusher.is_some(), "PBX connector updated");
             return Ok(());
         }
-        let fresh = Connector::start(config, links, tracker).await?;
+        let fresh = Connector::start(config, links, cancel, tracker).await?;
         self.stop();
         *self = fresh;
         Ok(())
     }
 
     /// Where the HTTP listener is bound; `None` for connectors without one.
-    pub fn bound(&self) -> Option<SocketAddr> {
+    fn bound(&self) -> Option<SocketAddr> {
         match &self.kind {
             Kind::Http { bound, .. } => Some(*bound),
             Kind::Asterisk => None,
@@ -111,7 +241,7 @@ impl Connector {
     }
 
     /// Stop taking PBX events and pushing.
-    pub fn stop(&self) {
+    fn stop(&self) {
         if let Kind::Http { listener, .. } = &self.kind {
             listener.cancel();
         }
@@ -123,28 +253,33 @@ async fn start_http(
     cfg: &HttpPbxConfig,
     links: &ConnectorLinks,
     push: CancellationToken,
+    cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Connector, ServiceError> {
-    let listener_stop = CancellationToken::new();
+) -> Result<Connector, ConnectorError> {
+    let listener_stop = cancel.child_token();
     let listener = http::bind(cfg.listen).await?;
-    let listen = listener.local_addr().unwrap_or(cfg.listen);
+    let bound = listener.local_addr().unwrap_or(cfg.listen);
     let (token, token_rx) = watch::channel(Arc::from(cfg.token.expose()));
     let (known, events, stop) = (
         links.known.clone(),
         links.events.clone(),
         listener_stop.clone(),
     );
-    tracker.spawn(async move {
-        if let Err(e) = http::serve(listener, token_rx, known, events, stop).await {
-            tracing::error!(error = %e, "PBX event listener stopped");
+    let span = tracing::info_span!("pbx_http", listen = %bound);
+    tracker.spawn(
+        async move {
+            if let Err(e) = http::serve(listener, token_rx, known, events, stop).await {
+                tracing::error!(error = %e, "PBX event listener stopped");
+            }
         }
-    });
+        .instrument(span),
+    );
     let pusher = start_pusher(cfg, links, &push, tracker)?;
-    tracing::info!(kind = "http", %listen, push = pusher.is_some(), "PBX connector started");
+    tracing::info!(kind = "http", listen = %bound, push = pusher.is_some(), "PBX connector started");
     Ok(Connector {
         kind: Kind::Http {
             listen: cfg.listen,
-            bound: listen,
+            bound,
             listener: listener_stop,
             token,
         },
@@ -159,24 +294,19 @@ fn start_pusher(
     links: &ConnectorLinks,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Option<Pusher>, ServiceError> {
-    let pusher = match &cfg.push_url {
-        Some(url) => {
-            let settings = PushSettings {
-                url: url.clone(),
-                token: cfg.token.expose().to_owned(),
-                timeout: cfg.push_timeout,
-                backoff_base: Duration::from_millis(200),
-                backoff_cap: Duration::from_secs(30),
-            };
-            let delivered = links.delivered.clone();
-            Some(
-                push::spawn(settings, delivered, cancel.clone(), tracker).map_err(|e| {
-                    ServiceError::Start(format!("cannot build the PBX push client: {e}"))
-                })?,
-            )
-        }
-        None => None,
+) -> Result<Option<Pusher>, ConnectorError> {
+    let Some(url) = &cfg.push_url else {
+        return Ok(None);
     };
-    Ok(pusher)
+    let settings = PushSettings {
+        url: url.clone(),
+        token: cfg.token.expose().to_owned(),
+        timeout: cfg.push_timeout,
+        backoff_base: Duration::from_millis(200),
+        backoff_cap: Duration::from_secs(30),
+    };
+    let delivered = links.delivered.clone();
+    push::spawn(settings, delivered, cancel.clone(), tracker)
+        .map(Some)
+        .map_err(ConnectorError::PushClient)
 }

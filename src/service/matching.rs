@@ -1,12 +1,21 @@
-//! The directory as the core sees it: users file entries joined with their Teams matches.
+//! The directory as the core sees it (users file entries joined with their Teams matches), and
+//! the bookkeeping of lookup rounds: which answers changed a match, when the next round is due,
+//! which addresses wait for one. Plain data: the main loop owns it, the resolver task does the
+//! lookups.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::config::Directory;
-use crate::graph::{MatchedBy, UserMatch};
+use crate::graph::{GraphError, MatchedBy, UserMatch};
 use crate::sync::engine::UserSpec;
+use crate::sync::types::{MatchStatus, Millis, millis};
+
+/// Retries of a failed lookup round: 5 s doubling up to 5 min, with jitter.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
 
 /// What we know of one e-mail address in Teams. Kept for every user (50,000 of them), so
 /// the common case (matched) carries no text of its own.
@@ -14,57 +23,55 @@ use crate::sync::engine::UserSpec;
 pub struct MatchInfo {
     /// Shared with the engine and the poll list (one allocation per user, not four).
     pub teams_id: Option<Arc<str>>,
-    /// "matched", "not_found", "duplicate" or "error".
-    pub status: &'static str,
+    pub status: MatchStatus,
     pub detail: Option<Cow<'static, str>>,
 }
 
 impl MatchInfo {
     pub fn from_graph(m: &UserMatch) -> MatchInfo {
-        match m {
-            UserMatch::Matched { id, via, .. } => MatchInfo {
-                teams_id: Some(Arc::from(id.as_str())),
-                status: "matched",
-                detail: Some(Cow::Borrowed(match via {
+        let (teams_id, status, detail) = match m {
+            UserMatch::Matched { id, via, .. } => (
+                Some(Arc::from(id.as_str())),
+                MatchStatus::Matched,
+                Cow::Borrowed(match via {
                     MatchedBy::Mail => "by mail",
                     MatchedBy::Upn => "by userPrincipalName",
                     MatchedBy::ProxyAddress => "by proxy address",
-                })),
-            },
-            UserMatch::NotFound => MatchInfo {
-                teams_id: None,
-                status: "not_found",
-                detail: Some(Cow::Borrowed(
-                    "no Teams user has this mail, UPN or proxy address",
-                )),
-            },
-            UserMatch::Unchecked => MatchInfo {
-                teams_id: None,
-                status: "error",
-                detail: Some(Cow::Borrowed(
-                    "Graph refused the proxyAddresses lookup for this address",
-                )),
-            },
-            UserMatch::Duplicate { ids } => MatchInfo {
-                teams_id: None,
-                status: "duplicate",
-                detail: Some(Cow::Owned(format!(
+                }),
+            ),
+            UserMatch::NotFound => (
+                None,
+                MatchStatus::NotFound,
+                Cow::Borrowed("no Teams user has this mail, UPN or proxy address"),
+            ),
+            UserMatch::Unchecked => (
+                None,
+                MatchStatus::Error,
+                Cow::Borrowed("Graph refused the proxyAddresses lookup for this address"),
+            ),
+            UserMatch::Duplicate { ids } => (
+                None,
+                MatchStatus::Duplicate,
+                Cow::Owned(format!(
                     "{} Teams users share this address: {}",
                     ids.len(),
                     ids.join(", ")
-                ))),
-            },
+                )),
+            ),
+        };
+        MatchInfo {
+            teams_id,
+            status,
+            detail: Some(detail),
         }
     }
 
     /// A match remembered by the store.
-    pub fn from_store(teams_id: Option<String>, status: &str, detail: Option<String>) -> MatchInfo {
-        let status = match status {
-            "matched" => "matched",
-            "not_found" => "not_found",
-            "duplicate" => "duplicate",
-            _ => "error",
-        };
+    pub fn from_store(
+        teams_id: Option<String>,
+        status: MatchStatus,
+        detail: Option<String>,
+    ) -> MatchInfo {
         MatchInfo {
             teams_id: teams_id.map(Arc::from),
             status,
@@ -89,26 +96,233 @@ pub fn user_specs<'a>(
     })
 }
 
-/// The e-mails of the directory that have no match yet.
-pub fn unresolved(directory: &Directory, matches: &Matches) -> Vec<String> {
-    distinct(directory, |email| !matches.contains_key(email))
-}
-
-/// Every distinct e-mail of the directory.
+/// Every distinct e-mail of the directory (one address may serve two extensions).
 pub fn all_emails(directory: &Directory) -> Vec<String> {
-    distinct(directory, |_| true)
+    let set: BTreeSet<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
+    set.into_iter().map(str::to_owned).collect()
 }
 
-/// The directory's e-mails that pass `keep`, sorted, each once (one address may serve two
-/// extensions).
-fn distinct(directory: &Directory, keep: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut emails: Vec<String> = directory
-        .entries
-        .iter()
-        .filter(|e| keep(&e.email))
-        .map(|e| e.email.clone())
-        .collect();
-    emails.sort();
-    emails.dedup();
-    emails
+/// The matches, and where the lookup rounds stand. At most one round runs at a time;
+/// addresses asked for meanwhile wait in `waiting` and go with the next round.
+#[derive(Debug, Default)]
+pub struct Matching {
+    pub matches: Matches,
+    /// E-mails whose match changed in the running round.
+    changes: HashSet<String>,
+    /// E-mails for the next round.
+    waiting: BTreeSet<String>,
+    /// The round generation; answers of an older one (before an `[azure]` change) are dropped.
+    generation: u64,
+    /// Whether a round runs.
+    busy: bool,
+    /// True once a round went through (READY=1 waits for it).
+    pub matched_once: bool,
+    /// When the next full round is due (`sync.resolve_interval`, sooner after a failure).
+    next_at: Millis,
+    failures: u32,
+}
+
+/// A lookup round for the resolver task.
+#[derive(Debug)]
+pub struct Lookup {
+    pub generation: u64,
+    pub emails: Vec<String>,
+}
+
+impl Matching {
+    pub fn new(matches: Matches, first_full_round_at: Millis) -> Matching {
+        Matching {
+            matches,
+            next_at: first_full_round_at,
+            ..Matching::default()
+        }
+    }
+
+    /// Ask for these addresses to be looked up (with the next round).
+    pub fn want(&mut self, emails: impl IntoIterator<Item = String>) {
+        self.waiting.extend(emails);
+    }
+
+    /// The directory's addresses without a match yet.
+    pub fn want_unresolved(&mut self, directory: &Directory) {
+        let missing: Vec<String> = directory
+            .entries
+            .iter()
+            .filter(|e| !self.matches.contains_key(&e.email))
+            .map(|e| e.email.clone())
+            .collect();
+        self.want(missing);
+    }
+
+    /// Forget every match and every answer under way (new tenant or app); the directory is
+    /// looked up again.
+    pub fn restart(&mut self, directory: &Directory) {
+        self.generation += 1;
+        self.matches.clear();
+        self.changes.clear();
+        self.waiting = all_emails(directory).into_iter().collect();
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether a round runs (ready waits for none to run).
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+
+    /// The next round to start, if none runs and some addresses wait (a full round when one
+    /// is due at `now`).
+    pub fn next_round(
+        &mut self,
+        directory: &Directory,
+        now: Millis,
+        every: Duration,
+    ) -> Option<Lookup> {
+        if self.busy {
+            return None;
+        }
+        if now >= self.next_at {
+            self.next_at = now + millis(every);
+            self.waiting.extend(all_emails(directory));
+        }
+        if self.waiting.is_empty() {
+            return None;
+        }
+        self.busy = true;
+        Some(Lookup {
+            generation: self.generation,
+            emails: std::mem::take(&mut self.waiting).into_iter().collect(),
+        })
+    }
+
+    /// Answers of the running round: remembered; returns the ones that changed, for the log.
+    pub fn on_chunk(
+        &mut self,
+        generation: u64,
+        results: Vec<(String, UserMatch)>,
+    ) -> Vec<(String, MatchInfo)> {
+        if generation != self.generation {
+            return Vec::new();
+        }
+        let mut changed = Vec::new();
+        for (email, m) in results {
+            // Nothing learnt: keep the match this address had (a user on a call stays matched).
+            if m == UserMatch::Unchecked && self.matches.contains_key(&email) {
+                continue;
+            }
+            let info = MatchInfo::from_graph(&m);
+            if self.matches.get(&email) == Some(&info) {
+                continue;
+            }
+            self.matches.insert(email.clone(), info.clone());
+            self.changes.insert(email.clone());
+            changed.push((email, info));
+        }
+        changed
+    }
+
+    /// The round ended. Returns the e-mails whose match changed (to apply now), and the
+    /// retry delay when the round failed.
+    pub fn on_done(
+        &mut self,
+        generation: u64,
+        result: &Result<(), GraphError>,
+        now: Millis,
+    ) -> (HashSet<String>, Option<Duration>) {
+        self.busy = false;
+        if generation != self.generation {
+            return (HashSet::new(), None);
+        }
+        let retry = match result {
+            Ok(()) => {
+                self.matched_once = true;
+                self.failures = 0;
+                None
+            }
+            Err(_) => {
+                self.failures = self.failures.saturating_add(1);
+                let wait = RETRY.delay(self.failures).max(Duration::from_secs(1));
+                self.next_at = now + millis(wait);
+                Some(wait)
+            }
+        };
+        (std::mem::take(&mut self.changes), retry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::parse_users;
+
+    fn matched(id: &str) -> UserMatch {
+        UserMatch::Matched {
+            id: id.into(),
+            upn: "u@x.com".into(),
+            via: MatchedBy::Mail,
+        }
+    }
+
+    #[test]
+    fn one_round_at_a_time_and_what_waits_goes_with_the_next() {
+        let dir = parse_users("1001,a@x.com\n1002,b@x.com\n", Path::new("/u.csv")).unwrap();
+        let mut m = Matching::new(Matches::new(), 0);
+        let first = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
+        assert_eq!(first.emails, ["a@x.com", "b@x.com"]);
+        m.want(["c@x.com".to_owned()]);
+        assert!(
+            m.next_round(&dir, 1, Duration::from_secs(3600)).is_none(),
+            "one round runs"
+        );
+        let changed = m.on_chunk(first.generation, vec![("a@x.com".into(), matched("id-a"))]);
+        assert_eq!(changed.len(), 1);
+        let (changes, retry) = m.on_done(first.generation, &Ok(()), 2);
+        assert!(changes.contains("a@x.com") && retry.is_none() && m.matched_once);
+        let next = m.next_round(&dir, 3, Duration::from_secs(3600)).unwrap();
+        assert_eq!(next.emails, ["c@x.com"]);
+    }
+
+    #[test]
+    fn answers_of_an_older_generation_are_dropped() {
+        let dir = parse_users("1001,a@x.com\n", Path::new("/u.csv")).unwrap();
+        let mut m = Matching::new(Matches::new(), 0);
+        let old = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
+        m.restart(&dir);
+        assert!(
+            m.on_chunk(old.generation, vec![("a@x.com".into(), matched("old"))])
+                .is_empty()
+        );
+        let (changes, _) = m.on_done(old.generation, &Ok(()), 1);
+        assert!(changes.is_empty() && !m.matched_once);
+        let new = m.next_round(&dir, 2, Duration::from_secs(3600)).unwrap();
+        assert_eq!((new.generation, new.emails.len()), (old.generation + 1, 1));
+    }
+
+    #[test]
+    fn an_unchecked_answer_keeps_the_old_match_and_a_failure_retries_sooner() {
+        let dir = parse_users("1001,a@x.com\n", Path::new("/u.csv")).unwrap();
+        let mut m = Matching::new(Matches::new(), 0);
+        let r = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
+        m.on_chunk(r.generation, vec![("a@x.com".into(), matched("id-a"))]);
+        m.on_done(r.generation, &Ok(()), 0);
+        let r = m
+            .next_round(&dir, 3_600_000, Duration::from_secs(3600))
+            .unwrap();
+        assert!(
+            m.on_chunk(r.generation, vec![("a@x.com".into(), UserMatch::Unchecked)])
+                .is_empty()
+        );
+        let (_, retry) = m.on_done(
+            r.generation,
+            &Err(GraphError::InvalidSettings("x".into())),
+            3_600_000,
+        );
+        let wait = retry.unwrap();
+        assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(300));
+        assert_eq!(m.matches["a@x.com"].teams_id.as_deref(), Some("id-a"));
+    }
 }

@@ -1,5 +1,5 @@
 //! Teams -> PBX by polling: every `sync.poll_interval`, read the presence of every matched user
-//! with getPresencesByUserId (650 ids per request, FACTS.md section 3 [D1]) and hand each
+//! with getPresencesByUserId (650 ids per request, `graph::limits`) and hand each
 //! chunk to the main loop as soon as it arrives.
 //!
 //! Users covered by a healthy change-notification subscription are left out of most cycles:
@@ -9,16 +9,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::graph::{GraphClient, Presence};
-
-/// Ids per getPresencesByUserId request [D1].
-pub const IDS_PER_REQUEST: usize = 650;
+use crate::graph::limits::PRESENCE_IDS_PER_REQUEST;
+use crate::graph::{GraphClient, GraphError, Presence};
 
 /// What the poller reports to the main loop.
 #[derive(Debug)]
@@ -32,7 +30,7 @@ pub enum Polled {
         elapsed: Duration,
     },
     /// A cycle stopped at an error; the next one starts at the next interval.
-    Failed(String),
+    Failed(GraphError),
     /// Presences a change notification announced (not a poll).
     Notified(Vec<Presence>),
 }
@@ -101,9 +99,9 @@ fn new_ticker(period: Duration) -> tokio::time::Interval {
 }
 
 async fn cycle(graph: &GraphClient, ids: &[Arc<str>], out: &mpsc::Sender<Polled>) -> Polled {
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     let mut requests = 0;
-    for chunk in ids.chunks(IDS_PER_REQUEST) {
+    for chunk in ids.chunks(PRESENCE_IDS_PER_REQUEST) {
         requests += 1;
         match graph.get_presences(chunk).await {
             Ok(presences) => {
@@ -111,7 +109,7 @@ async fn cycle(graph: &GraphClient, ids: &[Arc<str>], out: &mpsc::Sender<Polled>
                     break;
                 }
             }
-            Err(e) => return Polled::Failed(e.to_string()),
+            Err(e) => return Polled::Failed(e),
         }
     }
     Polled::Done {

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::store::Snapshot;
-use crate::sync::types::Millis;
+use crate::store::{MetaKey, Snapshot};
+use crate::sync::types::{MatchStatus, Millis};
 
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -78,7 +78,10 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
             extension: u.extension.clone(),
             email: u.email.clone(),
             teams_id: u.teams_id.clone(),
-            match_status: u.match_status.clone().unwrap_or_else(|| "pending".into()),
+            match_status: u
+                .match_status
+                .map_or("pending", MatchStatus::as_str)
+                .to_owned(),
             match_detail: u.match_detail.clone(),
             direction: u.direction.clone(),
             teams: u.teams.as_ref().map(|t| TeamsStatus {
@@ -104,21 +107,17 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
             message: e.message.clone(),
         })
         .collect();
-    // Times kept in `meta` as epoch milliseconds.
-    let meta_time = |key: &str| s.meta.get(key).and_then(|v| v.parse().ok()).map(time);
+    let meta_time = |key| s.meta_time(key).map(time);
+    let meta = |key| s.meta(key).map(str::to_owned);
     StatusReport {
         users,
         counters: s.counters.clone(),
         errors,
-        last_poll_at: meta_time("last_poll_at"),
-        pbx_link: s.meta.get("pbx_link").filter(|v| !v.is_empty()).cloned(),
-        pbx_link_since: meta_time("pbx_link_since"),
-        pbx_listen: s.meta.get("pbx_listen").filter(|v| !v.is_empty()).cloned(),
-        webhook_listen: s
-            .meta
-            .get("webhook_listen")
-            .filter(|v| !v.is_empty())
-            .cloned(),
+        last_poll_at: meta_time(MetaKey::LastPollAt),
+        pbx_link: meta(MetaKey::PbxLink),
+        pbx_link_since: meta_time(MetaKey::PbxLinkSince),
+        pbx_listen: meta(MetaKey::PbxListen),
+        webhook_listen: meta(MetaKey::WebhookListen),
         subscriptions: s
             .subscriptions
             .iter()

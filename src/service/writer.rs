@@ -1,11 +1,17 @@
 //! Presence writes to Teams: per Teams user, never more than one write in flight, and the
 //! latest wanted state wins (states wanted while a write is in flight collapse into one).
+//!
+//! Each user's writer is a task on the daemon's tracker, in a span naming the extension and
+//! the Teams user. At shutdown the main loop drops the senders and waits for the writers the
+//! way mini-redis waits for its connections: every writer holds a clone of one `done` sender,
+//! and the receiver sees the channel close when the last writer has finished.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::graph::{ClearOutcome, GraphClient, GraphError};
@@ -23,32 +29,47 @@ pub enum Wanted {
     Clear { extension: String },
 }
 
+impl Wanted {
+    pub fn extension(&self) -> &str {
+        match self {
+            Wanted::InCall { extension, .. } | Wanted::Clear { extension } => extension,
+        }
+    }
+}
+
 /// The result of one write, for the store and the log.
 #[derive(Debug)]
 pub struct Written {
     pub teams_id: String,
     pub wanted: Wanted,
-    pub result: Result<(), String>,
+    pub result: Result<(), GraphError>,
 }
 
 /// One writer task per Teams user that ever needed a write.
 pub struct Writers {
     graph: watch::Receiver<GraphClient>,
-    outcomes: mpsc::UnboundedSender<Written>,
+    outcomes: mpsc::Sender<Written>,
     tracker: TaskTracker,
     senders: HashMap<String, watch::Sender<Option<Wanted>>>,
+    /// Held by every writer; closed once the last one is gone.
+    done: Option<mpsc::Sender<()>>,
+    all_done: Option<mpsc::Receiver<()>>,
 }
 
 impl Writers {
     pub fn new(
         graph: watch::Receiver<GraphClient>,
-        outcomes: mpsc::UnboundedSender<Written>,
+        outcomes: mpsc::Sender<Written>,
+        tracker: TaskTracker,
     ) -> Writers {
+        let (done, all_done) = mpsc::channel(1);
         Writers {
             graph,
             outcomes,
-            tracker: TaskTracker::new(),
+            tracker,
             senders: HashMap::new(),
+            done: Some(done),
+            all_done: Some(all_done),
         }
     }
 
@@ -59,6 +80,15 @@ impl Writers {
         {
             return;
         }
+        let Some(done) = self.done.clone() else {
+            tracing::warn!(
+                extension = wanted.extension(),
+                user = teams_id,
+                "presence write after shutdown began, dropped"
+            );
+            return;
+        };
+        let span = tracing::info_span!("writer", extension = wanted.extension(), user = teams_id);
         let (tx, rx) = watch::channel(None);
         let _ = tx.send(Some(wanted));
         let task = run(
@@ -67,18 +97,27 @@ impl Writers {
             self.graph.clone(),
             self.outcomes.clone(),
         );
-        self.tracker.spawn(task);
+        self.tracker.spawn(
+            async move {
+                task.await;
+                drop(done);
+            }
+            .instrument(span),
+        );
         self.senders.insert(teams_id.to_owned(), tx);
     }
 
-    /// Stop taking work and wait (at most `deadline`) for every queued write to finish.
-    /// Returns false when the deadline passed first.
-    pub async fn drain(&mut self, deadline: Duration) -> bool {
+    /// Stop taking work: every writer finishes what it was asked, then ends. The future
+    /// resolves once the last writer has ended.
+    pub fn close(&mut self) -> impl Future<Output = ()> + Send + 'static {
         self.senders.clear();
-        self.tracker.close();
-        tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_ok()
+        self.done = None;
+        let mut all_done = self.all_done.take();
+        async move {
+            if let Some(rx) = &mut all_done {
+                while rx.recv().await.is_some() {}
+            }
+        }
     }
 }
 
@@ -91,7 +130,7 @@ async fn run(
     teams_id: String,
     mut rx: watch::Receiver<Option<Wanted>>,
     graph: watch::Receiver<GraphClient>,
-    outcomes: mpsc::UnboundedSender<Written>,
+    outcomes: mpsc::Sender<Written>,
 ) {
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
@@ -105,13 +144,12 @@ async fn run(
             let result = write(&client, &teams_id, &wanted).await;
             let transient = matches!(&result, Err(e) if e.is_transient());
             if !transient || failures == 0 {
-                let result = result.map_err(|e| e.to_string());
                 let written = Written {
                     teams_id: teams_id.clone(),
                     wanted: wanted.clone(),
                     result,
                 };
-                let _ = outcomes.send(written);
+                let _ = outcomes.send(written).await;
             }
             if !transient {
                 break;

@@ -2,9 +2,10 @@
 //! and recent errors, in one SQLite file.
 //!
 //! SQLite runs on its own thread (named `store`), which owns the only writing connection.
-//! Async code talks to it through a channel: [`Store::write`] never waits, and the thread
-//! applies everything queued in one transaction as soon as it is free, so a burst after a
-//! poll costs one commit and a lone write is committed at once. [`Store::flush`],
+//! Async code talks to it through a bounded channel: [`Store::write`] and [`Store::write_all`]
+//! wait only while the queue is full (a slow disk slows the daemon, it never loses a write),
+//! and the thread applies everything queued in one transaction as soon as it is free, so a
+//! burst after a poll costs one commit and a lone write is committed at once. [`Store::flush`],
 //! [`Store::snapshot`] and [`Store::close`] wait for the thread without blocking the runtime.
 //!
 //! The `status` command reads the same file with [`read_snapshot`] while the daemon runs
@@ -25,20 +26,20 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc::Sender;
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
 pub use schema::SUPPORTED as SCHEMA_VERSION;
 pub use types::{
-    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt,
-    SubscriptionRow, UserRow, Write,
+    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, MetaKey, PushedRow, SessionRow, Snapshot,
+    StateAt, SubscriptionRow, UserRow, Write,
 };
-use worker::{Ctx, Msg, Stats, Worker};
+use worker::{Ctx, MAX_BATCH, Msg, QUEUE, Stats, Worker};
 
 /// Handle to the state database. Cheap to clone; every clone talks to the same thread.
 /// The thread stops on [`Store::close`], or once every clone is dropped (after committing
@@ -101,7 +102,7 @@ impl Store {
     fn start(mut conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
         schema::configure(&conn, &path)?;
         schema::migrate(&mut conn, &path)?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let worker = Worker {
             conn,
@@ -126,18 +127,40 @@ impl Store {
         })
     }
 
-    /// Queues a write and returns at once; writes are applied in the order they were
-    /// queued. A failing write is logged by the thread and does not stop the others.
-    pub fn write(&self, w: Write) {
-        if let Err(e) = self.inner.tx.send(Msg::Write(w)) {
-            let Msg::Write(w) = e.0 else { return };
-            tracing::error!(
-                path = %self.inner.path.display(),
-                write = w.kind(),
-                extension = w.extension().unwrap_or(""),
-                "state database is closed; write dropped"
-            );
+    /// Queues a write; waits only while the queue is full. Writes are applied in the order
+    /// they were queued. A failing write is logged by the thread and does not stop the others.
+    pub async fn write(&self, w: Write) {
+        if let Err(e) = self.inner.tx.send(Msg::Write(w)).await {
+            self.dropped(&e.0);
         }
+    }
+
+    /// Queues writes in order, as few messages as possible (at most [`MAX_BATCH`] writes
+    /// each); waits only while the queue is full.
+    pub async fn write_all(&self, mut writes: Vec<Write>) {
+        while !writes.is_empty() {
+            let rest = writes.split_off(writes.len().min(MAX_BATCH));
+            if let Err(e) = self.inner.tx.send(Msg::Writes(writes)).await {
+                self.dropped(&e.0);
+                return;
+            }
+            writes = rest;
+        }
+    }
+
+    /// The thread is gone: say which write was lost.
+    fn dropped(&self, msg: &Msg) {
+        let (kind, extension, count) = match msg {
+            Msg::Write(w) => (w.kind(), w.extension().unwrap_or(""), 1),
+            Msg::Writes(w) => (
+                w.first().map_or("", Write::kind),
+                w.first().and_then(Write::extension).unwrap_or(""),
+                w.len(),
+            ),
+            _ => ("", "", 0),
+        };
+        tracing::error!(path = %self.inner.path.display(), write = kind, extension, count,
+            "state database is closed; write dropped");
     }
 
     /// Resolves once every write queued before it is committed. `WriteFailed` if one of
@@ -194,14 +217,15 @@ impl Store {
         self.inner
             .tx
             .send(msg(tx))
+            .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 
     /// Tests only: parks the thread until `release` sends or is dropped.
     #[cfg(test)]
-    fn hold(&self, release: std::sync::mpsc::Receiver<()>) {
-        let _ = self.inner.tx.send(Msg::Hold(release));
+    async fn hold(&self, release: std::sync::mpsc::Receiver<()>) {
+        let _ = self.inner.tx.send(Msg::Hold(release)).await;
     }
 }
 

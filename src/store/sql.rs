@@ -2,6 +2,7 @@
 //! Statements go through the prepared-statement cache; 50,000 writes in one transaction
 //! cost little more than the row inserts themselves.
 
+use crate::sync::types::MatchStatus;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::types::{
@@ -34,7 +35,7 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             conn,
             "INSERT OR REPLACE INTO matches (extension, teams_id, status, detail, at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![extension, teams_id, status, detail, at],
+            params![extension, teams_id, status.as_str(), detail, at],
         ),
         Write::SetTeams {
             extension,
@@ -99,7 +100,7 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
         Write::SetMeta { key, value } => exec(
             conn,
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-            params![key, value],
+            params![key.as_str(), value],
         ),
         Write::SetAccountToken {
             account,
@@ -313,7 +314,9 @@ fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
         email: row.get(1)?,
         direction: row.get(2)?,
         teams_id: row.get(3)?,
-        match_status: row.get(4)?,
+        match_status: row
+            .get::<_, Option<String>>(4)?
+            .map(|s| MatchStatus::parse(&s)),
         match_detail: row.get(5)?,
         teams: teams_at(row)?,
         pushed: pushed_at(row)?,

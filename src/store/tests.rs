@@ -57,7 +57,7 @@ fn everything_about(ext: &str) -> Vec<Write> {
         Write::SetMatch {
             extension: ext.into(),
             teams_id: Some(format!("id-{ext}")),
-            status: "matched".into(),
+            status: crate::sync::types::MatchStatus::Matched,
             detail: None,
             at: 1,
         },
@@ -109,16 +109,20 @@ async fn reopen_keeps_data() {
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
     for w in everything_about("1001") {
-        store.write(w);
+        store.write(w).await;
     }
-    store.write(Write::AddCounter {
-        name: "polls".into(),
-        delta: 3,
-    });
-    store.write(Write::SetMeta {
-        key: "version".into(),
-        value: "1".into(),
-    });
+    store
+        .write(Write::AddCounter {
+            name: "polls".into(),
+            delta: 3,
+        })
+        .await;
+    store
+        .write(Write::SetMeta {
+            key: MetaKey::LastPollUsers,
+            value: "1".into(),
+        })
+        .await;
     let before = store.snapshot().await.unwrap();
     store.close().await.unwrap();
 
@@ -127,7 +131,7 @@ async fn reopen_keeps_data() {
     assert_eq!(after, before);
     assert_eq!(after.users.len(), 1);
     assert_eq!(after.counters["polls"], 3);
-    assert_eq!(after.meta["version"], "1");
+    assert_eq!(after.meta(MetaKey::LastPollUsers), Some("1"));
     assert_eq!(after.errors.len(), 2);
     store.close().await.unwrap();
 }
@@ -164,30 +168,40 @@ async fn newer_schema_is_refused() {
 #[tokio::test]
 async fn writes_apply_in_order() {
     let store = Store::open_in_memory().unwrap();
-    store.write(teams("1001", "Away", 1));
-    store.write(teams("1001", "Busy", 2));
-    store.write(upsert("1001"));
-    store.write(session("1001", 10));
-    store.write(Write::CloseSession {
-        teams_id: "id-1001".into(),
-    });
-    store.write(session("1002", 20));
-    store.write(Write::AddCounter {
-        name: "n".into(),
-        delta: 5,
-    });
-    store.write(Write::AddCounter {
-        name: "n".into(),
-        delta: -2,
-    });
-    store.write(Write::SetMeta {
-        key: "k".into(),
-        value: "a".into(),
-    });
-    store.write(Write::SetMeta {
-        key: "k".into(),
-        value: "b".into(),
-    });
+    store.write(teams("1001", "Away", 1)).await;
+    store.write(teams("1001", "Busy", 2)).await;
+    store.write(upsert("1001")).await;
+    store.write(session("1001", 10)).await;
+    store
+        .write(Write::CloseSession {
+            teams_id: "id-1001".into(),
+        })
+        .await;
+    store.write(session("1002", 20)).await;
+    store
+        .write(Write::AddCounter {
+            name: "n".into(),
+            delta: 5,
+        })
+        .await;
+    store
+        .write(Write::AddCounter {
+            name: "n".into(),
+            delta: -2,
+        })
+        .await;
+    store
+        .write(Write::SetMeta {
+            key: MetaKey::PbxLink,
+            value: "a".into(),
+        })
+        .await;
+    store
+        .write(Write::SetMeta {
+            key: MetaKey::PbxLink,
+            value: "b".into(),
+        })
+        .await;
 
     let snap = store.snapshot().await.unwrap();
     let user = &snap.users[0];
@@ -204,7 +218,7 @@ async fn writes_apply_in_order() {
     assert_eq!(snap.sessions.len(), 1);
     assert_eq!(snap.sessions[0].extension, "1002");
     assert_eq!(snap.counters["n"], 3);
-    assert_eq!(snap.meta["k"], "b");
+    assert_eq!(snap.meta(MetaKey::PbxLink), Some("b"));
     store.close().await.unwrap();
 }
 
@@ -216,8 +230,8 @@ async fn flush_resolves_after_commit() {
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
     let (release, parked) = std::sync::mpsc::channel();
-    store.hold(parked);
-    store.write(upsert("1001"));
+    store.hold(parked).await;
+    store.write(upsert("1001")).await;
     let flush = tokio::spawn({
         let store = store.clone();
         async move { store.flush().await }
@@ -244,16 +258,15 @@ async fn a_burst_is_one_transaction() {
     const N: usize = 50_000;
     let store = Store::open_in_memory().unwrap();
     for i in 0..N {
-        store.write(upsert(&i.to_string()));
+        store.write(upsert(&i.to_string())).await;
     }
     store.flush().await.unwrap();
     let before = store.stats();
 
     let (release, parked) = std::sync::mpsc::channel();
-    store.hold(parked);
-    for i in 0..N {
-        store.write(teams(&i.to_string(), "Busy", 1));
-    }
+    store.hold(parked).await;
+    let burst = (0..N).map(|i| teams(&i.to_string(), "Busy", 1)).collect();
+    store.write_all(burst).await;
     release.send(()).unwrap();
     store.flush().await.unwrap();
 
@@ -275,7 +288,7 @@ async fn file_mode_is_0600() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
-    store.write(upsert("1001"));
+    store.write(upsert("1001")).await;
     store.flush().await.unwrap();
     assert_eq!(mode(&path), 0o600);
     let wal = dir.path().join("state.db-wal");
@@ -294,12 +307,14 @@ async fn remove_user_removes_everything() {
         .into_iter()
         .chain(everything_about("1002"))
     {
-        store.write(w);
+        store.write(w).await;
     }
-    store.write(error(None, "not about a user", 8));
-    store.write(Write::RemoveUser {
-        extension: "1001".into(),
-    });
+    store.write(error(None, "not about a user", 8)).await;
+    store
+        .write(Write::RemoveUser {
+            extension: "1001".into(),
+        })
+        .await;
     store.flush().await.unwrap();
 
     for table in ["users", "matches", "teams", "pushed", "pbx"] {
@@ -310,10 +325,12 @@ async fn remove_user_removes_everything() {
         2,
         "the session waits for CloseSession"
     );
-    store.write(Write::CloseSession {
-        teams_id: "id-1001".into(),
-    });
-    store.write(upsert("1001"));
+    store
+        .write(Write::CloseSession {
+            teams_id: "id-1001".into(),
+        })
+        .await;
+    store.write(upsert("1001")).await;
     let snap = store.snapshot().await.unwrap();
     let fresh = snap.users.iter().find(|u| u.extension == "1001").unwrap();
     assert_eq!(
@@ -342,7 +359,7 @@ async fn read_snapshot_while_open() {
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
     for w in everything_about("1001") {
-        store.write(w);
+        store.write(w).await;
     }
     store.flush().await.unwrap();
 
@@ -350,7 +367,7 @@ async fn read_snapshot_while_open() {
     assert_eq!(read, store.snapshot().await.unwrap());
     assert_eq!(read.users[0].pbx_state.as_deref(), Some("speaking"));
 
-    store.write(upsert("1002"));
+    store.write(upsert("1002")).await;
     store.flush().await.unwrap();
     assert_eq!(read_snapshot(&path).unwrap().users.len(), 2);
     store.close().await.unwrap();
@@ -375,7 +392,7 @@ async fn errors_are_capped() {
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
     for i in 0..150 {
-        store.write(error(None, &format!("e{i}"), i));
+        store.write(error(None, &format!("e{i}"), i)).await;
     }
     let snap = store.snapshot().await.unwrap();
     assert_eq!(count(&path, "errors"), ERRORS_KEPT);
@@ -397,13 +414,15 @@ async fn a_failed_write_does_not_stop_the_others() {
         .execute_batch("DROP TABLE meta")
         .unwrap();
     let (release, parked) = std::sync::mpsc::channel();
-    store.hold(parked);
-    store.write(upsert("1001"));
-    store.write(Write::SetMeta {
-        key: "k".into(),
-        value: "v".into(),
-    });
-    store.write(upsert("1002"));
+    store.hold(parked).await;
+    store.write(upsert("1001")).await;
+    store
+        .write(Write::SetMeta {
+            key: MetaKey::PbxLink,
+            value: "v".into(),
+        })
+        .await;
+    store.write(upsert("1002")).await;
     drop(release);
 
     let err = store.flush().await.unwrap_err();
@@ -421,7 +440,7 @@ async fn a_session_is_committed_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
-    store.write(session("1001", 99));
+    store.write(session("1001", 99)).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.stats().commits == 0 {
         assert!(std::time::Instant::now() < deadline, "not committed");
@@ -437,7 +456,7 @@ async fn closed_store_says_closed() {
     let store = Store::open_in_memory().unwrap();
     let other = store.clone();
     store.close().await.unwrap();
-    other.write(upsert("1001"));
+    other.write(upsert("1001")).await;
     assert!(matches!(other.flush().await, Err(StoreError::Closed)));
     assert!(matches!(other.snapshot().await, Err(StoreError::Closed)));
     assert!(matches!(other.close().await, Err(StoreError::Closed)));
@@ -446,19 +465,23 @@ async fn closed_store_says_closed() {
 #[tokio::test]
 async fn account_tokens_are_readable_by_the_daemon_but_never_in_a_snapshot() {
     let store = Store::open_in_memory().unwrap();
-    store.write(Write::SetAccountToken {
-        account: "sync-1@contoso.com".into(),
-        refresh_token: crate::config::Secret::new("rt-secret-1"),
-        at: 5,
-    });
-    store.write(Write::SaveSubscription(SubscriptionRow {
-        id: "sub-1".into(),
-        account: "sync-1@contoso.com".into(),
-        client_state: "cs-secret".into(),
-        expires_at: 3_600_000,
-        users: 650,
-        rich: true,
-    }));
+    store
+        .write(Write::SetAccountToken {
+            account: "sync-1@contoso.com".into(),
+            refresh_token: crate::config::Secret::new("rt-secret-1"),
+            at: 5,
+        })
+        .await;
+    store
+        .write(Write::SaveSubscription(SubscriptionRow {
+            id: "sub-1".into(),
+            account: "sync-1@contoso.com".into(),
+            client_state: "cs-secret".into(),
+            expires_at: 3_600_000,
+            users: 650,
+            rich: true,
+        }))
+        .await;
     let tokens = store.account_tokens().await.unwrap();
     assert_eq!(tokens.len(), 1);
     assert_eq!(tokens[0].0, "sync-1@contoso.com");
@@ -474,10 +497,14 @@ async fn account_tokens_are_readable_by_the_daemon_but_never_in_a_snapshot() {
             .contains("cs-secret")
     );
 
-    store.write(Write::RemoveAccountToken {
-        account: "sync-1@contoso.com".into(),
-    });
-    store.write(Write::DropSubscription { id: "sub-1".into() });
+    store
+        .write(Write::RemoveAccountToken {
+            account: "sync-1@contoso.com".into(),
+        })
+        .await;
+    store
+        .write(Write::DropSubscription { id: "sub-1".into() })
+        .await;
     assert!(store.account_tokens().await.unwrap().is_empty());
     let snapshot = store.snapshot().await.unwrap();
     assert!(snapshot.subscriptions.is_empty() && snapshot.accounts.is_empty());

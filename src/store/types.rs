@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::sync::types::Millis;
+use crate::sync::types::{MatchStatus, Millis};
 
 /// One change to the state database. Writes are applied in the order they were sent.
 ///
@@ -35,8 +35,8 @@ pub enum Write {
         extension: String,
         /// The Entra object id, when found.
         teams_id: Option<String>,
-        /// `"matched"`, `"not_found"`, `"duplicate"` or `"error"`.
-        status: Cow<'static, str>,
+        /// Found, or why not.
+        status: MatchStatus,
         /// Why, when it is not `matched`.
         detail: Option<Cow<'static, str>>,
         /// When the lookup finished.
@@ -112,10 +112,10 @@ pub enum Write {
         /// Amount to add (may be negative).
         delta: i64,
     },
-    /// Set a free-form key, e.g. the version that last ran or the last poll time.
+    /// Set one of the daemon's facts for `status` (the last poll, the PBX link...).
     SetMeta {
-        /// Key.
-        key: String,
+        /// Which fact.
+        key: MetaKey,
         /// Value.
         value: String,
     },
@@ -240,7 +240,8 @@ pub struct Snapshot {
     pub counters: BTreeMap<String, i64>,
     /// The newest errors first, at most [`ERRORS_SHOWN`].
     pub errors: Vec<ErrorRow>,
-    /// Free-form keys set with [`Write::SetMeta`].
+    /// The facts set with [`Write::SetMeta`], by their [`MetaKey::as_str`] name; read them
+    /// with [`Snapshot::meta`].
     pub meta: BTreeMap<String, String>,
     /// Subscriptions held, ordered by account.
     pub subscriptions: Vec<SubscriptionRow>,
@@ -259,8 +260,8 @@ pub struct UserRow {
     pub direction: String,
     /// Entra object id, once matched.
     pub teams_id: Option<String>,
-    /// Last match status (`matched`, `not_found`, ...), if a lookup ran.
-    pub match_status: Option<String>,
+    /// Last match status, if a lookup ran.
+    pub match_status: Option<MatchStatus>,
     /// Why the match is not `matched`.
     pub match_detail: Option<String>,
     /// Last Teams presence seen.
@@ -325,4 +326,70 @@ pub struct ErrorRow {
     pub message: String,
     /// When.
     pub at: Millis,
+}
+
+/// The facts the daemon keeps in the `meta` table for `status`. Values are text; times are
+/// epoch milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetaKey {
+    /// When the last poll cycle ended.
+    LastPollAt,
+    /// Users read by the last poll cycle.
+    LastPollUsers,
+    /// getPresencesByUserId requests of the last poll cycle.
+    LastPollRequests,
+    /// How long the last poll cycle took, in milliseconds.
+    LastPollMs,
+    /// The PBX link (connectors that keep one): `connecting`, `connected`,
+    /// `disconnected: why`; empty for connectors without a link.
+    PbxLink,
+    /// Since when the PBX link is what `PbxLink` says.
+    PbxLinkSince,
+    /// Where `POST /pbx/events` is bound (HTTP connector); empty otherwise.
+    PbxListen,
+    /// Where the change-notification webhook is bound; empty when off.
+    WebhookListen,
+}
+
+impl MetaKey {
+    /// Every key, for tests and tools.
+    pub const ALL: [MetaKey; 8] = [
+        MetaKey::LastPollAt,
+        MetaKey::LastPollUsers,
+        MetaKey::LastPollRequests,
+        MetaKey::LastPollMs,
+        MetaKey::PbxLink,
+        MetaKey::PbxLinkSince,
+        MetaKey::PbxListen,
+        MetaKey::WebhookListen,
+    ];
+
+    /// The key's name in the `meta` table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetaKey::LastPollAt => "last_poll_at",
+            MetaKey::LastPollUsers => "last_poll_users",
+            MetaKey::LastPollRequests => "last_poll_requests",
+            MetaKey::LastPollMs => "last_poll_ms",
+            MetaKey::PbxLink => "pbx_link",
+            MetaKey::PbxLinkSince => "pbx_link_since",
+            MetaKey::PbxListen => "pbx_listen",
+            MetaKey::WebhookListen => "webhook_listen",
+        }
+    }
+}
+
+impl Snapshot {
+    /// The value of `key`, if set and not empty.
+    pub fn meta(&self, key: MetaKey) -> Option<&str> {
+        self.meta
+            .get(key.as_str())
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A time kept under `key` (epoch milliseconds).
+    pub fn meta_time(&self, key: MetaKey) -> Option<Millis> {
+        self.meta(key).and_then(|v| v.parse().ok())
+    }
 }

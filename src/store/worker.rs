@@ -1,14 +1,15 @@
-//! The store thread. It owns the only writing connection, takes messages from an unbounded
-//! channel, and applies everything that is queued in one transaction, so a burst (50,000
+//! The store thread. It owns the only writing connection, takes messages from a bounded
+//! channel (senders wait when it is full: a slow disk slows the daemon down, it never makes
+//! it drop a write or grow without bound), and applies everything that is queued in one transaction, so a burst (50,000
 //! `SetTeams` after one poll) costs one commit, and a lone write (an `OpenSession`) is
 //! committed as soon as it arrives: no timer ever delays a commit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
 
 use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 use super::types::{Snapshot, Write};
@@ -20,10 +21,16 @@ use crate::config::Secret;
 /// empties.
 pub(super) const MAX_BATCH: usize = 10_000;
 
+/// Messages the queue holds before senders wait. A message may carry up to [`MAX_BATCH`]
+/// writes (the main loop sends what one of its steps produced as one message).
+pub(super) const QUEUE: usize = 256;
+
 /// A request to the store thread.
 pub(super) enum Msg {
     /// Apply this write.
     Write(Write),
+    /// Apply these writes, in order (at most [`MAX_BATCH`]).
+    Writes(Vec<Write>),
     /// Answer once every earlier write is committed.
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Answer with a snapshot that includes every earlier write.
@@ -88,7 +95,7 @@ impl Worker {
     /// The thread body: runs until a `Close` or until every `Store` handle is dropped.
     pub fn run(mut self) {
         let mut close_reply = None;
-        while let Ok(first) = self.rx.recv() {
+        while let Some(first) = self.rx.blocking_recv() {
             let batch = self.collect(first);
             close_reply = self.process(batch);
             if close_reply.is_some() {
@@ -103,8 +110,9 @@ impl Worker {
     }
 
     /// Takes `first` and everything queued behind it, up to a `Close` or [`MAX_BATCH`].
-    fn collect(&self, first: Msg) -> Vec<Msg> {
+    fn collect(&mut self, first: Msg) -> Vec<Msg> {
         let mut batch = Vec::new();
+        let mut writes = 0;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
@@ -116,9 +124,12 @@ impl Worker {
                     batch.push(Msg::Close(tx));
                     break;
                 }
-                msg => batch.push(msg),
+                msg => {
+                    writes += msg.writes();
+                    batch.push(msg);
+                }
             }
-            if batch.len() >= MAX_BATCH {
+            if writes >= MAX_BATCH {
                 break;
             }
             next = self.rx.try_recv().ok();
@@ -165,7 +176,7 @@ impl Worker {
     /// Runs every write of the batch inside one transaction (rolled back if dropped
     /// uncommitted) and commits. Returns the replies owed and the commit failure, if any.
     fn apply_batch(&mut self, batch: Vec<Msg>) -> (Vec<Reply>, Option<String>) {
-        let has_writes = batch.iter().any(|m| matches!(m, Msg::Write(_)));
+        let has_writes = batch.iter().any(|m| m.writes() > 0);
         let mut tx = has_writes.then(|| {
             self.conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -175,8 +186,9 @@ impl Worker {
         let mut wrote = false;
         let mut wrote_since_reply = false;
         for msg in batch {
-            let write = match msg {
-                Msg::Write(write) => write,
+            let writes = match msg {
+                Msg::Write(write) => vec![write],
+                Msg::Writes(writes) => writes,
                 Msg::Flush(tx) => {
                     replies.push(Reply::done(tx, wrote, &failure.take(), false));
                     wrote_since_reply = false;
@@ -198,18 +210,13 @@ impl Worker {
                 #[cfg(test)]
                 Msg::Hold(_) => continue,
             };
+            if writes.is_empty() {
+                continue;
+            }
             wrote = true;
             wrote_since_reply = true;
-            match &tx {
-                Some(Ok(tx)) => match sql::apply(tx, &write) {
-                    Ok(()) => _ = self.ctx.stats.applied.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => self.ctx.write_failed(&write, &e, &mut failure),
-                },
-                Some(Err(e)) => {
-                    self.ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    failure.get_or_insert_with(|| format!("cannot begin a transaction: {e}"));
-                }
-                None => {}
+            for write in writes {
+                self.ctx.apply(tx.as_ref(), &write, &mut failure);
             }
         }
         let commit = match tx.take() {
@@ -233,7 +240,38 @@ impl Worker {
     }
 }
 
+impl Msg {
+    /// How many writes it carries.
+    fn writes(&self) -> usize {
+        match self {
+            Msg::Write(_) => 1,
+            Msg::Writes(w) => w.len(),
+            _ => 0,
+        }
+    }
+}
+
 impl Ctx {
+    /// One write inside the batch's transaction (or counted as failed without one).
+    fn apply(
+        &self,
+        tx: Option<&rusqlite::Result<rusqlite::Transaction<'_>>>,
+        write: &Write,
+        failure: &mut Option<String>,
+    ) {
+        match tx {
+            Some(Ok(tx)) => match sql::apply(tx, write) {
+                Ok(()) => _ = self.stats.applied.fetch_add(1, Ordering::Relaxed),
+                Err(e) => self.write_failed(write, &e, failure),
+            },
+            Some(Err(e)) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                failure.get_or_insert_with(|| format!("cannot begin a transaction: {e}"));
+            }
+            None => {}
+        }
+    }
+
     fn commit(&self, tx: rusqlite::Transaction<'_>) -> Option<String> {
         match tx.commit() {
             Ok(()) => {

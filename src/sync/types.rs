@@ -134,3 +134,45 @@ pub enum Command {
         state: String,
     },
 }
+
+/// Whether an e-mail of the users file was found in Teams (shown by `status`, kept by the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchStatus {
+    /// One Teams user has this mail, UPN or proxy address.
+    Matched,
+    /// No Teams user has it.
+    NotFound,
+    /// Several Teams users share it.
+    Duplicate,
+    /// The lookup failed for this address (e.g. Graph refused a proxyAddresses filter).
+    Error,
+}
+
+impl MatchStatus {
+    /// The name `status` shows and the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchStatus::Matched => "matched",
+            MatchStatus::NotFound => "not_found",
+            MatchStatus::Duplicate => "duplicate",
+            MatchStatus::Error => "error",
+        }
+    }
+
+    /// Read back a stored name; anything unknown is an `Error` (looked up again).
+    pub fn parse(s: &str) -> MatchStatus {
+        match s {
+            "matched" => MatchStatus::Matched,
+            "not_found" => MatchStatus::NotFound,
+            "duplicate" => MatchStatus::Duplicate,
+            _ => MatchStatus::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for MatchStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

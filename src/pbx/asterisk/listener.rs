@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt, stream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +16,7 @@ use super::ari::{Ari, AriError};
 use super::calls::DeviceBook;
 use super::events::{Parsed, parse};
 use crate::config::AsteriskPbxConfig;
-use crate::pbx::LinkState;
+use crate::pbx::{LinkLost, LinkState};
 use crate::sync::types::PbxEvent;
 
 /// Device states read at once during a resync.
@@ -30,14 +30,14 @@ pub struct Listener {
     pub config: Arc<AsteriskPbxConfig>,
     pub users: watch::Receiver<Arc<Vec<String>>>,
     pub events: mpsc::Sender<Vec<PbxEvent>>,
-    pub status: mpsc::UnboundedSender<LinkState>,
+    pub status: mpsc::Sender<LinkState>,
     pub cancel: CancellationToken,
 }
 
 enum Ended {
     Cancelled,
     /// Lost after having been connected (`true`) or before.
-    Lost(String, bool),
+    Lost(LinkLost, bool),
 }
 
 /// The devices of every user, without the ones the daemon writes itself.
@@ -70,7 +70,7 @@ impl Listener {
                     if was_connected || failures == 0 {
                         tracing::warn!(url = %self.ari.shown_url(), error = %why,
                             "Asterisk connection lost; reconnecting with backoff (calls are not followed meanwhile)");
-                        let _ = self.status.send(LinkState::Disconnected(why));
+                        let _ = self.status.send(LinkState::Disconnected(why)).await;
                     }
                     failures = if was_connected {
                         1
@@ -90,20 +90,20 @@ impl Listener {
     async fn session(&mut self, book: &mut DeviceBook) -> Ended {
         let request = match self.ari.events_request() {
             Ok(r) => r,
-            Err(why) => return Ended::Lost(why, false),
+            Err(why) => return Ended::Lost(LinkLost::Request(why), false),
         };
         let connect = tokio_tungstenite::connect_async(request);
         let mut ws = tokio::select! {
             () = self.cancel.cancelled() => return Ended::Cancelled,
             r = timeout(CONNECT_TIMEOUT, connect) => match r {
                 Ok(Ok((ws, _))) => ws,
-                Ok(Err(e)) => return Ended::Lost(format!("WebSocket: {e}"), false),
-                Err(_) => return Ended::Lost("WebSocket: no answer within 10 s".into(), false),
+                Ok(Err(e)) => return Ended::Lost(e.into(), false),
+                Err(_) => return Ended::Lost(LinkLost::ConnectTimeout(CONNECT_TIMEOUT), false),
             },
         };
         let names: Vec<String> = book.device_names().map(str::to_owned).collect();
         if let Err(e) = self.resync(book, &names).await {
-            return Ended::Lost(e.to_string(), false);
+            return Ended::Lost(e.into(), false);
         }
         let report = book.full_report();
         let users = report.len();
@@ -112,10 +112,10 @@ impl Listener {
         }
         tracing::info!(url = %self.ari.shown_url(), users, devices = names.len(),
             "Asterisk connected: devices subscribed and read");
-        let _ = self.status.send(LinkState::Connected);
+        let _ = self.status.send(LinkState::Connected).await;
 
         let mut ping = tokio::time::interval(PING_EVERY);
-        let mut heard = Instant::now();
+        let mut heard = crate::clock::monotonic();
         loop {
             tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -123,7 +123,7 @@ impl Listener {
                     return Ended::Cancelled;
                 }
                 frame = ws.next() => {
-                    heard = Instant::now();
+                    heard = crate::clock::monotonic();
                     match frame {
                         Some(Ok(Message::Text(text))) => {
                             if let Some(events) = self.on_text(book, &text)
@@ -132,10 +132,10 @@ impl Listener {
                                 }
                         }
                         Some(Ok(Message::Close(_))) | None => {
-                            return Ended::Lost("Asterisk closed the WebSocket".into(), true);
+                            return Ended::Lost(LinkLost::Closed, true);
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(e)) => return Ended::Lost(format!("WebSocket: {e}"), true),
+                        Some(Err(e)) => return Ended::Lost(e.into(), true),
                     }
                 }
                 changed = self.users.changed() => {
@@ -143,15 +143,15 @@ impl Listener {
                         return Ended::Cancelled;
                     }
                     if let Err(e) = self.users_changed(book).await {
-                        return Ended::Lost(e.to_string(), true);
+                        return Ended::Lost(e.into(), true);
                     }
                 }
                 _ = ping.tick() => {
                     if heard.elapsed() > PING_EVERY * 3 {
-                        return Ended::Lost("no answer to pings for 60 s".into(), true);
+                        return Ended::Lost(LinkLost::Silent(PING_EVERY * 3), true);
                     }
                     if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
-                        return Ended::Lost(format!("WebSocket: {e}"), true);
+                        return Ended::Lost(e.into(), true);
                     }
                 }
             }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::AsteriskPbxConfig;
 use crate::pbx::push::Pusher;
@@ -36,8 +37,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AsteriskLinks {
     pub users: watch::Receiver<Arc<Vec<String>>>,
     pub events: mpsc::Sender<Vec<PbxEvent>>,
-    pub delivered: mpsc::UnboundedSender<Vec<PbxUpdate>>,
-    pub status: mpsc::UnboundedSender<LinkState>,
+    pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    pub status: mpsc::Sender<LinkState>,
 }
 
 /// Start the listener and the writer; both stop when `cancel` fires. The returned pusher
@@ -50,7 +51,8 @@ pub fn spawn(
 ) -> Result<Pusher, AriError> {
     let ari = ari::Ari::new(config, REQUEST_TIMEOUT)?;
     let config = Arc::new(config.clone());
-    let (pusher, rx) = Pusher::channel();
+    let (pusher, queue) = crate::pbx::mailbox::mailbox();
+    let span = tracing::info_span!("asterisk", ari = %crate::pbx::push::redacted(&config.ari_url));
     let listener = listener::Listener {
         ari: ari.clone(),
         config: config.clone(),
@@ -59,14 +61,14 @@ pub fn spawn(
         status: links.status,
         cancel: cancel.clone(),
     };
-    tracker.spawn(listener.run());
+    tracker.spawn(listener.run().instrument(span.clone()));
     let writer = writer::Writer {
         ari,
         config,
-        rx,
+        queue,
         delivered: links.delivered,
         cancel: cancel.clone(),
     };
-    tracker.spawn(writer.run());
+    tracker.spawn(writer.run().instrument(span));
     Ok(pusher)
 }

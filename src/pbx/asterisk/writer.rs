@@ -2,7 +2,6 @@
 //! presence state. Latest wins per extension; a failed write is kept and retried with backoff
 //! (logged once per outage); what Asterisk took is reported as delivered.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
@@ -13,6 +12,7 @@ use super::ari::{Ari, AriError};
 use super::writes::writes_for;
 use crate::config::AsteriskPbxConfig;
 use crate::pbx::PbxUpdate;
+use crate::pbx::mailbox::{Pending, PushQueue};
 
 /// Updates written at once.
 const WRITE_CONCURRENCY: usize = 8;
@@ -22,28 +22,20 @@ const BATCH: usize = 256;
 pub struct Writer {
     pub ari: Ari,
     pub config: Arc<AsteriskPbxConfig>,
-    pub rx: mpsc::UnboundedReceiver<PbxUpdate>,
-    pub delivered: mpsc::UnboundedSender<Vec<PbxUpdate>>,
+    pub queue: PushQueue,
+    pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub cancel: CancellationToken,
 }
 
 impl Writer {
-    pub async fn run(mut self) {
-        let mut pending: BTreeMap<String, PbxUpdate> = BTreeMap::new();
+    pub async fn run(self) {
+        let mut pending = Pending::new();
         let backoff = super::RETRY;
         let mut failures: u32 = 0;
         loop {
-            if pending.is_empty() {
-                tokio::select! {
-                    () = self.cancel.cancelled() => return,
-                    next = self.rx.recv() => match next {
-                        Some(u) => { pending.insert(u.extension.clone(), u); }
-                        None => return,
-                    },
-                }
-            }
-            while let Ok(u) = self.rx.try_recv() {
-                pending.insert(u.extension.clone(), u);
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = self.queue.take_into(&mut pending) => {}
             }
             let batch: Vec<PbxUpdate> = pending.values().take(BATCH).cloned().collect();
             let results: Vec<(PbxUpdate, Result<(), AriError>)> = stream::iter(batch)
@@ -67,8 +59,8 @@ impl Writer {
                     Err(e) => error = Some(e),
                 }
             }
-            if !done.is_empty() {
-                let _ = self.delivered.send(done);
+            if !done.is_empty() && self.delivered.send(done).await.is_err() {
+                return;
             }
             match error {
                 None if failures > 0 => {
@@ -87,10 +79,7 @@ impl Writer {
                     tokio::select! {
                         () = self.cancel.cancelled() => return,
                         () = tokio::time::sleep(backoff.delay(failures)) => {}
-                        next = self.rx.recv() => match next {
-                            Some(u) => { pending.insert(u.extension.clone(), u); }
-                            None => return,
-                        },
+                        () = self.queue.take_new_into(&mut pending) => {}
                     }
                 }
             }

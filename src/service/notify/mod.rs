@@ -22,7 +22,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::daemon::ServiceError;
 use super::poller::Polled;
 use crate::clock::Clock;
 use crate::config::NotificationsConfig;
@@ -48,6 +47,21 @@ const FETCH_AFTER: Duration = Duration::from_millis(5);
 /// subscription unhealthy (presence notifications take up to a minute [D19]).
 const MISSED_AFTER: Duration = Duration::from_secs(90);
 
+/// What the daemon keeps of the notification component.
+pub struct NotifyHandle {
+    /// Covered users whose change only a poll saw (a hint: dropped when full).
+    pub suspects: mpsc::Sender<Arc<str>>,
+    /// Where the webhook is bound.
+    pub bound: std::net::SocketAddr,
+}
+
+/// Why change notifications cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("{0}")]
+    Start(String),
+}
+
 /// The channels the manager talks through.
 pub struct Links {
     pub graph: watch::Receiver<GraphClient>,
@@ -55,7 +69,7 @@ pub struct Links {
     pub ids: watch::Receiver<Arc<Vec<Arc<str>>>>,
     pub notes: mpsc::Receiver<Vec<Notification>>,
     /// Covered users whose change a poll found (the main loop sends them).
-    pub suspects: mpsc::UnboundedReceiver<Arc<str>>,
+    pub suspects: mpsc::Receiver<Arc<str>>,
     pub known: watch::Sender<Arc<HashMap<String, String>>>,
     pub covered: watch::Sender<Arc<HashSet<Arc<str>>>>,
     pub out: mpsc::Sender<Polled>,
@@ -79,32 +93,33 @@ pub async fn start(
     store: &Store,
     recorded: Vec<SubscriptionRow>,
     ch: Channels,
-    shutdown: &CancellationToken,
+    shutdown: CancellationToken,
     tracker: &TaskTracker,
-) -> Result<(mpsc::UnboundedSender<Arc<str>>, std::net::SocketAddr), ServiceError> {
+) -> Result<NotifyHandle, NotifyError> {
+    let shutdown = &shutdown;
     let listener = webhook::bind(n.listen)
         .await
-        .map_err(|e| ServiceError::Start(e.to_string()))?;
+        .map_err(|e| NotifyError::Start(e.to_string()))?;
     let bound = listener.local_addr().unwrap_or(n.listen);
     let tls = match n.tls.clone() {
         Some(files) => Some(
             tokio::task::spawn_blocking(move || webhook::tls_config(&files.cert, &files.key))
                 .await
-                .map_err(|e| ServiceError::Start(format!("notifications TLS: {e}")))?
-                .map_err(|e| ServiceError::Start(e.to_string()))?,
+                .map_err(|e| NotifyError::Start(format!("notifications TLS: {e}")))?
+                .map_err(|e| NotifyError::Start(e.to_string()))?,
         ),
         None => None,
     };
     let delegated = Delegated::new(&super::build::delegated_settings(config))
-        .map_err(|e| ServiceError::Start(format!("notifications: {e}")))?;
+        .map_err(|e| NotifyError::Start(format!("notifications: {e}")))?;
     let keys = if n.include_resource_data {
         let dir = key_dir(config);
         let now = ch.clock.wall();
         let loaded =
             tokio::task::spawn_blocking(move || KeyStore::load_or_create(&dir, now, ROTATE_BEFORE))
                 .await
-                .map_err(|e| ServiceError::Start(format!("notification keys: {e}")))?
-                .map_err(|e| ServiceError::Start(format!("notification keys: {e}")))?;
+                .map_err(|e| NotifyError::Start(format!("notification keys: {e}")))?
+                .map_err(|e| NotifyError::Start(format!("notification keys: {e}")))?;
         tracing::info!(certificate = %loaded.current().certificate_id(),
             "rich notifications: encryption certificate ready");
         Some(Arc::new(loaded))
@@ -113,7 +128,7 @@ pub async fn start(
     };
     let (known_tx, known_rx) = watch::channel(Arc::default());
     let (notes_tx, notes) = mpsc::channel(1024);
-    let (suspects_tx, suspects) = mpsc::unbounded_channel();
+    let (suspects_tx, suspects) = mpsc::channel(4096);
     let stop = shutdown.clone();
     tracker.spawn(async move {
         if let Err(e) = webhook::serve(listener, tls, known_rx, notes_tx, stop).await {
@@ -144,7 +159,10 @@ pub async fn start(
     tracing::info!(listen = %bound, public_url = %n.public_url, accounts = n.accounts.len(),
         "change notifications enabled");
     tracker.spawn(manager.run(shutdown.clone()));
-    Ok((suspects_tx, bound))
+    Ok(NotifyHandle {
+        suspects: suspects_tx,
+        bound,
+    })
 }
 
 /// The notification keys live next to the state database (its directory is private).
@@ -281,7 +299,7 @@ impl Manager {
                 self.settle(i, ids).await;
             }
         }
-        self.publish(polled.len());
+        self.publish(polled.len()).await;
     }
 
     /// A certificate near its end is replaced (the previous key still decrypts what is under
@@ -379,11 +397,13 @@ impl Manager {
         let (outcome, rotated) = self.accounts[i].token(&self.delegated).await;
         let name = self.accounts[i].name.clone();
         if let Some(r) = rotated {
-            self.store.write(Write::SetAccountToken {
-                account: name.clone(),
-                refresh_token: r,
-                at: self.clock.now(),
-            });
+            self.store
+                .write(Write::SetAccountToken {
+                    account: name.clone(),
+                    refresh_token: r,
+                    at: self.clock.now(),
+                })
+                .await;
         }
         match outcome {
             TokenOutcome::Ok(t) => Some(t),
@@ -399,22 +419,28 @@ impl Manager {
                 tracing::error!(account = %name, error = %e,
                     "subscription account signed out; its users are polled. Sign it in again: pbx-teams-presence login --config {} --account {name}",
                     self.config_path);
-                self.store.write(Write::RemoveAccountToken {
-                    account: name.clone(),
-                });
-                self.store.write(Write::RecordError {
-                    component: "notifications".into(),
-                    user: Some(name.clone()),
-                    message: format!(
-                        "signed out ({e}); run: pbx-teams-presence login --account {name}"
-                    ),
-                    at: self.clock.now(),
-                });
+                self.store
+                    .write(Write::RemoveAccountToken {
+                        account: name.clone(),
+                    })
+                    .await;
+                self.store
+                    .write(Write::RecordError {
+                        component: "notifications".into(),
+                        user: Some(name.clone()),
+                        message: format!(
+                            "signed out ({e}); run: pbx-teams-presence login --account {name}"
+                        ),
+                        at: self.clock.now(),
+                    })
+                    .await;
                 self.accounts[i].refresh = None;
                 self.accounts[i].told_no_token = true;
                 // It cannot be deleted without a token; Graph drops it when it expires.
                 if let Some(sub) = self.accounts[i].sub.take() {
-                    self.store.write(Write::DropSubscription { id: sub.id });
+                    self.store
+                        .write(Write::DropSubscription { id: sub.id })
+                        .await;
                 }
                 None
             }
@@ -426,7 +452,7 @@ impl Manager {
         }
     }
 
-    fn publish(&self, polled: usize) {
+    async fn publish(&self, polled: usize) {
         let known: HashMap<String, String> = self
             .accounts
             .iter()
@@ -457,10 +483,12 @@ impl Manager {
         if changed {
             self.links.covered.send_replace(Arc::new(covered));
             for (account, ids) in per_account {
-                self.store.write(Write::SetCoverage {
-                    account: account.to_owned(),
-                    teams_ids: ids.iter().map(|i| i.to_string()).collect(),
-                });
+                self.store
+                    .write(Write::SetCoverage {
+                        account: account.to_owned(),
+                        teams_ids: ids.iter().map(|i| i.to_string()).collect(),
+                    })
+                    .await;
             }
             tracing::info!(covered = count, polled, "notification coverage changed");
         }

@@ -50,7 +50,9 @@ impl Manager {
                 if let Some(sub) = self.accounts[i].sub.as_mut() {
                     sub.expires = expires;
                     sub.reauth = false;
-                    self.store.write(Write::SaveSubscription(row(&name, sub)));
+                    self.store
+                        .write(Write::SaveSubscription(row(&name, sub)))
+                        .await;
                 }
                 tracing::debug!(account = %self.accounts[i].name, subscription = %id, "subscription renewed");
                 self.accounts[i].succeeded();
@@ -59,7 +61,7 @@ impl Manager {
                 tracing::warn!(account = %self.accounts[i].name, subscription = %id,
                     "subscription gone at renewal; making a new one");
                 self.accounts[i].sub = None;
-                self.store.write(Write::DropSubscription { id });
+                self.store.write(Write::DropSubscription { id }).await;
                 self.create(i, &token, ids).await;
             }
             Err(e) => {
@@ -118,7 +120,7 @@ impl Manager {
                     if let Err(e) = graph.delete_subscription(token, &s.id).await {
                         tracing::warn!(account = %name, subscription = %s.id, error = %e, "cannot delete it");
                     }
-                    self.store.write(Write::DropSubscription { id: s.id });
+                    self.store.write(Write::DropSubscription { id: s.id }).await;
                 }
             }
         }
@@ -130,7 +132,7 @@ impl Manager {
             .collect();
         for id in stale {
             self.recorded.remove(&id);
-            self.store.write(Write::DropSubscription { id });
+            self.store.write(Write::DropSubscription { id }).await;
         }
         self.accounts[i].adopted = true;
     }
@@ -175,7 +177,9 @@ impl Manager {
                     reauth: false,
                     rich: certificate.is_some(),
                 };
-                self.store.write(Write::SaveSubscription(row(&name, &sub)));
+                self.store
+                    .write(Write::SaveSubscription(row(&name, &sub)))
+                    .await;
                 self.accounts[i].sub = Some(sub);
                 self.accounts[i].succeeded();
             }
@@ -189,12 +193,14 @@ impl Manager {
                     tracing::warn!(account = %name, error = %e, users = ids.len(),
                         "subscription not created; its users are polled; retrying with backoff");
                 }
-                self.store.write(Write::RecordError {
-                    component: "notifications".into(),
-                    user: Some(name),
-                    message: format!("subscription not created: {e}"),
-                    at: self.clock.now(),
-                });
+                self.store
+                    .write(Write::RecordError {
+                        component: "notifications".into(),
+                        user: Some(name),
+                        message: format!("subscription not created: {e}"),
+                        at: self.clock.now(),
+                    })
+                    .await;
                 self.accounts[i].failed(Instant::now());
             }
         }
@@ -210,7 +216,9 @@ impl Manager {
                 tracing::warn!(account = %self.accounts[i].name, subscription = %sub.id, error = %e, "cannot delete subscription");
             }
         }
-        self.store.write(Write::DropSubscription { id: sub.id });
+        self.store
+            .write(Write::DropSubscription { id: sub.id })
+            .await;
     }
 
     /// Graph refused the account's access token: refresh it (a revoked account shows here,

@@ -1,0 +1,134 @@
+//! Matching users to Teams: starting lookup rounds (the resolver task does them), taking
+//! their answers, and recording the directory with its matches in the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Daemon;
+use crate::service::build::direction_name;
+use crate::service::matching::{self, MatchInfo};
+use crate::service::resolver::Matched;
+use crate::store::{Snapshot, UserRow, Write};
+use crate::sync::types::{MatchStatus, Millis};
+
+impl Daemon {
+    /// Start the next lookup round if none runs and one is due or asked for.
+    pub(super) fn start_lookup(&mut self) {
+        let now = self.clock.now();
+        let every = self.config.sync.resolve_interval;
+        if let Some(lookup) = self.matching.next_round(&self.directory, now, every) {
+            self.parts.resolver.send(lookup);
+        }
+    }
+
+    pub(super) fn on_matched(&mut self, matched: Matched) {
+        match matched {
+            Matched::Chunk {
+                generation,
+                results,
+            } => {
+                for (email, info) in self.matching.on_chunk(generation, results) {
+                    log_match(&email, &info);
+                }
+            }
+            Matched::Done { generation, result } => {
+                let now = self.clock.now();
+                let (changed, retry) = self.matching.on_done(generation, &result, now);
+                if let (Err(e), Some(wait)) = (&result, retry) {
+                    tracing::warn!(error = %e, retry_in = ?wait, "matching users to Teams failed; keeping the cached matches");
+                    self.out.error("match", None, e.to_string(), now);
+                }
+                if !changed.is_empty() {
+                    self.apply_matches(now);
+                    self.save_matches(|email| changed.contains(email));
+                }
+                self.start_lookup();
+            }
+        }
+    }
+
+    /// The engine and the poll list follow the matches.
+    pub(super) fn apply_matches(&mut self, now: Millis) {
+        let specs = matching::user_specs(&self.directory, &self.matching.matches);
+        let commands = self.engine.set_users(specs, now);
+        self.execute(commands);
+        let ids = Arc::new(self.engine.poll_ids());
+        self.parts.feeds.ids.send_replace(ids);
+    }
+
+    /// Write the directory and its matches to the store (for `status` and restarts).
+    pub(super) fn save_directory(&mut self) {
+        for e in &self.directory.entries {
+            self.out.write(Write::UpsertUser {
+                extension: e.extension.clone(),
+                email: e.email.clone(),
+                direction: direction_name(e.direction).into(),
+            });
+        }
+        self.save_matches(|_| true);
+    }
+
+    /// At start: write only the entries the store does not already hold as they are (a restart
+    /// of 50,000 unchanged users writes nothing).
+    pub(super) fn save_directory_since(&mut self, snapshot: &Snapshot) {
+        let stored: HashMap<&str, &UserRow> = snapshot
+            .users
+            .iter()
+            .map(|u| (u.extension.as_str(), u))
+            .collect();
+        let now = self.clock.now();
+        for e in &self.directory.entries {
+            let direction = direction_name(e.direction);
+            let m = self.matching.matches.get(&e.email);
+            let same = stored.get(e.extension.as_str()).is_some_and(|row| {
+                row.email == e.email
+                    && row.direction == direction
+                    && row.teams_id.as_deref() == m.and_then(|m| m.teams_id.as_deref())
+                    && row.match_status == m.map(|m| m.status)
+            });
+            if same {
+                continue;
+            }
+            self.out.write(Write::UpsertUser {
+                extension: e.extension.clone(),
+                email: e.email.clone(),
+                direction: direction.into(),
+            });
+            if let Some(m) = m {
+                self.out.write(set_match(&e.extension, m, now));
+            }
+        }
+    }
+
+    /// Write the matches of the directory entries whose e-mail passes `which`.
+    fn save_matches(&mut self, which: impl Fn(&str) -> bool) {
+        let now = self.clock.now();
+        for e in self.directory.entries.iter().filter(|e| which(&e.email)) {
+            if let Some(m) = self.matching.matches.get(&e.email) {
+                self.out.write(set_match(&e.extension, m, now));
+            }
+        }
+    }
+}
+
+fn log_match(email: &str, info: &MatchInfo) {
+    match info.status {
+        MatchStatus::Matched => {
+            let user = info.teams_id.as_deref().unwrap_or("-");
+            tracing::info!(%email, user, "matched to a Teams user");
+        }
+        status => tracing::warn!(%email, %status, detail = ?info.detail,
+            "no Teams user for this e-mail; fix the users file or the Entra account"),
+    }
+}
+
+/// The store's record of one extension's match.
+fn set_match(extension: &str, m: &MatchInfo, at: Millis) -> Write {
+    Write::SetMatch {
+        extension: extension.to_owned(),
+        teams_id: m.teams_id.as_deref().map(str::to_owned),
+        status: m.status,
+        detail: m.detail.clone(),
+        at,
+    }
+}

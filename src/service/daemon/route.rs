@@ -1,0 +1,253 @@
+//! The main loop's routing: PBX events, Teams presences, write results, deliveries and link
+//! changes go to the engine with `now`; its commands go to the writers and the PBX.
+
+use super::Daemon;
+use crate::graph::Presence;
+use crate::pbx::{LinkState, PbxUpdate};
+use crate::service::poller::Polled;
+use crate::service::systemd;
+use crate::service::writer::{Wanted, Written};
+use crate::store::{MetaKey, Write};
+use crate::sync::types::{Command, Millis, PbxEvent, TeamsPresence, millis};
+
+impl Daemon {
+    /// A batch of PBX events, already validated by the connector.
+    pub(super) fn on_pbx_events(&mut self, batch: Vec<PbxEvent>) {
+        let now = self.clock.now();
+        for event in batch {
+            let outcome = self.engine.on_pbx_event(&event, now);
+            let Some(previous) = outcome.previous else {
+                continue;
+            };
+            if previous != event.state {
+                tracing::info!(extension = %event.extension, from = %previous, to = %event.state,
+                    "PBX call state changed");
+            }
+            self.out.write(Write::SetPbx {
+                extension: event.extension.clone(),
+                state: event.state.as_str().to_owned(),
+                dnd: event.dnd,
+                at: now,
+            });
+            self.execute(outcome.commands);
+        }
+        self.out.count("pbx_events", 1);
+    }
+
+    /// Presences read by a poll (`notified` false) or announced by a notification. A covered
+    /// user's change that only a poll saw is reported to the notification manager.
+    fn on_presences(&mut self, presences: Vec<Presence>, notified: bool, now: Millis) {
+        let covered = self.parts.feeds.covered.borrow().clone();
+        for p in presences {
+            let presence = TeamsPresence::new(&p.availability, &p.activity);
+            let outcome = self.engine.on_teams_presence(&p.id, &presence, now);
+            for (extension, previous) in &outcome.changed {
+                let from = previous
+                    .as_ref()
+                    .map_or("-".to_owned(), ToString::to_string);
+                let via = if notified { "notification" } else { "poll" };
+                tracing::info!(%extension, user = %p.id, %from, to = %presence,
+                    own_call = outcome.echo, via, "Teams presence changed");
+                self.out.write(Write::SetTeams {
+                    extension: extension.clone(),
+                    availability: presence.availability.clone(),
+                    activity: presence.activity.clone(),
+                    at: now,
+                });
+            }
+            // Only a change from a known presence can have been missed (the first reading
+            // of a user is no change a subscription owed us).
+            let missed = !notified
+                && !outcome.echo
+                && outcome
+                    .changed
+                    .iter()
+                    .any(|(_, previous)| previous.is_some());
+            if missed
+                && let (Some(tx), Some(id)) = (&self.parts.suspects, covered.get(p.id.as_str()))
+                && tx.try_send(id.clone()).is_err()
+            {
+                tracing::debug!(user = %p.id, "notification manager busy; suspect not reported");
+            }
+            self.execute(outcome.commands);
+        }
+    }
+
+    pub(super) fn on_polled(&mut self, polled: Polled) {
+        let now = self.clock.now();
+        match polled {
+            Polled::Chunk(presences) => self.on_presences(presences, false, now),
+            Polled::Notified(presences) => {
+                self.out.count("notified_presences", presences.len());
+                self.on_presences(presences, true, now);
+            }
+            Polled::Done {
+                users,
+                requests,
+                elapsed,
+            } => {
+                if self.health.poll_failures > 0 {
+                    tracing::info!(
+                        failed_cycles = self.health.poll_failures,
+                        "polling works again"
+                    );
+                    self.health.poll_failures = 0;
+                }
+                tracing::debug!(users, requests, ?elapsed, "poll cycle done");
+                self.out.count("polls", 1);
+                self.out.meta(MetaKey::LastPollAt, now.to_string());
+                self.out.meta(MetaKey::LastPollUsers, users.to_string());
+                self.out
+                    .meta(MetaKey::LastPollRequests, requests.to_string());
+                self.out
+                    .meta(MetaKey::LastPollMs, elapsed.as_millis().to_string());
+                self.maybe_ready(users);
+            }
+            Polled::Failed(why) => {
+                // One WARN when polling starts failing, one INFO when it works again.
+                if self.health.poll_failures == 0 {
+                    tracing::warn!(error = %why, "poll cycle failed; retrying at every interval");
+                    self.out.error("poll", None, why.to_string(), now);
+                }
+                self.health.poll_failures += 1;
+                self.out.count("poll_failures", 1);
+            }
+        }
+    }
+
+    /// READY=1 once a poll went through after the users were matched.
+    fn maybe_ready(&mut self, polled: usize) {
+        if self.health.ready || !self.matching.matched_once || self.matching.busy() {
+            return;
+        }
+        self.health.ready = true;
+        tracing::info!(
+            users = self.directory.entries.len(),
+            polled,
+            "first sync done, ready"
+        );
+        systemd::ready(&format!("in sync: {polled} Teams users polled"));
+    }
+
+    pub(super) fn on_written(&mut self, w: Written) {
+        let extension = w.wanted.extension();
+        let clear = matches!(w.wanted, Wanted::Clear { .. });
+        match &w.result {
+            Ok(()) => {
+                if clear {
+                    tracing::info!(%extension, user = %w.teams_id, "In a call cleared in Teams");
+                    if !self.engine.has_session(&w.teams_id) {
+                        self.out.write(Write::CloseSession {
+                            teams_id: w.teams_id.clone(),
+                        });
+                    }
+                } else {
+                    tracing::info!(%extension, user = %w.teams_id, "In a call written to Teams");
+                }
+                let counter = if clear {
+                    "clear_presence"
+                } else {
+                    "set_presence"
+                };
+                self.out.count(counter, 1);
+            }
+            Err(why) => {
+                tracing::warn!(%extension, user = %w.teams_id, error = %why, "presence write failed");
+                let now = self.clock.now();
+                self.out
+                    .error("graph", Some(extension), why.to_string(), now);
+                self.out.count("write_errors", 1);
+            }
+        }
+    }
+
+    pub(super) fn on_delivered(&mut self, batch: Vec<PbxUpdate>) {
+        let now = self.clock.now();
+        self.out.count("pushes_delivered", batch.len());
+        for u in batch {
+            self.out.write(Write::SetPushed {
+                extension: u.extension,
+                state: u.state,
+                availability: u.availability,
+                activity: u.activity,
+                at: now,
+            });
+        }
+    }
+
+    /// The connector's link to the PBX came or went. After a (re)connect the PBX may have lost
+    /// what it was told (Asterisk restarted): tell it again.
+    pub(super) fn on_link(&mut self, link: LinkState) {
+        let now = self.clock.now();
+        let value = match &link {
+            LinkState::Connected => "connected".to_owned(),
+            LinkState::Disconnected(why) => format!("disconnected: {why}"),
+        };
+        self.out.meta(MetaKey::PbxLink, value);
+        self.out.meta(MetaKey::PbxLinkSince, now.to_string());
+        match link {
+            LinkState::Connected => {
+                let commands = self.engine.repush_all();
+                tracing::debug!(
+                    users = commands.len(),
+                    "PBX connected: Teams states written again"
+                );
+                self.execute(commands);
+            }
+            LinkState::Disconnected(why) => self.out.error("pbx", None, why.to_string(), now),
+        }
+    }
+
+    pub(super) fn on_tick(&mut self) {
+        let now = self.clock.now();
+        let commands = self.engine.on_tick(now);
+        self.execute(commands);
+        self.start_lookup();
+    }
+
+    /// Carry out the core's commands.
+    pub(super) fn execute(&mut self, commands: Vec<Command>) {
+        let now = self.clock.now();
+        for command in commands {
+            match command {
+                Command::SetInCall {
+                    extension,
+                    teams_id,
+                    expiration,
+                } => {
+                    // Recorded with this step's writes: after a crash the session is found
+                    // and cleared.
+                    self.out.write(Write::OpenSession {
+                        extension: extension.clone(),
+                        teams_id: teams_id.clone(),
+                        expires_at: now + millis(expiration),
+                    });
+                    let wanted = Wanted::InCall {
+                        extension,
+                        expiration,
+                    };
+                    self.parts.writers.want(&teams_id, wanted);
+                }
+                Command::ClearInCall {
+                    extension,
+                    teams_id,
+                } => self
+                    .parts
+                    .writers
+                    .want(&teams_id, Wanted::Clear { extension }),
+                Command::PushToPbx {
+                    extension,
+                    email,
+                    presence,
+                    state,
+                } => self.parts.pbx.push(PbxUpdate {
+                    extension,
+                    email,
+                    availability: presence.availability,
+                    activity: presence.activity,
+                    state,
+                }),
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Why the daemon could not start or stopped badly; each cause is its own variant, carried as
+//! a value up to `main`, which prints it.
+
+use crate::config::ConfigError;
+use crate::graph::GraphError;
+use crate::store::StoreError;
+
+use super::connector::ConnectorError;
+use super::notify::NotifyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The config or users file is invalid: fix the named key or line.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state database cannot be used: check `sync.state_db`.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The Graph client cannot be built.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The PBX connector cannot start: check the `[pbx]` section.
+    #[error(transparent)]
+    Pbx(#[from] ConnectorError),
+    /// Change notifications cannot start: check the `[notifications]` section.
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    /// A start-up step run off the runtime (reading files, opening the database) panicked or
+    /// was cancelled.
+    #[error("{step} did not finish: {source}")]
+    Join {
+        step: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl ServiceError {
+    /// For `map_err` on a `spawn_blocking` join.
+    pub fn join(step: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ServiceError {
+        move |source| ServiceError::Join { step, source }
+    }
+}

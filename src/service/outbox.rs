@@ -1,0 +1,60 @@
+//! What one step of the main loop writes to the state database, collected and sent as one
+//! message when the step is over. The store's queue is bounded: if SQLite falls behind, the
+//! main loop waits for it (nothing is dropped, nothing grows without bound).
+
+use crate::store::{MetaKey, Store, Write};
+use crate::sync::types::Millis;
+
+pub struct Outbox {
+    store: Store,
+    pending: Vec<Write>,
+}
+
+impl Outbox {
+    pub fn new(store: Store) -> Outbox {
+        Outbox {
+            store,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn write(&mut self, w: Write) {
+        self.pending.push(w);
+    }
+
+    /// An error for `status` (the newest few are kept).
+    pub fn error(&mut self, component: &str, user: Option<&str>, message: String, at: Millis) {
+        self.write(Write::RecordError {
+            component: component.into(),
+            user: user.map(Into::into),
+            message,
+            at,
+        });
+    }
+
+    pub fn count(&mut self, name: &str, delta: usize) {
+        self.write(Write::AddCounter {
+            name: name.into(),
+            delta: i64::try_from(delta).unwrap_or(i64::MAX),
+        });
+    }
+
+    pub fn meta(&mut self, key: MetaKey, value: String) {
+        self.write(Write::SetMeta { key, value });
+    }
+
+    /// Send what was collected (waits only while the store's queue is full).
+    pub async fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.store
+                .write_all(std::mem::take(&mut self.pending))
+                .await;
+        }
+    }
+
+    /// Send what was collected, then close the database.
+    pub async fn close(mut self) -> Result<(), crate::store::StoreError> {
+        self.flush().await;
+        self.store.close().await
+    }
+}
