@@ -176,7 +176,7 @@ impl Auth {
     /// fails while the old token is still valid, the old one is used.
     pub(crate) async fn token(&self) -> Result<Bearer, GraphError> {
         let mut cache = self.cache.lock().await;
-        let now = Instant::now();
+        let now = crate::clock::monotonic();
         if let Some(c) = cache
             .as_ref()
             .filter(|c| !needs_renewal(now, c.fetched, c.expires))
@@ -189,7 +189,7 @@ impl Auth {
                 *cache = Some(fresh);
                 Ok(token)
             }
-            Err(error) => match cache.as_ref().filter(|c| c.expires > Instant::now()) {
+            Err(error) => match cache.as_ref().filter(|c| c.expires > crate::clock::monotonic()) {
                 Some(old) => {
                     tracing::warn!(error = %error, "token renewal failed; using the current token");
                     Ok(old.token.clone())
@@ -246,7 +246,7 @@ impl Auth {
                 Ok(response)
             }
         };
-        let fetched = Instant::now();
+        let fetched = crate::clock::monotonic();
         let answer = self
             .oauth
             .exchange_client_credentials()
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn renewal_margin() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let hour = t0 + Duration::from_secs(3600);
         // 10 % of an hour is 6 min, more than 5 min.
         assert!(!needs_renewal(

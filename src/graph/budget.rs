@@ -84,7 +84,7 @@ impl Budget {
     pub(crate) fn new(capacity: u32, period: Duration) -> Budget {
         Budget {
             turn: tokio::sync::Mutex::new(()),
-            bucket: Mutex::new(Bucket::new(capacity, period, Instant::now())),
+            bucket: Mutex::new(Bucket::new(capacity, period, crate::clock::monotonic())),
         }
     }
 
@@ -97,7 +97,7 @@ impl Budget {
     pub(crate) async fn acquire(&self) {
         let _turn = self.turn.lock().await;
         loop {
-            match self.with_bucket(|b| b.try_take(Instant::now())) {
+            match self.with_bucket(|b| b.try_take(crate::clock::monotonic())) {
                 Ok(()) => return,
                 Err(wait) => {
                     tracing::debug!(wait_ms = wait.as_millis(), "presence budget: waiting");
@@ -109,7 +109,7 @@ impl Budget {
 
     /// Holds every presence call back for `wait` (after a 429 on any of them).
     pub(crate) fn pause(&self, wait: Duration) {
-        let until = Instant::now() + wait;
+        let until = crate::clock::monotonic() + wait;
         self.with_bucket(|b| b.pause_until(until));
     }
 }
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn bucket_spends_capacity_then_refills_at_rate() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut b = Bucket::new(3, Duration::from_secs(30), t0);
         for _ in 0..3 {
             assert_eq!(b.try_take(t0), Ok(()));
@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn pause_holds_the_bucket_even_with_tokens() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut b = Bucket::new(1500, Duration::from_secs(30), t0);
         b.pause_until(t0 + Duration::from_secs(10));
         b.pause_until(t0 + Duration::from_secs(2)); // a shorter pause does not shorten it
@@ -167,7 +167,7 @@ mod tests {
     async fn budget_waits_instead_of_failing() {
         // 2 per 200 ms: two at once, then one every 100 ms.
         let budget = Budget::new(2, 200 * MS);
-        let start = std::time::Instant::now();
+        let start = crate::clock::monotonic();
         for _ in 0..4 {
             budget.acquire().await;
         }

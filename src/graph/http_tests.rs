@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -269,7 +269,7 @@ async fn retry_after_is_honoured_on_429() {
     let throttled =
         json!({"error": {"code": "TooManyRequests", "message": "Please retry again later."}});
     fake.push(429, vec![("Retry-After", "1")], throttled);
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     client
         .set_presence("u1", "Busy", "InACall", Duration::from_secs(300))
         .await

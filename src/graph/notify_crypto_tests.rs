@@ -32,7 +32,7 @@ fn pool_time() -> SystemTime {
 fn pool() -> &'static (SystemTime, NotifyKeys, NotifyKeys) {
     static POOL: OnceLock<(SystemTime, NotifyKeys, NotifyKeys)> = OnceLock::new();
     POOL.get_or_init(|| {
-        let now = SystemTime::now();
+        let now = crate::clock::wall_now();
         let a = NotifyKeys::generate(now, DEFAULT_VALIDITY).unwrap();
         let b = NotifyKeys::generate(now, DEFAULT_VALIDITY).unwrap();
         (now, a, b)
