@@ -17,6 +17,7 @@ pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod graph;
+pub mod listener;
 pub mod logging;
 pub mod pbx;
 pub mod service;

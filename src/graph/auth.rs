@@ -189,7 +189,10 @@ impl Auth {
                 *cache = Some(fresh);
                 Ok(token)
             }
-            Err(error) => match cache.as_ref().filter(|c| c.expires > crate::clock::monotonic()) {
+            Err(error) => match cache
+                .as_ref()
+                .filter(|c| c.expires > crate::clock::monotonic())
+            {
                 Some(old) => {
                     tracing::warn!(error = %error, "token renewal failed; using the current token");
                     Ok(old.token.clone())

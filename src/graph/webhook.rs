@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -29,8 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest body taken.
 pub const MAX_BODY: usize = 1 << 20;
-/// A client that does not finish its TLS handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest validation token echoed (Graph's are a few hundred characters).
 const MAX_VALIDATION_TOKEN: usize = 4096;
 
@@ -58,8 +55,6 @@ pub enum WebhookError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("notification endpoint stopped: {0}")]
-    Serve(std::io::Error),
     /// `notifications.tls_cert_file` / `tls_key_file` cannot be used.
     #[error("{}: {why} (notifications.tls_cert_file / tls_key_file)", path.display())]
     Tls { path: PathBuf, why: String },
@@ -126,50 +121,9 @@ pub async fn serve(
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
     cancel: CancellationToken,
-) -> Result<(), WebhookError> {
+) {
     let app = router(known, out);
-    let Some(tls) = tls else {
-        return axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
-            .map_err(WebhookError::Serve);
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    // Connections are owned here: dropping the set (on cancel) ends them.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = cancel.cancelled() => return Ok(()),
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "notification endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        connections.spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "notification connection ended with an error");
-            }
-        });
-    }
+    crate::listener::serve("webhook", listener, tls, app, cancel).await;
 }
 
 /// The TLS settings from PEM files: the certificate chain and its private key.

@@ -61,9 +61,6 @@ pub enum HttpPbxError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// The server stopped with an I/O error: the service restarts the connector.
-    #[error("the PBX event listener failed: {0}")]
-    Serve(std::io::Error),
 }
 
 #[derive(Clone)]
@@ -88,7 +85,7 @@ pub async fn serve(
     known: KnownExtensions,
     events: mpsc::Sender<Vec<PbxEvent>>,
     cancel: CancellationToken,
-) -> Result<(), HttpPbxError> {
+) {
     let shared = Shared {
         token,
         known,
@@ -98,10 +95,7 @@ pub async fn serve(
         .route("/pbx/events", post(post_events))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-        .map_err(HttpPbxError::Serve)
+    crate::listener::serve("pbx", listener, None, app, cancel).await;
 }
 
 async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {

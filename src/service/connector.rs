@@ -266,14 +266,7 @@ async fn start_http(
         listener_stop.clone(),
     );
     let span = tracing::info_span!("pbx_http", listen = %bound);
-    tracker.spawn(
-        async move {
-            if let Err(e) = http::serve(listener, token_rx, known, events, stop).await {
-                tracing::error!(error = %e, "PBX event listener stopped");
-            }
-        }
-        .instrument(span),
-    );
+    tracker.spawn(http::serve(listener, token_rx, known, events, stop).instrument(span));
     let pusher = start_pusher(cfg, links, &push, tracker)?;
     tracing::info!(kind = "http", listen = %bound, push = pusher.is_some(), "PBX connector started");
     Ok(Connector {

@@ -133,9 +133,7 @@ pub async fn start(
     let (suspects_tx, suspects) = mpsc::channel(4096);
     let stop = shutdown.clone();
     tracker.spawn(async move {
-        if let Err(e) = webhook::serve(listener, tls, known_rx, notes_tx, stop).await {
-            tracing::error!(error = %e, "notification endpoint stopped");
-        }
+        webhook::serve(listener, tls, known_rx, notes_tx, stop).await;
     });
     let links = Links {
         graph: ch.graph,
