@@ -135,12 +135,19 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
 
 pub fn status_text(r: &StatusReport) -> String {
     let mut out = String::new();
+    users_table(&mut out, &r.users);
+    footer(&mut out, r);
+    out
+}
+
+/// One line per user.
+fn users_table(out: &mut String, users: &[UserStatus]) {
     let _ = writeln!(
         out,
         "{:<8} {:<32} {:<11} {:<28} {:<9} {:<8} VIA",
         "EXT", "E-MAIL", "MATCH", "TEAMS", "PBX", "IN-CALL"
     );
-    for u in &r.users {
+    for u in users {
         let teams = u
             .teams
             .as_ref()
@@ -160,6 +167,10 @@ pub fn status_text(r: &StatusReport) -> String {
             if u.in_call_session { "yes" } else { "no" }
         );
     }
+}
+
+/// The last poll, subscriptions, the PBX link, listeners, counters and recent errors.
+fn footer(out: &mut String, r: &StatusReport) {
     let _ = writeln!(
         out,
         "\nlast poll: {}",
@@ -199,7 +210,6 @@ pub fn status_text(r: &StatusReport) -> String {
             .map_or(String::new(), |u| format!(" [{u}]"));
         let _ = writeln!(out, "error {} {}{}: {}", e.at, e.component, user, e.message);
     }
-    out
 }
 
 /// RFC 3339 UTC, to the second.

@@ -12,6 +12,7 @@ use super::{Daemon, Feeds, Health, Inputs, Parts, Stop};
 use crate::config::{self, Config, Directory, PbxConfig};
 use crate::graph::GraphClient;
 use crate::pbx::asterisk::ami::VoicemailUser;
+use crate::pbx::{LinkState, PbxUpdate};
 use crate::service::build::{
     cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis,
     open_store, restore, user_extensions,
@@ -20,12 +21,14 @@ use crate::service::connector::{ConnectorLinks, PbxHandle};
 use crate::service::error::ServiceError;
 use crate::service::matching::{self, Matching};
 use crate::service::outbox::Outbox;
-use crate::service::reloader::Reloader;
-use crate::service::resolver::ResolverHandle;
-use crate::service::writer::Writers;
+use crate::service::poller::Polled;
+use crate::service::reloader::{Reloaded, Reloader};
+use crate::service::resolver::{Matched, ResolverHandle};
+use crate::service::writer::{Writers, Written};
 use crate::service::{RunOptions, notify, poller, voicemail};
 use crate::store::{MetaKey, Snapshot, Store};
 use crate::sync::engine::Engine;
+use crate::sync::types::{Millis, PbxEvent};
 
 /// Capacity of the channels into the main loop: enough for bursts, small enough that a
 /// stalled main loop makes the components wait instead of piling up memory.
@@ -44,20 +47,14 @@ impl Daemon {
         let mut out = Outbox::new(store.clone());
         forget_departed(&mut out, &snapshot, &directory);
         let now = options.clock.now();
-        let matches = cached_matches(&snapshot, &directory);
-        let mut engine = Engine::new(engine_settings(&config), config.mapping.clone());
-        engine.set_users(matching::user_specs(&directory, &matches), now);
-        restore(&mut engine, &snapshot, now);
-        let matching = Matching::new(matches, now + millis(config.sync.resolve_interval));
+        let (engine, matching) = core(&config, &directory, &snapshot, now);
         let stop = Stop {
             trigger: options.shutdown.clone(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
-        let (parts, rx) = start_parts(
-            &options, &config, &directory, &engine, &store, &snapshot, &stop,
-        )
-        .await?;
+        let (tx, rx) = channels();
+        let feeds = feeds(&config, &directory, &engine)?;
         let reloader = Reloader {
             path: options.config_path.clone(),
             config: config.clone(),
@@ -66,8 +63,15 @@ impl Daemon {
             log_reload: options.log_reload.clone(),
             store: store.clone(),
             clock: options.clock.clone(),
-            out: rx.1,
+            out: tx.reloaded.clone(),
         };
+        let start = Start {
+            options: &options,
+            config: &config,
+            store: &store,
+            stop: &stop,
+        };
+        let parts = start.parts(feeds, tx, &snapshot, &mut out).await?;
         reloader.spawn(stop.root.child_token(), &stop.tracker);
         let mut daemon = Daemon {
             clock: options.clock,
@@ -77,18 +81,37 @@ impl Daemon {
             matching,
             parts,
             out,
-            rx: rx.0,
+            rx,
             health: Health::default(),
             stop,
         };
-        daemon
-            .matching
-            .want(matching::all_emails(&daemon.directory));
-        daemon.start_lookup();
-        daemon.save_directory_since(&snapshot);
-        daemon.out.flush().await;
+        daemon.begin(&snapshot).await;
         Ok(daemon)
     }
+
+    /// First steps once everything runs: record the directory, look every user up.
+    async fn begin(&mut self, snapshot: &Snapshot) {
+        self.matching.want(matching::all_emails(&self.directory));
+        self.start_lookup();
+        self.save_directory_since(snapshot);
+        self.out.flush().await;
+    }
+}
+
+/// The engine with the users, their cached matches and what the store remembers (last
+/// states, sessions a crash left), and the matching bookkeeping.
+fn core(
+    config: &Config,
+    directory: &Directory,
+    snapshot: &Snapshot,
+    now: Millis,
+) -> (Engine, Matching) {
+    let matches = cached_matches(snapshot, directory);
+    let mut engine = Engine::new(engine_settings(config), config.mapping.clone());
+    engine.set_users(matching::user_specs(directory, &matches), now);
+    restore(&mut engine, snapshot, now);
+    let matching = Matching::new(matches, now + millis(config.sync.resolve_interval));
+    (engine, matching)
 }
 
 /// The voicemail boxes at start (none when not configured, or when the read fails: the users
@@ -112,13 +135,13 @@ async fn first_voicemail_read(config: &Config) -> Vec<VoicemailUser> {
 
 /// Senders the components get, one per input of the main loop.
 struct Senders {
-    pbx: mpsc::Sender<Vec<crate::sync::types::PbxEvent>>,
-    link: mpsc::Sender<crate::pbx::LinkState>,
-    delivered: mpsc::Sender<Vec<crate::pbx::PbxUpdate>>,
-    polled: mpsc::Sender<crate::service::poller::Polled>,
-    written: mpsc::Sender<crate::service::writer::Written>,
-    matched: mpsc::Sender<crate::service::resolver::Matched>,
-    reloaded: mpsc::Sender<crate::service::reloader::Reloaded>,
+    pbx: mpsc::Sender<Vec<PbxEvent>>,
+    link: mpsc::Sender<LinkState>,
+    delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    polled: mpsc::Sender<Polled>,
+    written: mpsc::Sender<Written>,
+    matched: mpsc::Sender<Matched>,
+    reloaded: mpsc::Sender<Reloaded>,
 }
 
 fn channels() -> (Senders, Inputs) {
@@ -161,135 +184,123 @@ fn feeds(config: &Config, directory: &Directory, engine: &Engine) -> Result<Feed
     })
 }
 
-/// Start every component; returns their handles and the main loop's inputs (and the sender
-/// the reloader gets).
-async fn start_parts(
-    options: &RunOptions,
-    config: &Config,
-    directory: &Directory,
-    engine: &Engine,
-    store: &Store,
-    snapshot: &Snapshot,
-    stop: &Stop,
-) -> Result<
-    (
-        Parts,
-        (Inputs, mpsc::Sender<crate::service::reloader::Reloaded>),
-    ),
-    ServiceError,
-> {
-    let (tx, rx) = channels();
-    let feeds = feeds(config, directory, engine)?;
-    let (root, tracker) = (&stop.root, &stop.tracker);
-    let links = ConnectorLinks {
-        known: feeds.known.subscribe(),
-        users: feeds.users.subscribe(),
-        events: tx.pbx,
-        delivered: tx.delivered,
-        status: tx.link,
-    };
-    let pbx = PbxHandle::start(
-        &config.pbx,
-        links,
-        options.bound.clone(),
-        store.clone(),
-        root.child_token(),
-        tracker,
-    )
-    .await?;
-    // What an earlier run said about its PBX link is not true of this one.
-    let link = match config.pbx {
-        PbxConfig::Asterisk(_) => "connecting",
-        PbxConfig::Http(_) => "",
-    };
-    store
-        .write(crate::store::Write::SetMeta {
-            key: MetaKey::PbxLink,
-            value: link.into(),
-        })
-        .await;
-    let suspects = start_notify(options, config, store, snapshot, &feeds, &tx.polled, stop).await?;
-    start_poller(
-        options,
-        config,
-        &feeds,
-        tx.polled,
-        root.child_token(),
-        tracker,
-    );
-    let writers = Writers::new(feeds.graph.subscribe(), tx.written, tracker.clone());
-    let resolver = ResolverHandle::start(
-        feeds.graph.subscribe(),
-        tx.matched,
-        root.child_token(),
-        tracker,
-    );
-    let parts = Parts {
-        pbx,
-        writers,
-        resolver,
-        suspects,
-        feeds,
-    };
-    Ok((parts, (rx, tx.reloaded)))
+/// What starting the components needs.
+struct Start<'a> {
+    options: &'a RunOptions,
+    config: &'a Config,
+    store: &'a Store,
+    stop: &'a Stop,
 }
 
-async fn start_notify(
-    options: &RunOptions,
-    config: &Config,
-    store: &Store,
-    snapshot: &Snapshot,
-    feeds: &Feeds,
-    polled: &mpsc::Sender<crate::service::poller::Polled>,
-    stop: &Stop,
-) -> Result<Option<mpsc::Sender<Arc<str>>>, ServiceError> {
-    let webhook = match &config.notifications {
-        Some(n) => {
-            let channels = notify::Channels {
-                clock: options.clock.clone(),
-                tick: options.notify_tick,
-                graph: feeds.graph.subscribe(),
-                ids: feeds.ids.subscribe(),
-                covered: feeds.covered.clone(),
-                out: polled.clone(),
-            };
-            let recorded = snapshot.subscriptions.clone();
-            let cancel = stop.root.child_token();
-            Some(notify::start(n, config, store, recorded, channels, cancel, &stop.tracker).await?)
-        }
-        None => None,
-    };
-    let bound = webhook.as_ref().map(|h| h.bound);
-    options.bound.send_modify(|b| b.webhook = bound);
-    let value = bound.map(|a| a.to_string()).unwrap_or_default();
-    store
-        .write(crate::store::Write::SetMeta {
-            key: MetaKey::WebhookListen,
-            value,
+impl Start<'_> {
+    /// Start every component on the shutdown tree; returns their handles.
+    async fn parts(
+        &self,
+        feeds: Feeds,
+        tx: Senders,
+        snapshot: &Snapshot,
+        out: &mut Outbox,
+    ) -> Result<Parts, ServiceError> {
+        let (root, tracker) = (&self.stop.root, &self.stop.tracker);
+        let links = ConnectorLinks {
+            known: feeds.known.subscribe(),
+            users: feeds.users.subscribe(),
+            events: tx.pbx,
+            delivered: tx.delivered,
+            status: tx.link,
+        };
+        let bound = self.options.bound.clone();
+        let store = self.store.clone();
+        let pbx = PbxHandle::start(
+            &self.config.pbx,
+            links,
+            bound,
+            store,
+            root.child_token(),
+            tracker,
+        )
+        .await?;
+        // What an earlier run said about its PBX link is not true of this one.
+        let link = match self.config.pbx {
+            PbxConfig::Asterisk(_) => "connecting",
+            PbxConfig::Http(_) => "",
+        };
+        out.meta(MetaKey::PbxLink, link.into());
+        let suspects = self.notify(snapshot, &feeds, &tx.polled, out).await?;
+        self.poller(&feeds, tx.polled);
+        Ok(Parts {
+            pbx,
+            writers: Writers::new(feeds.graph.subscribe(), tx.written, tracker.clone()),
+            resolver: ResolverHandle::start(
+                feeds.graph.subscribe(),
+                tx.matched,
+                root.child_token(),
+                tracker,
+            ),
+            suspects,
+            feeds,
         })
-        .await;
-    Ok(webhook.map(|h| h.suspects))
-}
+    }
 
-fn start_poller(
-    options: &RunOptions,
-    config: &Config,
-    feeds: &Feeds,
-    out: mpsc::Sender<crate::service::poller::Polled>,
-    cancel: CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let inputs = poller::PollInputs {
-        graph: feeds.graph.subscribe(),
-        ids: feeds.ids.subscribe(),
-        interval: feeds.interval.subscribe(),
-        covered: feeds.covered.subscribe(),
-        clock: options.clock.clone(),
-        reconcile: config
-            .notifications
-            .as_ref()
-            .map_or(config.sync.poll_interval, |n| n.reconciliation_interval),
-    };
-    let span = tracing::info_span!("poller");
-    tracker.spawn(poller::run(inputs, out, cancel).instrument(span));
+    /// Change notifications, when configured; returns where suspects go.
+    async fn notify(
+        &self,
+        snapshot: &Snapshot,
+        feeds: &Feeds,
+        polled: &mpsc::Sender<Polled>,
+        out: &mut Outbox,
+    ) -> Result<Option<mpsc::Sender<Arc<str>>>, ServiceError> {
+        let handle = match &self.config.notifications {
+            Some(n) => {
+                let channels = notify::Channels {
+                    clock: self.options.clock.clone(),
+                    tick: self.options.notify_tick,
+                    graph: feeds.graph.subscribe(),
+                    ids: feeds.ids.subscribe(),
+                    covered: feeds.covered.clone(),
+                    out: polled.clone(),
+                };
+                let recorded = snapshot.subscriptions.clone();
+                let cancel = self.stop.root.child_token();
+                let started = notify::start(
+                    n,
+                    self.config,
+                    self.store,
+                    recorded,
+                    channels,
+                    cancel,
+                    &self.stop.tracker,
+                );
+                Some(started.await?)
+            }
+            None => None,
+        };
+        let bound = handle.as_ref().map(|h| h.bound);
+        self.options.bound.send_modify(|b| b.webhook = bound);
+        out.meta(
+            MetaKey::WebhookListen,
+            bound.map(|a| a.to_string()).unwrap_or_default(),
+        );
+        Ok(handle.map(|h| h.suspects))
+    }
+
+    fn poller(&self, feeds: &Feeds, out: mpsc::Sender<Polled>) {
+        let config = self.config;
+        let inputs = poller::PollInputs {
+            graph: feeds.graph.subscribe(),
+            ids: feeds.ids.subscribe(),
+            interval: feeds.interval.subscribe(),
+            covered: feeds.covered.subscribe(),
+            clock: self.options.clock.clone(),
+            reconcile: config
+                .notifications
+                .as_ref()
+                .map_or(config.sync.poll_interval, |n| n.reconciliation_interval),
+        };
+        let cancel = self.stop.root.child_token();
+        let span = tracing::info_span!("poller");
+        self.stop
+            .tracker
+            .spawn(poller::run(inputs, out, cancel).instrument(span));
+    }
 }
