@@ -20,6 +20,7 @@ pub mod graph;
 pub mod listener;
 pub mod logging;
 pub mod pbx;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod sync;

@@ -7,7 +7,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
-use crate::service::LogReload;
+/// Changes the log filter at run time (hot reload of `log.level`).
+pub type LogReload = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Dependencies are quiet unless asked for.
 const QUIET_DEPS: &str = "hyper=warn,reqwest=warn,rustls=warn,h2=warn";

@@ -32,6 +32,7 @@ use url::Url;
 
 use crate::sync::mapping::Mapping;
 
+pub use crate::secret::{Secret, same_secret};
 pub use asterisk::{
     AmiConfig, AsteriskPbxConfig, AsteriskState, DEVICE_STATES, PRESENCE_STATES, Template,
 };
@@ -41,7 +42,7 @@ pub use file::{
     DEFAULT_STATE_DB, DEFAULT_USERS_FILE,
 };
 pub use notifications::{NotificationsConfig, TlsFiles};
-pub use secret::{EnvLookup, Secret, same_secret};
+pub use secret::EnvLookup;
 pub use users::{Directory, UserEntry, load_users, parse_users};
 pub use watch::{FileWatch, watch_files};
 

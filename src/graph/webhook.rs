@@ -222,7 +222,7 @@ fn accept(
         return None;
     };
     let given = item.client_state.as_deref().unwrap_or("");
-    if !crate::config::same_secret(given.as_bytes(), secret.as_bytes()) {
+    if !crate::secret::same_secret(given.as_bytes(), secret.as_bytes()) {
         tracing::warn!(subscription = %item.subscription_id, "notification refused: wrong clientState");
         return None;
     }

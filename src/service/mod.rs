@@ -20,7 +20,6 @@ mod writer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +32,7 @@ pub use matching::{MatchInfo, all_emails as directory_emails};
 pub use signals::cancel_on_signal;
 pub use status::{StatusReport, status_report, status_text};
 
-/// Changes the log filter at run time (hot reload of `log.level`).
-pub type LogReload = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub use crate::logging::LogReload;
 
 /// How to run the daemon; tests and the demo set the clock and the shutdown token.
 #[derive(Clone)]

@@ -175,7 +175,7 @@ impl Store {
     }
 
     /// Every subscription account's refresh token, including writes queued before the call.
-    pub async fn account_tokens(&self) -> Result<Vec<(String, crate::config::Secret)>, StoreError> {
+    pub async fn account_tokens(&self) -> Result<Vec<(String, crate::secret::Secret)>, StoreError> {
         self.ask(Msg::Tokens).await?
     }
 

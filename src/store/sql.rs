@@ -147,14 +147,14 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
 }
 
 /// Every account's refresh token (for the daemon only; never part of a snapshot).
-pub fn account_tokens(conn: &Connection) -> rusqlite::Result<Vec<(String, crate::config::Secret)>> {
+pub fn account_tokens(conn: &Connection) -> rusqlite::Result<Vec<(String, crate::secret::Secret)>> {
     collect(
         conn,
         "SELECT account, refresh_token FROM accounts ORDER BY account",
         |row| {
             Ok((
                 row.get(0)?,
-                crate::config::Secret::new(row.get::<_, String>(1)?),
+                crate::secret::Secret::new(row.get::<_, String>(1)?),
             ))
         },
     )

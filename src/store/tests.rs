@@ -468,7 +468,7 @@ async fn account_tokens_are_readable_by_the_daemon_but_never_in_a_snapshot() {
     store
         .write(Write::SetAccountToken {
             account: "sync-1@contoso.com".into(),
-            refresh_token: crate::config::Secret::new("rt-secret-1"),
+            refresh_token: crate::secret::Secret::new("rt-secret-1"),
             at: 5,
         })
         .await;

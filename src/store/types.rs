@@ -124,7 +124,7 @@ pub enum Write {
         /// The account (lowercased UPN).
         account: String,
         /// The refresh token; never logged, never in a [`Snapshot`].
-        refresh_token: crate::config::Secret,
+        refresh_token: crate::secret::Secret,
         /// When.
         at: Millis,
     },

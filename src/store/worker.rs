@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::types::{Snapshot, Write};
 use super::{StoreError, sql};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Most messages taken into one transaction; bounds memory (a poll of 50,000 users is five
 /// transactions, not one vector of 50,000 writes) and commit latency if the queue never
