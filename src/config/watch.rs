@@ -19,8 +19,9 @@ use super::ConfigError;
 /// background but the OS watcher's own thread, which only queues a signal.
 #[derive(Debug)]
 pub struct FileWatch {
-    /// The OS watcher; its callback owns the sender of `raw`.
-    _watcher: RecommendedWatcher,
+    /// The OS watcher; its callback owns the sender of `raw` (`None` in tests that feed
+    /// `raw` themselves).
+    _watcher: Option<RecommendedWatcher>,
     /// One pending "something changed" (more changes coalesce into it).
     raw: mpsc::Receiver<()>,
     /// How long the files must stay quiet before a change counts.
@@ -74,7 +75,7 @@ pub fn watch_files(paths: Vec<PathBuf>, debounce: Duration) -> Result<FileWatch,
             })?;
     }
     Ok(FileWatch {
-        _watcher: watcher,
+        _watcher: Some(watcher),
         raw,
         debounce,
     })
@@ -96,14 +97,13 @@ fn is_relevant(event: &Event, targets: &BTreeSet<PathBuf>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use notify::event::{CreateKind, ModifyKind};
     use tokio::time::timeout;
+
+    use super::*;
 
     const DEBOUNCE: Duration = Duration::from_millis(100);
     const PATIENCE: Duration = Duration::from_secs(10);
-    /// How long "nothing happens" is observed. A slow machine can only make these checks pass
-    /// vacuously, never fail.
-    const QUIET: Duration = Duration::from_millis(600);
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -114,34 +114,63 @@ mod tests {
         (dir, config, users)
     }
 
-    #[tokio::test]
-    async fn write_and_rename_over_trigger_once_each() {
-        let (dir, config, users) = setup();
-        let mut watch = watch_files(vec![config.clone(), users.clone()], DEBOUNCE).unwrap();
+    /// A watch fed by the test instead of the OS.
+    fn fed(debounce: Duration) -> (mpsc::Sender<()>, FileWatch) {
+        let (tx, raw) = mpsc::channel(1);
+        let watch = FileWatch {
+            _watcher: None,
+            raw,
+            debounce,
+        };
+        (tx, watch)
+    }
 
-        for i in 0..5 {
-            std::fs::write(&config, format!("burst {i}")).unwrap();
-        }
-        timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
-        assert!(
-            timeout(QUIET, watch.changed()).await.is_err(),
-            "a burst must coalesce into one"
-        );
+    /// Five writes 50 ms apart are one change, reported 100 ms after the last; nothing
+    /// follows (paused time: the hour passes at once).
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_one_change_once_the_files_are_quiet() {
+        let (tx, mut watch) = fed(DEBOUNCE);
+        let started = crate::clock::monotonic();
+        let burst = async {
+            for _ in 0..5 {
+                let _ = tx.try_send(());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let ((), changed) = tokio::join!(burst, watch.changed());
+        assert_eq!(changed, Some(()));
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        let more = timeout(Duration::from_secs(3600), watch.changed()).await;
+        assert!(more.is_err(), "a burst must coalesce into one change");
+    }
 
-        let tmp = dir.path().join(".users.csv.swp");
-        std::fs::write(&tmp, "1002,b@example.com\n").unwrap();
-        std::fs::rename(&tmp, &users).unwrap();
-        timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
+    #[test]
+    fn reads_and_other_files_are_no_change() {
+        let target = PathBuf::from("/etc/p/config.toml");
+        let targets: BTreeSet<PathBuf> = [target.clone()].into();
+        let event = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
+        let modify = EventKind::Modify(ModifyKind::Any);
+        assert!(is_relevant(&event(modify, "/etc/p/config.toml"), &targets));
+        assert!(is_relevant(
+            &event(EventKind::Create(CreateKind::File), "/etc/p/config.toml"),
+            &targets
+        ));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(is_relevant(&event(closed, "/etc/p/config.toml"), &targets));
+        let read = EventKind::Access(AccessKind::Open(AccessMode::Read));
+        assert!(!is_relevant(&event(read, "/etc/p/config.toml"), &targets));
+        assert!(!is_relevant(&event(modify, "/etc/p/other.toml"), &targets));
     }
 
     #[tokio::test]
-    async fn unrelated_files_and_reads_do_not_trigger() {
-        let (dir, config, _users) = setup();
-        let mut watch = watch_files(vec![config.clone()], DEBOUNCE).unwrap();
-        std::fs::write(dir.path().join("other.toml"), "x").unwrap();
-        std::fs::read_to_string(&config).unwrap();
-        assert!(timeout(QUIET, watch.changed()).await.is_err());
+    async fn a_write_and_a_rename_over_are_each_seen() {
+        let (dir, config, users) = setup();
+        let mut watch = watch_files(vec![config.clone(), users.clone()], DEBOUNCE).unwrap();
         std::fs::write(&config, "b").unwrap();
+        timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
+        let tmp = dir.path().join(".users.csv.swp");
+        std::fs::write(&tmp, "1002,b@example.com\n").unwrap();
+        std::fs::rename(&tmp, &users).unwrap();
         timeout(PATIENCE, watch.changed()).await.unwrap().unwrap();
     }
 

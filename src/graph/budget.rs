@@ -163,15 +163,17 @@ mod tests {
         assert_eq!(b.try_take(t0 + Duration::from_secs(10)), Ok(()));
     }
 
-    #[tokio::test]
+    /// Paused time: the waits are exact and cost nothing.
+    #[tokio::test(start_paused = true)]
     async fn budget_waits_instead_of_failing() {
         // 2 per 200 ms: two at once, then one every 100 ms.
         let budget = Budget::new(2, 200 * MS);
         let start = crate::clock::monotonic();
+        let mut at = Vec::new();
         for _ in 0..4 {
             budget.acquire().await;
+            at.push(start.elapsed());
         }
-        let elapsed = start.elapsed();
-        assert!(elapsed >= 190 * MS && elapsed < 2000 * MS, "{elapsed:?}");
+        assert_eq!(at, [0 * MS, 0 * MS, 100 * MS, 200 * MS]);
     }
 }
