@@ -4,7 +4,7 @@
 //! lookups.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,10 +96,12 @@ pub fn user_specs<'a>(
     })
 }
 
-/// Every distinct e-mail of the directory (one address may serve two extensions).
+/// Every distinct e-mail of the directory, sorted (one address may serve two extensions).
 pub fn all_emails(directory: &Directory) -> Vec<String> {
-    let set: BTreeSet<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
-    set.into_iter().map(str::to_owned).collect()
+    let mut emails: Vec<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
+    emails.sort_unstable();
+    emails.dedup();
+    emails.into_iter().map(str::to_owned).collect()
 }
 
 /// The matches, and where the lookup rounds stand. At most one round runs at a time;
@@ -109,8 +111,8 @@ pub struct Matching {
     pub matches: Matches,
     /// E-mails whose match changed in the running round.
     changes: HashSet<String>,
-    /// E-mails for the next round.
-    waiting: BTreeSet<String>,
+    /// E-mails for the next round (sorted and made unique when it starts).
+    waiting: Vec<String>,
     /// The round generation; answers of an older one (before an `[azure]` change) are dropped.
     generation: u64,
     /// Whether a round runs.
@@ -160,7 +162,7 @@ impl Matching {
         self.generation += 1;
         self.matches.clear();
         self.changes.clear();
-        self.waiting = all_emails(directory).into_iter().collect();
+        self.waiting = all_emails(directory);
     }
 
     pub fn generation(&self) -> u64 {
@@ -185,15 +187,19 @@ impl Matching {
         }
         if now >= self.next_at {
             self.next_at = now + millis(every);
-            self.waiting.extend(all_emails(directory));
+            // A full round: every address, whatever was waiting.
+            self.waiting = all_emails(directory);
         }
         if self.waiting.is_empty() {
             return None;
         }
         self.busy = true;
+        let mut emails = std::mem::take(&mut self.waiting);
+        emails.sort_unstable();
+        emails.dedup();
         Some(Lookup {
             generation: self.generation,
-            emails: std::mem::take(&mut self.waiting).into_iter().collect(),
+            emails,
         })
     }
 

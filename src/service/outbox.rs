@@ -5,8 +5,15 @@
 use crate::store::{MetaKey, Store, Write};
 use crate::sync::types::Millis;
 
+/// Writes per message to the store: a step that writes for 50,000 users (the first matching
+/// round) sends 50 messages of exactly this size, not one vector grown by doubling.
+const CHUNK: usize = 1000;
+
 pub struct Outbox {
     store: Store,
+    /// Full chunks, ready to send.
+    ready: Vec<Vec<Write>>,
+    /// The chunk being filled.
     pending: Vec<Write>,
 }
 
@@ -14,12 +21,19 @@ impl Outbox {
     pub fn new(store: Store) -> Outbox {
         Outbox {
             store,
+            ready: Vec::new(),
             pending: Vec::new(),
         }
     }
 
     pub fn write(&mut self, w: Write) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(CHUNK);
+        }
         self.pending.push(w);
+        if self.pending.len() == CHUNK {
+            self.ready.push(std::mem::take(&mut self.pending));
+        }
     }
 
     /// An error for `status` (the newest few are kept).

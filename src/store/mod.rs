@@ -137,14 +137,30 @@ impl Store {
 
     /// Queues writes in order, as few messages as possible (at most [`MAX_BATCH`] writes
     /// each); waits only while the queue is full.
-    pub async fn write_all(&self, mut writes: Vec<Write>) {
-        while !writes.is_empty() {
-            let rest = writes.split_off(writes.len().min(MAX_BATCH));
-            if let Err(e) = self.inner.tx.send(Msg::Writes(writes)).await {
-                self.dropped(&e.0);
+    pub async fn write_all(&self, writes: Vec<Write>) {
+        if writes.len() <= MAX_BATCH {
+            if !writes.is_empty() {
+                self.send_writes(writes).await;
+            }
+            return;
+        }
+        let mut writes = writes.into_iter();
+        loop {
+            let chunk: Vec<Write> = writes.by_ref().take(MAX_BATCH).collect();
+            if chunk.is_empty() || !self.send_writes(chunk).await {
                 return;
             }
-            writes = rest;
+        }
+    }
+
+    /// False when the thread is gone (the loss is logged).
+    async fn send_writes(&self, writes: Vec<Write>) -> bool {
+        match self.inner.tx.send(Msg::Writes(writes)).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.dropped(&e.0);
+                false
+            }
         }
     }
 
