@@ -21,4 +21,5 @@ pub mod logging;
 pub mod pbx;
 pub mod service;
 pub mod store;
+pub mod subscriptions;
 pub mod sync;

@@ -32,7 +32,7 @@ use crate::graph::subscriptions::{MAX_IDS, NewSubscription};
 use crate::graph::webhook::{self, Notification};
 use crate::graph::{Bearer, GraphClient, GraphError, Presence};
 use crate::store::{Store, SubscriptionRow, Write};
-use crate::sync::shards;
+use crate::subscriptions::shards;
 use crate::sync::types::millis;
 use account::{Account, Sub, TokenOutcome, ids_of_resource};
 
