@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::planner::{Op, Planner, token_due};
 use super::state::{AccountState, Health, Holding, Session, Sub};
-use super::types::{Command, Fact, Failure, Listed, MISSED_AFTER, Made};
+use super::types::{Command, Fact, Failure, Listed, MISSED_AFTER, Made, Record};
 use crate::sync::types::{Millis, millis};
 
 impl Planner {
@@ -179,38 +179,15 @@ impl Planner {
     /// loops), and forget records Graph no longer has.
     fn adopt(&mut self, i: usize, listed: Vec<Listed>, now: Millis, out: &mut Vec<Command>) {
         let name = self.accounts[i].name.clone();
-        let certificate_changed = self.certificate_changed;
-        let Some(session) = self.accounts[i].state.session_mut() else {
-            return;
-        };
         for s in listed {
+            let free = self.accounts[i].state.sub().is_none();
             let recorded = self
                 .recorded
                 .remove(&s.id)
-                .filter(|r| r.account == name && session.sub().is_none());
-            match (recorded, s.expires_at.filter(|t| *t > now)) {
-                (Some(r), Some(expires_at)) => {
-                    out.push(Command::Report(Fact::Kept {
-                        account: name.clone(),
-                        subscription: s.id.clone(),
-                        users: s.ids.len(),
-                    }));
-                    // A rich one names a certificate we no longer have: it is made again.
-                    let lost = r.rich && certificate_changed;
-                    session.holding = Holding::Subscribed(Sub {
-                        id: s.id,
-                        client_state: r.client_state,
-                        expires_at,
-                        ids: s.ids,
-                        health: if lost {
-                            Health::Unhealthy
-                        } else {
-                            Health::Healthy
-                        },
-                        rich: r.rich,
-                    });
-                }
-                _ => {
+                .filter(|r| r.account == name && free);
+            match recorded.zip(s.expires_at.filter(|t| *t > now)) {
+                Some((r, expires_at)) => self.keep(i, r, s, expires_at, out),
+                None => {
                     out.push(Command::Report(Fact::UnknownDeleted {
                         account: name.clone(),
                         subscription: s.id.clone(),
@@ -223,7 +200,9 @@ impl Planner {
                 }
             }
         }
-        if session.holding == Holding::Unlisted {
+        if let Some(session) = self.session_mut(i)
+            && session.holding == Holding::Unlisted
+        {
             session.holding = Holding::Nothing;
         }
         self.recorded.retain(|id, r| {
@@ -232,6 +211,33 @@ impl Planner {
                 out.push(Command::Drop { id: id.clone() });
             }
             !stale
+        });
+    }
+
+    /// Adopt a subscription the last run recorded. A rich one made with a certificate we no
+    /// longer hold is unhealthy from the start (so it is made again).
+    fn keep(&mut self, i: usize, r: Record, s: Listed, expires_at: Millis, out: &mut Vec<Command>) {
+        let lost = r.rich && self.certificate_changed;
+        let account = self.accounts[i].name.clone();
+        let Some(session) = self.session_mut(i) else {
+            return;
+        };
+        out.push(Command::Report(Fact::Kept {
+            account,
+            subscription: s.id.clone(),
+            users: s.ids.len(),
+        }));
+        session.holding = Holding::Subscribed(Sub {
+            id: s.id,
+            client_state: r.client_state,
+            expires_at,
+            ids: s.ids,
+            health: if lost {
+                Health::Unhealthy
+            } else {
+                Health::Healthy
+            },
+            rich: r.rich,
         });
     }
 
@@ -252,40 +258,27 @@ impl Planner {
             return;
         };
         let account = account.to_owned();
-        match result {
-            Ok(made) => {
-                let sub = Sub {
-                    id: made.id,
-                    client_state: made.client_state,
-                    expires_at,
-                    ids,
-                    health: Health::Healthy,
-                    rich,
-                };
-                out.push(Command::Report(Fact::Created {
-                    account: account.clone(),
-                    subscription: sub.id.clone(),
-                    users: sub.ids.len(),
-                }));
-                out.push(Command::Save(sub.record(&account)));
-                session.holding = Holding::Subscribed(sub);
-                session.backoff = None;
-            }
-            Err(f) => {
-                if matches!(f, Failure::Unauthorized(_)) {
-                    session.token_due = None;
-                }
-                // A 409 means Graph holds one we do not know: list again before the next try.
-                session.holding = Holding::Unlisted;
-                out.push(Command::Report(Fact::CreateFailed {
-                    account,
-                    users: ids.len(),
-                    error: f.message().to_owned(),
-                    first: session.backoff.is_none(),
-                }));
-                session.failed(now);
-            }
-        }
+        let Ok(made) =
+            result.map_err(|f| create_failed(session, f, account.clone(), &ids, now, out))
+        else {
+            return;
+        };
+        let sub = Sub {
+            id: made.id,
+            client_state: made.client_state,
+            expires_at,
+            ids,
+            health: Health::Healthy,
+            rich,
+        };
+        out.push(Command::Report(Fact::Created {
+            account: account.clone(),
+            subscription: sub.id.clone(),
+            users: sub.ids.len(),
+        }));
+        out.push(Command::Save(sub.record(&account)));
+        session.holding = Holding::Subscribed(sub);
+        session.backoff = None;
     }
 
     pub(super) fn renewed(
@@ -304,44 +297,21 @@ impl Planner {
             return;
         };
         let account = account.to_owned();
-        match result {
-            Ok(()) => {
-                if let Some(sub) = session.sub_mut().filter(|s| s.id == id) {
-                    sub.expires_at = expires_at;
-                    if sub.health == Health::ReauthPending {
-                        sub.health = Health::Healthy;
-                    }
-                    out.push(Command::Save(sub.record(&account)));
-                }
-                session.backoff = None;
-                let subscription = id;
-                out.push(Command::Report(Fact::Renewed {
-                    account,
-                    subscription,
-                }));
-            }
+        let fact = match result {
+            Ok(()) => renewal_done(session, id, expires_at, account, out),
             // Expired or deleted at Graph: forgotten; the next plan makes a new one at once.
             Err(Failure::Gone(_)) => {
                 if let Some(sub) = session.take_sub() {
                     out.push(Command::Drop { id: sub.id });
                 }
-                out.push(Command::Report(Fact::Gone {
+                Fact::Gone {
                     account,
                     subscription: id,
-                }));
-            }
-            Err(f) => {
-                if matches!(f, Failure::Unauthorized(_)) {
-                    session.token_due = None;
                 }
-                session.failed(now);
-                out.push(Command::Report(Fact::RenewFailed {
-                    account,
-                    subscription: id,
-                    error: f.message().to_owned(),
-                }));
             }
-        }
+            Err(f) => renewal_failed(session, f, account, id, now),
+        };
+        out.push(Command::Report(fact));
     }
 
     /// Any lifecycle event (for presence Graph sends `reauthorizationRequired`): the
@@ -404,5 +374,70 @@ impl Planner {
             });
             out.push(Command::Drop { id: sub.id });
         }
+    }
+}
+
+/// A create failed: pause, and list again before the next try (a 409 means Graph holds one
+/// we do not know). Said at the first failure in a row only; a 401 drops the access token.
+fn create_failed(
+    session: &mut Session,
+    f: Failure,
+    account: String,
+    ids: &[Arc<str>],
+    now: Millis,
+    out: &mut Vec<Command>,
+) {
+    if matches!(f, Failure::Unauthorized(_)) {
+        session.token_due = None;
+    }
+    session.holding = Holding::Unlisted;
+    out.push(Command::Report(Fact::CreateFailed {
+        account,
+        users: ids.len(),
+        error: f.message().to_owned(),
+        first: session.backoff.is_none(),
+    }));
+    session.failed(now);
+}
+
+/// A renewal went through: the new expiry is recorded, a reauthorization is over.
+fn renewal_done(
+    session: &mut Session,
+    id: String,
+    expires_at: Millis,
+    account: String,
+    out: &mut Vec<Command>,
+) -> Fact {
+    if let Some(sub) = session.sub_mut().filter(|s| s.id == id) {
+        sub.expires_at = expires_at;
+        if sub.health == Health::ReauthPending {
+            sub.health = Health::Healthy;
+        }
+        out.push(Command::Save(sub.record(&account)));
+    }
+    session.backoff = None;
+    Fact::Renewed {
+        account,
+        subscription: id,
+    }
+}
+
+/// A renewal failed (not 404): pause; the subscription stays (and counts as covered until it
+/// expires). A 401 drops the access token.
+fn renewal_failed(
+    session: &mut Session,
+    f: Failure,
+    account: String,
+    subscription: String,
+    now: Millis,
+) -> Fact {
+    if matches!(f, Failure::Unauthorized(_)) {
+        session.token_due = None;
+    }
+    session.failed(now);
+    Fact::RenewFailed {
+        account,
+        subscription,
+        error: f.message().to_owned(),
     }
 }

@@ -105,49 +105,53 @@ impl Planner {
         }
     }
 
-    /// Take one input; returns what to do, in order.
+    /// Take one input; returns what to do, in order. Who is covered is published before the
+    /// next request to Graph, so its users are polled while it runs.
     pub fn handle(&mut self, input: Input, now: Millis) -> Vec<Command> {
         let mut out = Vec::new();
+        if self.apply(input, now, &mut out) {
+            let mut planned = Vec::new();
+            if !self.stopping {
+                self.plan(now, &mut planned);
+            }
+            self.publish(now, &mut out);
+            out.append(&mut planned);
+        }
+        out
+    }
+
+    /// The input's own change; false when nothing else can follow from it (a notification,
+    /// a suspect, or a tick that asked for the tokens: their answer plans).
+    fn apply(&mut self, input: Input, now: Millis, out: &mut Vec<Command>) -> bool {
         match input {
             Input::Notified(user) => {
                 self.suspects.remove(user.as_str());
-                return out;
+                return false;
             }
             Input::Suspect(user) => {
                 self.suspects.entry(user).or_insert(now);
-                return out;
+                return false;
             }
-            Input::Tick => {
-                if self.tick(now, &mut out) {
-                    // Planning waits for the tokens (their answer plans).
-                    return out;
-                }
-            }
+            Input::Tick => return !self.tick(now, out),
             Input::Users(users) => self.users = users,
-            Input::TokensRead(found) => self.tokens_read(&found, &mut out),
+            Input::TokensRead(found) => self.tokens_read(&found, out),
             Input::TokenRefreshed {
                 account,
                 valid_until,
             } => self.token_refreshed(&account, valid_until, now),
-            Input::TokenRefused { account, error } => self.token_refused(&account, error, &mut out),
-            Input::TokenFailed { account, error } => {
-                self.token_failed(&account, error, now, &mut out);
-            }
-            Input::Listed { account, result } => self.listed(&account, result, now, &mut out),
-            Input::Created { account, result } => self.created(&account, result, now, &mut out),
-            Input::Renewed { account, result } => self.renewed(&account, result, now, &mut out),
+            Input::TokenRefused { account, error } => self.token_refused(&account, error, out),
+            Input::TokenFailed { account, error } => self.token_failed(&account, error, now, out),
+            Input::Listed { account, result } => self.listed(&account, result, now, out),
+            Input::Created { account, result } => self.created(&account, result, now, out),
+            Input::Renewed { account, result } => self.renewed(&account, result, now, out),
             Input::Lifecycle {
                 subscription,
                 event,
-            } => self.lifecycle(subscription, event, &mut out),
+            } => self.lifecycle(subscription, event, out),
             Input::CertificateRotated => self.certificate_rotated(),
-            Input::DeleteAll => self.delete_all(now, &mut out),
+            Input::DeleteAll => self.delete_all(now, out),
         }
-        if !self.stopping {
-            self.plan(now, &mut out);
-        }
-        self.publish(now, &mut out);
-        out
+        true
     }
 
     /// The state of an account, by name.
