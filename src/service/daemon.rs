@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// The PBX connector cannot start: check the `[pbx]` section.
     #[error(transparent)]
     Pbx(#[from] crate::pbx::http::HttpPbxError),
+    /// Change notifications cannot start: check the `[notifications]` section.
+    #[error(transparent)]
+    Notify(#[from] notify::NotifyError),
     /// Something else failed at start-up.
     #[error("{0}")]
     Start(String),
@@ -82,7 +85,7 @@ pub(super) struct Daemon {
     /// Users a healthy change-notification subscription covers.
     pub(super) covered: watch::Receiver<Arc<HashSet<Arc<str>>>>,
     /// Covered users whose change only a poll saw (to the notification manager).
-    pub(super) suspects: Option<mpsc::UnboundedSender<Arc<str>>>,
+    pub(super) suspects: Option<mpsc::Sender<Arc<str>>>,
     /// Held so the poller's watch stays open (only the notification manager sends on it).
     pub(super) _covered_tx: watch::Sender<Arc<HashSet<Arc<str>>>>,
     pub(super) rx: Inputs,
@@ -178,7 +181,7 @@ impl Daemon {
         let mut webhook_bound = None;
         let suspects = match &config.notifications {
             Some(n) => Some({
-                let (suspects, bound) = notify::start(
+                let handle = notify::start(
                     n,
                     &config,
                     &store,
@@ -191,12 +194,12 @@ impl Daemon {
                         covered: covered_tx.clone(),
                         out: polled_tx.clone(),
                     },
-                    &options.shutdown,
+                    options.shutdown.child_token(),
                     &tracker,
                 )
                 .await?;
-                webhook_bound = Some(bound);
-                suspects
+                webhook_bound = Some(handle.bound);
+                handle.suspects
             }),
             None => None,
         };

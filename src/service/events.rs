@@ -66,7 +66,8 @@ impl Daemon {
                 && !outcome.echo
                 && let (Some(tx), Some(id)) = (&self.suspects, covered.get(p.id.as_str()))
             {
-                let _ = tx.send(id.clone());
+                // A hint only: dropped when the manager is behind.
+                let _ = tx.try_send(id.clone());
             }
             self.execute(outcome.commands);
         }
