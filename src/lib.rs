@@ -23,4 +23,5 @@ pub mod pbx;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod subscriptions;
 pub mod sync;

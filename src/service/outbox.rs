@@ -60,15 +60,46 @@ impl Outbox {
     /// Send what was collected (waits only while the store's queue is full).
     pub async fn flush(&mut self) {
         if !self.pending.is_empty() {
-            self.store
-                .write_all(std::mem::take(&mut self.pending))
-                .await;
+            self.ready.push(std::mem::take(&mut self.pending));
         }
+        for chunk in std::mem::take(&mut self.ready) {
+            self.store.write_all(chunk).await;
+        }
+    }
+
+    /// The store, for reads (flush first to read what was written).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Send what was collected, then close the database.
     pub async fn close(mut self) -> Result<(), crate::store::StoreError> {
         self.flush().await;
         self.store.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_write_reaches_the_store_in_order_whatever_the_chunks() {
+        let store = Store::open_in_memory().unwrap();
+        let mut out = Outbox::new(store.clone());
+        for i in 0..2 * CHUNK + 3 {
+            out.write(Write::UpsertUser {
+                extension: i.to_string(),
+                email: format!("{i}@example.com"),
+                direction: "both".into(),
+            });
+        }
+        out.meta(MetaKey::PbxLink, "first".into());
+        out.meta(MetaKey::PbxLink, "second".into());
+        out.flush().await;
+        let snapshot = store.snapshot().await.unwrap();
+        assert_eq!(snapshot.users.len(), 2 * CHUNK + 3);
+        assert_eq!(snapshot.meta(MetaKey::PbxLink), Some("second"));
+        out.close().await.unwrap();
     }
 }

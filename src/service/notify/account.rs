@@ -1,160 +1,332 @@
-//! One subscription account: its refresh token, a cached access token, and the one
-//! subscription it holds.
+//! Per-account work: the refresh token `login` stored, the access token refreshed from it,
+//! and the Graph calls made with it (list, create, renew, delete). Each runs in a span that
+//! names the account.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rand::RngCore;
+
+use super::manager::Manager;
 use crate::config::Secret;
-use crate::graph::delegated::Delegated;
-use crate::graph::{Bearer, GraphError};
+use crate::graph::delegated::Grant;
+use crate::graph::subscriptions::{NewSubscription, Subscription};
+use crate::graph::{Bearer, GraphClient, GraphError};
+use crate::store::Write;
+use crate::subscriptions::{Command, Failure, Input, Listed, Made};
+use crate::sync::types::{Millis, millis};
 
-/// A subscription held by an account.
-#[derive(Debug, Clone)]
-pub struct Sub {
-    pub id: String,
-    pub client_state: String,
-    pub expires: SystemTime,
-    pub ids: Vec<Arc<str>>,
-    /// False once it missed a change or failed to renew: its users are polled at full speed
-    /// and it is made again.
-    pub healthy: bool,
-    /// Graph asked for reauthorization [D17]: renew at once.
-    pub reauth: bool,
-    pub rich: bool,
+/// A signed-in account's tokens.
+pub(super) struct Credentials {
+    refresh: Secret,
+    /// The last access token (the planner decides when it is refreshed).
+    access: Option<Bearer>,
 }
 
-impl Sub {
-    /// Whether its users count as covered at `now`: healthy, not waiting for reauthorization,
-    /// not expired.
-    pub fn covers(&self, now: SystemTime) -> bool {
-        self.healthy && !self.reauth && self.expires > now
+/// What a call with the account's token ended with: the answers of token refreshes on the
+/// way and the call's result, or the failure of a refresh (which then is the answer).
+type Called = Result<(Vec<Input>, Result<Reply, GraphError>), Input>;
+
+/// A Graph request made with an account's token.
+enum Call<'a> {
+    List,
+    Create(&'a NewSubscription<'a>),
+    Renew(&'a str, SystemTime),
+    Delete(&'a str),
+}
+
+/// Graph's answer to a [`Call`].
+enum Reply {
+    Listed(Vec<Subscription>),
+    One(Subscription),
+    Done,
+}
+
+impl Call<'_> {
+    async fn send(&self, graph: &GraphClient, token: &Bearer) -> Result<Reply, GraphError> {
+        Ok(match self {
+            Call::List => Reply::Listed(graph.list_subscriptions(token).await?),
+            Call::Create(new) => Reply::One(graph.create_subscription(token, new).await?),
+            Call::Renew(id, until) => {
+                Reply::One(graph.renew_subscription(token, id, *until).await?)
+            }
+            Call::Delete(id) => {
+                graph.delete_subscription(token, id).await?;
+                Reply::Done
+            }
+        })
     }
 }
 
-pub struct Account {
-    pub name: String,
-    pub refresh: Option<Secret>,
-    access: Option<(Bearer, Instant)>,
-    pub sub: Option<Sub>,
-    /// The token was refused (revoked or expired): nothing is tried until `login` writes a
-    /// new one.
-    pub signed_out: bool,
-    /// Failures in a row making or renewing its subscription, and when to try again.
-    pub failures: u32,
-    pub retry_at: Option<Instant>,
-    /// Whether the subscriptions Graph holds were compared with ours since the token came.
-    pub adopted: bool,
-    /// "Not signed in" was logged (once, until it is).
-    pub told_no_token: bool,
-}
-
-/// What a token refresh ended with.
-pub enum TokenOutcome {
-    Ok(Bearer),
-    /// The refresh token no longer works: the account must sign in again.
-    SignedOut(GraphError),
-    /// Try again later (network, Entra unavailable).
-    Later(GraphError),
-}
-
-impl Account {
-    pub fn new(name: String) -> Account {
-        Account {
-            name,
-            refresh: None,
-            access: None,
-            sub: None,
-            signed_out: false,
-            failures: 0,
-            retry_at: None,
-            adopted: false,
-            told_no_token: false,
+impl Manager {
+    /// The refresh tokens `login` stored; kept until the planner says which accounts take
+    /// theirs.
+    pub(super) async fn read_tokens(&mut self) -> Input {
+        self.out.flush().await;
+        match self.out.store().account_tokens().await {
+            Ok(tokens) => {
+                let names = tokens.iter().map(|(name, _)| name.clone()).collect();
+                self.read = tokens.into_iter().collect();
+                Input::TokensRead(names)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read subscription account tokens");
+                Input::TokensRead(Vec::new())
+            }
         }
     }
 
-    /// Whether it can hold a subscription (it is signed in). One in a retry pause keeps its
-    /// users; they are covered only while its subscription is healthy.
-    pub fn can_hold(&self) -> bool {
-        self.refresh.is_some() && !self.signed_out
-    }
-
-    /// Whether Graph may be asked now (not in a retry pause).
-    pub fn usable(&self, now: Instant) -> bool {
-        self.can_hold() && self.retry_at.is_none_or(|t| now >= t)
-    }
-
-    /// A token `login` (or a rotation) stored; a different one revives a signed-out account.
-    pub fn set_refresh(&mut self, token: Secret) {
-        if self.refresh.as_ref() != Some(&token) {
-            self.refresh = Some(token);
-            self.access = None;
-            self.signed_out = false;
-            self.failures = 0;
-            self.retry_at = None;
-            self.adopted = false;
-            self.told_no_token = false;
+    pub(super) fn use_token(&mut self, account: String) {
+        if let Some(refresh) = self.read.remove(&account) {
+            let access = None;
+            self.accounts
+                .insert(account, Credentials { refresh, access });
         }
     }
 
-    /// An access token, refreshed when near expiry. A rotated refresh token is returned so the
-    /// caller can store it.
-    pub async fn token(&mut self, delegated: &Delegated) -> (TokenOutcome, Option<Secret>) {
-        let now = Instant::now();
-        if let Some((t, until)) = &self.access
-            && now + Duration::from_secs(300) < *until
-        {
-            return (TokenOutcome::Ok(t.clone()), None);
+    /// Entra refused it: gone here and from the store (`login` writes a new one).
+    pub(super) fn forget_token(&mut self, account: String) {
+        self.accounts.remove(&account);
+        self.out.write(Write::RemoveAccountToken { account });
+    }
+
+    /// Carry out a command that calls Graph or Entra for its account.
+    pub(super) async fn call(&mut self, command: Command) -> Vec<Input> {
+        match command {
+            Command::RefreshToken { account } => match self.refresh(&account).await {
+                Ok((_, answer)) | Err(answer) => vec![answer],
+            },
+            Command::List { account } => {
+                let called = self.with_token(&account, &Call::List).await;
+                answers(called, |result| Input::Listed {
+                    account,
+                    result: result.map(|r| match r {
+                        Reply::Listed(l) => l.into_iter().map(listed).collect(),
+                        Reply::One(_) | Reply::Done => Vec::new(),
+                    }),
+                })
+            }
+            Command::Create {
+                account,
+                ids,
+                expires_at,
+            } => self.create(account, &ids, expires_at).await,
+            Command::Renew {
+                account,
+                id,
+                expires_at,
+            } => {
+                let called = self
+                    .with_token(&account, &Call::Renew(&id, wall(expires_at)))
+                    .await;
+                answers(called, |result| Input::Renewed {
+                    account,
+                    result: result.map(|_| ()),
+                })
+            }
+            Command::Delete { account, id } => {
+                self.delete(&account, &id).await;
+                Vec::new()
+            }
+            _ => Vec::new(),
         }
-        let Some(refresh) = self.refresh.clone() else {
-            return (
-                TokenOutcome::Later(GraphError::InvalidSettings("no refresh token".into())),
-                None,
-            );
+    }
+
+    /// A subscription for `ids`, with a new random secret and, for rich notifications, our
+    /// certificate.
+    async fn create(
+        &mut self,
+        account: String,
+        ids: &[Arc<str>],
+        expires_at: Millis,
+    ) -> Vec<Input> {
+        let client_state = random_hex(32);
+        let id_refs: Vec<&str> = ids.iter().map(|s| &**s).collect();
+        let lifecycle = self.config.lifecycle_url();
+        let public_url = self.config.public_url.clone();
+        let certificate = self.keys.as_ref().map(|k| {
+            let c = k.current();
+            (c.certificate_base64(), c.certificate_id().to_owned())
+        });
+        let new = NewSubscription {
+            ids: &id_refs,
+            notification_url: &public_url,
+            lifecycle_url: &lifecycle,
+            client_state: &client_state,
+            expires: wall(expires_at),
+            certificate: certificate.as_ref().map(|(c, i)| (c.as_str(), i.as_str())),
         };
-        match delegated.refresh(refresh.expose()).await {
-            Ok(grant) => {
-                let until = now + grant.expires_in;
-                self.access = Some((grant.access_token.clone(), until));
-                let rotated = grant
-                    .refresh_token
-                    .map(Secret::new)
-                    .filter(|r| r != &refresh);
-                if let Some(r) = &rotated {
-                    self.refresh = Some(r.clone());
-                }
-                (TokenOutcome::Ok(grant.access_token), rotated)
+        let called = self.with_token(&account, &Call::Create(&new)).await;
+        answers(called, |result| Input::Created {
+            account,
+            result: result.and_then(|r| match r {
+                Reply::One(s) => Ok(Made {
+                    id: s.id,
+                    client_state: client_state.clone(),
+                }),
+                Reply::Listed(_) | Reply::Done => Err(Failure::Other("no subscription".into())),
+            }),
+        })
+    }
+
+    /// Delete at Graph; a failure is only logged (an unrenewed subscription ends at its
+    /// expiry anyway).
+    async fn delete(&mut self, account: &str, id: &str) {
+        let called = self.with_token(account, &Call::Delete(id)).await;
+        // A token problem here shows again, and is answered, at the account's next call.
+        let error = match called {
+            Ok((_, Ok(_))) => return,
+            Ok((_, Err(e))) => e.to_string(),
+            Err(Input::TokenRefused { error, .. } | Input::TokenFailed { error, .. }) => error,
+            Err(_) => "no access token".to_owned(),
+        };
+        tracing::warn!(subscription = %id, %error, "cannot delete subscription");
+    }
+
+    /// Make `call` with the account's access token; a 401 gets one more try with a fresh one.
+    async fn with_token(&mut self, account: &str, call: &Call<'_>) -> Called {
+        let graph = self.links.graph.borrow().clone();
+        let held = self.accounts.get(account).and_then(|c| c.access.clone());
+        let mut answers = Vec::new();
+        let token = match held {
+            Some(t) => t,
+            None => {
+                let (t, refreshed) = self.refresh(account).await?;
+                answers.push(refreshed);
+                t
             }
-            Err(e @ GraphError::Credentials { .. }) => {
-                self.signed_out = true;
-                self.access = None;
-                (TokenOutcome::SignedOut(e), None)
+        };
+        let mut result = call.send(&graph, &token).await;
+        if matches!(result, Err(GraphError::Unauthorized { .. })) {
+            self.drop_access(account);
+            let (fresh, refreshed) = self.refresh(account).await?;
+            answers.push(refreshed);
+            result = call.send(&graph, &fresh).await;
+            if matches!(result, Err(GraphError::Unauthorized { .. })) {
+                self.drop_access(account);
             }
-            Err(e) => (TokenOutcome::Later(e), None),
+        }
+        Ok((answers, result))
+    }
+
+    fn drop_access(&mut self, account: &str) {
+        if let Some(c) = self.accounts.get_mut(account) {
+            c.access = None;
         }
     }
 
-    /// A failure making or renewing the subscription: back off (5 s doubling to 5 min).
-    pub fn failed(&mut self, now: Instant) {
-        self.failures = self.failures.saturating_add(1);
-        let wait = Duration::from_secs(5)
-            .saturating_mul(1 << self.failures.min(6))
-            .min(Duration::from_secs(300));
-        self.retry_at = Some(now + wait);
+    /// A new access token from the refresh token. `Err` is the answer for the planner when
+    /// Entra refused or could not be reached.
+    async fn refresh(&mut self, account: &str) -> Result<(Bearer, Input), Input> {
+        let name = account.to_owned();
+        let Some(refresh) = self.accounts.get(account).map(|c| c.refresh.clone()) else {
+            let error = "no refresh token".to_owned();
+            return Err(Input::TokenFailed {
+                account: name,
+                error,
+            });
+        };
+        match self.delegated.refresh(refresh.expose()).await {
+            Ok(grant) => Ok(self.granted(name, &refresh, grant)),
+            Err(e @ GraphError::Credentials { .. }) => {
+                self.drop_access(account);
+                let error = refused(&e);
+                Err(Input::TokenRefused {
+                    account: name,
+                    error,
+                })
+            }
+            Err(e) => Err(Input::TokenFailed {
+                account: name,
+                error: e.to_string(),
+            }),
+        }
     }
 
-    pub fn succeeded(&mut self) {
-        self.failures = 0;
-        self.retry_at = None;
-    }
-
-    /// Forget the access token (Graph refused it).
-    pub fn drop_access(&mut self) {
-        self.access = None;
+    /// Keep the new access token, and store a rotated refresh token (the one used may stop
+    /// working once it is issued).
+    fn granted(&mut self, account: String, used: &Secret, grant: Grant) -> (Bearer, Input) {
+        let now = self.clock.now();
+        let rotated = grant.refresh_token.map(Secret::new).filter(|r| r != used);
+        if let Some(creds) = self.accounts.get_mut(&account) {
+            if let Some(r) = rotated {
+                self.out.write(Write::SetAccountToken {
+                    account: account.clone(),
+                    refresh_token: r.clone(),
+                    at: now,
+                });
+                creds.refresh = r;
+            }
+            creds.access = Some(grant.access_token.clone());
+        }
+        let valid_until = now.saturating_add(millis(grant.expires_in));
+        let answer = Input::TokenRefreshed {
+            account,
+            valid_until,
+        };
+        (grant.access_token, answer)
     }
 }
 
-/// The ids named by a presence subscription's resource, `…id in ('a','b')` [D3].
-pub fn ids_of_resource(resource: &str) -> Vec<Arc<str>> {
+/// The planner's answers for one call: the refreshes on the way, then `last` of its result.
+fn answers(called: Called, last: impl FnOnce(Result<Reply, Failure>) -> Input) -> Vec<Input> {
+    match called {
+        Ok((mut answers, result)) => {
+            answers.push(last(result.map_err(|e| failure(&e))));
+            answers
+        }
+        Err(answer) => vec![answer],
+    }
+}
+
+fn failure(e: &GraphError) -> Failure {
+    match e {
+        GraphError::NotFound { .. } => Failure::Gone(e.to_string()),
+        GraphError::Unauthorized { .. } => Failure::Unauthorized(e.to_string()),
+        other => Failure::Other(other.to_string()),
+    }
+}
+
+/// Entra's refusal of an account's refresh token, said as such: `GraphError` phrases it as
+/// a refusal of the app's credentials.
+fn refused(e: &GraphError) -> String {
+    match e {
+        GraphError::Credentials { aadsts, error, .. } => format!(
+            "Entra refused the account's refresh token ({error}{})",
+            aadsts.map_or(String::new(), |c| format!(", AADSTS{c}"))
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// A listed subscription, for the planner.
+fn listed(s: Subscription) -> Listed {
+    let expires_at = humantime::parse_rfc3339_weak(s.expiration_date_time.trim_end_matches('Z'))
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(millis);
+    Listed {
+        ids: ids_of_resource(&s.resource),
+        id: s.id,
+        expires_at,
+    }
+}
+
+/// Service-clock milliseconds as wall time, for the dates sent to Graph.
+fn wall(at: Millis) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(at).unwrap_or(0))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The ids named by a presence subscription's resource, `…id in ('a','b')` or
+/// `communications/presences/{id}`
+/// (<https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>).
+fn ids_of_resource(resource: &str) -> Vec<Arc<str>> {
     let Some((_, list)) = resource.split_once(" in (") else {
         return resource
             .rsplit_once('/')
@@ -181,5 +353,15 @@ mod tests {
             ids_of_resource("communications/presences/c-3"),
             vec![Arc::<str>::from("c-3")]
         );
+    }
+
+    #[test]
+    fn graph_errors_become_the_planners_failures() {
+        let gone = GraphError::NotFound {
+            code: "x".into(),
+            message: "gone".into(),
+        };
+        assert!(matches!(failure(&gone), Failure::Gone(_)));
+        assert_eq!(wall(1_000), UNIX_EPOCH + Duration::from_secs(1));
     }
 }

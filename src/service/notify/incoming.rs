@@ -1,19 +1,25 @@
 //! What arrives from the webhook: basic notifications (the presences are read, batched),
-//! rich ones (decrypted off the runtime), lifecycle events.
+//! rich ones (decrypted off the runtime), lifecycle events (to the planner).
 
-use super::*;
+use super::super::poller::Polled;
+use super::manager::Manager;
+use crate::graph::Presence;
+use crate::graph::notify_crypto::{self, CryptoError, EncryptedContent};
+use crate::graph::webhook::Notification;
+use crate::subscriptions::Input;
 
 impl Manager {
-    /// Returns whether maintenance is needed now (a lifecycle event).
-    pub(super) async fn on_notes(&mut self, notes: Vec<Notification>) -> bool {
-        let mut maintain = false;
+    /// A batch from the webhook: every change clears its user's suspicion; rich items are
+    /// decrypted, basic ones wait to be read; lifecycle events go to the planner last.
+    pub(super) async fn on_notes(&mut self, notes: Vec<Notification>) {
         let mut rich = Vec::new();
+        let mut lifecycle = Vec::new();
         for note in notes {
             match note {
                 Notification::Changed {
                     user, encrypted, ..
                 } => {
-                    self.suspects.remove(user.as_str());
+                    self.feed(Input::Notified(user.clone())).await;
                     match encrypted {
                         Some(content) => rich.push((user, content)),
                         None => {
@@ -24,24 +30,23 @@ impl Manager {
                 Notification::Lifecycle {
                     subscription,
                     event,
-                } => {
-                    tracing::info!(%subscription, %event, "subscription lifecycle event");
-                    if let Some(sub) = self.sub_mut(&subscription) {
-                        sub.reauth = true;
-                    }
-                    maintain = true;
-                }
+                } => lifecycle.push(Input::Lifecycle {
+                    subscription,
+                    event,
+                }),
             }
         }
         if !rich.is_empty() {
             self.decrypt(rich).await;
         }
-        maintain
+        for event in lifecycle {
+            self.feed(event).await;
+        }
     }
 
     /// Rich notifications carry the presence: decrypt (off the runtime: RSA takes ~1.6 ms)
     /// and hand it on; an item that does not decrypt is read like a basic one.
-    pub(super) async fn decrypt(&mut self, items: Vec<(String, serde_json::Value)>) {
+    async fn decrypt(&mut self, items: Vec<(String, serde_json::Value)>) {
         let Some(keys) = self.keys.clone() else {
             self.pending.extend(items.into_iter().map(|(u, _)| u));
             return;
@@ -82,7 +87,8 @@ impl Manager {
         }
     }
 
-    /// Read the presences basic notifications named (one request per 650 ids [D1]).
+    /// Read the presences basic notifications named (one request per 650 ids, see
+    /// <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>).
     pub(super) async fn fetch_pending(&mut self) {
         let ids: Vec<String> = self.pending.drain().collect();
         let graph = self.links.graph.borrow().clone();

@@ -1,6 +1,7 @@
 //! Which subscription account covers which users. Pure.
 //!
-//! Each account holds one presence subscription of at most 650 ids (FACTS.md §0 [D3]). The
+//! Each account holds one presence subscription of at most 650 ids
+//! (<https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>). The
 //! assignment is kept stable: a user stays with their account while both last, departed users
 //! leave, new users fill free places in account order. Every shard that changes costs a new
 //! subscription (its filter cannot be patched), so few should change.

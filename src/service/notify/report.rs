@@ -1,0 +1,138 @@
+//! The planner's facts, said: one log line each (the messages `docs/notifications.md` lists),
+//! and a `status` error where the admin must act or Graph refused.
+
+use super::manager::Manager;
+use crate::store::Write;
+use crate::subscriptions::Fact;
+
+impl Manager {
+    pub(super) fn report(&mut self, fact: Fact) {
+        let rest = self
+            .report_account(fact)
+            .and_then(|f| self.report_making(f));
+        if let Some(fact) = rest {
+            report_upkeep(fact);
+        }
+    }
+
+    /// Facts about an account's sign-in; the others are given back.
+    fn report_account(&mut self, fact: Fact) -> Option<Fact> {
+        let path = &self.config_path;
+        match fact {
+            Fact::TokenFound { account } => {
+                tracing::info!(%account, "subscription account token found");
+            }
+            Fact::NotSignedIn { account } => tracing::warn!(%account,
+                "subscription account not signed in; its share of users is polled. Sign it in: pbx-teams-presence login --config {path} --account {account}"),
+            Fact::SignedOut { account, error } => {
+                tracing::error!(%account, %error,
+                    "subscription account signed out; its users are polled. Sign it in again: pbx-teams-presence login --config {path} --account {account}");
+                let message = format!(
+                    "signed out ({error}); run: pbx-teams-presence login --account {account}"
+                );
+                self.record_error(account, message);
+            }
+            Fact::TokenNotRefreshed { account, error } => tracing::warn!(%account, %error,
+                "subscription account token not refreshed; retrying later"),
+            Fact::ListFailed { account, error } => tracing::warn!(%account, %error,
+                "cannot list the account's subscriptions; retrying"),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Facts about making (or adopting) subscriptions; the others are given back.
+    fn report_making(&mut self, fact: Fact) -> Option<Fact> {
+        match fact {
+            Fact::Kept {
+                account,
+                subscription: id,
+                users,
+            } => tracing::info!(%account,
+                subscription = %id, users, "subscription from the last run kept"),
+            Fact::UnknownDeleted {
+                account,
+                subscription: id,
+            } => tracing::info!(%account,
+                subscription = %id, "unknown subscription of this account deleted"),
+            Fact::Created {
+                account,
+                subscription: id,
+                users,
+            } => tracing::info!(%account,
+                subscription = %id, users, "subscription created"),
+            Fact::CreateFailed {
+                account,
+                users,
+                error,
+                first,
+            } => {
+                // Said at the first failure in a row; every one is recorded.
+                if first {
+                    tracing::warn!(%account, %error, users,
+                        "subscription not created; its users are polled; retrying with backoff");
+                }
+                self.record_error(account, format!("subscription not created: {error}"));
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// For `status` (its errors list).
+    fn record_error(&mut self, account: String, message: String) {
+        self.out.write(Write::RecordError {
+            component: "notifications".into(),
+            user: Some(account),
+            message,
+            at: self.clock.now(),
+        });
+    }
+}
+
+/// Facts about keeping subscriptions alive and healthy.
+fn report_upkeep(fact: Fact) {
+    match fact {
+        Fact::Renewed {
+            account,
+            subscription: id,
+        } => {
+            tracing::debug!(%account, subscription = %id, "subscription renewed");
+        }
+        Fact::Gone {
+            account,
+            subscription: id,
+        } => tracing::warn!(%account, subscription = %id,
+            "subscription gone at renewal; making a new one"),
+        Fact::RenewFailed {
+            account,
+            subscription: id,
+            error,
+        } => tracing::warn!(%account,
+            subscription = %id, %error, "subscription renewal failed; retrying"),
+        Fact::Lifecycle {
+            account,
+            subscription: id,
+            event,
+        } => tracing::info!(
+            account = account.as_deref().unwrap_or("-"), subscription = %id, %event,
+            "subscription lifecycle event"),
+        Fact::Unhealthy {
+            account,
+            subscription: id,
+            user,
+        } => tracing::warn!(%account,
+            subscription = %id, %user,
+            "a change polling found was never notified; the subscription is made again and its users are polled meanwhile"),
+        // Said by the functions above.
+        Fact::TokenFound { .. }
+        | Fact::NotSignedIn { .. }
+        | Fact::SignedOut { .. }
+        | Fact::TokenNotRefreshed { .. }
+        | Fact::ListFailed { .. }
+        | Fact::Kept { .. }
+        | Fact::UnknownDeleted { .. }
+        | Fact::Created { .. }
+        | Fact::CreateFailed { .. } => {}
+    }
+}
