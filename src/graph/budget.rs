@@ -174,6 +174,6 @@ mod tests {
             budget.acquire().await;
             at.push(start.elapsed());
         }
-        assert_eq!(at, [0 * MS, 0 * MS, 100 * MS, 200 * MS]);
+        assert_eq!(at, [Duration::ZERO, Duration::ZERO, 100 * MS, 200 * MS]);
     }
 }
