@@ -1,16 +1,23 @@
 //! pbx-teams-presence: keeps presence in sync between a PBX and Microsoft Teams, both ways.
 //!
 //! # Layout
-//! - [`sync`]: the pure core. PBX events and Teams presence in, commands out; no I/O, no clock.
-//! - [`graph`]: Microsoft Graph and the Entra token endpoint (client credentials).
-//! - [`pbx`]: PBX connectors; `http` is the generic one for any PBX that can run a script.
-//! - [`store`]: the SQLite state database, on its own thread.
-//! - [`config`]: the TOML config file and the users file, validated, watched for changes.
-//! - [`backoff`]: exponential backoff with jitter, shared by every adapter that retries.
-//! - [`service`]: the only place where the parts meet: tasks, channels, shutdown, systemd.
+//! - Pure cores, no I/O and no clock (time is a parameter):
+//!   - [`sync`]: PBX events and Teams presences in, commands out.
+//!   - [`subscriptions`]: change-notification accounts, shards and subscription life cycles.
+//! - Adapters, one per outside system:
+//!   - [`graph`]: Microsoft Graph and the Entra token endpoint.
+//!   - [`pbx`]: PBX connectors (`http` for any PBX that can run a script, `asterisk`).
+//!   - [`store`]: the SQLite state database, on its own thread.
+//!   - [`config`]: the TOML config file and the users file, validated, watched for changes.
+//! - Shared plumbing: [`clock`] (the only place time is read), [`backoff`], [`secret`],
+//!   [`listener`] (the HTTP accept loop), [`logging`].
+//! - [`service`]: the only place where the parts meet: the main loop, the tasks, the
+//!   channels, the ordered shutdown, systemd.
 //!
-//! Adapters (`graph`, `pbx`, `store`, `config`) never import each other; `sync` imports none
-//! of them. See `docs/architecture.md` for how one event travels.
+//! The cores import no adapter; the adapters never import each other or `service` (they use
+//! `sync` types, the shared plumbing, and `pbx` the config types of its own section).
+//! `docs/architecture.md` has the whole tree (a test keeps it true), who owns which task, and
+//! how one event travels.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod backoff;
