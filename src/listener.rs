@@ -43,6 +43,8 @@ pub async fn serve(
                 }
             },
         };
+        // Small request/answer exchanges: no Nagle delay on the answer.
+        let _ = tcp.set_nodelay(true);
         let span = tracing::debug_span!("connection", listener = name, %peer);
         let task = connection(tcp, peer, acceptor.clone(), app.clone(), cancel.clone());
         connections.spawn(task.instrument(span));
