@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ALICE, BOB, CAROL, World, eventually, free_port, user};
+use common::{ALICE, BOB, CAROL, UNBOUND, World, eventually, user};
 use graph_emulator::{DeliveryKind, EmulatorOptions};
 
 const SYNC1: &str = "sync1@contoso.com";
@@ -28,25 +28,25 @@ async fn world(accounts: &[&str], extra: &str) -> World {
     for a in [SYNC1, SYNC2] {
         w.graph.add_user(user(a, a, Some(a), &[]));
     }
-    notifications_config(&mut w, accounts, extra);
+    notifications_config(&mut w, accounts, extra).await;
     w
 }
 
-fn notifications_config(w: &mut World, accounts: &[&str], extra: &str) {
-    let port = free_port().port();
+/// The webhook listens on port 0; Graph posts to a relay that follows it (`webhook_relay`).
+async fn notifications_config(w: &mut World, accounts: &[&str], extra: &str) {
+    let public = w.webhook_relay().await;
     let list: Vec<String> = accounts.iter().map(|a| format!("\"{a}\"")).collect();
     w.write_config(&format!(
-        "\n[notifications]\nenabled = true\npublic_url = \"http://127.0.0.1:{port}/graph/notify\"\n\
-         listen = \"127.0.0.1:{port}\"\naccounts = [{}]\n{extra}",
+        "\n[notifications]\nenabled = true\npublic_url = \"http://{public}/graph/notify\"\n\
+         listen = \"{UNBOUND}\"\naccounts = [{}]\n{extra}",
         list.join(", ")
     ));
     w.notify_tick = Duration::from_millis(200);
 }
 
+/// The daemon's own webhook, not through the relay Graph uses.
 fn webhook(w: &World) -> String {
-    let text = std::fs::read_to_string(w.config_path()).unwrap();
-    let line = text.lines().find(|l| l.starts_with("public_url")).unwrap();
-    line.split('"').nth(1).unwrap().to_owned()
+    format!("http://{}/graph/notify", w.webhook())
 }
 
 /// `pbx-teams-presence login` (the real binary); the emulator approves the code as `as_upn`.
@@ -440,10 +440,10 @@ async fn the_webhook_serves_https_with_its_own_certificate() {
     let (cert, key_file) = (w.dir.path().join("cert.pem"), w.dir.path().join("key.pem"));
     std::fs::write(&cert, key.cert.pem()).unwrap();
     std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
-    let port = free_port().port();
+    let public = w.webhook_relay().await;
     w.write_config(&format!(
-        "\n[notifications]\nenabled = true\npublic_url = \"https://127.0.0.1:{port}/graph/notify\"\n\
-         listen = \"127.0.0.1:{port}\"\naccounts = [\"{SYNC1}\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        "\n[notifications]\nenabled = true\npublic_url = \"https://{public}/graph/notify\"\n\
+         listen = \"{UNBOUND}\"\naccounts = [\"{SYNC1}\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
         cert.display(),
         key_file.display()
     ));
@@ -452,22 +452,19 @@ async fn the_webhook_serves_https_with_its_own_certificate() {
         .add_root_certificate(reqwest::Certificate::from_pem(key.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    let url = format!("https://127.0.0.1:{port}/graph/notify?validationToken=over-tls");
-    let mut answer = None;
-    for _ in 0..100 {
-        if let Ok(r) = client.post(&url).send().await {
-            answer = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let answer = answer.expect("the HTTPS endpoint answers");
+    // Bound before the daemon reports where: a connection waits for the server, no retries.
+    let webhook = w.webhook();
+    let answer = client
+        .post(format!(
+            "https://{webhook}/graph/notify?validationToken=over-tls"
+        ))
+        .send()
+        .await
+        .expect("the HTTPS endpoint answers");
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.unwrap(), "over-tls");
     let plain = reqwest::Client::new()
-        .post(format!(
-            "http://127.0.0.1:{port}/graph/notify?validationToken=x"
-        ))
+        .post(format!("http://{webhook}/graph/notify?validationToken=x"))
         .send()
         .await;
     assert!(
