@@ -108,25 +108,46 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
 }
 
 /// After a crash, a PBX that reports the call still running keeps the session (re-written),
-/// and the orderly stop clears it.
+/// and the orderly stop clears it. Bob's session, which the PBX does not report again, is the
+/// witness that the recovery grace has run out: both were restored at the same start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_still_in_use_survives_the_restart() {
     let mut w = World::new().await;
     let mut child = spawn_binary(&mut w).await;
     w.pbx_event(ALICE, "speaking").await;
-    eventually(10, "in a call", || w.app_session(ALICE).is_some()).await;
+    w.pbx_event(BOB, "speaking").await;
+    eventually(10, "in a call", || {
+        w.app_session(ALICE).is_some() && w.app_session(BOB).is_some()
+    })
+    .await;
     signal(&child, "-KILL");
     let _ = child.0.wait();
 
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    common::write_atomically(
+        &w.config_path(),
+        &config.replace(
+            "shutdown_timeout = \"5s\"",
+            "shutdown_timeout = \"5s\"\nrecovery_grace = \"2s\"",
+        ),
+    );
     let mut child = spawn_binary(&mut w).await;
     w.pbx_event(ALICE, "speaking").await;
     eventually(10, "re-written after restart", || {
         w.set_presence_calls(ALICE) == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The grace is over once Bob's session is cleared, and recorded so: Alice's session, had
+    // it not been claimed, was due at the same tick, its clear sent alongside Bob's.
+    eventually(
+        10,
+        "Bob's unclaimed session cleared after the grace",
+        || w.app_session(BOB).is_none() && w.user_status(BOB)["in_call_session"] == false,
+    )
+    .await;
     assert!(w.app_session(ALICE).is_some());
     assert_eq!(w.clear_presence_calls(ALICE), 0);
+    assert_eq!(w.user_status(ALICE)["in_call_session"], true);
     signal(&child, "-TERM");
     assert!(child.0.wait().unwrap().success());
     assert!(
