@@ -248,19 +248,27 @@ async fn forged_and_malformed_notifications_change_nothing() {
     assert!(login(&w, SYNC1, SYNC1).await.0);
     w.start().await;
     covered(&w, BOB, SYNC1).await;
+    covered(&w, ALICE, SYNC1).await;
     let sub = subscriptions_of(&w, SYNC1).remove(0);
     let url = webhook(&w);
     let client = reqwest::Client::new();
     let post = |body: String| client.post(&url).body(body).send();
-    let item = |sub: &str, state: &str| {
+    let item = |sub: &str, state: &str, extension: &str| {
+        let id = w.id(extension);
         serde_json::json!({"value": [{"subscriptionId": sub, "clientState": state,
-            "changeType": "updated", "resource": format!("communications/presences/{}", w.id(BOB)),
-            "resourceData": {"id": w.id(BOB)}}]})
+            "changeType": "updated", "resource": format!("communications/presences/{id}"),
+            "resourceData": {"id": id}}]})
         .to_string()
     };
     let reads = w.graph_requests("getPresencesByUserId").len();
-    assert_eq!(post(item(&sub.id, "wrong")).await.unwrap().status(), 403);
-    assert_eq!(post(item("not-ours", "x")).await.unwrap().status(), 403);
+    assert_eq!(
+        post(item(&sub.id, "wrong", BOB)).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        post(item("not-ours", "x", BOB)).await.unwrap().status(),
+        403
+    );
     assert_eq!(post("{not json".into()).await.unwrap().status(), 400);
     // The handshake echoes the token, as text.
     let r = client
@@ -270,15 +278,31 @@ async fn forged_and_malformed_notifications_change_nothing() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "abc 123");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        w.graph_requests("getPresencesByUserId").len(),
-        reads,
-        "no read was triggered"
-    );
-    // The real secret is taken.
-    let good = item(&sub.id, sub.client_state.as_deref().unwrap());
+    // The real secret is taken: a notification about Alice, sent after the refused ones about
+    // Bob, makes the daemon read her presence. Had a refused one been taken anyway, Bob's
+    // presence would have been read before hers, or with hers in the same request.
+    let good = item(&sub.id, sub.client_state.as_deref().unwrap(), ALICE);
     assert_eq!(post(good).await.unwrap().status(), 202);
+    let read_since = |id: &str| {
+        w.graph_requests("getPresencesByUserId")
+            .iter()
+            .skip(reads)
+            .any(|r| {
+                r.body.as_ref().is_some_and(|b| {
+                    b["ids"]
+                        .as_array()
+                        .is_some_and(|ids| ids.iter().any(|i| i == id))
+                })
+            })
+    };
+    eventually(5, "Alice's presence read for her notification", || {
+        read_since(&w.id(ALICE))
+    })
+    .await;
+    assert!(
+        !read_since(&w.id(BOB)),
+        "no read was triggered by the refused notifications"
+    );
     // Over 1 MiB: refused before the body is read (the server then closes the connection,
     // so this goes last and on a connection of its own).
     let big = reqwest::Client::new()
