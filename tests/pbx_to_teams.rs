@@ -96,12 +96,31 @@ async fn latest_state_wins_with_one_write_in_flight() {
         w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 1
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let writes = w.set_presence_calls(CAROL) + w.clear_presence_calls(CAROL);
+    // One more state for the same writer, as the fence: its clear goes out after whatever the
+    // writer still had to send for the burst (or replaces it), so once it is done and
+    // recorded, every write of the burst is in the request log, in order.
+    w.pbx_event(CAROL, "idle").await;
+    eventually(5, "the final idle cleared and recorded", || {
+        w.app_session(CAROL).is_none() && w.user_status(CAROL)["in_call_session"] == false
+    })
+    .await;
+    let carol = w.id(CAROL);
+    let writes: Vec<String> = w
+        .graph_requests(&format!("/users/{carol}/presence/"))
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    let (last, burst) = writes.split_last().expect("writes for Carol");
+    assert_eq!(last, "clearPresence", "{writes:?}");
     assert!(
-        writes <= 3,
-        "superseded states were not collapsed: {writes} writes"
+        burst.len() <= 3,
+        "superseded states were not collapsed: {writes:?}"
     );
-    assert!(w.app_session(CAROL).is_some());
+    assert_eq!(
+        burst.last().map(String::as_str),
+        Some("setPresence"),
+        "the burst ended In a call: {writes:?}"
+    );
     w.stop().await.unwrap();
 }
