@@ -13,7 +13,8 @@ async fn speaking_sets_in_a_call_and_idle_clears_it() {
     w.start().await;
     let accepted = w.pbx_event(BOB, "speaking").await;
     assert_eq!(accepted["accepted"], 1);
-    eventually(5, "In a call written", || w.app_session(BOB).is_some()).await;
+    // The emulator logs a request once it has answered it: wait for the log, not the session.
+    eventually(5, "In a call written", || w.set_presence_calls(BOB) == 1).await;
     let session = w.app_session(BOB).unwrap();
     assert_eq!(
         (session.availability.as_str(), session.activity.as_str()),
@@ -29,12 +30,12 @@ async fn speaking_sets_in_a_call_and_idle_clears_it() {
     );
 
     w.pbx_event(BOB, "idle").await;
-    eventually(5, "session cleared", || w.app_session(BOB).is_none()).await;
-    assert_eq!(w.clear_presence_calls(BOB), 1);
-    eventually(5, "store shows no session", || {
-        w.user_status(BOB)["in_call_session"] == false
+    // Recorded in the store once the answer is back, so after the emulator logged it.
+    eventually(5, "session cleared, and recorded", || {
+        w.app_session(BOB).is_none() && w.user_status(BOB)["in_call_session"] == false
     })
     .await;
+    assert_eq!(w.clear_presence_calls(BOB), 1);
     w.stop().await.unwrap();
 }
 
