@@ -325,16 +325,17 @@ async fn subscriptions_are_renewed_before_expiry_and_made_again_after_a_404() {
     // 45 minutes later (both clocks): renewed by PATCH, same subscription.
     w.clock.advance(Duration::from_secs(45 * 60));
     w.graph.advance_clock(Duration::from_secs(45 * 60));
-    eventually(10, "renewed", || {
-        subscriptions_of(&w, SYNC1)
-            .first()
-            .is_some_and(|s| s.id == first.id && s.expiration > first.expiration)
-    })
-    .await;
-    assert!(
+    // The emulator logs the PATCH once it has answered it, after the renewal took effect.
+    eventually(10, "renewed by PATCH", || {
         w.graph_requests(&format!("/subscriptions/{}", first.id))
             .iter()
             .any(|r| r.method == "PATCH" && r.status == 200)
+    })
+    .await;
+    assert!(
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| s.id == first.id && s.expiration > first.expiration)
     );
     // Graph loses it (it expires there first): the renewal gets 404, a new one is made.
     w.graph.advance_clock(Duration::from_secs(61 * 60));
