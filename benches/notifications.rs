@@ -5,7 +5,9 @@
 //! 2. Graph requests per hour for 5,000 users, polling only versus notifications, computed
 //!    from what one cycle of each costs against the emulator (measured, then multiplied by
 //!    the default intervals).
+#![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +18,9 @@ use axum::routing::post;
 use graph_emulator::{DeliveryKind, Emulator, EmulatorOptions, User};
 use pbx_teams_presence::config::Secret;
 use pbx_teams_presence::graph::delegated::{Delegated, DelegatedSettings};
-use pbx_teams_presence::service::{self, RunOptions};
+use pbx_teams_presence::service::{self, Bound, RunOptions};
 use pbx_teams_presence::store::{Store, Write};
+use tokio::sync::watch;
 
 type Pushes = Arc<Mutex<Vec<(String, String, Instant)>>>;
 
@@ -97,12 +100,32 @@ async fn receiver() -> (String, Pushes) {
     (url, pushes)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// What Graph posts to: a TCP relay on a port of its own (bound on port 0, held until the
+/// bench ends) to wherever the daemon's webhook is bound (it listens on port 0 and reports
+/// the address in `RunOptions::bound`), like the reverse proxy in front of it in production.
+/// The figures include the relay's two loopback hops, as they would a proxy's.
+async fn webhook_relay(bound: watch::Receiver<Bound>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut bound = bound.clone();
+            tokio::spawn(async move {
+                let Some(webhook) = bound
+                    .wait_for(|b| b.webhook.is_some())
+                    .await
+                    .ok()
+                    .and_then(|b| b.webhook)
+                else {
+                    return;
+                };
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(webhook).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -115,25 +138,24 @@ fn write_config(
     poll: &str,
     reconcile: &str,
     push: &str,
+    public: SocketAddr,
 ) {
     let mut csv = String::from("extension,email\n");
     for (ext, email) in users {
         csv.push_str(&format!("{ext},{email}\n"));
     }
     std::fs::write(dir.join("users.csv"), csv).unwrap();
-    let port = free_port();
     let list: Vec<String> = accounts.iter().map(|a| format!("\"{a}\"")).collect();
     let base = graph.base_url();
     let text = format!(
         "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
          [sync]\nstate_db = \"state.db\"\npoll_interval = \"{poll}\"\n\n[users]\nfile = \"users.csv\"\n\n\
-         [pbx]\nkind = \"http\"\nlisten = \"127.0.0.1:{}\"\ntoken = \"bench\"\npush_url = \"{push}\"\n\n\
-         [notifications]\nenabled = true\npublic_url = \"http://127.0.0.1:{port}/notify\"\nlisten = \"127.0.0.1:{port}\"\n\
+         [pbx]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\ntoken = \"bench\"\npush_url = \"{push}\"\n\n\
+         [notifications]\nenabled = true\npublic_url = \"http://{public}/notify\"\nlisten = \"127.0.0.1:0\"\n\
          accounts = [{}]\ninclude_resource_data = {rich}\nreconciliation_interval = \"{reconcile}\"\n\n[log]\nlevel = \"warn\"\n",
         graph.tenant_id(),
         graph.client_id(),
         graph.client_secret(),
-        free_port(),
         list.join(", "),
     );
     std::fs::write(dir.join("config.toml"), text).unwrap();
@@ -168,6 +190,9 @@ async fn latency(rich: bool, changes: usize) {
     login(&graph, &db, "sync1@contoso.com").await;
     let (push, pushes) = receiver().await;
     let accounts = vec!["sync1@contoso.com".to_owned()];
+    let mut options = RunOptions::new(&dir.path().join("config.toml"));
+    options.notify_tick = Duration::from_millis(200);
+    let public = webhook_relay(options.bound.subscribe()).await;
     write_config(
         dir.path(),
         &graph,
@@ -177,13 +202,26 @@ async fn latency(rich: bool, changes: usize) {
         "30s",
         "1h",
         &push,
+        public,
     );
-    let mut options = RunOptions::new(&dir.path().join("config.toml"));
-    options.notify_tick = Duration::from_millis(200);
     let shutdown = options.shutdown.clone();
     let daemon = tokio::spawn(service::run(options));
     wait_covered(&db, n).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Start-up is over once every user's first state has reached the PBX.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let first: std::collections::HashSet<String> = pushes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(e, _, _)| e.clone())
+            .collect();
+        if users.iter().all(|(ext, _)| first.contains(ext)) {
+            break;
+        }
+        assert!(Instant::now() < until, "first states not pushed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let mut latencies = Vec::with_capacity(changes);
     for i in 0..changes {
@@ -279,6 +317,9 @@ async fn requests_per_hour(n: usize) {
         login(&graph, &db, a).await;
     }
     let (push, _pushes) = receiver().await;
+    let mut options = RunOptions::new(&dir.path().join("config.toml"));
+    options.notify_tick = Duration::from_millis(200);
+    let public = webhook_relay(options.bound.subscribe()).await;
     write_config(
         dir.path(),
         &graph,
@@ -288,9 +329,8 @@ async fn requests_per_hour(n: usize) {
         "30s",
         "5m",
         &push,
+        public,
     );
-    let mut options = RunOptions::new(&dir.path().join("config.toml"));
-    options.notify_tick = Duration::from_millis(200);
     let clock = options.clock.clone();
     let shutdown = options.shutdown.clone();
     let daemon = tokio::spawn(service::run(options));

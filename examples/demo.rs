@@ -46,13 +46,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let push_url = start_pbx_receiver().await?;
     let dir = tempfile::tempdir()?;
-    let listen = free_port()?;
-    let config = write_config(dir.path(), &graph, listen, &push_url)?;
+    let config = write_config(dir.path(), &graph, &push_url)?;
     tracing::info!(target: "demo", config = %config.display(), graph = %graph.base_url(), "demo: starting the daemon");
 
     let options = service::RunOptions::new(&config);
     let shutdown = options.shutdown.clone();
-    let daemon = tokio::spawn(service::run(options));
+    let mut bound = options.bound.subscribe();
+    let mut daemon = tokio::spawn(service::run(options));
+    // The daemon listens on a free port (port 0 in the config) and says which.
+    let listen = tokio::select! {
+        b = bound.wait_for(|b| b.pbx.is_some()) => b.ok().and_then(|b| b.pbx),
+        result = &mut daemon => {
+            result??;
+            None
+        }
+    }
+    .context("the daemon stopped before it listened")?;
     tokio::spawn(service::cancel_on_signal(shutdown.clone()));
     if let Some(s) = seconds {
         let stop = shutdown.clone();
@@ -169,14 +178,9 @@ async fn start_pbx_receiver() -> anyhow::Result<String> {
     Ok(url)
 }
 
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 fn write_config(
     dir: &std::path::Path,
     graph: &Emulator,
-    listen: SocketAddr,
     push: &str,
 ) -> anyhow::Result<std::path::PathBuf> {
     let users: String = PEOPLE
@@ -202,7 +206,7 @@ file = "users.csv"
 
 [pbx]
 kind = "http"
-listen = "{listen}"
+listen = "127.0.0.1:0"
 token = "demo-token"
 push_url = "{push}"
 "#,

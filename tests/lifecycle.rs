@@ -1,5 +1,6 @@
 //! Nobody is left "In a call": SIGTERM clears every session; after a crash, sessions found in
 //! the state database are cleared at start unless the PBX reports the call still running.
+#![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
 mod common;
 
@@ -19,7 +20,10 @@ impl Drop for Daemon {
     }
 }
 
-fn spawn_binary(w: &World) -> Daemon {
+/// Start the binary on the world's config (any earlier run has exited) and wait until it
+/// takes PBX events on the address it reports.
+async fn spawn_binary(w: &mut World) -> Daemon {
+    w.forget_listen().await;
     let child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
         .args(["run", "--config"])
         .arg(w.config_path())
@@ -27,7 +31,9 @@ fn spawn_binary(w: &World) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Daemon(child)
+    let child = Daemon(child);
+    w.wait_for_binary().await;
+    child
 }
 
 fn signal(child: &Daemon, sig: &str) {
@@ -42,9 +48,8 @@ fn signal(child: &Daemon, sig: &str) {
 /// exits 0 within 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_clears_every_session_and_exits_zero() {
-    let w = World::new().await;
-    let mut child = spawn_binary(&w);
-    wait_for_port(w.listen).await;
+    let mut w = World::new().await;
+    let mut child = spawn_binary(&mut w).await;
     w.pbx_event(ALICE, "speaking").await;
     w.pbx_event(BOB, "speaking").await;
     eventually(10, "both in a call", || {
@@ -72,10 +77,9 @@ async fn sigterm_clears_every_session_and_exits_zero() {
 /// recovery grace because the PBX reports nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
-    let w = World::new().await;
+    let mut w = World::new().await;
     w.write_config("");
-    let mut child = spawn_binary(&w);
-    wait_for_port(w.listen).await;
+    let mut child = spawn_binary(&mut w).await;
     w.pbx_event(CAROL, "speaking").await;
     eventually(10, "in a call", || w.app_session(CAROL).is_some()).await;
     signal(&child, "-KILL");
@@ -91,8 +95,7 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
             "shutdown_timeout = \"5s\"\nrecovery_grace = \"1s\"",
         ),
     );
-    let mut child = spawn_binary(&w);
-    wait_for_port(w.listen).await;
+    let mut child = spawn_binary(&mut w).await;
     eventually(10, "cleared after the grace", || {
         w.app_session(CAROL).is_none()
     })
@@ -106,27 +109,46 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
 }
 
 /// After a crash, a PBX that reports the call still running keeps the session (re-written),
-/// and the orderly stop clears it.
+/// and the orderly stop clears it. Bob's session, which the PBX does not report again, is the
+/// witness that the recovery grace has run out: both were restored at the same start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_still_in_use_survives_the_restart() {
-    let w = World::new().await;
-    let mut child = spawn_binary(&w);
-    wait_for_port(w.listen).await;
+    let mut w = World::new().await;
+    let mut child = spawn_binary(&mut w).await;
     w.pbx_event(ALICE, "speaking").await;
-    eventually(10, "in a call", || w.app_session(ALICE).is_some()).await;
+    w.pbx_event(BOB, "speaking").await;
+    eventually(10, "in a call", || {
+        w.app_session(ALICE).is_some() && w.app_session(BOB).is_some()
+    })
+    .await;
     signal(&child, "-KILL");
     let _ = child.0.wait();
 
-    let mut child = spawn_binary(&w);
-    wait_for_port(w.listen).await;
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    common::write_atomically(
+        &w.config_path(),
+        &config.replace(
+            "shutdown_timeout = \"5s\"",
+            "shutdown_timeout = \"5s\"\nrecovery_grace = \"2s\"",
+        ),
+    );
+    let mut child = spawn_binary(&mut w).await;
     w.pbx_event(ALICE, "speaking").await;
     eventually(10, "re-written after restart", || {
         w.set_presence_calls(ALICE) == 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The grace is over once Bob's session is cleared, and recorded so: Alice's session, had
+    // it not been claimed, was due at the same tick, its clear sent alongside Bob's.
+    eventually(
+        10,
+        "Bob's unclaimed session cleared after the grace",
+        || w.app_session(BOB).is_none() && w.user_status(BOB)["in_call_session"] == false,
+    )
+    .await;
     assert!(w.app_session(ALICE).is_some());
     assert_eq!(w.clear_presence_calls(ALICE), 0);
+    assert_eq!(w.user_status(ALICE)["in_call_session"], true);
     signal(&child, "-TERM");
     assert!(child.0.wait().unwrap().success());
     assert!(
@@ -199,7 +221,7 @@ async fn systemd_notifications_ready_watchdog_stopping() {
 /// Teams write, one per Teams presence change; nothing about secrets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_change_is_logged_once_with_its_fields() {
-    let w = World::new().await;
+    let mut w = World::new().await;
     let log_path = w.dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
@@ -212,7 +234,7 @@ async fn each_change_is_logged_once_with_its_fields() {
         .spawn()
         .unwrap();
     let mut child = Daemon(child);
-    wait_for_port(w.listen).await;
+    w.wait_for_binary().await;
     eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
     w.pbx_event(BOB, "ringing").await;
     w.pbx_event(BOB, "speaking").await;

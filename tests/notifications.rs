@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ALICE, BOB, CAROL, World, eventually, free_port, user};
+use common::{ALICE, BOB, CAROL, UNBOUND, World, eventually, user};
 use graph_emulator::{DeliveryKind, EmulatorOptions};
 
 const SYNC1: &str = "sync1@contoso.com";
@@ -28,25 +28,25 @@ async fn world(accounts: &[&str], extra: &str) -> World {
     for a in [SYNC1, SYNC2] {
         w.graph.add_user(user(a, a, Some(a), &[]));
     }
-    notifications_config(&mut w, accounts, extra);
+    notifications_config(&mut w, accounts, extra).await;
     w
 }
 
-fn notifications_config(w: &mut World, accounts: &[&str], extra: &str) {
-    let port = free_port().port();
+/// The webhook listens on port 0; Graph posts to a relay that follows it (`webhook_relay`).
+async fn notifications_config(w: &mut World, accounts: &[&str], extra: &str) {
+    let public = w.webhook_relay().await;
     let list: Vec<String> = accounts.iter().map(|a| format!("\"{a}\"")).collect();
     w.write_config(&format!(
-        "\n[notifications]\nenabled = true\npublic_url = \"http://127.0.0.1:{port}/graph/notify\"\n\
-         listen = \"127.0.0.1:{port}\"\naccounts = [{}]\n{extra}",
+        "\n[notifications]\nenabled = true\npublic_url = \"http://{public}/graph/notify\"\n\
+         listen = \"{UNBOUND}\"\naccounts = [{}]\n{extra}",
         list.join(", ")
     ));
     w.notify_tick = Duration::from_millis(200);
 }
 
+/// The daemon's own webhook, not through the relay Graph uses.
 fn webhook(w: &World) -> String {
-    let text = std::fs::read_to_string(w.config_path()).unwrap();
-    let line = text.lines().find(|l| l.starts_with("public_url")).unwrap();
-    line.split('"').nth(1).unwrap().to_owned()
+    format!("http://{}/graph/notify", w.webhook())
 }
 
 /// `pbx-teams-presence login` (the real binary); the emulator approves the code as `as_upn`.
@@ -248,19 +248,27 @@ async fn forged_and_malformed_notifications_change_nothing() {
     assert!(login(&w, SYNC1, SYNC1).await.0);
     w.start().await;
     covered(&w, BOB, SYNC1).await;
+    covered(&w, ALICE, SYNC1).await;
     let sub = subscriptions_of(&w, SYNC1).remove(0);
     let url = webhook(&w);
     let client = reqwest::Client::new();
     let post = |body: String| client.post(&url).body(body).send();
-    let item = |sub: &str, state: &str| {
+    let item = |sub: &str, state: &str, extension: &str| {
+        let id = w.id(extension);
         serde_json::json!({"value": [{"subscriptionId": sub, "clientState": state,
-            "changeType": "updated", "resource": format!("communications/presences/{}", w.id(BOB)),
-            "resourceData": {"id": w.id(BOB)}}]})
+            "changeType": "updated", "resource": format!("communications/presences/{id}"),
+            "resourceData": {"id": id}}]})
         .to_string()
     };
     let reads = w.graph_requests("getPresencesByUserId").len();
-    assert_eq!(post(item(&sub.id, "wrong")).await.unwrap().status(), 403);
-    assert_eq!(post(item("not-ours", "x")).await.unwrap().status(), 403);
+    assert_eq!(
+        post(item(&sub.id, "wrong", BOB)).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        post(item("not-ours", "x", BOB)).await.unwrap().status(),
+        403
+    );
     assert_eq!(post("{not json".into()).await.unwrap().status(), 400);
     // The handshake echoes the token, as text.
     let r = client
@@ -270,15 +278,31 @@ async fn forged_and_malformed_notifications_change_nothing() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "abc 123");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        w.graph_requests("getPresencesByUserId").len(),
-        reads,
-        "no read was triggered"
-    );
-    // The real secret is taken.
-    let good = item(&sub.id, sub.client_state.as_deref().unwrap());
+    // The real secret is taken: a notification about Alice, sent after the refused ones about
+    // Bob, makes the daemon read her presence. Had a refused one been taken anyway, Bob's
+    // presence would have been read before hers, or with hers in the same request.
+    let good = item(&sub.id, sub.client_state.as_deref().unwrap(), ALICE);
     assert_eq!(post(good).await.unwrap().status(), 202);
+    let read_since = |id: &str| {
+        w.graph_requests("getPresencesByUserId")
+            .iter()
+            .skip(reads)
+            .any(|r| {
+                r.body.as_ref().is_some_and(|b| {
+                    b["ids"]
+                        .as_array()
+                        .is_some_and(|ids| ids.iter().any(|i| i == id))
+                })
+            })
+    };
+    eventually(5, "Alice's presence read for her notification", || {
+        read_since(&w.id(ALICE))
+    })
+    .await;
+    assert!(
+        !read_since(&w.id(BOB)),
+        "no read was triggered by the refused notifications"
+    );
     // Over 1 MiB: refused before the body is read (the server then closes the connection,
     // so this goes last and on a connection of its own).
     let big = reqwest::Client::new()
@@ -301,16 +325,17 @@ async fn subscriptions_are_renewed_before_expiry_and_made_again_after_a_404() {
     // 45 minutes later (both clocks): renewed by PATCH, same subscription.
     w.clock.advance(Duration::from_secs(45 * 60));
     w.graph.advance_clock(Duration::from_secs(45 * 60));
-    eventually(10, "renewed", || {
-        subscriptions_of(&w, SYNC1)
-            .first()
-            .is_some_and(|s| s.id == first.id && s.expiration > first.expiration)
-    })
-    .await;
-    assert!(
+    // The emulator logs the PATCH once it has answered it, after the renewal took effect.
+    eventually(10, "renewed by PATCH", || {
         w.graph_requests(&format!("/subscriptions/{}", first.id))
             .iter()
             .any(|r| r.method == "PATCH" && r.status == 200)
+    })
+    .await;
+    assert!(
+        subscriptions_of(&w, SYNC1)
+            .first()
+            .is_some_and(|s| s.id == first.id && s.expiration > first.expiration)
     );
     // Graph loses it (it expires there first): the renewal gets 404, a new one is made.
     w.graph.advance_clock(Duration::from_secs(61 * 60));
@@ -440,10 +465,10 @@ async fn the_webhook_serves_https_with_its_own_certificate() {
     let (cert, key_file) = (w.dir.path().join("cert.pem"), w.dir.path().join("key.pem"));
     std::fs::write(&cert, key.cert.pem()).unwrap();
     std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
-    let port = free_port().port();
+    let public = w.webhook_relay().await;
     w.write_config(&format!(
-        "\n[notifications]\nenabled = true\npublic_url = \"https://127.0.0.1:{port}/graph/notify\"\n\
-         listen = \"127.0.0.1:{port}\"\naccounts = [\"{SYNC1}\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        "\n[notifications]\nenabled = true\npublic_url = \"https://{public}/graph/notify\"\n\
+         listen = \"{UNBOUND}\"\naccounts = [\"{SYNC1}\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
         cert.display(),
         key_file.display()
     ));
@@ -452,22 +477,19 @@ async fn the_webhook_serves_https_with_its_own_certificate() {
         .add_root_certificate(reqwest::Certificate::from_pem(key.cert.pem().as_bytes()).unwrap())
         .build()
         .unwrap();
-    let url = format!("https://127.0.0.1:{port}/graph/notify?validationToken=over-tls");
-    let mut answer = None;
-    for _ in 0..100 {
-        if let Ok(r) = client.post(&url).send().await {
-            answer = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let answer = answer.expect("the HTTPS endpoint answers");
+    // Bound before the daemon reports where: a connection waits for the server, no retries.
+    let webhook = w.webhook();
+    let answer = client
+        .post(format!(
+            "https://{webhook}/graph/notify?validationToken=over-tls"
+        ))
+        .send()
+        .await
+        .expect("the HTTPS endpoint answers");
     assert_eq!(answer.status(), 200);
     assert_eq!(answer.text().await.unwrap(), "over-tls");
     let plain = reqwest::Client::new()
-        .post(format!(
-            "http://127.0.0.1:{port}/graph/notify?validationToken=x"
-        ))
+        .post(format!("http://{webhook}/graph/notify?validationToken=x"))
         .send()
         .await;
     assert!(

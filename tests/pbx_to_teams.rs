@@ -13,7 +13,8 @@ async fn speaking_sets_in_a_call_and_idle_clears_it() {
     w.start().await;
     let accepted = w.pbx_event(BOB, "speaking").await;
     assert_eq!(accepted["accepted"], 1);
-    eventually(5, "In a call written", || w.app_session(BOB).is_some()).await;
+    // The emulator logs a request once it has answered it: wait for the log, not the session.
+    eventually(5, "In a call written", || w.set_presence_calls(BOB) == 1).await;
     let session = w.app_session(BOB).unwrap();
     assert_eq!(
         (session.availability.as_str(), session.activity.as_str()),
@@ -29,12 +30,12 @@ async fn speaking_sets_in_a_call_and_idle_clears_it() {
     );
 
     w.pbx_event(BOB, "idle").await;
-    eventually(5, "session cleared", || w.app_session(BOB).is_none()).await;
-    assert_eq!(w.clear_presence_calls(BOB), 1);
-    eventually(5, "store shows no session", || {
-        w.user_status(BOB)["in_call_session"] == false
+    // Recorded in the store once the answer is back, so after the emulator logged it.
+    eventually(5, "session cleared, and recorded", || {
+        w.app_session(BOB).is_none() && w.user_status(BOB)["in_call_session"] == false
     })
     .await;
+    assert_eq!(w.clear_presence_calls(BOB), 1);
     w.stop().await.unwrap();
 }
 
@@ -96,12 +97,31 @@ async fn latest_state_wins_with_one_write_in_flight() {
         w.app_session(CAROL).is_some() && w.set_presence_calls(CAROL) >= 1
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let writes = w.set_presence_calls(CAROL) + w.clear_presence_calls(CAROL);
+    // One more state for the same writer, as the fence: its clear goes out after whatever the
+    // writer still had to send for the burst (or replaces it), so once it is done and
+    // recorded, every write of the burst is in the request log, in order.
+    w.pbx_event(CAROL, "idle").await;
+    eventually(5, "the final idle cleared and recorded", || {
+        w.app_session(CAROL).is_none() && w.user_status(CAROL)["in_call_session"] == false
+    })
+    .await;
+    let carol = w.id(CAROL);
+    let writes: Vec<String> = w
+        .graph_requests(&format!("/users/{carol}/presence/"))
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.path.rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    let (last, burst) = writes.split_last().expect("writes for Carol");
+    assert_eq!(last, "clearPresence", "{writes:?}");
     assert!(
-        writes <= 3,
-        "superseded states were not collapsed: {writes} writes"
+        burst.len() <= 3,
+        "superseded states were not collapsed: {writes:?}"
     );
-    assert!(w.app_session(CAROL).is_some());
+    assert_eq!(
+        burst.last().map(String::as_str),
+        Some("setPresence"),
+        "the burst ended In a call: {writes:?}"
+    );
     w.stop().await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! Hot reload: a valid change applies without a restart; an invalid one is refused and the
 //! last good config stays in force.
+#![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
 mod common;
 
@@ -81,8 +82,20 @@ async fn an_invalid_change_is_refused_and_the_last_good_config_stays() {
     // Still running on the old config: calls still work.
     w.pbx_event(BOB, "speaking").await;
     eventually(5, "In a call", || w.app_session(BOB).is_some()).await;
+    // A bad users file under the good config: refused on its own account (under the bad
+    // config nothing would get as far as the users file). The refusal, recorded, is the sign
+    // that the daemon has read it.
+    w.write_config("");
     w.write_users(&["1009,not-an-email"]);
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    eventually(10, "the users file's refusal is recorded", || {
+        w.status()["errors"].as_array().unwrap().iter().any(|e| {
+            e["component"] == "config"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("users.csv") && m.contains("not-an-email"))
+        })
+    })
+    .await;
     let (status, body) = w
         .post_raw(r#"{"extension":"1009","state":"idle"}"#, Some(&w.token))
         .await;

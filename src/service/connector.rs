@@ -52,6 +52,8 @@ pub struct PbxHandle {
     config: watch::Sender<Arc<PbxConfig>>,
     /// Where Teams changes go; `None` when the PBX takes no pushes (no `pbx.push_url`).
     pusher: watch::Receiver<Option<Pusher>>,
+    /// Where the first connector's listener is bound (later ones: `RunOptions::bound`).
+    first_bound: Option<SocketAddr>,
 }
 
 impl PbxHandle {
@@ -77,12 +79,19 @@ impl PbxHandle {
             store,
             tracker: tracker.clone(),
         };
-        task.publish_bound().await;
+        let first_bound = task.running.bound();
+        task.record_bound().await;
         tracker.spawn(task.run(cancel).instrument(tracing::info_span!("pbx")));
         Ok(PbxHandle {
             config: config_tx,
             pusher,
+            first_bound,
         })
+    }
+
+    /// Where the connector started at start-up listens (`None`: no listener).
+    pub fn first_bound(&self) -> Option<SocketAddr> {
+        self.first_bound
     }
 
     /// Hand a Teams change to the PBX (never waits).
@@ -136,17 +145,18 @@ impl Supervisor {
         {
             Ok(()) => {
                 self.pusher.send_replace(self.running.pusher.clone());
-                self.publish_bound().await;
+                let pbx = self.running.bound();
+                self.bound.send_modify(|b| b.pbx = pbx);
+                self.record_bound().await;
             }
             Err(e) => tracing::error!(error = %e,
                 "the new [pbx] settings cannot be used; the connector keeps the old ones where it can"),
         }
     }
 
-    /// Where the HTTP listener is bound, for tests (`RunOptions::bound`) and `status`.
-    async fn publish_bound(&self) {
+    /// Where the HTTP listener is bound, for `status`.
+    async fn record_bound(&self) {
         let pbx = self.running.bound();
-        self.bound.send_modify(|b| b.pbx = pbx);
         let value = pbx.map(|a| a.to_string()).unwrap_or_default();
         self.store
             .write(Write::SetMeta {

@@ -44,8 +44,9 @@ pub struct RunOptions {
     pub log_reload: Option<LogReload>,
     /// How often change-notification subscriptions are looked after (30 s; tests shorten it).
     pub notify_tick: std::time::Duration,
-    /// Where the listeners are bound, set once they are. Port 0 in the config picks a free
-    /// port; tests read the address back here instead of guessing one.
+    /// Where the listeners are bound: set once at start, when every listener is (and `pbx`
+    /// again after a reload moves it). Port 0 in the config picks a free port; tests read the
+    /// address back here instead of guessing one.
     pub bound: watch::Sender<Bound>,
 }
 

@@ -20,6 +20,8 @@ pub struct StatusReport {
     /// Where `POST /pbx/events` is bound (HTTP connector), and the notification webhook.
     pub pbx_listen: Option<String>,
     pub webhook_listen: Option<String>,
+    /// When the daemon that wrote this last started (its listeners bound).
+    pub started_at: Option<String>,
     /// Change-notification subscriptions held.
     pub subscriptions: Vec<SubscriptionStatus>,
     /// Subscription accounts signed in (holding a refresh token).
@@ -118,6 +120,7 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         pbx_link_since: meta_time(MetaKey::PbxLinkSince),
         pbx_listen: meta(MetaKey::PbxListen),
         webhook_listen: meta(MetaKey::WebhookListen),
+        started_at: s.meta_time(MetaKey::StartedAt).map(time_ms),
         subscriptions: s
             .subscriptions
             .iter()
@@ -210,6 +213,13 @@ fn footer(out: &mut String, r: &StatusReport) {
             .map_or(String::new(), |u| format!(" [{u}]"));
         let _ = writeln!(out, "error {} {}{}: {}", e.at, e.component, user, e.message);
     }
+}
+
+/// RFC 3339 UTC, to the millisecond (tells two quick restarts apart).
+fn time_ms(ms: Millis) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 /// RFC 3339 UTC, to the second.

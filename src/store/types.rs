@@ -349,11 +349,14 @@ pub enum MetaKey {
     PbxListen,
     /// Where the change-notification webhook is bound; empty when off.
     WebhookListen,
+    /// When this run of the daemon was up (its listeners bound), epoch milliseconds: tells
+    /// one run from the next.
+    StartedAt,
 }
 
 impl MetaKey {
     /// Every key, for tests and tools.
-    pub const ALL: [MetaKey; 8] = [
+    pub const ALL: [MetaKey; 9] = [
         MetaKey::LastPollAt,
         MetaKey::LastPollUsers,
         MetaKey::LastPollRequests,
@@ -362,6 +365,7 @@ impl MetaKey {
         MetaKey::PbxLinkSince,
         MetaKey::PbxListen,
         MetaKey::WebhookListen,
+        MetaKey::StartedAt,
     ];
 
     /// The key's name in the `meta` table.
@@ -375,6 +379,7 @@ impl MetaKey {
             MetaKey::PbxLinkSince => "pbx_link_since",
             MetaKey::PbxListen => "pbx_listen",
             MetaKey::WebhookListen => "webhook_listen",
+            MetaKey::StartedAt => "started_at",
         }
     }
 }

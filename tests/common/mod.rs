@@ -1,5 +1,8 @@
 //! Test fixtures: a Graph emulator, a PBX push receiver, a config in a temp dir, and the
-//! daemon's real service wiring (or its real binary), all on loopback with free ports.
+//! daemon's real service wiring (or its real binary), all on loopback. Every listener binds
+//! port 0 and the address it got is read back (`RunOptions::bound`, or `status`'s
+//! `pbx_listen` for the binary): no port is guessed and then bound by somebody else.
+#![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -12,8 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use graph_emulator::{Emulator, LoggedRequest, User};
-use pbx_teams_presence::service::{self, Clock, RunOptions};
+use pbx_teams_presence::service::{self, Bound, Clock, RunOptions};
 use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// One Teams user of the fixture.
@@ -28,7 +33,14 @@ pub struct World {
     pub graph: Emulator,
     pub pbx: PbxReceiver,
     pub dir: tempfile::TempDir,
+    /// Where the daemon's `POST /pbx/events` is bound: read back at each start (the config
+    /// asks for port 0).
     pub listen: SocketAddr,
+    /// When the last run of the binary started (`status`'s `started_at`), once it stopped.
+    last_start: Option<String>,
+    /// `RunOptions::bound` of every daemon this world starts (one sender, so whatever
+    /// watches it follows restarts); reset to nothing while no daemon runs.
+    pub bound: watch::Sender<Bound>,
     pub token: String,
     pub people: Vec<Person>,
     pub clock: Clock,
@@ -138,12 +150,13 @@ impl World {
         ];
         let pbx = PbxReceiver::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let listen = free_port();
         let w = World {
             graph,
             pbx,
             dir,
-            listen,
+            listen: UNBOUND,
+            last_start: None,
+            bound: watch::Sender::new(Bound::default()),
             token: "pbx-test-token".into(),
             people,
             clock: Clock::default(),
@@ -216,44 +229,124 @@ level = "info,pbx_teams_presence=debug"
             secret = self.graph.client_secret(),
             poll = "1s",
             pbx = self.pbx_section.clone().unwrap_or_else(|| format!(
-                "[pbx]\nkind = \"http\"\nlisten = \"{}\"\ntoken = \"{}\"\npush_url = \"{}\"\n",
-                self.listen, self.token, self.pbx.url
+                "[pbx]\nkind = \"http\"\nlisten = \"{UNBOUND}\"\ntoken = \"{}\"\npush_url = \"{}\"\n",
+                self.token, self.pbx.url
             )),
         );
         write_atomically(&self.config_path(), &text);
     }
 
-    /// Start the daemon in-process (the real service wiring).
+    /// Start the daemon in-process (the real service wiring); returns once its listeners are
+    /// bound, with `listen` set to where `POST /pbx/events` is.
     pub async fn start(&mut self) {
+        self.bound.send_replace(Bound::default());
         let mut options = RunOptions::new(&self.config_path());
         options.clock = self.clock.clone();
         options.notify_tick = self.notify_tick;
-        let task = tokio::spawn(service::run(options.clone()));
-        if self.pbx_section.is_some() {
-            self.daemon = Some((options, task));
-            return;
-        }
-        for _ in 0..500 {
-            if task.is_finished() {
-                panic!("the daemon stopped at start: {:?}", task.await);
+        options.bound = self.bound.clone();
+        let mut bound = self.bound.subscribe();
+        let mut task = tokio::spawn(service::run(options.clone()));
+        // The daemon reports its listeners once they are bound (none for Asterisk without
+        // notifications, but it reports that too).
+        let reported = tokio::time::timeout(Duration::from_secs(30), async {
+            tokio::select! {
+                changed = bound.changed() => changed.expect("the daemon reports its listeners"),
+                result = &mut task => panic!("the daemon stopped at start: {result:?}"),
             }
-            if tokio::net::TcpStream::connect(self.listen).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        })
+        .await;
+        reported.expect("the daemon bound its listeners within 30 s");
+        if let Some(pbx) = self.bound.borrow().pbx {
+            self.listen = pbx;
         }
         self.daemon = Some((options, task));
-        wait_for_port(self.listen).await;
     }
 
     /// SIGTERM-equivalent: the ordered shutdown. Returns the daemon's result.
     pub async fn stop(&mut self) -> Result<(), service::ServiceError> {
         let (options, task) = self.daemon.take().expect("daemon running");
         options.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), task)
+        let result = tokio::time::timeout(Duration::from_secs(15), task)
             .await
             .expect("shutdown within 15 s")
-            .unwrap()
+            .unwrap();
+        self.bound.send_replace(Bound::default());
+        result
+    }
+
+    /// Where the running daemon's change-notification webhook is bound.
+    pub fn webhook(&self) -> SocketAddr {
+        self.bound.borrow().webhook.expect("the webhook is bound")
+    }
+
+    /// An address for `notifications.public_url`: a TCP relay to wherever the webhook of the
+    /// daemon running now is bound, like the reverse proxy in front of it in production (the
+    /// webhook takes any path: the public URL's path is the proxy's). The relay's own port
+    /// is bound here on port 0 and held until the test ends, so nothing can take it; the
+    /// daemon binds its webhook on port 0 too, and the relay learns that address from
+    /// `RunOptions::bound`. Graph is told `public_url` when a subscription is made, which is
+    /// after the config was read; hence the relay rather than a port written in beforehand.
+    /// A connection that comes while no daemon runs waits (at most 10 s) for the next one.
+    pub async fn webhook_relay(&self) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bound = self.bound.subscribe();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut bound = bound.clone();
+                tokio::spawn(async move {
+                    let target = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        bound.wait_for(|b| b.webhook.is_some()),
+                    )
+                    .await;
+                    let Some(webhook) = target.ok().and_then(|r| r.ok()).and_then(|b| b.webhook)
+                    else {
+                        return;
+                    };
+                    if let Ok(mut outbound) = TcpStream::connect(webhook).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// The real binary was just spawned on this world's config: wait until it reports where
+    /// `POST /pbx/events` is bound (`status`'s `pbx_listen`) and that address takes a
+    /// connection, and use it from now on. A restart must [`World::forget_listen`] first.
+    pub async fn wait_for_binary(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let reported = pbx_teams_presence::store::read_snapshot(&self.db_path())
+                .ok()
+                .map(|s| service::status_report(&s))
+                .filter(|r| r.started_at.is_some() && r.started_at != self.last_start)
+                .and_then(|r| r.pbx_listen)
+                .and_then(|a| a.parse::<SocketAddr>().ok());
+            if let Some(addr) = reported
+                && TcpStream::connect(addr).await.is_ok()
+            {
+                self.listen = addr;
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not report a PBX listener within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Before the binary is started again: remember when the last run (stopped by now)
+    /// started, so [`World::wait_for_binary`] takes only the new run's address. (The new run
+    /// may well be given the same port again, so "a different address" would not do.)
+    pub async fn forget_listen(&mut self) {
+        self.listen = UNBOUND;
+        self.last_start = pbx_teams_presence::store::read_snapshot(&self.db_path())
+            .ok()
+            .and_then(|s| service::status_report(&s).started_at);
     }
 
     /// POST a raw body to /pbx/events; returns status and JSON body.
@@ -364,20 +457,9 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-pub fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-pub async fn wait_for_port(addr: SocketAddr) {
-    for _ in 0..500 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("nothing listens on {addr}");
-}
+/// What every listen address in the configs written here asks for: loopback, any free port.
+pub const UNBOUND: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// Write through a temp file and a rename, as editors do.
 pub fn write_atomically(path: &Path, text: &str) {

@@ -91,6 +91,10 @@ impl Daemon {
 
     /// First steps once everything runs: record the directory, look every user up.
     async fn begin(&mut self, snapshot: &Snapshot) {
+        // After the listeners' addresses (the connector wrote its own already): a reader
+        // that sees this run's start sees this run's addresses.
+        self.out
+            .meta(MetaKey::StartedAt, self.clock.now().to_string());
         self.matching.want(matching::all_emails(&self.directory));
         self.start_lookup();
         self.save_directory_since(snapshot);
@@ -226,7 +230,13 @@ impl Start<'_> {
             PbxConfig::Http(_) => "",
         };
         out.meta(MetaKey::PbxLink, link.into());
-        let suspects = self.notify(snapshot, &feeds, &tx.polled, out).await?;
+        let (suspects, webhook) = self.notify(snapshot, &feeds, &tx.polled, out).await?;
+        // Every listener is bound: say where, once.
+        let pbx_bound = pbx.first_bound();
+        self.options.bound.send_replace(crate::service::Bound {
+            pbx: pbx_bound,
+            webhook,
+        });
         self.poller(&feeds, tx.polled);
         Ok(Parts {
             pbx,
@@ -249,7 +259,7 @@ impl Start<'_> {
         feeds: &Feeds,
         polled: &mpsc::Sender<Polled>,
         out: &mut Outbox,
-    ) -> Result<Option<mpsc::Sender<Arc<str>>>, ServiceError> {
+    ) -> Result<(Option<mpsc::Sender<Arc<str>>>, Option<std::net::SocketAddr>), ServiceError> {
         let handle = match &self.config.notifications {
             Some(n) => {
                 let channels = notify::Channels {
@@ -276,12 +286,11 @@ impl Start<'_> {
             None => None,
         };
         let bound = handle.as_ref().map(|h| h.bound);
-        self.options.bound.send_modify(|b| b.webhook = bound);
         out.meta(
             MetaKey::WebhookListen,
             bound.map(|a| a.to_string()).unwrap_or_default(),
         );
-        Ok(handle.map(|h| h.suspects))
+        Ok((handle.map(|h| h.suspects), bound))
     }
 
     fn poller(&self, feeds: &Feeds, out: mpsc::Sender<Polled>) {
