@@ -1,6 +1,8 @@
 //! Change notifications end to end against the Graph emulator: `login` (device code), the
 //! subscriptions the daemon holds for its accounts, the webhook, and what happens when
-//! something breaks. The emulator follows `../shared/graph/FACTS.md` §6.
+//! something breaks. The emulator follows Graph's documented behaviour for presence
+//! notifications (<https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>);
+//! `emulator/README.md` lists the details and their sources.
 
 mod common;
 

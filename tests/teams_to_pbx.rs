@@ -137,8 +137,10 @@ async fn pushes_are_retried_until_the_pbx_takes_them() {
     w.stop().await.unwrap();
 }
 
-/// 1,400 users are polled in requests of at most 650 ids [D1], and matched through $batch
-/// requests of at most 20 lookups [D24].
+/// 1,400 users are polled in requests of at most 650 ids
+/// (<https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>),
+/// and matched through $batch requests of at most 20 lookups
+/// (<https://learn.microsoft.com/en-us/graph/json-batching>).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_uses_batches_of_at_most_650_ids() {
     let mut w = World::new().await;

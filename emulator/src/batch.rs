@@ -1,8 +1,8 @@
-//! POST /v1.0/$batch [D24]: at most 20 requests, unique ids, relative urls, `dependsOn`
-//! (dependents of a failed request get 424). Inner requests go through the same entry point
-//! as HTTP ones, so faults, permissions and rate limits apply to each separately [D24].
-//! They run one after another in request order (Graph may reorder; clients must not rely on
-//! order).
+//! POST /v1.0/$batch (<https://learn.microsoft.com/en-us/graph/json-batching>): at most 20
+//! requests, unique ids, relative urls, `dependsOn` (dependents of a failed request get 424).
+//! Inner requests go through the same entry point as HTTP ones, so faults, permissions and rate
+//! limits apply to each separately (same page). They run one after another in request order
+//! (Graph may reorder; clients must not rely on order).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -15,7 +15,7 @@ use crate::odata::{Ctx, GraphResponse};
 use crate::state::Shared;
 use crate::util::{graph_date, guid};
 
-/// Most requests in one batch [D24].
+/// Most requests in one batch (JSON batching page).
 const MAX_REQUESTS: usize = 20;
 
 struct Item {
@@ -36,7 +36,7 @@ fn parse(body: Option<&Value>) -> Result<Vec<Item>, GraphResponse> {
         return bad("Invalid batch payload format.");
     };
     if reqs.len() > MAX_REQUESTS {
-        // [D24]; wording UNVERIFIED.
+        // The limit is documented (JSON batching page); wording UNVERIFIED.
         return bad(&format!(
             "The number of batch requests ({}) exceeds the limit of {MAX_REQUESTS}.",
             reqs.len()
@@ -52,7 +52,7 @@ fn parse(body: Option<&Value>) -> Result<Vec<Item>, GraphResponse> {
         if !ids.insert(id.clone()) {
             return bad(&format!(
                 "Batch request ids must be unique; '{id}' is repeated."
-            )); // [D24]
+            )); // unique ids: JSON batching page
         }
         let headers: Vec<(String, String)> = r
             .get("headers")
@@ -65,7 +65,7 @@ fn parse(body: Option<&Value>) -> Result<Vec<Item>, GraphResponse> {
             .unwrap_or_default();
         let body = r.get("body").filter(|b| !b.is_null()).cloned();
         if body.is_some() && !headers.iter().any(|(k, _)| k == "content-type") {
-            // A body needs a Content-Type header [D24].
+            // A body needs a Content-Type header (JSON batching page).
             return bad(&format!(
                 "Write request id : {id} does not contain Content-Type header or body."
             ));
@@ -102,7 +102,8 @@ fn parse(body: Option<&Value>) -> Result<Vec<Item>, GraphResponse> {
 
 fn inner_request(outer: &GraphRequest, it: &Item) -> Result<GraphRequest, GraphResponse> {
     if it.url.starts_with("http://") || it.url.starts_with("https://") {
-        // Inner urls must be relative [D24]; absolute ones are answered 400 per item.
+        // Inner urls must be relative (JSON batching page); absolute ones are answered 400 per
+        // item.
         return Err(GraphResponse::bad_request(
             "Invalid request URL: batch request urls must be relative, e.g. /users.",
         ));
@@ -159,7 +160,7 @@ fn run_inner<'a>(shared: &'a Shared, req: GraphRequest) -> Boxed<'a> {
 }
 
 /// Answers a `$batch`: 200 with `responses` even when inner requests fail; 400 when the
-/// batch itself is malformed [D24].
+/// batch itself is malformed (JSON batching page).
 pub(crate) async fn handle(shared: &Shared, outer: &GraphRequest) -> GraphResponse {
     let items = match parse(outer.body.as_ref()) {
         Ok(i) => i,

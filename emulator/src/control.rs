@@ -1,5 +1,5 @@
 //! `/_control`: a JSON API (no auth) for tests and tools outside the process, e.g. the SDK
-//! probe (/work/shared/graph/sdk-probe). Everything here mirrors a method of
+//! probe (`tests/sdk-probe`). Everything here mirrors a method of
 //! [`crate::Emulator`].
 
 use std::time::Duration;

@@ -1,25 +1,48 @@
-//! Delegated tokens: the device authorization grant [DC] and the refresh-token grant [AC].
+//! Delegated tokens: the device authorization grant and the refresh-token grant.
+//!
+//! Sources, cited below by name:
+//! - device-code page:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-device-code>
+//! - auth-code page:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow>
+//! - AADSTS page:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>
+//! - client-credentials page:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
+//! - revocation: the AADSTS50173 error page <https://login.microsoftonline.com/error?code=50173>
+//!   and `Revoke-EntraUserAllRefreshToken`, which resets refreshTokensValidFromDateTime:
+//!   <https://learn.microsoft.com/en-us/powershell/module/microsoft.entra.authentication/revoke-entrauserallrefreshtoken>
+//! - inactivity: AADSTS700082 and the 90-day MaxInactiveTime
+//!   (<https://learn.microsoft.com/en-us/answers/questions/1158831>,
+//!   <https://nango.dev/blog/microsoft-oauth-refresh-token-invalid-grant>)
+//! - a real `authorization_pending` answer:
+//!   <https://learn.microsoft.com/en-us/answers/questions/981553>
+//! - AADSTS9002313 for a malformed grant:
+//!   <https://learn.microsoft.com/en-us/answers/questions/1291600>
 //!
 //! Modelled:
 //! - `POST /{tenant}/oauth2/v2.0/devicecode` (`client_id`, `scope`) answers `device_code`,
-//!   `user_code`, `verification_uri`, `expires_in` (900: "the user has 15 minutes" [DC]),
-//!   `interval` ([`crate::EmulatorOptions::device_code_interval`], Entra: 5) and `message` [DC];
-//!   `verification_uri_complete` is not sent ("not included or supported" [DC]).
-//! - the token endpoint's device-code grant answers 400 `authorization_pending` (AADSTS70016
-//!   [D30][Q70016]) until a test approves the code, then the tokens once; a declined code answers
-//!   `authorization_declined`, an unknown one `bad_verification_code`, an old one `expired_token`
-//!   (the four errors of [DC]).
+//!   `user_code`, `verification_uri`, `expires_in` (900: "the user has 15 minutes"),
+//!   `interval` ([`crate::EmulatorOptions::device_code_interval`], Entra: 5) and `message`
+//!   (device-code page); `verification_uri_complete` is not sent ("not included or
+//!   supported", same page).
+//! - the token endpoint's device-code grant answers 400 `authorization_pending` (AADSTS70016:
+//!   AADSTS page, a real `authorization_pending` answer) until a test approves the code, then
+//!   the tokens once; a declined code answers `authorization_declined`, an unknown one
+//!   `bad_verification_code`, an old one `expired_token` (the four errors of the device-code
+//!   page).
 //! - success: `token_type` Bearer, `scope`, `expires_in`, `access_token`, `refresh_token` only
-//!   when `offline_access` was requested, `id_token` only when `openid` was [DC]; `client_info`
-//!   when the client sends `client_info=1` (MSAL does; UNVERIFIED: not on the protocol pages).
+//!   when `offline_access` was requested, `id_token` only when `openid` was (device-code page);
+//!   `client_info` when the client sends `client_info=1` (MSAL does; UNVERIFIED: not on the
+//!   protocol pages).
 //! - the refresh-token grant returns a new access token and a new refresh token; the old
 //!   refresh token stays valid ("Refresh tokens aren't revoked when used to acquire new access
-//!   tokens. You're expected to discard the old refresh token." [AC]).
+//!   tokens. You're expected to discard the old refresh token.", auth-code page).
 //! - `revoke_refresh_tokens(upn)` works like resetting the user's
-//!   refreshTokensValidFromDateTime [RV]: every refresh token issued before it answers
-//!   `invalid_grant` AADSTS50173 [RV]. Refresh tokens unused for 90 days answer AADSTS700082
-//!   ("expired due to inactivity" [NG]). Access tokens already issued stay valid until they
-//!   expire [RV].
+//!   refreshTokensValidFromDateTime (revocation): every refresh token issued before it answers
+//!   `invalid_grant` AADSTS50173. Refresh tokens unused for 90 days answer AADSTS700082
+//!   ("expired due to inactivity": inactivity). Access tokens already issued stay valid until
+//!   they expire (revocation).
 //! - consent: the user consents to whatever is requested at approval; the app always also holds
 //!   `User.Read` (the default permission of an app registration), and `{graph}/.default` means
 //!   `User.Read Presence.Read.All` (UNVERIFIED simplification of Entra's consent model).
@@ -35,13 +58,13 @@ use crate::state::State;
 use crate::token::{TokenAnswer, aad_error, graph_resource};
 use crate::util::{guid, random_string};
 
-/// The device-code grant type [DC].
+/// The device-code grant type (device-code page).
 pub(crate) const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-/// Lifetime of a device code: 15 minutes [DC].
+/// Lifetime of a device code: 15 minutes (device-code page).
 const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(900);
 /// Where the user enters the code; Entra's (and the brief's) value.
 const VERIFICATION_URI: &str = "https://microsoft.com/devicelogin";
-/// Refresh tokens expire after 90 days without use (MaxInactiveTime default [NG]).
+/// Refresh tokens expire after 90 days without use (MaxInactiveTime default: inactivity).
 const REFRESH_INACTIVE: Duration = Duration::from_secs(90 * 86_400);
 /// OpenID Connect scopes: not Graph permissions.
 const OIDC: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -108,7 +131,8 @@ impl Scopes {
 /// Parses a delegated scope list: `offline_access`, `openid`, `profile`, `email`, Graph
 /// permissions bare (`Presence.Read.All`, Graph is the default resource) or qualified
 /// (`https://graph.microsoft.com/Presence.Read.All`), or `{graph}/.default`. Another resource
-/// gives AADSTS500011 and several resources AADSTS70011 as for client credentials [D28][D30].
+/// gives AADSTS500011 and several resources AADSTS70011 as for client credentials
+/// (client-credentials and AADSTS pages).
 fn parse_scopes(st: &State, scope: &str, tenant: &str) -> Result<Scopes, TokenAnswer> {
     let mut out = Scopes::default();
     for s in scope.split_whitespace() {
@@ -185,7 +209,7 @@ fn user_code() -> String {
         .collect()
 }
 
-/// POST /{tenant}/oauth2/v2.0/devicecode [DC].
+/// POST /{tenant}/oauth2/v2.0/devicecode (device-code page).
 pub(crate) fn device_code(
     st: &mut State,
     tenant: &str,
@@ -262,7 +286,7 @@ pub(crate) fn decide(st: &mut State, user_code: &str, user: Option<String>) -> b
 }
 
 /// Checks an optional client secret: public clients send none; if one is sent it must be
-/// right (AADSTS7000215 [D30]).
+/// right (AADSTS7000215, AADSTS page).
 fn check_optional_secret(
     st: &State,
     client_id: &str,
@@ -291,7 +315,7 @@ fn check_optional_secret(
     Err(a)
 }
 
-/// The device-code grant on the token endpoint [DC].
+/// The device-code grant on the token endpoint (device-code page).
 pub(crate) fn redeem_device_code(
     st: &mut State,
     tenant: &str,
@@ -313,8 +337,9 @@ pub(crate) fn redeem_device_code(
         .filter(|d| d.client_id.eq_ignore_ascii_case(client_id))
         .cloned();
     let Some(d) = found else {
-        // [DC] "The device_code sent to the /token endpoint wasn't recognized."; AADSTS70018
-        // BadVerificationCode [D30] (the code number for this case is UNVERIFIED).
+        // Device-code page: "The device_code sent to the /token endpoint wasn't recognized.";
+        // AADSTS70018 BadVerificationCode (AADSTS page; the code number for this case is
+        // UNVERIFIED).
         return Err(aad_error(
             st,
             400,
@@ -324,7 +349,7 @@ pub(crate) fn redeem_device_code(
         ));
     };
     if d.expires_at <= now {
-        // AADSTS70019 CodeExpired [D30].
+        // AADSTS70019 CodeExpired (AADSTS page).
         return Err(aad_error(
             st,
             400,
@@ -335,7 +360,7 @@ pub(crate) fn redeem_device_code(
     }
     let user = match d.status {
         DeviceStatus::Pending => {
-            // Wording of a real answer [Q70016].
+            // Wording of a real answer (a real `authorization_pending` answer, see module doc).
             return Err(aad_error(
                 st,
                 400,
@@ -345,8 +370,9 @@ pub(crate) fn redeem_device_code(
             ));
         }
         DeviceStatus::Declined => {
-            // [DC] names the error; the AADSTS number is UNVERIFIED (70017 is the gap between
-            // 70016 AuthorizationPending and 70018 BadVerificationCode in [D30]).
+            // The device-code page names the error; the AADSTS number is UNVERIFIED (70017 is
+            // the gap between 70016 AuthorizationPending and 70018 BadVerificationCode on the
+            // AADSTS page).
             return Err(aad_error(
                 st,
                 400,
@@ -372,7 +398,7 @@ pub(crate) fn redeem_device_code(
     Ok(issue(st, tenant, client_id, &user, &d.request, form))
 }
 
-/// The refresh-token grant [AC].
+/// The refresh-token grant (auth-code page).
 pub(crate) fn redeem_refresh_token(
     st: &mut State,
     tenant: &str,
@@ -394,7 +420,8 @@ pub(crate) fn redeem_refresh_token(
         .filter(|g| g.client_id.eq_ignore_ascii_case(client_id))
         .cloned()
     else {
-        // An unknown or foreign refresh token: AADSTS9002313 as seen for malformed grants [Q9002313].
+        // An unknown or foreign refresh token: AADSTS9002313 as seen for malformed grants (see
+        // the module doc).
         return Err(aad_error(
             st,
             400,
@@ -405,7 +432,7 @@ pub(crate) fn redeem_refresh_token(
     };
     let generation = st.token_generation.get(&g.user).copied().unwrap_or(0);
     if g.generation < generation {
-        // Wording of the AADSTS50173 error page [RV].
+        // Wording of the AADSTS50173 error page (revocation, see the module doc).
         return Err(aad_error(
             st,
             400,
@@ -427,7 +454,7 @@ pub(crate) fn redeem_refresh_token(
         x.last_used = now;
     }
     // A narrower scope may be asked for; the emulator keeps the original request (Entra: the
-    // refresh token is valid for every consented permission [AC]).
+    // refresh token is valid for every consented permission, auth-code page).
     let request = match form.get("scope") {
         Some(s) => {
             let mut r = parse_scopes(st, s, tenant)?;
@@ -446,13 +473,14 @@ fn b64url(v: &Value) -> String {
 }
 
 /// An unsigned JWT-shaped string (`alg: none`): clients must treat Graph tokens as opaque
-/// [D28]; the claims only help humans and tests read them.
+/// (client-credentials page); the claims only help humans and tests read them.
 fn jwt(claims: &Value) -> String {
     let header = json!({"typ": "JWT", "alg": "none"});
     format!("{}.{}.", b64url(&header), b64url(claims))
 }
 
-/// Issues access (+ refresh, + id) tokens for `user` and answers the token response [DC].
+/// Issues access (+ refresh, + id) tokens for `user` and answers the token response
+/// (device-code page).
 fn issue(
     st: &mut State,
     tenant: &str,
@@ -493,7 +521,7 @@ fn issue(
         Some(user.to_owned()),
         scopes,
     );
-    // `scope` lists the Graph scopes plus the OIDC ones requested (the [DC] example shows
+    // `scope` lists the Graph scopes plus the OIDC ones requested (the device-code example shows
     // "User.Read profile openid email"); offline_access listed when requested (UNVERIFIED).
     let mut scope_list = granted.clone();
     for o in ["profile", "openid", "email", "offline_access"] {
@@ -545,7 +573,8 @@ fn issue(
     }
 }
 
-/// Revokes every refresh token of `user` issued so far [RV]; returns how many were live.
+/// Revokes every refresh token of `user` issued so far (revocation, see the module doc);
+/// returns how many were live.
 pub(crate) fn revoke(st: &mut State, user: &str) -> usize {
     let g = st.token_generation.entry(user.to_owned()).or_insert(0);
     let old = *g;

@@ -9,7 +9,8 @@ use crate::filter::{Clause, Field};
 use crate::model::User;
 use crate::util::guid;
 
-/// Properties GET /users returns without `$select` [D25].
+/// Properties GET /users returns without `$select`
+/// (<https://learn.microsoft.com/en-us/graph/api/user-list>).
 pub(crate) const DEFAULT_PROPS: &[&str] = &[
     "businessPhones",
     "displayName",
@@ -117,7 +118,7 @@ impl Directory {
         self.users.len()
     }
 
-    /// The canonical id of a user named by id or UPN (case-insensitive) [D25].
+    /// The canonical id of a user named by id or UPN (case-insensitive; List users page above).
     pub fn resolve(&self, key: &str) -> Option<&str> {
         let k = key.to_lowercase();
         let idx = self.by_id.get(&k).or_else(|| self.by_upn.get(&k))?;
@@ -158,7 +159,7 @@ impl Directory {
     }
 }
 
-/// A user as JSON with the given properties (canonical names) [D25].
+/// A user as JSON with the given properties (canonical names; List users page above).
 pub(crate) fn user_json(u: &User, props: &[&str]) -> Value {
     let mut m = Map::new();
     for p in props {

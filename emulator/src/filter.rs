@@ -2,8 +2,9 @@
 //!
 //! - `mail in ('a','b')`, `userPrincipalName in (...)`, `id in (...)`
 //! - `mail eq 'a'`, `userPrincipalName eq 'a'`, `id eq 'a'`
-//! - `proxyAddresses/any(x:x eq 'smtp:a@b.com')` with any lambda variable name [D26]
-//!   (whether Graph needs advanced-query headers for it: UNVERIFIED)
+//! - `proxyAddresses/any(x:x eq 'smtp:a@b.com')` with any lambda variable name
+//!   (<https://learn.microsoft.com/en-us/graph/filter-query-parameter>; whether Graph needs
+//!   advanced-query headers for it: UNVERIFIED)
 //! - clauses joined by ` or `, optionally parenthesised.
 //!
 //! String literals use `''` for a quote; comparisons are case-insensitive. Anything else
@@ -23,7 +24,7 @@ pub(crate) enum Field {
 pub(crate) struct Clause {
     pub field: Field,
     pub values: Vec<String>,
-    /// True when written with `in (...)` (the 15-value limit applies per `in` [D26]).
+    /// True when written with `in (...)` (the 15-value limit applies per `in`, `$filter` page).
     pub is_in: bool,
 }
 
@@ -202,7 +203,7 @@ impl Parser<'_> {
         })
     }
 
-    /// `proxyAddresses/any(x:x eq '...')` [D26]
+    /// `proxyAddresses/any(x:x eq '...')` (lambda syntax of the `$filter` page)
     fn lambda(&mut self) -> Result<Clause, FilterError> {
         if !self.eat(b'/') || !self.keyword("any") || !self.eat(b'(') {
             return Err(self.syntax("expected '/any(' after proxyAddresses"));

@@ -1,5 +1,16 @@
 //! The Graph part (`/v1.0/...`): one entry point shared by HTTP and `$batch`, which applies
 //! faults, authentication, permissions and presence rate limits, then routes.
+//!
+//! Sources, cited below by name:
+//! - List users: <https://learn.microsoft.com/en-us/graph/api/user-list>
+//! - the User.ReadBasic.All report: <https://learn.microsoft.com/en-us/answers/questions/6019739>
+//! - getPresencesByUserId:
+//!   <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>
+//! - get presence: <https://learn.microsoft.com/en-us/graph/api/presence-get>
+//! - setPresence, clearPresence, setUserPreferredPresence, clearUserPreferredPresence: the
+//!   pages linked from `presence_api`
+//! - the 401 report (request-id = client-request-id when the client sent none):
+//!   <https://github.com/besscroft/diyfile/issues/1>
 
 use std::time::Instant;
 
@@ -12,17 +23,17 @@ use crate::state::{Caller, Shared, State, TokenProblem};
 use crate::util::{graph_date, guid};
 use crate::{batch, presence_api, users_api};
 
-/// Application roles that may read users [D25]; `User.ReadBasic.All` is added unless
-/// `strict_user_readbasic` ([D32], UNVERIFIED).
+/// Application roles that may read users (List users); `User.ReadBasic.All` is added unless
+/// `strict_user_readbasic` (the User.ReadBasic.All report, UNVERIFIED).
 const USERS_READ: &[&str] = &[
     "User.Read.All",
     "User.ReadWrite.All",
     "Directory.Read.All",
     "Directory.ReadWrite.All",
 ];
-/// Application roles that may read presence [D1][D12].
+/// Application roles that may read presence (getPresencesByUserId, get presence).
 const PRESENCE_READ: &[&str] = &["Presence.Read.All", "Presence.ReadWrite.All"];
-/// Application roles that may write presence [D6][D8][D9][D10].
+/// Application roles that may write presence (the write pages linked from `presence_api`).
 const PRESENCE_WRITE: &[&str] = &["Presence.ReadWrite.All"];
 
 /// A Graph request, from HTTP or from inside a `$batch`.
@@ -104,7 +115,8 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Route {
     if let Some(r) = crate::subscriptions::route(method, &s) {
         return r.map_or(Route::MethodNotAllowed, Route::Subscriptions);
     }
-    // `/me` is `/users/me`; `dispatch` resolves `me` to the signed-in user [D12][D25].
+    // `/me` is `/users/me`; `dispatch` resolves `me` to the signed-in user (get presence,
+    // List users).
     if s.first() == Some(&"me") {
         s.insert(0, "users");
     }
@@ -152,7 +164,8 @@ pub(crate) fn segments(raw_path: &str) -> Vec<String> {
 
 fn make_ctx(st: &State, req: &GraphRequest) -> Ctx {
     let request_id = guid();
-    // Echo the client's id; without one it equals request-id [docs hit][I10].
+    // Echo the client's id; without one it equals request-id (the 401 report; Dev Proxy's
+    // GraphClientRequestIdGuidancePlugin page advises clients to send one).
     let client_request_id = req
         .header("client-request-id")
         .map(str::to_owned)
@@ -255,7 +268,7 @@ async fn process(
     )
 }
 
-/// 401 for a missing, unknown or expired token [I10].
+/// 401 for a missing, unknown or expired token (the 401 report).
 fn auth_error(p: TokenProblem) -> GraphResponse {
     GraphResponse::unauthorized(match p {
         TokenProblem::Missing => "Access token is empty.",
@@ -280,7 +293,7 @@ fn required_roles(st: &State, route: &Route) -> Vec<&'static str> {
 }
 
 /// Resolves `me` to the signed-in user; app-only tokens get Graph's 400 (wording as seen
-/// in Graph answers; UNVERIFIED in FACTS, which only says `/me` needs delegated auth [D12]).
+/// in Graph answers; UNVERIFIED: the get presence page only says `/me` needs delegated auth).
 fn resolve_me(route: Route, caller: &Caller) -> Result<Route, GraphResponse> {
     let me = |k: &String| k.eq_ignore_ascii_case("me");
     let needs = match &route {

@@ -1,7 +1,8 @@
 //! graph-emulator: an in-process Microsoft Graph + Entra token emulator for the
 //! pbx-teams-presence tests, demo and benchmarks. It serves real HTTP on loopback, so the
-//! daemon talks to it exactly as it talks to Graph. Behaviour follows
-//! /work/shared/graph/FACTS.md; fact keys like [D5] mark what rests on a fact.
+//! daemon talks to it exactly as it talks to Graph. Behaviour follows Microsoft's published
+//! documentation and public issue reports: each module cites the pages its behaviour rests on,
+//! and `README.md` lists them all. UNVERIFIED marks a choice no published source confirms.
 //!
 //! # Layout
 //! - [`Emulator`]: the handle tests use (start, seed, steer, inspect, shut down).
@@ -14,23 +15,6 @@
 //! - `state`: all state behind one mutex; `ops`: operations shared with `control`.
 //! - `delegated`: the device-code and refresh-token grants; `subscriptions`: `/subscriptions`;
 //!   `notify`: validation handshake, change/lifecycle notifications, encryption, delivery.
-//!
-//! # Source keys not in FACTS §9
-//! - [DC] device authorization grant: MicrosoftDocs/entra-docs
-//!   docs/identity-platform/v2-oauth2-device-code.md
-//! - [AC] authorization code flow, refresh: entra-docs v2-oauth2-auth-code-flow.md ("Refresh
-//!   tokens aren't revoked when used to acquire new access tokens.")
-//! - [RV] revocation: AADSTS50173 wording (login.microsoftonline.com/error?code=50173, quoted at
-//!   techcommunity.microsoft.com); Revoke-EntraUserAllRefreshToken (resets
-//!   refreshTokensValidFromDateTime), learn.microsoft.com/powershell/module/microsoft.entra.authentication/revoke-entrauserallrefreshtoken
-//! - [NG] AADSTS700082 "expired due to inactivity": nango.dev/blog/microsoft-oauth-refresh-token-invalid-grant;
-//!   learn.microsoft.com/en-us/answers/questions/1158831 (MaxInactiveTime)
-//! - [Q70016] learn.microsoft.com/en-us/answers/questions/981553 (a real authorization_pending body)
-//! - [Q9002313] learn.microsoft.com/en-us/answers/questions/1291600 (AADSTS9002313 invalid_grant)
-//! - [I-HTTPS] github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/7821
-//!   ("NotificationUrl scheme='http' is not supported.", InvalidRequest)
-//! - [I-403] github.com/microsoftgraph/nodejs-webhooks-sample/issues/175 (403 wording for a
-//!   presence subscription)
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod batch;
@@ -179,7 +163,8 @@ impl Emulator {
     }
 
     /// Registers (or replaces) an app. Empty `roles` = no admin consent: the token is issued
-    /// and Graph answers 403 [D28].
+    /// and Graph answers 403
+    /// (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
     pub fn add_app(&self, client_id: &str, secret: &str, roles: &[&str]) {
         self.shared.add_app(client_id, secret, roles);
     }
@@ -190,8 +175,9 @@ impl Emulator {
         self.shared.add_user(user)
     }
 
-    /// Sets what the user's own Teams client session shows (one session in the aggregation
-    /// [D6][D7]); availability `Offline` signs the client out. Unknown users are ignored.
+    /// Sets what the user's own Teams client session shows (one session in the aggregation:
+    /// <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>);
+    /// availability `Offline` signs the client out. Unknown users are ignored.
     pub fn set_user_presence(&self, id: &str, availability: &str, activity: &str) {
         self.shared.set_user_presence(id, availability, activity);
     }
@@ -233,21 +219,23 @@ impl Emulator {
     }
 
     /// Approves the pending device code with `user_code` for the user `upn` (or id), as if
-    /// the user signed in at the verification page [DC]. False when no pending, unexpired code
-    /// has that user code or the user is unknown.
+    /// the user signed in at the verification page
+    /// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-device-code>).
+    /// False when no pending, unexpired code has that user code or the user is unknown.
     pub fn approve_device_code(&self, user_code: &str, upn: &str) -> bool {
         self.shared.approve_device_code(user_code, Some(upn))
     }
 
     /// Declines the pending device code with `user_code`: polling then answers
-    /// `authorization_declined` [DC].
+    /// `authorization_declined` (device-code page above).
     pub fn decline_device_code(&self, user_code: &str) -> bool {
         self.shared.approve_device_code(user_code, None)
     }
 
     /// Revokes every refresh token issued so far to the user `upn` (or id), like resetting
-    /// refreshTokensValidFromDateTime [RV]: they answer `invalid_grant` AADSTS50173. Returns
-    /// how many were revoked; None for an unknown user.
+    /// refreshTokensValidFromDateTime (as `Revoke-EntraUserAllRefreshToken` does): they answer
+    /// `invalid_grant` AADSTS50173 (<https://login.microsoftonline.com/error?code=50173>).
+    /// Returns how many were revoked; None for an unknown user.
     pub fn revoke_refresh_tokens(&self, upn: &str) -> Option<usize> {
         self.shared.revoke_refresh_tokens(upn)
     }
@@ -273,11 +261,12 @@ impl Emulator {
         self.shared.lock().fail_deliveries = n;
     }
 
-    /// Sends lifecycle event `event` (only `reauthorizationRequired` exists for presence [D17])
+    /// Sends lifecycle event `event` (only `reauthorizationRequired` exists for presence:
+    /// <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>)
     /// for subscription `id` to its lifecycleNotificationUrl, and pauses its notifications until
     /// reauthorize or renew. Ok(false): the subscription has no lifecycleNotificationUrl, so
-    /// nothing was sent [D17] (the pause applies all the same). Err: unknown subscription or
-    /// event.
+    /// nothing was sent (same page; the pause applies all the same). Err: unknown subscription
+    /// or event.
     pub fn send_lifecycle(&self, id: &str, event: &str) -> Result<bool, String> {
         notify::send_lifecycle(&mut self.shared.lock(), id, event)
     }

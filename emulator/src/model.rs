@@ -1,4 +1,18 @@
 //! The public value types of the emulator API: options, users, faults, the request log.
+//!
+//! Sources cited below by name:
+//! - getPresencesByUserId:
+//!   <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>
+//! - get presence: <https://learn.microsoft.com/en-us/graph/api/presence-get>
+//! - throttling limits: <https://learn.microsoft.com/en-us/graph/throttling-limits>
+//! - client credentials:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
+//! - token lifetimes:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/configurable-token-lifetimes>
+//! - device code:
+//!   <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-device-code>
+//! - webhook delivery:
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks>
 
 use std::time::{Duration, Instant};
 
@@ -6,13 +20,15 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
     /// Presence requests allowed per app per 30 s before 429. Default 1,500 as on the API
-    /// pages [D1][D12]; FACTS CONFLICT: the current throttling page says 10,000 [D21].
+    /// pages (getPresencesByUserId, get presence); the sources disagree: the current throttling
+    /// limits page says 10,000.
     pub presence_limit_per_30s: u32,
-    /// `expires_in` of issued tokens. Default 3599 s, the documented example [D28]
-    /// (real lifetimes are random 60–90 min [D31]).
+    /// `expires_in` of issued tokens. Default 3599 s, the documented example (client
+    /// credentials; real lifetimes are random 60–90 min: token lifetimes).
     pub token_lifetime: Duration,
-    /// When true, GET /users with only `User.ReadBasic.All` answers 403, as reported in [D32]
-    /// (UNVERIFIED by Microsoft). Default false: User.ReadBasic.All may list users.
+    /// When true, GET /users with only `User.ReadBasic.All` answers 403, as reported in
+    /// <https://learn.microsoft.com/en-us/answers/questions/6019739> (UNVERIFIED by Microsoft).
+    /// Default false: User.ReadBasic.All may list users.
     pub strict_user_readbasic: bool,
     /// Fixed tenant id for the default app (None: a random GUID). Lets a demo keep its config.
     pub tenant_id: Option<String>,
@@ -23,19 +39,20 @@ pub struct EmulatorOptions {
     /// Most recent requests kept in the log (default 4096); older ones are dropped so long
     /// runs stay flat in memory. Benchmarks may set 0 to keep none.
     pub request_log_limit: usize,
-    /// `interval` the device-code endpoint answers (seconds; Entra says 5 [DC]). Tests may use
-    /// 0 or 1. Polling faster is not punished (`slow_down` is not modelled).
+    /// `interval` the device-code endpoint answers (seconds; Entra says 5: device code). Tests
+    /// may use 0 or 1. Polling faster is not punished (`slow_down` is not modelled).
     pub device_code_interval: u64,
-    /// Accept `http://` notificationUrl/lifecycleNotificationUrl. Graph requires HTTPS [D3][D13]
-    /// (400 `InvalidRequest` "NotificationUrl scheme='http' is not supported." [I-HTTPS]);
-    /// tests and demos on loopback set this to true. Default false.
+    /// Accept `http://` notificationUrl/lifecycleNotificationUrl. Graph requires HTTPS (webhook
+    /// delivery; 400 `InvalidRequest` "NotificationUrl scheme='http' is not supported.":
+    /// <https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/7821>); tests and
+    /// demos on loopback set this to true. Default false.
     pub allow_http_notification_urls: bool,
-    /// How long the validation handshake may take (Graph: 10 s [D15]).
+    /// How long the validation handshake may take (Graph: 10 s, webhook delivery).
     pub validation_timeout: Duration,
-    /// Client timeout of one notification POST (Graph: 3 s [D14]).
+    /// Client timeout of one notification POST (Graph: 3 s, webhook delivery).
     pub notification_timeout: Duration,
     /// Retries after a failed notification POST (non-2xx or timeout). Graph retries for up to
-    /// 4 hours [D14]; the emulator compresses that to `notification_retries` tries
+    /// 4 hours (same page); the emulator compresses that to `notification_retries` tries
     /// `notification_retry_delay` apart (defaults 5 and 1 s).
     pub notification_retries: u32,
     /// Pause between notification retries.
@@ -77,14 +94,16 @@ pub struct User {
     pub proxy_addresses: Vec<String>,
 }
 
-/// The setPresence session an app holds for a user (one per app: sessionId = app id [I3][I4]).
+/// The setPresence session an app holds for a user (one per app: sessionId = app id, see
+/// <https://github.com/microsoftgraph/microsoft-graph-docs/issues/18837>).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppSession {
     /// Availability as set (before any Available fading).
     pub availability: String,
     /// Activity as set.
     pub activity: String,
-    /// Emulator time left until `expirationDuration` ends the session [D5].
+    /// Emulator time left until `expirationDuration` ends the session
+    /// (<https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
     pub expires_in: Duration,
 }
 
@@ -129,7 +148,8 @@ pub struct Fault {
 pub enum FaultKind {
     /// Answer this status with an OData error body (AAD-style body on the token endpoint).
     Status(u16),
-    /// Answer 429 `TooManyRequests` with `Retry-After` [D22].
+    /// Answer 429 `TooManyRequests` with `Retry-After`
+    /// (<https://learn.microsoft.com/en-us/graph/throttling>).
     Throttle {
         /// Value of the Retry-After header, in seconds.
         retry_after_secs: u64,
@@ -171,13 +191,16 @@ pub struct SubscriptionInfo {
 /// What a notification POST carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryKind {
-    /// The `validationToken` handshake on create [D15].
+    /// The `validationToken` handshake on create (webhook delivery).
     Validation,
-    /// A basic change notification (no resource data) [D3].
+    /// A basic change notification (no resource data:
+    /// <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>).
     Basic,
-    /// A rich change notification with `encryptedContent` [D3][D16].
+    /// A rich change notification with `encryptedContent`
+    /// (<https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data>).
     Rich,
-    /// A lifecycle notification [D17].
+    /// A lifecycle notification
+    /// (<https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>).
     Lifecycle,
 }
 

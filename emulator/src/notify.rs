@@ -1,6 +1,18 @@
-//! Change notifications: the validation handshake [D15], the watcher that turns presence
-//! changes into notifications [D3], rich payload encryption [D16], delivery with retries
-//! [D14], and lifecycle notifications [D17].
+//! Change notifications: the validation handshake, the watcher that turns presence changes
+//! into notifications, rich payload encryption, delivery with retries, and lifecycle
+//! notifications.
+//!
+//! Sources, cited below by name:
+//! - webhook delivery (and its "notificationUrl validation" section):
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks>
+//! - presence notifications:
+//!   <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>
+//! - rich notifications:
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data>
+//! - lifecycle events:
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>
+//! - the validation-failure reports:
+//!   <https://github.com/microsoftgraph/nodejs-webhooks-sample/issues/350>
 //!
 //! - A watcher task looks at every live subscription every 20 ms (only while there are
 //!   subscriptions) and compares each watched id's (availability, activity), as
@@ -8,15 +20,16 @@
 //!   presence fields (statusMessage, …) do not notify (UNVERIFIED). Time-driven changes
 //!   (session expiry, Available fading, `advance_clock`) are seen the same way.
 //! - Each subscription has one delivery worker, so its notifications arrive in order; all
-//!   changes seen in one look go in one POST (Graph may batch, even across subscriptions [D3]).
-//! - A POST that is not answered 2xx within `notification_timeout` (3 s [D14]) is retried
-//!   `notification_retries` times `notification_retry_delay` apart (Graph: up to 4 hours [D14]);
-//!   every attempt is recorded as a [`Delivery`]. The slow-endpoint throttling of [D14] is not
-//!   modelled.
+//!   changes seen in one look go in one POST (Graph may batch, even across subscriptions:
+//!   presence notifications).
+//! - A POST that is not answered 2xx within `notification_timeout` (3 s, webhook delivery) is
+//!   retried `notification_retries` times `notification_retry_delay` apart (Graph: up to
+//!   4 hours); every attempt is recorded as a [`Delivery`]. The slow-endpoint throttling of
+//!   the webhook delivery page is not modelled.
 //! - While a subscription awaits reauthorization, changes are not delivered and are lost
 //!   ("Any notifications about resource changes that happen when the change notification
-//!   delivery pauses … are lost" [D17]); Graph keeps delivering "for a while" first — the
-//!   emulator pauses at once (simplification).
+//!   delivery pauses … are lost", lifecycle events); Graph keeps delivering "for a while"
+//!   first — the emulator pauses at once (simplification).
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -40,7 +53,8 @@ use crate::util::{graph_datetime, guid};
 
 /// How often the watcher looks for presence changes.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
-/// The app id of Graph's change-notification publisher (`appid` of validationTokens [D16]).
+/// The app id of Graph's change-notification publisher (`appid` of validationTokens, rich
+/// notifications).
 const PUBLISHER_APP: &str = "0bf30f3b-4a52-48df-9a82-234910c4a086";
 
 /// One POST a delivery worker has to make.
@@ -76,14 +90,14 @@ pub(crate) fn presence_of(st: &State, id: &str, now: Instant) -> (String, String
 }
 
 /// What a validation handshake ended with: the status seen, and on failure the error code and
-/// message POST /subscriptions answers [I11].
+/// message POST /subscriptions answers (the validation-failure reports).
 pub(crate) struct Validation {
     pub status: Option<u16>,
     pub problem: Option<(&'static str, String)>,
 }
 
 /// The validation token Graph sends (the form seen in real requests; UNVERIFIED), which
-/// needs URL-decoding [D15].
+/// needs URL-decoding (webhook delivery).
 fn validation_token() -> String {
     format!(
         "Validation: Testing client application reachability for subscription Request-Id: {}",
@@ -92,7 +106,7 @@ fn validation_token() -> String {
 }
 
 /// POSTs `{url}?validationToken=…` (`text/plain; charset=utf-8`) and checks for 200 with the
-/// exact token as body within `timeout` [D15][I11].
+/// exact token as body within `timeout` (webhook delivery, the validation-failure reports).
 pub(crate) async fn validate(http: &reqwest::Client, url: &str, timeout: Duration) -> Validation {
     let failed = "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.";
     let token = validation_token();
@@ -213,7 +227,7 @@ async fn worker(weak: Weak<Shared>, http: reqwest::Client, mut rx: UnboundedRece
     }
 }
 
-/// One POST with the 3-s client timeout [D14]: (status, error).
+/// One POST with the 3-s client timeout (webhook delivery): (status, error).
 async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -236,7 +250,7 @@ async fn post(
     }
 }
 
-/// The JSON body of a job, encrypting rich items [D16].
+/// The JSON body of a job, encrypting rich items (rich notifications).
 fn render(job: &Job) -> Value {
     let mut items = job.items.clone();
     let mut out = json!({});
@@ -250,8 +264,9 @@ fn render(job: &Job) -> Value {
     out
 }
 
-/// `encryptedContent` [D16]: a fresh 32-byte key; AES-256-CBC, PKCS7, IV = the key's first 16
-/// bytes; `dataSignature` = HMAC-SHA256(key, data); `dataKey` = RSA-OAEP-SHA1(key).
+/// `encryptedContent` (rich notifications): a fresh 32-byte key; AES-256-CBC, PKCS7, IV = the
+/// key's first 16 bytes; `dataSignature` = HMAC-SHA256(key, data); `dataKey` =
+/// RSA-OAEP-SHA1(key).
 fn encrypt(cert: &EncCert, plain: &Value) -> Value {
     let b64 = base64::engine::general_purpose::STANDARD;
     let key: [u8; 32] = rand::rng().random();
@@ -282,8 +297,9 @@ fn encrypt(cert: &EncCert, plain: &Value) -> Value {
     })
 }
 
-/// A `validationTokens` entry: JWT-shaped with the claims of [D16], but unsigned (`alg: none`):
-/// the emulator has no Microsoft key, so clients that verify signatures must skip that here.
+/// A `validationTokens` entry: JWT-shaped with the claims of the rich notifications page, but
+/// unsigned (`alg: none`): the emulator has no Microsoft key, so clients that verify
+/// signatures must skip that here.
 fn validation_jwt(app_id: &str, tenant: &str) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let now = std::time::SystemTime::now()
@@ -388,11 +404,11 @@ pub(crate) fn scan(shared: &Shared) {
     }
 }
 
-/// Sends a lifecycle event [D17]. Only `reauthorizationRequired` exists for presence [D17]:
-/// Err for other events and unknown subscriptions. `reauthorizationRequired` pauses
+/// Sends a lifecycle event. Only `reauthorizationRequired` exists for presence (lifecycle
+/// events): Err for other events and unknown subscriptions. `reauthorizationRequired` pauses
 /// notifications until reauthorize or renew. Ok(false) when the subscription has no
 /// lifecycleNotificationUrl: such subscriptions "don't receive the lifecycle notifications"
-/// [D17] (the pause still applies).
+/// (lifecycle events; the pause still applies).
 pub(crate) fn send_lifecycle(st: &mut State, id: &str, event: &str) -> Result<bool, String> {
     if event != "reauthorizationRequired" {
         return Err(format!(

@@ -1,4 +1,6 @@
 //! Graph responses: JSON bodies, OData error bodies, and the headers every answer carries.
+//! Error body and ids: <https://learn.microsoft.com/en-us/graph/errors>; a real 401 body with
+//! its headers: <https://github.com/besscroft/diyfile/issues/1>.
 
 use serde_json::{Value, json};
 
@@ -13,7 +15,7 @@ pub(crate) struct GraphResponse {
     pub body: Option<Value>,
 }
 
-/// Per-request identifiers that go into headers and `innerError` [D23][I10].
+/// Per-request identifiers that go into headers and `innerError` (errors page, 401 report).
 #[derive(Debug, Clone)]
 pub(crate) struct Ctx {
     pub request_id: String,
@@ -30,7 +32,9 @@ impl GraphResponse {
         }
     }
 
-    /// 200 with no body: setPresence, clearPresence, ... [D5][D8]
+    /// 200 with no body: setPresence, clearPresence, ...
+    /// (<https://learn.microsoft.com/en-us/graph/api/presence-setpresence>,
+    /// <https://learn.microsoft.com/en-us/graph/api/presence-clearpresence>)
     pub fn empty(status: u16) -> Self {
         Self {
             status,
@@ -40,7 +44,7 @@ impl GraphResponse {
     }
 
     /// An OData error `{"error":{"code","message","innerError":{..}}}`; innerError's ids and
-    /// date are filled by [`GraphResponse::finish`] [D23].
+    /// date are filled by [`GraphResponse::finish`] (errors page).
     pub fn error(status: u16, code: &str, message: &str) -> Self {
         Self::json(
             status,
@@ -58,7 +62,8 @@ impl GraphResponse {
         Self::error(400, "BadRequest", message)
     }
 
-    /// 404 `Request_ResourceNotFound` [I19].
+    /// 404 `Request_ResourceNotFound`
+    /// (<https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/3331>).
     pub fn not_found(key: &str) -> Self {
         Self::error(
             404,
@@ -69,8 +74,9 @@ impl GraphResponse {
         )
     }
 
-    /// 403 `Authorization_RequestDenied` [D24][D32]. For presence the exact 403 body is
-    /// UNVERIFIED (FACTS §4); the same body is used.
+    /// 403 `Authorization_RequestDenied` (<https://learn.microsoft.com/en-us/graph/json-batching>,
+    /// <https://learn.microsoft.com/en-us/answers/questions/6019739>). For presence the exact
+    /// 403 body is UNVERIFIED (no published example); the same body is used.
     pub fn forbidden() -> Self {
         Self::error(
             403,
@@ -79,7 +85,7 @@ impl GraphResponse {
         )
     }
 
-    /// 401 `InvalidAuthenticationToken` with Graph's www-authenticate header [I10].
+    /// 401 `InvalidAuthenticationToken` with Graph's www-authenticate header (401 report).
     pub fn unauthorized(message: &str) -> Self {
         Self::error(401, "InvalidAuthenticationToken", message).with_header(
             "www-authenticate",
@@ -87,7 +93,8 @@ impl GraphResponse {
         )
     }
 
-    /// 429 with `Retry-After` and the documented body [D22].
+    /// 429 with `Retry-After` and the documented body
+    /// (<https://learn.microsoft.com/en-us/graph/throttling>).
     pub fn throttled(retry_after_secs: u64) -> Self {
         Self::json(
             429,
@@ -107,7 +114,8 @@ impl GraphResponse {
         .with_header("x-emulator-unsupported", "1")
     }
 
-    /// Adds request-id/client-request-id headers [I10] and innerError ids/date [D23].
+    /// Adds request-id/client-request-id headers (401 report) and innerError ids/date (errors
+    /// page).
     pub fn finish(mut self, ctx: &Ctx) -> Self {
         if let Some(inner) = self
             .body

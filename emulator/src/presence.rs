@@ -1,23 +1,38 @@
 //! Presence of one user: the sessions that feed it and how Graph aggregates them. Pure: every
 //! function takes `now` (emulator time).
 //!
-//! Modelled [D5][D6][D7][D8][D9]:
-//! - each app holds at most one session per user (sessionId = its client id [I3][I4]); the
-//!   user's own Teams client is one more session (set by the test through the Rust API);
-//! - an app session ends when its `expirationDuration` passes [D5];
+//! Sources, cited below by name:
+//! - setPresence: <https://learn.microsoft.com/en-us/graph/api/presence-setpresence> (the
+//!   five-pair list is on its `?view=graph-rest-beta` version)
+//! - managing presence state:
+//!   <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>
+//! - clearPresence: <https://learn.microsoft.com/en-us/graph/api/presence-clearpresence>
+//! - setUserPreferredPresence:
+//!   <https://learn.microsoft.com/en-us/graph/api/presence-setuserpreferredpresence>
+//! - setStatusMessage: <https://learn.microsoft.com/en-us/graph/api/presence-setstatusmessage>
+//! - presence resource: <https://learn.microsoft.com/en-us/graph/api/resources/presence>
+//! - get presence: <https://learn.microsoft.com/en-us/graph/api/presence-get>
+//! - sessionId = the app's id:
+//!   <https://github.com/microsoftgraph/microsoft-graph-docs/issues/18837>
+//!
+//! Modelled:
+//! - each app holds at most one session per user (sessionId = its client id); the user's own
+//!   Teams client is one more session (set by the test through the Rust API);
+//! - an app session ends when its `expirationDuration` passes (setPresence);
 //! - an app session set to Available fades: Available/AvailableInactive after 5 min without a
-//!   refresh, Away/Away after another 5 min [D5][D7];
+//!   refresh, Away/Away after another 5 min (setPresence, managing presence state);
 //! - user-preferred presence beats every session, but only while some session exists;
-//!   with no session the user is Offline/Offline [D9][D8];
-//! - among sessions DoNotDisturb > Busy > Available > Away [D6][D7]; BeRightBack ranks with
-//!   Away (UNVERIFIED); ties go to the user's own client, then the most recent session.
+//!   with no session the user is Offline/Offline (setUserPreferredPresence, clearPresence);
+//! - among sessions DoNotDisturb > Busy > Available > Away (setPresence, managing presence
+//!   state); BeRightBack ranks with Away (UNVERIFIED); ties go to the user's own client, then
+//!   the most recent session.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-/// setPresence (availability, activity) pairs [D5][D6] (newer page: 5 pairs with
+/// setPresence (availability, activity) pairs (setPresence; newer page: 5 pairs with
 /// DoNotDisturb/Presenting; the older copy lists 4).
 pub(crate) const SESSION_PAIRS: &[(&str, &str)] = &[
     ("Available", "Available"),
@@ -27,7 +42,7 @@ pub(crate) const SESSION_PAIRS: &[(&str, &str)] = &[
     ("DoNotDisturb", "Presenting"),
 ];
 
-/// setUserPreferredPresence pairs [D9].
+/// setUserPreferredPresence pairs (setUserPreferredPresence).
 pub(crate) const PREFERRED_PAIRS: &[(&str, &str)] = &[
     ("Available", "Available"),
     ("Busy", "Busy"),
@@ -37,7 +52,8 @@ pub(crate) const PREFERRED_PAIRS: &[(&str, &str)] = &[
     ("Offline", "OffWork"),
 ];
 
-/// How long an Available app session stays Available without a refresh [D5][D7].
+/// How long an Available app session stays Available without a refresh (setPresence, managing
+/// presence state).
 const FADE_STEP: Duration = Duration::from_secs(300);
 
 /// Finds `(a, b)` in `pairs` case-insensitively (UNVERIFIED whether Graph is case-sensitive)
@@ -59,7 +75,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// What this session contributes now, after Available fading [D5][D7].
+    /// What this session contributes now, after Available fading (setPresence, managing
+    /// presence state).
     fn effective(&self, now: Instant) -> (String, String) {
         let age = now.saturating_duration_since(self.set_at);
         if self.availability != "Available" || age < FADE_STEP {
@@ -72,7 +89,7 @@ impl Session {
     }
 }
 
-/// A user-preferred presence (setUserPreferredPresence) [D9].
+/// A user-preferred presence (setUserPreferredPresence).
 #[derive(Debug, Clone)]
 pub(crate) struct Preferred {
     pub availability: String,
@@ -80,7 +97,7 @@ pub(crate) struct Preferred {
     pub expires_at: Instant,
 }
 
-/// A status message (setStatusMessage) [D11].
+/// A status message (setStatusMessage).
 #[derive(Debug, Clone)]
 pub(crate) struct StatusMessage {
     pub content: String,
@@ -98,7 +115,7 @@ pub(crate) struct PresenceState {
     pub sessions: HashMap<String, Session>,
     pub preferred: Option<Preferred>,
     pub status: Option<StatusMessage>,
-    /// Bumped on every change: `sequenceNumber` [D33] (format UNVERIFIED).
+    /// Bumped on every change: `sequenceNumber` (presence resource; format UNVERIFIED).
     pub seq: u64,
 }
 
@@ -147,9 +164,9 @@ impl PresenceState {
         best.unwrap_or_else(|| ("Offline".into(), "Offline".into()))
     }
 
-    /// The presence resource as Graph returns it [D4][D12]. `statusMessage` carries only
-    /// `message`: expiryDateTime/publishedDateTime are omitted when reading another user [D11].
-    /// `workLocation` is not modelled.
+    /// The presence resource as Graph returns it (presence resource, get presence).
+    /// `statusMessage` carries only `message`: expiryDateTime/publishedDateTime are omitted
+    /// when reading another user (setStatusMessage). `workLocation` is not modelled.
     pub fn to_json(&self, id: &str, now: Instant, wall: SystemTime) -> Value {
         let (availability, activity) = self.aggregate(now);
         let status = self

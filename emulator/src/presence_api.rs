@@ -1,6 +1,19 @@
-//! Presence endpoints: GET presence [D12], getPresencesByUserId [D1], setPresence [D5][D6],
-//! clearPresence [D8], setUserPreferredPresence [D9], clearUserPreferredPresence [D10],
-//! setStatusMessage [D11].
+//! Presence endpoints, each after its page:
+//! - GET presence: <https://learn.microsoft.com/en-us/graph/api/presence-get>
+//! - getPresencesByUserId:
+//!   <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>
+//! - setPresence: <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>
+//! - clearPresence: <https://learn.microsoft.com/en-us/graph/api/presence-clearpresence>
+//! - setUserPreferredPresence:
+//!   <https://learn.microsoft.com/en-us/graph/api/presence-setuserpreferredpresence>
+//! - clearUserPreferredPresence:
+//!   <https://learn.microsoft.com/en-us/graph/api/presence-clearuserpreferredpresence>
+//! - setStatusMessage: <https://learn.microsoft.com/en-us/graph/api/presence-setstatusmessage>
+//!
+//! Issue reports: `sessionId` is the app's own id
+//! (<https://github.com/microsoftgraph/microsoft-graph-docs/issues/18837>); large id lists get
+//! a bare 400 (<https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/777>); the
+//! out-of-range message (<https://github.com/microsoftgraph/msgraph-sdk-dotnet/issues/1186>).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,14 +28,14 @@ use crate::presence::{
 use crate::state::State;
 use crate::util::{parse_iso_duration, parse_utc};
 
-/// Most ids in one getPresencesByUserId [D1].
+/// Most ids in one getPresencesByUserId (its page).
 const MAX_IDS: usize = 650;
-/// setPresence expirationDuration range and default [D5][D6].
+/// setPresence expirationDuration range and default (its page).
 const MIN_SESSION: Duration = Duration::from_secs(5 * 60);
 const MAX_SESSION: Duration = Duration::from_secs(4 * 3600);
 
-/// GET /users/{id}/presence and /communications/presences/{id} [D12]. The single object is
-/// not wrapped in `value` (the older doc example's wrapper is UNVERIFIED).
+/// GET /users/{id}/presence and /communications/presences/{id} (GET presence). The single
+/// object is not wrapped in `value` (the older doc example's wrapper is UNVERIFIED).
 pub(crate) fn get(st: &mut State, base: &str, key: &str) -> GraphResponse {
     let Some(id) = st.directory.resolve(key).map(str::to_owned) else {
         return GraphResponse::not_found(key);
@@ -35,7 +48,7 @@ pub(crate) fn get(st: &mut State, base: &str, key: &str) -> GraphResponse {
     GraphResponse::json(200, body)
 }
 
-/// POST /communications/getPresencesByUserId [D1]. At most 650 ids. Unknown ids are left out
+/// POST /communications/getPresencesByUserId (its page). At most 650 ids. Unknown ids are left out
 /// of `value` and duplicates answered once (both UNVERIFIED; Graph's behaviour is undocumented).
 pub(crate) fn get_many(st: &mut State, body: Option<&Value>) -> GraphResponse {
     let Some(ids) = body.and_then(|b| b.get("ids")).and_then(Value::as_array) else {
@@ -45,7 +58,8 @@ pub(crate) fn get_many(st: &mut State, body: Option<&Value>) -> GraphResponse {
         return GraphResponse::bad_request("The 'ids' collection must not be empty.");
     }
     if ids.len() > MAX_IDS {
-        // [D1]; the error code/message is UNVERIFIED ("a bare 400" [I6]).
+        // The limit is documented; the error code/message is UNVERIFIED ("a bare 400", see the
+        // module doc).
         return GraphResponse::bad_request(&format!(
             "The number of ids ({}) exceeds the maximum of {MAX_IDS}.",
             ids.len()
@@ -72,7 +86,7 @@ pub(crate) fn get_many(st: &mut State, body: Option<&Value>) -> GraphResponse {
     GraphResponse::json(200, json!({"value": value}))
 }
 
-/// A user's presence JSON; users never touched are Offline (no session) [D8].
+/// A user's presence JSON; users never touched are Offline (no session: clearPresence page).
 fn presence_json(st: &State, id: &str, now: Instant, wall: SystemTime) -> Value {
     match st.presence.get(id) {
         Some(p) => p.to_json(id, now, wall),
@@ -122,7 +136,7 @@ pub(crate) fn action(
         "clearPresence" => clear_presence(st, &id, client, body),
         "setUserPreferredPresence" => set_preferred(st, &id, body),
         "clearUserPreferredPresence" => {
-            st.presence_mut(&id).preferred = None; // [D10]
+            st.presence_mut(&id).preferred = None; // clearUserPreferredPresence
             Ok(())
         }
         "setStatusMessage" => set_status(st, &id, body),
@@ -134,7 +148,8 @@ pub(crate) fn action(
     }
 }
 
-/// sessionId must be the caller's own app id [D5][I3][I4]; the error for another id is UNVERIFIED.
+/// sessionId must be the caller's own app id (setPresence, see the module doc); the error for
+/// another id is UNVERIFIED.
 fn session_id(body: Option<&Value>, client: &str) -> Result<String, GraphResponse> {
     let sid = str_field(body, "sessionId").ok_or_else(|| invalid_argument("SessionId"))?;
     if !sid.eq_ignore_ascii_case(client) {
@@ -143,9 +158,10 @@ fn session_id(body: Option<&Value>, client: &str) -> Result<String, GraphRespons
     Ok(sid.to_lowercase())
 }
 
-/// setPresence [D5][D6]: documented pairs only; expirationDuration PT5M..PT4H, default PT5M;
-/// out of range -> 400 InvalidArgument "The provided [ExpirationDuration] is out of range."
-/// [I1] (status 400 UNVERIFIED). One session per app per user, replaced by each call.
+/// setPresence: documented pairs only; expirationDuration PT5M..PT4H, default PT5M; out of
+/// range -> 400 InvalidArgument "The provided \[ExpirationDuration\] is out of range." (as
+/// reported, see the module doc; status 400 UNVERIFIED). One session per app per user,
+/// replaced by each call.
 fn set_presence(
     st: &mut State,
     id: &str,
@@ -183,7 +199,7 @@ fn set_presence(
     Ok(())
 }
 
-/// clearPresence [D8]: 200, or 404 when the app has no live session for the user (code
+/// clearPresence: 200, or 404 when the app has no live session for the user (code
 /// UNVERIFIED).
 fn clear_presence(
     st: &mut State,
@@ -209,7 +225,7 @@ fn clear_presence(
     Ok(())
 }
 
-/// setUserPreferredPresence [D9]: its pairs; expirationDuration optional, default 1 day for
+/// setUserPreferredPresence: its pairs; expirationDuration optional, default 1 day for
 /// DoNotDisturb/Busy, 7 days otherwise.
 fn set_preferred(st: &mut State, id: &str, body: Option<&Value>) -> Result<(), GraphResponse> {
     let (a, b) = (
@@ -238,7 +254,7 @@ fn set_preferred(st: &mut State, id: &str, body: Option<&Value>) -> Result<(), G
     Ok(())
 }
 
-/// setStatusMessage [D11]: `statusMessage.message.content`; `expiryDateTime` honoured when
+/// setStatusMessage: `statusMessage.message.content`; `expiryDateTime` honoured when
 /// its timeZone is UTC (other zones: kept without expiry, an emulator simplification).
 fn set_status(st: &mut State, id: &str, body: Option<&Value>) -> Result<(), GraphResponse> {
     let sm = body

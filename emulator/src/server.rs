@@ -91,7 +91,7 @@ async fn graph_endpoint(
 }
 
 fn aad_headers(a: &TokenAnswer) -> Vec<(String, String)> {
-    // Real Entra errors carry these [I13].
+    // Real Entra errors carry these (https://github.com/databricks/databricks-sdk-go/issues/240).
     let trace = a
         .body
         .get("trace_id")
@@ -117,7 +117,8 @@ async fn token_endpoint(
     aad_endpoint(shared, tenant, uri, headers, body, "token").await
 }
 
-/// POST /{tenant}/oauth2/v2.0/devicecode: the device authorization request [DC].
+/// POST /{tenant}/oauth2/v2.0/devicecode: the device authorization request
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-device-code>).
 async fn device_code(
     State(shared): State<AppState>,
     Path(tenant): Path<String>,

@@ -1,5 +1,10 @@
 //! All emulator state behind one mutex (never held across an await): apps, tokens, the
 //! directory, presence, the request log, injected faults, rate-limit windows and the clock.
+//!
+//! Sources: the presence rate limit on
+//! <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid> and
+//! <https://learn.microsoft.com/en-us/graph/api/presence-get>; tokens on the client-credentials
+//! page <https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -13,14 +18,14 @@ use crate::presence::PresenceState;
 use crate::subscriptions::Subscription;
 use crate::util::random_string;
 
-/// Length of a presence rate-limit window [D1][D12].
+/// Length of a presence rate-limit window (presence pages above).
 const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// A registered app (service principal with its application permissions).
 #[derive(Debug, Clone)]
 pub(crate) struct App {
     pub secret: String,
-    /// Granted application roles; empty = no admin consent [D28].
+    /// Granted application roles; empty = no admin consent (client-credentials page above).
     pub roles: HashSet<String>,
 }
 
@@ -61,7 +66,8 @@ struct Window {
 pub(crate) struct State {
     pub opts: EmulatorOptions,
     pub tenant_id: String,
-    /// Domain names accepted in place of the tenant id on the token endpoint [D28].
+    /// Domain names accepted in place of the tenant id on the token endpoint (client-credentials
+    /// page above).
     pub domains: Vec<String>,
     /// The emulator's own base URL: it stands in for https://graph.microsoft.com, so
     /// `{base_url}/.default` is accepted as the Graph scope (clients point `graph_url` at us).
@@ -150,7 +156,9 @@ impl State {
         self.offset += d;
     }
 
-    /// Issues an opaque app-only access token [D28][D31]; returns it with its lifetime.
+    /// Issues an opaque app-only access token (client-credentials page above;
+    /// <https://learn.microsoft.com/en-us/entra/identity-platform/configurable-token-lifetimes>);
+    /// returns it with its lifetime.
     pub fn issue_token(&mut self, client_id: &str) -> (String, Duration) {
         let token = format!("emu.{}", random_string(80));
         let lifetime = self.store_token(token.clone(), client_id, None, Vec::new());
@@ -251,9 +259,11 @@ impl State {
         Some(kind)
     }
 
-    /// Counts one presence request of `client_id` in its 30 s window [D1][D12]; Err carries
-    /// the seconds until the window ends (Retry-After [D22]). Fixed windows, not sliding; a
-    /// getPresencesByUserId call counts once (UNVERIFIED [I6]).
+    /// Counts one presence request of `client_id` in its 30 s window (presence pages above); Err
+    /// carries the seconds until the window ends (Retry-After:
+    /// <https://learn.microsoft.com/en-us/graph/throttling>). Fixed windows, not sliding; a
+    /// getPresencesByUserId call counts once (UNVERIFIED; asked in
+    /// <https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/777>).
     pub fn rate_check(&mut self, client_id: &str) -> Result<(), u64> {
         let now = self.now();
         let limit = self.opts.presence_limit_per_30s;

@@ -1,24 +1,50 @@
-//! `/v1.0/subscriptions`: presence change-notification subscriptions [D3][D13][D14][D15][D18].
+//! `/v1.0/subscriptions`: presence change-notification subscriptions.
+//!
+//! Sources, cited below by name:
+//! - presence notifications:
+//!   <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>
+//! - subscription resource: <https://learn.microsoft.com/en-us/graph/api/resources/subscription>
+//! - changeNotification resource:
+//!   <https://learn.microsoft.com/en-us/graph/api/resources/changenotification>
+//! - create subscription:
+//!   <https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions>
+//! - webhook delivery (and its "notificationUrl validation" section):
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks>
+//! - rich notifications:
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data>
+//! - lifecycle events:
+//!   <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>
+//! - the 409 report: <https://github.com/microsoftgraph/msgraph-beta-sdk-dotnet/issues/174>
+//! - the http report: <https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/7821>
+//! - the validation-failure reports:
+//!   <https://github.com/microsoftgraph/nodejs-webhooks-sample/issues/350>
+//! - expired subscriptions: <https://github.com/microsoftgraph/microsoft-graph-docs/issues/20356>,
+//!   <https://learn.microsoft.com/en-us/answers/questions/5948601>
 //!
 //! Modelled:
 //! - resources `communications/presences/{id}` and `/communications/presences?$filter=id in
-//!   ('a','b',…)` (≤ 650 ids), changeType `updated` only [D3];
-//! - delegated tokens only: an app-only token gets 403 [D3][D18] (body UNVERIFIED, see
-//!   [`forbidden`]); the delegated token needs Presence.Read.All (or Presence.ReadWrite.All);
-//! - one presence subscription per (user, app): 409 `ExtensionError` with the documented (sic)
-//!   message [D3][I5];
-//! - `expirationDateTime` at most 60 minutes ahead, on create and renew [D13][D3];
-//! - HTTPS notification URLs unless `allow_http_notification_urls` [D3][I-HTTPS];
+//!   ('a','b',…)` (≤ 650 ids), changeType `updated` only (presence notifications);
+//! - delegated tokens only: an app-only token gets 403 (presence notifications, create
+//!   subscription; body UNVERIFIED, see [`forbidden`]); the delegated token needs
+//!   Presence.Read.All (or Presence.ReadWrite.All);
+//! - one presence subscription per (user, app): 409 `ExtensionError` with the reported (sic)
+//!   message (presence notifications, the 409 report);
+//! - `expirationDateTime` at most 60 minutes ahead, on create and renew (subscription
+//!   resource, presence notifications);
+//! - HTTPS notification URLs unless `allow_http_notification_urls` (presence notifications,
+//!   the http report);
 //! - `includeResourceData` needs `encryptionCertificate` (base64 DER X.509, RSA 2048–4096) and
-//!   `encryptionCertificateId` (≤ 128 characters) [D16];
-//! - `clientState` at most 128 characters (FACTS CONFLICT: 128 [D13] vs 255 [D20]; the stricter
-//!   one is used);
-//! - the validationToken handshake on create, separately for `lifecycleNotificationUrl` [D15];
-//!   failures answer the [I11] messages;
-//! - PATCH renews (and reauthorizes [D17]); `lifecycleNotificationUrl` cannot be changed [D17];
-//!   POST .../reauthorize answers 204 (as Microsoft's generated SDKs expect; the learn page
-//!   subscription-reauthorize) and does not extend the expiry [D17]; DELETE 204 [D14];
-//! - expired subscriptions are gone: GET/PATCH/DELETE answer 404 [I8][P7] (code UNVERIFIED);
+//!   `encryptionCertificateId` (≤ 128 characters) (rich notifications);
+//! - `clientState` at most 128 characters (the sources disagree: 128 on the subscription
+//!   resource, 255 on the changeNotification resource; the stricter one is used);
+//! - the validationToken handshake on create, separately for `lifecycleNotificationUrl`
+//!   (webhook delivery); failures answer the messages of the validation-failure reports;
+//! - PATCH renews (and reauthorizes: lifecycle events); `lifecycleNotificationUrl` cannot be
+//!   changed (lifecycle events); POST .../reauthorize answers 204 (as Microsoft's generated SDKs
+//!   expect; the learn page subscription-reauthorize) and does not extend the expiry (lifecycle
+//!   events); DELETE 204 (webhook delivery);
+//! - expired subscriptions are gone: GET/PATCH/DELETE answer 404 (expired subscriptions; code
+//!   UNVERIFIED);
 //! - GET /subscriptions lists the caller's: with a delegated token those of (user, app), with
 //!   an app-only token all of the app's (UNVERIFIED).
 
@@ -41,18 +67,18 @@ use crate::odata::GraphResponse;
 use crate::state::{Caller, Shared, State};
 use crate::util::{graph_datetime, guid, parse_datetime};
 
-/// Most ids in one presence subscription [D3].
+/// Most ids in one presence subscription (presence notifications).
 pub(crate) const MAX_IDS: usize = 650;
-/// Longest presence subscription [D13][D3].
+/// Longest presence subscription (subscription resource, presence notifications).
 const MAX_LIFETIME: Duration = Duration::from_secs(60 * 60);
-/// `clientState` limit (CONFLICT 128 vs 255; see the module doc).
+/// `clientState` limit (the sources disagree, 128 vs 255; see the module doc).
 const MAX_CLIENT_STATE: usize = 128;
-/// `encryptionCertificateId` limit [D16].
+/// `encryptionCertificateId` limit (rich notifications).
 const MAX_CERT_ID: usize = 128;
-/// Delegated scopes that may subscribe to presence [D3].
+/// Delegated scopes that may subscribe to presence (presence notifications).
 const SUBSCRIBE_SCOPES: &[&str] = &["Presence.Read.All", "Presence.ReadWrite.All"];
 
-/// The encryption certificate of a rich subscription [D16].
+/// The encryption certificate of a rich subscription (rich notifications).
 #[derive(Debug, Clone)]
 pub(crate) struct EncCert {
     pub id: String,
@@ -106,7 +132,7 @@ impl Subscription {
         }
     }
 
-    /// The subscription resource as Graph returns it [D13].
+    /// The subscription resource as Graph returns it (subscription resource).
     fn to_json(&self, base: &str) -> Value {
         json!({
             "@odata.context": format!("{base}/v1.0/$metadata#subscriptions/$entity"),
@@ -171,12 +197,14 @@ pub(crate) fn route(method: &str, s: &[&str]) -> Option<Result<SubOp, ()>> {
 }
 
 fn invalid(message: &str) -> GraphResponse {
-    // Code for malformed subscription bodies: UNVERIFIED ("InvalidRequest" as in [I11][I-HTTPS]).
+    // Code for malformed subscription bodies: UNVERIFIED ("InvalidRequest" as in the
+    // validation-failure and http reports).
     GraphResponse::error(400, "InvalidRequest", message)
 }
 
 /// 403 for app-only tokens or missing delegated scope. Graph's body for presence is
-/// UNVERIFIED; this wording was reported for a presence subscription [I-403].
+/// UNVERIFIED; this wording was reported for a presence subscription:
+/// <https://github.com/microsoftgraph/nodejs-webhooks-sample/issues/175>.
 fn forbidden() -> GraphResponse {
     GraphResponse::error(
         403,
@@ -185,7 +213,8 @@ fn forbidden() -> GraphResponse {
     )
 }
 
-/// 404 for unknown, deleted or expired subscriptions (code and message UNVERIFIED [I8][P7]).
+/// 404 for unknown, deleted or expired subscriptions (expired subscriptions; code and message
+/// UNVERIFIED).
 fn not_found(id: &str) -> GraphResponse {
     GraphResponse::error(
         404,
@@ -194,7 +223,8 @@ fn not_found(id: &str) -> GraphResponse {
     )
 }
 
-/// [I12]; the presence wording is UNVERIFIED.
+/// <https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/7726> (other
+/// resources); the presence wording is UNVERIFIED.
 fn too_long() -> GraphResponse {
     GraphResponse::error(
         400,
@@ -203,7 +233,7 @@ fn too_long() -> GraphResponse {
     )
 }
 
-/// Parses `resource` into ids [D3].
+/// Parses `resource` into ids (presence notifications).
 fn parse_resource(resource: &str) -> Result<Vec<String>, GraphResponse> {
     let bad = || {
         invalid(&format!(
@@ -262,7 +292,7 @@ fn parse_resource(resource: &str) -> Result<Vec<String>, GraphResponse> {
         }
     }
     if ids.len() > MAX_IDS {
-        // [D3] "at most 650"; code and message UNVERIFIED.
+        // "at most 650" (presence notifications); code and message UNVERIFIED.
         return Err(GraphResponse::error(
             400,
             "ExtensionError",
@@ -284,7 +314,7 @@ fn check_url(st: &State, field: &str, url: &str) -> Result<(), GraphResponse> {
     match u.scheme() {
         "https" => Ok(()),
         "http" if st.opts.allow_http_notification_urls => Ok(()),
-        // [I-HTTPS]; the lifecycle variant's wording is UNVERIFIED.
+        // The http report's wording; the lifecycle variant's wording is UNVERIFIED.
         other => Err(invalid(&format!(
             "{}{} scheme='{other}' is not supported.",
             field[..1].to_uppercase(),
@@ -293,7 +323,7 @@ fn check_url(st: &State, field: &str, url: &str) -> Result<(), GraphResponse> {
     }
 }
 
-/// Parses and checks the encryption certificate [D16].
+/// Parses and checks the encryption certificate (rich notifications).
 fn parse_cert(b64: &str, id: Option<&str>) -> Result<EncCert, GraphResponse> {
     let id = id.filter(|i| !i.is_empty()).ok_or_else(|| {
         invalid("encryptionCertificateId is required when includeResourceData is true.")
@@ -387,7 +417,7 @@ fn check_create(
     let b = body.unwrap_or(&empty);
     let change = str_of(b, "changeType").ok_or_else(|| invalid("changeType is required."))?;
     if !change.eq_ignore_ascii_case("updated") {
-        // [D3]: presence supports `updated` only; wording UNVERIFIED.
+        // Presence supports `updated` only (presence notifications); wording UNVERIFIED.
         return Err(invalid(&format!(
             "changeType '{change}' is not supported for presence; only 'updated' is."
         )));
@@ -420,7 +450,7 @@ fn check_create(
         let c = str_of(b, "encryptionCertificate")
             .filter(|c| !c.is_empty())
             .ok_or_else(|| {
-                // [D16]; wording UNVERIFIED.
+                // Rich notifications; wording UNVERIFIED.
                 invalid("encryptionCertificate is required when includeResourceData is true.")
             })?;
         Some(parse_cert(c, str_of(b, "encryptionCertificateId"))?)
@@ -456,7 +486,8 @@ pub(crate) fn prune(st: &mut State) {
     st.subscriptions.retain(|_, s| s.expires > wall);
 }
 
-/// 409 when (user, app) already holds a live presence subscription [D3][I5].
+/// 409 when (user, app) already holds a live presence subscription (presence notifications,
+/// the 409 report).
 fn conflict(st: &State, caller: &Caller, user: &str) -> Result<(), GraphResponse> {
     let taken = st
         .subscriptions
@@ -536,7 +567,7 @@ pub(crate) async fn handle(
                 .and_then(|b| b.get("lifecycleNotificationUrl"))
                 .is_some()
             {
-                // [D17]: only at creation; wording UNVERIFIED.
+                // Only at creation (lifecycle events); wording UNVERIFIED.
                 return invalid(
                     "lifecycleNotificationUrl can only be set when the subscription is created.",
                 );
@@ -548,7 +579,7 @@ pub(crate) async fn handle(
             match st.subscriptions.get_mut(&id) {
                 Some(s) => {
                     s.expires = expires;
-                    s.reauth_required = false; // renewing also reauthorizes [D17]
+                    s.reauth_required = false; // renewing also reauthorizes (lifecycle events)
                     GraphResponse::json(200, s.to_json(base))
                 }
                 None => not_found(&id),
@@ -577,11 +608,13 @@ pub(crate) async fn handle(
     }
 }
 
-/// POST /subscriptions: checks, handshake(s), then stores [D15][D18].
+/// POST /subscriptions: checks, handshake(s), then stores (webhook delivery, create
+/// subscription).
 async fn create(shared: &Shared, req: &GraphRequest, caller: &Caller) -> GraphResponse {
     let (new, user, upn, id, timeout) = {
         let mut st = shared.lock();
-        // Presence subscriptions are delegated-only [D3][D18].
+        // Presence subscriptions are delegated-only (presence notifications, create
+        // subscription).
         let Some(user) = caller.user.clone() else {
             return forbidden();
         };

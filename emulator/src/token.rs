@@ -1,4 +1,8 @@
-//! Entra token endpoint (client credentials, v2.0) [D28][D30] and its OpenID configuration.
+//! Entra token endpoint (client credentials, v2.0) and its OpenID configuration. Sources:
+//! the client-credentials page
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
+//! and the AADSTS page
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>.
 
 use std::collections::HashMap;
 
@@ -22,8 +26,8 @@ pub(crate) struct TokenAnswer {
     pub client_id: Option<String>,
 }
 
-/// An Entra error body [D28][D30]: `error`, `error_description` with AADSTS code, trace and
-/// correlation ids and timestamp, `error_codes`, `timestamp`, `trace_id`, `correlation_id`,
+/// An Entra error body (both pages above): `error`, `error_description` with AADSTS code, trace
+/// and correlation ids and timestamp, `error_codes`, `timestamp`, `trace_id`, `correlation_id`,
 /// `error_uri`.
 pub(crate) fn aad_error(
     st: &State,
@@ -59,14 +63,15 @@ fn missing(st: &State, param: &str) -> TokenAnswer {
     )
 }
 
-/// Whether `tenant` names this tenant (GUID or a domain name [D28]).
+/// Whether `tenant` names this tenant (GUID or a domain name: client-credentials page).
 pub(crate) fn tenant_known(st: &State, tenant: &str) -> bool {
     st.tenant_id.eq_ignore_ascii_case(tenant)
         || st.domains.iter().any(|d| d.eq_ignore_ascii_case(tenant))
 }
 
-/// AADSTS90002 [D30][I14]; `invalid_request` is the older token-endpoint form (which one the
-/// v2 endpoint sends today is UNVERIFIED).
+/// AADSTS90002 (AADSTS page; <https://github.com/vippsas/vipps-ecom-api/issues/183>);
+/// `invalid_request` is the older token-endpoint form (which one the v2 endpoint sends today is
+/// UNVERIFIED).
 pub(crate) fn unknown_tenant(st: &State, tenant: &str) -> TokenAnswer {
     aad_error(
         st,
@@ -79,7 +84,8 @@ pub(crate) fn unknown_tenant(st: &State, tenant: &str) -> TokenAnswer {
     )
 }
 
-/// `client_id:secret` from HTTP Basic auth (RFC 6749 2.3.1, both form-url-encoded) [D28].
+/// `client_id:secret` from HTTP Basic auth (RFC 6749 2.3.1, both form-url-encoded; accepted
+/// per the client-credentials page).
 fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
     let (scheme, b64) = header?.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -99,7 +105,7 @@ fn basic_credentials(header: Option<&str>) -> Option<(String, String)> {
 }
 
 /// Checks the scope: every scope `{resource}/.default`, one resource, and that resource is
-/// Graph [D28][D30].
+/// Graph (both pages above).
 fn check_scope(st: &State, scope: &str, tenant: &str) -> Result<(), TokenAnswer> {
     let mut resources = Vec::new();
     for s in scope.split_whitespace() {
@@ -152,7 +158,7 @@ pub(crate) fn graph_resource(st: &State, tenant: &str, resource: &str) -> Result
     ))
 }
 
-/// POST /{tenant}/oauth2/v2.0/token with a form body [D28].
+/// POST /{tenant}/oauth2/v2.0/token with a form body (client-credentials page).
 pub(crate) fn token(
     st: &mut State,
     tenant: &str,
@@ -227,7 +233,8 @@ fn try_token(
     };
     let Some(secret) = secret else {
         if form.contains_key("client_assertion") {
-            // Certificate credentials [D29] are not modelled yet.
+            // Certificate credentials are not modelled yet
+            // (https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials).
             return Err(with_id(aad_error(
                 st,
                 400,
@@ -256,10 +263,11 @@ fn try_token(
         )));
     }
     // Issued even without roles: no admin consent means no `roles` claim, and Graph answers
-    // 403 [D28].
+    // 403 (client-credentials page).
     let (token, lifetime) = st.issue_token(&client_id.to_lowercase());
     let secs = lifetime.as_secs();
-    // `ext_expires_in` is not on the official page but in real responses [FACTS §1].
+    // `ext_expires_in` is not on the official page but is seen in real responses and in SDK
+    // and tool docs.
     let body = json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token});
     Ok(TokenAnswer {
         status: 200,

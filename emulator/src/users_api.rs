@@ -1,4 +1,8 @@
-//! GET /users (filter, select, top, paging, count) and GET /users/{id | upn} [D25][D26].
+//! GET /users (filter, select, top, paging, count) and GET /users/{id | upn}. Sources: List
+//! users <https://learn.microsoft.com/en-us/graph/api/user-list>, `$filter`
+//! <https://learn.microsoft.com/en-us/graph/filter-query-parameter>, JSON batching (for paging)
+//! <https://learn.microsoft.com/en-us/graph/json-batching>, and the 404 report
+//! <https://github.com/microsoftgraph/microsoft-graph-docs-contrib/issues/3331>.
 
 use std::collections::HashMap;
 
@@ -10,12 +14,13 @@ use crate::graph::GraphRequest;
 use crate::odata::GraphResponse;
 use crate::state::State;
 
-/// Default page size (UNVERIFIED: FACTS §2 "Page size default 100 and max $top 999").
+/// Default page size (UNVERIFIED: no published source gives the default 100 or the maximum
+/// `$top` 999 for users).
 const DEFAULT_TOP: usize = 100;
 const MAX_TOP: usize = 999;
-/// Values per `in` without advanced query headers [D26].
+/// Values per `in` without advanced query headers (`$filter` page).
 const MAX_IN_VALUES: usize = 15;
-/// URL length limit with advanced queries [D26] (2024 ja-jp page).
+/// URL length limit with advanced queries (`$filter` page, 2024 ja-jp version).
 const MAX_ADVANCED_URL: usize = 2048;
 
 /// Query options by lowercase name without `$` (Graph accepts both spellings).
@@ -83,7 +88,7 @@ fn filtered(
         .with_header("x-emulator-unsupported", "1"),
     })?;
     if advanced(req) && opts.get("count").is_some_and(|c| c == "true") {
-        // With advanced query capabilities the limit is the URL length [D26].
+        // With advanced query capabilities the limit is the URL length (`$filter` page).
         let len = "https://graph.microsoft.com".len() + req.raw_path.len() + 1 + req.query.len();
         if len > MAX_ADVANCED_URL {
             return Err(GraphResponse::error(
@@ -96,7 +101,7 @@ fn filtered(
         .iter()
         .find(|c| c.is_in && c.values.len() > MAX_IN_VALUES)
     {
-        // 15 expressions per `in` [D26]; the message wording is UNVERIFIED.
+        // 15 expressions per `in` (`$filter` page); the message wording is UNVERIFIED.
         return Err(GraphResponse::error(
             400,
             "Request_UnsupportedQuery",
@@ -120,8 +125,9 @@ fn next_link(base: &str, req: &GraphRequest, next: usize) -> String {
     format!("{base}{}?{}", req.raw_path, ser.finish())
 }
 
-/// GET /users [D25]: `$filter` (see [`crate::filter`]), `$select`, `$top` + `@odata.nextLink`
-/// [D24], `$count=true` with `ConsistencyLevel: eventual` -> `@odata.count` [D25].
+/// GET /users (List users): `$filter` (see [`crate::filter`]), `$select`, `$top` +
+/// `@odata.nextLink` (JSON batching), `$count=true` with `ConsistencyLevel: eventual` ->
+/// `@odata.count` (List users).
 pub(crate) fn list(st: &State, base: &str, req: &GraphRequest) -> GraphResponse {
     match try_list(st, base, req) {
         Ok(r) | Err(r) => r,
@@ -156,7 +162,8 @@ fn try_list(st: &State, base: &str, req: &GraphRequest) -> Result<GraphResponse,
         .get("count")
         .is_some_and(|c| c.eq_ignore_ascii_case("true"));
     if count && !advanced(req) {
-        // $count is an advanced query: it needs ConsistencyLevel: eventual [D25]. Wording UNVERIFIED.
+        // $count is an advanced query: it needs ConsistencyLevel: eventual (List users). Wording
+        // UNVERIFIED.
         return Err(GraphResponse::error(
             400,
             "Request_BadRequest",
@@ -187,7 +194,8 @@ fn try_list(st: &State, base: &str, req: &GraphRequest) -> Result<GraphResponse,
     Ok(GraphResponse::json(200, body))
 }
 
-/// GET /users/{id | userPrincipalName} [D25]; 404 `Request_ResourceNotFound` [I19].
+/// GET /users/{id | userPrincipalName} (List users); 404 `Request_ResourceNotFound` (the 404
+/// report).
 pub(crate) fn get(st: &State, base: &str, key: &str, req: &GraphRequest) -> GraphResponse {
     let opts = options(&req.query);
     let props = match selection(&opts) {

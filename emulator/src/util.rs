@@ -62,13 +62,15 @@ fn split_time(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
     (y, mo, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// `2024-05-01T12:00:00`: the form Graph uses in `innerError.date`. [D23]
+/// `2024-05-01T12:00:00`: the form Graph uses in `innerError.date`
+/// (<https://learn.microsoft.com/en-us/graph/errors>).
 pub(crate) fn graph_date(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = split_time(t);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
 }
 
-/// `2024-05-01 12:00:00Z`: the form Entra uses in token error `timestamp`. [D30]
+/// `2024-05-01 12:00:00Z`: the form Entra uses in token error `timestamp`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>).
 pub(crate) fn aad_timestamp(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = split_time(t);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}Z")
@@ -92,7 +94,8 @@ pub(crate) fn parse_utc(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// `2024-05-01T12:00:00.1234567Z`: the form Graph uses for `expirationDateTime` [D13].
+/// `2024-05-01T12:00:00.1234567Z`: the form Graph uses for `expirationDateTime`
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/subscription>).
 pub(crate) fn graph_datetime(t: SystemTime) -> String {
     let (y, mo, d, h, mi, s) = split_time(t);
     let frac = t
@@ -145,7 +148,8 @@ pub(crate) fn parse_datetime(s: &str) -> Option<SystemTime> {
 }
 
 /// Parses an ISO-8601 duration such as `PT5M`, `PT1H30M`, `P1D`, `PT90S` (setPresence
-/// `expirationDuration`). [D5] Returns None for anything else, e.g. kiota's `0:10:00`.
+/// `expirationDuration`, <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
+/// Returns None for anything else, e.g. kiota's `0:10:00`.
 pub(crate) fn parse_iso_duration(s: &str) -> Option<Duration> {
     let rest = s.strip_prefix('P')?;
     let (date, time) = match rest.split_once('T') {

@@ -1,4 +1,4 @@
-//! POST /v1.0/$batch [D24].
+//! POST /v1.0/$batch (<https://learn.microsoft.com/en-us/graph/json-batching>).
 
 mod common;
 

@@ -1,4 +1,8 @@
-//! Delegated tokens: the device-code grant [DC] and the refresh-token grant [AC][RV].
+//! Delegated tokens: the device-code grant
+//! (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-device-code>) and the
+//! refresh-token grant (auth-code page:
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow>;
+//! revocation: <https://login.microsoftonline.com/error?code=50173>).
 
 mod common;
 
@@ -182,7 +186,7 @@ async fn refresh_rotates_and_old_token_stays_valid_until_revoked() {
         .get_as(a.body["access_token"].as_str().unwrap(), "/me")
         .await;
     assert_eq!(me.body["userPrincipalName"], "user0001@contoso.com");
-    // Entra does not revoke a used refresh token [AC].
+    // Entra does not revoke a used refresh token (auth-code page).
     assert_eq!(refresh(&fx, rt0).await.status, 200);
     // Another user's tokens are untouched by a revocation.
     let other = signed_in(&fx, "user0002@contoso.com").await;

@@ -1,4 +1,11 @@
-//! Presence subscriptions and change notifications [D3][D13][D14][D15][D16][D17].
+//! Presence subscriptions and change notifications. Sources: the presence notifications page
+//! <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>, the subscription
+//! resource <https://learn.microsoft.com/en-us/graph/api/resources/subscription>, webhook
+//! delivery <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks>,
+//! rich notifications
+//! <https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data> and
+//! lifecycle events
+//! <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>.
 
 mod common;
 
@@ -237,7 +244,8 @@ async fn create_validates_both_urls_then_second_subscription_is_409() {
     assert_eq!(subs.len(), 1);
     assert_eq!(subs[0].creator_upn, "user0001@contoso.com");
     assert_eq!(subs[0].ids, fx.ids);
-    // One presence subscription per user and app [D3][I5].
+    // One presence subscription per user and app (presence notifications page; 409 as reported
+    // in https://github.com/microsoftgraph/msgraph-beta-sdk-dotnet/issues/174).
     let b = send(
         &fx,
         "POST",
@@ -598,7 +606,7 @@ async fn rich_notification_decrypts_to_the_presence() {
         .map(|x| format!("{x:02X}"))
         .collect();
     assert_eq!(enc["encryptionCertificateThumbprint"], thumb.as_str());
-    // [D16] decryption steps.
+    // Decryption steps of the rich notifications page.
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(KEY_PEM).unwrap();
     let sym = key
         .decrypt(

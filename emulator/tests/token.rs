@@ -1,4 +1,6 @@
-//! The client-credentials token endpoint: success shapes and the documented errors [D28][D30].
+//! The client-credentials token endpoint: success shapes and the documented errors
+//! (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>,
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>).
 
 mod common;
 

@@ -73,7 +73,8 @@ async fn more_than_15_values_in_one_in_is_400_unless_advanced_query() {
         ids(&fx.get(&format!("/users?$filter={}", enc(&f15))).await).len(),
         15
     );
-    // With advanced query capabilities only the URL length limits it [D26].
+    // With advanced query capabilities only the URL length limits it
+    // (https://learn.microsoft.com/en-us/graph/filter-query-parameter).
     let url = fx.url(&format!("/users?$filter={}&$count=true", enc(&f)));
     let r = fx
         .http

@@ -18,7 +18,8 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 pub const DEFAULT_STATE_DB: &str = "/var/lib/pbx-teams-presence/state.db";
 /// Default `sync.poll_interval`.
 pub const DEFAULT_POLL_INTERVAL: &str = "30s";
-/// Default `sync.in_call_expiration` (the Graph default, FACTS.md §5 \[D5\]\[D6\]).
+/// Default `sync.in_call_expiration` (the Graph default:
+/// <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
 pub const DEFAULT_IN_CALL_EXPIRATION: &str = "5m";
 /// Default `sync.resolve_interval`.
 pub const DEFAULT_RESOLVE_INTERVAL: &str = "1h";

@@ -92,7 +92,8 @@ pub struct SyncConfig {
     /// How often Teams presence is read for all users.
     pub poll_interval: Duration,
     /// `expirationDuration` of our setPresence session; refreshed before it runs out
-    /// (5m..=4h, FACTS.md §5 \[D5\]\[D6\]).
+    /// (5m..=4h, the range setPresence accepts:
+    /// <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
     pub in_call_expiration: Duration,
     /// How often e-mail -> Teams id matching is redone (new hires, renamed accounts).
     pub resolve_interval: Duration,

@@ -1,6 +1,7 @@
-//! `[notifications]`: presence change notifications held by subscription accounts (Graph
-//! accepts presence subscriptions only with a delegated token, FACTS.md §0 [D3]), the webhook
-//! the daemon serves, and how often polling still reconciles while they are healthy.
+//! `[notifications]`: presence change notifications held by subscription accounts (Graph accepts
+//! presence subscriptions only with a delegated token:
+//! <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>), the webhook the
+//! daemon serves, and how often polling still reconciles while they are healthy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,7 +103,9 @@ pub(super) fn notifications(
         None => false,
     };
     if public_url.scheme() != "https" && !loopback {
-        let reason = "must be https:// (Graph posts only to HTTPS; FACTS.md §6)";
+        // Graph sends notifications only to an HTTPS URL:
+        // https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks
+        let reason = "must be https:// (Microsoft Graph sends notifications only to HTTPS URLs)";
         return Err(ctx.invalid("notifications.public_url", reason));
     }
     let listen: SocketAddr = n.listen.parse().map_err(|e| {

@@ -213,7 +213,8 @@ fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
     Ok(SyncConfig {
         state_db: ctx.path(&s.state_db),
         poll_interval: ctx.duration("sync.poll_interval", &s.poll_interval, SECOND..=FOREVER)?,
-        // Graph accepts PT5M..PT4H only (FACTS.md §5 [D5][D6]).
+        // Graph accepts PT5M..PT4H only
+        // (https://learn.microsoft.com/en-us/graph/api/presence-setpresence).
         in_call_expiration: ctx.duration(
             "sync.in_call_expiration",
             &s.in_call_expiration,

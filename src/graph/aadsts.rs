@@ -1,11 +1,14 @@
-//! Entra (AADSTS) error codes in words an administrator can act on [D30], and the admin
-//! consent link.
+//! Entra (AADSTS) error codes in words an administrator can act on, and the admin consent
+//! link. Codes and `error` values, from the AADSTS reference:
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>.
 
 use url::Url;
 
 /// What an AADSTS code from the token endpoint means for this app's config, if we know it.
 pub fn explain_aadsts(code: u32) -> Option<&'static str> {
-    // Codes and meanings from the AADSTS reference and issue reports [D30][I13][I14].
+    // Codes and meanings from the AADSTS reference above and issue reports
+    // (https://github.com/databricks/databricks-sdk-go/issues/240 for 7000215,
+    // https://github.com/vippsas/vipps-ecom-api/issues/183 for 700016).
     let hint = match code {
         7000215 => "the client secret is wrong (use the secret VALUE, not its ID)",
         7000222 => "the client secret has expired: create a new one in the app registration",
@@ -27,7 +30,8 @@ pub fn explain_aadsts(code: u32) -> Option<&'static str> {
     Some(hint)
 }
 
-/// A hint for a token error without a known AADSTS code, from the OAuth `error` field [D30].
+/// A hint for a token error without a known AADSTS code, from the OAuth `error` field (listed
+/// on the AADSTS reference above).
 pub(crate) fn explain_oauth_error(error: &str) -> &'static str {
     match error {
         "invalid_client" => "the client id or secret is wrong",
@@ -41,7 +45,8 @@ pub(crate) fn explain_oauth_error(error: &str) -> &'static str {
 }
 
 /// The AADSTS number at the start of an `error_description`
-/// ("AADSTS7000215: Invalid client secret provided. ... Trace ID ...") [D28][D30].
+/// ("AADSTS7000215: Invalid client secret provided. ... Trace ID ..."), as the AADSTS
+/// reference above shows it.
 pub(crate) fn extract_aadsts(description: &str) -> Option<u32> {
     let start = description.find("AADSTS")? + "AADSTS".len();
     let digits: String = description[start..]

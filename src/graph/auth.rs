@@ -1,5 +1,12 @@
 //! App-only token (client credentials, v2.0 endpoint) via the `oauth2` crate, cached and
 //! renewed before it expires. Concurrent callers share one fetch.
+//!
+//! Sources: the client-credentials page
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>,
+//! the AADSTS page
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes> and the
+//! token lifetimes page
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/configurable-token-lifetimes>.
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,11 +29,11 @@ use super::error::error_chain;
 use super::{Counters, GraphError, GraphSettings, join};
 use crate::backoff::Backoff;
 
-/// Lifetime assumed when the token answer has no `expires_in` (it is documented [D28], so
-/// this is only a guard; short, so a wrong guess costs little).
+/// Lifetime assumed when the token answer has no `expires_in` (the client-credentials page
+/// documents it, so this is only a guard; short, so a wrong guess costs little).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
 
-/// An access token. Opaque [D31]; `Debug` never shows it.
+/// An access token. Opaque (token lifetimes page); `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Bearer(Arc<str>);
 
@@ -48,7 +55,8 @@ impl fmt::Debug for Bearer {
     }
 }
 
-/// Entra's token error body: the standard fields plus `error_codes` [D28][D30].
+/// Entra's token error body: the standard fields plus `error_codes` (client-credentials and
+/// AADSTS pages).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AadError {
     error: String,
@@ -120,7 +128,7 @@ struct Cached {
 /// Fetches, caches and renews the app token.
 pub(crate) struct Auth {
     oauth: AadClient,
-    /// `{graph_url}/.default` [D28].
+    /// `{graph_url}/.default` (client-credentials page).
     scope: Scope,
     http: reqwest::Client,
     backoff: Backoff,
@@ -131,7 +139,8 @@ pub(crate) struct Auth {
 }
 
 /// Renew when less than max(5 min, 10 % of the lifetime) is left, but never in the first
-/// half of the lifetime (short test tokens). Lifetimes vary from 60 to 90 min [D31].
+/// half of the lifetime (short test tokens). Lifetimes vary from 60 to 90 min (token
+/// lifetimes page).
 pub(crate) fn needs_renewal(now: Instant, fetched: Instant, expires: Instant) -> bool {
     let lifetime = expires.saturating_duration_since(fetched);
     let margin = (lifetime / 10)
@@ -147,7 +156,7 @@ impl Auth {
         backoff: Backoff,
         counters: Arc<Counters>,
     ) -> Result<Auth, GraphError> {
-        // POST {login}/{tenant}/oauth2/v2.0/token [D28].
+        // POST {login}/{tenant}/oauth2/v2.0/token (client-credentials page).
         let token_url = join(&s.login_url, &[&s.tenant_id, "oauth2", "v2.0", "token"])?;
         let scope = format!("{}/.default", s.graph_url.as_str().trim_end_matches('/'));
         let oauth: AadClient = oauth2::Client::<
@@ -159,7 +168,7 @@ impl Auth {
         >::new(ClientId::new(s.client_id.clone()))
         .set_client_secret(ClientSecret::new(s.client_secret.clone()))
         .set_token_uri(TokenUrl::from_url(token_url))
-        // client_id and client_secret as form fields, the documented default [D28].
+        // client_id and client_secret as form fields, the documented default.
         .set_auth_type(AuthType::RequestBody);
         Ok(Auth {
             oauth,
@@ -202,7 +211,8 @@ impl Auth {
         }
     }
 
-    /// Forgets `used` after Graph refused it (401), so the next call fetches a new one [I10].
+    /// Forgets `used` after Graph refused it (401 `InvalidAuthenticationToken`, as reported in
+    /// <https://github.com/besscroft/diyfile/issues/1>), so the next call fetches a new one.
     /// A token fetched meanwhile by another caller is kept.
     pub(crate) async fn invalidate(&self, used: &Bearer) {
         let mut cache = self.cache.lock().await;
@@ -257,8 +267,8 @@ impl Auth {
             .request_async(&send)
             .await
             .map_err(token_error)?;
-        // Tokens live 60-90 min [D31]; a nonsense `expires_in` from the wire is capped, never
-        // allowed to overflow the clock arithmetic.
+        // Tokens live 60-90 min (token lifetimes page); a nonsense `expires_in` from the wire
+        // is capped, never allowed to overflow the clock arithmetic.
         let lifetime = answer
             .expires_in()
             .unwrap_or(DEFAULT_LIFETIME)

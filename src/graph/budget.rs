@@ -10,7 +10,8 @@ use tokio::time::Instant;
 /// header cannot park a task for hours.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
-/// Reads a `Retry-After` value. Graph sends whole seconds [D22]; fractions are accepted,
+/// Reads a `Retry-After` value. Graph sends whole seconds
+/// (<https://learn.microsoft.com/en-us/graph/throttling>); fractions are accepted,
 /// HTTP dates are not (the caller falls back to backoff).
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;

@@ -1,10 +1,11 @@
 //! Delegated tokens for subscription accounts: the device-code sign-in that `login` runs once
 //! per account, and the refresh-token grant the daemon uses from then on. Graph takes
-//! presence subscriptions only with a delegated token (FACTS.md §0 [D3]).
+//! presence subscriptions only with a delegated token
+//! (<https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>).
 //!
 //! No client secret is sent on these grants: the app registration must allow public client
 //! flows (device code), and Entra refuses a secret from a public client (AADSTS700025).
-//! Scopes: `Presence.Read.All` (what presence subscriptions need [D3]) and `offline_access`
+//! Scopes: `Presence.Read.All` (what presence subscriptions need, same page) and `offline_access`
 //! (for the refresh token).
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! What can go wrong talking to Graph, named for what the caller does next, and the parser
-//! for Graph's error body [D23].
+//! for Graph's error body (<https://learn.microsoft.com/en-us/graph/errors>).
 
 use std::time::Duration;
 
@@ -11,7 +11,8 @@ pub enum GraphError {
     /// Entra refused the app's credentials: fix tenant id, client id or secret in the config.
     #[error("Entra refused the app credentials ({error}{}): {hint}", aadsts_suffix(*aadsts))]
     Credentials {
-        /// The AADSTS number, when Entra sent one [D30].
+        /// The AADSTS number, when Entra sent one
+        /// (<https://learn.microsoft.com/en-us/entra/identity-platform/reference-error-codes>).
         aadsts: Option<u32>,
         /// The OAuth `error` field, e.g. `invalid_client`.
         error: String,
@@ -22,7 +23,8 @@ pub enum GraphError {
     /// to the same cloud and tenant.
     #[error("Graph refused a fresh token ({code}): {message}")]
     Unauthorized {
-        /// Graph's error code, e.g. `InvalidAuthenticationToken` [I10].
+        /// Graph's error code, e.g. `InvalidAuthenticationToken`
+        /// (<https://github.com/besscroft/diyfile/issues/1>).
         code: String,
         /// Graph's message, for the log.
         message: String,
@@ -30,7 +32,8 @@ pub enum GraphError {
     /// The app lacks an application permission or admin consent: grant it in Entra.
     #[error("permission missing ({code}): {message}")]
     Forbidden {
-        /// Graph's error code, e.g. `Authorization_RequestDenied` [D24].
+        /// Graph's error code, e.g. `Authorization_RequestDenied`
+        /// (<https://learn.microsoft.com/en-us/graph/json-batching>).
         code: String,
         /// Graph's message, for the log.
         message: String,
@@ -98,10 +101,10 @@ impl GraphError {
 }
 
 /// The useful part of a Graph error body
-/// `{"error":{"code","message","innerError":{"request-id",...}}}` [D23].
+/// `{"error":{"code","message","innerError":{"request-id",...}}}` (errors page above).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct ErrorBody {
-    /// `error.code`; code against this, never against the message [D23].
+    /// `error.code`; code against this, never against the message (errors page above).
     pub code: String,
     /// `error.message`, or the start of the raw body when it is not Graph's JSON.
     pub message: String,
@@ -190,7 +193,7 @@ mod tests {
 
     #[test]
     fn parses_graph_error_body() {
-        // The 429 sample from the throttling page [D22].
+        // The 429 sample from https://learn.microsoft.com/en-us/graph/throttling.
         let body = br#"{"error":{"code":"TooManyRequests","message":"Please retry again later.",
             "innerError":{"code":"429","date":"2020-08-18T12:51:51","message":"Please retry after",
             "request-id":"94fb3b52-452a-4535-a601-69e0a90e3aa2","status":"429"}}}"#;

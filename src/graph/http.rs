@@ -19,7 +19,9 @@ pub(crate) struct Request<'a> {
     pub url: Url,
     /// JSON body, if any.
     pub body: Option<&'a serde_json::Value>,
-    /// Spends the presence budget (every presence endpoint shares one limit [D1][D12]).
+    /// Spends the presence budget (every presence endpoint shares one limit:
+    /// <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>,
+    /// <https://learn.microsoft.com/en-us/graph/api/presence-get>).
     pub presence: bool,
     /// The user concerned, for the logs only.
     pub user: Option<&'a str>,
@@ -62,7 +64,8 @@ pub(crate) enum Failure {
 pub(crate) enum Next {
     /// Wait, then send again.
     Retry(Duration),
-    /// Drop the token, fetch a new one and send again, once [I10].
+    /// Drop the token, fetch a new one and send again, once (an expired token gets 401
+    /// `InvalidAuthenticationToken`: <https://github.com/besscroft/diyfile/issues/1>).
     Reauth,
     /// Give up with this error.
     Fail(GraphError),
@@ -79,7 +82,8 @@ pub(crate) fn next_step(
     let more = attempt < max_attempts;
     match failure {
         Failure::Status { status: 401, .. } if !reauthed => Next::Reauth,
-        // 429: wait Retry-After if given, else back off exponentially [D22]; 509 likewise.
+        // 429: wait Retry-After if given, else back off exponentially
+        // (https://learn.microsoft.com/en-us/graph/throttling); 509 likewise.
         Failure::Status {
             status: 429 | 509,
             retry_after,
@@ -92,7 +96,8 @@ pub(crate) fn next_step(
                 Next::Fail(GraphError::Throttled { retry_after: wait })
             }
         }
-        // 5xx (but 501, which will not change) may carry Retry-After, e.g. 503 [D23].
+        // 5xx (but 501, which will not change) may carry Retry-After, e.g. 503
+        // (https://learn.microsoft.com/en-us/graph/errors).
         Failure::Status {
             status: status @ 500..=599,
             retry_after,
@@ -115,7 +120,9 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 impl Inner {
     /// Sends `req` until it succeeds or the policy gives up; returns the 2xx body.
     pub(crate) async fn send(&self, req: &Request<'_>) -> Result<Vec<u8>, GraphError> {
-        // One id per logical request, echoed by Graph, to find it in Microsoft's logs [D7 s.7].
+        // One id per logical request, echoed by Graph, to find it in Microsoft's logs (Dev
+        // Proxy's GraphClientRequestIdGuidancePlugin page advises sending one:
+        // https://learn.microsoft.com/en-us/microsoft-cloud/dev/dev-proxy/technical-reference/graphclientrequestidguidanceplugin).
         let client_request_id = Uuid::new_v4().to_string();
         let mut attempt = 1;
         let mut reauthed = req.token.is_some();
@@ -193,7 +200,8 @@ impl Inner {
         }
         let body = ErrorBody::parse(&body);
         let request_id = header(&headers, "request-id").or(body.request_id.as_deref());
-        // 404 is often the expected answer (clearPresence without a session [D8]).
+        // 404 is often the expected answer (clearPresence without a session:
+        // https://learn.microsoft.com/en-us/graph/api/presence-clearpresence).
         if status == 404 {
             tracing::debug!(user, path, status, request_id, client_request_id, code = %body.code, "Graph: not found");
         } else {

@@ -144,7 +144,7 @@ fn reply(status: u16, headers: &[(&str, &str)], body: Value) -> Response {
 /// Answers each inner GET by looking for quoted addresses in the decoded filter.
 fn batch(fake: &Fake, body: &Value) -> Response {
     let requests = body["requests"].as_array().unwrap();
-    assert!(requests.len() <= 20, "at most 20 requests per $batch [D24]");
+    assert!(requests.len() <= 20, "at most 20 requests per $batch");
     let responses: Vec<Value> = requests
         .iter()
         .map(|r| {

@@ -4,7 +4,15 @@
 //! token, spends a shared presence request budget, retries what may be retried, and turns
 //! Graph's answers into [`GraphError`] variants named for what the caller must do next.
 //! It takes plain [`GraphSettings`]; it knows nothing about the config file, the store or PBXs.
-//! The facts it relies on are in `shared/graph/FACTS.md`; keys like `[D24]` point there.
+//!
+//! Sources cited in this module: the client-credentials flow
+//! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>,
+//! setPresence <https://learn.microsoft.com/en-us/graph/api/presence-setpresence> (and
+//! <https://github.com/microsoftgraph/microsoft-graph-docs/issues/18837> on `sessionId`),
+//! getPresencesByUserId
+//! <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid> and
+//! the throttling limits <https://learn.microsoft.com/en-us/graph/throttling-limits>. The other
+//! submodules cite their own sources.
 
 mod aadsts;
 mod auth;
@@ -47,11 +55,12 @@ pub struct GraphSettings {
     /// Entra login host, e.g. `https://login.microsoftonline.com`; a national cloud or the
     /// emulator may differ.
     pub login_url: Url,
-    /// Graph host without version, e.g. `https://graph.microsoft.com`; also the token scope [D28].
+    /// Graph host without version, e.g. `https://graph.microsoft.com`; also the token scope
+    /// (client-credentials flow above).
     pub graph_url: Url,
-    /// Directory (tenant) id or domain the app is registered in [D28].
+    /// Directory (tenant) id or domain the app is registered in (client-credentials flow above).
     pub tenant_id: String,
-    /// Application (client) id; also the presence `sessionId` [D5][I3].
+    /// Application (client) id; also the presence `sessionId` (setPresence above).
     pub client_id: String,
     /// Client secret VALUE. Never logged and never shown by `Debug`.
     pub client_secret: String,
@@ -63,8 +72,8 @@ pub struct GraphSettings {
     pub backoff_base: Duration,
     /// Longest backoff step (e.g. 30 s).
     pub backoff_cap: Duration,
-    /// Presence requests allowed per 30 s for this app: 1500, the lower of the CONFLICTing
-    /// figures (FACTS section 0) [D1][D21].
+    /// Presence requests allowed per 30 s for this app: 1500, the lower of two published
+    /// figures (1,500 on the getPresencesByUserId page, 10,000 on the throttling limits page).
     pub presence_budget_per_30s: u32,
 }
 
@@ -138,13 +147,13 @@ struct Inner {
     api_root: Url,
     /// Origin of `graph_url`: `@odata.nextLink` must stay on it, or the token would leak.
     graph_origin: url::Origin,
-    /// Application id, sent as the presence `sessionId` [D5][I3].
+    /// Application id, sent as the presence `sessionId` (setPresence above).
     client_id: String,
     /// Connection pool for Graph requests.
     http: reqwest::Client,
     /// Token cache and fetcher.
     auth: Auth,
-    /// Presence requests per 30 s, shared by every presence call [D1].
+    /// Presence requests per 30 s, shared by every presence call (getPresencesByUserId above).
     budget: Budget,
     /// Retry pacing.
     backoff: Backoff,

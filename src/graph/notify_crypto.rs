@@ -1,4 +1,7 @@
-//! The daemon's side of encrypted ("rich") change notifications for presence [D16][D18].
+//! The daemon's side of encrypted ("rich") change notifications for presence. Sources: rich
+//! notifications <https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data>
+//! and creating a subscription
+//! <https://learn.microsoft.com/en-us/graph/api/subscription-post-subscriptions>.
 //!
 //! A presence subscription with `includeResourceData=true` sends Graph a certificate
 //! (`encryptionCertificate`, base64 DER, public key only) and a label of our choosing
@@ -51,7 +54,8 @@ use x509_cert::spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::time::{Time, Validity};
 use zeroize::Zeroizing;
 
-/// Size of the RSA keys this module makes; Graph takes 2,048 to 4,096 bits [D18].
+/// Size of the RSA keys this module makes; Graph takes 2,048 to 4,096 bits (create
+/// subscription page).
 pub const KEY_BITS: usize = 2048;
 
 /// How long a new certificate is valid.
@@ -72,13 +76,13 @@ const SUBJECT: &str = "CN=pbx-teams-presence change notifications";
 /// `notBefore` lies this far before the creation time, for clocks that run a little behind.
 const BACKDATE: Duration = Duration::from_secs(60 * 60);
 
-/// AES-256 key length; Graph's samples use aes-256-cbc [D16].
+/// AES-256 key length; Graph's samples use aes-256-cbc (rich notifications page).
 const AES_KEY_LEN: usize = 32;
 
 /// AES block (and IV) length.
 const IV_LEN: usize = 16;
 
-/// Longest certificate id we accept or repeat in an error [D18].
+/// Longest certificate id we accept or repeat in an error (create subscription page).
 const MAX_ID_CHARS: usize = 128;
 
 /// What can go wrong with the keys or a notification. No variant carries key material,
@@ -121,7 +125,8 @@ pub enum CryptoError {
     },
 }
 
-/// The `encryptedContent` of one rich notification item, as Graph sends it [D3][D16].
+/// The `encryptedContent` of one rich notification item, as Graph sends it (rich notifications
+/// page; <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptedContent {
@@ -428,7 +433,7 @@ impl KeyStore {
 }
 
 /// Decrypts one notification's `encryptedContent` into the presence it carries, checking its
-/// signature first [D16].
+/// signature first (rich notifications page).
 ///
 /// Costs about 1.6 ms in a release build, nearly all of it the RSA private-key operation, and
 /// anyone who can reach the notification URL can make us spend it: check `clientState` first,

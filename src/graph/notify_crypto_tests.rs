@@ -64,7 +64,8 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 /// What Graph does with the subscription's certificate (base64 DER) and the resource data: a
 /// fresh AES-256 key, IV = its first 16 bytes, AES-256-CBC with PKCS#7, HMAC-SHA256 of the
 /// ciphertext bytes under the key, and the key RSA-OAEP (SHA-1) encrypted for the
-/// certificate's public key [D16].
+/// certificate's public key
+/// (<https://learn.microsoft.com/en-us/graph/change-notifications-with-resource-data>).
 fn encrypt_for_test(
     certificate_base64: &str,
     certificate_id: &str,

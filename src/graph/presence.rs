@@ -1,4 +1,12 @@
 //! Reading presence in bulk and writing/clearing the app's presence session.
+//!
+//! Sources: getPresencesByUserId
+//! <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>, the
+//! presence resource <https://learn.microsoft.com/en-us/graph/api/resources/presence>, setPresence
+//! <https://learn.microsoft.com/en-us/graph/api/presence-setpresence> (`sessionId` = the app's id,
+//! also <https://github.com/microsoftgraph/microsoft-graph-docs/issues/18837>), clearPresence
+//! <https://learn.microsoft.com/en-us/graph/api/presence-clearpresence> and managing presence
+//! state <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>.
 
 use std::time::Duration;
 
@@ -9,22 +17,24 @@ use serde_json::json;
 use super::http::Request;
 use super::{GraphClient, GraphError, join};
 
-/// Ids per getPresencesByUserId request [D1].
+/// Ids per getPresencesByUserId request.
 pub(crate) const PRESENCE_CHUNK: usize = super::limits::PRESENCE_IDS_PER_REQUEST;
 
-/// The shortest and longest `expirationDuration` setPresence accepts: PT5M..PT4H [D5][D6].
+/// The shortest and longest `expirationDuration` setPresence accepts: PT5M..PT4H (setPresence
+/// page).
 const MIN_EXPIRATION: Duration = Duration::from_secs(5 * 60);
 const MAX_EXPIRATION: Duration = Duration::from_secs(4 * 60 * 60);
 
-/// One user's Teams presence as Graph reports it (PascalCase values, e.g. `Busy`/`InACall`) [D4].
+/// One user's Teams presence as Graph reports it (PascalCase values, e.g. `Busy`/`InACall`;
+/// presence resource page).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Presence {
     /// The user's object id (the id we asked for).
     pub id: String,
-    /// Coarse state: Available, Busy, DoNotDisturb, Away, Offline, ... [D4]
+    /// Coarse state: Available, Busy, DoNotDisturb, Away, Offline, ... (presence resource page)
     #[serde(default)]
     pub availability: String,
-    /// Detailed state: InACall, InAMeeting, Presenting, ... [D4]
+    /// Detailed state: InACall, InAMeeting, Presenting, ... (presence resource page)
     #[serde(default)]
     pub activity: String,
 }
@@ -34,7 +44,7 @@ pub struct Presence {
 pub enum ClearOutcome {
     /// The app's session existed and is gone.
     Cleared,
-    /// There was no session for this app (404 [D8]); nothing to do.
+    /// There was no session for this app (404, clearPresence page); nothing to do.
     NoSession,
 }
 
@@ -63,7 +73,8 @@ pub(crate) fn iso8601(d: Duration) -> String {
 
 impl GraphClient {
     /// Presence of `ids` (Entra object ids), via `POST /communications/getPresencesByUserId`
-    /// in requests of at most 650 ids [D1]. Each request spends one unit of the presence budget.
+    /// in requests of at most 650 ids (getPresencesByUserId page). Each request spends one unit
+    /// of the presence budget.
     pub async fn get_presences<S: AsRef<str>>(
         &self,
         ids: &[S],
@@ -92,9 +103,9 @@ impl GraphClient {
         Ok(all)
     }
 
-    /// Sets the app's presence session for `user_id` (`sessionId` = our client id [D5][I3]).
-    /// `expiration` is clamped to PT5M..PT4H, the range Graph accepts [D5]; refresh it before
-    /// the 5-minute Available timeout [D7].
+    /// Sets the app's presence session for `user_id` (`sessionId` = our client id, setPresence
+    /// page). `expiration` is clamped to PT5M..PT4H, the range Graph accepts; refresh it before
+    /// the 5-minute Available timeout (managing presence state page).
     pub async fn set_presence(
         &self,
         user_id: &str,
@@ -121,7 +132,8 @@ impl GraphClient {
         Ok(())
     }
 
-    /// Removes the app's presence session for `user_id` [D8]. A 404 means there was none.
+    /// Removes the app's presence session for `user_id` (clearPresence page). A 404 means there
+    /// was none.
     pub async fn clear_presence(&self, user_id: &str) -> Result<ClearOutcome, GraphError> {
         let body = json!({ "sessionId": self.inner.client_id });
         match self.presence_post(user_id, "clearPresence", &body).await {
@@ -131,7 +143,7 @@ impl GraphClient {
         }
     }
 
-    /// `POST /users/{id}/presence/{action}`; the answer has no body [D5].
+    /// `POST /users/{id}/presence/{action}`; the answer has no body (setPresence page).
     async fn presence_post(
         &self,
         user_id: &str,

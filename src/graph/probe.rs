@@ -39,11 +39,15 @@ impl ProbeStep {
 pub struct ProbeReport {
     /// Client credentials accepted by Entra.
     pub token: ProbeStep,
-    /// `GET /users` works (User.Read.All, needed to match e-mail addresses) [D25][D32].
+    /// `GET /users` works (User.Read.All, needed to match e-mail addresses:
+    /// <https://learn.microsoft.com/en-us/graph/api/user-list>; User.ReadBasic.All alone was
+    /// reported to get 403: <https://learn.microsoft.com/en-us/answers/questions/6019739>).
     pub user_read: ProbeStep,
-    /// getPresencesByUserId works (Presence.Read.All) [D1].
+    /// getPresencesByUserId works (Presence.Read.All:
+    /// <https://learn.microsoft.com/en-us/graph/api/cloudcommunications-getpresencesbyuserid>).
     pub presence_read: ProbeStep,
-    /// clearPresence is allowed (Presence.ReadWrite.All) [D8].
+    /// clearPresence is allowed (Presence.ReadWrite.All:
+    /// <https://learn.microsoft.com/en-us/graph/api/presence-clearpresence>).
     pub presence_write: ProbeStep,
 }
 
@@ -125,7 +129,7 @@ impl GraphClient {
         );
         let presence_write = ProbeStep::new(
             "presence write (Presence.ReadWrite.All)",
-            // A user that does not exist: 404 means we were allowed to ask [D8].
+            // A user that does not exist: 404 means we were allowed to ask (clearPresence page).
             self.clear_presence(&Uuid::new_v4().to_string())
                 .await
                 .map(|outcome| match outcome {

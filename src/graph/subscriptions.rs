@@ -1,5 +1,9 @@
-//! Presence change-notification subscriptions, made with a subscription account's delegated
-//! token (FACTS.md §6 [D3][D13][D14][D17]): create, renew (PATCH), delete, list, reauthorize.
+//! Presence change-notification subscriptions, made with a subscription account's delegated token:
+//! create, renew (PATCH), delete, list, reauthorize. Sources: the presence notifications page
+//! <https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>, the subscription
+//! resource <https://learn.microsoft.com/en-us/graph/api/resources/subscription>, webhook delivery
+//! <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks> and lifecycle
+//! events <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>.
 
 use std::time::SystemTime;
 
@@ -12,7 +16,7 @@ use super::auth::Bearer;
 use super::http::Request;
 use super::{GraphClient, GraphError, join};
 
-/// Most ids one presence subscription may name [D3].
+/// Most ids one presence subscription may name.
 pub const MAX_IDS: usize = super::limits::SUBSCRIPTION_MAX_IDS;
 
 /// What a new subscription is for.
@@ -46,7 +50,8 @@ struct Page {
     value: Vec<Subscription>,
 }
 
-/// The filter for `ids`: `/communications/presences?$filter=id in ('a','b')` [D3].
+/// The filter for `ids`: `/communications/presences?$filter=id in ('a','b')` (presence
+/// notifications page).
 pub fn presence_resource(ids: &[&str]) -> String {
     let quoted: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
     format!(
@@ -103,7 +108,9 @@ impl GraphClient {
         parse(&bytes, "create subscription")
     }
 
-    /// Extend a subscription [D14]; `NotFound` once it expired or was deleted [I8][P7].
+    /// Extend a subscription (webhook delivery page); `NotFound` once it expired or was deleted
+    /// (<https://github.com/microsoftgraph/microsoft-graph-docs/issues/20356>,
+    /// <https://learn.microsoft.com/en-us/answers/questions/5948601>).
     pub async fn renew_subscription(
         &self,
         token: &Bearer,

@@ -1,5 +1,8 @@
 //! E-mail address -> Entra user id: `$filter` queries of up to 15 values, packed into
-//! `$batch` requests of up to 20 [D24][D25][D26].
+//! `$batch` requests of up to 20. Sources:
+//! - JSON batching: <https://learn.microsoft.com/en-us/graph/json-batching>
+//! - List users: <https://learn.microsoft.com/en-us/graph/api/user-list>
+//! - `$filter`: <https://learn.microsoft.com/en-us/graph/filter-query-parameter>
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +18,9 @@ use super::error::ErrorBody;
 use super::http::Request;
 use super::{Counters, GraphClient, GraphError, join};
 
-/// Values per `in (...)` clause: 15 by default [D26].
+/// Values per `in (...)` clause.
 pub(crate) const FILTER_CHUNK: usize = super::limits::FILTER_IN_MAX_VALUES;
-/// Requests per `$batch` [D24].
+/// Requests per `$batch`.
 pub(crate) const BATCH_MAX: usize = super::limits::BATCH_MAX_REQUESTS;
 /// The properties the decision needs.
 const SELECT: &str = "id,mail,userPrincipalName,proxyAddresses";
@@ -124,7 +127,8 @@ pub(crate) fn in_filter(property: &str, values: &[String]) -> String {
     format!("{property} in ({})", list.join(","))
 }
 
-/// `proxyAddresses/any(x:x eq 'smtp:a@b')` [D26]; Graph compares case-insensitively.
+/// `proxyAddresses/any(x:x eq 'smtp:a@b')` (lambda syntax of the `$filter` page); Graph
+/// compares case-insensitively.
 pub(crate) fn proxy_filter(email: &str) -> String {
     format!(
         "proxyAddresses/any(x:x eq {})",
@@ -132,7 +136,7 @@ pub(crate) fn proxy_filter(email: &str) -> String {
     )
 }
 
-/// The relative URL of a users query, for a `$batch` entry [D24].
+/// The relative URL of a users query, for a `$batch` entry (JSON batching page).
 pub(crate) fn users_url(filter: &str) -> String {
     format!(
         "/users?$filter={}&$select={SELECT}",
@@ -235,7 +239,7 @@ struct Round {
 impl GraphClient {
     /// The Entra user for each address in `emails` (trimmed and lowercased, one entry per
     /// input, in order): `mail` and `userPrincipalName` first, then `proxyAddresses` for the
-    /// rest [D25][D26].
+    /// rest (List users and `$filter` pages).
     pub async fn resolve_users(
         &self,
         emails: &[String],
@@ -259,7 +263,7 @@ impl GraphClient {
             .iter()
             .map(|e| users_url(&proxy_filter(e)))
             .collect();
-        // Whether Graph accepts this filter without advanced-query headers is UNVERIFIED [D26]:
+        // Whether Graph accepts this filter without advanced-query headers is UNVERIFIED:
         // a 400 makes those addresses Unchecked instead of failing the whole lookup.
         let rejected = self.query_all(&proxies, true, &mut index).await?;
         let unchecked: std::collections::HashSet<&str> = rejected
@@ -307,7 +311,8 @@ impl GraphClient {
         Ok(rejected)
     }
 
-    /// One `$batch` of up to 20 GETs; inner 429/5xx are sent again after Retry-After [D24].
+    /// One `$batch` of up to 20 GETs; inner 429/5xx are sent again after Retry-After (JSON
+    /// batching page).
     async fn run_batch(
         &self,
         urls: &[String],
@@ -420,7 +425,8 @@ impl GraphClient {
         Ok(round)
     }
 
-    /// Follows `@odata.nextLink` pages [D25]; only on the Graph host, so the token stays there.
+    /// Follows `@odata.nextLink` pages (List users page); only on the Graph host, so the token
+    /// stays there.
     async fn follow(&self, first: &str) -> Result<Vec<DirUser>, GraphError> {
         let mut users = Vec::new();
         let mut next = Some(first.to_string());

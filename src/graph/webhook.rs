@@ -1,14 +1,17 @@
-//! The endpoint Graph posts change notifications to (FACTS.md §6 [D14][D15][D17]).
+//! The endpoint Graph posts change notifications to. Sources: webhook delivery
+//! <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks> (its
+//! "notificationUrl validation" section for the handshake) and lifecycle events
+//! <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>.
 //!
 //! - `?validationToken=…`: the subscription handshake; echoed as `text/plain` at once.
 //! - A notification batch `{"value":[…]}`: every item's `subscriptionId` must be one the
 //!   daemon holds and its `clientState` that subscription's secret (compared in constant
 //!   time); the accepted items are queued and the answer is 202 within milliseconds (Graph
-//!   wants 2xx within 3 s [D14]); decrypting and applying happen after the answer.
-//! - `?lifecycle=1`: the same, for lifecycle events (`reauthorizationRequired` [D17]).
+//!   wants 2xx within 3 s); decrypting and applying happen after the answer.
+//! - `?lifecycle=1`: the same, for lifecycle events (`reauthorizationRequired`).
 //!
 //! Bodies over 1 MiB get 413, bad JSON 400, batches with no acceptable item 403; each
-//! rejection is logged and changes nothing. A full queue answers 503 (Graph retries [D14]).
+//! rejection is logged and changes nothing. A full queue answers 503 (Graph retries).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

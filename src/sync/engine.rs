@@ -18,7 +18,8 @@ use super::types::{
 /// Settings of the core, from the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
-    /// setPresence `expirationDuration` (5 min .. 4 h, FACTS.md section 5 [D5]).
+    /// setPresence `expirationDuration` (5 min .. 4 h:
+    /// <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
     pub in_call_expiration: Duration,
     /// After a crash, how long a recorded session waits for the PBX to report a call before it
     /// is cleared.
@@ -188,7 +189,10 @@ pub struct Engine {
 /// can lag. A real Teams call is pushed at the first poll after this.
 pub const ECHO_GRACE: Duration = Duration::from_secs(10);
 
-/// The pair written for "In a call" (FACTS.md section 3 mapping and section 5 pairs [D5][D7]).
+/// The pair written for "In a call": a pair setPresence accepts
+/// (<https://learn.microsoft.com/en-us/graph/api/presence-setpresence>), and Teams' "In a call" in
+/// the state table of
+/// <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>.
 pub const IN_CALL: (&str, &str) = ("Busy", "InACall");
 
 impl Engine {
@@ -558,9 +562,9 @@ impl Engine {
 }
 
 /// How long after a setPresence the session is written again. Never later than 4 minutes:
-/// expirationDuration has been reported ignored (always 5 min, FACTS.md section 5 [P4]), so a
-/// longer configured expiration must not be trusted; and one minute before the expiry
-/// otherwise.
+/// expirationDuration has been reported ignored (always 5 min:
+/// <https://learn.microsoft.com/en-us/answers/questions/1462160>), so a longer configured
+/// expiration must not be trusted; and one minute before the expiry otherwise.
 pub fn refresh_after(expiration: Duration) -> Duration {
     let five_min = Duration::from_secs(300);
     let margin = Duration::from_secs(60);
@@ -571,7 +575,7 @@ pub fn refresh_after(expiration: Duration) -> Duration {
 }
 
 /// Our own "In a call" as Teams reports it back: Busy/InACall, and sometimes Busy/Busy
-/// (FACTS.md section 5 known issues [P3]).
+/// (reported in <https://learn.microsoft.com/en-us/answers/questions/2237086>).
 fn is_in_call_echo(presence: &TeamsPresence) -> bool {
     presence.availability == IN_CALL.0
         && (presence.activity == IN_CALL.1 || presence.activity == "Busy")

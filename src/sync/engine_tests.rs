@@ -219,7 +219,7 @@ fn our_own_in_a_call_echo_is_not_pushed_back() {
     assert!(out.echo);
     assert!(out.commands.is_empty());
     let out = e.on_teams_presence("id-bob", &p("Busy", "Busy"), 0);
-    assert!(out.commands.is_empty(), "Busy/Busy echo [P3]");
+    assert!(out.commands.is_empty(), "Busy/Busy is an echo too");
     e.on_pbx_event(&ev("1002", CallState::Idle), 1);
     let out = e.on_teams_presence("id-bob", &p("Available", "Available"), 0);
     assert!(out.commands.is_empty(), "back to what the PBX already has");

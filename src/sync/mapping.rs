@@ -2,13 +2,16 @@
 //!
 //! Rules keyed by `activity` win over rules keyed by `availability`; a presence that matches
 //! neither maps to [`UNKNOWN_STATE`]. The value lists come from the Graph presence resource
-//! (`../shared/graph/FACTS.md` section 3, source D4; `Focusing` from D5/D6).
+//! <https://learn.microsoft.com/en-us/graph/api/resources/presence>; `Focusing` and
+//! `AvailableInactive` from the setPresence pages
+//! (<https://learn.microsoft.com/en-us/graph/api/presence-setpresence?view=graph-rest-beta>,
+//! <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>).
 
 use std::collections::BTreeMap;
 
 use super::types::TeamsPresence;
 
-/// Documented values of `presence.availability` (FACTS.md section 3, D4).
+/// Documented values of `presence.availability` (presence resource page above).
 pub const KNOWN_AVAILABILITIES: &[&str] = &[
     "Available",
     "AvailableIdle",
@@ -21,8 +24,9 @@ pub const KNOWN_AVAILABILITIES: &[&str] = &[
     "PresenceUnknown",
 ];
 
-/// Documented values of `presence.activity` (FACTS.md section 3, D4, plus `Focusing` from D5
-/// and `AvailableInactive` from the setPresence timeout text D5/D7).
+/// Documented values of `presence.activity` (presence resource page above, plus `Focusing`
+/// from the beta setPresence permutation table and `AvailableInactive` from the setPresence
+/// timeout text).
 pub const KNOWN_ACTIVITIES: &[&str] = &[
     "Available",
     "AvailableInactive",
@@ -58,9 +62,10 @@ pub const DEFAULT_STATES: &[&str] = &[
 /// What a presence maps to when no rule matches.
 pub const UNKNOWN_STATE: &str = "unknown";
 
-/// Default rules by activity. Chosen after the peers survey (`../shared/peers.md`): calls and
-/// conference calls are a call; presenting and focusing are do-not-disturb (Swyx, innovaphone);
-/// meetings stay distinct so a PBX can treat them like a call or not.
+/// Default rules by activity. Chosen after a survey of other PBX-Teams presence products: calls
+/// and conference calls are a call; presenting and focusing are do-not-disturb (Swyx maps
+/// Focusing to DND, XPhone Connect and estos ProCall map screen sharing to DND); meetings stay
+/// distinct so a PBX can treat them like a call or not.
 const DEFAULT_BY_ACTIVITY: &[(&str, &str)] = &[
     ("InACall", "in_call"),
     ("InAConferenceCall", "in_call"),

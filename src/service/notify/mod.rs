@@ -33,6 +33,12 @@ use crate::store::{Store, SubscriptionRow};
 use crate::subscriptions::{Planner, Record, Settings};
 use manager::{Links, Manager};
 
+// The lifetime the planner asks for stays under what Graph grants presence subscriptions.
+const _: () = assert!(
+    crate::subscriptions::LIFETIME.as_secs()
+        < crate::graph::limits::SUBSCRIPTION_MAX_LIFETIME.as_secs()
+);
+
 /// Rotate the notification certificate this long before it expires.
 const ROTATE_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Room for covered users a poll found changed; more are dropped (a suspect is only a hint).
