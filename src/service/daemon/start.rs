@@ -55,24 +55,15 @@ impl Daemon {
         };
         let (tx, rx) = channels();
         let feeds = feeds(&config, &directory, &engine)?;
-        let reloader = Reloader {
-            path: options.config_path.clone(),
-            config: config.clone(),
-            directory: Arc::clone(&directory),
-            voicemail: boxes,
-            log_reload: options.log_reload.clone(),
-            store: store.clone(),
-            clock: options.clock.clone(),
-            out: tx.reloaded.clone(),
-        };
         let start = Start {
             options: &options,
             config: &config,
             store: &store,
             stop: &stop,
         };
+        let reloaded = tx.reloaded.clone();
         let parts = start.parts(feeds, tx, &snapshot, &mut out).await?;
-        reloader.spawn(stop.root.child_token(), &stop.tracker);
+        start.reloader(Arc::clone(&directory), boxes, reloaded);
         let mut daemon = Daemon {
             clock: options.clock,
             config,
@@ -291,6 +282,26 @@ impl Start<'_> {
             bound.map(|a| a.to_string()).unwrap_or_default(),
         );
         Ok((handle.map(|h| h.suspects), bound))
+    }
+
+    /// The reloader starts from the config and directory in force.
+    fn reloader(
+        &self,
+        directory: Arc<Directory>,
+        boxes: Vec<VoicemailUser>,
+        out: mpsc::Sender<Reloaded>,
+    ) {
+        let reloader = Reloader {
+            path: self.options.config_path.clone(),
+            config: self.config.clone(),
+            directory,
+            voicemail: boxes,
+            log_reload: self.options.log_reload.clone(),
+            store: self.store.clone(),
+            clock: self.options.clock.clone(),
+            out,
+        };
+        reloader.spawn(self.stop.root.child_token(), &self.stop.tracker);
     }
 
     fn poller(&self, feeds: &Feeds, out: mpsc::Sender<Polled>) {
