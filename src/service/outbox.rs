@@ -6,7 +6,7 @@ use crate::store::{MetaKey, Store, Write};
 use crate::sync::types::Millis;
 
 /// Writes per message to the store: a step that writes for 50,000 users (the first matching
-/// round) sends 50 messages of exactly this size, not one vector grown by doubling.
+/// round) sends 50 messages of this size, not one vector of 50,000 grown by doubling.
 const CHUNK: usize = 1000;
 
 pub struct Outbox {
@@ -27,9 +27,8 @@ impl Outbox {
     }
 
     pub fn write(&mut self, w: Write) {
-        if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(CHUNK);
-        }
+        // Grown as needed (a step usually writes two or three rows; reserving a whole chunk
+        // would cost a large allocation, an mmap, per step).
         self.pending.push(w);
         if self.pending.len() == CHUNK {
             self.ready.push(std::mem::take(&mut self.pending));

@@ -51,6 +51,8 @@ pub struct Writers {
     outcomes: mpsc::Sender<Written>,
     tracker: TaskTracker,
     senders: HashMap<String, watch::Sender<Option<Wanted>>>,
+    /// Wanted states of the main loop's current step, not yet handed over.
+    staged: Vec<(String, Wanted)>,
     /// Held by every writer; closed once the last one is gone.
     done: Option<mpsc::Sender<()>>,
     all_done: Option<mpsc::Receiver<()>>,
@@ -68,13 +70,29 @@ impl Writers {
             outcomes,
             tracker,
             senders: HashMap::new(),
+            staged: Vec::new(),
             done: Some(done),
             all_done: Some(all_done),
         }
     }
 
-    /// Ask for `wanted` on `teams_id`; replaces anything still waiting for that user.
+    /// Ask for `wanted` on `teams_id`, handed to its writer at the next [`Writers::release`]:
+    /// the main loop releases once the step's store writes are queued, so a session is on its
+    /// way to the store before it is written to Teams (a crash leaves a trace to clear).
     pub fn want(&mut self, teams_id: &str, wanted: Wanted) {
+        self.staged.push((teams_id.to_owned(), wanted));
+    }
+
+    /// Hand every staged state to its writer (the latest replaces anything still waiting).
+    pub fn release(&mut self) {
+        let mut staged = std::mem::take(&mut self.staged);
+        for (teams_id, wanted) in staged.drain(..) {
+            self.send(&teams_id, wanted);
+        }
+        self.staged = staged;
+    }
+
+    fn send(&mut self, teams_id: &str, wanted: Wanted) {
         if let Some(tx) = self.senders.get(teams_id)
             && tx.send(Some(wanted.clone())).is_ok()
         {

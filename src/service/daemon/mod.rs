@@ -124,7 +124,7 @@ impl Daemon {
                 _ = tick.tick() => self.on_tick(),
                 _ = watchdog.tick() => systemd::watchdog(),
             }
-            self.out.flush().await;
+            self.end_step().await;
         }
         self.shutdown().await
     }
@@ -139,6 +139,7 @@ impl Daemon {
         let commands = self.engine.shutdown(self.clock.now());
         let sessions = commands.len();
         self.execute(commands);
+        self.end_step().await;
         tracing::info!(
             sessions,
             ?budget,
@@ -155,6 +156,13 @@ impl Daemon {
         self.out.close().await?;
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// The end of every step: the store writes go out first, then the presence writes (a
+    /// session is recorded before it is written to Teams).
+    async fn end_step(&mut self) {
+        self.out.flush().await;
+        self.parts.writers.release();
     }
 
     /// Let every writer finish (recording what they report) until `until`. False when the

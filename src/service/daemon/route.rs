@@ -215,8 +215,8 @@ impl Daemon {
                     teams_id,
                     expiration,
                 } => {
-                    // Recorded with this step's writes: after a crash the session is found
-                    // and cleared.
+                    // Queued for the store before the write to Teams goes out (end of the
+                    // step): after a crash the session is found and cleared.
                     self.out.write(Write::OpenSession {
                         extension: extension.clone(),
                         teams_id: teams_id.clone(),

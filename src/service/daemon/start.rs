@@ -89,7 +89,7 @@ impl Daemon {
         self.matching.want(matching::all_emails(&self.directory));
         self.start_lookup();
         self.save_directory_since(snapshot);
-        self.out.flush().await;
+        self.end_step().await;
     }
 }
 
