@@ -54,12 +54,21 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
     let mut ticker = new_ticker(*inputs.interval.borrow_and_update());
     let mut last_full: Option<crate::sync::types::Millis> = None;
     let reconcile = crate::sync::types::millis(inputs.reconcile);
+    let mut covered = inputs.covered.borrow_and_update().clone();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = ticker.tick() => {}
             changed = inputs.ids.changed() => if changed.is_err() { return },
-            changed = inputs.covered.changed() => if changed.is_err() { return },
+            changed = inputs.covered.changed() => {
+                if changed.is_err() { return }
+                // Users that lost their subscription are read at once; users that gained
+                // one wait for the next cycle (nothing to read for them now).
+                let before = std::mem::replace(&mut covered, inputs.covered.borrow_and_update().clone());
+                if !lost_coverage(&before, &covered) {
+                    continue;
+                }
+            }
             changed = inputs.interval.changed() => {
                 if changed.is_err() { return }
                 ticker = new_ticker(*inputs.interval.borrow_and_update());
@@ -67,7 +76,7 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
             }
         }
         let all = inputs.ids.borrow_and_update().clone();
-        let covered = inputs.covered.borrow_and_update().clone();
+        covered = inputs.covered.borrow_and_update().clone();
         let now = inputs.clock.now();
         let full = covered.is_empty() || last_full.is_none_or(|t| now - t + 500 >= reconcile);
         let ids = if full {
@@ -90,6 +99,11 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
             return;
         }
     }
+}
+
+/// Whether a user covered before is not covered now.
+fn lost_coverage(before: &HashSet<Arc<str>>, now: &HashSet<Arc<str>>) -> bool {
+    before.iter().any(|id| !now.contains(id))
 }
 
 fn new_ticker(period: Duration) -> tokio::time::Interval {
@@ -116,5 +130,28 @@ async fn cycle(graph: &GraphClient, ids: &[Arc<str>], out: &mpsc::Sender<Polled>
         users: ids.len(),
         requests,
         elapsed: started.elapsed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[&str]) -> HashSet<Arc<str>> {
+        ids.iter().map(|id| Arc::from(*id)).collect()
+    }
+
+    #[test]
+    fn only_users_losing_their_subscription_start_a_poll() {
+        assert!(
+            !lost_coverage(&set(&[]), &set(&["a", "b"])),
+            "gained: nothing to read now"
+        );
+        assert!(!lost_coverage(&set(&["a"]), &set(&["a", "b"])));
+        assert!(
+            lost_coverage(&set(&["a", "b"]), &set(&["b"])),
+            "a lost it: read a at once"
+        );
+        assert!(lost_coverage(&set(&["a"]), &set(&[])));
     }
 }
