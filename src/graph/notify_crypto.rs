@@ -584,3 +584,7 @@ fn hex_upper(bytes: &[u8]) -> String {
 #[cfg(test)]
 #[path = "notify_crypto_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "notify_crypto_decrypt_tests.rs"]
+mod decrypt_tests;

@@ -3,67 +3,22 @@
 //! Sessions ("In a call" written with setPresence) are keyed by Teams user id, because two
 //! extensions may belong to one Teams user (desk phone and softphone): the session lasts while
 //! any of them is speaking.
+//!
+//! The types going in and out are in `engine_types` (re-exported here); the compact per-user
+//! storage (`Packed` presences, the `Owners` of a Teams id) is in `packed`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
+use super::mapping::Mapping;
+use super::packed::{Owners, Packed};
 use super::types::{
     CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence, millis,
 };
 
-/// Settings of the core, from the config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineSettings {
-    /// setPresence `expirationDuration` (5 min .. 4 h:
-    /// <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
-    pub in_call_expiration: Duration,
-    /// After a crash, how long a recorded session waits for the PBX to report a call before it
-    /// is cleared.
-    pub recovery_grace: Duration,
-}
-
-/// One directory entry as the core needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    pub extension: Extension,
-    pub email: String,
-    /// The matched Teams user id; `None` while unmatched. Shared, not copied: the id of each of
-    /// 50,000 users would otherwise be held four times over.
-    pub teams_id: Option<Arc<str>>,
-    pub direction: Direction,
-}
-
-/// What the store remembered of a user from before a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Restored {
-    /// The last presence delivered to the PBX.
-    pub pushed: Option<TeamsPresence>,
-    /// The last Teams presence seen.
-    pub teams: Option<TeamsPresence>,
-}
-
-/// What a PBX event did, for the service's log line.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PbxOutcome {
-    /// `None` when the extension is not in the directory (the event is ignored).
-    pub previous: Option<CallState>,
-    pub known: bool,
-    pub commands: Vec<Command>,
-}
-
-/// What a Teams presence report did, for the service's log line.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct TeamsOutcome {
-    /// Extensions whose Teams presence changed (with the previous value).
-    pub changed: Vec<(Extension, Option<TeamsPresence>)>,
-    /// True when the change is the echo of our own "In a call" session (not pushed).
-    pub echo: bool,
-    pub commands: Vec<Command>,
-}
+pub use super::engine_types::{EngineSettings, PbxOutcome, Restored, TeamsOutcome, UserSpec};
 
 /// A directory entry as the engine keeps it: the extension is the map key, not repeated here
 /// (50,000 users: every byte per user counts).
@@ -78,86 +33,6 @@ struct User {
     pushed: Option<Packed>,
     /// Flipped by [`Engine::set_users`] to find entries that left the directory.
     mark: bool,
-}
-
-/// A Teams presence in two bytes when both values are documented ones (nearly always), boxed
-/// otherwise: two of them per user, for 50,000 users.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Packed {
-    Known(u8, u8),
-    Other(Box<TeamsPresence>),
-}
-
-impl Packed {
-    fn pack(p: &TeamsPresence) -> Packed {
-        let index = |list: &[&str], value: &str| {
-            list.iter()
-                .position(|k| *k == value)
-                .and_then(|i| u8::try_from(i).ok())
-        };
-        match (
-            index(KNOWN_AVAILABILITIES, &p.availability),
-            index(KNOWN_ACTIVITIES, &p.activity),
-        ) {
-            (Some(a), Some(b)) => Packed::Known(a, b),
-            _ => Packed::Other(Box::new(p.clone())),
-        }
-    }
-
-    fn unpack(&self) -> TeamsPresence {
-        match self {
-            Packed::Known(a, b) => TeamsPresence {
-                availability: Cow::Borrowed(
-                    KNOWN_AVAILABILITIES
-                        .get(usize::from(*a))
-                        .copied()
-                        .unwrap_or("PresenceUnknown"),
-                ),
-                activity: Cow::Borrowed(
-                    KNOWN_ACTIVITIES
-                        .get(usize::from(*b))
-                        .copied()
-                        .unwrap_or("PresenceUnknown"),
-                ),
-            },
-            Packed::Other(p) => (**p).clone(),
-        }
-    }
-}
-
-/// The extensions of one Teams user, sorted: almost always one, so no vector for it.
-#[derive(Debug, Clone)]
-enum Owners {
-    One(Extension),
-    Many(Vec<Extension>),
-}
-
-impl Owners {
-    /// Add an extension, keeping them sorted so that "the first" is the same on every run.
-    fn push(&mut self, extension: Extension) {
-        match self {
-            Owners::One(one) => {
-                let mut all = vec![std::mem::take(one), extension];
-                all.sort();
-                *self = Owners::Many(all);
-            }
-            Owners::Many(all) => {
-                let at = all.partition_point(|e| *e < extension);
-                all.insert(at, extension);
-            }
-        }
-    }
-
-    fn iter(&self) -> std::slice::Iter<'_, Extension> {
-        match self {
-            Owners::One(one) => std::slice::from_ref(one).iter(),
-            Owners::Many(all) => all.iter(),
-        }
-    }
-
-    fn first(&self) -> Option<&Extension> {
-        self.iter().next()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,6 @@
 //! The sync core: pure logic, no I/O, no clock reads. It imports no other module of the crate.
 pub mod engine;
+mod engine_types;
 pub mod mapping;
+mod packed;
 pub mod types;

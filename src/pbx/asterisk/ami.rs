@@ -572,3 +572,7 @@ fn line_too_long() -> AmiError {
 #[cfg(test)]
 #[path = "ami_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ami_command_tests.rs"]
+mod command_tests;
