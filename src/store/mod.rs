@@ -22,6 +22,8 @@ mod types;
 mod worker;
 
 #[cfg(test)]
+mod account_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
@@ -135,7 +137,7 @@ impl Store {
         }
     }
 
-    /// Queues writes in order, as few messages as possible (at most [`MAX_BATCH`] writes
+    /// Queues writes in order, as few messages as possible (at most 10,000 writes
     /// each); waits only while the queue is full.
     pub async fn write_all(&self, writes: Vec<Write>) {
         if writes.len() <= MAX_BATCH {
