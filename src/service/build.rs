@@ -78,23 +78,36 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
     matches
 }
 
-/// Users the store knows but the users file no longer lists (removed while the daemon was
-/// down) are forgotten; their session rows stay until the recovered sessions are cleared.
-pub fn forget_departed(out: &mut Outbox, snapshot: &Snapshot, directory: &Directory) {
+/// The extensions of `before` that `directory` no longer lists, each removed from the store
+/// (their session rows stay until the sessions are cleared).
+pub fn remove_departed<'a>(
+    out: &mut Outbox,
+    before: impl IntoIterator<Item = &'a str>,
+    directory: &Directory,
+) -> Vec<&'a str> {
     let present: HashSet<&str> = directory
         .entries
         .iter()
         .map(|e| e.extension.as_str())
         .collect();
-    for row in snapshot
-        .users
-        .iter()
-        .filter(|r| !present.contains(r.extension.as_str()))
-    {
-        tracing::info!(extension = %row.extension, "user no longer in the users file, forgotten");
+    let departed: Vec<&str> = before
+        .into_iter()
+        .filter(|ext| !present.contains(ext))
+        .collect();
+    for extension in &departed {
         out.write(crate::store::Write::RemoveUser {
-            extension: row.extension.clone(),
+            extension: (*extension).to_owned(),
         });
+    }
+    departed
+}
+
+/// Users the store knows but the users file no longer lists (removed while the daemon was
+/// down) are forgotten.
+pub fn forget_departed(out: &mut Outbox, snapshot: &Snapshot, directory: &Directory) {
+    let known = snapshot.users.iter().map(|r| r.extension.as_str());
+    for extension in remove_departed(out, known, directory) {
+        tracing::info!(%extension, "user no longer in the users file, forgotten");
     }
 }
 
@@ -151,5 +164,3 @@ pub fn direction_name(d: Direction) -> &'static str {
         Direction::Off => "off",
     }
 }
-
-pub use crate::sync::types::millis;

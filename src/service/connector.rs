@@ -80,7 +80,6 @@ impl PbxHandle {
             tracker: tracker.clone(),
         };
         let first_bound = task.running.bound();
-        task.record_bound().await;
         tracker.spawn(task.run(cancel).instrument(tracing::info_span!("pbx")));
         Ok(PbxHandle {
             config: config_tx,
@@ -154,7 +153,8 @@ impl Supervisor {
         }
     }
 
-    /// Where the HTTP listener is bound, for `status`.
+    /// Where the new HTTP listener is bound, for `status` (at start the daemon records the
+    /// first one with the webhook's).
     async fn record_bound(&self) {
         let pbx = self.running.bound();
         let value = pbx.map(|a| a.to_string()).unwrap_or_default();

@@ -1,15 +1,15 @@
 //! Applying a reloaded config (the reloader task read and validated it): each change goes to
 //! the part it concerns. Nothing here waits: a new connector starts in the connector task.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::Daemon;
 use crate::config::{Change, Directory};
 use crate::graph::GraphClient;
-use crate::service::build::{engine_settings, graph_settings, known_extensions, user_extensions};
+use crate::service::build::{
+    engine_settings, graph_settings, known_extensions, remove_departed, user_extensions,
+};
 use crate::service::reloader::Reloaded;
-use crate::store::Write;
 
 impl Daemon {
     pub(super) fn on_reloaded(&mut self, reloaded: Reloaded) {
@@ -72,18 +72,8 @@ impl Daemon {
     }
 
     fn apply_users(&mut self, directory: Arc<Directory>) {
-        let present: HashSet<&str> = directory
-            .entries
-            .iter()
-            .map(|e| e.extension.as_str())
-            .collect();
-        for old in &self.directory.entries {
-            if !present.contains(old.extension.as_str()) {
-                self.out.write(Write::RemoveUser {
-                    extension: old.extension.clone(),
-                });
-            }
-        }
+        let before = self.directory.entries.iter().map(|e| e.extension.as_str());
+        remove_departed(&mut self.out, before, &directory);
         self.directory = directory;
         let feeds = &self.parts.feeds;
         feeds.known.send_replace(known_extensions(&self.directory));

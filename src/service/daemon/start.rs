@@ -14,8 +14,8 @@ use crate::graph::GraphClient;
 use crate::pbx::asterisk::ami::VoicemailUser;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::service::build::{
-    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, millis,
-    open_store, restore, user_extensions,
+    cached_matches, engine_settings, forget_departed, graph_settings, known_extensions, open_store,
+    restore, user_extensions,
 };
 use crate::service::connector::{ConnectorLinks, PbxHandle};
 use crate::service::error::ServiceError;
@@ -82,11 +82,10 @@ impl Daemon {
 
     /// First steps once everything runs: record the directory, look every user up.
     async fn begin(&mut self, snapshot: &Snapshot) {
-        // After the listeners' addresses (the connector wrote its own already): a reader
-        // that sees this run's start sees this run's addresses.
+        // After the listeners' addresses (same outbox, earlier): a reader that sees this
+        // run's start sees this run's addresses.
         self.out
             .meta(MetaKey::StartedAt, self.clock.now().to_string());
-        self.matching.want(matching::all_emails(&self.directory));
         self.start_lookup();
         self.save_directory_since(snapshot);
         self.end_step().await;
@@ -105,7 +104,8 @@ fn core(
     let mut engine = Engine::new(engine_settings(config), config.mapping.clone());
     engine.set_users(matching::user_specs(directory, &matches), now);
     restore(&mut engine, snapshot, now);
-    let matching = Matching::new(matches, now + millis(config.sync.resolve_interval));
+    // The first full lookup round is due at once.
+    let matching = Matching::new(matches, now);
     (engine, matching)
 }
 
@@ -224,6 +224,8 @@ impl Start<'_> {
         let (suspects, webhook) = self.notify(snapshot, &feeds, &tx.polled, out).await?;
         // Every listener is bound: say where, once.
         let pbx_bound = pbx.first_bound();
+        let value = pbx_bound.map(|a| a.to_string()).unwrap_or_default();
+        out.meta(MetaKey::PbxListen, value);
         self.options.bound.send_replace(crate::service::Bound {
             pbx: pbx_bound,
             webhook,
