@@ -108,6 +108,41 @@ async fn a_session_left_by_a_crash_is_cleared_at_the_next_start() {
     assert!(child.0.wait().unwrap().success());
 }
 
+/// SIGKILL during a call, a restart with a long recovery grace, then the PBX reports the
+/// extension idle: the session left by the crash is cleared at once, not after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_idle_ends_a_session_left_by_a_crash() {
+    let mut w = World::new().await;
+    let mut child = spawn_binary(&mut w).await;
+    w.pbx_event(CAROL, "speaking").await;
+    eventually(10, "in a call", || w.app_session(CAROL).is_some()).await;
+    signal(&child, "-KILL");
+    let _ = child.0.wait();
+    assert!(w.app_session(CAROL).is_some(), "the crash left the session");
+
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    common::write_atomically(
+        &w.config_path(),
+        &config.replace(
+            "shutdown_timeout = \"5s\"",
+            "shutdown_timeout = \"5s\"\nrecovery_grace = \"10m\"",
+        ),
+    );
+    let mut child = spawn_binary(&mut w).await;
+    assert!(
+        w.app_session(CAROL).is_some(),
+        "kept while the PBX says nothing"
+    );
+    w.pbx_event(CAROL, "idle").await;
+    eventually(10, "cleared by the idle report", || {
+        w.app_session(CAROL).is_none() && w.user_status(CAROL)["in_call_session"] == false
+    })
+    .await;
+    assert_eq!(w.clear_presence_calls(CAROL), 1);
+    signal(&child, "-TERM");
+    assert!(child.0.wait().unwrap().success());
+}
+
 /// After a crash, a PBX that reports the call still running keeps the session (re-written),
 /// and the orderly stop clears it. Bob's session, which the PBX does not report again, is the
 /// witness that the recovery grace has run out: both were restored at the same start.

@@ -29,6 +29,9 @@ struct User {
     direction: Direction,
     call: CallState,
     dnd: Option<bool>,
+    /// The PBX has reported this extension's call state since the start (a recovered session
+    /// can only end early once every extension of its user has been heard from).
+    reported: bool,
     teams: Option<Packed>,
     pushed: Option<Packed>,
     /// Flipped by [`Engine::set_users`] to find entries that left the directory.
@@ -138,6 +141,7 @@ impl Engine {
                         direction: spec.direction,
                         call: CallState::Idle,
                         dnd: None,
+                        reported: false,
                         teams: None,
                         pushed: None,
                         mark: self.mark,
@@ -196,8 +200,9 @@ impl Engine {
         }
     }
 
-    /// A session recorded before a restart: it is cleared after the recovery grace unless the
-    /// PBX reports one of the user's extensions speaking first.
+    /// A session recorded before a restart: it is cleared as soon as the PBX has reported every
+    /// extension of the user not speaking, kept (re-written) when one is reported speaking, and
+    /// cleared after the recovery grace when the PBX says nothing.
     pub fn restore_session(&mut self, teams_id: &str, now: Millis) {
         let clear_at = now + millis(self.settings.recovery_grace);
         self.sessions
@@ -211,6 +216,7 @@ impl Engine {
         };
         let previous = user.call;
         user.call = event.state;
+        user.reported = true;
         if event.dnd.is_some() {
             user.dnd = event.dnd;
         }
@@ -382,6 +388,9 @@ impl Engine {
             (None, Some(Session::Active { .. })) => {
                 self.end_session_for(teams_id, hint.unwrap_or_default(), now, commands)
             }
+            (None, Some(Session::Recovered { .. })) if self.all_reported(teams_id) => {
+                self.end_session_for(teams_id, hint.unwrap_or_default(), now, commands)
+            }
             _ => {}
         }
     }
@@ -391,6 +400,17 @@ impl Engine {
         self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
             let user = self.users.get(ext)?;
             (user.call == CallState::Speaking && user.direction.pbx_to_teams()).then(|| ext.clone())
+        })
+    }
+
+    /// Whether the PBX has reported every extension of `teams_id` that writes to Teams.
+    fn all_reported(&self, teams_id: &str) -> bool {
+        self.by_teams_id.get(teams_id).is_some_and(|exts| {
+            exts.iter().all(|ext| {
+                self.users
+                    .get(ext)
+                    .is_none_or(|u| u.reported || !u.direction.pbx_to_teams())
+            })
         })
     }
 

@@ -295,6 +295,26 @@ fn recovered_session_is_kept_when_the_pbx_says_still_speaking() {
 }
 
 #[test]
+fn recovered_session_is_cleared_when_the_pbx_reports_idle() {
+    let mut e = engine();
+    e.restore_session("id-bob", 0);
+    let out = e.on_pbx_event(&ev("1002", CallState::Idle), 1000);
+    assert_eq!(out.commands, vec![clear("1002", "id-bob")]);
+    assert_eq!(e.next_deadline(), None);
+    assert!(e.on_tick(15_000).is_empty());
+}
+
+#[test]
+fn recovered_session_waits_until_every_extension_of_the_user_is_idle() {
+    let mut e = engine();
+    e.restore_session("id-alice", 0);
+    let out = e.on_pbx_event(&ev("1001", CallState::Idle), 1000);
+    assert!(out.commands.is_empty(), "1011 not heard from yet");
+    let out = e.on_pbx_event(&ev("1011", CallState::Ringing), 2000);
+    assert_eq!(out.commands, vec![clear("1011", "id-alice")]);
+}
+
+#[test]
 fn recovered_session_is_cleared_on_shutdown_too() {
     let mut e = engine();
     e.restore_session("id-bob", 0);
