@@ -143,6 +143,63 @@ async fn an_explicit_idle_ends_a_session_left_by_a_crash() {
     assert!(child.0.wait().unwrap().success());
 }
 
+/// The crash window between recording a session and writing it: the state database is held
+/// locked by the test (a stalled disk), a call starts, and the daemon is SIGKILLed the moment
+/// its setPresence reaches Graph. The session must have been committed before that write left,
+/// so the next start finds it and clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_durable_before_its_write_reaches_teams() {
+    let mut w = World::new().await;
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    common::write_atomically(
+        &w.config_path(),
+        &config.replace(
+            "shutdown_timeout = \"5s\"",
+            "shutdown_timeout = \"5s\"\nrecovery_grace = \"1s\"",
+        ),
+    );
+    let mut child = spawn_binary(&mut w).await;
+    let mut lock = rusqlite::Connection::open(w.db_path()).unwrap();
+    let held = lock
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .unwrap();
+    w.pbx_event(CAROL, "speaking").await;
+    // A daemon that writes before its record is committed sends setPresence now, with the
+    // database still locked; a correct one waits for the lock, released after this window.
+    let window = Instant::now();
+    while w.set_presence_calls(CAROL) == 0 && window.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let written_while_locked = w.set_presence_calls(CAROL) > 0;
+    if written_while_locked {
+        signal(&child, "-KILL");
+    }
+    held.rollback().unwrap();
+    if !written_while_locked {
+        eventually(10, "written once the store is free", || {
+            w.set_presence_calls(CAROL) > 0
+        })
+        .await;
+        signal(&child, "-KILL");
+    }
+    let _ = child.0.wait();
+    assert!(w.app_session(CAROL).is_some(), "the crash left the session");
+
+    let mut child = spawn_binary(&mut w).await;
+    eventually(
+        10,
+        "the recorded session is cleared after the grace",
+        || w.app_session(CAROL).is_none(),
+    )
+    .await;
+    assert!(
+        !written_while_locked,
+        "setPresence left before the session was recorded"
+    );
+    signal(&child, "-TERM");
+    assert!(child.0.wait().unwrap().success());
+}
+
 /// After a crash, a PBX that reports the call still running keeps the session (re-written),
 /// and the orderly stop clears it. Bob's session, which the PBX does not report again, is the
 /// witness that the recovery grace has run out: both were restored at the same start.

@@ -66,6 +66,16 @@ impl Outbox {
         }
     }
 
+    /// Wait until everything flushed so far is committed (WAL: one write, no fsync; it survives
+    /// a crash of the process). A failure is logged: the presence write still goes out, as
+    /// Teams must show the call, and the session then expires by itself if the daemon dies.
+    pub async fn commit(&mut self) {
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e,
+                "In a call session not recorded in the state database; written to Teams anyway (a crash now leaves it until it expires)");
+        }
+    }
+
     /// The store, for reads (flush first to read what was written).
     pub fn store(&self) -> &Store {
         &self.store

@@ -83,6 +83,13 @@ impl Writers {
         self.staged.push((teams_id.to_owned(), wanted));
     }
 
+    /// Whether a staged state writes an "In a call" session (its row must be committed first).
+    pub fn opens_session(&self) -> bool {
+        self.staged
+            .iter()
+            .any(|(_, w)| matches!(w, Wanted::InCall { .. }))
+    }
+
     /// Hand every staged state to its writer (the latest replaces anything still waiting).
     pub fn release(&mut self) {
         let mut staged = std::mem::take(&mut self.staged);

@@ -158,10 +158,15 @@ impl Daemon {
         Ok(())
     }
 
-    /// The end of every step: the store writes go out first, then the presence writes (a
-    /// session is recorded before it is written to Teams).
+    /// The end of every step: the store writes go out first, then the presence writes. A step
+    /// that opens (or refreshes) an "In a call" session waits until the session's row is
+    /// committed, so a crash at any moment leaves a record of every session Teams may have.
     async fn end_step(&mut self) {
+        let opens_session = self.parts.writers.opens_session();
         self.out.flush().await;
+        if opens_session {
+            self.out.commit().await;
+        }
         self.parts.writers.release();
     }
 
