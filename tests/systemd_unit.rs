@@ -15,6 +15,8 @@ fn unit_declares_notify_watchdog_restart_and_credentials() {
         "Type=notify",
         "WatchdogSec=",
         "Restart=on-failure",
+        "StartLimitIntervalSec=",
+        "StartLimitBurst=",
         "StateDirectory=pbx-teams-presence",
         "ConfigurationDirectory=pbx-teams-presence",
         "LoadCredential=client-secret:",

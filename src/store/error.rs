@@ -25,15 +25,36 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// SQLite could not open the file, or it is not a SQLite database: check permissions
-    /// (`status` must run as the service user), or move the file away to start empty.
-    #[error("cannot open state database {}: {source}", .path.display())]
+    /// SQLite could not open the file: check permissions (`status` must run as the service
+    /// user).
+    #[error(
+        "cannot open state database {}: {source}; the service user must be able to read and \
+         write the file and its directory",
+        .path.display()
+    )]
     Open {
         /// The database file.
         path: PathBuf,
         /// What SQLite said.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The file is not a SQLite database, or SQLite found it damaged. Restarting does not
+    /// help: the admin moves it aside and the daemon starts empty (docs/operations.md,
+    /// "A damaged state database").
+    #[error(
+        "state database {} is damaged or not a SQLite database ({detail}); restarting will not \
+         help: stop the service, move the file aside (with its -wal and -shm files) and start \
+         again. The daemon then starts empty: it looks users up again and pushes every state \
+         again; only \"In a call\" sessions written before are forgotten, and they expire in \
+         Teams by themselves within sync.in_call_expiration",
+        .path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
     },
     /// The file does not exist (the `status` command never creates it): check the path, or
     /// start the daemon once.

@@ -103,6 +103,7 @@ impl Store {
 
     fn start(mut conn: Connection, path: PathBuf) -> Result<Store, StoreError> {
         schema::configure(&conn, &path)?;
+        schema::check_intact(&conn, &path)?;
         schema::migrate(&mut conn, &path)?;
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());

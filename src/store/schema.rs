@@ -156,10 +156,7 @@ fn warn_if_readable_by_others(_path: &Path) {}
 /// Connection settings for the daemon's connection: WAL so the `status` command can read
 /// while the daemon writes, `synchronous=NORMAL` (durable at checkpoints, never corrupt).
 pub fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let sqlite = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
+    let sqlite = |source| classify(path, source);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -187,13 +184,43 @@ pub fn configure_reader(conn: &Connection, path: &Path) -> Result<(), StoreError
         })
 }
 
+/// Refuses a file that is not a SQLite database or that SQLite finds damaged
+/// (`PRAGMA quick_check`: every page read once, about 50 ms for 50,000 users).
+pub fn check_intact(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let damaged = |detail: String| StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let verdict: String = conn
+        .pragma_query_value(None, "quick_check", |row| row.get(0))
+        .map_err(|e| classify(path, e))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(damaged(verdict.chars().take(200).collect()))
+    }
+}
+
+/// An error from opening or reading the file: `Damaged` when SQLite says the file is not a
+/// database or is corrupt, `Open` otherwise.
+pub fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        },
+        _ => StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
+}
+
 /// Reads `PRAGMA user_version`.
 pub fn version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| classify(path, source))
 }
 
 /// Brings the schema to [`SUPPORTED`], one transaction per migration; refuses a newer one.

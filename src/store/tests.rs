@@ -461,3 +461,40 @@ async fn closed_store_says_closed() {
     assert!(matches!(other.snapshot().await, Err(StoreError::Closed)));
     assert!(matches!(other.close().await, Err(StoreError::Closed)));
 }
+
+/// A file that is not a database, and a database with a damaged page: both are refused with
+/// an error naming the file and saying to move it aside (restarting would not help).
+#[test]
+fn a_damaged_database_is_refused_with_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_in(&dir);
+    std::fs::write(&path, vec![0x5a_u8; 64 * 1024]).unwrap();
+    let err = Store::open(&path).err().expect("garbage refused");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+    let shown = err.to_string();
+    assert!(shown.contains(&path.display().to_string()), "{shown}");
+    assert!(shown.contains("move the file aside"), "{shown}");
+
+    // A real database whose table pages are overwritten after the header page.
+    std::fs::remove_file(&path).unwrap();
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        rt.block_on(async {
+            store
+                .write_all((0..2000).map(|i| upsert(&format!("{i}"))).collect())
+                .await;
+            store.close().await.unwrap();
+        });
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 8192, "database has several pages");
+    for b in &mut bytes[4096..8192] {
+        *b = 0xa5;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let err = Store::open(&path).err().expect("damaged page refused");
+    assert!(matches!(err, StoreError::Damaged { .. }), "{err:?}");
+}
