@@ -33,6 +33,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
@@ -61,7 +62,12 @@ struct Inner {
     stats: Arc<Stats>,
     /// Taken by the first `close`, which joins the thread.
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// When the last "state database is slow" WARN was logged.
+    stall_warned: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// At most one "state database is slow" WARN per this period; the count is in the stats.
+const STALL_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the store thread has done so far; for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +78,8 @@ pub struct StoreStats {
     pub writes_applied: u64,
     /// Writes that failed (each was logged).
     pub writes_failed: u64,
+    /// Times a writer waited because the queue was full (a slow disk: delayed, not dropped).
+    pub stalls: u64,
 }
 
 impl Store {
@@ -126,6 +134,7 @@ impl Store {
                 path,
                 stats,
                 thread: Mutex::new(Some(thread)),
+                stall_warned: Mutex::new(None),
             }),
         })
     }
@@ -133,8 +142,8 @@ impl Store {
     /// Queues a write; waits only while the queue is full. Writes are applied in the order
     /// they were queued. A failing write is logged by the thread and does not stop the others.
     pub async fn write(&self, w: Write) {
-        if let Err(e) = self.inner.tx.send(Msg::Write(w)).await {
-            self.dropped(&e.0);
+        if let Err(msg) = self.send(Msg::Write(w)).await {
+            self.dropped(&msg);
         }
     }
 
@@ -158,13 +167,45 @@ impl Store {
 
     /// False when the thread is gone (the loss is logged).
     async fn send_writes(&self, writes: Vec<Write>) -> bool {
-        match self.inner.tx.send(Msg::Writes(writes)).await {
+        match self.send(Msg::Writes(writes)).await {
             Ok(()) => true,
-            Err(e) => {
-                self.dropped(&e.0);
+            Err(msg) => {
+                self.dropped(&msg);
                 false
             }
         }
+    }
+
+    /// Queues `msg`, waiting while the queue is full; a wait is counted and reported. The
+    /// message comes back if the thread is gone.
+    async fn send(&self, msg: Msg) -> Result<(), Msg> {
+        let msg = match self.inner.tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Closed(msg)) => return Err(msg),
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        let since = crate::clock::monotonic();
+        let sent = self.inner.tx.send(msg).await.map_err(|e| e.0);
+        self.stalled(since.elapsed());
+        sent
+    }
+
+    /// A writer waited `waited` for room in the queue: one WARN per minute at most.
+    fn stalled(&self, waited: std::time::Duration) {
+        let stalls = self.inner.stats.stalls.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::clock::monotonic();
+        let mut warned = match self.inner.stall_warned.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if warned.is_some_and(|at| now.duration_since(at) < STALL_WARN_EVERY) {
+            return;
+        }
+        *warned = Some(now);
+        let path = self.inner.path.display();
+        let waited_ms = waited.as_millis();
+        tracing::warn!(path = %path, waited_ms, stalls,
+            "state database {path} is slow: its queue was full and the daemon waited {waited_ms} ms; PBX events and Teams changes are delayed, none is dropped ({stalls} waits so far)");
     }
 
     /// The thread is gone: say which write was lost.
@@ -222,6 +263,7 @@ impl Store {
             commits: s.commits.load(Ordering::Relaxed),
             writes_applied: s.applied.load(Ordering::Relaxed),
             writes_failed: s.failed.load(Ordering::Relaxed),
+            stalls: s.stalls.load(Ordering::Relaxed),
         }
     }
 

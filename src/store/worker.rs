@@ -54,6 +54,8 @@ pub(super) struct Stats {
     pub applied: AtomicU64,
     /// Writes that failed (logged).
     pub failed: AtomicU64,
+    /// Times a sender found the queue full and had to wait (a slow disk).
+    pub stalls: AtomicU64,
 }
 
 /// A reply owed once the batch is committed.
