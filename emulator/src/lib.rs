@@ -207,6 +207,17 @@ impl Emulator {
         self.shared.inject(fault);
     }
 
+    /// Applies `fault` to `share` percent of the matching requests (evenly: 30 is 3 in 10),
+    /// `fault.times` times in all.
+    pub fn inject_share(&self, fault: Fault, share: u32) {
+        self.shared.lock().add_fault_share(fault, share);
+    }
+
+    /// Removes every injected fault (Graph is healthy again).
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
     /// Moves emulator time forward: tokens, sessions and rate windows age without sleeping.
     pub fn advance_clock(&self, d: Duration) {
         self.shared.advance_clock(d);

@@ -53,6 +53,10 @@ pub(crate) enum TokenProblem {
 struct ActiveFault {
     fault: Fault,
     left: u32,
+    /// Percent of matching requests that get the fault (100: every one), spread evenly.
+    share: u32,
+    /// Matching requests seen so far.
+    seen: u32,
 }
 
 #[derive(Debug)]
@@ -231,8 +235,19 @@ impl State {
     }
 
     pub fn add_fault(&mut self, fault: Fault) {
+        self.add_fault_share(fault, 100);
+    }
+
+    /// Like [`State::add_fault`], for `share` percent of the matching requests (spread evenly:
+    /// 30 means 3 of every 10), until `fault.times` of them got it.
+    pub fn add_fault_share(&mut self, fault: Fault, share: u32) {
         let left = fault.times;
-        self.faults.push(ActiveFault { fault, left });
+        self.faults.push(ActiveFault {
+            fault,
+            left,
+            share: share.min(100),
+            seen: 0,
+        });
     }
 
     pub fn clear_faults(&mut self) {
@@ -251,6 +266,11 @@ impl State {
                     || op.eq_ignore_ascii_case(&f.fault.path_contains))
         })?;
         let f = &mut self.faults[pos];
+        let before = u64::from(f.seen) * u64::from(f.share) / 100;
+        f.seen = f.seen.saturating_add(1);
+        if u64::from(f.seen) * u64::from(f.share) / 100 == before {
+            return None;
+        }
         f.left -= 1;
         let kind = f.fault.kind.clone();
         if f.left == 0 {
