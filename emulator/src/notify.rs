@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use aes::Aes256;
 use base64::Engine;
 use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockEncryptMut, KeyIvInit};
-use hmac::{Hmac, Mac};
-use rand::Rng;
+use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngExt;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -273,8 +273,8 @@ fn encrypt(cert: &EncCert, plain: &Value) -> Value {
     let mut iv = [0u8; 16];
     iv.copy_from_slice(&key[..16]);
     let data = cbc::Encryptor::<Aes256>::new(&key.into(), &iv.into())
-        .encrypt_padded_vec_mut::<Pkcs7>(plain.to_string().as_bytes());
-    let signature = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+        .encrypt_padded_vec::<Pkcs7>(plain.to_string().as_bytes());
+    let signature = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
         .map(|mut m| {
             m.update(&data);
             m.finalize().into_bytes().to_vec()
@@ -282,11 +282,7 @@ fn encrypt(cert: &EncCert, plain: &Value) -> Value {
         .unwrap_or_default();
     let data_key = cert
         .key
-        .encrypt(
-            &mut rsa::rand_core::OsRng,
-            rsa::Oaep::new::<sha1::Sha1>(),
-            &key,
-        )
+        .oaep_encrypt::<sha1::Sha1>(&key)
         .unwrap_or_default();
     json!({
         "data": b64.encode(&data),
