@@ -95,6 +95,11 @@ impl Jwks {
         })
     }
 
+    /// The HTTP client (no redirects, the fetch deadline), for the tenant's OpenID document.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// How many keys are cached.
     pub fn len(&self) -> usize {
         self.cached().len()

@@ -146,11 +146,7 @@ impl Trust {
     /// When `azure.tenant_id` is a domain name: the tenant's id, from its OpenID configuration
     /// (`{login_url}/{domain}/v2.0/.well-known/openid-configuration`, whose `issuer` is
     /// `https://login.microsoftonline.com/{tenant id}/v2.0`). Nothing to do otherwise.
-    pub async fn resolve_tenant(
-        &self,
-        login_url: &Url,
-        http: &reqwest::Client,
-    ) -> Result<(), GraphError> {
+    pub async fn resolve_tenant(&self, login_url: &Url) -> Result<(), GraphError> {
         let Some(domain) = &self.tenant_domain else {
             return Ok(());
         };
@@ -162,7 +158,9 @@ impl Trust {
             &[domain, "v2.0", ".well-known", "openid-configuration"],
         )?;
         let bad = |why: String| GraphError::InvalidResponse(format!("{url}: {why}"));
-        let config: serde_json::Value = http
+        let config: serde_json::Value = self
+            .jwks
+            .http()
             .get(url.clone())
             .send()
             .await
