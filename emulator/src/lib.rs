@@ -291,9 +291,16 @@ impl Emulator {
         trust::send_change(&mut self.shared.lock(), id, user, presence, forgery)
     }
 
-    /// Sends the last rich notification of subscription `id` again, byte for byte (a replay).
-    pub fn replay_rich_notification(&self, id: &str) -> Result<(), String> {
-        trust::replay(&mut self.shared.lock(), id)
+    /// The body of the last rich notification sent on subscription `id`, for
+    /// [`Emulator::resend_notification`].
+    pub fn last_rich_notification(&self, id: &str) -> Option<Vec<u8>> {
+        trust::last_rich(&self.shared.lock(), id)
+    }
+
+    /// Sends `body` (one sent before: a replay) on subscription `id`, byte for byte. Err:
+    /// unknown subscription.
+    pub fn resend_notification(&self, id: &str, body: Vec<u8>) -> Result<(), String> {
+        trust::resend(&mut self.shared.lock(), id, body)
     }
 
     /// Rolls the signing keys over: a second key is published at

@@ -260,7 +260,7 @@ async fn post(
 }
 
 /// The body of a job, encrypting rich items and adding their validation tokens (rich
-/// notifications); a rich body is kept for [`crate::trust::replay`].
+/// notifications); a rich body is kept for [`crate::trust::last_rich`].
 fn render(shared: &Shared, job: &Job) -> Vec<u8> {
     let mut items = job.items.clone();
     let mut out = json!({});

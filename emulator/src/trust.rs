@@ -16,8 +16,9 @@
 //! emulator's advanced clock: receivers check them against their system clock.
 //!
 //! Test controls: [`send_change`] (a rich notification with any presence, for any user, with
-//! a good or a forged token), [`replay`] (the last rich body of a subscription, again), and a
-//! key rollover (`rotated`: the second key is published and signs from then on).
+//! a good or a forged token), [`last_rich`] and [`resend`] (a body sent before, again: a
+//! replay), and a key rollover (`rotated`: the second key is published and signs from then
+//! on).
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -183,7 +184,7 @@ fn sign(key: &RsaPrivateKey, kid: &str, claims: &Value) -> String {
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
 }
 
-/// Remember `body` as the last rich body of `subscription` (for [`replay`]).
+/// Remember `body` as the last rich body of `subscription` (for [`last_rich`]).
 pub(crate) fn keep_for_replay(shared: &Shared, subscription: &str, body: &[u8]) {
     let mut guard = shared.lock();
     let st: &mut State = &mut guard;
@@ -225,16 +226,15 @@ pub(crate) fn send_change(
         .map_err(|_| "the delivery worker is gone".to_owned())
 }
 
-/// Sends the last rich body of subscription `id` again, byte for byte.
-pub(crate) fn replay(st: &mut State, id: &str) -> Result<(), String> {
+/// The last rich body sent on subscription `id`.
+pub(crate) fn last_rich(st: &State, id: &str) -> Option<Vec<u8>> {
+    st.trust.last_rich.get(id).cloned()
+}
+
+/// Sends `body` on subscription `id` as it is (a replay of an earlier body).
+pub(crate) fn resend(st: &mut State, id: &str, body: Vec<u8>) -> Result<(), String> {
     prune(st);
     let tenant = st.tenant_id.clone();
-    let body = st
-        .trust
-        .last_rich
-        .get(id)
-        .cloned()
-        .ok_or_else(|| format!("no rich notification sent for '{id}' yet"))?;
     let sub = st
         .subscriptions
         .get(id)
