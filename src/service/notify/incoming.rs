@@ -20,8 +20,7 @@ impl Manager {
     /// to the planner last.
     pub(super) async fn on_notes(&mut self, notes: Vec<Notification>) {
         let now = self.clock.now();
-        let known = self.links.known.borrow().clone();
-        self.replays.retain(|s| known.contains_key(s));
+        self.forget_gone_subscriptions();
         let mut rich = Vec::new();
         let mut lifecycle = Vec::new();
         for note in notes {
@@ -58,6 +57,12 @@ impl Manager {
             self.feed(event).await;
         }
         self.out.flush().await;
+    }
+
+    /// The replay lists of subscriptions that are gone.
+    fn forget_gone_subscriptions(&mut self) {
+        let known = self.links.known.borrow().clone();
+        self.replays.retain(|s| known.contains_key(s));
     }
 
     /// Whether an item may change anything: its subscription names its user, and a rich item
