@@ -100,15 +100,6 @@ impl Jwks {
         &self.http
     }
 
-    /// How many keys are cached.
-    pub fn len(&self) -> usize {
-        self.cached().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn cached(&self) -> Arc<HashMap<String, DecodingKey>> {
         self.keys
             .read()

@@ -213,16 +213,22 @@ async fn key_server(keys: &[(&[u8], &str)]) -> KeyServer {
     let set = Arc::new(Mutex::new(Value::Null));
     let fetches = Arc::new(AtomicUsize::new(0));
     let (s, f) = (set.clone(), fetches.clone());
-    let app = axum::Router::new().route(
-        "/common/discovery/v2.0/keys",
-        axum::routing::get(move || {
-            let (s, f) = (s.clone(), f.clone());
-            async move {
-                f.fetch_add(1, Ordering::SeqCst);
-                axum::Json(s.lock().unwrap().clone())
-            }
-        }),
-    );
+    let openid = json!({"issuer": format!("https://login.microsoftonline.com/{TENANT}/v2.0")});
+    let app = axum::Router::new()
+        .route(
+            "/common/discovery/v2.0/keys",
+            axum::routing::get(move || {
+                let (s, f) = (s.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(s.lock().unwrap().clone())
+                }
+            }),
+        )
+        .route(
+            "/contoso.onmicrosoft.com/v2.0/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(openid) }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -248,12 +254,16 @@ impl KeyServer {
     }
 
     fn trust(&self) -> Trust {
+        self.trust_for(TENANT)
+    }
+
+    fn trust_for(&self, tenant: &str) -> Trust {
         let settings = JwksSettings {
             url: crate::graph::jwks::jwks_url(&self.url).unwrap(),
             timeout: Duration::from_secs(2),
             min_refetch: Duration::from_secs(60),
         };
-        Trust::new(CLIENT, TENANT, Arc::new(Jwks::new(settings).unwrap()))
+        Trust::new(CLIENT, tenant, Arc::new(Jwks::new(settings).unwrap()))
     }
 }
 
@@ -344,6 +354,30 @@ async fn keys_that_cannot_be_fetched_ask_graph_to_deliver_again() {
         trust.check(&[good], true, now).await,
         Err(Distrust::Later(_))
     ));
+}
+
+#[tokio::test]
+async fn a_tenant_given_by_its_domain_name_is_looked_up_once() {
+    let server = key_server(&[(KEY_1, "k1")]).await;
+    let trust = server.trust_for("contoso.onmicrosoft.com");
+    trust.jwks().refresh().await.unwrap();
+    let good = sign(KEY_1, "k1", &claims());
+    let now = tokio::time::Instant::now();
+    assert!(matches!(
+        trust.check(std::slice::from_ref(&good), true, now).await,
+        Err(Distrust::Later(_))
+    ));
+    trust.resolve_tenant(&server.url).await.unwrap();
+    assert_eq!(trust.check(&[good], true, now).await, Ok(()));
+    let elsewhere = with(
+        "iss",
+        json!("https://sts.windows.net/bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee/"),
+    );
+    let other_tenant = sign(KEY_1, "k1", &elsewhere);
+    assert_eq!(
+        trust.check(&[other_tenant], true, now).await,
+        Err(Distrust::Refused(TokenError::Issuer))
+    );
 }
 
 #[test]

@@ -189,17 +189,16 @@ fn trust(
 }
 
 /// Fetch the signing keys now and every [`KEYS_REFRESH`]; a failure is tried again after
-/// [`KEYS_RETRY`].
+/// [`KEYS_RETRY`]. A fetch under way when `cancel` fires is dropped.
 async fn keep_keys(trust: Arc<Trust>, login_url: url::Url, cancel: CancellationToken) {
     let mut wait = Duration::ZERO;
     loop {
-        tokio::select! {
+        let fetched = tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        let fetched = match trust.resolve_tenant(&login_url).await {
-            Ok(()) => trust.jwks().refresh().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            fetched = async {
+                tokio::time::sleep(wait).await;
+                fetch_keys(&trust, &login_url).await
+            } => fetched,
         };
         wait = match fetched {
             Ok(keys) => {
@@ -212,6 +211,15 @@ async fn keep_keys(trust: Arc<Trust>, login_url: url::Url, cancel: CancellationT
             }
         };
     }
+}
+
+/// The tenant's id when only its domain is configured, then the key set; how many keys.
+async fn fetch_keys(trust: &Trust, login_url: &url::Url) -> Result<usize, String> {
+    trust
+        .resolve_tenant(login_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    trust.jwks().refresh().await.map_err(|e| e.to_string())
 }
 
 /// The planner, with the accounts in their order and what the last run recorded.
