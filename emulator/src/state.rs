@@ -16,6 +16,7 @@ use crate::directory::Directory;
 use crate::model::{Delivery, EmulatorOptions, Fault, FaultKind, LoggedRequest};
 use crate::presence::PresenceState;
 use crate::subscriptions::Subscription;
+use crate::trust::{SigningKeys, TrustState};
 use crate::util::random_string;
 
 /// Length of a presence rate-limit window (presence pages above).
@@ -95,6 +96,8 @@ pub(crate) struct State {
     pub deliveries: VecDeque<Delivery>,
     /// Notification POST attempts still to fail on purpose (`fail_deliveries`).
     pub fail_deliveries: u32,
+    /// The signing-key rollover and the last rich bodies (`trust.rs`).
+    pub trust: TrustState,
     faults: Vec<ActiveFault>,
     rate: HashMap<String, Window>,
     offset: Duration,
@@ -108,6 +111,8 @@ pub(crate) struct Shared {
     pub base_url: String,
     /// Client for validation handshakes and notification POSTs (no proxy).
     pub http: reqwest::Client,
+    /// The keys that sign rich notifications' validation tokens (`trust.rs`).
+    pub signing: SigningKeys,
     /// This value itself, for tasks that must not keep the emulator alive.
     pub me: std::sync::Weak<Shared>,
 }
@@ -139,6 +144,7 @@ impl State {
             subscriptions: HashMap::new(),
             deliveries: VecDeque::new(),
             fail_deliveries: 0,
+            trust: TrustState::default(),
             faults: Vec::new(),
             rate: HashMap::new(),
             offset: Duration::ZERO,

@@ -9,6 +9,9 @@
 //!   time); the accepted items are queued and the answer is 202 within milliseconds (Graph
 //!   wants 2xx within 3 s); decrypting and applying happen after the answer.
 //! - `?lifecycle=1`: the same, for lifecycle events (`reauthorizationRequired`).
+//! - Rich notifications: the batch's `validationTokens` must all pass
+//!   ([`super::validation_tokens`]) before any item is looked at: 403 when one fails, 503
+//!   when the signing keys cannot be had now (Graph delivers it again).
 //!
 //! Bodies over 1 MiB get 413, bad JSON 400, batches with no acceptable item 403; each
 //! rejection is logged and changes nothing. A full queue answers 503 (Graph retries).
@@ -28,6 +31,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use super::validation_tokens::{Distrust, Trust};
 
 /// Largest body taken.
 pub const MAX_BODY: usize = 1 << 20;
@@ -67,6 +72,8 @@ pub enum WebhookError {
 struct Shared {
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
+    /// Rich notifications: the `validationTokens` check (`validation_tokens.rs`).
+    trust: Option<Arc<Trust>>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +86,8 @@ struct Params {
 #[derive(Deserialize)]
 struct Batch {
     value: Vec<serde_json::Value>,
+    #[serde(default, rename = "validationTokens")]
+    validation_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,24 +117,26 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
         .map_err(|source| WebhookError::Bind { addr, source })
 }
 
-fn router(known: Known, out: mpsc::Sender<Vec<Notification>>) -> Router {
+fn router(known: Known, out: mpsc::Sender<Vec<Notification>>, trust: Option<Arc<Trust>>) -> Router {
     Router::new()
         .fallback(post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Shared { known, out })
+        .with_state(Shared { known, out, trust })
 }
 
 /// Serve until `cancel` fires. Any path is taken (the public URL's path is the proxy's).
 /// With `tls`, HTTPS is served (`notifications.tls_cert_file`/`tls_key_file`); plain HTTP
-/// otherwise (behind a reverse proxy that terminates TLS).
+/// otherwise (behind a reverse proxy that terminates TLS). With `trust`, batches are taken
+/// only when their `validationTokens` pass.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
+    trust: Option<Arc<Trust>>,
     cancel: CancellationToken,
 ) {
-    let app = router(known, out);
+    let app = router(known, out, trust);
     crate::listener::serve("webhook", listener, tls, app, cancel).await;
 }
 
@@ -181,6 +192,9 @@ async fn receive(
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
+    if let Err(refused) = trusted(shared.trust.as_deref(), &batch).await {
+        return refused;
+    }
     let known = shared.known.borrow().clone();
     let total = batch.value.len();
     let accepted: Vec<Notification> = batch
@@ -203,6 +217,30 @@ async fn receive(
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
             StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// With `trust` (rich notifications): the batch's `validationTokens` (one bad token refuses
+/// it: 403); 503 when they cannot be checked now, so that Graph delivers it again.
+async fn trusted(trust: Option<&Trust>, batch: &Batch) -> Result<(), Response> {
+    let Some(trust) = trust else {
+        return Ok(());
+    };
+    let rich = batch
+        .value
+        .iter()
+        .any(|v| v.get("encryptedContent").is_some());
+    let now = crate::clock::monotonic();
+    match trust.check(&batch.validation_tokens, rich, now).await {
+        Ok(()) => Ok(()),
+        Err(e @ Distrust::Refused(_)) => {
+            tracing::warn!(error = %e, items = batch.value.len(), "notification batch refused");
+            Err(StatusCode::FORBIDDEN.into_response())
+        }
+        Err(e @ Distrust::Later(_)) => {
+            tracing::warn!(error = %e, "notification batch not checked; Graph will deliver again");
+            Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
         }
     }
 }
