@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rsa::RsaPrivateKey;
+use rsa::{BoxedUint, PrivateKey};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
 use rsa::signature::{SignatureEncoding, Signer};
@@ -69,7 +69,7 @@ pub enum TokenForgery {
 /// The signing keys, loaded at start.
 #[derive(Debug)]
 pub(crate) struct SigningKeys {
-    keys: Vec<(String, RsaPrivateKey)>,
+    keys: Vec<(String, PrivateKey)>,
 }
 
 /// What changes: the rollover, and each subscription's last rich body.
@@ -85,7 +85,7 @@ impl SigningKeys {
         let keys = KEYS
             .iter()
             .filter_map(|(kid, pem)| {
-                let key = RsaPrivateKey::from_pkcs1_pem(pem).ok()?;
+                let key = PrivateKey::from_pkcs1_pem(pem).ok()?;
                 Some(((*kid).to_owned(), key))
             })
             .collect();
@@ -93,7 +93,7 @@ impl SigningKeys {
     }
 
     /// (key id, key) number `i`; a key id without key when the keys did not load.
-    fn get(&self, i: usize) -> Option<&(String, RsaPrivateKey)> {
+    fn get(&self, i: usize) -> Option<&(String, PrivateKey)> {
         self.keys.get(i)
     }
 }
@@ -110,8 +110,8 @@ pub(crate) fn jwks(shared: &Shared) -> Value {
         .map(|(kid, key)| {
             json!({
                 "kty": "RSA", "use": "sig", "kid": kid, "x5t": kid,
-                "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
-                "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+                "n": URL_SAFE_NO_PAD.encode(minimal_be(key.n())),
+                "e": URL_SAFE_NO_PAD.encode(minimal_be(key.e())),
             })
         })
         .collect();
@@ -172,8 +172,18 @@ fn forge_claims(claims: &mut Value, forgery: TokenForgery) {
     }
 }
 
+/// Big-endian bytes without leading zeros, as JWK wants them (RFC 7518 6.3.1).
+fn minimal_be(n: &BoxedUint) -> Vec<u8> {
+    let bytes = n.to_be_bytes();
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
+    bytes[first..].to_vec()
+}
+
 /// A compact JWS, RS256 (RSASSA-PKCS1-v1_5 with SHA-256, RFC 7518 3.3).
-fn sign(key: &RsaPrivateKey, kid: &str, claims: &Value) -> String {
+fn sign(key: &PrivateKey, kid: &str, claims: &Value) -> String {
     let header = json!({"typ": "JWT", "alg": "RS256", "kid": kid, "x5t": kid});
     let input = format!(
         "{}.{}",
