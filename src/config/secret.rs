@@ -161,11 +161,21 @@ mod tests {
         let f = dir.path().join("tok");
         for text in ["abc def \r\n\n", " abc def\t\n", "abc def"] {
             std::fs::write(&f, text).unwrap();
-            let s = resolve(spec(None, Some(f.clone())), Path::new("/c"), &no_env, &no_line);
+            let s = resolve(
+                spec(None, Some(f.clone())),
+                Path::new("/c"),
+                &no_env,
+                &no_line,
+            );
             assert_eq!(s.unwrap().expose(), "abc def", "{text:?}");
         }
         let inline = Secret::new(" abc def ");
-        let s = resolve(spec(Some(&inline), None), Path::new("/c"), &no_env, &no_line);
+        let s = resolve(
+            spec(Some(&inline), None),
+            Path::new("/c"),
+            &no_env,
+            &no_line,
+        );
         assert_eq!(s.unwrap().expose(), "abc def");
         assert_eq!(crate::secret::trimmed(" abc def \t"), "abc def");
     }
@@ -180,18 +190,30 @@ mod tests {
             ("empty", Some(b""), "is empty"),
             ("blank", Some(b" \t\r\n"), "is empty"),
             ("latin1", Some(b"s\xe9cret\n"), "UTF-8"),
-            ("two-lines", Some(b"s3cret\nother-s3cret\n"), "more than one line"),
+            (
+                "two-lines",
+                Some(b"s3cret\nother-s3cret\n"),
+                "more than one line",
+            ),
         ];
         for (name, content, why) in cases {
             let f = dir.path().join(name);
             if let Some(bytes) = content {
                 std::fs::write(&f, bytes).unwrap();
             }
-            let e = resolve(spec(None, Some(f.clone())), Path::new("/c"), &no_env, &no_line)
-                .unwrap_err()
-                .to_string();
+            let e = resolve(
+                spec(None, Some(f.clone())),
+                Path::new("/c"),
+                &no_env,
+                &no_line,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(e.contains(&f.display().to_string()), "{name}: {e}");
-            assert!(e.contains("pbx.token_file") && e.contains(why), "{name}: {e}");
+            assert!(
+                e.contains("pbx.token_file") && e.contains(why),
+                "{name}: {e}"
+            );
             assert!(!e.contains("s3cret"), "{name}: {e}");
         }
         std::fs::write(dir.path().join("pbx-token"), "\n").unwrap();
@@ -205,9 +227,14 @@ mod tests {
     #[test]
     fn an_inline_secret_of_two_lines_is_refused() {
         let inline = Secret::new("s3cret\nmore");
-        let e = resolve(spec(Some(&inline), None), Path::new("/c"), &no_env, &no_line)
-            .unwrap_err()
-            .to_string();
+        let e = resolve(
+            spec(Some(&inline), None),
+            Path::new("/c"),
+            &no_env,
+            &no_line,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pbx.token") && e.contains("one line"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
     }

@@ -182,7 +182,78 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
+    use tokio_util::task::TaskTracker;
+
     use super::*;
+    use crate::pbx::tls::tests::{Logs, TestCa, TlsServer};
+
+    fn settings(url: &str, token: Option<&str>) -> PushSettings {
+        PushSettings {
+            url: Url::parse(url).unwrap(),
+            token: token.map(str::to_owned),
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(10),
+            backoff_cap: Duration::from_millis(50),
+        }
+    }
+
+    fn start(settings: PushSettings, cancel: &CancellationToken) -> Pusher {
+        let (delivered, _) = mpsc::channel(1);
+        spawn(settings, delivered, cancel.clone(), &TaskTracker::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_push_token_in_clear_text_to_another_host_is_warned_at_start() {
+        let (logs, _guard) = Logs::capture();
+        let cancel = CancellationToken::new();
+        for (url, token) in [
+            ("https://192.0.2.10/presence", Some("t0ken")),
+            ("http://127.0.0.1:8080/presence", Some("t0ken")),
+            ("http://192.0.2.10/presence", None),
+        ] {
+            start(settings(url, token), &cancel);
+        }
+        assert!(logs.lines("WARN").is_empty(), "{:#?}", logs.lines("WARN"));
+        start(
+            settings("http://192.0.2.10:8080/presence", Some("t0ken")),
+            &cancel,
+        );
+        let warned = logs.lines("WARN");
+        assert_eq!(warned.len(), 1, "{warned:#?}");
+        assert!(
+            warned[0].contains("pbx.push_token")
+                && warned[0].contains("http://192.0.2.10:8080/presence")
+        );
+        assert!(!warned[0].contains("t0ken"), "{}", warned[0]);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_refused_certificate_is_one_error_per_outage_and_pushes_keep_retrying() {
+        let (logs, _guard) = Logs::capture();
+        let mut server = TlsServer::start(TestCa::new().leaf(&["127.0.0.1"], false)).await;
+        let url = format!("https://127.0.0.1:{}/presence", server.addr.port());
+        let cancel = CancellationToken::new();
+        let pusher = start(settings(&url, None), &cancel);
+        pusher.push(PbxUpdate {
+            extension: "1001".into(),
+            email: "a@example.com".into(),
+            availability: "Busy".into(),
+            activity: "InAMeeting".into(),
+            state: "busy".into(),
+        });
+        server.wait_for(4).await;
+        cancel.cancel();
+        let errors = logs.lines("ERROR");
+        assert_eq!(errors.len(), 1, "one ERROR for four refusals: {errors:#?}");
+        assert!(
+            errors[0].contains(&url) && errors[0].contains("unknown issuer"),
+            "{}",
+            errors[0]
+        );
+        assert!(logs.lines("WARN").is_empty(), "{:#?}", logs.lines("WARN"));
+    }
 
     #[test]
     fn logged_urls_carry_no_credentials() {

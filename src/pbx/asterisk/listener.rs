@@ -243,3 +243,7 @@ impl Listener {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;
