@@ -1,5 +1,7 @@
 //! App-only token (client credentials, v2.0 endpoint) via the `oauth2` crate, cached and
-//! renewed before it expires. Concurrent callers share one fetch.
+//! renewed before it expires. Concurrent callers share one fetch. The app signs in with a
+//! client secret, or with a certificate: then every request carries a fresh client assertion
+//! (`client_cert.rs`).
 //!
 //! Sources: the client-credentials page
 //! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>,
@@ -25,8 +27,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::aadsts::{explain_aadsts, explain_oauth_error, extract_aadsts};
+use super::client_cert::{ASSERTION_TYPE, ClientCertificate};
 use super::error::error_chain;
-use super::{Counters, GraphError, GraphSettings, join};
+use super::{ClientCredential, Counters, GraphError, GraphSettings, join};
 use crate::backoff::Backoff;
 
 /// Lifetime assumed when the token answer has no `expires_in` (the client-credentials page
@@ -125,9 +128,21 @@ struct Cached {
     expires: Instant,
 }
 
+/// What signs the client assertions, when the app uses a certificate.
+struct Signer {
+    certificate: Arc<ClientCertificate>,
+    client_id: String,
+    /// The token endpoint: the assertion's `aud` (certificate credentials page).
+    audience: String,
+    /// When the last expiry warning was logged (at most one a day).
+    warned: std::sync::Mutex<Option<Instant>>,
+}
+
 /// Fetches, caches and renews the app token.
 pub(crate) struct Auth {
     oauth: AadClient,
+    /// `Some` with a certificate credential.
+    signer: Option<Signer>,
     /// `{graph_url}/.default` (client-credentials page).
     scope: Scope,
     http: reqwest::Client,
@@ -159,19 +174,34 @@ impl Auth {
         // POST {login}/{tenant}/oauth2/v2.0/token (client-credentials page).
         let token_url = join(&s.login_url, &[&s.tenant_id, "oauth2", "v2.0", "token"])?;
         let scope = format!("{}/.default", s.graph_url.as_str().trim_end_matches('/'));
-        let oauth: AadClient = oauth2::Client::<
+        let signer = match &s.credential {
+            ClientCredential::Secret(_) => None,
+            ClientCredential::Certificate(certificate) => Some(Signer {
+                certificate: Arc::clone(certificate),
+                client_id: s.client_id.clone(),
+                audience: token_url.to_string(),
+                warned: std::sync::Mutex::new(None),
+            }),
+        };
+        let oauth = oauth2::Client::<
             AadError,
             BasicTokenResponse,
             BasicTokenIntrospectionResponse,
             StandardRevocableToken,
             BasicRevocationErrorResponse,
         >::new(ClientId::new(s.client_id.clone()))
-        .set_client_secret(ClientSecret::new(s.client_secret.clone()))
         .set_token_uri(TokenUrl::from_url(token_url))
-        // client_id and client_secret as form fields, the documented default.
+        // client_id and client_secret (if any) as form fields, the documented default.
         .set_auth_type(AuthType::RequestBody);
+        let oauth: AadClient = match &s.credential {
+            ClientCredential::Secret(secret) => {
+                oauth.set_client_secret(ClientSecret::new(secret.clone()))
+            }
+            ClientCredential::Certificate(_) => oauth,
+        };
         Ok(Auth {
             oauth,
+            signer,
             scope: Scope::new(scope),
             http,
             backoff,
@@ -260,13 +290,16 @@ impl Auth {
             }
         };
         let fetched = crate::clock::monotonic();
-        let answer = self
+        let mut request = self
             .oauth
             .exchange_client_credentials()
-            .add_scope(self.scope.clone())
-            .request_async(&send)
-            .await
-            .map_err(token_error)?;
+            .add_scope(self.scope.clone());
+        if let Some(signer) = &self.signer {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", signer.assertion()?);
+        }
+        let answer = request.request_async(&send).await.map_err(token_error)?;
         // Tokens live 60-90 min (token lifetimes page); a nonsense `expires_in` from the wire
         // is capped, never allowed to overflow the clock arithmetic.
         let lifetime = answer
@@ -279,6 +312,54 @@ impl Auth {
             fetched,
             expires: fetched + lifetime,
         })
+    }
+}
+
+impl Signer {
+    /// A fresh assertion, and (at most once a day) a WARN when the certificate expires within
+    /// 30 days. Entra compares `nbf` and `exp` with real time, so the wall clock is read here
+    /// rather than the service clock (which tests move).
+    fn assertion(&self) -> Result<String, GraphError> {
+        let now = crate::clock::wall_now();
+        self.warn_if_expiring(now);
+        self.certificate
+            .assertion(&self.client_id, &self.audience, now)
+            .map_err(|e| {
+                GraphError::InvalidSettings(format!(
+                    "client certificate: cannot sign the client assertion: {e}"
+                ))
+            })
+    }
+
+    fn warn_if_expiring(&self, now: std::time::SystemTime) {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        if !self.certificate.expires_soon(now) {
+            return;
+        }
+        let mono = crate::clock::monotonic();
+        let mut warned = self
+            .warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if warned.is_some_and(|at| mono.saturating_duration_since(at) < DAY) {
+            return;
+        }
+        *warned = Some(mono);
+        let thumbprint = self.certificate.thumbprint();
+        let subject = self.certificate.subject();
+        match self.certificate.days_left(now) {
+            Some(days) => tracing::warn!(
+                days_left = days,
+                subject,
+                thumbprint,
+                "the client certificate expires in {days} days: make a new one, upload it to the app registration and set it in [azure] (docs/azure-setup.md)"
+            ),
+            None => tracing::warn!(
+                subject,
+                thumbprint,
+                "the client certificate has expired: Entra will refuse it; make a new one (docs/azure-setup.md)"
+            ),
+        }
     }
 }
 
@@ -306,7 +387,7 @@ fn token_error(e: RequestTokenError<TokenHttpError, AadError>) -> GraphError {
                     aadsts: Some(code),
                     error: "unreadable token error".into(),
                     hint: explain_aadsts(code)
-                        .unwrap_or("check tenant_id, client_id and client_secret"),
+                        .unwrap_or("check tenant_id, client_id and the client credential"),
                 },
                 None => GraphError::InvalidResponse(
                     "the token endpoint answered something else than a token (check login_url)"
