@@ -160,7 +160,10 @@ async fn aad_endpoint(
                 "Injected fault: too many requests.",
             ),
             _ if op == "devicecode" => crate::delegated::device_code(&mut st, &tenant, &form),
-            _ => token::token(&mut st, &tenant, auth, &form),
+            _ => {
+                let host = headers.get("host").and_then(|v| v.to_str().ok());
+                token::token(&mut st, &tenant, auth, host, &form)
+            }
         }
     };
     let mut hdrs = aad_headers(&answer);
