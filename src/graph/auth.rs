@@ -462,6 +462,56 @@ mod tests {
         assert!(e.into_error().is_transient());
     }
 
+    /// Captures what is logged while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn signer(days: u32) -> Signer {
+        Signer {
+            certificate: Arc::new(crate::graph::client_cert::tests::expiring_in(days)),
+            client_id: "c".into(),
+            audience: "https://login.microsoftonline.com/t/oauth2/v2.0/token".into(),
+            warned: std::sync::Mutex::new(None),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expiring_certificate_is_warned_about_once_a_day() {
+        let soon = signer(10);
+        let log = logged(|| {
+            soon.assertion().unwrap();
+            soon.assertion().unwrap();
+        });
+        assert_eq!(log.matches("WARN").count(), 1, "{log}");
+        assert!(log.contains("expires in 9 days"), "{log}");
+        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+        let log = logged(|| drop(soon.assertion().unwrap()));
+        assert_eq!(log.matches("WARN").count(), 1, "a day later, again: {log}");
+        let later = signer(90);
+        let log = logged(|| drop(later.assertion().unwrap()));
+        assert!(!log.contains("WARN"), "{log}");
+    }
+
     #[test]
     fn bearer_debug_is_redacted() {
         let b = Bearer(Arc::from("eyJ0eXAi.secret"));

@@ -220,4 +220,4 @@ fn private_key(pem: &str) -> Result<RsaPrivateKey, CertificateError> {
 
 #[cfg(test)]
 #[path = "client_cert_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -39,6 +39,11 @@ fn certificate(key: &RsaPrivateKey, days: u32) -> String {
     params.self_signed(&pair).unwrap().pem()
 }
 
+/// A certificate credential that expires `days` from now (for the token fetcher's tests).
+pub(in crate::graph) fn expiring_in(days: u32) -> ClientCertificate {
+    ClientCertificate::from_pem(&certificate(key(), days), &pkcs8_pem(key())).unwrap()
+}
+
 fn decode_part(part: &str) -> Value {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part)
