@@ -88,11 +88,6 @@ impl KeyCredential {
     pub(crate) fn x5t_s256(&self) -> String {
         b64url(&self.sha256)
     }
-
-    /// base64url SHA-1 of the DER: the older `x5t`.
-    pub(crate) fn x5t(&self) -> String {
-        b64url(&self.sha1)
-    }
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -109,8 +104,10 @@ struct Claims {
     iss: Option<String>,
     sub: Option<String>,
     jti: Option<String>,
-    nbf: Option<u64>,
-    exp: Option<u64>,
+    /// NumericDate: seconds, possibly with a fraction (RFC 7519 section 2; MSAL Python sends
+    /// fractions).
+    nbf: Option<f64>,
+    exp: Option<f64>,
 }
 
 fn invalid_client(st: &State, code: u32, text: &str) -> TokenAnswer {
@@ -126,11 +123,10 @@ fn malformed(st: &State, why: &str) -> TokenAnswer {
 }
 
 /// Checks the client assertion of a client-credentials request for `client_id` sent to
-/// `tenant` (`host`: the request's Host header). Err is Entra's answer.
+/// `tenant`. Err is Entra's answer.
 pub(crate) fn verify(
     st: &mut State,
     tenant: &str,
-    host: Option<&str>,
     client_id: &str,
     form: &HashMap<String, String>,
 ) -> Result<(), TokenAnswer> {
@@ -158,7 +154,7 @@ pub(crate) fn verify(
         }
     }
     let claims = signed_claims(st, client_id, jwt)?;
-    check_claims(st, tenant, host, client_id, &claims)?;
+    check_claims(st, tenant, client_id, &claims)?;
     check_reuse(st, &claims)
 }
 
@@ -228,30 +224,32 @@ enum Thumbprint {
 }
 
 impl Thumbprint {
+    /// The digest; base64url with or without `=` padding (MSAL Python pads it).
+    fn bytes(&self) -> Option<Vec<u8>> {
+        let (Thumbprint::Sha256(t) | Thumbprint::Sha1(t)) = self;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(t.trim_end_matches('='))
+            .ok()
+    }
+
     fn matches(&self, k: &KeyCredential) -> bool {
-        match self {
-            Thumbprint::Sha256(t) => *t == k.x5t_s256(),
-            Thumbprint::Sha1(t) => *t == k.x5t(),
-        }
+        let digest: &[u8] = match self {
+            Thumbprint::Sha256(_) => &k.sha256,
+            Thumbprint::Sha1(_) => &k.sha1,
+        };
+        self.bytes().is_some_and(|b| b == digest)
     }
 
     /// Hex, as Entra quotes it in messages (undecodable: as given).
     fn hex(&self) -> String {
         let (Thumbprint::Sha256(t) | Thumbprint::Sha1(t)) = self;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(t)
+        self.bytes()
             .map(|b| hex_upper(&b))
-            .unwrap_or_else(|_| t.chars().take(64).collect())
+            .unwrap_or_else(|| t.chars().take(64).collect())
     }
 }
 
-fn check_claims(
-    st: &State,
-    tenant: &str,
-    host: Option<&str>,
-    client_id: &str,
-    c: &Claims,
-) -> Result<(), TokenAnswer> {
+fn check_claims(st: &State, tenant: &str, client_id: &str, c: &Claims) -> Result<(), TokenAnswer> {
     let names_app = |v: &Option<String>| {
         v.as_deref()
             .is_some_and(|v| v.eq_ignore_ascii_case(client_id))
@@ -268,7 +266,7 @@ fn check_claims(
     if !c
         .aud
         .as_deref()
-        .is_some_and(|aud| audience_ok(st, tenant, host, aud))
+        .is_some_and(|aud| audience_ok(st, tenant, aud))
     {
         return Err(invalid_client(
             st,
@@ -277,8 +275,7 @@ fn check_claims(
         ));
     }
     let now = st.wall();
-    let at = |secs: Option<u64>| UNIX_EPOCH + Duration::from_secs(secs.unwrap_or(0));
-    let (nbf, exp) = (at(c.nbf), at(c.exp));
+    let (nbf, exp) = (numeric_date(c.nbf), numeric_date(c.exp));
     if c.exp.is_none() || exp + SKEW < now || nbf > now + SKEW {
         return Err(invalid_client(
             st,
@@ -294,32 +291,28 @@ fn check_claims(
     Ok(())
 }
 
-/// `aud` must be this tenant's token endpoint (v2 or v1) or its v2 issuer, on this emulator,
-/// on the host the request came to (a TLS front), or on login.microsoftonline.com.
-fn audience_ok(st: &State, tenant: &str, host: Option<&str>, aud: &str) -> bool {
+/// A NumericDate as a time; absent, negative or not a number: the epoch.
+fn numeric_date(secs: Option<f64>) -> SystemTime {
+    let secs = secs.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(0.0);
+    UNIX_EPOCH + Duration::from_secs_f64(secs.min(1e11))
+}
+
+/// `aud` must be this tenant's token endpoint (v2 or v1) or its v2 issuer. The host is not
+/// compared: the emulator cannot know every name it is reached by (a TLS front, a container
+/// name), and MSAL takes it from the OpenID configuration the client was shown.
+fn audience_ok(st: &State, tenant: &str, aud: &str) -> bool {
     let Ok(url) = url::Url::parse(aud.trim_end_matches('/')) else {
         return false;
     };
-    let authority = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_owned(),
-        (None, _) => return false,
-    };
-    let own = st.self_url.split("://").nth(1).unwrap_or_default();
-    let known_host = [Some(own), host, Some("login.microsoftonline.com")]
-        .into_iter()
-        .flatten()
-        .any(|h| h.eq_ignore_ascii_case(&authority));
     let segments: Vec<&str> = url
         .path_segments()
         .map(Iterator::collect)
         .unwrap_or_default();
-    let endpoint = matches!(
+    matches!(
         segments.as_slice(),
         [t, "oauth2", "v2.0", "token"] | [t, "oauth2", "token"] | [t, "v2.0"]
             if crate::token::tenant_known(st, t) && crate::token::tenant_known(st, tenant)
-    );
-    known_host && endpoint
+    )
 }
 
 /// With `reject_reused_assertions`: each `jti` once while its assertion is valid.
@@ -345,7 +338,7 @@ fn check_reuse(st: &mut State, c: &Claims) -> Result<(), TokenAnswer> {
         ));
     }
     // Kept until the assertion expires (at most a day: a far `exp` must not pin memory).
-    let exp = UNIX_EPOCH + Duration::from_secs(c.exp.unwrap_or(0));
+    let exp = numeric_date(c.exp);
     let until = exp.min(now + Duration::from_secs(86_400)) + SKEW;
     st.used_assertions.insert(jti, until);
     Ok(())

@@ -160,10 +160,7 @@ async fn aad_endpoint(
                 "Injected fault: too many requests.",
             ),
             _ if op == "devicecode" => crate::delegated::device_code(&mut st, &tenant, &form),
-            _ => {
-                let host = headers.get("host").and_then(|v| v.to_str().ok());
-                token::token(&mut st, &tenant, auth, host, &form)
-            }
+            _ => token::token(&mut st, &tenant, auth, &form),
         }
     };
     let mut hdrs = aad_headers(&answer);

@@ -160,15 +160,13 @@ pub(crate) fn graph_resource(st: &State, tenant: &str, resource: &str) -> Result
 }
 
 /// POST /{tenant}/oauth2/v2.0/token with a form body (client-credentials page).
-/// `host` is the request's Host header (a client assertion's `aud` may name it).
 pub(crate) fn token(
     st: &mut State,
     tenant: &str,
     authorization: Option<&str>,
-    host: Option<&str>,
     form: &HashMap<String, String>,
 ) -> TokenAnswer {
-    match try_token(st, tenant, authorization, host, form) {
+    match try_token(st, tenant, authorization, form) {
         Ok(a) | Err(a) => a,
     }
 }
@@ -177,7 +175,6 @@ fn try_token(
     st: &mut State,
     tenant: &str,
     authorization: Option<&str>,
-    host: Option<&str>,
     form: &HashMap<String, String>,
 ) -> Result<TokenAnswer, TokenAnswer> {
     if !tenant_known(st, tenant) {
@@ -236,7 +233,7 @@ fn try_token(
         a
     };
     if form.contains_key("client_assertion") {
-        crate::assertion::verify(st, tenant, host, &client_id, form).map_err(with_id)?;
+        crate::assertion::verify(st, tenant, &client_id, form).map_err(with_id)?;
         return Ok(issue(st, client_id));
     }
     let Some(secret) = secret else {
