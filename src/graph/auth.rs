@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::aadsts::{explain_aadsts, explain_oauth_error, extract_aadsts};
-use super::client_cert::{ASSERTION_TYPE, ClientCertificate};
+use super::client_cert::{ASSERTION_TYPE, Signer};
 use super::error::error_chain;
 use super::{ClientCredential, Counters, GraphError, GraphSettings, join};
 use crate::backoff::Backoff;
@@ -128,16 +128,6 @@ struct Cached {
     expires: Instant,
 }
 
-/// What signs the client assertions, when the app uses a certificate.
-struct Signer {
-    certificate: Arc<ClientCertificate>,
-    client_id: String,
-    /// The token endpoint: the assertion's `aud` (certificate credentials page).
-    audience: String,
-    /// When the last expiry warning was logged (at most one a day).
-    warned: std::sync::Mutex<Option<Instant>>,
-}
-
 /// Fetches, caches and renews the app token.
 pub(crate) struct Auth {
     oauth: AadClient,
@@ -176,12 +166,11 @@ impl Auth {
         let scope = format!("{}/.default", s.graph_url.as_str().trim_end_matches('/'));
         let signer = match &s.credential {
             ClientCredential::Secret(_) => None,
-            ClientCredential::Certificate(certificate) => Some(Signer {
-                certificate: Arc::clone(certificate),
-                client_id: s.client_id.clone(),
-                audience: token_url.to_string(),
-                warned: std::sync::Mutex::new(None),
-            }),
+            ClientCredential::Certificate(certificate) => Some(Signer::new(
+                Arc::clone(certificate),
+                &s.client_id,
+                token_url.as_str(),
+            )),
         };
         let oauth = oauth2::Client::<
             AadError,
@@ -315,54 +304,6 @@ impl Auth {
     }
 }
 
-impl Signer {
-    /// A fresh assertion, and (at most once a day) a WARN when the certificate expires within
-    /// 30 days. Entra compares `nbf` and `exp` with real time, so the wall clock is read here
-    /// rather than the service clock (which tests move).
-    fn assertion(&self) -> Result<String, GraphError> {
-        let now = crate::clock::wall_now();
-        self.warn_if_expiring(now);
-        self.certificate
-            .assertion(&self.client_id, &self.audience, now)
-            .map_err(|e| {
-                GraphError::InvalidSettings(format!(
-                    "client certificate: cannot sign the client assertion: {e}"
-                ))
-            })
-    }
-
-    fn warn_if_expiring(&self, now: std::time::SystemTime) {
-        const DAY: Duration = Duration::from_secs(24 * 3600);
-        if !self.certificate.expires_soon(now) {
-            return;
-        }
-        let mono = crate::clock::monotonic();
-        let mut warned = self
-            .warned
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if warned.is_some_and(|at| mono.saturating_duration_since(at) < DAY) {
-            return;
-        }
-        *warned = Some(mono);
-        let thumbprint = self.certificate.thumbprint();
-        let subject = self.certificate.subject();
-        match self.certificate.days_left(now) {
-            Some(days) => tracing::warn!(
-                days_left = days,
-                subject,
-                thumbprint,
-                "the client certificate expires in {days} days: make a new one, upload it to the app registration and set it in [azure] (docs/azure-setup.md)"
-            ),
-            None => tracing::warn!(
-                subject,
-                thumbprint,
-                "the client certificate has expired: Entra will refuse it; make a new one (docs/azure-setup.md)"
-            ),
-        }
-    }
-}
-
 fn token_error(e: RequestTokenError<TokenHttpError, AadError>) -> GraphError {
     match e {
         RequestTokenError::ServerResponse(aad) => aad.into_error(),
@@ -460,56 +401,6 @@ mod tests {
         ));
         let e: AadError = serde_json::from_str(r#"{"error":"temporarily_unavailable"}"#).unwrap();
         assert!(e.into_error().is_transient());
-    }
-
-    /// Captures what is logged while `f` runs.
-    fn logged(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Sink {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Sink::default();
-        let writer = sink.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = sink.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
-    fn signer(days: u32) -> Signer {
-        Signer {
-            certificate: Arc::new(crate::graph::client_cert::tests::expiring_in(days)),
-            client_id: "c".into(),
-            audience: "https://login.microsoftonline.com/t/oauth2/v2.0/token".into(),
-            warned: std::sync::Mutex::new(None),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_expiring_certificate_is_warned_about_once_a_day() {
-        let soon = signer(10);
-        let log = logged(|| {
-            soon.assertion().unwrap();
-            soon.assertion().unwrap();
-        });
-        assert_eq!(log.matches("WARN").count(), 1, "{log}");
-        assert!(log.contains("expires in 9 days"), "{log}");
-        tokio::time::advance(Duration::from_secs(24 * 3600)).await;
-        let log = logged(|| drop(soon.assertion().unwrap()));
-        assert_eq!(log.matches("WARN").count(), 1, "a day later, again: {log}");
-        let later = signer(90);
-        let log = logged(|| drop(later.assertion().unwrap()));
-        assert!(!log.contains("WARN"), "{log}");
     }
 
     #[test]

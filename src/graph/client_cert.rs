@@ -10,6 +10,7 @@
 //! ("second case": `client_assertion_type` and `client_assertion` form fields).
 
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -19,9 +20,12 @@ use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
 use x509_cert::Certificate;
 use x509_cert::der::{Decode as _, Encode as _};
 use zeroize::Zeroizing;
+
+use super::GraphError;
 
 /// `client_assertion_type` for a JWT assertion (client-credentials page above).
 pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -154,7 +158,7 @@ impl ClientCertificate {
 
     /// A fresh client assertion for `client_id` at the token endpoint `audience`, valid from
     /// `now` for 10 min, with a new `jti`.
-    pub(crate) fn assertion(
+    pub(crate) fn sign(
         &self,
         client_id: &str,
         audience: &str,
@@ -176,6 +180,75 @@ impl ClientCertificate {
         // jsonwebtoken keeps its own copy of the key only for this call.
         let key = EncodingKey::from_rsa_der(&self.key_pkcs1);
         jsonwebtoken::encode(&header, &claims, &key)
+    }
+}
+
+/// What signs the client assertions of one app (the token fetcher holds one when the app
+/// uses a certificate), and says when the certificate is about to expire.
+pub(crate) struct Signer {
+    certificate: Arc<ClientCertificate>,
+    client_id: String,
+    /// The token endpoint: the assertion's `aud` (certificate credentials page).
+    audience: String,
+    /// When the last expiry warning was logged (at most one a day).
+    warned: Mutex<Option<Instant>>,
+}
+
+impl Signer {
+    pub(crate) fn new(
+        certificate: Arc<ClientCertificate>,
+        client_id: &str,
+        audience: &str,
+    ) -> Signer {
+        Signer {
+            certificate,
+            client_id: client_id.to_owned(),
+            audience: audience.to_owned(),
+            warned: Mutex::new(None),
+        }
+    }
+
+    /// A fresh assertion, and (at most once a day) a WARN when the certificate expires within
+    /// 30 days. Entra compares `nbf` and `exp` with real time, so the wall clock is read here
+    /// rather than the service clock (which tests move).
+    pub(crate) fn assertion(&self) -> Result<String, GraphError> {
+        let now = crate::clock::wall_now();
+        self.warn_if_expiring(now);
+        self.certificate
+            .sign(&self.client_id, &self.audience, now)
+            .map_err(|e| {
+                GraphError::InvalidSettings(format!(
+                    "client certificate: cannot sign the client assertion: {e}"
+                ))
+            })
+    }
+
+    fn warn_if_expiring(&self, now: SystemTime) {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        if !self.certificate.expires_soon(now) {
+            return;
+        }
+        let mono = crate::clock::monotonic();
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        if warned.is_some_and(|at| mono.saturating_duration_since(at) < DAY) {
+            return;
+        }
+        *warned = Some(mono);
+        let thumbprint = self.certificate.thumbprint();
+        let subject = self.certificate.subject();
+        match self.certificate.days_left(now) {
+            Some(days) => tracing::warn!(
+                days_left = days,
+                subject,
+                thumbprint,
+                "the client certificate expires in {days} days: make a new one, upload it to the app registration and set it in [azure] (docs/azure-setup.md)"
+            ),
+            None => tracing::warn!(
+                subject,
+                thumbprint,
+                "the client certificate has expired: Entra will refuse it; make a new one (docs/azure-setup.md)"
+            ),
+        }
     }
 }
 
@@ -220,4 +293,4 @@ fn private_key(pem: &str) -> Result<RsaPrivateKey, CertificateError> {
 
 #[cfg(test)]
 #[path = "client_cert_tests.rs"]
-pub(super) mod tests;
+mod tests;

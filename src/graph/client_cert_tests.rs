@@ -39,8 +39,8 @@ fn certificate(key: &RsaPrivateKey, days: u32) -> String {
     params.self_signed(&pair).unwrap().pem()
 }
 
-/// A certificate credential that expires `days` from now (for the token fetcher's tests).
-pub(in crate::graph) fn expiring_in(days: u32) -> ClientCertificate {
+/// A certificate credential that expires `days` from now.
+fn expiring_in(days: u32) -> ClientCertificate {
     ClientCertificate::from_pem(&certificate(key(), days), &pkcs8_pem(key())).unwrap()
 }
 
@@ -56,7 +56,7 @@ fn the_assertion_has_the_documented_header_and_claims() {
     let cert_pem = certificate(key(), 365);
     let cert = ClientCertificate::from_pem(&cert_pem, &pkcs8_pem(key())).unwrap();
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let jwt = cert.assertion(CLIENT, AUD, now).unwrap();
+    let jwt = cert.sign(CLIENT, AUD, now).unwrap();
     let parts: Vec<&str> = jwt.split('.').collect();
     assert_eq!(parts.len(), 3, "{jwt}");
     let header = decode_part(parts[0]);
@@ -78,7 +78,7 @@ fn the_assertion_has_the_documented_header_and_claims() {
     let jti = claims["jti"].as_str().unwrap();
     assert!(uuid::Uuid::parse_str(jti).is_ok(), "{jti}");
     let again = decode_part(
-        cert.assertion(CLIENT, AUD, now)
+        cert.sign(CLIENT, AUD, now)
             .unwrap()
             .split('.')
             .nth(1)
@@ -90,9 +90,7 @@ fn the_assertion_has_the_documented_header_and_claims() {
 #[test]
 fn the_signature_verifies_with_the_certificates_public_key() {
     let cert = ClientCertificate::from_pem(&certificate(key(), 365), &pkcs8_pem(key())).unwrap();
-    let jwt = cert
-        .assertion(CLIENT, AUD, crate::clock::wall_now())
-        .unwrap();
+    let jwt = cert.sign(CLIENT, AUD, crate::clock::wall_now()).unwrap();
     // The verifier knows only the certificate: its public key, as the emulator and Entra do.
     let parsed = Certificate::from_der(&cert.cert_der).unwrap();
     let public = parsed
@@ -172,4 +170,49 @@ fn debug_never_shows_the_key() {
         "{shown}"
     );
     assert!(!shown.contains("key_pkcs1"), "{shown}");
+}
+
+/// Captures what is logged while `f` runs.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = sink.0.lock().unwrap().clone();
+    String::from_utf8(bytes).unwrap()
+}
+
+fn signer(days: u32) -> Signer {
+    Signer::new(Arc::new(expiring_in(days)), "c", AUD)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_certificate_is_warned_about_once_a_day() {
+    let soon = signer(10);
+    let log = logged(|| {
+        soon.assertion().unwrap();
+        soon.assertion().unwrap();
+    });
+    assert_eq!(log.matches("WARN").count(), 1, "{log}");
+    assert!(log.contains("expires in 9 days"), "{log}");
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    let log = logged(|| drop(soon.assertion().unwrap()));
+    assert_eq!(log.matches("WARN").count(), 1, "a day later, again: {log}");
+    let later = signer(90);
+    let log = logged(|| drop(later.assertion().unwrap()));
+    assert!(!log.contains("WARN"), "{log}");
 }
