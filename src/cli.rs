@@ -186,6 +186,7 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
         directory.entries.len(),
         config.users.file.display()
     );
+    credential(&config.azure.credential, &mut problems);
     let client = GraphClient::new(service::graph_settings_for(&config))?;
     let rt = runtime()?;
     let report = rt.block_on(client.probe());
@@ -267,6 +268,36 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Which credential the app signs in with; for a certificate, when it expires (a warning
+/// within 30 days, a problem once expired).
+fn credential(credential: &config::AzureCredential, problems: &mut Vec<String>) {
+    let config::AzureCredential::Certificate(c) = credential else {
+        println!("credential: client secret");
+        return;
+    };
+    let cert = &c.certificate;
+    let now = pbx_teams_presence::clock::wall_now();
+    let expires = humantime::format_rfc3339_seconds(cert.not_after());
+    let (subject, thumbprint) = (cert.subject(), cert.thumbprint());
+    let Some(days) = cert.days_left(now) else {
+        println!("credential: certificate {subject}, thumbprint {thumbprint}, expired {expires}");
+        problems.push(format!(
+            "the client certificate ({}) expired {expires}: make a new one and upload it to the app registration (docs/azure-setup.md)",
+            c.certificate_file.display()
+        ));
+        return;
+    };
+    println!(
+        "credential: certificate {subject}, thumbprint {thumbprint}, expires {expires} (in {days} days)"
+    );
+    if cert.expires_soon(now) {
+        println!(
+            "warning: the client certificate ({}) expires in {days} days: make a new one, upload it to the app registration and set it in [azure] (docs/azure-setup.md)",
+            c.certificate_file.display()
+        );
+    }
 }
 
 fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {

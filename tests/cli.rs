@@ -36,7 +36,51 @@ async fn check_passes_when_everything_works() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("match: 3 of 3"), "{text}");
+    assert!(text.contains("credential: client secret"), "{text}");
     assert!(!text.contains("problem:"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_certificate_and_warns_30_days_before_it_expires() {
+    let mut w = World::new().await;
+    let thumbprint = w.use_certificate(10);
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "a warning is not a problem: {text}");
+    assert!(
+        text.contains("ok: token"),
+        "signed in with the certificate: {text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("credential:"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with(&format!(
+            "credential: certificate CN=pbx-teams-presence test, thumbprint {thumbprint}, expires "
+        )) && line.ends_with("(in 9 days)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("warning:") && l.contains("expires in 9 days")),
+        "{text}"
+    );
+    // A certificate with a year left: no warning.
+    w.use_certificate(365);
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success() && text.contains("(in 364 days)"),
+        "{text}"
+    );
+    assert!(!text.contains("warning:"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,3 +125,26 @@ async fn latest_state_wins_with_one_write_in_flight() {
     );
     w.stop().await.unwrap();
 }
+
+/// With certificate credentials (no secret the emulator would accept) the daemon gets its
+/// token with a client assertion and syncs; a token Graph refuses is replaced through a new
+/// assertion with a new `jti` (the emulator is told to refuse a repeated one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_credentials_get_a_token_and_sync() {
+    let mut w = World::new_with(graph_emulator::EmulatorOptions {
+        reject_reused_assertions: true,
+        ..graph_emulator::EmulatorOptions::default()
+    })
+    .await;
+    w.use_certificate(365);
+    w.start().await;
+    w.pbx_event(ALICE, "speaking").await;
+    eventually(10, "In a call written", || w.set_presence_calls(ALICE) == 1).await;
+    w.graph.expire_tokens();
+    w.pbx_event(ALICE, "idle").await;
+    eventually(10, "session cleared", || w.app_session(ALICE).is_none()).await;
+    let tokens = w.graph_requests("/oauth2/v2.0/token");
+    assert!(tokens.len() >= 2, "{tokens:?}");
+    assert!(tokens.iter().all(|t| t.status == 200), "{tokens:?}");
+    w.stop().await.unwrap();
+}

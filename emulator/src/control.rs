@@ -21,6 +21,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/faults", post(add_fault).delete(clear_faults))
         .route("/config", get(get_config).post(set_config))
         .route("/apps", post(add_app))
+        .route("/apps/{client_id}/certificates", post(add_app_certificate))
         .route("/users", post(add_user))
         .route("/presence/{id}", post(set_user_presence).get(get_presence))
         .route("/clock/advance", post(advance_clock))
@@ -101,6 +102,7 @@ async fn get_config(State(s): State<AppState>) -> Response {
         "notification_timeout_ms": st.opts.notification_timeout.as_millis() as u64,
         "notification_retries": st.opts.notification_retries,
         "notification_retry_delay_ms": st.opts.notification_retry_delay.as_millis() as u64,
+        "reject_reused_assertions": st.opts.reject_reused_assertions,
     }))
 }
 
@@ -115,6 +117,7 @@ struct ConfigBody {
     notification_timeout_ms: Option<u64>,
     notification_retries: Option<u32>,
     notification_retry_delay_ms: Option<u64>,
+    reject_reused_assertions: Option<bool>,
 }
 
 async fn set_config(State(s): State<AppState>, Json(b): Json<ConfigBody>) -> Response {
@@ -146,6 +149,9 @@ async fn set_config(State(s): State<AppState>, Json(b): Json<ConfigBody>) -> Res
     if let Some(x) = b.notification_retry_delay_ms {
         st.opts.notification_retry_delay = Duration::from_millis(x);
     }
+    if let Some(x) = b.reject_reused_assertions {
+        st.opts.reject_reused_assertions = x;
+    }
     ok(json!({}))
 }
 
@@ -161,6 +167,23 @@ async fn add_app(State(s): State<AppState>, Json(b): Json<AppBody>) -> Response 
     let roles: Vec<&str> = b.roles.iter().map(String::as_str).collect();
     s.add_app(&b.client_id, &b.secret, &roles);
     ok(json!({"client_id": b.client_id}))
+}
+
+/// `{"certificate": "-----BEGIN CERTIFICATE-----..."}` -> `{"x5t#S256": ...}`.
+#[derive(Deserialize)]
+struct CertificateBody {
+    certificate: String,
+}
+
+async fn add_app_certificate(
+    State(s): State<AppState>,
+    Path(client_id): Path<String>,
+    Json(b): Json<CertificateBody>,
+) -> Response {
+    match s.add_app_certificate(&client_id, b.certificate.as_bytes()) {
+        Ok(thumbprint) => ok(json!({"client_id": client_id, "x5t#S256": thumbprint})),
+        Err(why) => bad(&why),
+    }
 }
 
 #[derive(Deserialize)]

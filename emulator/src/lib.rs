@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`Emulator`]: the handle tests use (start, seed, steer, inspect, shut down).
 //! - `server`: axum routes: `/{tenant}/oauth2/v2.0/token`, `/v1.0/...`, `/_control/...`.
-//! - `token`: the client-credentials token endpoint and its errors.
+//! - `token`: the client-credentials token endpoint and its errors; `assertion`: certificate
+//!   credentials (client assertions checked against the app's registered certificates).
 //! - `graph`: one entry point for every Graph request (HTTP or `$batch`): faults, auth,
 //!   permissions, rate limits, routing. `users_api`, `presence_api`, `batch` answer.
 //! - `directory`, `filter`, `presence`: users with indexes, the `$filter` subset, and the
@@ -18,6 +19,7 @@
 //!   `trust`: rich notifications' signed validation tokens and the published signing keys.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod assertion;
 mod batch;
 mod control;
 mod delegated;
@@ -171,6 +173,18 @@ impl Emulator {
     /// (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
     pub fn add_app(&self, client_id: &str, secret: &str, roles: &[&str]) {
         self.shared.add_app(client_id, secret, roles);
+    }
+
+    /// Registers a certificate (PEM or DER X.509) for the app `client_id`, as uploading it under
+    /// "Certificates & secrets" does: the app may then sign in with client assertions signed by
+    /// its key (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>).
+    /// Returns its `x5t#S256` thumbprint, or why it was refused (unknown app, not a certificate).
+    pub fn add_app_certificate(
+        &self,
+        client_id: &str,
+        certificate: &[u8],
+    ) -> Result<String, String> {
+        self.shared.add_app_certificate(client_id, certificate)
     }
 
     /// Adds a user (or replaces the one with the same id); returns its id, generated when

@@ -35,6 +35,13 @@ struct Args {
     /// `interval` the device-code endpoint answers, in seconds (Entra: 5).
     #[arg(long, default_value_t = 5)]
     device_code_interval: u64,
+    /// A certificate (PEM) registered for the default app: it may then sign in with client
+    /// assertions signed by the certificate's key. May be repeated.
+    #[arg(long)]
+    client_certificate: Vec<std::path::PathBuf>,
+    /// Refuse a client assertion whose `jti` was already used.
+    #[arg(long)]
+    reject_reused_assertions: bool,
 }
 
 fn seed_user(i: usize) -> User {
@@ -61,9 +68,17 @@ async fn main() -> std::io::Result<()> {
         client_secret: args.client_secret,
         allow_http_notification_urls: args.allow_http_notification_urls,
         device_code_interval: args.device_code_interval,
+        reject_reused_assertions: args.reject_reused_assertions,
         ..EmulatorOptions::default()
     };
     let emu = Emulator::start_with(args.listen, opts).await?;
+    for file in &args.client_certificate {
+        let pem = std::fs::read(file)?;
+        let thumbprint = emu
+            .add_app_certificate(&emu.client_id(), &pem)
+            .map_err(|why| std::io::Error::other(format!("{}: {why}", file.display())))?;
+        println!("certificate   {} (x5t#S256 {thumbprint})", file.display());
+    }
     for i in 1..=args.users {
         emu.add_user(seed_user(i));
     }

@@ -57,6 +57,10 @@ pub struct EmulatorOptions {
     pub notification_retries: u32,
     /// Pause between notification retries.
     pub notification_retry_delay: Duration,
+    /// Refuse a client assertion whose `jti` was already accepted (while it is valid).
+    /// Default false: Entra evidently accepts a repeat, since MSAL Python re-sends one
+    /// assertion for up to 9 minutes (see `assertion.rs`).
+    pub reject_reused_assertions: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -75,6 +79,7 @@ impl Default for EmulatorOptions {
             notification_timeout: Duration::from_secs(3),
             notification_retries: 5,
             notification_retry_delay: Duration::from_secs(1),
+            reject_reused_assertions: false,
         }
     }
 }

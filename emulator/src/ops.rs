@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::assertion::KeyCredential;
 use crate::model::{AppSession, Delivery, Fault, LoggedRequest, SubscriptionInfo, User};
 use crate::state::{App, Shared};
 
@@ -12,9 +13,27 @@ impl Shared {
         let roles: HashSet<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         let app = App {
             secret: secret.to_owned(),
+            certificates: Vec::new(),
             roles,
         };
         self.lock().apps.insert(client_id.to_lowercase(), app);
+    }
+
+    /// Registers a certificate (PEM or DER) for the app; its `x5t#S256`, or why not.
+    pub(crate) fn add_app_certificate(
+        &self,
+        client_id: &str,
+        cert: &[u8],
+    ) -> Result<String, String> {
+        let key = KeyCredential::from_certificate(cert)?;
+        let thumbprint = key.x5t_s256();
+        let mut st = self.lock();
+        let app = st
+            .apps
+            .get_mut(&client_id.to_lowercase())
+            .ok_or_else(|| format!("no app {client_id}"))?;
+        app.certificates.push(key);
+        Ok(thumbprint)
     }
 
     pub(crate) fn add_user(&self, user: User) -> String {

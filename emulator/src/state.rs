@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::assertion::KeyCredential;
 use crate::delegated::{DeviceCode, RefreshGrant};
 use crate::directory::Directory;
 use crate::model::{Delivery, EmulatorOptions, Fault, FaultKind, LoggedRequest};
@@ -26,6 +27,9 @@ const RATE_WINDOW: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub(crate) struct App {
     pub secret: String,
+    /// Certificates registered for the app (key credentials); client assertions are checked
+    /// with them (`assertion.rs`).
+    pub certificates: Vec<KeyCredential>,
     /// Granted application roles; empty = no admin consent (client-credentials page above).
     pub roles: HashSet<String>,
 }
@@ -92,6 +96,9 @@ pub(crate) struct State {
     pub token_generation: HashMap<String, u64>,
     /// Subscriptions by id.
     pub subscriptions: HashMap<String, Subscription>,
+    /// `jti`s of accepted client assertions, until they expire (only with
+    /// `reject_reused_assertions`).
+    pub used_assertions: HashMap<String, SystemTime>,
     /// Notification POST attempts (oldest first), capped like the request log.
     pub deliveries: VecDeque<Delivery>,
     /// Notification POST attempts still to fail on purpose (`fail_deliveries`).
@@ -142,6 +149,7 @@ impl State {
             refresh_tokens: HashMap::new(),
             token_generation: HashMap::new(),
             subscriptions: HashMap::new(),
+            used_assertions: HashMap::new(),
             deliveries: VecDeque::new(),
             fail_deliveries: 0,
             trust: TrustState::default(),

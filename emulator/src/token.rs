@@ -1,4 +1,5 @@
-//! Entra token endpoint (client credentials, v2.0) and its OpenID configuration. Sources:
+//! Entra token endpoint (client credentials, v2.0) and its OpenID configuration. Client
+//! assertions (certificate credentials) are checked in `assertion.rs`. Sources:
 //! the client-credentials page
 //! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
 //! and the AADSTS page
@@ -231,18 +232,11 @@ fn try_token(
         a.client_id = Some(client_id.clone());
         a
     };
+    if form.contains_key("client_assertion") {
+        crate::assertion::verify(st, tenant, &client_id, form).map_err(with_id)?;
+        return Ok(issue(st, client_id));
+    }
     let Some(secret) = secret else {
-        if form.contains_key("client_assertion") {
-            // Certificate credentials are not modelled yet
-            // (https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials).
-            return Err(with_id(aad_error(
-                st,
-                400,
-                "invalid_request",
-                900_144,
-                "The emulator does not accept client_assertion yet; use client_secret.",
-            )));
-        }
         return Err(with_id(aad_error(
             st,
             401,
@@ -262,18 +256,22 @@ fn try_token(
             ),
         )));
     }
-    // Issued even without roles: no admin consent means no `roles` claim, and Graph answers
-    // 403 (client-credentials page).
+    Ok(issue(st, client_id))
+}
+
+/// The app token. Issued even without roles: no admin consent means no `roles` claim, and
+/// Graph answers 403 (client-credentials page).
+fn issue(st: &mut State, client_id: String) -> TokenAnswer {
     let (token, lifetime) = st.issue_token(&client_id.to_lowercase());
     let secs = lifetime.as_secs();
     // `ext_expires_in` is not on the official page but is seen in real responses and in SDK
     // and tool docs.
     let body = json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token});
-    Ok(TokenAnswer {
+    TokenAnswer {
         status: 200,
         body,
         client_id: Some(client_id),
-    })
+    }
 }
 
 /// GET /{tenant}/v2.0/.well-known/openid-configuration (what MSAL reads first).

@@ -119,7 +119,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{PbxConfig, Secret, parse_users};
+    use crate::config::{AzureCredential, PbxConfig, Secret, parse_users};
     use crate::sync::mapping::Mapping;
     use crate::sync::types::Direction;
 
@@ -175,7 +175,7 @@ token = "p"
             ),
             (
                 "secret",
-                |x| x.0.azure.client_secret = Secret::new("new"),
+                |x| x.0.azure.credential = AzureCredential::Secret(Secret::new("new")),
                 vec![Change::Azure],
             ),
             (

@@ -6,7 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{
-    AsteriskPbxConfig, CaFile, Config, HttpPbxConfig, NotificationsConfig, PbxConfig, Template,
+    AsteriskPbxConfig, AzureCredential, CaFile, Config, HttpPbxConfig, NotificationsConfig,
+    PbxConfig, Template,
 };
 
 /// A TOML string literal (escaped).
@@ -28,7 +29,15 @@ impl fmt::Display for Config {
             q(&a.tenant_id),
             q(&a.client_id)
         )?;
-        writeln!(f, "# client_secret: set ({})", a.client_secret)?;
+        match &a.credential {
+            AzureCredential::Secret(secret) => writeln!(f, "# client_secret: set ({secret})")?,
+            AzureCredential::Certificate(c) => writeln!(
+                f,
+                "client_certificate_file = {}\nclient_key_file = {}",
+                q(&c.certificate_file.to_string_lossy()),
+                q(&c.key_file.to_string_lossy())
+            )?,
+        }
         writeln!(
             f,
             "login_url = {}\ngraph_url = {}",

@@ -71,6 +71,8 @@ pub(crate) struct AzureSection {
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub client_secret_file: Option<PathBuf>,
+    pub client_certificate_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
     #[serde(default = "default_login_url")]
     pub login_url: String,
     #[serde(default = "default_graph_url")]

@@ -11,6 +11,7 @@
 
 mod asterisk;
 mod ca;
+mod credential;
 mod diff;
 mod display;
 mod file;
@@ -27,6 +28,7 @@ mod tests;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
@@ -78,12 +80,34 @@ pub struct AzureConfig {
     pub tenant_id: String,
     /// Application (client) id of the app registration.
     pub client_id: String,
-    /// Client secret of the app registration (inline, file or systemd credential).
-    pub client_secret: Secret,
+    /// How the app signs in: client secret or certificate.
+    pub credential: AzureCredential,
     /// Token endpoint host; changed for national clouds and the emulator.
     pub login_url: Url,
     /// Graph host; changed for national clouds and the emulator.
     pub graph_url: Url,
+}
+
+/// How the app signs in at the token endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AzureCredential {
+    /// `client_secret` (inline, `client_secret_file` or the systemd credential
+    /// `client-secret`).
+    Secret(Secret),
+    /// `client_certificate_file` + `client_key_file` (or the systemd credentials
+    /// `client-certificate` + `client-key`), read and checked at load.
+    Certificate(CertificateCredential),
+}
+
+/// A certificate credential and where it was read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateCredential {
+    /// The certificate file (PEM).
+    pub certificate_file: PathBuf,
+    /// The private key file (PEM, unencrypted).
+    pub key_file: PathBuf,
+    /// Both, parsed and checked to belong together.
+    pub certificate: Arc<crate::graph::ClientCertificate>,
 }
 
 /// `[sync]`: local state and timings.

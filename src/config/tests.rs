@@ -10,6 +10,14 @@ use crate::sync::types::TeamsPresence;
 const EXAMPLE: &str = include_str!("../../config.example.toml");
 const MINIMAL: &str = include_str!("../../config.minimal.toml");
 
+/// The client secret the config holds (the tests' configs use one).
+fn secret(c: &Config) -> &str {
+    match &c.azure.credential {
+        AzureCredential::Secret(s) => s.expose(),
+        AzureCredential::Certificate(_) => panic!("a certificate, not a secret"),
+    }
+}
+
 /// A directory with both systemd credentials, and an env lookup that points at it.
 struct Creds {
     dir: tempfile::TempDir,
@@ -55,7 +63,7 @@ fn example_parses_with_its_files_in_place() {
     std::fs::write(dir.path().join("client-secret"), "example-secret\n").unwrap();
     std::fs::write(dir.path().join("pbx-token"), "example-token").unwrap();
     let c = Config::from_str_with(&text, &dir.path().join("config.toml"), &no_env).unwrap();
-    assert_eq!(c.azure.client_secret.expose(), "example-secret");
+    assert_eq!(secret(&c), "example-secret");
     assert_eq!(http(&c).token.expose(), "example-token");
     assert_eq!(c.users.file, dir.path().join("users.csv"));
     assert_eq!(c.sync.poll_interval, Duration::from_secs(30));
@@ -75,7 +83,7 @@ fn minimal_parses_with_systemd_credentials_and_defaults() {
     let creds = Creds::new();
     let source = Path::new("/etc/pbx-teams-presence/config.toml");
     let c = Config::from_str_with(MINIMAL, source, &creds.env()).unwrap();
-    assert_eq!(c.azure.client_secret.expose(), "cred-client-secret");
+    assert_eq!(secret(&c), "cred-client-secret");
     assert_eq!(http(&c).token.expose(), "cred-pbx-token");
     assert_eq!(c.users.file, Path::new("/etc/pbx-teams-presence/users.csv"));
     assert_eq!(c.sync.state_db, Path::new(DEFAULT_STATE_DB));
@@ -224,7 +232,7 @@ fn secrets_never_reach_debug_output() {
     let shown = format!("{c:?} {c:#?}");
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(shown.contains("[redacted]"));
-    assert_eq!(c.azure.client_secret.expose(), "s3cr3t-a");
+    assert_eq!(secret(&c), "s3cr3t-a");
 }
 
 #[test]

@@ -16,7 +16,7 @@ use super::{
     AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig,
     Secret, SyncConfig, UsersConfig,
 };
-use super::{asterisk, ca, notifications};
+use super::{asterisk, ca, credential, notifications};
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
@@ -194,17 +194,10 @@ fn missing_field(message: &str) -> Option<&str> {
 }
 
 fn azure(ctx: &Ctx<'_>, a: &AzureSection) -> Result<AzureConfig, ConfigError> {
-    let spec = SecretSpec {
-        key: "azure.client_secret",
-        file_key: "azure.client_secret_file",
-        credential: "client-secret",
-        inline: a.client_secret.as_ref(),
-        file: a.client_secret_file.as_deref().map(|p| ctx.path(p)),
-    };
     Ok(AzureConfig {
         tenant_id: ctx.non_empty("azure.tenant_id", &a.tenant_id)?,
         client_id: ctx.non_empty("azure.client_id", &a.client_id)?,
-        client_secret: secret::resolve(spec, ctx.path, ctx.env, &|k| ctx.at(k))?,
+        credential: credential::resolve(ctx, a)?,
         login_url: ctx.url("azure.login_url", &a.login_url)?,
         graph_url: ctx.url("azure.graph_url", &a.graph_url)?,
     })

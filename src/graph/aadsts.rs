@@ -8,11 +8,18 @@ use url::Url;
 pub fn explain_aadsts(code: u32) -> Option<&'static str> {
     // Codes and meanings from the AADSTS reference above and issue reports
     // (https://github.com/databricks/databricks-sdk-go/issues/240 for 7000215,
-    // https://github.com/vippsas/vipps-ecom-api/issues/183 for 700016).
+    // https://github.com/vippsas/vipps-ecom-api/issues/183 for 700016). The client assertion
+    // codes 700021, 700023 and 700027 are on
+    // https://learn.microsoft.com/azure/developer/java/sdk/troubleshooting-authentication-service-principal
+    // (the AADSTS reference lists 700023 as an invalid scope instead), 700024 in
+    // https://github.com/AzureAD/microsoft-authentication-library-for-dotnet/issues/4951.
     let hint = match code {
         7000215 => "the client secret is wrong (use the secret VALUE, not its ID)",
         7000222 => "the client secret has expired: create a new one in the app registration",
-        7000218 | 7000216 => "no client secret was sent: set client_secret in the config",
+        7000218 | 7000216 => {
+            "no client secret or certificate was sent: set client_secret, or \
+             client_certificate_file and client_key_file, in the config"
+        }
         700016 => {
             "the client id is wrong, or the app is not registered in this tenant: check \
              client_id and tenant_id"
@@ -22,7 +29,20 @@ pub fn explain_aadsts(code: u32) -> Option<&'static str> {
             "the scope is invalid: graph_url must be the Graph host, e.g. https://graph.microsoft.com"
         }
         500011 => "the resource is not known in this tenant: check graph_url and the cloud",
-        50012 => "the client assertion has an invalid signature",
+        50012 | 700027 => {
+            "Entra does not accept the certificate: upload it to the app registration \
+             (Certificates & secrets; `check` shows its thumbprint), and use the key that \
+             belongs to it"
+        }
+        700021 => "the client assertion names another app: check client_id",
+        700023 => {
+            "the client assertion is for another token endpoint: check tenant_id and login_url"
+        }
+        700024 => {
+            "the client assertion is not within its valid time range: check this machine's \
+             clock (NTP)"
+        }
+        50027 => "Entra could not read the client assertion (an invalid JWT)",
         900144 => "a required parameter is missing from the token request",
         90094 => "an administrator must grant consent for this app",
         _ => return None,
@@ -34,13 +54,13 @@ pub fn explain_aadsts(code: u32) -> Option<&'static str> {
 /// on the AADSTS reference above).
 pub(crate) fn explain_oauth_error(error: &str) -> &'static str {
     match error {
-        "invalid_client" => "the client id or secret is wrong",
+        "invalid_client" => "the client id, secret or certificate is wrong",
         "unauthorized_client" => {
             "the app is not registered in this tenant: check client_id and tenant_id"
         }
         "invalid_scope" => "the scope is invalid: check graph_url",
         "invalid_request" | "invalid_tenant" => "check tenant_id",
-        _ => "check tenant_id, client_id and client_secret",
+        _ => "check tenant_id, client_id and the client credential",
     }
 }
 

@@ -1,5 +1,7 @@
 //! App-only token (client credentials, v2.0 endpoint) via the `oauth2` crate, cached and
-//! renewed before it expires. Concurrent callers share one fetch.
+//! renewed before it expires. Concurrent callers share one fetch. The app signs in with a
+//! client secret, or with a certificate: then every request carries a fresh client assertion
+//! (`client_cert.rs`).
 //!
 //! Sources: the client-credentials page
 //! <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>,
@@ -25,8 +27,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::aadsts::{explain_aadsts, explain_oauth_error, extract_aadsts};
+use super::client_cert::{ASSERTION_TYPE, Signer};
 use super::error::error_chain;
-use super::{Counters, GraphError, GraphSettings, join};
+use super::{ClientCredential, Counters, GraphError, GraphSettings, join};
 use crate::backoff::Backoff;
 
 /// Lifetime assumed when the token answer has no `expires_in` (the client-credentials page
@@ -128,6 +131,8 @@ struct Cached {
 /// Fetches, caches and renews the app token.
 pub(crate) struct Auth {
     oauth: AadClient,
+    /// `Some` with a certificate credential.
+    signer: Option<Signer>,
     /// `{graph_url}/.default` (client-credentials page).
     scope: Scope,
     http: reqwest::Client,
@@ -159,19 +164,33 @@ impl Auth {
         // POST {login}/{tenant}/oauth2/v2.0/token (client-credentials page).
         let token_url = join(&s.login_url, &[&s.tenant_id, "oauth2", "v2.0", "token"])?;
         let scope = format!("{}/.default", s.graph_url.as_str().trim_end_matches('/'));
-        let oauth: AadClient = oauth2::Client::<
+        let signer = match &s.credential {
+            ClientCredential::Secret(_) => None,
+            ClientCredential::Certificate(certificate) => Some(Signer::new(
+                Arc::clone(certificate),
+                &s.client_id,
+                token_url.as_str(),
+            )),
+        };
+        let oauth = oauth2::Client::<
             AadError,
             BasicTokenResponse,
             BasicTokenIntrospectionResponse,
             StandardRevocableToken,
             BasicRevocationErrorResponse,
         >::new(ClientId::new(s.client_id.clone()))
-        .set_client_secret(ClientSecret::new(s.client_secret.clone()))
         .set_token_uri(TokenUrl::from_url(token_url))
-        // client_id and client_secret as form fields, the documented default.
+        // client_id and client_secret (if any) as form fields, the documented default.
         .set_auth_type(AuthType::RequestBody);
+        let oauth: AadClient = match &s.credential {
+            ClientCredential::Secret(secret) => {
+                oauth.set_client_secret(ClientSecret::new(secret.clone()))
+            }
+            ClientCredential::Certificate(_) => oauth,
+        };
         Ok(Auth {
             oauth,
+            signer,
             scope: Scope::new(scope),
             http,
             backoff,
@@ -260,13 +279,16 @@ impl Auth {
             }
         };
         let fetched = crate::clock::monotonic();
-        let answer = self
+        let mut request = self
             .oauth
             .exchange_client_credentials()
-            .add_scope(self.scope.clone())
-            .request_async(&send)
-            .await
-            .map_err(token_error)?;
+            .add_scope(self.scope.clone());
+        if let Some(signer) = &self.signer {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", signer.assertion()?);
+        }
+        let answer = request.request_async(&send).await.map_err(token_error)?;
         // Tokens live 60-90 min (token lifetimes page); a nonsense `expires_in` from the wire
         // is capped, never allowed to overflow the clock arithmetic.
         let lifetime = answer
@@ -306,7 +328,7 @@ fn token_error(e: RequestTokenError<TokenHttpError, AadError>) -> GraphError {
                     aadsts: Some(code),
                     error: "unreadable token error".into(),
                     hint: explain_aadsts(code)
-                        .unwrap_or("check tenant_id, client_id and client_secret"),
+                        .unwrap_or("check tenant_id, client_id and the client credential"),
                 },
                 None => GraphError::InvalidResponse(
                     "the token endpoint answered something else than a token (check login_url)"

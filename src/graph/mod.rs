@@ -17,6 +17,7 @@
 mod aadsts;
 mod auth;
 mod budget;
+mod client_cert;
 pub mod delegated;
 mod error;
 mod http;
@@ -42,6 +43,7 @@ use url::Url;
 
 pub use aadsts::{consent_url, explain_aadsts};
 pub use auth::Bearer;
+pub use client_cert::{CertificateError, ClientCertificate, EXPIRY_WARNING};
 pub use error::GraphError;
 pub use presence::{ClearOutcome, Presence};
 pub use probe::{ProbeReport, ProbeStep};
@@ -64,8 +66,8 @@ pub struct GraphSettings {
     pub tenant_id: String,
     /// Application (client) id; also the presence `sessionId` (setPresence above).
     pub client_id: String,
-    /// Client secret VALUE. Never logged and never shown by `Debug`.
-    pub client_secret: String,
+    /// How the app signs in: a client secret or a certificate.
+    pub credential: ClientCredential,
     /// Deadline for one HTTP request (connect + answer).
     pub request_timeout: Duration,
     /// Attempts per request, the first included (e.g. 5); at least 1.
@@ -86,13 +88,32 @@ impl fmt::Debug for GraphSettings {
             .field("graph_url", &self.graph_url.as_str())
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
-            .field("client_secret", &"<redacted>")
+            .field("credential", &self.credential)
             .field("request_timeout", &self.request_timeout)
             .field("max_attempts", &self.max_attempts)
             .field("backoff_base", &self.backoff_base)
             .field("backoff_cap", &self.backoff_cap)
             .field("presence_budget_per_30s", &self.presence_budget_per_30s)
             .finish()
+    }
+}
+
+/// How the app proves who it is at the token endpoint (client-credentials flow above).
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientCredential {
+    /// The client secret VALUE. Never logged and never shown by `Debug`.
+    Secret(String),
+    /// A certificate whose private key signs a fresh client assertion for every token
+    /// request (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>).
+    Certificate(Arc<ClientCertificate>),
+}
+
+impl fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientCredential::Secret(_) => f.write_str("Secret(<redacted>)"),
+            ClientCredential::Certificate(c) => f.debug_tuple("Certificate").field(c).finish(),
+        }
     }
 }
 
@@ -236,7 +257,7 @@ fn validate(s: &GraphSettings) -> Result<(), GraphError> {
     if s.client_id.trim().is_empty() {
         return bad("client_id is empty");
     }
-    if s.client_secret.is_empty() {
+    if matches!(&s.credential, ClientCredential::Secret(secret) if secret.is_empty()) {
         return bad("client_secret is empty");
     }
     if s.max_attempts == 0 {
@@ -268,7 +289,7 @@ pub(crate) fn test_settings(base: &Url) -> GraphSettings {
         graph_url: base.clone(),
         tenant_id: "contoso.onmicrosoft.com".into(),
         client_id: "11111111-2222-3333-4444-555555555555".into(),
-        client_secret: "s3cr3t-value".into(),
+        credential: ClientCredential::Secret("s3cr3t-value".into()),
         request_timeout: Duration::from_secs(5),
         max_attempts: 4,
         backoff_base: Duration::from_millis(5),

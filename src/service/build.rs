@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::error::ServiceError;
 use super::matching::{MatchInfo, Matches};
 use super::outbox::Outbox;
-use crate::config::{Config, Directory};
-use crate::graph::GraphSettings;
+use crate::config::{AzureCredential, Config, Directory};
 use crate::graph::limits::PRESENCE_REQUESTS_PER_30S;
+use crate::graph::{ClientCredential, GraphSettings};
 use crate::pbx::http::ExtensionSet;
 use crate::store::{Snapshot, Store};
 use crate::sync::engine::{Engine, EngineSettings, Restored};
@@ -23,7 +23,12 @@ pub fn graph_settings(config: &Config) -> GraphSettings {
         graph_url: azure.graph_url.clone(),
         tenant_id: azure.tenant_id.clone(),
         client_id: azure.client_id.clone(),
-        client_secret: azure.client_secret.expose().to_owned(),
+        credential: match &azure.credential {
+            AzureCredential::Secret(secret) => ClientCredential::Secret(secret.expose().to_owned()),
+            AzureCredential::Certificate(c) => {
+                ClientCredential::Certificate(Arc::clone(&c.certificate))
+            }
+        },
         request_timeout: config.sync.request_timeout,
         max_attempts: 5,
         backoff_base: Duration::from_millis(250),

@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 #![allow(dead_code)]
 
+mod certificate;
 pub mod notify;
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub struct World {
     pub pbx_section: Option<String>,
     /// `RunOptions::notify_tick` for the daemon.
     pub notify_tick: Duration,
+    /// The `[azure]` credential lines; `None`: the emulator's client secret.
+    pub credential: Option<String>,
     daemon: Option<(RunOptions, JoinHandle<Result<(), service::ServiceError>>)>,
 }
 
@@ -164,6 +167,7 @@ impl World {
             clock: Clock::default(),
             pbx_section: None,
             notify_tick: Duration::from_secs(30),
+            credential: None,
             daemon: None,
         };
         w.write_users(&[]);
@@ -208,7 +212,7 @@ impl World {
             r#"[azure]
 tenant_id = "{tenant}"
 client_id = "{client}"
-client_secret = "{secret}"
+{credential}
 login_url = "{base}"
 graph_url = "{base}"
 
@@ -228,7 +232,10 @@ level = "info,pbx_teams_presence=debug"
 {extra}"#,
             tenant = self.graph.tenant_id(),
             client = self.graph.client_id(),
-            secret = self.graph.client_secret(),
+            credential = self.credential.clone().unwrap_or_else(|| format!(
+                "client_secret = \"{}\"",
+                self.graph.client_secret()
+            )),
             poll = "1s",
             pbx = self.pbx_section.clone().unwrap_or_else(|| format!(
                 "[pbx]\nkind = \"http\"\nlisten = \"{UNBOUND}\"\ntoken = \"{}\"\npush_url = \"{}\"\n",
