@@ -37,6 +37,10 @@ fn refused_pbx_event_batches_change_nothing() {
     let mut w = rt.block_on(async {
         let mut w = World::new().await;
         w.start().await;
+        eventually(10, "users in status", || {
+            !w.user_status(BOB).is_null() && !w.user_status(CAROL).is_null()
+        })
+        .await;
         w
     });
     let before = (pbx_side(&w, BOB), pbx_side(&w, CAROL));
