@@ -11,7 +11,9 @@
 //! - `?lifecycle=1`: the same, for lifecycle events (`reauthorizationRequired`).
 //!
 //! Bodies over 1 MiB get 413, bad JSON 400, batches with no acceptable item 403; each
-//! rejection is logged and changes nothing. A full queue answers 503 (Graph retries).
+//! rejection changes nothing and is counted per cause, and each cause is logged at most once
+//! a minute ([`crate::listener::Refusals`]), with strings from the request cut short. A full
+//! queue answers 503 (Graph retries). The body is read after the handshake's query.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -28,6 +30,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::listener::{Cause, Refusals, truncate_for_log};
 
 /// Largest body taken.
 pub const MAX_BODY: usize = 1 << 20;
@@ -67,6 +71,83 @@ pub enum WebhookError {
 struct Shared {
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
+    refusals: Refusals,
+}
+
+/// Why a post or one of its items was refused, for the counters and the log.
+mod cause {
+    use crate::listener::Cause;
+
+    const fn refused(key: &'static str, one: &'static str, many: &'static str) -> Cause {
+        Cause {
+            key,
+            verb: "refused",
+            one,
+            many,
+        }
+    }
+
+    pub static TOKEN_TOO_LONG: Cause = refused(
+        "validation_token_too_long",
+        "a validation token over 4 KiB (not Graph)",
+        "validation tokens over 4 KiB (not Graph)",
+    );
+    pub static BODY: Cause = refused(
+        "notification_body_unread",
+        "a notification post whose body was too large, too slow or cut short",
+        "notification posts whose body was too large, too slow or cut short",
+    );
+    pub static NOT_A_BATCH: Cause = refused(
+        "not_a_batch",
+        "a notification post that is not a notification batch",
+        "notification posts that are not notification batches",
+    );
+    pub static UNREADABLE: Cause = refused(
+        "unreadable_item",
+        "an unreadable notification item",
+        "unreadable notification items",
+    );
+    pub static UNKNOWN_SUBSCRIPTION: Cause = refused(
+        "unknown_subscription",
+        "a notification for an unknown subscription",
+        "notifications for unknown subscriptions",
+    );
+    pub static WRONG_CLIENT_STATE: Cause = refused(
+        "wrong_client_state",
+        "a notification with a wrong clientState",
+        "notifications with a wrong clientState",
+    );
+    pub static NO_LIFECYCLE_EVENT: Cause = refused(
+        "no_lifecycle_event",
+        "a lifecycle notification without lifecycleEvent",
+        "lifecycle notifications without lifecycleEvent",
+    );
+    pub static NO_USER: Cause = refused(
+        "no_user_id",
+        "a notification without a user id",
+        "notifications without a user id",
+    );
+    pub static QUEUE_FULL: Cause = refused(
+        "queue_full",
+        "a notification batch: the queue is full (Graph delivers again)",
+        "notification batches: the queue was full (Graph delivers again)",
+    );
+}
+
+/// An item refused: why, and what names it (cut short).
+#[derive(Debug, PartialEq)]
+struct Refused {
+    cause: &'static Cause,
+    detail: String,
+}
+
+impl Refused {
+    fn new(cause: &'static Cause, detail: &str) -> Refused {
+        Refused {
+            cause,
+            detail: truncate_for_log(detail),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -108,11 +189,12 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
         .map_err(|source| WebhookError::Bind { addr, source })
 }
 
-fn router(known: Known, out: mpsc::Sender<Vec<Notification>>) -> Router {
-    Router::new()
-        .fallback(post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Shared { known, out })
+fn router(known: Known, out: mpsc::Sender<Vec<Notification>>, refusals: Refusals) -> Router {
+    Router::new().fallback(post(receive)).with_state(Shared {
+        known,
+        out,
+        refusals,
+    })
 }
 
 /// Serve until `cancel` fires. Any path is taken (the public URL's path is the proxy's).
@@ -125,8 +207,11 @@ pub async fn serve(
     out: mpsc::Sender<Vec<Notification>>,
     cancel: CancellationToken,
 ) {
-    let app = router(known, out);
-    crate::listener::serve("webhook", listener, tls, app, cancel).await;
+    let refusals = Refusals::new("webhook");
+    let app = router(known, out, refusals.clone());
+    let mut options = crate::listener::Options::new("webhook", refusals);
+    options.tls = tls;
+    crate::listener::serve(listener, app, options, cancel).await;
 }
 
 /// The TLS settings from PEM files: the certificate chain and its private key.
@@ -158,11 +243,12 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 async fn receive(
     State(shared): State<Shared>,
     Query(params): Query<Params>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let refusals = &shared.refusals;
     if let Some(token) = params.validation_token {
         if token.len() > MAX_VALIDATION_TOKEN {
-            tracing::warn!(len = token.len(), "validation token too long; refused");
+            refusals.refused(&cause::TOKEN_TOO_LONG, || format!("{} bytes", token.len()));
             return StatusCode::BAD_REQUEST.into_response();
         }
         tracing::debug!("subscription validation answered");
@@ -174,10 +260,17 @@ async fn receive(
             .into_response();
     }
     let lifecycle = params.lifecycle.is_some();
+    let body = match crate::listener::read_body(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            refusals.refused(&cause::BODY, || e.to_string());
+            return e.status().into_response();
+        }
+    };
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(error = %e, "notification refused: not a notification batch");
+            refusals.refused(&cause::NOT_A_BATCH, || truncate_for_log(&e.to_string()));
             return StatusCode::BAD_REQUEST.into_response();
         }
     };
@@ -186,7 +279,13 @@ async fn receive(
     let accepted: Vec<Notification> = batch
         .value
         .into_iter()
-        .filter_map(|v| accept(&known, v, lifecycle))
+        .filter_map(|v| match accept(&known, v, lifecycle) {
+            Ok(notification) => Some(notification),
+            Err(r) => {
+                refusals.refused(r.cause, || r.detail);
+                None
+            }
+        })
         .collect();
     if accepted.is_empty() {
         return if total == 0 {
@@ -197,8 +296,8 @@ async fn receive(
     }
     match shared.out.try_send(accepted) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!("notification queue full; Graph will deliver again");
+        Err(mpsc::error::TrySendError::Full(items)) => {
+            refusals.refused(&cause::QUEUE_FULL, || format!("{} items", items.len()));
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -207,37 +306,30 @@ async fn receive(
     }
 }
 
-/// One item, checked; `None` (and a log line) when it is not ours or not readable.
+/// One item, checked; refused (with the cause) when it is not ours or not readable.
 fn accept(
     known: &HashMap<String, String>,
     value: serde_json::Value,
     lifecycle: bool,
-) -> Option<Notification> {
-    let item: Item = match serde_json::from_value(value) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "notification item refused: unreadable");
-            return None;
-        }
-    };
-    let Some(secret) = known.get(&item.subscription_id) else {
-        tracing::warn!(subscription = %item.subscription_id, "notification refused: unknown subscription");
-        return None;
+) -> Result<Notification, Refused> {
+    let item: Item = serde_json::from_value(value)
+        .map_err(|e| Refused::new(&cause::UNREADABLE, &e.to_string()))?;
+    let subscription = &item.subscription_id;
+    let Some(secret) = known.get(subscription) else {
+        return Err(Refused::new(&cause::UNKNOWN_SUBSCRIPTION, subscription));
     };
     let given = item.client_state.as_deref().unwrap_or("");
     if !crate::secret::same_secret(given.as_bytes(), secret.as_bytes()) {
-        tracing::warn!(subscription = %item.subscription_id, "notification refused: wrong clientState");
-        return None;
+        return Err(Refused::new(&cause::WRONG_CLIENT_STATE, subscription));
     }
     if let Some(event) = item.lifecycle_event {
-        return Some(Notification::Lifecycle {
+        return Ok(Notification::Lifecycle {
             subscription: item.subscription_id,
             event,
         });
     }
     if lifecycle {
-        tracing::warn!(subscription = %item.subscription_id, "lifecycle notification without lifecycleEvent refused");
-        return None;
+        return Err(Refused::new(&cause::NO_LIFECYCLE_EVENT, subscription));
     }
     let user = item
         .resource_data
@@ -250,10 +342,9 @@ fn accept(
         })
         .filter(|id| !id.is_empty() && id.len() <= 64);
     let Some(user) = user else {
-        tracing::warn!(subscription = %item.subscription_id, "notification refused: no user id");
-        return None;
+        return Err(Refused::new(&cause::NO_USER, &item.subscription_id));
     };
-    Some(Notification::Changed {
+    Ok(Notification::Changed {
         subscription: item.subscription_id,
         user,
         encrypted: item.encrypted_content,
@@ -279,23 +370,30 @@ mod tests {
         };
         assert_eq!(
             accept(&k, item("sub-1", "secret-1"), false),
-            Some(Notification::Changed {
+            Ok(Notification::Changed {
                 subscription: "sub-1".into(),
                 user: "u-1".into(),
                 encrypted: None
             })
         );
-        assert_eq!(accept(&k, item("sub-1", "secret-2"), false), None);
-        assert_eq!(accept(&k, item("sub-9", "secret-1"), false), None);
-        assert_eq!(accept(&k, json!({"nonsense": true}), false), None);
-        assert_eq!(
-            accept(
-                &k,
-                json!({"subscriptionId": "sub-1", "clientState": "secret-1"}),
-                false
-            ),
-            None
-        );
+        let cause = |v, lifecycle| accept(&k, v, lifecycle).unwrap_err().cause.key;
+        assert_eq!(cause(item("sub-1", "secret-2"), false), "wrong_client_state");
+        assert_eq!(cause(item("sub-9", "secret-1"), false), "unknown_subscription");
+        assert_eq!(cause(json!({"nonsense": true}), false), "unreadable_item");
+        let no_user = json!({"subscriptionId": "sub-1", "clientState": "secret-1"});
+        assert_eq!(cause(no_user, false), "no_user_id");
+        assert_eq!(cause(item("sub-1", "secret-1"), true), "no_lifecycle_event");
+    }
+
+    #[test]
+    fn a_refused_item_names_its_subscription_cut_short() {
+        let long = "s".repeat(1 << 16);
+        let refused = accept(&known(), json!({"subscriptionId": long}), false).unwrap_err();
+        assert_eq!(refused.cause.key, "unknown_subscription");
+        assert!(refused.detail.len() < 64, "{}", refused.detail);
+        let unreadable = json!({"subscriptionId": 1, "clientState": long});
+        let refused = accept(&known(), unreadable, false).unwrap_err();
+        assert!(refused.detail.len() < 64, "{}", refused.detail);
     }
 
     #[test]
@@ -304,7 +402,7 @@ mod tests {
                        "lifecycleEvent": "reauthorizationRequired"});
         assert_eq!(
             accept(&known(), v, true),
-            Some(Notification::Lifecycle {
+            Ok(Notification::Lifecycle {
                 subscription: "sub-1".into(),
                 event: "reauthorizationRequired".into()
             })
