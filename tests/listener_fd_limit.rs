@@ -93,8 +93,9 @@ fn spawn_limited(w: &World, log: std::fs::File) -> Daemon {
 }
 
 /// `HELD` connections to `addr` that each sent `bytes` and then nothing; how many connected.
+/// A listener that stopped accepting (its backlog full) ends the flood after a few attempts.
 async fn flood(addr: SocketAddr, bytes: &'static [u8], held: &mut Vec<TcpStream>) -> usize {
-    let mut connected = 0;
+    let (mut connected, mut failed_in_a_row) = (0, 0);
     for _ in 0..HELD {
         let attempt = tokio::time::timeout(Duration::from_secs(2), async {
             let mut tcp = TcpStream::connect(addr).await?;
@@ -104,6 +105,12 @@ async fn flood(addr: SocketAddr, bytes: &'static [u8], held: &mut Vec<TcpStream>
         if let Ok(Ok(tcp)) = attempt.await {
             held.push(tcp);
             connected += 1;
+            failed_in_a_row = 0;
+        } else {
+            failed_in_a_row += 1;
+            if failed_in_a_row == 3 {
+                break;
+            }
         }
     }
     connected
