@@ -88,7 +88,9 @@ async fn start(app: Router, limits: Limits) -> (SocketAddr, CancellationToken) {
 /// A connection that sent half a request header and then nothing.
 async fn half_open(addr: SocketAddr) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"POST /x HTTP/1.1\r\nHost: loca").await.unwrap();
+    tcp.write_all(b"POST /x HTTP/1.1\r\nHost: loca")
+        .await
+        .unwrap();
     tcp
 }
 
@@ -116,7 +118,10 @@ async fn request(addr: SocketAddr, raw: &str) -> u16 {
         .expect("answered")
         .unwrap();
     let head = String::from_utf8_lossy(&answer[..n]).into_owned();
-    head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 fn ok_app() -> Router {
@@ -214,12 +219,23 @@ async fn a_request_under_way_is_never_shed_and_a_full_listener_refuses() {
         .await
         .unwrap()
         .unwrap();
-    assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "the busy one is answered");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "the busy one is answered"
+    );
 }
 
 /// The PBX listener with `token`, knowing extension 1001; its events channel is returned.
-async fn pbx(token: &str) -> (SocketAddr, mpsc::Receiver<Vec<pbx_teams_presence::sync::types::PbxEvent>>, CancellationToken) {
-    let listener = pbx_http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+async fn pbx(
+    token: &str,
+) -> (
+    SocketAddr,
+    mpsc::Receiver<Vec<pbx_teams_presence::sync::types::PbxEvent>>,
+    CancellationToken,
+) {
+    let listener = pbx_http::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let (_token_tx, token_rx) = watch::channel(Arc::<str>::from(token));
     let known = pbx_http::ExtensionSet::new(["1001"]);
@@ -253,7 +269,13 @@ async fn the_webhook_handshake_is_answered_before_any_body() {
     let addr = listener.local_addr().unwrap();
     let (_known_tx, known) = watch::channel(Arc::new(HashMap::new()));
     let (out, _notes) = mpsc::channel(4);
-    tokio::spawn(webhook::serve(listener, None, known, out, CancellationToken::new()));
+    tokio::spawn(webhook::serve(
+        listener,
+        None,
+        known,
+        out,
+        CancellationToken::new(),
+    ));
     let status = request(
         addr,
         "POST /n?validationToken=abc HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n",
@@ -276,7 +298,10 @@ fn hostile_batch() -> (String, [usize; 3]) {
     let size: usize = items.iter().map(|i| i.len() + 1).sum();
     let unreadable = (1_040_000 - size) / 2;
     items.extend(std::iter::repeat_n("0".to_owned(), unreadable));
-    (format!("{{\"value\":[{}]}}", items.join(",")), [1_000, 10, unreadable])
+    (
+        format!("{{\"value\":[{}]}}", items.join(",")),
+        [1_000, 10, unreadable],
+    )
 }
 
 #[tokio::test]
@@ -290,7 +315,11 @@ async fn a_huge_refused_body_logs_one_warn_per_cause_with_strings_cut_short() {
     let cancel = CancellationToken::new();
     let served = tokio::spawn(webhook::serve(listener, None, known, out, cancel.clone()));
     let (body, counts) = hostile_batch();
-    assert!(body.len() > 1_000_000 && body.len() <= webhook::MAX_BODY, "{}", body.len());
+    assert!(
+        body.len() > 1_000_000 && body.len() <= webhook::MAX_BODY,
+        "{}",
+        body.len()
+    );
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/n");
     for _ in 0..2 {
@@ -298,7 +327,12 @@ async fn a_huge_refused_body_logs_one_warn_per_cause_with_strings_cut_short() {
         assert_eq!(answer.status(), 403);
     }
     let during = lines.warnings();
-    assert_eq!(during.len(), 3, "one line per cause:\n{}", during.join("\n"));
+    assert_eq!(
+        during.len(),
+        3,
+        "one line per cause:\n{}",
+        during.join("\n")
+    );
     // Stopping says what was counted since.
     cancel.cancel();
     served.await.unwrap();
@@ -307,16 +341,30 @@ async fn a_huge_refused_body_logs_one_warn_per_cause_with_strings_cut_short() {
     assert_eq!(summaries.len(), 3, "{}", summaries.join("\n"));
     let said = |cause: &str, n: usize| {
         let n = pbx_teams_presence::listener::refusals::grouped(n as u64);
-        summaries.iter().any(|l| l.contains(cause) && l.contains(&format!("refused {n} ")))
+        summaries
+            .iter()
+            .any(|l| l.contains(cause) && l.contains(&format!("refused {n} ")))
     };
-    assert!(said("wrong_client_state", counts[0] * 2 - 1), "{summaries:?}");
-    assert!(said("unknown_subscription", counts[1] * 2 - 1), "{summaries:?}");
+    assert!(
+        said("wrong_client_state", counts[0] * 2 - 1),
+        "{summaries:?}"
+    );
+    assert!(
+        said("unknown_subscription", counts[1] * 2 - 1),
+        "{summaries:?}"
+    );
     assert!(said("unreadable_item", counts[2] * 2 - 1), "{summaries:?}");
-    assert!(counts[2] > 400_000, "the old code logged a line for each of these");
+    assert!(
+        counts[2] > 400_000,
+        "the old code logged a line for each of these"
+    );
     let text = lines.text();
     assert!(!text.contains(&"A".repeat(64)), "a long id reached the log");
     assert!(text.contains("… (4096 bytes)"), "{text}");
-    assert!(!text.contains("guess"), "the guessed clientState is not logged");
+    assert!(
+        !text.contains("guess"),
+        "the guessed clientState is not logged"
+    );
     eprintln!(
         "{} items refused in 2 posts of {} bytes: {} WARN lines\n{}",
         (counts[0] + counts[1] + counts[2]) * 2,
@@ -335,19 +383,41 @@ async fn refused_pbx_posts_log_one_warn_per_cause() {
     // Under the 32 KiB header limit (larger headers get 431 without reaching the handler).
     let long = "x".repeat(10_000);
     for _ in 0..50 {
-        let answer = client.post(&url).bearer_auth(&long).body("{}").send().await.unwrap();
+        let answer = client
+            .post(&url)
+            .bearer_auth(&long)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 401);
         let bad = format!(r#"{{"extension":"1001","state":"{long}"}}"#);
-        let answer = client.post(&url).bearer_auth("s3cret").body(bad).send().await.unwrap();
+        let answer = client
+            .post(&url)
+            .bearer_auth("s3cret")
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 400);
     }
     let warnings = lines.warnings();
     assert_eq!(warnings.len(), 2, "{}", warnings.join("\n"));
-    assert!(warnings.iter().all(|l| l.len() < 400), "{}", warnings.join("\n"));
+    assert!(
+        warnings.iter().all(|l| l.len() < 400),
+        "{}",
+        warnings.join("\n")
+    );
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let text = lines.text();
-    assert!(text.contains("refused 49 PBX requests with a missing or wrong bearer token"), "{text}");
+    assert!(
+        text.contains("refused 49 PBX requests with a missing or wrong bearer token"),
+        "{text}"
+    );
     assert!(text.contains("refused 49 PBX event batches"), "{text}");
-    assert!(!text.contains(&"x".repeat(64)), "a long string reached the log");
+    assert!(
+        !text.contains(&"x".repeat(64)),
+        "a long string reached the log"
+    );
 }

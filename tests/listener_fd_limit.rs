@@ -46,7 +46,10 @@ fn limits() -> libc::rlimit {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
     limit
 }
 
@@ -168,7 +171,9 @@ async fn a_valid_request_is_answered_while_1100_half_open_connections_are_held()
         .unwrap();
     let asked = Instant::now();
     let handshake = client
-        .post(format!("https://{webhook}/notify?validationToken=still-here"))
+        .post(format!(
+            "https://{webhook}/notify?validationToken=still-here"
+        ))
         .send();
     let answer = tokio::time::timeout(PATIENCE, handshake)
         .await

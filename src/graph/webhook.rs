@@ -247,32 +247,12 @@ async fn receive(
 ) -> Response {
     let refusals = &shared.refusals;
     if let Some(token) = params.validation_token {
-        if token.len() > MAX_VALIDATION_TOKEN {
-            refusals.refused(&cause::TOKEN_TOO_LONG, || format!("{} bytes", token.len()));
-            return StatusCode::BAD_REQUEST.into_response();
-        }
-        tracing::debug!("subscription validation answered");
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            token,
-        )
-            .into_response();
+        return handshake(token, refusals);
     }
     let lifecycle = params.lifecycle.is_some();
-    let body = match crate::listener::read_body(body, MAX_BODY).await {
-        Ok(body) => body,
-        Err(e) => {
-            refusals.refused(&cause::BODY, || e.to_string());
-            return e.status().into_response();
-        }
-    };
-    let batch: Batch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            refusals.refused(&cause::NOT_A_BATCH, || truncate_for_log(&e.to_string()));
-            return StatusCode::BAD_REQUEST.into_response();
-        }
+    let batch = match read_batch(body, refusals).await {
+        Ok(batch) => batch,
+        Err(status) => return status.into_response(),
     };
     let known = shared.known.borrow().clone();
     let total = batch.value.len();
@@ -304,6 +284,35 @@ async fn receive(
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
+}
+
+/// The subscription handshake: the token echoed as text, without reading any body.
+fn handshake(token: String, refusals: &Refusals) -> Response {
+    if token.len() > MAX_VALIDATION_TOKEN {
+        refusals.refused(&cause::TOKEN_TOO_LONG, || format!("{} bytes", token.len()));
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    tracing::debug!("subscription validation answered");
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        token,
+    )
+        .into_response()
+}
+
+/// The body, read (bounded) and parsed as a notification batch; the answer when it is not.
+async fn read_batch(body: Body, refusals: &Refusals) -> Result<Batch, StatusCode> {
+    let body = crate::listener::read_body(body, MAX_BODY)
+        .await
+        .map_err(|e| {
+            refusals.refused(&cause::BODY, || e.to_string());
+            e.status()
+        })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        refusals.refused(&cause::NOT_A_BATCH, || truncate_for_log(&e.to_string()));
+        StatusCode::BAD_REQUEST
+    })
 }
 
 /// One item, checked; refused (with the cause) when it is not ours or not readable.
@@ -377,8 +386,14 @@ mod tests {
             })
         );
         let cause = |v, lifecycle| accept(&k, v, lifecycle).unwrap_err().cause.key;
-        assert_eq!(cause(item("sub-1", "secret-2"), false), "wrong_client_state");
-        assert_eq!(cause(item("sub-9", "secret-1"), false), "unknown_subscription");
+        assert_eq!(
+            cause(item("sub-1", "secret-2"), false),
+            "wrong_client_state"
+        );
+        assert_eq!(
+            cause(item("sub-9", "secret-1"), false),
+            "unknown_subscription"
+        );
         assert_eq!(cause(json!({"nonsense": true}), false), "unreadable_item");
         let no_user = json!({"subscriptionId": "sub-1", "clientState": "secret-1"});
         assert_eq!(cause(no_user, false), "no_user_id");

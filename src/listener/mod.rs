@@ -127,15 +127,20 @@ static ACCEPT: Cause = Cause {
 };
 
 /// Serve `app` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, app: Router, options: Options, cancel: CancellationToken) {
-    let Options {
-        name,
-        tls,
-        limits,
-        refusals,
-    } = options;
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let slots = Slots::new(limits.max_connections);
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    options: Options,
+    cancel: CancellationToken,
+) {
+    let Options { name, refusals, .. } = &options;
+    let each = Each {
+        tls: options.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        app,
+        limits: options.limits,
+        cancel: cancel.clone(),
+    };
+    let slots = Slots::new(options.limits.max_connections);
     let mut connections = JoinSet::new();
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     loop {
@@ -149,27 +154,31 @@ pub async fn serve(listener: TcpListener, app: Router, options: Options, cancel:
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    accept_failed(&e, &slots, &refusals, &cancel).await;
+                    accept_failed(&e, &slots, refusals, &cancel).await;
                     continue;
                 }
             },
         };
-        let Some(slot) = admit(&slots, &refusals, peer) else {
+        let Some(slot) = admit(&slots, refusals, peer) else {
             continue; // dropped: closed
         };
         // Small request/answer exchanges: no Nagle delay on the answer.
         let _ = tcp.set_nodelay(true);
         let span = tracing::debug_span!("connection", listener = name, %peer);
-        let task = connection(tcp, slot, acceptor.clone(), app.clone(), limits, cancel.clone());
-        connections.spawn(task.instrument(span));
+        connections.spawn(connection(tcp, slot, each.clone()).instrument(span));
     }
+    drain(connections, name).await;
+    refusals.drain();
+}
+
+/// Wait (bounded) for the connections to answer their requests under way and close.
+async fn drain(mut connections: JoinSet<()>, name: &'static str) {
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     });
     if drained.await.is_err() {
         tracing::debug!(listener = name, "connections still open at shutdown closed");
     }
-    refusals.drain();
 }
 
 /// A place for the connection from `peer`, or `None` (counted) when every place is busy.
@@ -205,15 +214,23 @@ async fn accept_failed(
     }
 }
 
-/// One connection, until it ends, is shed, or (after its request) the listener stops.
-async fn connection(
-    tcp: TcpStream,
-    slot: Slot,
+/// What every connection of a listener is served with.
+#[derive(Clone)]
+struct Each {
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     limits: Limits,
     cancel: CancellationToken,
-) {
+}
+
+/// One connection, until it ends, is shed, or (after its request) the listener stops.
+async fn connection(tcp: TcpStream, slot: Slot, each: Each) {
+    let Each {
+        tls,
+        app,
+        limits,
+        cancel,
+    } = each;
     let slot = Arc::new(slot);
     let shed = slot.shed().clone();
     let service = Tracked {

@@ -247,7 +247,7 @@ pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(d);
@@ -292,7 +292,10 @@ mod tests {
             let at = t0 + Duration::from_millis(i * 10);
             assert_eq!(tally.record(&WRONG, at, || format!("n{i}")), None);
         }
-        assert!(tally.due(t0 + secs(59)).is_empty(), "the minute is not over");
+        assert!(
+            tally.due(t0 + secs(59)).is_empty(),
+            "the minute is not over"
+        );
         assert_eq!(
             tally.due(t0 + secs(61)),
             vec![Report::Summary {

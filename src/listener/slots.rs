@@ -158,7 +158,11 @@ impl Slot {
     /// The connection is inside a request (not to be shed) until the guard is dropped.
     pub fn busy(&self) -> Busy<'_> {
         let mut state = self.slots.lock();
-        if let Some(since) = state.held.get_mut(&self.id).and_then(|h| h.idle_since.take()) {
+        if let Some(since) = state
+            .held
+            .get_mut(&self.id)
+            .and_then(|h| h.idle_since.take())
+        {
             state.idle.remove(&since);
         }
         Busy(self)
@@ -232,7 +236,10 @@ mod tests {
         assert!(a.shed().is_cancelled(), "then a");
         let (d, e) = (take(d), take(e));
         let (busy_d, busy_e) = (d.busy(), e.busy());
-        assert!(matches!(slots.admit(), Admission::Full), "only busy ones left");
+        assert!(
+            matches!(slots.admit(), Admission::Full),
+            "only busy ones left"
+        );
         assert!(!c.shed().is_cancelled() && !d.shed().is_cancelled());
         drop((busy_d, busy_e));
         drop(busy_c);
