@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 
 /// Exponential backoff with full jitter: attempt n waits a random time in
 /// `0..=min(cap, base * 2^(n-1))`.

@@ -35,6 +35,14 @@ impl fmt::Display for Secret {
     }
 }
 
+/// How every secret is trimmed, wherever it comes from (inline value, file, systemd
+/// credential) and wherever it is presented (a bearer token): whitespace at both ends is
+/// dropped, inside it is kept. A trailing space or newline in a token file therefore matches a
+/// request that sends the token without it.
+pub fn trimmed(value: &str) -> &str {
+    value.trim()
+}
+
 /// Compares a secret someone presented with ours in constant time (no early exit on the
 /// first differing byte): PBX bearer tokens and notification `clientState`s.
 pub fn same_secret(given: &[u8], ours: &[u8]) -> bool {

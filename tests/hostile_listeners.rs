@@ -274,6 +274,7 @@ async fn the_webhook_handshake_is_answered_before_any_body() {
         None,
         known,
         out,
+        None,
         CancellationToken::new(),
     ));
     let status = request(
@@ -313,7 +314,14 @@ async fn a_huge_refused_body_logs_one_warn_per_cause_with_strings_cut_short() {
     let (_known_tx, known) = watch::channel(Arc::new(known));
     let (out, _notes) = mpsc::channel(4);
     let cancel = CancellationToken::new();
-    let served = tokio::spawn(webhook::serve(listener, None, known, out, cancel.clone()));
+    let served = tokio::spawn(webhook::serve(
+        listener,
+        None,
+        known,
+        out,
+        None,
+        cancel.clone(),
+    ));
     let (body, counts) = hostile_batch();
     assert!(
         body.len() > 1_000_000 && body.len() <= webhook::MAX_BODY,

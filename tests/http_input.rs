@@ -59,3 +59,23 @@ async fn bad_input_is_rejected_and_changes_nothing() {
     assert_eq!(w.set_presence_calls(ALICE), 0);
     w.stop().await.unwrap();
 }
+
+/// A token file with a space and a newline after the token (`echo "token " > file`) takes
+/// requests that send the token: the file is trimmed as the request's token is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_with_trailing_whitespace_takes_the_token() {
+    let mut w = World::new().await;
+    std::fs::write(w.dir.path().join("pbx-token"), format!("{} \n", w.token)).unwrap();
+    w.pbx_section = Some(format!(
+        "[pbx]\nkind = \"http\"\nlisten = \"{UNBOUND}\"\ntoken_file = \"pbx-token\"\npush_url = \"{}\"\n",
+        w.pbx.url
+    ));
+    w.write_config("");
+    w.start().await;
+    let body = r#"{"extension":"1001","state":"speaking"}"#;
+    let (status, json) = w.post_raw(body, Some(&w.token)).await;
+    assert_eq!(status, 202, "{json}");
+    let (status, _) = w.post_raw(body, Some(&format!("{} x", w.token))).await;
+    assert_eq!(status, 401, "only whitespace at the ends is ignored");
+    w.stop().await.unwrap();
+}

@@ -6,99 +6,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::notify::{SYNC1, SYNC2, covered, login, options, subscriptions_of, webhook, world};
 use common::{ALICE, BOB, CAROL, UNBOUND, World, eventually, user};
-use graph_emulator::{DeliveryKind, EmulatorOptions};
-
-const SYNC1: &str = "sync1@contoso.com";
-const SYNC2: &str = "sync2@contoso.com";
-
-fn options() -> EmulatorOptions {
-    EmulatorOptions {
-        allow_http_notification_urls: true,
-        device_code_interval: 1,
-        ..EmulatorOptions::default()
-    }
-}
-
-/// A world whose daemon has `[notifications]` for `accounts` (`extra` appended to it).
-async fn world(accounts: &[&str], extra: &str) -> World {
-    let mut w = World::new_with(options()).await;
-    for a in [SYNC1, SYNC2] {
-        w.graph.add_user(user(a, a, Some(a), &[]));
-    }
-    notifications_config(&mut w, accounts, extra).await;
-    w
-}
-
-/// The webhook listens on port 0; Graph posts to a relay that follows it (`webhook_relay`).
-async fn notifications_config(w: &mut World, accounts: &[&str], extra: &str) {
-    let public = w.webhook_relay().await;
-    let list: Vec<String> = accounts.iter().map(|a| format!("\"{a}\"")).collect();
-    w.write_config(&format!(
-        "\n[notifications]\nenabled = true\npublic_url = \"http://{public}/graph/notify\"\n\
-         listen = \"{UNBOUND}\"\naccounts = [{}]\n{extra}",
-        list.join(", ")
-    ));
-    w.notify_tick = Duration::from_millis(200);
-}
-
-/// The daemon's own webhook, not through the relay Graph uses.
-fn webhook(w: &World) -> String {
-    format!("http://{}/graph/notify", w.webhook())
-}
-
-/// `pbx-teams-presence login` (the real binary); the emulator approves the code as `as_upn`.
-async fn login(w: &World, account: &str, as_upn: &str) -> (bool, String) {
-    let graph = w.graph.clone();
-    let path = w.config_path();
-    let (account, as_upn) = (account.to_owned(), as_upn.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
-            .args(["login", "--config"])
-            .arg(path)
-            .args(["--account", &account])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let code = first
-            .split("enter the code ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no code in {first:?}"))
-            .to_owned();
-        assert!(graph.approve_device_code(&code, &as_upn), "code {code}");
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-        let output = child.wait_with_output().unwrap();
-        rest.push_str(&String::from_utf8_lossy(&output.stderr));
-        (output.status.success(), first + &rest)
-    })
-    .await
-    .unwrap()
-}
-
-fn subscriptions_of(w: &World, upn: &str) -> Vec<graph_emulator::SubscriptionInfo> {
-    w.graph
-        .subscriptions()
-        .into_iter()
-        .filter(|s| s.creator_upn.eq_ignore_ascii_case(upn))
-        .collect()
-}
-
-async fn covered(w: &World, extension: &str, account: &str) {
-    eventually(15, &format!("{extension} covered by {account}"), || {
-        w.user_status(extension)["covered_by"] == account
-    })
-    .await;
-}
+use graph_emulator::DeliveryKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_saves_the_token_and_refuses_another_account() {

@@ -175,3 +175,63 @@ async fn polling_uses_batches_of_at_most_650_ids() {
     }
     w.stop().await.unwrap();
 }
+
+/// What the PBX side received with each push: its `Authorization` header.
+#[derive(Clone, Default)]
+struct Headers(std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+impl Headers {
+    /// A push receiver on loopback that answers 200 and keeps each push's header.
+    async fn receiver() -> (Headers, String) {
+        use axum::http::HeaderMap;
+        let headers = Headers::default();
+        let kept = headers.clone();
+        let app = axum::Router::new().route(
+            "/presence",
+            axum::routing::post(move |h: HeaderMap| async move {
+                let auth = h
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                kept.0.lock().unwrap().push(auth);
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/presence", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (headers, url)
+    }
+
+    fn seen(&self) -> Vec<Option<String>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Pushes carry `pbx.push_token`, never `pbx.token` (whoever holds that can post call
+/// states); without a push token they carry no `Authorization` header at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_carry_the_push_token_and_never_the_pbx_token() {
+    for push_token in [Some("push-s3cret"), None] {
+        let mut w = World::new().await;
+        let (headers, url) = Headers::receiver().await;
+        let mut pbx = format!(
+            "[pbx]\nkind = \"http\"\nlisten = \"{UNBOUND}\"\ntoken = \"{}\"\npush_url = \"{url}\"\n",
+            w.token
+        );
+        if let Some(t) = push_token {
+            std::fs::write(w.dir.path().join("push-token"), format!("{t}\n")).unwrap();
+            pbx.push_str("push_token_file = \"push-token\"\n");
+        }
+        w.pbx_section = Some(pbx);
+        w.write_config("");
+        w.start().await;
+        eventually(10, "the first push", || !headers.seen().is_empty()).await;
+        w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
+        eventually(10, "a second push", || headers.seen().len() >= 2).await;
+        let want = push_token.map(|t| format!("Bearer {t}"));
+        for seen in headers.seen() {
+            assert_eq!(seen, want);
+            assert!(!seen.unwrap_or_default().contains(&w.token));
+        }
+        w.stop().await.unwrap();
+    }
+}

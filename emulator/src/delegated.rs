@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rand::Rng;
+use rand::RngExt;
 use serde_json::{Value, json};
 
 use crate::state::State;

@@ -14,7 +14,8 @@
 //!   pure presence aggregation.
 //! - `state`: all state behind one mutex; `ops`: operations shared with `control`.
 //! - `delegated`: the device-code and refresh-token grants; `subscriptions`: `/subscriptions`;
-//!   `notify`: validation handshake, change/lifecycle notifications, encryption, delivery.
+//!   `notify`: validation handshake, change/lifecycle notifications, encryption, delivery;
+//!   `trust`: rich notifications' signed validation tokens and the published signing keys.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod batch;
@@ -33,6 +34,7 @@ mod server;
 mod state;
 mod subscriptions;
 mod token;
+mod trust;
 mod users_api;
 mod util;
 
@@ -47,6 +49,7 @@ pub use model::{
     AppSession, Delivery, DeliveryKind, EmulatorOptions, Fault, FaultKind, LoggedRequest,
     SubscriptionInfo, User,
 };
+pub use trust::TokenForgery;
 
 use state::{Shared, State};
 
@@ -113,6 +116,7 @@ impl Emulator {
             }),
             base_url: format!("http://{local}"),
             http,
+            signing: trust::SigningKeys::load(),
             me: me.clone(),
         });
         shared.add_app(&client_id, &client_secret, DEFAULT_ROLES);
@@ -207,6 +211,17 @@ impl Emulator {
         self.shared.inject(fault);
     }
 
+    /// Applies `fault` to `share` percent of the matching requests (evenly: 30 is 3 in 10),
+    /// `fault.times` times in all.
+    pub fn inject_share(&self, fault: Fault, share: u32) {
+        self.shared.lock().add_fault_share(fault, share);
+    }
+
+    /// Removes every injected fault (Graph is healthy again).
+    pub fn clear_faults(&self) {
+        self.shared.lock().clear_faults();
+    }
+
     /// Moves emulator time forward: tokens, sessions and rate windows age without sleeping.
     pub fn advance_clock(&self, d: Duration) {
         self.shared.advance_clock(d);
@@ -269,6 +284,40 @@ impl Emulator {
     /// or event.
     pub fn send_lifecycle(&self, id: &str, event: &str) -> Result<bool, String> {
         notify::send_lifecycle(&mut self.shared.lock(), id, event)
+    }
+
+    /// Sends a rich notification on subscription `id` saying that user `user` (named by the
+    /// subscription or not) is now (`availability`, `activity`), whatever the emulator's
+    /// presence says; its validation token is good, or forged as `forgery` says. Err: unknown
+    /// subscription, or one without resource data.
+    pub fn send_rich_notification(
+        &self,
+        id: &str,
+        user: &str,
+        availability: &str,
+        activity: &str,
+        forgery: Option<TokenForgery>,
+    ) -> Result<(), String> {
+        let presence = (availability, activity);
+        trust::send_change(&mut self.shared.lock(), id, user, presence, forgery)
+    }
+
+    /// The body of the last rich notification sent on subscription `id`, for
+    /// [`Emulator::resend_notification`].
+    pub fn last_rich_notification(&self, id: &str) -> Option<Vec<u8>> {
+        trust::last_rich(&self.shared.lock(), id)
+    }
+
+    /// Sends `body` (one sent before: a replay) on subscription `id`, byte for byte. Err:
+    /// unknown subscription.
+    pub fn resend_notification(&self, id: &str, body: Vec<u8>) -> Result<(), String> {
+        trust::resend(&mut self.shared.lock(), id, body)
+    }
+
+    /// Rolls the signing keys over: a second key is published at
+    /// `/common/discovery/v2.0/keys` and signs every validation token from now on.
+    pub fn rotate_signing_key(&self) {
+        self.shared.lock().trust.rotated = true;
     }
 
     /// Makes every issued token expired (next Graph call answers 401).

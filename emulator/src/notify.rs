@@ -1,6 +1,6 @@
 //! Change notifications: the validation handshake, the watcher that turns presence changes
-//! into notifications, rich payload encryption, delivery with retries, and lifecycle
-//! notifications.
+//! into notifications, rich payload encryption (and signed validation tokens: `trust.rs`),
+//! delivery with retries, and lifecycle notifications.
 //!
 //! Sources, cited below by name:
 //! - webhook delivery (and its "notificationUrl validation" section):
@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 use aes::Aes256;
 use base64::Engine;
 use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockEncryptMut, KeyIvInit};
-use hmac::{Hmac, Mac};
-use rand::Rng;
+use cbc::cipher::{BlockModeEncrypt, KeyIvInit};
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngExt;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -48,14 +48,12 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::model::{Delivery, DeliveryKind};
 use crate::presence::PresenceState;
 use crate::state::{Shared, State};
-use crate::subscriptions::{EncCert, prune};
+use crate::subscriptions::{EncCert, Subscription, prune};
+use crate::trust::{self, TokenForgery};
 use crate::util::{graph_datetime, guid};
 
 /// How often the watcher looks for presence changes.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
-/// The app id of Graph's change-notification publisher (`appid` of validationTokens, rich
-/// notifications).
-const PUBLISHER_APP: &str = "0bf30f3b-4a52-48df-9a82-234910c4a086";
 
 /// One POST a delivery worker has to make.
 #[derive(Debug)]
@@ -71,6 +69,10 @@ pub(crate) struct Job {
     /// Rich notifications: the app the `validationTokens` are for.
     pub app_id: String,
     pub tenant_id: String,
+    /// Rich notifications: a wrong validation token instead of a good one (`trust.rs`).
+    pub forgery: Option<TokenForgery>,
+    /// The body, already made (a replay): sent as it is.
+    pub body: Option<Vec<u8>>,
 }
 
 /// The presence (availability, activity) Graph reports for `id` now.
@@ -175,9 +177,16 @@ pub(crate) fn spawn_worker(shared: &Shared) -> UnboundedSender<Job> {
 }
 
 async fn worker(weak: Weak<Shared>, http: reqwest::Client, mut rx: UnboundedReceiver<Job>) {
-    while let Some(job) = rx.recv().await {
-        let body = render(&job);
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    while let Some(mut job) = rx.recv().await {
+        let bytes = match job.body.take() {
+            Some(body) => body,
+            None => {
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                render(&shared, &job)
+            }
+        };
         let mut attempt = 1;
         loop {
             let (timeout, retries, delay, inject) = {
@@ -250,18 +259,27 @@ async fn post(
     }
 }
 
-/// The JSON body of a job, encrypting rich items (rich notifications).
-fn render(job: &Job) -> Value {
+/// The body of a job, encrypting rich items and adding their validation tokens (rich
+/// notifications); a rich body is kept for [`crate::trust::last_rich`].
+fn render(shared: &Shared, job: &Job) -> Vec<u8> {
     let mut items = job.items.clone();
     let mut out = json!({});
     if let Some((cert, plains)) = &job.encrypt {
         for (item, plain) in items.iter_mut().zip(plains) {
             item["encryptedContent"] = encrypt(cert, plain);
         }
-        out["validationTokens"] = json!([validation_jwt(&job.app_id, &job.tenant_id)]);
+        if let Some(tokens) =
+            trust::validation_tokens(shared, &job.app_id, &job.tenant_id, job.forgery)
+        {
+            out["validationTokens"] = json!(tokens);
+        }
     }
     out["value"] = Value::Array(items);
-    out
+    let bytes = serde_json::to_vec(&out).unwrap_or_default();
+    if job.encrypt.is_some() {
+        trust::keep_for_replay(shared, &job.subscription_id, &bytes);
+    }
+    bytes
 }
 
 /// `encryptedContent` (rich notifications): a fresh 32-byte key; AES-256-CBC, PKCS7, IV = the
@@ -273,8 +291,8 @@ fn encrypt(cert: &EncCert, plain: &Value) -> Value {
     let mut iv = [0u8; 16];
     iv.copy_from_slice(&key[..16]);
     let data = cbc::Encryptor::<Aes256>::new(&key.into(), &iv.into())
-        .encrypt_padded_vec_mut::<Pkcs7>(plain.to_string().as_bytes());
-    let signature = <Hmac<Sha256> as Mac>::new_from_slice(&key)
+        .encrypt_padded_vec::<Pkcs7>(plain.to_string().as_bytes());
+    let signature = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
         .map(|mut m| {
             m.update(&data);
             m.finalize().into_bytes().to_vec()
@@ -282,11 +300,7 @@ fn encrypt(cert: &EncCert, plain: &Value) -> Value {
         .unwrap_or_default();
     let data_key = cert
         .key
-        .encrypt(
-            &mut rsa::rand_core::OsRng,
-            rsa::Oaep::new::<sha1::Sha1>(),
-            &key,
-        )
+        .oaep_encrypt::<sha1::Sha1>(&key)
         .unwrap_or_default();
     json!({
         "data": b64.encode(&data),
@@ -295,28 +309,6 @@ fn encrypt(cert: &EncCert, plain: &Value) -> Value {
         "encryptionCertificateId": cert.id,
         "encryptionCertificateThumbprint": cert.thumbprint,
     })
-}
-
-/// A `validationTokens` entry: JWT-shaped with the claims of the rich notifications page, but
-/// unsigned (`alg: none`): the emulator has no Microsoft key, so clients that verify
-/// signatures must skip that here.
-fn validation_jwt(app_id: &str, tenant: &str) -> String {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let header = json!({"typ": "JWT", "alg": "none"});
-    let claims = json!({
-        "aud": app_id, "iss": format!("https://sts.windows.net/{tenant}/"),
-        "iat": now, "nbf": now, "exp": now + 3600,
-        "appid": PUBLISHER_APP, "tid": tenant,
-    });
-    format!(
-        "{}.{}.",
-        b64.encode(header.to_string()),
-        b64.encode(claims.to_string())
-    )
 }
 
 /// The watcher: runs while the emulator lives.
@@ -358,49 +350,61 @@ pub(crate) fn scan(shared: &Shared) {
         if changed.is_empty() || sub.reauth_required {
             continue;
         }
-        let exp = graph_datetime(sub.expires);
-        let mut items = Vec::new();
-        let mut plains = Vec::new();
-        for (id, (availability, activity)) in &changed {
-            let resource_data = json!({
-                "@odata.id": format!("users/{id}/presence"),
-                "@odata.type": "#microsoft.graph.presence",
-                "id": id,
-            });
-            items.push(json!({
-                "subscriptionId": sub.id,
-                "clientState": sub.client_state,
-                "changeType": "updated",
-                "tenantId": tenant,
-                "resource": format!("communications/presences/{id}"),
-                "subscriptionExpirationDateTime": exp,
-                "resourceData": resource_data,
-                "organizationId": tenant,
-            }));
-            plains.push(json!({
-                "@odata.id": format!("users/{id}/presence"),
-                "@odata.type": "#microsoft.graph.presence",
-                "id": id,
-                "availability": availability,
-                "activity": activity,
-            }));
-        }
-        let rich = sub.cert.is_some();
-        let job = Job {
-            subscription_id: sub.id.clone(),
-            url: sub.notification_url.clone(),
-            kind: if rich {
-                DeliveryKind::Rich
-            } else {
-                DeliveryKind::Basic
-            },
-            ids: changed.into_iter().map(|(i, _)| i).collect(),
-            items,
-            encrypt: sub.cert.clone().map(|c| (c, plains)),
-            app_id: sub.client_id.clone(),
-            tenant_id: tenant.clone(),
-        };
-        let _ = sub.queue.send(job);
+        let _ = sub.queue.send(change_job(sub, &tenant, &changed, None));
+    }
+}
+
+/// A notification of `changed` users' presences (availability, activity) for `sub`: basic,
+/// or rich when it has a certificate (presence notifications, rich notifications).
+pub(crate) fn change_job(
+    sub: &Subscription,
+    tenant: &str,
+    changed: &[(String, (String, String))],
+    forgery: Option<TokenForgery>,
+) -> Job {
+    let exp = graph_datetime(sub.expires);
+    let mut items = Vec::new();
+    let mut plains = Vec::new();
+    for (id, (availability, activity)) in changed {
+        let resource_data = json!({
+            "@odata.id": format!("users/{id}/presence"),
+            "@odata.type": "#microsoft.graph.presence",
+            "id": id,
+        });
+        items.push(json!({
+            "subscriptionId": sub.id,
+            "clientState": sub.client_state,
+            "changeType": "updated",
+            "tenantId": tenant,
+            "resource": format!("communications/presences/{id}"),
+            "subscriptionExpirationDateTime": exp,
+            "resourceData": resource_data,
+            "organizationId": tenant,
+        }));
+        plains.push(json!({
+            "@odata.id": format!("users/{id}/presence"),
+            "@odata.type": "#microsoft.graph.presence",
+            "id": id,
+            "availability": availability,
+            "activity": activity,
+        }));
+    }
+    let rich = sub.cert.is_some();
+    Job {
+        subscription_id: sub.id.clone(),
+        url: sub.notification_url.clone(),
+        kind: if rich {
+            DeliveryKind::Rich
+        } else {
+            DeliveryKind::Basic
+        },
+        ids: changed.iter().map(|(i, _)| i.clone()).collect(),
+        items,
+        encrypt: sub.cert.clone().map(|c| (c, plains)),
+        app_id: sub.client_id.clone(),
+        tenant_id: tenant.to_owned(),
+        forgery,
+        body: None,
     }
 }
 
@@ -441,6 +445,8 @@ pub(crate) fn send_lifecycle(st: &mut State, id: &str, event: &str) -> Result<bo
         encrypt: None,
         app_id: sub.client_id.clone(),
         tenant_id: tenant,
+        forgery: None,
+        body: None,
     };
     Ok(sub.queue.send(job).is_ok())
 }

@@ -30,6 +30,7 @@ pub(crate) fn router(shared: AppState) -> Router {
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid),
         )
+        .route("/{tenant}/discovery/v2.0/keys", get(signing_keys))
         .route("/v1.0/{*rest}", any(graph_endpoint))
         .nest("/_control", control::router())
         .with_state(shared)
@@ -199,4 +200,37 @@ async fn openid(State(shared): State<AppState>, Path(tenant): Path<String>) -> R
         )],
         Some(&body),
     )
+}
+
+/// GET /{tenant}/discovery/v2.0/keys (`common` or this tenant): the keys that sign rich
+/// notifications' validation tokens (`trust.rs`). Logged like the token endpoint.
+async fn signing_keys(
+    State(shared): State<AppState>,
+    Path(tenant): Path<String>,
+    uri: Uri,
+) -> Response {
+    let at = Instant::now();
+    let known = tenant == "common" || token::tenant_known(&shared.lock(), &tenant);
+    let (status, body) = if known {
+        (200, crate::trust::jwks(&shared))
+    } else {
+        let st = shared.lock();
+        let a = token::unknown_tenant(&st, &tenant);
+        (a.status, a.body)
+    };
+    shared.lock().push_log(LoggedRequest {
+        method: "GET".into(),
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or("").to_owned(),
+        body: None,
+        status,
+        client_id: None,
+        at,
+        in_batch: false,
+    });
+    let json = (
+        "Content-Type".to_owned(),
+        "application/json; charset=utf-8".to_owned(),
+    );
+    respond(status, &[json], Some(&body))
 }

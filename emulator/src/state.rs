@@ -16,6 +16,7 @@ use crate::directory::Directory;
 use crate::model::{Delivery, EmulatorOptions, Fault, FaultKind, LoggedRequest};
 use crate::presence::PresenceState;
 use crate::subscriptions::Subscription;
+use crate::trust::{SigningKeys, TrustState};
 use crate::util::random_string;
 
 /// Length of a presence rate-limit window (presence pages above).
@@ -53,6 +54,10 @@ pub(crate) enum TokenProblem {
 struct ActiveFault {
     fault: Fault,
     left: u32,
+    /// Percent of matching requests that get the fault (100: every one), spread evenly.
+    share: u32,
+    /// Matching requests seen so far.
+    seen: u32,
 }
 
 #[derive(Debug)]
@@ -91,6 +96,8 @@ pub(crate) struct State {
     pub deliveries: VecDeque<Delivery>,
     /// Notification POST attempts still to fail on purpose (`fail_deliveries`).
     pub fail_deliveries: u32,
+    /// The signing-key rollover and the last rich bodies (`trust.rs`).
+    pub trust: TrustState,
     faults: Vec<ActiveFault>,
     rate: HashMap<String, Window>,
     offset: Duration,
@@ -104,6 +111,8 @@ pub(crate) struct Shared {
     pub base_url: String,
     /// Client for validation handshakes and notification POSTs (no proxy).
     pub http: reqwest::Client,
+    /// The keys that sign rich notifications' validation tokens (`trust.rs`).
+    pub signing: SigningKeys,
     /// This value itself, for tasks that must not keep the emulator alive.
     pub me: std::sync::Weak<Shared>,
 }
@@ -135,6 +144,7 @@ impl State {
             subscriptions: HashMap::new(),
             deliveries: VecDeque::new(),
             fail_deliveries: 0,
+            trust: TrustState::default(),
             faults: Vec::new(),
             rate: HashMap::new(),
             offset: Duration::ZERO,
@@ -231,8 +241,19 @@ impl State {
     }
 
     pub fn add_fault(&mut self, fault: Fault) {
+        self.add_fault_share(fault, 100);
+    }
+
+    /// Like [`State::add_fault`], for `share` percent of the matching requests (spread evenly:
+    /// 30 means 3 of every 10), until `fault.times` of them got it.
+    pub fn add_fault_share(&mut self, fault: Fault, share: u32) {
         let left = fault.times;
-        self.faults.push(ActiveFault { fault, left });
+        self.faults.push(ActiveFault {
+            fault,
+            left,
+            share: share.min(100),
+            seen: 0,
+        });
     }
 
     pub fn clear_faults(&mut self) {
@@ -251,6 +272,11 @@ impl State {
                     || op.eq_ignore_ascii_case(&f.fault.path_contains))
         })?;
         let f = &mut self.faults[pos];
+        let before = u64::from(f.seen) * u64::from(f.share) / 100;
+        f.seen = f.seen.saturating_add(1);
+        if u64::from(f.seen) * u64::from(f.share) / 100 == before {
+            return None;
+        }
         f.left -= 1;
         let kind = f.fault.kind.clone();
         if f.left == 0 {

@@ -52,7 +52,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use rsa::RsaPublicKey;
+use rsa::PublicKey;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
@@ -86,7 +86,7 @@ pub(crate) struct EncCert {
     pub b64: String,
     /// Upper-case hex SHA-1 of the DER.
     pub thumbprint: String,
-    pub key: RsaPublicKey,
+    pub key: PublicKey,
 }
 
 /// A live subscription.
@@ -346,11 +346,11 @@ fn parse_cert(b64: &str, id: Option<&str>) -> Result<EncCert, GraphResponse> {
         .map_err(|_| bad())?;
     let cert = x509_cert::Certificate::from_der(&der).map_err(|_| bad())?;
     let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
+        .tbs_certificate()
+        .subject_public_key_info()
         .to_der()
         .map_err(|_| bad())?;
-    let key = RsaPublicKey::from_public_key_der(&spki)
+    let key = PublicKey::from_public_key_der(&spki)
         .map_err(|_| invalid("The encryptionCertificate must carry an RSA public key."))?;
     let bits = key.size() * 8;
     if !(2048..=4096).contains(&bits) {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
+use rand::RngExt;
 
 /// A random GUID in the usual 8-4-4-4-12 lowercase form (object ids, request ids, secrets).
 pub(crate) fn guid() -> String {

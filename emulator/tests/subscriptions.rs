@@ -19,10 +19,10 @@ use axum::http::Uri;
 use axum::response::IntoResponse;
 use base64::Engine;
 use cbc::cipher::block_padding::Pkcs7;
-use cbc::cipher::{BlockDecryptMut, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
 use common::{Fx, answer, device_code, start_with, token_request};
 use graph_emulator::{DeliveryKind, EmulatorOptions};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use rsa::pkcs8::DecodePrivateKey;
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -607,21 +607,19 @@ async fn rich_notification_decrypts_to_the_presence() {
         .collect();
     assert_eq!(enc["encryptionCertificateThumbprint"], thumb.as_str());
     // Decryption steps of the rich notifications page.
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(KEY_PEM).unwrap();
+    let key = rsa::PrivateKey::from_pkcs8_pem(KEY_PEM).unwrap();
     let sym = key
-        .decrypt(
-            rsa::Oaep::new::<sha1::Sha1>(),
-            &b64.decode(enc["dataKey"].as_str().unwrap()).unwrap(),
-        )
+        .oaep_decrypt::<sha1::Sha1>(&b64.decode(enc["dataKey"].as_str().unwrap()).unwrap())
         .unwrap();
     assert_eq!(sym.len(), 32);
     let data = b64.decode(enc["data"].as_str().unwrap()).unwrap();
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&sym).unwrap();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&sym).unwrap();
     mac.update(&data);
     mac.verify_slice(&b64.decode(enc["dataSignature"].as_str().unwrap()).unwrap())
         .expect("dataSignature = HMAC-SHA256(key, data)");
-    let plain = cbc::Decryptor::<Aes256>::new(sym[..].into(), sym[..16].into())
-        .decrypt_padded_vec_mut::<Pkcs7>(&data)
+    let plain = cbc::Decryptor::<Aes256>::new_from_slices(&sym, &sym[..16])
+        .unwrap()
+        .decrypt_padded_vec::<Pkcs7>(&data)
         .unwrap();
     let p: Value = serde_json::from_slice(&plain).unwrap();
     assert_eq!(p["id"], fx.ids[1].as_str());

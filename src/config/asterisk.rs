@@ -132,6 +132,8 @@ pub struct AsteriskPbxConfig {
     pub ami: Option<AmiConfig>,
     /// Take users and e-mails from Asterisk's voicemail boxes (needs AMI).
     pub users_from_voicemail: bool,
+    /// Certificate authorities trusted for an `https://` ARI besides the system's.
+    pub ca_file: Option<super::CaFile>,
 }
 
 impl AsteriskPbxConfig {
@@ -164,7 +166,15 @@ pub struct AmiConfig {
     pub password: Secret,
 }
 
-const HTTP_KEYS: &[&str] = &["listen", "token", "token_file", "push_url", "push_timeout"];
+const HTTP_KEYS: &[&str] = &[
+    "listen",
+    "token",
+    "token_file",
+    "push_url",
+    "push_token",
+    "push_token_file",
+    "push_timeout",
+];
 
 /// Keys that belong to `kind = "asterisk"`, to refuse them under `kind = "http"`.
 pub(super) fn asterisk_keys_set(p: &PbxSection) -> Option<&'static str> {
@@ -245,6 +255,7 @@ pub(super) fn asterisk(ctx: &Ctx<'_>, p: &PbxSection) -> Result<AsteriskPbxConfi
         states: states(ctx, &p.states)?,
         ami: ami(ctx, p)?,
         users_from_voicemail: p.users_from_voicemail.unwrap_or(false),
+        ca_file: super::ca::ca_file(ctx, p.ca_file.as_deref())?,
     };
     no_loops(ctx, &config)?;
     if config.users_from_voicemail && config.ami.is_none() {

@@ -5,7 +5,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{AsteriskPbxConfig, Config, HttpPbxConfig, NotificationsConfig, PbxConfig, Template};
+use super::{
+    AsteriskPbxConfig, CaFile, Config, HttpPbxConfig, NotificationsConfig, PbxConfig, Template,
+};
 
 /// A TOML string literal (escaped).
 fn q(s: &str) -> toml::Value {
@@ -83,7 +85,19 @@ fn http(f: &mut fmt::Formatter<'_>, h: &HttpPbxConfig) -> fmt::Result {
         Some(url) => writeln!(f, "push_url = {}", q(url.as_str()))?,
         None => writeln!(f, "# push_url: not set, no push to the PBX")?,
     }
-    writeln!(f, "push_timeout = {}", d(h.push_timeout))
+    match &h.push_token {
+        Some(t) => writeln!(f, "# push_token: set ({t})")?,
+        None => writeln!(f, "# push_token: not set, pushes carry no token")?,
+    }
+    writeln!(f, "push_timeout = {}", d(h.push_timeout))?;
+    ca_file(f, h.ca_file.as_ref())
+}
+
+fn ca_file(f: &mut fmt::Formatter<'_>, ca: Option<&CaFile>) -> fmt::Result {
+    match ca {
+        Some(ca) => writeln!(f, "ca_file = {}", q(&ca.path.to_string_lossy())),
+        None => writeln!(f, "# ca_file: not set, the system's CAs only"),
+    }
 }
 
 fn notifications(f: &mut fmt::Formatter<'_>, n: &NotificationsConfig) -> fmt::Result {
@@ -130,6 +144,7 @@ fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig) -> fmt::Result {
         None => writeln!(f, "# ami_address: not set, no AMI")?,
     }
     writeln!(f, "users_from_voicemail = {}", a.users_from_voicemail)?;
+    ca_file(f, a.ca_file.as_ref())?;
     writeln!(f, "\n[pbx.devices]")?;
     for (extension, devices) in &a.devices {
         writeln!(

@@ -10,6 +10,7 @@
 //! Loading reads files with blocking std I/O: call it from `spawn_blocking` on the runtime.
 
 mod asterisk;
+mod ca;
 mod diff;
 mod display;
 mod file;
@@ -36,6 +37,7 @@ pub use crate::secret::{Secret, same_secret};
 pub use asterisk::{
     AmiConfig, AsteriskPbxConfig, AsteriskState, DEVICE_STATES, PRESENCE_STATES, Template,
 };
+pub use ca::CaFile;
 pub use diff::{Change, diff};
 pub use file::{
     DEFAULT_GRAPH_URL, DEFAULT_IN_CALL_EXPIRATION, DEFAULT_LOGIN_URL, DEFAULT_POLL_INTERVAL,
@@ -138,12 +140,17 @@ impl PbxConfig {
 pub struct HttpPbxConfig {
     /// Where we listen for the PBX's POSTs.
     pub listen: SocketAddr,
-    /// Bearer token the PBX must send (and that we send when pushing).
+    /// Bearer token the PBX must send to us.
     pub token: Secret,
     /// Where Teams states are pushed; `None` means no push (PBX -> Teams only).
     pub push_url: Option<Url>,
+    /// Bearer token sent with each push; `None`: no `Authorization` header. Never `token`:
+    /// whoever receives a push must not be able to post call states with it.
+    pub push_token: Option<Secret>,
     /// Timeout of one push request.
     pub push_timeout: Duration,
+    /// Certificate authorities trusted for `push_url` besides the system's.
+    pub ca_file: Option<CaFile>,
 }
 
 /// `[log]`.

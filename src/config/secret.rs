@@ -1,12 +1,13 @@
 //! Where secrets (the Azure client secret, the PBX token, ...) come from: the lookup order
 //! inline value -> `*_file` -> systemd credential (`$CREDENTIALS_DIRECTORY/<name>`). The
-//! redacting type itself is [`crate::secret::Secret`].
+//! redacting type itself is [`crate::secret::Secret`]. Every secret is trimmed the same way
+//! ([`crate::secret::trimmed`]), and is one line.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::{At, ConfigError};
-use crate::secret::Secret;
+use crate::secret::{Secret, trimmed};
 
 /// Reads environment variables; injected so tests can fake `CREDENTIALS_DIRECTORY` without
 /// touching the process environment. [`std::env::var_os`] in production.
@@ -44,13 +45,46 @@ pub(crate) fn resolve(
             spec.key,
             format!("set either {} or {}, not both", spec.key, spec.file_key),
         )),
-        (Some(inline), None) if inline.expose().trim().is_empty() => {
-            Err(invalid(spec.key, "is empty".to_owned()))
-        }
-        (Some(inline), None) => Ok(inline.clone()),
+        (Some(inline), None) => match one_line(inline.expose()) {
+            Ok(value) => Ok(Secret::new(value)),
+            Err(why) => Err(invalid(spec.key, why.to_owned())),
+        },
         (None, Some(file)) => read_secret_file(config, spec.file_key, &file),
         (None, None) => from_credentials(&spec, config, env, &invalid),
     }
+}
+
+/// Like [`resolve`] for a secret that may be left out: `None` when neither key is set and no
+/// systemd credential of its name is there.
+pub(crate) fn resolve_optional(
+    spec: SecretSpec<'_>,
+    config: &Path,
+    env: EnvLookup<'_>,
+    at: &dyn Fn(&str) -> At,
+) -> Result<Option<Secret>, ConfigError> {
+    if spec.inline.is_none() && spec.file.is_none() {
+        let credential = env("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(&d).join(spec.credential))
+            .filter(|f| f.exists());
+        return match credential {
+            Some(file) => read_secret_file(config, spec.key, &file).map(Some),
+            None => Ok(None),
+        };
+    }
+    resolve(spec, config, env, at).map(Some)
+}
+
+/// The secret as it is used: trimmed, non-empty, one line (a header cannot carry more).
+fn one_line(value: &str) -> Result<&str, &'static str> {
+    let value = trimmed(value);
+    if value.is_empty() {
+        return Err("is empty");
+    }
+    if value.contains(['\n', '\r']) {
+        return Err("holds more than one line; a secret is one line");
+    }
+    Ok(value)
 }
 
 fn from_credentials(
@@ -75,8 +109,8 @@ fn from_credentials(
     read_secret_file(config, spec.key, &file)
 }
 
-/// Reads a secret file: trailing newlines are dropped, the rest must be non-empty. Errors name
-/// the key and the file, never the content.
+/// Reads a secret file: trimmed, non-empty, one line. Errors name the key and the file, never
+/// the content.
 fn read_secret_file(config: &Path, key: &str, file: &Path) -> Result<Secret, ConfigError> {
     let err = |reason: String| ConfigError::SecretFile {
         path: config.to_owned(),
@@ -85,10 +119,7 @@ fn read_secret_file(config: &Path, key: &str, file: &Path) -> Result<Secret, Con
         reason,
     };
     let text = std::fs::read_to_string(file).map_err(|e| err(e.to_string()))?;
-    let value = text.trim_end_matches(['\n', '\r']);
-    if value.trim().is_empty() {
-        return Err(err("is empty".to_owned()));
-    }
+    let value = one_line(&text).map_err(|why| err(why.to_owned()))?;
     Ok(Secret::new(value))
 }
 
@@ -125,12 +156,104 @@ mod tests {
     }
 
     #[test]
-    fn file_is_trimmed_of_trailing_newline() {
+    fn file_and_inline_values_are_trimmed_like_presented_tokens() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("tok");
-        std::fs::write(&f, "abc def\r\n\n").unwrap();
-        let s = resolve(spec(None, Some(f)), Path::new("/c.toml"), &no_env, &no_line).unwrap();
-        assert_eq!(s.expose(), "abc def");
+        for text in ["abc def \r\n\n", " abc def\t\n", "abc def"] {
+            std::fs::write(&f, text).unwrap();
+            let s = resolve(
+                spec(None, Some(f.clone())),
+                Path::new("/c"),
+                &no_env,
+                &no_line,
+            );
+            assert_eq!(s.unwrap().expose(), "abc def", "{text:?}");
+        }
+        let inline = Secret::new(" abc def ");
+        let s = resolve(
+            spec(Some(&inline), None),
+            Path::new("/c"),
+            &no_env,
+            &no_line,
+        );
+        assert_eq!(s.unwrap().expose(), "abc def");
+        assert_eq!(crate::secret::trimmed(" abc def \t"), "abc def");
+    }
+
+    /// Missing, unreadable, empty, blank, not UTF-8, two lines, and the same from systemd's
+    /// credentials directory: each error names the file and the key, never the content.
+    #[test]
+    fn every_secret_file_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, Option<&[u8]>, &str); 5] = [
+            ("missing", None, "No such file"),
+            ("empty", Some(b""), "is empty"),
+            ("blank", Some(b" \t\r\n"), "is empty"),
+            ("latin1", Some(b"s\xe9cret\n"), "UTF-8"),
+            (
+                "two-lines",
+                Some(b"s3cret\nother-s3cret\n"),
+                "more than one line",
+            ),
+        ];
+        for (name, content, why) in cases {
+            let f = dir.path().join(name);
+            if let Some(bytes) = content {
+                std::fs::write(&f, bytes).unwrap();
+            }
+            let e = resolve(
+                spec(None, Some(f.clone())),
+                Path::new("/c"),
+                &no_env,
+                &no_line,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(&f.display().to_string()), "{name}: {e}");
+            assert!(
+                e.contains("pbx.token_file") && e.contains(why),
+                "{name}: {e}"
+            );
+            assert!(!e.contains("s3cret"), "{name}: {e}");
+        }
+        std::fs::write(dir.path().join("pbx-token"), "\n").unwrap();
+        let d = dir.path().as_os_str().to_owned();
+        let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone());
+        let e = resolve(spec(None, None), Path::new("/c"), &env, &no_line).unwrap_err();
+        let credential = dir.path().join("pbx-token").display().to_string();
+        assert!(e.to_string().contains(&credential), "{e}");
+    }
+
+    #[test]
+    fn an_inline_secret_of_two_lines_is_refused() {
+        let inline = Secret::new("s3cret\nmore");
+        let e = resolve(
+            spec(Some(&inline), None),
+            Path::new("/c"),
+            &no_env,
+            &no_line,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("pbx.token") && e.contains("one line"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn an_optional_secret_is_none_unless_set_or_given_by_systemd() {
+        let none = resolve_optional(spec(None, None), Path::new("/c"), &no_env, &no_line);
+        assert_eq!(none.unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().as_os_str().to_owned();
+        let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone());
+        let none = resolve_optional(spec(None, None), Path::new("/c"), &env, &no_line);
+        assert_eq!(none.unwrap(), None, "a credentials directory without it");
+        std::fs::write(dir.path().join("pbx-token"), "from-systemd \n").unwrap();
+        let some = resolve_optional(spec(None, None), Path::new("/c"), &env, &no_line);
+        assert_eq!(some.unwrap().unwrap().expose(), "from-systemd");
+        let f = dir.path().join("missing");
+        let e = resolve_optional(spec(None, Some(f)), Path::new("/c"), &no_env, &no_line);
+        assert!(e.is_err(), "a set file must exist");
     }
 
     #[test]

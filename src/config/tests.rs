@@ -259,3 +259,46 @@ fn load_reads_files_and_load_all_reads_users() {
         "{e}"
     );
 }
+
+#[test]
+fn the_push_token_is_a_secret_of_its_own() {
+    let creds = Creds::new();
+    let source = Path::new("/etc/p/config.toml");
+    let base = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\n\
+                [pbx]\npush_url = \"https://pbx.example/presence\"\n";
+    let load = |text: &str| Config::from_str_with(text, source, &creds.env()).unwrap();
+    let c = load(base);
+    assert_eq!(http(&c).token.expose(), "cred-pbx-token");
+    assert_eq!(http(&c).push_token, None, "pbx.token is never pushed");
+    let c = load(&format!("{base}push_token = \" push-s3cret \"\n"));
+    assert_eq!(
+        http(&c).push_token.as_ref().unwrap().expose(),
+        "push-s3cret"
+    );
+    assert!(!c.to_string().contains("push-s3cret"), "{c}");
+    std::fs::write(creds.dir.path().join("pbx-push-token"), "cred-push\n").unwrap();
+    let c = load(base);
+    assert_eq!(http(&c).push_token.as_ref().unwrap().expose(), "cred-push");
+}
+
+#[test]
+fn the_ca_file_is_read_when_the_config_loads() {
+    let creds = Creds::new();
+    let [http_file, asterisk_file] = ["secret-files.toml", "asterisk.toml"].map(|name| {
+        let f = fixtures("valid")
+            .into_iter()
+            .find(|f| f.ends_with(name))
+            .unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        Config::from_str_with(&text, &f, &creds.env()).unwrap()
+    });
+    let ca = http(&http_file).ca_file.clone().unwrap();
+    assert!(ca.path.ends_with("tests/config/valid/pbx-ca.pem"), "{ca:?}");
+    assert_eq!(ca.certs.len(), 1);
+    assert!(format!("{ca:?}").len() < 200, "no DER dump: {ca:?}");
+    match &asterisk_file.pbx {
+        PbxConfig::Asterisk(a) => assert_eq!(a.ca_file.as_ref(), Some(&ca)),
+        PbxConfig::Http(_) => panic!("expected kind = \"asterisk\""),
+    }
+    assert!(http_file.to_string().contains("ca_file = "), "{http_file}");
+}

@@ -14,15 +14,16 @@ use super::secret::{self, EnvLookup, SecretSpec};
 use super::spans::Spans;
 use super::{
     AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig,
-    SyncConfig, UsersConfig,
+    Secret, SyncConfig, UsersConfig,
 };
-use super::{asterisk, notifications};
+use super::{asterisk, ca, notifications};
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
 const SECRET_KEYS: &[&str] = &[
     "azure.client_secret",
     "pbx.token",
+    "pbx.push_token",
     "pbx.ari_password",
     "pbx.ami_password",
 ];
@@ -271,16 +272,44 @@ fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigError> {
         inline: p.token.as_ref(),
         file: p.token_file.as_deref().map(|f| ctx.path(f)),
     };
+    let (push_url, push_token) = push(ctx, p)?;
     Ok(PbxConfig::Http(HttpPbxConfig {
         listen,
         token: secret::resolve(spec, ctx.path, ctx.env, &|k| ctx.at(k))?,
-        push_url: p
-            .push_url
-            .as_deref()
-            .map(|u| ctx.url("pbx.push_url", u))
-            .transpose()?,
+        push_url,
+        push_token,
         push_timeout: ctx.duration("pbx.push_timeout", &p.push_timeout, SECOND / 10..=MINUTE)?,
+        ca_file: ca::ca_file(ctx, p.ca_file.as_deref())?,
     }))
+}
+
+/// `pbx.push_url`, and its token: `pbx.push_token(_file)` or the systemd credential
+/// `pbx-push-token` (never `pbx.token`).
+fn push(ctx: &Ctx<'_>, p: &PbxSection) -> Result<(Option<Url>, Option<Secret>), ConfigError> {
+    let url = p
+        .push_url
+        .as_deref()
+        .map(|u| ctx.url("pbx.push_url", u))
+        .transpose()?;
+    let set = [
+        ("pbx.push_token", p.push_token.is_some()),
+        ("pbx.push_token_file", p.push_token_file.is_some()),
+    ];
+    if let Some((key, _)) = set.iter().find(|(_, set)| *set)
+        && url.is_none()
+    {
+        return Err(ctx.invalid(key, "has no effect without pbx.push_url"));
+    }
+    let spec = SecretSpec {
+        key: "pbx.push_token",
+        file_key: "pbx.push_token_file",
+        credential: "pbx-push-token",
+        inline: p.push_token.as_ref(),
+        file: p.push_token_file.as_deref().map(|f| ctx.path(f)),
+    };
+    let token = secret::resolve_optional(spec, ctx.path, ctx.env, &|k| ctx.at(k))?;
+    let token = token.filter(|_| url.is_some());
+    Ok((url, token))
 }
 
 fn mapping(ctx: &Ctx<'_>, m: &MappingSection) -> Result<Mapping, ConfigError> {

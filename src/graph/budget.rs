@@ -25,12 +25,43 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// A token bucket: `capacity` requests per `period`, refilled continuously, starting full.
 /// Callers wait for a token instead of failing; a 429 pauses the whole bucket.
+///
+/// It is also a circuit breaker: once a presence request fails for a reason that is not the
+/// request's own (5xx, timeout, network), Graph counts as down and only one request at a time
+/// goes out, a probe every 1 to 5 s, until one succeeds. An outage then does not spend the
+/// budget on a retry per user, so the budget is full when Graph is back and the catch-up (every
+/// session started or ended meanwhile) goes out at once.
 pub(crate) struct Budget {
     /// Waiters queue here one by one, so tokens go out in arrival order.
     turn: tokio::sync::Mutex<()>,
     /// The bucket itself; a plain mutex, never held across an await.
     bucket: Mutex<Bucket>,
+    /// Failed presence requests in a row (0: Graph is up); a plain mutex like `bucket`.
+    down: Mutex<Down>,
 }
+
+/// The breaker's state.
+#[derive(Debug, Default)]
+struct Down {
+    /// Presence requests failed in a row since the last success.
+    failures: u32,
+    /// When the probe went out, while Graph is down: the others wait for its answer (or
+    /// until [`PROBE_LOST`], should its task have been dropped).
+    probing: Option<Instant>,
+    /// No probe before this.
+    next_probe: Option<Instant>,
+}
+
+/// Probes while Graph is down: 1 s doubling up to 5 s, with jitter, so its return is noticed
+/// within 5 s.
+const PROBE: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+
+/// How often a waiter looks again while a probe is out.
+const PROBE_POLL: Duration = Duration::from_millis(100);
+
+/// A probe without an answer for this long was dropped with its task: send another.
+const PROBE_LOST: Duration = Duration::from_secs(60);
 
 /// The arithmetic of the bucket, separate from waiting so it can be tested with fixed instants.
 #[derive(Debug)]
@@ -86,6 +117,61 @@ impl Budget {
         Budget {
             turn: tokio::sync::Mutex::new(()),
             bucket: Mutex::new(Bucket::new(capacity, period, crate::clock::monotonic())),
+            down: Mutex::new(Down::default()),
+        }
+    }
+
+    fn with_down<T>(&self, f: impl FnOnce(&mut Down) -> T) -> T {
+        let mut guard = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// While Graph is down: wait for the probe's turn (returns once this request may go).
+    async fn wait_while_down(&self) {
+        loop {
+            let now = crate::clock::monotonic();
+            let wait = self.with_down(|d| {
+                if d.failures == 0 {
+                    return None;
+                }
+                match (d.probing, d.next_probe) {
+                    (Some(out), _) if now.saturating_duration_since(out) < PROBE_LOST => {
+                        Some(PROBE_POLL)
+                    }
+                    (_, Some(at)) if at > now => Some(at - now),
+                    _ => {
+                        d.probing = Some(now);
+                        None
+                    }
+                }
+            });
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// A presence request got an answer from Graph: it is up.
+    pub(crate) fn succeeded(&self) {
+        let was_down = self.with_down(|d| std::mem::take(d).failures > 0);
+        if was_down {
+            tracing::info!("Graph answers presence requests again; waiting requests go out now");
+        }
+    }
+
+    /// A presence request failed for a reason that is not its own (5xx, timeout, network).
+    pub(crate) fn failed(&self) {
+        let first = self.with_down(|d| {
+            d.failures = d.failures.saturating_add(1);
+            d.probing = None;
+            d.next_probe = Some(crate::clock::monotonic() + PROBE.delay(d.failures));
+            d.failures == 1
+        });
+        if first {
+            tracing::warn!(
+                "Graph is failing presence requests; one request at a time probes it every few seconds until it answers"
+            );
         }
     }
 
@@ -97,6 +183,7 @@ impl Budget {
     /// Waits until a request may be sent, then spends one token.
     pub(crate) async fn acquire(&self) {
         let _turn = self.turn.lock().await;
+        self.wait_while_down().await;
         loop {
             match self.with_bucket(|b| b.try_take(crate::clock::monotonic())) {
                 Ok(()) => return,

@@ -139,9 +139,21 @@ impl Inner {
                 .send_once(req, token.secret(), &client_request_id)
                 .await
             {
-                Ok(body) => return Ok(body),
+                Ok(body) => {
+                    if req.presence {
+                        self.budget.succeeded();
+                    }
+                    return Ok(body);
+                }
                 Err(failure) => failure,
             };
+            if req.presence {
+                // Any 4xx (429 included: the pause handles it) is an answer: Graph is up.
+                match &failure {
+                    Failure::Status { status, .. } if *status < 500 => self.budget.succeeded(),
+                    _ => self.budget.failed(),
+                }
+            }
             let throttled = matches!(failure, Failure::Status { status: 429, .. });
             if throttled {
                 Counters::bump(&self.counters.throttled, 1);

@@ -20,12 +20,14 @@ mod budget;
 pub mod delegated;
 mod error;
 mod http;
+pub mod jwks;
 pub mod limits;
 pub mod notify_crypto;
 mod presence;
 mod probe;
 pub mod subscriptions;
 mod users;
+pub mod validation_tokens;
 pub mod webhook;
 
 #[cfg(test)]

@@ -9,6 +9,9 @@
 //!   time); the accepted items are queued and the answer is 202 within milliseconds (Graph
 //!   wants 2xx within 3 s); decrypting and applying happen after the answer.
 //! - `?lifecycle=1`: the same, for lifecycle events (`reauthorizationRequired`).
+//! - Rich notifications: the batch's `validationTokens` must all pass
+//!   ([`super::validation_tokens`]) before any item is looked at: 403 when one fails, 503
+//!   when the signing keys cannot be had now (Graph delivers it again).
 //!
 //! Bodies over 1 MiB get 413, bad JSON 400, batches with no acceptable item 403; each
 //! rejection changes nothing and is counted per cause, and each cause is logged at most once
@@ -31,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::validation_tokens::{Distrust, Trust};
 use crate::listener::{Cause, Refusals, truncate_for_log};
 
 /// Largest body taken.
@@ -71,6 +75,8 @@ pub enum WebhookError {
 struct Shared {
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
+    /// Rich notifications: the `validationTokens` check (`validation_tokens.rs`).
+    trust: Option<Arc<Trust>>,
     refusals: Refusals,
 }
 
@@ -127,6 +133,16 @@ mod cause {
         "a notification without a user id",
         "notifications without a user id",
     );
+    pub static TOKEN_REFUSED: Cause = refused(
+        "validation_token_refused",
+        "a rich notification batch whose validationTokens failed",
+        "rich notification batches whose validationTokens failed",
+    );
+    pub static TOKENS_UNCHECKED: Cause = refused(
+        "validation_tokens_unchecked",
+        "a rich notification batch: its validationTokens cannot be checked now (Graph delivers again)",
+        "rich notification batches: their validationTokens could not be checked (Graph delivers again)",
+    );
     pub static QUEUE_FULL: Cause = refused(
         "queue_full",
         "a notification batch: the queue is full (Graph delivers again)",
@@ -160,6 +176,8 @@ struct Params {
 #[derive(Deserialize)]
 struct Batch {
     value: Vec<serde_json::Value>,
+    #[serde(default, rename = "validationTokens")]
+    validation_tokens: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,26 +207,34 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
         .map_err(|source| WebhookError::Bind { addr, source })
 }
 
-fn router(known: Known, out: mpsc::Sender<Vec<Notification>>, refusals: Refusals) -> Router {
+fn router(
+    known: Known,
+    out: mpsc::Sender<Vec<Notification>>,
+    trust: Option<Arc<Trust>>,
+    refusals: Refusals,
+) -> Router {
     Router::new().fallback(post(receive)).with_state(Shared {
         known,
         out,
+        trust,
         refusals,
     })
 }
 
 /// Serve until `cancel` fires. Any path is taken (the public URL's path is the proxy's).
 /// With `tls`, HTTPS is served (`notifications.tls_cert_file`/`tls_key_file`); plain HTTP
-/// otherwise (behind a reverse proxy that terminates TLS).
+/// otherwise (behind a reverse proxy that terminates TLS). With `trust`, batches are taken
+/// only when their `validationTokens` pass.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     known: Known,
     out: mpsc::Sender<Vec<Notification>>,
+    trust: Option<Arc<Trust>>,
     cancel: CancellationToken,
 ) {
     let refusals = Refusals::new("webhook");
-    let app = router(known, out, refusals.clone());
+    let app = router(known, out, trust, refusals.clone());
     let mut options = crate::listener::Options::new("webhook", refusals);
     options.tls = tls;
     crate::listener::serve(listener, app, options, cancel).await;
@@ -254,6 +280,9 @@ async fn receive(
         Ok(batch) => batch,
         Err(status) => return status.into_response(),
     };
+    if let Err(refused) = trusted(shared.trust.as_deref(), &batch, refusals).await {
+        return refused;
+    }
     let known = shared.known.borrow().clone();
     let total = batch.value.len();
     let accepted: Vec<Notification> = batch
@@ -313,6 +342,35 @@ async fn read_batch(body: Body, refusals: &Refusals) -> Result<Batch, StatusCode
         refusals.refused(&cause::NOT_A_BATCH, || truncate_for_log(&e.to_string()));
         StatusCode::BAD_REQUEST
     })
+}
+
+/// With `trust` (rich notifications): the batch's `validationTokens` (one bad token refuses
+/// it: 403); 503 when they cannot be checked now, so that Graph delivers it again.
+async fn trusted(
+    trust: Option<&Trust>,
+    batch: &Batch,
+    refusals: &Refusals,
+) -> Result<(), Response> {
+    let Some(trust) = trust else {
+        return Ok(());
+    };
+    let rich = batch
+        .value
+        .iter()
+        .any(|v| v.get("encryptedContent").is_some());
+    let now = crate::clock::monotonic();
+    match trust.check(&batch.validation_tokens, rich, now).await {
+        Ok(()) => Ok(()),
+        // The errors quote nothing longer than a few characters of the token.
+        Err(e @ Distrust::Refused(_)) => {
+            refusals.refused(&cause::TOKEN_REFUSED, || e.to_string());
+            Err(StatusCode::FORBIDDEN.into_response())
+        }
+        Err(e @ Distrust::Later(_)) => {
+            refusals.refused(&cause::TOKENS_UNCHECKED, || e.to_string());
+            Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
+        }
+    }
 }
 
 /// One item, checked; refused (with the cause) when it is not ours or not readable.

@@ -179,7 +179,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    crate::secret::same_secret(given.trim().as_bytes(), token.as_bytes())
+    crate::secret::same_secret(crate::secret::trimmed(given).as_bytes(), token.as_bytes())
 }
 
 /// Parse one event object or an array of them. Every item must be valid, or none is taken.

@@ -11,6 +11,7 @@ pub mod asterisk;
 pub mod http;
 pub mod mailbox;
 pub mod push;
+pub mod tls;
 
 /// One Teams presence change for the PBX, as the push body carries it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +40,9 @@ pub enum LinkLost {
     /// The WebSocket could not be opened, or failed.
     #[error("WebSocket: {0}")]
     WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
+    /// The PBX's TLS certificate was refused.
+    #[error("TLS certificate refused: {0}")]
+    Certificate(tls::CertProblem),
     /// Nothing answered the WebSocket upgrade in time.
     #[error("WebSocket: no answer within {0:?}")]
     ConnectTimeout(std::time::Duration),
@@ -56,8 +60,21 @@ pub enum LinkLost {
     Request(String),
 }
 
+impl LinkLost {
+    /// The certificate problem, when that is why.
+    pub fn certificate(&self) -> Option<&tls::CertProblem> {
+        match self {
+            LinkLost::Certificate(p) | LinkLost::Api(asterisk::AriError::Certificate(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
 impl From<tokio_tungstenite::tungstenite::Error> for LinkLost {
     fn from(e: tokio_tungstenite::tungstenite::Error) -> LinkLost {
-        LinkLost::WebSocket(Box::new(e))
+        match tls::certificate_problem(&e) {
+            Some(problem) => LinkLost::Certificate(problem),
+            None => LinkLost::WebSocket(Box::new(e)),
+        }
     }
 }

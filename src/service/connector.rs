@@ -16,7 +16,7 @@ use super::Bound;
 use crate::config::{HttpPbxConfig, PbxConfig};
 use crate::pbx::asterisk::{self, AriError, AsteriskLinks};
 use crate::pbx::http::{self, HttpPbxError, KnownExtensions};
-use crate::pbx::push::{self, PushSettings, Pusher};
+use crate::pbx::push::{self, PushClientError, PushSettings, Pusher};
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::store::{MetaKey, Store, Write};
 use crate::sync::types::PbxEvent;
@@ -32,7 +32,7 @@ pub enum ConnectorError {
     Asterisk(#[from] AriError),
     /// The HTTP client for `pbx.push_url` cannot be built.
     #[error("cannot build the PBX push client: {0}")]
-    PushClient(#[source] reqwest::Error),
+    PushClient(#[source] PushClientError),
 }
 
 /// The channels a connector talks to the main loop through.
@@ -303,7 +303,8 @@ fn start_pusher(
     };
     let settings = PushSettings {
         url: url.clone(),
-        token: cfg.token.expose().to_owned(),
+        token: cfg.push_token.as_ref().map(|t| t.expose().to_owned()),
+        ca_file: cfg.ca_file.clone(),
         timeout: cfg.push_timeout,
         backoff_base: Duration::from_millis(200),
         backoff_cap: Duration::from_secs(30),

@@ -147,9 +147,15 @@ impl Writers {
 }
 
 /// Retries of a write that failed for a passing reason (throttling, outage, network), after the
-/// Graph client's own retries gave up: 1 s doubling up to 30 s, until it lands or a newer
-/// state is wanted. A failed clear must not leave anybody "In a call".
-const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// Graph client's own retries gave up: 1 s doubling up to 5 s, until it lands or a newer
+/// state is wanted. A failed clear must not leave anybody "In a call". Short, because while
+/// Graph is down a retry costs nothing: the Graph client's breaker holds it until a probe gets
+/// an answer; and once Graph is back every write is retried within 5 s.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+
+/// The shortest time between the starts of two writes for one user: states wanted meanwhile
+/// collapse into the latest. The first write of a call is never delayed.
+const MIN_GAP: Duration = Duration::from_millis(500);
 
 async fn run(
     teams_id: String,
@@ -157,9 +163,15 @@ async fn run(
     graph: watch::Receiver<GraphClient>,
     outcomes: mpsc::Sender<Written>,
 ) {
+    let mut last_write: Option<tokio::time::Instant> = None;
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
     while rx.changed().await.is_ok() {
+        // A flapping line (a transfer, a phone toggling) collapses into its latest state.
+        if let Some(at) = last_write {
+            tokio::time::sleep_until(at + MIN_GAP).await;
+        }
+        last_write = Some(crate::clock::monotonic());
         let Some(wanted) = rx.borrow_and_update().clone() else {
             continue;
         };

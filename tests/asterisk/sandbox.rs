@@ -12,6 +12,8 @@ use serde_json::Value;
 use tokio::process::{Child, Command};
 
 pub const ARI_URL: &str = "http://127.0.0.1:8088/ari";
+/// ARI over TLS, served only after [`Pbx::acquire_tls`].
+pub const ARI_TLS_ADDR: &str = "127.0.0.1:8089";
 pub const AMI_ADDR: &str = "127.0.0.1:5038";
 pub const ARI_USER: &str = "pbx-teams-presence";
 const SIP: &str = "127.0.0.1:5060";
@@ -71,6 +73,16 @@ pub struct Pbx {
 
 impl Pbx {
     pub async fn acquire() -> Pbx {
+        Pbx::acquire_with(&[]).await
+    }
+
+    /// Like [`Pbx::acquire`], with ARI served over TLS too (on [`ARI_TLS_ADDR`]) with
+    /// `dir/cert.pem` and `dir/key.pem`.
+    pub async fn acquire_tls(dir: &std::path::Path) -> Pbx {
+        Pbx::acquire_with(&["--tls", dir.to_str().unwrap()]).await
+    }
+
+    async fn acquire_with(extra: &[&str]) -> Pbx {
         let dir = repo().join("target");
         std::fs::create_dir_all(&dir).unwrap();
         let lock = File::create(dir.join("asterisk-tests.lock")).unwrap();
@@ -80,10 +92,9 @@ impl Pbx {
         })
         .await
         .unwrap();
-        let out = root_command(&["restart", "--clean"])
-            .output()
-            .await
-            .unwrap();
+        let mut args = vec!["restart", "--clean"];
+        args.extend_from_slice(extra);
+        let out = root_command(&args).output().await.unwrap();
         assert!(
             out.status.success(),
             "the test Asterisk did not (re)start: {}{}\nIt needs root and an installed root: \
@@ -96,8 +107,13 @@ impl Pbx {
 
     /// `[pbx]` for the daemon against this Asterisk, plus `extra` keys.
     pub fn pbx_section(extra: &str) -> String {
+        Pbx::pbx_section_at(ARI_URL, extra)
+    }
+
+    /// Like [`Pbx::pbx_section`], with ARI at `ari_url`.
+    pub fn pbx_section_at(ari_url: &str, extra: &str) -> String {
         format!(
-            "[pbx]\nkind = \"asterisk\"\nari_url = \"{ARI_URL}\"\nari_username = \"{ARI_USER}\"\n\
+            "[pbx]\nkind = \"asterisk\"\nari_url = \"{ari_url}\"\nari_username = \"{ARI_USER}\"\n\
              ari_password_file = \"{}\"\n{extra}\n",
             credential("ari_password").display()
         )

@@ -12,12 +12,14 @@
 #               minute) and then save the cache; nothing to do if the root
 #               is already there
 #   start       configure, start Asterisk in the background with a clean
-#               state (astdb wiped), wait until ARI and AMI answer
+#               state (astdb wiped), wait until ARI and AMI answer;
+#               --tls DIR also serves ARI over TLS on 127.0.0.1:8089 with
+#               DIR/cert.pem (chain) and DIR/key.pem (the tests make them)
 #   stop        stop Asterisk (clean shutdown, then TERM/KILL by pid)
 #   restart     stop + start, keeping astdb like a real restart does
 #               (registrations, Custom: and presence states survive);
 #               --hard kills Asterisk with SIGKILL instead of a clean stop;
-#               --clean wipes astdb as start does
+#               --clean wipes astdb as start does; --tls DIR as for start
 #   reload      copy the configs in again and "core reload" (no restart)
 #   status      whether it runs; contacts, device states and hints
 #   cli CMD..   one Asterisk CLI command (asterisk -rx)
@@ -70,6 +72,9 @@ LOGDIR="$PBX_DIR/log"
 # What the tests connect to (must match asterisk/*.conf and credentials/).
 SIP_ADDR=127.0.0.1:5060
 ARI_URL=http://127.0.0.1:8088
+ARI_TLS_URL=https://127.0.0.1:8089
+# Set by start/restart --tls DIR: the HTTPS listener's certificate and key.
+TLS_DIR=""
 ARI_USER=pbx-teams-presence
 ARI_APP=pbx-teams-presence
 AMI_ADDR=127.0.0.1:5038
@@ -249,9 +254,29 @@ cmd_configure() {
       >"$ROOT/etc/asterisk/$(basename "$f")"
   done
   chmod 0644 "$ROOT"/etc/asterisk/*.conf
+  [ -z "$TLS_DIR" ] || configure_tls
   mkdir -p "$ROOT/sipp"
   find "$ROOT/sipp" -mindepth 1 -maxdepth 1 -type f -name '*.xml' -delete
   sync_scenarios
+}
+
+# ARI over TLS too (http.conf #tryincludes http_tls.conf): the certificate and
+# key from TLS_DIR, the key readable by Asterisk only. The next configure
+# without --tls deletes them with the other files: plain HTTP only again.
+configure_tls() {
+  local d="$ROOT/etc/asterisk"
+  [ -f "$TLS_DIR/cert.pem" ] && [ -f "$TLS_DIR/key.pem" ] ||
+    die "--tls $TLS_DIR: needs cert.pem and key.pem there"
+  install -m 0644 "$TLS_DIR/cert.pem" "$d/http-tls.crt"
+  install -m 0600 "$TLS_DIR/key.pem" "$d/http-tls.key"
+  in_root chown asterisk:asterisk /etc/asterisk/http-tls.key
+  cat >"$d/http_tls.conf" <<EOF
+tlsenable = yes
+tlsbindaddr = ${ARI_TLS_URL#https://}
+tlscertfile = /etc/asterisk/http-tls.crt
+tlsprivatekey = /etc/asterisk/http-tls.key
+EOF
+  chmod 0644 "$d/http_tls.conf"
 }
 
 # Copy changed SIPp scenarios into the root; atomic (rename), so a SIPp
@@ -306,6 +331,14 @@ EOF
   fi
 }
 
+tls_ready() { # the TLS port takes connections (nothing to wait for without --tls)
+  [ -z "$TLS_DIR" ] && return 0
+  python3 - "${ARI_TLS_URL##*:}" <<'EOF' 2>/dev/null
+import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+EOF
+}
+
 ami_ready() { # the AMI greeting arrives
   python3 - "${AMI_ADDR%:*}" "${AMI_ADDR#*:}" <<'EOF' 2>/dev/null
 import socket, sys
@@ -317,7 +350,7 @@ EOF
 prepare_start() { # keep_db
   rm -f "$PIDFILE"
   local p
-  for p in udp:5060 tcp:8088 tcp:5038; do
+  for p in udp:5060 tcp:8088 tcp:8089 tcp:5038; do
     # A killed Asterisk's leader can be a zombie while its other threads still hold the
     # sockets: give them up to 5 s to go.
     for _ in $(seq 100); do port_busy "${p%:*}" "${p#*:}" || break; sleep 0.05; done
@@ -373,7 +406,7 @@ cmd_start() { # [keep_db]
       echo "$p" >"$PIDFILE"
     fi
     if [ -n "$p" ] && in_root asterisk -rx 'core waitfullybooted' >/dev/null 2>&1 &&
-       ari_ready && ami_ready; then
+       ari_ready && ami_ready && tls_ready; then
       break
     fi
     if ! alive "$launcher" && { [ -z "$p" ] || ! alive "$p"; }; then
@@ -387,7 +420,7 @@ cmd_start() { # [keep_db]
     fi
     sleep 0.05
   done
-  log "Asterisk ready (pid $p) in $(since "$t0") s: SIP udp $SIP_ADDR, ARI $ARI_URL/ari (app $ARI_APP), AMI $AMI_ADDR"
+  log "Asterisk ready (pid $p) in $(since "$t0") s: SIP udp $SIP_ADDR, ARI $ARI_URL/ari (app $ARI_APP)${TLS_DIR:+ and $ARI_TLS_URL/ari}, AMI $AMI_ADDR"
 }
 
 cmd_stop() { # [hard]
@@ -417,16 +450,23 @@ cmd_stop() { # [hard]
 }
 
 cmd_restart() {
-  local how=clean keep=1 a
-  for a in "$@"; do
-    case "$a" in
+  local how=clean keep=1
+  while [ $# -gt 0 ]; do
+    case "$1" in
       --hard) how=hard ;;
       --clean) keep=0 ;;
-      *) die "restart: unknown option $a" ;;
+      --tls) tls_option "${2:-}"; shift ;;
+      *) die "restart: unknown option $1" ;;
     esac
+    shift
   done
   if [ "$how" = hard ]; then cmd_stop hard; else cmd_stop; fi
   cmd_start "$keep"
+}
+
+tls_option() { # DIR
+  [ -n "$1" ] && [ -d "$1" ] || die "--tls needs a directory with cert.pem and key.pem"
+  TLS_DIR="$(realpath "$1")"
 }
 
 cmd_status() {
@@ -502,7 +542,7 @@ main() {
     install)   cmd_install ;;
     pack)      cmd_pack ;;
     configure) cmd_configure ;;
-    start)     cmd_start ;;
+    start)     if [ "${1:-}" = --tls ]; then tls_option "${2:-}"; fi; cmd_start ;;
     run)       cmd_run ;;
     stop)      cmd_stop ;;
     restart)   cmd_restart "$@" ;;

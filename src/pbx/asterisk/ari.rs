@@ -6,6 +6,7 @@
 //! 409 for them); a subscription takes a comma-separated `eventSource` list and needs the
 //! app's WebSocket to be connected first (else 404 "Application not found").
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -17,6 +18,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use url::Url;
 
 use crate::config::{AsteriskPbxConfig, Secret};
+use crate::pbx::tls::{self, CertProblem, TlsSetupError};
 
 /// Device names per subscription request (keeps the URL short).
 pub const SUBSCRIBE_CHUNK: usize = 100;
@@ -27,6 +29,12 @@ pub enum AriError {
     /// Asterisk could not be reached or did not answer in time.
     #[error("ARI unreachable: {0}")]
     Unreachable(String),
+    /// Asterisk's TLS certificate was refused (`https://` in `pbx.ari_url`).
+    #[error("ARI's TLS certificate refused: {0}")]
+    Certificate(CertProblem),
+    /// The TLS client cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     /// Wrong `pbx.ari_username` / `pbx.ari_password`.
     #[error(
         "ARI refused the credentials (HTTP 401): check pbx.ari_username and pbx.ari_password_file against ari.conf"
@@ -48,6 +56,8 @@ pub enum AriError {
 #[derive(Clone)]
 pub struct Ari {
     http: reqwest::Client,
+    /// The same TLS settings for the events WebSocket as for REST.
+    tls: Arc<rustls::ClientConfig>,
     base: Url,
     username: String,
     password: Secret,
@@ -61,13 +71,16 @@ struct DeviceState {
 
 impl Ari {
     pub fn new(config: &AsteriskPbxConfig, timeout: Duration) -> Result<Ari, AriError> {
+        let tls = tls::client_config(config.ca_file.as_ref())?;
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
-            .map_err(|e| AriError::Unreachable(e.to_string()))?;
+            .map_err(|e| AriError::Unreachable(tls::explain(&e)))?;
         Ok(Ari {
             http,
+            tls,
             base: config.ari_url.clone(),
             username: config.ari_username.clone(),
             password: config.ari_password.clone(),
@@ -93,7 +106,13 @@ impl Ari {
             .basic_auth(&self.username, Some(self.password.expose()))
             .send()
             .await
-            .map_err(|e| AriError::Unreachable(e.without_url().to_string()))?;
+            .map_err(|e| {
+                let e = e.without_url();
+                match tls::certificate_problem(&e) {
+                    Some(problem) => AriError::Certificate(problem),
+                    None => AriError::Unreachable(tls::explain(&e)),
+                }
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -175,6 +194,11 @@ impl Ari {
         Ok(request)
     }
 
+    /// The TLS settings, for the events WebSocket.
+    pub fn tls(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
     /// The ARI base URL without credentials, for logs.
     pub fn shown_url(&self) -> String {
         crate::pbx::push::redacted(&self.base)
@@ -188,6 +212,7 @@ mod tests {
     fn ari(base: &str) -> Ari {
         Ari {
             http: reqwest::Client::new(),
+            tls: tls::client_config(None).unwrap(),
             base: Url::parse(base).unwrap(),
             username: "u".into(),
             password: Secret::new("p@ss"),

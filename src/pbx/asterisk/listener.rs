@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt, stream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +17,7 @@ use super::ari::{Ari, AriError};
 use super::calls::DeviceBook;
 use super::events::{Parsed, parse};
 use crate::config::AsteriskPbxConfig;
+use crate::pbx::tls::Outage;
 use crate::pbx::{LinkLost, LinkState};
 use crate::sync::types::PbxEvent;
 
@@ -61,25 +63,21 @@ fn book_of(config: &AsteriskPbxConfig, users: &[String]) -> DeviceBook {
 impl Listener {
     pub async fn run(mut self) {
         let backoff = super::RETRY;
-        let mut failures: u32 = 0;
+        let mut outage = Outage::default();
         let mut book = book_of(&self.config, &self.users.borrow_and_update());
         loop {
             match self.session(&mut book).await {
                 Ended::Cancelled => return,
                 Ended::Lost(why, was_connected) => {
-                    if was_connected || failures == 0 {
-                        tracing::warn!(url = %self.ari.shown_url(), error = %why,
-                            "Asterisk connection lost; reconnecting with backoff (calls are not followed meanwhile)");
-                        let _ = self.status.send(LinkState::Disconnected(why)).await;
+                    if was_connected {
+                        outage.end();
                     }
-                    failures = if was_connected {
-                        1
-                    } else {
-                        failures.saturating_add(1)
-                    };
+                    if outage.failed(why.certificate().is_some()) {
+                        self.tell(why).await;
+                    }
                 }
             }
-            let delay = backoff.delay(failures);
+            let delay = backoff.delay(outage.failures());
             tokio::select! {
                 () = self.cancel.cancelled() => return,
                 () = tokio::time::sleep(delay) => {}
@@ -87,12 +85,26 @@ impl Listener {
         }
     }
 
+    /// Log a loss and show it in `status`: a refused certificate is an ERROR (it will not
+    /// go away by itself), anything else a WARN.
+    async fn tell(&self, why: LinkLost) {
+        let url = self.ari.shown_url();
+        match why.certificate() {
+            Some(reason) => tracing::error!(url = %url,
+                "Asterisk's TLS certificate at {url} refused, {reason}; retrying with backoff (calls are not followed meanwhile)"),
+            None => tracing::warn!(url = %url, error = %why,
+                "Asterisk connection lost; reconnecting with backoff (calls are not followed meanwhile)"),
+        }
+        let _ = self.status.send(LinkState::Disconnected(why)).await;
+    }
+
     async fn session(&mut self, book: &mut DeviceBook) -> Ended {
         let request = match self.ari.events_request() {
             Ok(r) => r,
             Err(why) => return Ended::Lost(LinkLost::Request(why), false),
         };
-        let connect = tokio_tungstenite::connect_async(request);
+        let tls = Some(Connector::Rustls(self.ari.tls()));
+        let connect = tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls);
         let mut ws = tokio::select! {
             () = self.cancel.cancelled() => return Ended::Cancelled,
             r = timeout(CONNECT_TIMEOUT, connect) => match r {
@@ -231,3 +243,7 @@ impl Listener {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "listener_tests.rs"]
+mod tests;

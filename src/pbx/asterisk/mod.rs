@@ -50,6 +50,11 @@ pub fn spawn(
     tracker: &TaskTracker,
 ) -> Result<Pusher, AriError> {
     let ari = ari::Ari::new(config, REQUEST_TIMEOUT)?;
+    if crate::pbx::tls::in_clear_text(&config.ari_url) {
+        let url = ari.shown_url();
+        tracing::warn!(url = %url,
+            "the ARI password goes to {url} in clear text (plain http to another host): whoever reads the traffic can take it; use https:// in pbx.ari_url (Asterisk's http.conf: tlsenable)");
+    }
     let config = Arc::new(config.clone());
     let (pusher, queue) = crate::pbx::mailbox::mailbox();
     let span = tracing::info_span!("asterisk", ari = %crate::pbx::push::redacted(&config.ari_url));

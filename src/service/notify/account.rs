@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::RngCore;
+use rand::Rng;
 
 use super::manager::Manager;
 use crate::config::Secret;

@@ -1,24 +1,38 @@
 //! What arrives from the webhook: basic notifications (the presences are read, batched),
-//! rich ones (decrypted off the runtime), lifecycle events (to the planner).
+//! rich ones (decrypted off the runtime), lifecycle events (to the planner). An item whose
+//! user its subscription does not name, or a rich item taken before (`replay.rs`), is
+//! dropped and counted (`notifications_refused_user`, `notifications_refused_replay`).
+
+use std::sync::Arc;
 
 use super::super::poller::Polled;
 use super::manager::Manager;
+use super::replay;
 use crate::graph::Presence;
 use crate::graph::notify_crypto::{self, CryptoError, EncryptedContent};
 use crate::graph::webhook::Notification;
 use crate::subscriptions::Input;
+use crate::sync::types::Millis;
 
 impl Manager {
-    /// A batch from the webhook: every change clears its user's suspicion; rich items are
-    /// decrypted, basic ones wait to be read; lifecycle events go to the planner last.
+    /// A batch from the webhook: every change its subscription may announce clears its user's
+    /// suspicion; rich items are decrypted, basic ones wait to be read; lifecycle events go
+    /// to the planner last.
     pub(super) async fn on_notes(&mut self, notes: Vec<Notification>) {
+        let now = self.clock.now();
+        self.forget_gone_subscriptions();
         let mut rich = Vec::new();
         let mut lifecycle = Vec::new();
         for note in notes {
             match note {
                 Notification::Changed {
-                    user, encrypted, ..
+                    subscription,
+                    user,
+                    encrypted,
                 } => {
+                    if !self.admitted(&subscription, &user, encrypted.as_ref(), now) {
+                        continue;
+                    }
                     self.feed(Input::Notified(user.clone())).await;
                     match encrypted {
                         Some(content) => rich.push((user, content)),
@@ -42,6 +56,52 @@ impl Manager {
         for event in lifecycle {
             self.feed(event).await;
         }
+        self.out.flush().await;
+    }
+
+    /// The replay lists of subscriptions that are gone.
+    fn forget_gone_subscriptions(&mut self) {
+        let known = self.links.known.borrow().clone();
+        self.replays.retain(|s| known.contains_key(s));
+    }
+
+    /// Whether an item may change anything: its subscription names its user, and a rich item
+    /// was not taken before. A dropped one is logged and counted.
+    fn admitted(
+        &mut self,
+        subscription: &str,
+        user: &str,
+        encrypted: Option<&serde_json::Value>,
+        now: Millis,
+    ) -> bool {
+        let named = self
+            .users_of(subscription)
+            .is_some_and(|ids| ids.iter().any(|id| id.eq_ignore_ascii_case(user)));
+        if !named {
+            tracing::warn!(%subscription, %user, "notification dropped: its subscription does not name that user");
+            self.out.count("notifications_refused_user", 1);
+            return false;
+        }
+        if let Some(content) = encrypted
+            && !self
+                .replays
+                .first(subscription, replay::identity(content), now)
+        {
+            tracing::warn!(%subscription, %user, "notification dropped: a replay of an item already taken");
+            self.out.count("notifications_refused_replay", 1);
+            return false;
+        }
+        true
+    }
+
+    /// The users subscription `id` names; `None` when no account holds it.
+    fn users_of(&self, id: &str) -> Option<&[Arc<str>]> {
+        self.config
+            .accounts
+            .iter()
+            .filter_map(|a| self.planner.state(a)?.sub())
+            .find(|s| s.id == id)
+            .map(|s| s.ids.as_slice())
     }
 
     /// Rich notifications carry the presence: decrypt (off the runtime: RSA takes ~1.6 ms)

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use super::super::poller::Polled;
 use super::account::Credentials;
+use super::replay::Replays;
 use super::{Channels, ROTATE_BEFORE, row};
 use crate::clock::{Clock, monotonic};
 use crate::config::{Config, NotificationsConfig, Secret};
@@ -65,6 +66,8 @@ pub(super) struct Manager {
     pub(super) links: Links,
     /// Users named by basic notifications, waiting to be read.
     pub(super) pending: HashSet<String>,
+    /// Rich items already taken, per subscription.
+    pub(super) replays: Replays,
 }
 
 impl Links {
@@ -110,6 +113,7 @@ impl Manager {
             read: HashMap::new(),
             links,
             pending: HashSet::new(),
+            replays: Replays::default(),
         }
     }
 

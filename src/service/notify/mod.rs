@@ -9,6 +9,7 @@
 mod account;
 mod incoming;
 mod manager;
+mod replay;
 mod report;
 
 use std::collections::HashSet;
@@ -25,8 +26,10 @@ use super::poller::Polled;
 use crate::clock::Clock;
 use crate::config::{Config, NotificationsConfig};
 use crate::graph::delegated::Delegated;
+use crate::graph::jwks::{Jwks, JwksSettings, jwks_url};
 use crate::graph::notify_crypto::{CryptoError, KeyStore};
 use crate::graph::subscriptions::MAX_IDS;
+use crate::graph::validation_tokens::Trust;
 use crate::graph::webhook::{self, WebhookError};
 use crate::graph::{GraphClient, GraphError};
 use crate::store::{Store, SubscriptionRow};
@@ -45,6 +48,12 @@ const ROTATE_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 const SUSPECTS: usize = 4096;
 /// Notification batches the webhook may queue; a full queue answers 503 and Graph retries.
 const NOTES: usize = 1024;
+/// The identity platform's signing keys are fetched again this often (and at once for a key
+/// id they lack).
+const KEYS_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// After a failed fetch of the signing keys, the next try comes this much later; unknown key
+/// ids fetch at most this often too.
+const KEYS_RETRY: Duration = Duration::from_secs(60);
 
 /// Why change notifications could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +70,9 @@ pub enum NotifyError {
     /// The client for the accounts' delegated tokens cannot be built.
     #[error("notifications: {0}")]
     Delegated(#[source] GraphError),
+    /// The client for the identity platform's signing keys cannot be built.
+    #[error("notifications: signing keys: {0}")]
+    Trust(#[source] GraphError),
     /// A start-up step that runs off the runtime (TLS or key files) did not finish.
     #[error("notifications: {what}: {source}")]
     Task {
@@ -108,10 +120,12 @@ pub async fn start(
     let delegated = Delegated::new(&super::build::delegated_settings(config))
         .map_err(NotifyError::Delegated)?;
     let keys = load_keys(n, config, &ch.clock).await?;
+    let trust = trust(n, config, &cancel, tracker)?;
     let (known_tx, known_rx) = watch::channel(Arc::default());
     let (notes_tx, notes) = mpsc::channel(NOTES);
     let (suspects_tx, suspects) = mpsc::channel(SUSPECTS);
-    spawn_webhook(listener, tls, known_rx, notes_tx, cancel.clone(), tracker);
+    let hooks = (known_rx, notes_tx, trust);
+    spawn_webhook(listener, tls, hooks, cancel.clone(), tracker);
     let planner = planner(n, keys.as_deref(), recorded);
     let (clock, tick) = (ch.clock.clone(), ch.tick);
     let links = Links::new(ch, notes, suspects, known_tx);
@@ -131,17 +145,81 @@ pub async fn start(
     })
 }
 
+/// What the webhook checks against and hands its batches to.
+type Hooks = (
+    webhook::Known,
+    mpsc::Sender<Vec<webhook::Notification>>,
+    Option<Arc<Trust>>,
+);
+
 /// Serve the webhook until `cancel`.
 fn spawn_webhook(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    known: webhook::Known,
-    notes: mpsc::Sender<Vec<webhook::Notification>>,
+    (known, notes, trust): Hooks,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let serve = webhook::serve(listener, tls, known, notes, cancel);
+    let serve = webhook::serve(listener, tls, known, notes, trust, cancel);
     tracker.spawn(serve.instrument(tracing::info_span!("webhook")));
+}
+
+/// Rich notifications: the `validationTokens` check, whose keys (and, for a tenant given by
+/// domain name, the tenant's id) are fetched by a task of their own, now and every day.
+fn trust(
+    n: &NotificationsConfig,
+    config: &Config,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<Option<Arc<Trust>>, NotifyError> {
+    if !n.include_resource_data {
+        return Ok(None);
+    }
+    let azure = &config.azure;
+    let settings = JwksSettings {
+        url: jwks_url(&azure.login_url).map_err(NotifyError::Trust)?,
+        timeout: Duration::from_secs(2),
+        min_refetch: KEYS_RETRY,
+    };
+    let jwks = Arc::new(Jwks::new(settings).map_err(NotifyError::Trust)?);
+    let trust = Arc::new(Trust::new(&azure.client_id, &azure.tenant_id, jwks));
+    let task = keep_keys(trust.clone(), azure.login_url.clone(), cancel.clone());
+    tracker.spawn(task.instrument(tracing::info_span!("signing_keys")));
+    Ok(Some(trust))
+}
+
+/// Fetch the signing keys now and every [`KEYS_REFRESH`]; a failure is tried again after
+/// [`KEYS_RETRY`]. A fetch under way when `cancel` fires is dropped.
+async fn keep_keys(trust: Arc<Trust>, login_url: url::Url, cancel: CancellationToken) {
+    let mut wait = Duration::ZERO;
+    loop {
+        let fetched = tokio::select! {
+            () = cancel.cancelled() => return,
+            fetched = async {
+                tokio::time::sleep(wait).await;
+                fetch_keys(&trust, &login_url).await
+            } => fetched,
+        };
+        wait = match fetched {
+            Ok(keys) => {
+                tracing::debug!(keys, "notification signing keys fetched");
+                KEYS_REFRESH
+            }
+            Err(error) => {
+                tracing::warn!(%error, "notification signing keys not fetched; rich notifications wait (503) until they are; retrying in a minute");
+                KEYS_RETRY
+            }
+        };
+    }
+}
+
+/// The tenant's id when only its domain is configured, then the key set; how many keys.
+async fn fetch_keys(trust: &Trust, login_url: &url::Url) -> Result<usize, String> {
+    trust
+        .resolve_tenant(login_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    trust.jwks().refresh().await.map_err(|e| e.to_string())
 }
 
 /// The planner, with the accounts in their order and what the last run recorded.
