@@ -21,6 +21,7 @@ fn unit_declares_notify_watchdog_restart_and_credentials() {
         "ConfigurationDirectory=pbx-teams-presence",
         "LoadCredential=client-secret:",
         "LoadCredential=pbx-token:",
+        "LimitNOFILE=",
     ] {
         assert!(unit.lines().any(|l| l.starts_with(line)), "missing {line}");
     }

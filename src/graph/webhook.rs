@@ -14,7 +14,9 @@
 //!   when the signing keys cannot be had now (Graph delivers it again).
 //!
 //! Bodies over 1 MiB get 413, bad JSON 400, batches with no acceptable item 403; each
-//! rejection is logged and changes nothing. A full queue answers 503 (Graph retries).
+//! rejection changes nothing and is counted per cause, and each cause is logged at most once
+//! a minute ([`crate::listener::Refusals`]), with strings from the request cut short. A full
+//! queue answers 503 (Graph retries). The body is read after the handshake's query.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -33,6 +35,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::validation_tokens::{Distrust, Trust};
+use crate::listener::{Cause, Refusals, truncate_for_log};
 
 /// Largest body taken.
 pub const MAX_BODY: usize = 1 << 20;
@@ -74,6 +77,93 @@ struct Shared {
     out: mpsc::Sender<Vec<Notification>>,
     /// Rich notifications: the `validationTokens` check (`validation_tokens.rs`).
     trust: Option<Arc<Trust>>,
+    refusals: Refusals,
+}
+
+/// Why a post or one of its items was refused, for the counters and the log.
+mod cause {
+    use crate::listener::Cause;
+
+    const fn refused(key: &'static str, one: &'static str, many: &'static str) -> Cause {
+        Cause {
+            key,
+            verb: "refused",
+            one,
+            many,
+        }
+    }
+
+    pub static TOKEN_TOO_LONG: Cause = refused(
+        "validation_token_too_long",
+        "a validation token over 4 KiB (not Graph)",
+        "validation tokens over 4 KiB (not Graph)",
+    );
+    pub static BODY: Cause = refused(
+        "notification_body_unread",
+        "a notification post whose body was too large, too slow or cut short",
+        "notification posts whose body was too large, too slow or cut short",
+    );
+    pub static NOT_A_BATCH: Cause = refused(
+        "not_a_batch",
+        "a notification post that is not a notification batch",
+        "notification posts that are not notification batches",
+    );
+    pub static UNREADABLE: Cause = refused(
+        "unreadable_item",
+        "an unreadable notification item",
+        "unreadable notification items",
+    );
+    pub static UNKNOWN_SUBSCRIPTION: Cause = refused(
+        "unknown_subscription",
+        "a notification for an unknown subscription",
+        "notifications for unknown subscriptions",
+    );
+    pub static WRONG_CLIENT_STATE: Cause = refused(
+        "wrong_client_state",
+        "a notification with a wrong clientState",
+        "notifications with a wrong clientState",
+    );
+    pub static NO_LIFECYCLE_EVENT: Cause = refused(
+        "no_lifecycle_event",
+        "a lifecycle notification without lifecycleEvent",
+        "lifecycle notifications without lifecycleEvent",
+    );
+    pub static NO_USER: Cause = refused(
+        "no_user_id",
+        "a notification without a user id",
+        "notifications without a user id",
+    );
+    pub static TOKEN_REFUSED: Cause = refused(
+        "validation_token_refused",
+        "a rich notification batch whose validationTokens failed",
+        "rich notification batches whose validationTokens failed",
+    );
+    pub static TOKENS_UNCHECKED: Cause = refused(
+        "validation_tokens_unchecked",
+        "a rich notification batch: its validationTokens cannot be checked now (Graph delivers again)",
+        "rich notification batches: their validationTokens could not be checked (Graph delivers again)",
+    );
+    pub static QUEUE_FULL: Cause = refused(
+        "queue_full",
+        "a notification batch: the queue is full (Graph delivers again)",
+        "notification batches: the queue was full (Graph delivers again)",
+    );
+}
+
+/// An item refused: why, and what names it (cut short).
+#[derive(Debug, PartialEq)]
+struct Refused {
+    cause: &'static Cause,
+    detail: String,
+}
+
+impl Refused {
+    fn new(cause: &'static Cause, detail: &str) -> Refused {
+        Refused {
+            cause,
+            detail: truncate_for_log(detail),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -117,11 +207,18 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, WebhookError> {
         .map_err(|source| WebhookError::Bind { addr, source })
 }
 
-fn router(known: Known, out: mpsc::Sender<Vec<Notification>>, trust: Option<Arc<Trust>>) -> Router {
-    Router::new()
-        .fallback(post(receive))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Shared { known, out, trust })
+fn router(
+    known: Known,
+    out: mpsc::Sender<Vec<Notification>>,
+    trust: Option<Arc<Trust>>,
+    refusals: Refusals,
+) -> Router {
+    Router::new().fallback(post(receive)).with_state(Shared {
+        known,
+        out,
+        trust,
+        refusals,
+    })
 }
 
 /// Serve until `cancel` fires. Any path is taken (the public URL's path is the proxy's).
@@ -136,8 +233,11 @@ pub async fn serve(
     trust: Option<Arc<Trust>>,
     cancel: CancellationToken,
 ) {
-    let app = router(known, out, trust);
-    crate::listener::serve("webhook", listener, tls, app, cancel).await;
+    let refusals = Refusals::new("webhook");
+    let app = router(known, out, trust, refusals.clone());
+    let mut options = crate::listener::Options::new("webhook", refusals);
+    options.tls = tls;
+    crate::listener::serve(listener, app, options, cancel).await;
 }
 
 /// The TLS settings from PEM files: the certificate chain and its private key.
@@ -169,30 +269,18 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 async fn receive(
     State(shared): State<Shared>,
     Query(params): Query<Params>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let refusals = &shared.refusals;
     if let Some(token) = params.validation_token {
-        if token.len() > MAX_VALIDATION_TOKEN {
-            tracing::warn!(len = token.len(), "validation token too long; refused");
-            return StatusCode::BAD_REQUEST.into_response();
-        }
-        tracing::debug!("subscription validation answered");
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            token,
-        )
-            .into_response();
+        return handshake(token, refusals);
     }
     let lifecycle = params.lifecycle.is_some();
-    let batch: Batch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "notification refused: not a notification batch");
-            return StatusCode::BAD_REQUEST.into_response();
-        }
+    let batch = match read_batch(body, refusals).await {
+        Ok(batch) => batch,
+        Err(status) => return status.into_response(),
     };
-    if let Err(refused) = trusted(shared.trust.as_deref(), &batch).await {
+    if let Err(refused) = trusted(shared.trust.as_deref(), &batch, refusals).await {
         return refused;
     }
     let known = shared.known.borrow().clone();
@@ -200,7 +288,13 @@ async fn receive(
     let accepted: Vec<Notification> = batch
         .value
         .into_iter()
-        .filter_map(|v| accept(&known, v, lifecycle))
+        .filter_map(|v| match accept(&known, v, lifecycle) {
+            Ok(notification) => Some(notification),
+            Err(r) => {
+                refusals.refused(r.cause, || r.detail);
+                None
+            }
+        })
         .collect();
     if accepted.is_empty() {
         return if total == 0 {
@@ -211,8 +305,8 @@ async fn receive(
     }
     match shared.out.try_send(accepted) {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!("notification queue full; Graph will deliver again");
+        Err(mpsc::error::TrySendError::Full(items)) => {
+            refusals.refused(&cause::QUEUE_FULL, || format!("{} items", items.len()));
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -221,9 +315,42 @@ async fn receive(
     }
 }
 
+/// The subscription handshake: the token echoed as text, without reading any body.
+fn handshake(token: String, refusals: &Refusals) -> Response {
+    if token.len() > MAX_VALIDATION_TOKEN {
+        refusals.refused(&cause::TOKEN_TOO_LONG, || format!("{} bytes", token.len()));
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    tracing::debug!("subscription validation answered");
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        token,
+    )
+        .into_response()
+}
+
+/// The body, read (bounded) and parsed as a notification batch; the answer when it is not.
+async fn read_batch(body: Body, refusals: &Refusals) -> Result<Batch, StatusCode> {
+    let body = crate::listener::read_body(body, MAX_BODY)
+        .await
+        .map_err(|e| {
+            refusals.refused(&cause::BODY, || e.to_string());
+            e.status()
+        })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        refusals.refused(&cause::NOT_A_BATCH, || truncate_for_log(&e.to_string()));
+        StatusCode::BAD_REQUEST
+    })
+}
+
 /// With `trust` (rich notifications): the batch's `validationTokens` (one bad token refuses
 /// it: 403); 503 when they cannot be checked now, so that Graph delivers it again.
-async fn trusted(trust: Option<&Trust>, batch: &Batch) -> Result<(), Response> {
+async fn trusted(
+    trust: Option<&Trust>,
+    batch: &Batch,
+    refusals: &Refusals,
+) -> Result<(), Response> {
     let Some(trust) = trust else {
         return Ok(());
     };
@@ -234,48 +361,42 @@ async fn trusted(trust: Option<&Trust>, batch: &Batch) -> Result<(), Response> {
     let now = crate::clock::monotonic();
     match trust.check(&batch.validation_tokens, rich, now).await {
         Ok(()) => Ok(()),
+        // The errors quote nothing longer than a few characters of the token.
         Err(e @ Distrust::Refused(_)) => {
-            tracing::warn!(error = %e, items = batch.value.len(), "notification batch refused");
+            refusals.refused(&cause::TOKEN_REFUSED, || e.to_string());
             Err(StatusCode::FORBIDDEN.into_response())
         }
         Err(e @ Distrust::Later(_)) => {
-            tracing::warn!(error = %e, "notification batch not checked; Graph will deliver again");
+            refusals.refused(&cause::TOKENS_UNCHECKED, || e.to_string());
             Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
         }
     }
 }
 
-/// One item, checked; `None` (and a log line) when it is not ours or not readable.
+/// One item, checked; refused (with the cause) when it is not ours or not readable.
 fn accept(
     known: &HashMap<String, String>,
     value: serde_json::Value,
     lifecycle: bool,
-) -> Option<Notification> {
-    let item: Item = match serde_json::from_value(value) {
-        Ok(i) => i,
-        Err(e) => {
-            tracing::warn!(error = %e, "notification item refused: unreadable");
-            return None;
-        }
-    };
-    let Some(secret) = known.get(&item.subscription_id) else {
-        tracing::warn!(subscription = %item.subscription_id, "notification refused: unknown subscription");
-        return None;
+) -> Result<Notification, Refused> {
+    let item: Item = serde_json::from_value(value)
+        .map_err(|e| Refused::new(&cause::UNREADABLE, &e.to_string()))?;
+    let subscription = &item.subscription_id;
+    let Some(secret) = known.get(subscription) else {
+        return Err(Refused::new(&cause::UNKNOWN_SUBSCRIPTION, subscription));
     };
     let given = item.client_state.as_deref().unwrap_or("");
     if !crate::secret::same_secret(given.as_bytes(), secret.as_bytes()) {
-        tracing::warn!(subscription = %item.subscription_id, "notification refused: wrong clientState");
-        return None;
+        return Err(Refused::new(&cause::WRONG_CLIENT_STATE, subscription));
     }
     if let Some(event) = item.lifecycle_event {
-        return Some(Notification::Lifecycle {
+        return Ok(Notification::Lifecycle {
             subscription: item.subscription_id,
             event,
         });
     }
     if lifecycle {
-        tracing::warn!(subscription = %item.subscription_id, "lifecycle notification without lifecycleEvent refused");
-        return None;
+        return Err(Refused::new(&cause::NO_LIFECYCLE_EVENT, subscription));
     }
     let user = item
         .resource_data
@@ -288,10 +409,9 @@ fn accept(
         })
         .filter(|id| !id.is_empty() && id.len() <= 64);
     let Some(user) = user else {
-        tracing::warn!(subscription = %item.subscription_id, "notification refused: no user id");
-        return None;
+        return Err(Refused::new(&cause::NO_USER, &item.subscription_id));
     };
-    Some(Notification::Changed {
+    Ok(Notification::Changed {
         subscription: item.subscription_id,
         user,
         encrypted: item.encrypted_content,
@@ -317,23 +437,36 @@ mod tests {
         };
         assert_eq!(
             accept(&k, item("sub-1", "secret-1"), false),
-            Some(Notification::Changed {
+            Ok(Notification::Changed {
                 subscription: "sub-1".into(),
                 user: "u-1".into(),
                 encrypted: None
             })
         );
-        assert_eq!(accept(&k, item("sub-1", "secret-2"), false), None);
-        assert_eq!(accept(&k, item("sub-9", "secret-1"), false), None);
-        assert_eq!(accept(&k, json!({"nonsense": true}), false), None);
+        let cause = |v, lifecycle| accept(&k, v, lifecycle).unwrap_err().cause.key;
         assert_eq!(
-            accept(
-                &k,
-                json!({"subscriptionId": "sub-1", "clientState": "secret-1"}),
-                false
-            ),
-            None
+            cause(item("sub-1", "secret-2"), false),
+            "wrong_client_state"
         );
+        assert_eq!(
+            cause(item("sub-9", "secret-1"), false),
+            "unknown_subscription"
+        );
+        assert_eq!(cause(json!({"nonsense": true}), false), "unreadable_item");
+        let no_user = json!({"subscriptionId": "sub-1", "clientState": "secret-1"});
+        assert_eq!(cause(no_user, false), "no_user_id");
+        assert_eq!(cause(item("sub-1", "secret-1"), true), "no_lifecycle_event");
+    }
+
+    #[test]
+    fn a_refused_item_names_its_subscription_cut_short() {
+        let long = "s".repeat(1 << 16);
+        let refused = accept(&known(), json!({"subscriptionId": long}), false).unwrap_err();
+        assert_eq!(refused.cause.key, "unknown_subscription");
+        assert!(refused.detail.len() < 64, "{}", refused.detail);
+        let unreadable = json!({"subscriptionId": 1, "clientState": long});
+        let refused = accept(&known(), unreadable, false).unwrap_err();
+        assert!(refused.detail.len() < 64, "{}", refused.detail);
     }
 
     #[test]
@@ -342,7 +475,7 @@ mod tests {
                        "lifecycleEvent": "reauthorizationRequired"});
         assert_eq!(
             accept(&known(), v, true),
-            Some(Notification::Lifecycle {
+            Ok(Notification::Lifecycle {
                 subscription: "sub-1".into(),
                 event: "reauthorizationRequired".into()
             })

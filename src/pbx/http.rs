@@ -2,15 +2,17 @@
 //! script (see `docs/http-connector.md`).
 //!
 //! A batch is validated as a whole before anything of it is applied: one bad item and the PBX
-//! gets a 400 naming it, and no state changes.
+//! gets a 400 naming it, and no state changes. The bearer token is checked before the body is
+//! read; refusals are counted per cause and logged at most once a minute each
+//! ([`crate::listener::Refusals`]), with strings from the request cut short.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::listener::{Cause, Refusals, truncate_for_log};
 use crate::sync::types::{CallState, PbxEvent};
 
 /// Bodies above this are refused with 413.
@@ -69,7 +72,27 @@ struct Shared {
     token: watch::Receiver<Arc<str>>,
     known: KnownExtensions,
     events: mpsc::Sender<Vec<PbxEvent>>,
+    refusals: Refusals,
 }
+
+static UNAUTHORIZED: Cause = Cause {
+    key: "pbx_unauthorized",
+    verb: "refused",
+    one: "a PBX request with a missing or wrong bearer token (pbx.token_file)",
+    many: "PBX requests with a missing or wrong bearer token (pbx.token_file)",
+};
+static BAD_BODY: Cause = Cause {
+    key: "pbx_body_unread",
+    verb: "refused",
+    one: "a PBX request whose body was too large, too slow or cut short",
+    many: "PBX requests whose body was too large, too slow or cut short",
+};
+static BAD_BATCH: Cause = Cause {
+    key: "pbx_bad_batch",
+    verb: "refused",
+    one: "a PBX event batch, nothing of it applied",
+    many: "PBX event batches, nothing of them applied",
+};
 
 /// Bind the listener (separate from [`serve`] so a bad address fails at start-up).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpPbxError> {
@@ -86,28 +109,40 @@ pub async fn serve(
     events: mpsc::Sender<Vec<PbxEvent>>,
     cancel: CancellationToken,
 ) {
+    let refusals = Refusals::new("pbx");
     let shared = Shared {
         token,
         known,
         events,
+        refusals: refusals.clone(),
     };
     let app = Router::new()
         .route("/pbx/events", post(post_events))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared);
-    crate::listener::serve("pbx", listener, None, app, cancel).await;
+    let options = crate::listener::Options::new("pbx", refusals);
+    crate::listener::serve(listener, app, options, cancel).await;
 }
 
-async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     let token = shared.token.borrow().clone();
     if !authorized(&headers, &token) {
-        tracing::warn!("PBX event refused: missing or wrong bearer token (pbx.token_file)");
+        let given = headers.contains_key(header::AUTHORIZATION);
+        shared.refusals.refused(&UNAUTHORIZED, || {
+            if given { "wrong" } else { "missing" }.to_owned()
+        });
         return reject(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
+    let body = match crate::listener::read_body(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            shared.refusals.refused(&BAD_BODY, || e.to_string());
+            return reject(e.status(), &e.to_string());
+        }
+    };
     let events = match parse_batch(&body) {
         Ok(events) => events,
         Err(why) => {
-            tracing::warn!(error = %why, "PBX event batch refused, nothing applied");
+            shared.refusals.refused(&BAD_BATCH, || why.clone());
             return reject(StatusCode::BAD_REQUEST, &why);
         }
     };
@@ -148,6 +183,7 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Parse one event object or an array of them. Every item must be valid, or none is taken.
+/// The error names the first bad item; what it quotes of the input is cut short.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<PbxEvent>, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
@@ -167,20 +203,30 @@ fn parse_event(item: &Value) -> Result<PbxEvent, String> {
     let extension = match obj.get("extension") {
         Some(Value::String(s)) if valid_extension(s) => s.clone(),
         Some(Value::Number(n)) if n.is_u64() => n.to_string(),
-        Some(other) => return Err(format!("\"extension\" is not a valid extension: {other}")),
+        Some(other) => {
+            let other = truncate_for_log(&other.to_string());
+            return Err(format!("\"extension\" is not a valid extension: {other}"));
+        }
         None => return Err("\"extension\" is missing".into()),
     };
     let state = match obj.get("state") {
         Some(Value::String(s)) => CallState::parse(s).ok_or_else(|| {
-            format!("\"state\" must be \"idle\", \"ringing\" or \"speaking\", not {s:?}")
+            let s = truncate_for_log(s);
+            format!("\"state\" must be \"idle\", \"ringing\" or \"speaking\", not \"{s}\"")
         })?,
-        Some(other) => return Err(format!("\"state\" must be a string, not {other}")),
+        Some(other) => {
+            let other = truncate_for_log(&other.to_string());
+            return Err(format!("\"state\" must be a string, not {other}"));
+        }
         None => return Err("\"state\" is missing".into()),
     };
     let dnd = match obj.get("dnd") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
-        Some(other) => return Err(format!("\"dnd\" must be true or false, not {other}")),
+        Some(other) => {
+            let other = truncate_for_log(&other.to_string());
+            return Err(format!("\"dnd\" must be true or false, not {other}"));
+        }
     };
     Ok(PbxEvent {
         extension,
@@ -248,6 +294,21 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn quoted_input_is_cut_short_in_the_error() {
+        let long = "x".repeat(100_000);
+        for body in [
+            format!(r#"{{"extension":"1001","state":"{long}"}}"#),
+            format!(r#"{{"extension":["{long}"],"state":"idle"}}"#),
+            format!(r#"{{"extension":"1001","state":{{"{long}":1}}}}"#),
+            format!(r#"{{"extension":"1001","state":"idle","dnd":"{long}"}}"#),
+        ] {
+            let err = parse_batch(body.as_bytes()).unwrap_err();
+            assert!(err.len() < 200, "{err}");
+            assert!(err.contains("bytes)"), "says how long it was: {err}");
         }
     }
 
