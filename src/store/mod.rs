@@ -184,15 +184,16 @@ impl Store {
             Err(TrySendError::Closed(msg)) => return Err(msg),
             Err(TrySendError::Full(msg)) => msg,
         };
+        // Counted before the wait, so the wait itself can be seen from outside.
+        let stalls = self.inner.stats.stalls.fetch_add(1, Ordering::Relaxed) + 1;
         let since = crate::clock::monotonic();
         let sent = self.inner.tx.send(msg).await.map_err(|e| e.0);
-        self.stalled(since.elapsed());
+        self.stalled(since.elapsed(), stalls);
         sent
     }
 
     /// A writer waited `waited` for room in the queue: one WARN per minute at most.
-    fn stalled(&self, waited: std::time::Duration) {
-        let stalls = self.inner.stats.stalls.fetch_add(1, Ordering::Relaxed) + 1;
+    fn stalled(&self, waited: std::time::Duration, stalls: u64) {
         let now = crate::clock::monotonic();
         let mut warned = match self.inner.stall_warned.lock() {
             Ok(guard) => guard,

@@ -521,7 +521,10 @@ async fn a_full_queue_delays_writers_and_says_so_once() {
             }
         })
     };
+    let mut turns = 0;
     while !writer.is_finished() && store.stats().stalls == 0 {
+        turns += 1;
+        assert!(turns < 1_000_000, "the writer never found the queue full");
         tokio::task::yield_now().await;
     }
     assert!(
