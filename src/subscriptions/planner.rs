@@ -37,6 +37,9 @@ pub(super) enum Op {
         id: String,
         expires_at: Millis,
     },
+    Check {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +53,8 @@ enum Step {
     Nothing,
     RefreshToken,
     Renew(String),
+    /// Ask Graph whether it still holds it.
+    Check(String),
     /// Drop what it holds (if anything) and make one for its users (if any).
     Make,
 }
@@ -144,10 +149,11 @@ impl Planner {
             Input::Listed { account, result } => self.listed(&account, result, now, out),
             Input::Created { account, result } => self.created(&account, result, now, out),
             Input::Renewed { account, result } => self.renewed(&account, result, now, out),
+            Input::Checked { account, result } => self.checked(&account, result, now, out),
             Input::Lifecycle {
                 subscription,
                 event,
-            } => self.lifecycle(subscription, event, out),
+            } => self.lifecycle(subscription, &event, out),
             Input::CertificateRotated => self.certificate_rotated(),
             Input::DeleteAll => self.delete_all(now, out),
         }
@@ -173,8 +179,8 @@ impl Planner {
             .collect()
     }
 
-    /// The next time after `now` something falls due (a renewal, a token refresh, the end
-    /// of a pause or of a subscription, a suspect's 90 s): the adapter wakes up then.
+    /// The next time after `now` something falls due (a renewal, a check, a token refresh,
+    /// the end of a pause or of a subscription, a suspect's 90 s): the adapter wakes up then.
     pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
         let suspects = self
             .suspects
@@ -185,7 +191,9 @@ impl Planner {
             .iter()
             .filter_map(|a| a.state.session())
             .flat_map(|s| {
-                let sub = s.sub().map(|sub| [sub.renew_at(), sub.expires_at]);
+                let sub = s
+                    .sub()
+                    .map(|sub| [sub.renew_at(), sub.check_at(), sub.expires_at]);
                 s.token_due
                     .into_iter()
                     .chain(s.backoff.map(|b| b.until))
@@ -252,6 +260,7 @@ impl Planner {
             Step::Nothing => return false,
             Step::RefreshToken => self.ask(i, Op::Refresh, now, out),
             Step::Renew(id) => self.ask(i, Op::Renew { id, expires_at }, now, out),
+            Step::Check(id) => self.ask(i, Op::Check { id }, now, out),
             Step::Make => {
                 self.drop_sub(i, out);
                 if ids.is_empty() {
@@ -272,6 +281,8 @@ impl Planner {
             Some(sub) if !ids.is_empty() && sub.fits(ids, self.rich, now) => {
                 if sub.renew_at() <= now {
                     Step::Renew(sub.id.clone())
+                } else if sub.check_at() <= now {
+                    Step::Check(sub.id.clone())
                 } else {
                     Step::Nothing
                 }
@@ -314,6 +325,10 @@ impl Planner {
                 account,
                 id: id.clone(),
                 expires_at: *expires_at,
+            },
+            Op::Check { id } => Command::Check {
+                account,
+                id: id.clone(),
             },
         });
         self.pending = Some(Pending { account: i, op });
