@@ -57,6 +57,13 @@ pub struct EmulatorOptions {
     pub notification_retries: u32,
     /// Pause between notification retries.
     pub notification_retry_delay: Duration,
+    /// The longest lifetime a create or a renewal (PATCH) is granted; the answer's
+    /// `expirationDateTime` says what was granted. Graph was reported to extend a presence
+    /// subscription by 5 minutes only
+    /// (<https://learn.microsoft.com/en-us/answers/questions/1037466/facing-issue-in-expriration-time-using-update-subs>);
+    /// when and why it grants less than asked is not documented (UNVERIFIED). Default `None`:
+    /// what is asked (up to the 60-minute maximum).
+    pub subscription_grant: Option<Duration>,
 }
 
 impl Default for EmulatorOptions {
@@ -75,6 +82,7 @@ impl Default for EmulatorOptions {
             notification_timeout: Duration::from_secs(3),
             notification_retries: 5,
             notification_retry_delay: Duration::from_secs(1),
+            subscription_grant: None,
         }
     }
 }
