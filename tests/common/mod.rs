@@ -5,6 +5,8 @@
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 #![allow(dead_code)]
 
+pub mod notify;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
