@@ -1,11 +1,11 @@
 //! The planner: every account's state, the users, the suspects. [`Input`]s and `now` in,
 //! [`Command`]s out.
 //!
-//! One operation whose answer matters (a token refresh, a listing, a create, a renewal) is
-//! under way at a time, as when one task did everything in turn: after each answer the
-//! planner looks again at what is due. Within a pass the accounts not compared with Graph yet
-//! are listed first (so the assignment keeps what the last run made), then each account's
-//! subscription is brought in line with its share of the users.
+//! One operation whose answer matters (a token refresh, a listing, a create, a renewal, a
+//! look-up) is under way at a time, as when one task did everything in turn: after each
+//! answer the planner looks again at what is due. Within a pass the accounts not compared with
+//! Graph yet are listed first (so the assignment keeps what the last run made), then each
+//! account's subscription is brought in line with its share of the users.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

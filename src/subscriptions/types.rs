@@ -125,9 +125,9 @@ impl Failure {
 /// What the planner is told. `now` comes with each (the service clock, epoch milliseconds).
 ///
 /// Protocol: the answer to a command that asks for one (`ReadTokens`, `RefreshToken`, `List`,
-/// `Create`, `Renew`) is fed back before any other input. An operation that needed a token
-/// refresh on the way ends with that refresh's failure (`TokenRefused`, `TokenFailed`) instead
-/// of its own answer.
+/// `Create`, `Renew`, `Check`) is fed back before any other input. An operation that needed a
+/// token refresh on the way ends with that refresh's failure (`TokenRefused`, `TokenFailed`)
+/// instead of its own answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Time passed: judge suspects, look for tokens, renew, retry.

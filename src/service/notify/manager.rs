@@ -1,5 +1,5 @@
 //! The one task that carries out the planner's commands: it wakes on a tick (30 s), when the
-//! next renewal, retry or judgement falls due, when the user list changes, and when
+//! next renewal, look-up, retry or judgement falls due, when the user list changes, and when
 //! notifications or suspects arrive; it feeds the planner, runs what comes back in order, and
 //! feeds each answer back before anything else.
 

@@ -162,6 +162,11 @@ fn subscription_removed_makes_the_subscription_again_at_once() {
         0,
         "Graph removed it already"
     );
+    assert_eq!(
+        count(&round, is_renew),
+        0,
+        "not renewed first: Graph said it is gone"
+    );
     assert_eq!(creates(&round), vec![(A.to_owned(), 3)]);
     assert_eq!(w.sub(A).unwrap().id, "sub-2");
     assert_eq!(w.covered(), 3);

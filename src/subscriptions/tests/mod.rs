@@ -122,38 +122,18 @@ impl World {
                 account,
                 expires_at,
                 ..
-            } => {
-                self.made += 1;
-                let result = match self.create_fails.pop_front() {
-                    Some(f) => Err(f),
-                    None => {
-                        let id = format!("sub-{}", self.made);
-                        let granted = self.granted(expires_at);
-                        self.graph.insert(id.clone(), granted);
-                        Ok(Made {
-                            id,
-                            client_state: format!("secret-{}", self.made),
-                            expires_at: Some(granted),
-                        })
-                    }
-                };
-                Input::Created { account, result }
-            }
+            } => Input::Created {
+                account,
+                result: self.create(expires_at),
+            },
             Command::Renew {
                 account,
                 id,
                 expires_at,
-            } => {
-                let result = match self.renew_fails.pop_front() {
-                    Some(f) => Err(f),
-                    None => self.held(&id).map(|_| {
-                        let granted = self.granted(expires_at);
-                        self.graph.insert(id, granted);
-                        Some(granted)
-                    }),
-                };
-                Input::Renewed { account, result }
-            }
+            } => Input::Renewed {
+                account,
+                result: self.renew(id, expires_at),
+            },
             Command::Check { account, id } => Input::Checked {
                 account,
                 result: self.held(&id).map(Some),
@@ -164,6 +144,31 @@ impl World {
             }
             _ => return None,
         })
+    }
+
+    fn create(&mut self, asked: Millis) -> Result<Made, Failure> {
+        self.made += 1;
+        if let Some(f) = self.create_fails.pop_front() {
+            return Err(f);
+        }
+        let id = format!("sub-{}", self.made);
+        let granted = self.granted(asked);
+        self.graph.insert(id.clone(), granted);
+        Ok(Made {
+            id,
+            client_state: format!("secret-{}", self.made),
+            expires_at: Some(granted),
+        })
+    }
+
+    fn renew(&mut self, id: String, asked: Millis) -> Result<Option<Millis>, Failure> {
+        if let Some(f) = self.renew_fails.pop_front() {
+            return Err(f);
+        }
+        self.held(&id)?;
+        let granted = self.granted(asked);
+        self.graph.insert(id, granted);
+        Ok(Some(granted))
     }
 
     /// The expiry Graph grants when `asked` is asked for now.
