@@ -267,8 +267,14 @@ impl Planner {
         now: Millis,
         out: &mut Vec<Command>,
     ) {
-        let Some((i, Op::Create { ids, expires_at })) =
-            self.answer(account, |op| matches!(op, Op::Create { .. }))
+        let Some((
+            i,
+            Op::Create {
+                ids,
+                expires_at,
+                asked_at,
+            },
+        )) = self.answer(account, |op| matches!(op, Op::Create { .. }))
         else {
             return;
         };
@@ -287,7 +293,7 @@ impl Planner {
             id: made.id,
             client_state: made.client_state,
             expires_at,
-            granted_at: now,
+            granted_at: asked_at,
             checked_at: now,
             ids,
             health: Health::Healthy,

@@ -29,13 +29,16 @@ pub(super) struct Account {
 pub(super) enum Op {
     Refresh,
     List,
+    /// `asked_at`: when it was asked for; the lifetime Graph grants counts from then.
     Create {
         ids: Vec<Arc<str>>,
         expires_at: Millis,
+        asked_at: Millis,
     },
     Renew {
         id: String,
         expires_at: Millis,
+        asked_at: Millis,
     },
     Check {
         id: String,
@@ -259,14 +262,26 @@ impl Planner {
         match step {
             Step::Nothing => return false,
             Step::RefreshToken => self.ask(i, Op::Refresh, now, out),
-            Step::Renew(id) => self.ask(i, Op::Renew { id, expires_at }, now, out),
+            Step::Renew(id) => {
+                let op = Op::Renew {
+                    id,
+                    expires_at,
+                    asked_at: now,
+                };
+                self.ask(i, op, now, out);
+            }
             Step::Check(id) => self.ask(i, Op::Check { id }, now, out),
             Step::Make => {
                 self.drop_sub(i, out);
                 if ids.is_empty() {
                     return false;
                 }
-                self.ask(i, Op::Create { ids, expires_at }, now, out);
+                let op = Op::Create {
+                    ids,
+                    expires_at,
+                    asked_at: now,
+                };
+                self.ask(i, op, now, out);
             }
         }
         true
@@ -316,12 +331,14 @@ impl Planner {
         out.push(match &op {
             Op::Refresh => Command::RefreshToken { account },
             Op::List => Command::List { account },
-            Op::Create { ids, expires_at } => Command::Create {
+            Op::Create {
+                ids, expires_at, ..
+            } => Command::Create {
                 account,
                 ids: ids.clone(),
                 expires_at: *expires_at,
             },
-            Op::Renew { id, expires_at } => Command::Renew {
+            Op::Renew { id, expires_at, .. } => Command::Renew {
                 account,
                 id: id.clone(),
                 expires_at: *expires_at,

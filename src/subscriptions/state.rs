@@ -58,8 +58,8 @@ pub struct Sub {
     /// Until when Graph keeps it: the `expirationDateTime` Graph returned, which may be
     /// sooner than the one asked for.
     pub expires_at: Millis,
-    /// When Graph granted `expires_at` (or when it was adopted with it): the lifetime
-    /// granted, `expires_at - granted_at`, sets when it is renewed.
+    /// When `expires_at` was asked for (or when it was adopted or looked up with it): the
+    /// lifetime granted, `expires_at - granted_at`, sets when it is renewed.
     pub granted_at: Millis,
     /// When Graph last showed it exists (a grant, a renewal, a listing or a check).
     pub checked_at: Millis,
@@ -208,10 +208,10 @@ impl Sub {
         self.checked_at.saturating_add(millis(CHECK_EVERY))
     }
 
-    /// Graph granted it until `expires_at` (at `now`).
-    pub fn grant(&mut self, expires_at: Millis, now: Millis) {
+    /// Graph granted it until `expires_at`, asked at `asked_at`, answered at `now`.
+    pub fn grant(&mut self, expires_at: Millis, asked_at: Millis, now: Millis) {
         self.expires_at = expires_at;
-        self.granted_at = now;
+        self.granted_at = asked_at;
         self.checked_at = now;
     }
 

@@ -22,8 +22,14 @@ impl Planner {
         now: Millis,
         out: &mut Vec<Command>,
     ) {
-        let Some((i, Op::Renew { id, expires_at })) =
-            self.answer(account, |op| matches!(op, Op::Renew { .. }))
+        let Some((
+            i,
+            Op::Renew {
+                id,
+                expires_at,
+                asked_at,
+            },
+        )) = self.answer(account, |op| matches!(op, Op::Renew { .. }))
         else {
             return;
         };
@@ -32,7 +38,7 @@ impl Planner {
         };
         let account = account.to_owned();
         let fact = match result.and_then(|t| granted(t, expires_at, now)) {
-            Ok(granted) => renewal_done(session, id, (granted, now), account, out),
+            Ok(granted) => renewal_done(session, id, (granted, asked_at, now), account, out),
             // Expired or deleted at Graph: forgotten; the next plan makes a new one at once.
             Err(Failure::Gone(_)) => gone(session, id, account, out),
             Err(f) => renewal_failed(session, f, account, id, now),
@@ -72,7 +78,7 @@ impl Planner {
         sub.checked_at = now;
         match result {
             Ok(Some(t)) if t != sub.expires_at => {
-                sub.grant(t, now);
+                sub.grant(t, now, now);
                 out.push(Command::Save(sub.record(&account)));
             }
             Ok(_) => {}
@@ -145,12 +151,12 @@ pub(super) fn granted(
 fn renewal_done(
     session: &mut Session,
     id: String,
-    (expires_at, now): (Millis, Millis),
+    (expires_at, asked_at, now): (Millis, Millis, Millis),
     account: String,
     out: &mut Vec<Command>,
 ) -> Fact {
     if let Some(sub) = session.sub_mut().filter(|s| s.id == id) {
-        sub.grant(expires_at, now);
+        sub.grant(expires_at, asked_at, now);
         if sub.health == Health::ReauthPending {
             sub.health = Health::Healthy;
         }

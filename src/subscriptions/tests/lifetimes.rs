@@ -81,6 +81,27 @@ fn renewal_comes_when_the_lesser_of_15_minutes_and_a_third_of_the_grant_is_left(
 }
 
 #[test]
+fn the_granted_lifetime_counts_from_the_request_not_from_a_late_answer() {
+    let mut w = running(&[A], 3);
+    let asked = w.p.handle(Input::Tick, T0 + 40 * MIN);
+    assert!(asked.iter().any(|c| matches!(c,
+        Command::Renew { expires_at, .. } if *expires_at == T0 + 95 * MIN)));
+    // The answer comes 45 minutes late (a clock jump, a hung connection): 55 minutes were
+    // granted at minute 40, so the renewal is due at minute 80, i.e. now.
+    w.now = T0 + 85 * MIN;
+    let late = w.feed(Input::Renewed {
+        account: A.into(),
+        result: Ok(Some(T0 + 95 * MIN)),
+    });
+    let saved = late.iter().find_map(|c| match c {
+        Command::Save(r) => Some(r.expires_at),
+        _ => None,
+    });
+    assert_eq!(saved, Some(T0 + 95 * MIN));
+    assert_eq!(count(&late, is_renew), 1, "due at once: {late:?}");
+}
+
+#[test]
 fn a_grant_that_has_already_passed_counts_as_a_failed_create() {
     let mut w = world(&[A], Vec::new(), false);
     w.grant = Some(0);
