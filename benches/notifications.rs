@@ -288,8 +288,9 @@ async fn latency(rich: bool, changes: usize) {
     let _ = daemon.await;
 }
 
-/// One full poll cycle and one round of renewals for `n` users, then per hour at the
-/// defaults (poll 30 s; reconciliation 5 min; renewal every 40 min of a 55-min lifetime).
+/// One full poll cycle, one round of look-ups and one of renewals for `n` users, then per
+/// hour at the defaults (poll 30 s; reconciliation 5 min; renewal every 40 min of a 55-min
+/// lifetime, with a look-up 10, 20 and 30 min after each grant).
 async fn requests_per_hour(n: usize) {
     let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options())
         .await
@@ -344,10 +345,19 @@ async fn requests_per_hour(n: usize) {
     };
     let per_cycle = count("getPresencesByUserId", "POST");
     let created = count("/subscriptions", "POST");
-    // 40 minutes later every subscription is renewed once.
+    // 10 minutes later every subscription is looked up once.
     graph.clear_requests();
-    clock.advance(Duration::from_secs(41 * 60));
-    graph.advance_clock(Duration::from_secs(41 * 60));
+    clock.advance(Duration::from_secs(11 * 60));
+    graph.advance_clock(Duration::from_secs(11 * 60));
+    let until = Instant::now() + Duration::from_secs(30);
+    while count("/subscriptions/", "GET") < accounts.len() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lookups = count("/subscriptions/", "GET");
+    // 40 minutes after they were made every subscription is renewed once.
+    graph.clear_requests();
+    clock.advance(Duration::from_secs(30 * 60));
+    graph.advance_clock(Duration::from_secs(30 * 60));
     let until = Instant::now() + Duration::from_secs(30);
     while count("/subscriptions/", "PATCH") < accounts.len() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -357,10 +367,11 @@ async fn requests_per_hour(n: usize) {
     let _ = daemon.await;
 
     let polling = per_cycle * 3600 / 30;
-    let notified = per_cycle * 3600 / 300 + renewals * 60 / 40;
+    let notified = per_cycle * 3600 / 300 + (renewals + 3 * lookups) * 60 / 40;
     println!(
-        "{n} users: one full poll = {per_cycle} getPresencesByUserId requests; {} subscriptions made ({created} POST), {renewals} renewals per 40 min",
-        accounts.len()
+        "{n} users: one full poll = {per_cycle} getPresencesByUserId requests; {} subscriptions made ({created} POST), {renewals} renewals and {} look-ups per 40 min",
+        accounts.len(),
+        3 * lookups
     );
     println!(
         "Graph requests per hour, {n} users: polling every 30 s = {polling}; rich notifications + reconciliation every 5 min = {notified} (plus 0 reads per change; basic notifications add 1 read per notification batch)"

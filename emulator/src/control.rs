@@ -32,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/devicecodes/decline", post(decline_device_code))
         .route("/refreshtokens/revoke", post(revoke_refresh_tokens))
         .route("/subscriptions", get(subscriptions))
+        .route("/subscriptions/{id}", delete(remove_subscription))
         .route("/subscriptions/{id}/lifecycle", post(send_lifecycle))
         .route("/deliveries", get(deliveries).delete(clear_deliveries))
         .route("/deliveries/fail", post(fail_deliveries))
@@ -103,6 +104,7 @@ async fn get_config(State(s): State<AppState>) -> Response {
         "notification_retries": st.opts.notification_retries,
         "notification_retry_delay_ms": st.opts.notification_retry_delay.as_millis() as u64,
         "reject_reused_assertions": st.opts.reject_reused_assertions,
+        "subscription_grant_secs": st.opts.subscription_grant.map(|d| d.as_secs_f64()),
     }))
 }
 
@@ -118,6 +120,8 @@ struct ConfigBody {
     notification_retries: Option<u32>,
     notification_retry_delay_ms: Option<u64>,
     reject_reused_assertions: Option<bool>,
+    /// The longest lifetime subscriptions are granted; 0 (or below): what is asked.
+    subscription_grant_secs: Option<f64>,
 }
 
 async fn set_config(State(s): State<AppState>, Json(b): Json<ConfigBody>) -> Response {
@@ -151,6 +155,10 @@ async fn set_config(State(s): State<AppState>, Json(b): Json<ConfigBody>) -> Res
     }
     if let Some(x) = b.reject_reused_assertions {
         st.opts.reject_reused_assertions = x;
+    }
+    if let Some(x) = b.subscription_grant_secs {
+        st.opts.subscription_grant =
+            (x.is_finite() && x > 0.0).then(|| Duration::from_secs_f64(x.min(3600.0)));
     }
     ok(json!({}))
 }
@@ -327,7 +335,16 @@ async fn subscriptions(State(s): State<AppState>) -> Response {
     ok(json!({"value": list}))
 }
 
-/// `{"event": "reauthorizationRequired"}` (the default).
+/// Removes a subscription without a lifecycle event (as an admin might).
+async fn remove_subscription(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    if !s.remove_subscription(&id) {
+        return bad("no live subscription with that id");
+    }
+    ok(json!({}))
+}
+
+/// `{"event": "reauthorizationRequired"}` (the default), `"subscriptionRemoved"` or
+/// `"missed"`.
 #[derive(Deserialize)]
 struct LifecycleBody {
     event: Option<String>,

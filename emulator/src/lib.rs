@@ -274,6 +274,18 @@ impl Emulator {
         self.shared.subscriptions()
     }
 
+    /// Removes subscription `id` behind its owner's back (no lifecycle event): its next
+    /// renewal or look-up answers 404. False when no live subscription has that id.
+    pub fn remove_subscription(&self, id: &str) -> bool {
+        self.shared.remove_subscription(id)
+    }
+
+    /// The longest lifetime creates and renewals are granted from now on (`None`: what is
+    /// asked); see [`EmulatorOptions::subscription_grant`].
+    pub fn set_subscription_grant(&self, most: Option<Duration>) {
+        self.shared.set_subscription_grant(most);
+    }
+
     /// Notification POST attempts so far (validation, notifications, lifecycle), oldest first.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.shared.deliveries()
@@ -290,12 +302,13 @@ impl Emulator {
         self.shared.lock().fail_deliveries = n;
     }
 
-    /// Sends lifecycle event `event` (only `reauthorizationRequired` exists for presence:
-    /// <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>)
-    /// for subscription `id` to its lifecycleNotificationUrl, and pauses its notifications until
-    /// reauthorize or renew. Ok(false): the subscription has no lifecycleNotificationUrl, so
-    /// nothing was sent (same page; the pause applies all the same). Err: unknown subscription
-    /// or event.
+    /// Sends lifecycle event `event` for subscription `id` to its lifecycleNotificationUrl
+    /// (<https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>).
+    /// `reauthorizationRequired` (the only one documented for presence) pauses its
+    /// notifications until reauthorize or renew; `subscriptionRemoved` removes it (after the
+    /// event is queued); `missed` only tells. Ok(false): the subscription has no
+    /// lifecycleNotificationUrl, so nothing was sent (same page; the effect applies all the
+    /// same). Err: unknown subscription or event.
     pub fn send_lifecycle(&self, id: &str, event: &str) -> Result<bool, String> {
         notify::send_lifecycle(&mut self.shared.lock(), id, event)
     }

@@ -61,6 +61,13 @@ pub struct EmulatorOptions {
     /// Default false: Entra evidently accepts a repeat, since MSAL Python re-sends one
     /// assertion for up to 9 minutes (see `assertion.rs`).
     pub reject_reused_assertions: bool,
+    /// The longest lifetime a create or a renewal (PATCH) is granted; the answer's
+    /// `expirationDateTime` says what was granted. Graph was reported to extend a presence
+    /// subscription by 5 minutes only
+    /// (<https://learn.microsoft.com/en-us/answers/questions/1037466/facing-issue-in-expriration-time-using-update-subs>);
+    /// when and why it grants less than asked is not documented (UNVERIFIED). Default `None`:
+    /// what is asked (up to the 60-minute maximum).
+    pub subscription_grant: Option<Duration>,
 }
 
 impl Default for EmulatorOptions {
@@ -80,6 +87,7 @@ impl Default for EmulatorOptions {
             notification_retries: 5,
             notification_retry_delay: Duration::from_secs(1),
             reject_reused_assertions: false,
+            subscription_grant: None,
         }
     }
 }

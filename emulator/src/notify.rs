@@ -408,24 +408,40 @@ pub(crate) fn change_job(
     }
 }
 
-/// Sends a lifecycle event. Only `reauthorizationRequired` exists for presence (lifecycle
-/// events): Err for other events and unknown subscriptions. `reauthorizationRequired` pauses
-/// notifications until reauthorize or renew. Ok(false) when the subscription has no
+/// The lifecycle events (lifecycle events). For presence only `reauthorizationRequired` is
+/// documented; `subscriptionRemoved` and `missed` (documented for Outlook resources and Teams
+/// chat messages) are sent on request all the same, so clients can be tested against them.
+const LIFECYCLE_EVENTS: &[&str] = &["reauthorizationRequired", "subscriptionRemoved", "missed"];
+
+/// Sends a lifecycle event: Err for unknown events and subscriptions.
+/// `reauthorizationRequired` pauses notifications until reauthorize or renew;
+/// `subscriptionRemoved` removes the subscription once the event is queued (its worker still
+/// delivers it); `missed` changes nothing. Ok(false) when the subscription has no
 /// lifecycleNotificationUrl: such subscriptions "don't receive the lifecycle notifications"
-/// (lifecycle events; the pause still applies).
+/// (lifecycle events; the effect still applies).
 pub(crate) fn send_lifecycle(st: &mut State, id: &str, event: &str) -> Result<bool, String> {
-    if event != "reauthorizationRequired" {
+    if !LIFECYCLE_EVENTS.contains(&event) {
         return Err(format!(
-            "lifecycle event '{event}' is not supported for presence (only reauthorizationRequired)"
+            "lifecycle event '{event}' is not one of {LIFECYCLE_EVENTS:?}"
         ));
     }
     prune(st);
+    let sent = queue_lifecycle(st, id, event);
+    if event == "subscriptionRemoved" {
+        st.subscriptions.remove(id);
+    }
+    sent
+}
+
+fn queue_lifecycle(st: &mut State, id: &str, event: &str) -> Result<bool, String> {
     let tenant = st.tenant_id.clone();
     let sub = st
         .subscriptions
         .get_mut(id)
         .ok_or_else(|| format!("no subscription '{id}'"))?;
-    sub.reauth_required = true;
+    if event == "reauthorizationRequired" {
+        sub.reauth_required = true;
+    }
     let Some(url) = sub.lifecycle_url.clone() else {
         return Ok(false);
     };

@@ -121,6 +121,18 @@ impl Shared {
         Some(crate::delegated::revoke(&mut st, &id))
     }
 
+    /// Removes a live subscription without telling anybody (as an admin, or Graph itself,
+    /// may); false when there is none with that id.
+    pub(crate) fn remove_subscription(&self, id: &str) -> bool {
+        let mut st = self.lock();
+        crate::subscriptions::prune(&mut st);
+        st.subscriptions.remove(id).is_some()
+    }
+
+    pub(crate) fn set_subscription_grant(&self, most: Option<Duration>) {
+        self.lock().opts.subscription_grant = most;
+    }
+
     pub(crate) fn subscriptions(&self) -> Vec<SubscriptionInfo> {
         let mut st = self.lock();
         crate::subscriptions::prune(&mut st);

@@ -30,7 +30,9 @@
 //! - one presence subscription per (user, app): 409 `ExtensionError` with the reported (sic)
 //!   message (presence notifications, the 409 report);
 //! - `expirationDateTime` at most 60 minutes ahead, on create and renew (subscription
-//!   resource, presence notifications);
+//!   resource, presence notifications); with `subscription_grant` set, less than asked is
+//!   granted and the answer says so (a renewal was reported to extend a presence subscription
+//!   by 5 minutes only: <https://learn.microsoft.com/en-us/answers/questions/1037466>);
 //! - HTTPS notification URLs unless `allow_http_notification_urls` (presence notifications,
 //!   the http report);
 //! - `includeResourceData` needs `encryptionCertificate` (base64 DER X.509, RSA 2048–4096) and
@@ -389,7 +391,10 @@ fn check_expiry(st: &State, raw: Option<&Value>) -> Result<SystemTime, GraphResp
     if t > wall + MAX_LIFETIME {
         return Err(too_long());
     }
-    Ok(t)
+    Ok(st
+        .opts
+        .subscription_grant
+        .map_or(t, |most| t.min(wall + most)))
 }
 
 /// A checked create request, before the validation handshake.

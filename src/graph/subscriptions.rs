@@ -5,7 +5,7 @@
 //! <https://learn.microsoft.com/en-us/graph/change-notifications-delivery-webhooks> and lifecycle
 //! events <https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,48 @@ pub struct Subscription {
     pub client_state: Option<String>,
     #[serde(default)]
     pub notification_url: Option<String>,
+}
+
+impl Subscription {
+    /// Its `expirationDateTime`: what Graph granted, which may be sooner than what was asked
+    /// for (a renewal was reported to extend a presence subscription by 5 minutes only:
+    /// <https://learn.microsoft.com/en-us/answers/questions/1037466/facing-issue-in-expriration-time-using-update-subs>).
+    /// `None` when it cannot be read.
+    pub fn expires(&self) -> Option<SystemTime> {
+        parse_datetime(&self.expiration_date_time)
+    }
+}
+
+/// An ISO 8601 date-time as Graph writes it: `2016-11-20T18:23:45.9356913Z` (any number of
+/// fraction digits), with `Z`, an offset (`+02:00`), or no zone (UTC).
+pub fn parse_datetime(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    let (local, offset) = split_zone(text)?;
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let shift = Duration::from_secs(offset.unsigned_abs());
+    // Local time = UTC + offset.
+    if offset >= 0 {
+        t.checked_sub(shift)
+    } else {
+        t.checked_add(shift)
+    }
+}
+
+/// The date-time without its zone, and the zone's offset from UTC in seconds.
+fn split_zone(text: &str) -> Option<(&str, i64)> {
+    if let Some(local) = text.strip_suffix(['Z', 'z']) {
+        return Some((local, 0));
+    }
+    let at = text.len().checked_sub(6)?;
+    let (local, zone) = (text.get(..at)?, text.get(at..)?);
+    let sign = match zone.as_bytes() {
+        [b'+', _, _, b':', _, _] => 1,
+        [b'-', _, _, b':', _, _] => -1,
+        _ => return Some((text, 0)),
+    };
+    let hours: i64 = zone.get(1..3)?.parse().ok()?;
+    let minutes: i64 = zone.get(4..6)?.parse().ok()?;
+    Some((local, sign * (hours * 3600 + minutes * 60)))
 }
 
 #[derive(Deserialize)]
@@ -108,7 +150,8 @@ impl GraphClient {
         parse(&bytes, "create subscription")
     }
 
-    /// Extend a subscription (webhook delivery page); `NotFound` once it expired or was deleted
+    /// Extend a subscription (webhook delivery page), with an explicit UTC expiry (`…Z`);
+    /// the answer says until when Graph extended it. `NotFound` once it expired or was deleted
     /// (<https://github.com/microsoftgraph/microsoft-graph-docs/issues/20356>,
     /// <https://learn.microsoft.com/en-us/answers/questions/5948601>).
     pub async fn renew_subscription(
@@ -122,6 +165,19 @@ impl GraphClient {
             .with_account(token, Method::PATCH, &["subscriptions", id], Some(&body))
             .await?;
         parse(&bytes, "renew subscription")
+    }
+
+    /// Look a subscription up (is it still there, until when); `NotFound` once it expired or
+    /// was deleted.
+    pub async fn get_subscription(
+        &self,
+        token: &Bearer,
+        id: &str,
+    ) -> Result<Subscription, GraphError> {
+        let bytes = self
+            .with_account(token, Method::GET, &["subscriptions", id], None)
+            .await?;
+        parse(&bytes, "get subscription")
     }
 
     /// Delete a subscription; one that is already gone counts as deleted.
@@ -177,5 +233,32 @@ mod tests {
             presence_resource(&["a-1", "b-2"]),
             "/communications/presences?$filter=id in ('a-1','b-2')"
         );
+    }
+
+    #[test]
+    fn graph_dates_are_read_with_any_fraction_and_zone() {
+        let at = |secs: u64, nanos: u32| Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos));
+        // 2026-12-04T10:00:00Z
+        let ten = 1_796_378_400;
+        assert_eq!(parse_datetime("2026-12-04T10:00:00Z"), at(ten, 0));
+        assert_eq!(
+            parse_datetime("2026-12-04T10:00:00.9356913Z"),
+            at(ten, 935_691_300)
+        );
+        assert_eq!(parse_datetime("2026-12-04T12:00:00+02:00"), at(ten, 0));
+        assert_eq!(
+            parse_datetime("2026-12-04T05:30:00.5-04:30"),
+            at(ten, 500_000_000)
+        );
+        assert_eq!(parse_datetime("2026-12-04T10:00:00"), at(ten, 0));
+        for bad in [
+            "",
+            "soon",
+            "2026-12-04T10:00:00+2:00",
+            "2026-13-04T10:00:00Z",
+            "é",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! How each input changes the accounts: ticks and suspects, tokens, listings (adoption),
-//! creates, renewals, lifecycle events, certificate rotation, the final delete.
+//! creates, certificate rotation, the final delete. Renewals, checks and lifecycle events are
+//! in `upkeep.rs`.
 
 use std::sync::Arc;
 
 use super::planner::{Op, Planner, token_due};
 use super::state::{AccountState, Health, Holding, Session, Sub};
 use super::types::{Command, Fact, Failure, Listed, MISSED_AFTER, Made, Record};
+use super::upkeep::granted;
 use crate::sync::types::{Millis, millis};
 
 impl Planner {
@@ -144,7 +146,7 @@ impl Planner {
     }
 
     /// The awaited operation of `account`, if `kind` is what it was.
-    fn answer(&mut self, account: &str, kind: fn(&Op) -> bool) -> Option<(usize, Op)> {
+    pub(super) fn answer(&mut self, account: &str, kind: fn(&Op) -> bool) -> Option<(usize, Op)> {
         let i = self.index(account)?;
         let p = self.pending.take_if(|p| p.account == i && kind(&p.op))?;
         Some((i, p.op))
@@ -175,8 +177,9 @@ impl Planner {
     }
 
     /// First look at what Graph holds for account `i`: keep the subscription the last run
-    /// recorded (if it has not expired), delete the ones nobody recorded (no orphans, no 409
-    /// loops), and forget records Graph no longer has.
+    /// recorded (if it has not expired by Graph's date, or by the recorded one, which is what
+    /// Graph returned, when Graph's cannot be read), delete the ones nobody recorded (no
+    /// orphans, no 409 loops), and forget records Graph no longer has.
     fn adopt(&mut self, i: usize, listed: Vec<Listed>, now: Millis, out: &mut Vec<Command>) {
         let name = self.accounts[i].name.clone();
         for s in listed {
@@ -185,8 +188,12 @@ impl Planner {
                 .recorded
                 .remove(&s.id)
                 .filter(|r| r.account == name && free);
-            match recorded.zip(s.expires_at.filter(|t| *t > now)) {
-                Some((r, expires_at)) => self.keep(i, r, s, expires_at, out),
+            let alive = recorded.and_then(|r| {
+                let expires_at = s.expires_at.unwrap_or(r.expires_at);
+                (expires_at > now).then_some((r, expires_at))
+            });
+            match alive {
+                Some((r, expires_at)) => self.keep(i, r, s, (expires_at, now), out),
                 None => {
                     out.push(Command::Report(Fact::UnknownDeleted {
                         account: name.clone(),
@@ -214,23 +221,33 @@ impl Planner {
         });
     }
 
-    /// Adopt a subscription the last run recorded. A rich one made with a certificate we no
+    /// Adopt a subscription the last run recorded, with the expiry Graph lists (recorded
+    /// again); it is renewed by the lifetime left. A rich one made with a certificate we no
     /// longer hold is unhealthy from the start (so it is made again).
-    fn keep(&mut self, i: usize, r: Record, s: Listed, expires_at: Millis, out: &mut Vec<Command>) {
+    fn keep(
+        &mut self,
+        i: usize,
+        r: Record,
+        s: Listed,
+        (expires_at, now): (Millis, Millis),
+        out: &mut Vec<Command>,
+    ) {
         let lost = r.rich && self.certificate_changed;
         let account = self.accounts[i].name.clone();
         let Some(session) = self.session_mut(i) else {
             return;
         };
         out.push(Command::Report(Fact::Kept {
-            account,
+            account: account.clone(),
             subscription: s.id.clone(),
             users: s.ids.len(),
         }));
-        session.holding = Holding::Subscribed(Sub {
+        let sub = Sub {
             id: s.id,
             client_state: r.client_state,
             expires_at,
+            granted_at: now,
+            checked_at: now,
             ids: s.ids,
             health: if lost {
                 Health::Unhealthy
@@ -238,7 +255,9 @@ impl Planner {
                 Health::Healthy
             },
             rich: r.rich,
-        });
+        };
+        out.push(Command::Save(sub.record(&account)));
+        session.holding = Holding::Subscribed(sub);
     }
 
     pub(super) fn created(
@@ -248,8 +267,14 @@ impl Planner {
         now: Millis,
         out: &mut Vec<Command>,
     ) {
-        let Some((i, Op::Create { ids, expires_at })) =
-            self.answer(account, |op| matches!(op, Op::Create { .. }))
+        let Some((
+            i,
+            Op::Create {
+                ids,
+                expires_at,
+                asked_at,
+            },
+        )) = self.answer(account, |op| matches!(op, Op::Create { .. }))
         else {
             return;
         };
@@ -258,7 +283,8 @@ impl Planner {
             return;
         };
         let account = account.to_owned();
-        let Ok(made) =
+        let result = result.and_then(|m| Ok((granted(m.expires_at, expires_at, now)?, m)));
+        let Ok((expires_at, made)) =
             result.map_err(|f| create_failed(session, f, account.clone(), &ids, now, out))
         else {
             return;
@@ -267,6 +293,8 @@ impl Planner {
             id: made.id,
             client_state: made.client_state,
             expires_at,
+            granted_at: asked_at,
+            checked_at: now,
             ids,
             health: Health::Healthy,
             rich,
@@ -275,69 +303,11 @@ impl Planner {
             account: account.clone(),
             subscription: sub.id.clone(),
             users: sub.ids.len(),
+            expires_at,
         }));
         out.push(Command::Save(sub.record(&account)));
         session.holding = Holding::Subscribed(sub);
         session.backoff = None;
-    }
-
-    pub(super) fn renewed(
-        &mut self,
-        account: &str,
-        result: Result<(), Failure>,
-        now: Millis,
-        out: &mut Vec<Command>,
-    ) {
-        let Some((i, Op::Renew { id, expires_at })) =
-            self.answer(account, |op| matches!(op, Op::Renew { .. }))
-        else {
-            return;
-        };
-        let Some(session) = self.session_mut(i) else {
-            return;
-        };
-        let account = account.to_owned();
-        let fact = match result {
-            Ok(()) => renewal_done(session, id, expires_at, account, out),
-            // Expired or deleted at Graph: forgotten; the next plan makes a new one at once.
-            Err(Failure::Gone(_)) => {
-                if let Some(sub) = session.take_sub() {
-                    out.push(Command::Drop { id: sub.id });
-                }
-                Fact::Gone {
-                    account,
-                    subscription: id,
-                }
-            }
-            Err(f) => renewal_failed(session, f, account, id, now),
-        };
-        out.push(Command::Report(fact));
-    }
-
-    /// Any lifecycle event (for presence Graph sends `reauthorizationRequired`): the
-    /// subscription's users are polled and it is renewed at once, which reauthorizes it
-    /// (<https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>).
-    pub(super) fn lifecycle(
-        &mut self,
-        subscription: String,
-        event: String,
-        out: &mut Vec<Command>,
-    ) {
-        let mut holder = None;
-        for a in &mut self.accounts {
-            let sub = a.state.session_mut().and_then(Session::sub_mut);
-            if let Some(sub) = sub.filter(|s| s.id == subscription) {
-                if sub.health == Health::Healthy {
-                    sub.health = Health::ReauthPending;
-                }
-                holder = Some(a.name.clone());
-            }
-        }
-        out.push(Command::Report(Fact::Lifecycle {
-            account: holder,
-            subscription,
-            event,
-        }));
     }
 
     /// A new certificate: every subscription is made again with it.
@@ -398,46 +368,4 @@ fn create_failed(
         first: session.backoff.is_none(),
     }));
     session.failed(now);
-}
-
-/// A renewal went through: the new expiry is recorded, a reauthorization is over.
-fn renewal_done(
-    session: &mut Session,
-    id: String,
-    expires_at: Millis,
-    account: String,
-    out: &mut Vec<Command>,
-) -> Fact {
-    if let Some(sub) = session.sub_mut().filter(|s| s.id == id) {
-        sub.expires_at = expires_at;
-        if sub.health == Health::ReauthPending {
-            sub.health = Health::Healthy;
-        }
-        out.push(Command::Save(sub.record(&account)));
-    }
-    session.backoff = None;
-    Fact::Renewed {
-        account,
-        subscription: id,
-    }
-}
-
-/// A renewal failed (not 404): pause; the subscription stays (and counts as covered until it
-/// expires). A 401 drops the access token.
-fn renewal_failed(
-    session: &mut Session,
-    f: Failure,
-    account: String,
-    subscription: String,
-    now: Millis,
-) -> Fact {
-    if matches!(f, Failure::Unauthorized(_)) {
-        session.token_due = None;
-    }
-    session.failed(now);
-    Fact::RenewFailed {
-        account,
-        subscription,
-        error: f.message().to_owned(),
-    }
 }

@@ -5,9 +5,10 @@
 //! subscription, of at most 650 users
 //! (<https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>). The
 //! [`Planner`] owns every account's state ([`AccountState`]), assigns users to accounts
-//! ([`shards`]), renews before expiry, answers lifecycle events, judges whether a subscription
-//! still announces its users' changes, adopts what the last run left, pauses after failures,
-//! and says which users are covered. `service::notify` carries out its [`Command`]s and feeds
+//! ([`shards`]), renews before the expiry Graph granted, looks up subscriptions Graph may have
+//! dropped, answers lifecycle events, judges whether a subscription still announces its users'
+//! changes, adopts what the last run left, pauses after failures, and says which users are
+//! covered. `service::notify` carries out its [`Command`]s and feeds
 //! the answers back.
 
 mod answers;
@@ -15,6 +16,7 @@ mod planner;
 pub mod shards;
 mod state;
 mod types;
+mod upkeep;
 
 #[cfg(test)]
 mod tests;
@@ -22,6 +24,6 @@ mod tests;
 pub use planner::Planner;
 pub use state::{AccountState, Backoff, Health, Holding, Session, Sub, same_ids};
 pub use types::{
-    Command, Coverage, Fact, Failure, Input, LIFETIME, Listed, MISSED_AFTER, Made, RENEW_BEFORE,
-    RETRY_BASE, RETRY_MAX, Record, Settings, TOKEN_MARGIN,
+    CHECK_EVERY, Command, Coverage, Fact, Failure, Input, LIFETIME, LifecycleEvent, Listed,
+    MISSED_AFTER, Made, RENEW_BEFORE, RETRY_BASE, RETRY_MAX, Record, Settings, TOKEN_MARGIN,
 };

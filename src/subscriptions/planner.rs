@@ -1,11 +1,11 @@
 //! The planner: every account's state, the users, the suspects. [`Input`]s and `now` in,
 //! [`Command`]s out.
 //!
-//! One operation whose answer matters (a token refresh, a listing, a create, a renewal) is
-//! under way at a time, as when one task did everything in turn: after each answer the
-//! planner looks again at what is due. Within a pass the accounts not compared with Graph yet
-//! are listed first (so the assignment keeps what the last run made), then each account's
-//! subscription is brought in line with its share of the users.
+//! One operation whose answer matters (a token refresh, a listing, a create, a renewal, a
+//! look-up) is under way at a time, as when one task did everything in turn: after each
+//! answer the planner looks again at what is due. Within a pass the accounts not compared with
+//! Graph yet are listed first (so the assignment keeps what the last run made), then each
+//! account's subscription is brought in line with its share of the users.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,13 +29,19 @@ pub(super) struct Account {
 pub(super) enum Op {
     Refresh,
     List,
+    /// `asked_at`: when it was asked for; the lifetime Graph grants counts from then.
     Create {
         ids: Vec<Arc<str>>,
         expires_at: Millis,
+        asked_at: Millis,
     },
     Renew {
         id: String,
         expires_at: Millis,
+        asked_at: Millis,
+    },
+    Check {
+        id: String,
     },
 }
 
@@ -50,6 +56,8 @@ enum Step {
     Nothing,
     RefreshToken,
     Renew(String),
+    /// Ask Graph whether it still holds it.
+    Check(String),
     /// Drop what it holds (if anything) and make one for its users (if any).
     Make,
 }
@@ -144,10 +152,11 @@ impl Planner {
             Input::Listed { account, result } => self.listed(&account, result, now, out),
             Input::Created { account, result } => self.created(&account, result, now, out),
             Input::Renewed { account, result } => self.renewed(&account, result, now, out),
+            Input::Checked { account, result } => self.checked(&account, result, now, out),
             Input::Lifecycle {
                 subscription,
                 event,
-            } => self.lifecycle(subscription, event, out),
+            } => self.lifecycle(subscription, &event, out),
             Input::CertificateRotated => self.certificate_rotated(),
             Input::DeleteAll => self.delete_all(now, out),
         }
@@ -173,8 +182,8 @@ impl Planner {
             .collect()
     }
 
-    /// The next time after `now` something falls due (a renewal, a token refresh, the end
-    /// of a pause or of a subscription, a suspect's 90 s): the adapter wakes up then.
+    /// The next time after `now` something falls due (a renewal, a check, a token refresh,
+    /// the end of a pause or of a subscription, a suspect's 90 s): the adapter wakes up then.
     pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
         let suspects = self
             .suspects
@@ -185,7 +194,9 @@ impl Planner {
             .iter()
             .filter_map(|a| a.state.session())
             .flat_map(|s| {
-                let sub = s.sub().map(|sub| [sub.renew_at(), sub.expires_at]);
+                let sub = s
+                    .sub()
+                    .map(|sub| [sub.renew_at(), sub.check_at(), sub.expires_at]);
                 s.token_due
                     .into_iter()
                     .chain(s.backoff.map(|b| b.until))
@@ -251,13 +262,26 @@ impl Planner {
         match step {
             Step::Nothing => return false,
             Step::RefreshToken => self.ask(i, Op::Refresh, now, out),
-            Step::Renew(id) => self.ask(i, Op::Renew { id, expires_at }, now, out),
+            Step::Renew(id) => {
+                let op = Op::Renew {
+                    id,
+                    expires_at,
+                    asked_at: now,
+                };
+                self.ask(i, op, now, out);
+            }
+            Step::Check(id) => self.ask(i, Op::Check { id }, now, out),
             Step::Make => {
                 self.drop_sub(i, out);
                 if ids.is_empty() {
                     return false;
                 }
-                self.ask(i, Op::Create { ids, expires_at }, now, out);
+                let op = Op::Create {
+                    ids,
+                    expires_at,
+                    asked_at: now,
+                };
+                self.ask(i, op, now, out);
             }
         }
         true
@@ -272,6 +296,8 @@ impl Planner {
             Some(sub) if !ids.is_empty() && sub.fits(ids, self.rich, now) => {
                 if sub.renew_at() <= now {
                     Step::Renew(sub.id.clone())
+                } else if sub.check_at() <= now {
+                    Step::Check(sub.id.clone())
                 } else {
                     Step::Nothing
                 }
@@ -305,15 +331,21 @@ impl Planner {
         out.push(match &op {
             Op::Refresh => Command::RefreshToken { account },
             Op::List => Command::List { account },
-            Op::Create { ids, expires_at } => Command::Create {
+            Op::Create {
+                ids, expires_at, ..
+            } => Command::Create {
                 account,
                 ids: ids.clone(),
                 expires_at: *expires_at,
             },
-            Op::Renew { id, expires_at } => Command::Renew {
+            Op::Renew { id, expires_at, .. } => Command::Renew {
                 account,
                 id: id.clone(),
                 expires_at: *expires_at,
+            },
+            Op::Check { id } => Command::Check {
+                account,
+                id: id.clone(),
             },
         });
         self.pending = Some(Pending { account: i, op });

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use super::types::{RENEW_BEFORE, RETRY_BASE, RETRY_MAX, Record};
+use super::types::{CHECK_EVERY, RENEW_BEFORE, RETRY_BASE, RETRY_MAX, Record};
 use crate::sync::types::{Millis, millis};
 
 /// Where an account stands.
@@ -55,7 +55,14 @@ pub struct Sub {
     pub id: String,
     /// Its secret, checked in every notification.
     pub client_state: String,
+    /// Until when Graph keeps it: the `expirationDateTime` Graph returned, which may be
+    /// sooner than the one asked for.
     pub expires_at: Millis,
+    /// When `expires_at` was asked for (or when it was adopted or looked up with it): the
+    /// lifetime granted, `expires_at - granted_at`, sets when it is renewed.
+    pub granted_at: Millis,
+    /// When Graph last showed it exists (a grant, a renewal, a listing or a check).
+    pub checked_at: Millis,
     /// The users its filter names.
     pub ids: Vec<Arc<str>>,
     pub health: Health,
@@ -179,15 +186,33 @@ impl Sub {
             && same_ids(&self.ids, ids)
     }
 
-    /// When it is renewed: 15 minutes before expiry, or at once after a reauthorization
-    /// request.
+    /// When it is renewed: once less than [`RENEW_BEFORE`] or a third of the lifetime Graph
+    /// granted is left, whichever is less (15 minutes before the end of a 55-minute grant, 10
+    /// seconds before the end of a 30-second one), at least a second after the grant; or at
+    /// once after a reauthorization request.
     pub fn renew_at(&self) -> Millis {
         match self.health {
             Health::ReauthPending => Millis::MIN,
             Health::Healthy | Health::Unhealthy => {
-                self.expires_at.saturating_sub(millis(RENEW_BEFORE))
+                let lifetime = self.expires_at.saturating_sub(self.granted_at).max(0);
+                let margin = millis(RENEW_BEFORE).min(lifetime / 3);
+                self.expires_at
+                    .saturating_sub(margin)
+                    .max(self.granted_at.saturating_add(1_000))
             }
         }
+    }
+
+    /// When Graph is asked whether it still exists ([`CHECK_EVERY`] after it last showed).
+    pub fn check_at(&self) -> Millis {
+        self.checked_at.saturating_add(millis(CHECK_EVERY))
+    }
+
+    /// Graph granted it until `expires_at`, asked at `asked_at`, answered at `now`.
+    pub fn grant(&mut self, expires_at: Millis, asked_at: Millis, now: Millis) {
+        self.expires_at = expires_at;
+        self.granted_at = asked_at;
+        self.checked_at = now;
     }
 
     /// Its row in the state database.

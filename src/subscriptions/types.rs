@@ -10,8 +10,14 @@ use crate::sync::types::Millis;
 /// Lifetime asked for a new or renewed subscription. Presence subscriptions live at most 60
 /// minutes (<https://learn.microsoft.com/en-us/graph/changenotifications-for-presence>).
 pub const LIFETIME: Duration = Duration::from_secs(55 * 60);
-/// A subscription is renewed once this little of it is left (so about every 40 minutes).
+/// A subscription is renewed once this little of it is left (so about every 40 minutes), or
+/// once a third of it is left when Graph granted less than three times this: the schedule
+/// follows the `expirationDateTime` Graph returns, not the one asked for.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
+/// A subscription Graph has not confirmed (created, renewed, looked up) for this long is
+/// looked up (`GET /subscriptions/{id}`): one deleted behind the daemon's back is noticed and
+/// made again within [`RENEW_BEFORE`], not only at its next renewal.
+pub const CHECK_EVERY: Duration = Duration::from_secs(10 * 60);
 /// A change a poll found that no notification announced within this time makes the
 /// subscription unhealthy. Presence notifications arrive within a minute at most
 /// (latency table of
@@ -66,6 +72,35 @@ pub struct Listed {
 pub struct Made {
     pub id: String,
     pub client_state: String,
+    /// The `expirationDateTime` Graph granted (`None`: not readable; the one asked for is
+    /// assumed).
+    pub expires_at: Option<Millis>,
+}
+
+/// A lifecycle event (<https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>).
+/// For presence only `reauthorizationRequired` is documented; the other two are handled all
+/// the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    /// Renew (which reauthorizes) at once; the users are polled meanwhile.
+    ReauthorizationRequired,
+    /// Graph dropped the subscription: it is made again at once.
+    SubscriptionRemoved,
+    /// Graph could not deliver some notifications: the users' presences are read at once.
+    Missed,
+    /// Anything else: answered like `reauthorizationRequired` (a renewal does no harm).
+    Other,
+}
+
+impl LifecycleEvent {
+    pub fn parse(event: &str) -> LifecycleEvent {
+        match event {
+            "reauthorizationRequired" => LifecycleEvent::ReauthorizationRequired,
+            "subscriptionRemoved" => LifecycleEvent::SubscriptionRemoved,
+            "missed" => LifecycleEvent::Missed,
+            _ => LifecycleEvent::Other,
+        }
+    }
 }
 
 /// How a Graph request failed, as far as the planner cares; each carries the error text.
@@ -90,9 +125,9 @@ impl Failure {
 /// What the planner is told. `now` comes with each (the service clock, epoch milliseconds).
 ///
 /// Protocol: the answer to a command that asks for one (`ReadTokens`, `RefreshToken`, `List`,
-/// `Create`, `Renew`) is fed back before any other input. An operation that needed a token
-/// refresh on the way ends with that refresh's failure (`TokenRefused`, `TokenFailed`) instead
-/// of its own answer.
+/// `Create`, `Renew`, `Check`) is fed back before any other input. An operation that needed a
+/// token refresh on the way ends with that refresh's failure (`TokenRefused`, `TokenFailed`)
+/// instead of its own answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Time passed: judge suspects, look for tokens, renew, retry.
@@ -118,9 +153,16 @@ pub enum Input {
         account: String,
         result: Result<Made, Failure>,
     },
+    /// `Ok`: the `expirationDateTime` Graph granted (`None`: not readable; the one asked for
+    /// is assumed).
     Renewed {
         account: String,
-        result: Result<(), Failure>,
+        result: Result<Option<Millis>, Failure>,
+    },
+    /// The answer to [`Command::Check`]: the expiry Graph holds (`None`: not readable).
+    Checked {
+        account: String,
+        result: Result<Option<Millis>, Failure>,
     },
     /// A lifecycle notification, e.g. `reauthorizationRequired`
     /// (<https://learn.microsoft.com/en-us/graph/change-notifications-lifecycle-events>).
@@ -172,6 +214,11 @@ pub enum Command {
         id: String,
         expires_at: Millis,
     },
+    /// Look a subscription up at Graph (is it still there, until when); answer
+    /// [`Input::Checked`].
+    Check { account: String, id: String },
+    /// Read these users' presences now: notifications about them were lost.
+    Read { ids: Vec<Arc<str>> },
     /// Delete a subscription at Graph. No answer: a failure is only logged, and an
     /// unrenewed subscription ends at its expiry anyway.
     Delete { account: String, id: String },
@@ -225,6 +272,8 @@ pub enum Fact {
         account: String,
         subscription: String,
         users: usize,
+        /// Until when Graph granted it.
+        expires_at: Millis,
     },
     /// `first`: the first failure in a row (the later ones are not logged, only recorded).
     CreateFailed {
@@ -236,11 +285,19 @@ pub enum Fact {
     Renewed {
         account: String,
         subscription: String,
+        /// Until when Graph granted it.
+        expires_at: Millis,
     },
-    /// 404 at renewal: a new subscription is made.
+    /// 404 at a renewal or a check (expired or deleted at Graph): a new subscription is made.
     Gone {
         account: String,
         subscription: String,
+    },
+    /// A check failed for another reason than 404; the subscription stays.
+    CheckFailed {
+        account: String,
+        subscription: String,
+        error: String,
     },
     RenewFailed {
         account: String,

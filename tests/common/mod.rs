@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod certificate;
+pub mod lifecycle_notify;
 pub mod notify;
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! Fixtures: an emulator with seeded users, an HTTP client and a token of the default app.
 #![allow(dead_code)]
 
+pub mod subs;
+
 use graph_emulator::{Emulator, EmulatorOptions, User};
 use reqwest::header::HeaderMap;
 use serde_json::Value;

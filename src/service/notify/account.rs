@@ -1,6 +1,6 @@
 //! Per-account work: the refresh token `login` stored, the access token refreshed from it,
-//! and the Graph calls made with it (list, create, renew, delete). Each runs in a span that
-//! names the account.
+//! and the Graph calls made with it (list, create, renew, look up, delete). Each runs in a
+//! span that names the account.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,7 @@ enum Call<'a> {
     List,
     Create(&'a NewSubscription<'a>),
     Renew(&'a str, SystemTime),
+    Get(&'a str),
     Delete(&'a str),
 }
 
@@ -50,6 +51,7 @@ impl Call<'_> {
             Call::Renew(id, until) => {
                 Reply::One(graph.renew_subscription(token, id, *until).await?)
             }
+            Call::Get(id) => Reply::One(graph.get_subscription(token, id).await?),
             Call::Delete(id) => {
                 graph.delete_subscription(token, id).await?;
                 Reply::Done
@@ -121,7 +123,14 @@ impl Manager {
                     .await;
                 answers(called, |result| Input::Renewed {
                     account,
-                    result: result.map(|_| ()),
+                    result: result.map(granted),
+                })
+            }
+            Command::Check { account, id } => {
+                let called = self.with_token(&account, &Call::Get(&id)).await;
+                answers(called, |result| Input::Checked {
+                    account,
+                    result: result.map(granted),
                 })
             }
             Command::Delete { account, id } => {
@@ -161,6 +170,7 @@ impl Manager {
             account,
             result: result.and_then(|r| match r {
                 Reply::One(s) => Ok(Made {
+                    expires_at: expiry(&s),
                     id: s.id,
                     client_state: client_state.clone(),
                 }),
@@ -301,15 +311,34 @@ fn refused(e: &GraphError) -> String {
 
 /// A listed subscription, for the planner.
 fn listed(s: Subscription) -> Listed {
-    let expires_at = humantime::parse_rfc3339_weak(s.expiration_date_time.trim_end_matches('Z'))
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(millis);
     Listed {
+        expires_at: expiry(&s),
         ids: ids_of_resource(&s.resource),
         id: s.id,
-        expires_at,
     }
+}
+
+/// The expiry Graph answered a renewal or a look-up with.
+fn granted(reply: Reply) -> Option<Millis> {
+    match reply {
+        Reply::One(s) => expiry(&s),
+        Reply::Listed(_) | Reply::Done => None,
+    }
+}
+
+/// A subscription's `expirationDateTime` on the service clock; `None` (and a warning) when it
+/// cannot be read.
+fn expiry(s: &Subscription) -> Option<Millis> {
+    let at = s
+        .expires()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(millis);
+    if at.is_none() {
+        let date: String = s.expiration_date_time.chars().take(64).collect();
+        tracing::warn!(subscription = %s.id, %date,
+            "Graph's expirationDateTime cannot be read; the expiry asked for is assumed");
+    }
+    at
 }
 
 /// Service-clock milliseconds as wall time, for the dates sent to Graph.

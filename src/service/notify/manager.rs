@@ -1,5 +1,5 @@
 //! The one task that carries out the planner's commands: it wakes on a tick (30 s), when the
-//! next renewal, retry or judgement falls due, when the user list changes, and when
+//! next renewal, look-up, retry or judgement falls due, when the user list changes, and when
 //! notifications or suspects arrive; it feeds the planner, runs what comes back in order, and
 //! feeds each answer back before anything else.
 
@@ -64,7 +64,7 @@ pub(super) struct Manager {
     /// Tokens just read from the store, until the planner says which accounts take theirs.
     pub(super) read: HashMap<String, Secret>,
     pub(super) links: Links,
-    /// Users named by basic notifications, waiting to be read.
+    /// Users named by basic notifications (or a `missed` lifecycle event), waiting to be read.
     pub(super) pending: HashSet<String>,
     /// Rich items already taken, per subscription.
     pub(super) replays: Replays,
@@ -149,18 +149,17 @@ impl Manager {
                     let users = self.links.ids.borrow_and_update().clone();
                     self.feed(Input::Users(users)).await;
                 }
-                Some(notes) = self.links.notes.recv() => {
-                    self.on_notes(notes).await;
-                    if !self.pending.is_empty() && !fetch_armed {
-                        fetch.as_mut().reset(monotonic() + FETCH_AFTER);
-                        fetch_armed = true;
-                    }
-                }
+                Some(notes) = self.links.notes.recv() => self.on_notes(notes).await,
                 Some(user) = self.links.suspects.recv() => self.feed(Input::Suspect(user)).await,
                 () = &mut fetch, if fetch_armed => {
                     fetch_armed = false;
                     self.fetch_pending().await;
                 }
+            }
+            // Users to read: named by basic notifications, or by a `missed` lifecycle event.
+            if !self.pending.is_empty() && !fetch_armed {
+                fetch.as_mut().reset(monotonic() + FETCH_AFTER);
+                fetch_armed = true;
             }
         }
         if self.config.delete_on_shutdown {
@@ -206,6 +205,7 @@ impl Manager {
             | Command::List { account }
             | Command::Create { account, .. }
             | Command::Renew { account, .. }
+            | Command::Check { account, .. }
             | Command::Delete { account, .. } => account.clone(),
             _ => return self.apply(command).await,
         };
@@ -226,10 +226,13 @@ impl Manager {
             }
             Command::Publish(coverage) => self.publish(coverage),
             Command::Report(fact) => self.report(fact),
+            // Read with the basic notifications' next batch (within `FETCH_AFTER`).
+            Command::Read { ids } => self.pending.extend(ids.iter().map(ToString::to_string)),
             Command::RefreshToken { .. }
             | Command::List { .. }
             | Command::Create { .. }
             | Command::Renew { .. }
+            | Command::Check { .. }
             | Command::Delete { .. } => return self.call(command).await,
         }
         Vec::new()

@@ -1,9 +1,12 @@
 //! The planner's facts, said: one log line each (the messages `docs/notifications.md` lists),
 //! and a `status` error where the admin must act or Graph refused.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use super::manager::Manager;
 use crate::store::Write;
 use crate::subscriptions::Fact;
+use crate::sync::types::Millis;
 
 impl Manager {
     pub(super) fn report(&mut self, fact: Fact) {
@@ -59,8 +62,9 @@ impl Manager {
                 account,
                 subscription: id,
                 users,
+                expires_at,
             } => tracing::info!(%account,
-                subscription = %id, users, "subscription created"),
+                subscription = %id, users, expires = %date(expires_at), "subscription created"),
             Fact::CreateFailed {
                 account,
                 users,
@@ -90,20 +94,34 @@ impl Manager {
     }
 }
 
+/// A service-clock time as an RFC 3339 date, for the log.
+fn date(at: Millis) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(at).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
 /// Facts about keeping subscriptions alive and healthy.
 fn report_upkeep(fact: Fact) {
     match fact {
         Fact::Renewed {
             account,
             subscription: id,
+            expires_at,
         } => {
-            tracing::debug!(%account, subscription = %id, "subscription renewed");
+            tracing::debug!(%account, subscription = %id, expires = %date(expires_at),
+                "subscription renewed");
         }
         Fact::Gone {
             account,
             subscription: id,
         } => tracing::warn!(%account, subscription = %id,
-            "subscription gone at renewal; making a new one"),
+            "subscription gone at Graph (expired or deleted); making a new one"),
+        Fact::CheckFailed {
+            account,
+            subscription: id,
+            error,
+        } => tracing::warn!(%account, subscription = %id, %error,
+            "subscription look-up failed; trying again at the next check"),
         Fact::RenewFailed {
             account,
             subscription: id,

@@ -2,6 +2,7 @@
 //! command the way a working Graph would, unless a test says otherwise.
 
 mod accounts;
+mod lifetimes;
 mod subscriptions;
 
 use std::collections::{HashMap, VecDeque};
@@ -35,6 +36,11 @@ struct World {
     /// The answers to the next creates and renewals (then success).
     create_fails: VecDeque<Failure>,
     renew_fails: VecDeque<Failure>,
+    /// The longest lifetime Graph grants at a create or a renewal (`None`: what is asked).
+    grant: Option<Millis>,
+    /// What Graph holds: subscription id -> expiry. Renewals and checks of one not here (or
+    /// expired) answer 404.
+    graph: HashMap<String, Millis>,
     made: u32,
     /// Every command so far, in order.
     seen: Vec<Command>,
@@ -59,6 +65,8 @@ fn world(accounts: &[&str], recorded: Vec<Record>, rich: bool) -> World {
         refresh: Refresh::Works,
         create_fails: VecDeque::new(),
         renew_fails: VecDeque::new(),
+        grant: None,
+        graph: HashMap::new(),
         made: 0,
         seen: Vec::new(),
     }
@@ -110,23 +118,69 @@ impl World {
                 let result = Ok(self.listing.remove(&account).unwrap_or_default());
                 Input::Listed { account, result }
             }
-            Command::Create { account, .. } => {
-                self.made += 1;
-                let result = match self.create_fails.pop_front() {
-                    Some(f) => Err(f),
-                    None => Ok(Made {
-                        id: format!("sub-{}", self.made),
-                        client_state: format!("secret-{}", self.made),
-                    }),
-                };
-                Input::Created { account, result }
-            }
-            Command::Renew { account, .. } => Input::Renewed {
+            Command::Create {
                 account,
-                result: self.renew_fails.pop_front().map_or(Ok(()), Err),
+                expires_at,
+                ..
+            } => Input::Created {
+                account,
+                result: self.create(expires_at),
             },
+            Command::Renew {
+                account,
+                id,
+                expires_at,
+            } => Input::Renewed {
+                account,
+                result: self.renew(id, expires_at),
+            },
+            Command::Check { account, id } => Input::Checked {
+                account,
+                result: self.held(&id).map(Some),
+            },
+            Command::Delete { id, .. } => {
+                self.graph.remove(&id);
+                return None;
+            }
             _ => return None,
         })
+    }
+
+    fn create(&mut self, asked: Millis) -> Result<Made, Failure> {
+        self.made += 1;
+        if let Some(f) = self.create_fails.pop_front() {
+            return Err(f);
+        }
+        let id = format!("sub-{}", self.made);
+        let granted = self.granted(asked);
+        self.graph.insert(id.clone(), granted);
+        Ok(Made {
+            id,
+            client_state: format!("secret-{}", self.made),
+            expires_at: Some(granted),
+        })
+    }
+
+    fn renew(&mut self, id: String, asked: Millis) -> Result<Option<Millis>, Failure> {
+        if let Some(f) = self.renew_fails.pop_front() {
+            return Err(f);
+        }
+        self.held(&id)?;
+        let granted = self.granted(asked);
+        self.graph.insert(id, granted);
+        Ok(Some(granted))
+    }
+
+    /// The expiry Graph grants when `asked` is asked for now.
+    fn granted(&self, asked: Millis) -> Millis {
+        self.grant.map_or(asked, |g| asked.min(self.now + g))
+    }
+
+    /// The expiry of a subscription Graph holds; 404 when it does not (or it expired).
+    fn held(&self, id: &str) -> Result<Millis, Failure> {
+        let live = self.graph.get(id).filter(|t| **t > self.now);
+        live.copied()
+            .ok_or_else(|| Failure::Gone("not found".into()))
     }
 
     fn at(&mut self, t: Millis) -> Vec<Command> {

@@ -79,7 +79,7 @@ fn reauthorization_is_answered_by_a_renewal_at_once_and_uncovers_meanwhile() {
     assert_eq!(w.covered(), 0);
     let after = w.feed(Input::Renewed {
         account: A.into(),
-        result: Ok(()),
+        result: Ok(Some(T0 + 55 * MIN)),
     });
     assert_eq!(published(&after)[0].covered.len(), 3);
     assert_eq!(w.sub(A).unwrap().health, Health::Healthy);
@@ -195,6 +195,7 @@ fn an_answer_nobody_waits_for_changes_nothing() {
         result: Ok(Made {
             id: "stray".into(),
             client_state: "x".into(),
+            expires_at: Some(T0 + 55 * MIN),
         }),
     });
     assert!(stray.is_empty());
