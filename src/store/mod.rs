@@ -24,6 +24,8 @@ mod worker;
 #[cfg(test)]
 mod account_tests;
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
