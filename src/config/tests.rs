@@ -60,9 +60,13 @@ fn example_parses_with_its_files_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let root = format!("{}/", dir.path().display());
     let text = EXAMPLE.replace("/etc/pbx-teams-presence/", &root);
-    std::fs::write(dir.path().join("client-secret"), "example-secret\n").unwrap();
-    std::fs::write(dir.path().join("pbx-token"), "example-token").unwrap();
-    let c = Config::from_str_with(&text, &dir.path().join("config.toml"), &no_env).unwrap();
+    // Its secrets come from the systemd credentials directory (the shipped units).
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("client-secret"), "example-secret\n").unwrap();
+    std::fs::write(creds.join("pbx-token"), "example-token").unwrap();
+    let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| creds.clone().into_os_string());
+    let c = Config::from_str_with(&text, &dir.path().join("config.toml"), &env).unwrap();
     assert_eq!(secret(&c), "example-secret");
     assert_eq!(http(&c).token.expose(), "example-token");
     assert_eq!(c.users.file, dir.path().join("users.csv"));
