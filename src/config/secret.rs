@@ -13,6 +13,15 @@ use crate::secret::{Secret, trimmed};
 /// touching the process environment. [`std::env::var_os`] in production.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
+/// The systemd credential `name` (`$CREDENTIALS_DIRECTORY/<name>`), if systemd passed it.
+/// The one place credentials are looked up.
+pub(crate) fn credential_file(env: EnvLookup<'_>, name: &str) -> Option<PathBuf> {
+    env("CREDENTIALS_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(&d).join(name))
+        .filter(|f| f.exists())
+}
+
 /// Where one secret may come from, as the file section gave it.
 pub(crate) struct SecretSpec<'a> {
     /// Key of the inline value, e.g. `azure.client_secret`; also names the secret in errors.
@@ -63,11 +72,7 @@ pub(crate) fn resolve_optional(
     at: &dyn Fn(&str) -> At,
 ) -> Result<Option<Secret>, ConfigError> {
     if spec.inline.is_none() && spec.file.is_none() {
-        let credential = env("CREDENTIALS_DIRECTORY")
-            .filter(|d| !d.is_empty())
-            .map(|d| Path::new(&d).join(spec.credential))
-            .filter(|f| f.exists());
-        return match credential {
+        return match credential_file(env, spec.credential) {
             Some(file) => read_secret_file(config, spec.key, &file).map(Some),
             None => Ok(None),
         };
@@ -101,11 +106,11 @@ fn from_credentials(
     let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
         return Err(invalid(spec.key, format!("not set; {hint}")));
     };
-    let file = Path::new(&dir).join(spec.credential);
-    if !file.exists() {
-        let reason = format!("not set, and no credential at {}; {hint}", file.display());
+    let Some(file) = credential_file(env, spec.credential) else {
+        let missing = Path::new(&dir).join(spec.credential);
+        let reason = format!("not set, and no credential at {}; {hint}", missing.display());
         return Err(invalid(spec.key, reason));
-    }
+    };
     read_secret_file(config, spec.key, &file)
 }
 
