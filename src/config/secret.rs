@@ -108,7 +108,10 @@ fn from_credentials(
     };
     let Some(file) = credential_file(env, spec.credential) else {
         let missing = Path::new(&dir).join(spec.credential);
-        let reason = format!("not set, and no credential at {}; {hint}", missing.display());
+        let reason = format!(
+            "not set, and no credential at {}; {hint}",
+            missing.display()
+        );
         return Err(invalid(spec.key, reason));
     };
     read_secret_file(config, spec.key, &file)

@@ -324,7 +324,10 @@ fn the_webhook_tls_comes_from_systemd_credentials_both_or_neither() {
     let cert = creds.dir.path().join("webhook-tls-cert");
     std::fs::write(&cert, "cert").unwrap();
     let e = load().unwrap_err().to_string();
-    assert!(e.contains("notifications.tls_key_file") && e.contains("webhook-tls-key"), "{e}");
+    assert!(
+        e.contains("notifications.tls_key_file") && e.contains("webhook-tls-key"),
+        "{e}"
+    );
     let key = creds.dir.path().join("webhook-tls-key");
     std::fs::write(&key, "key").unwrap();
     let files = tls(load().unwrap()).unwrap();
