@@ -29,6 +29,11 @@ else
         "../shared/advisory-db); docs/supply-chain.md says how to make one"
 fi
 
+# cargo-deny reads the metadata of every crate in Cargo.lock, for every target platform; the
+# build fetched only this platform's. Fetch the rest from crates.io first (a clean clone on a
+# new machine has none of them).
+cargo fetch --locked --quiet
+
 # --offline: never clone the advisory database (github.com is out of reach in CI); the crates
 # themselves are already downloaded by the build before this runs.
 cargo deny --offline --workspace --locked check --show-stats "${checks[@]}"

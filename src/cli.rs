@@ -76,7 +76,7 @@ impl Cli {
         match result {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", error_text(&e));
                 ExitCode::FAILURE
             }
         }
@@ -310,4 +310,19 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", service::status_text(&report));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error and its causes, each said once: our errors already carry their cause in their
+/// own text (`config.toml: cannot read: Permission denied`), so a cause whose text is already
+/// there is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -20,7 +20,12 @@ pub fn init(level: &str) -> LogReload {
     let (filter, handle) = reload::Layer::new(filter);
     let journald = std::env::var_os("JOURNAL_STREAM")
         .and_then(|_| tracing_journald::layer().ok())
-        .map(|l| l.with_syslog_identifier("pbx-teams-presence".into()));
+        .map(|l| {
+            // Fields keep their own names (EXTENSION, EMAIL, TEAMS_USER, ...): `journalctl -u
+            // pbx-teams-presence EXTENSION=1001` filters as the docs say.
+            l.with_syslog_identifier("pbx-teams-presence".into())
+                .with_field_prefix(None)
+        });
     let output: Box<dyn Layer<Registry> + Send + Sync> = match journald {
         Some(journald) => journald.boxed(),
         None => tracing_subscriber::fmt::layer()

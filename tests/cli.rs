@@ -200,3 +200,15 @@ async fn a_bad_config_names_the_key_and_the_file() {
         "{err}"
     );
 }
+
+/// An unreadable config (here a directory) names the file, and its cause is said once.
+#[test]
+fn an_unreadable_config_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let cause = "Is a directory";
+    assert!(err.contains("cannot read"), "{err}");
+    assert_eq!(err.matches(cause).count(), 1, "the cause once: {err}");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::file::AzureSection;
-use super::secret::{self, SecretSpec};
+use super::secret::{self, SecretSpec, credential_file};
 use super::validate::Ctx;
 use super::{AzureCredential, CertificateCredential, ConfigError};
 use crate::graph::{CertificateError, ClientCertificate};
@@ -71,10 +71,7 @@ fn from_credentials_directory(
     ctx: &Ctx<'_>,
     a: &AzureSection,
 ) -> Result<AzureCredential, ConfigError> {
-    let dir = (ctx.env)("CREDENTIALS_DIRECTORY")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from);
-    let present = |name: &str| dir.as_ref().map(|d| d.join(name)).filter(|f| f.exists());
+    let present = |name: &str| credential_file(ctx.env, name);
     let secret = present(SECRET_CREDENTIAL);
     let (cert, key) = (present(CERT_CREDENTIAL), present(KEY_CREDENTIAL));
     match (secret, cert, key) {

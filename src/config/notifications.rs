@@ -11,12 +11,19 @@ use serde::Deserialize;
 use url::Url;
 
 use super::ConfigError;
+use super::secret::credential_file;
 use super::validate::Ctx;
 
 /// Default `notifications.listen`: loopback, behind a reverse proxy that terminates TLS.
 pub const DEFAULT_NOTIFY_LISTEN: &str = "127.0.0.1:8791";
 /// Default `notifications.reconciliation_interval`.
 pub const DEFAULT_RECONCILIATION_INTERVAL: &str = "5m";
+
+/// systemd credentials of the webhook's own TLS (`LoadCredential=webhook-tls-cert:...`,
+/// `webhook-tls-key`), used when the file names neither `tls_*_file` key.
+pub const TLS_CERT_CREDENTIAL: &str = "webhook-tls-cert";
+/// See [`TLS_CERT_CREDENTIAL`].
+pub const TLS_KEY_CREDENTIAL: &str = "webhook-tls-key";
 
 /// `[notifications]` as written.
 #[derive(Debug, Deserialize)]
@@ -134,7 +141,7 @@ pub(super) fn notifications(
         return Err(ctx.invalid("notifications.accounts", reason));
     }
     let tls = match (&n.tls_cert_file, &n.tls_key_file) {
-        (None, None) => None,
+        (None, None) => tls_from_credentials(ctx)?,
         (Some(cert), Some(key)) => Some(TlsFiles {
             cert: ctx.path(cert),
             key: ctx.path(key),
@@ -166,4 +173,22 @@ pub(super) fn notifications(
         delete_on_shutdown: n.delete_on_shutdown,
         tls,
     }))
+}
+
+/// The webhook's TLS from systemd credentials: both or neither.
+fn tls_from_credentials(ctx: &Ctx<'_>) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = credential_file(ctx.env, TLS_CERT_CREDENTIAL);
+    let key = credential_file(ctx.env, TLS_KEY_CREDENTIAL);
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (Some(_), None) => Err(ctx.invalid(
+            "notifications.tls_key_file",
+            format!("the systemd credential \"{TLS_KEY_CREDENTIAL}\" is missing (\"{TLS_CERT_CREDENTIAL}\" needs it)"),
+        )),
+        (None, Some(_)) => Err(ctx.invalid(
+            "notifications.tls_cert_file",
+            format!("the systemd credential \"{TLS_CERT_CREDENTIAL}\" is missing (\"{TLS_KEY_CREDENTIAL}\" needs it)"),
+        )),
+    }
 }

@@ -13,6 +13,24 @@ use crate::secret::{Secret, trimmed};
 /// touching the process environment. [`std::env::var_os`] in production.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 
+/// The ID of the shipped units' one `LoadCredential=` line, which loads a whole directory
+/// (`LoadCredential=credentials:/etc/pbx-teams-presence/credentials`): systemd passes each
+/// file in it as `credentials_<file name>`. A unit that lists a missing file fails to start
+/// (systemd 252: 243/CREDENTIALS), a directory may hold only the files a setup needs.
+pub const CREDENTIALS_ID: &str = "credentials";
+
+/// The systemd credential `name`, if systemd passed it: `$CREDENTIALS_DIRECTORY/<name>`
+/// (`LoadCredential=<name>:FILE`), else `$CREDENTIALS_DIRECTORY/credentials_<name>` (a file
+/// of that name in the shipped units' credentials directory). The one place credentials are
+/// looked up.
+pub(crate) fn credential_file(env: EnvLookup<'_>, name: &str) -> Option<PathBuf> {
+    let dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty())?;
+    let dir = Path::new(&dir);
+    [dir.join(name), dir.join(format!("{CREDENTIALS_ID}_{name}"))]
+        .into_iter()
+        .find(|f| f.exists())
+}
+
 /// Where one secret may come from, as the file section gave it.
 pub(crate) struct SecretSpec<'a> {
     /// Key of the inline value, e.g. `azure.client_secret`; also names the secret in errors.
@@ -63,11 +81,7 @@ pub(crate) fn resolve_optional(
     at: &dyn Fn(&str) -> At,
 ) -> Result<Option<Secret>, ConfigError> {
     if spec.inline.is_none() && spec.file.is_none() {
-        let credential = env("CREDENTIALS_DIRECTORY")
-            .filter(|d| !d.is_empty())
-            .map(|d| Path::new(&d).join(spec.credential))
-            .filter(|f| f.exists());
-        return match credential {
+        return match credential_file(env, spec.credential) {
             Some(file) => read_secret_file(config, spec.key, &file).map(Some),
             None => Ok(None),
         };
@@ -95,17 +109,21 @@ fn from_credentials(
 ) -> Result<Secret, ConfigError> {
     let hint = format!(
         "set {} (a file holding the secret) or {}, or pass the systemd credential \"{}\" \
-         (LoadCredential={}:/path/to/file)",
-        spec.file_key, spec.key, spec.credential, spec.credential
+         (a file named {} in /etc/pbx-teams-presence/credentials/ under the shipped unit, \
+         or LoadCredential={}:/path/to/file)",
+        spec.file_key, spec.key, spec.credential, spec.credential, spec.credential
     );
     let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
         return Err(invalid(spec.key, format!("not set; {hint}")));
     };
-    let file = Path::new(&dir).join(spec.credential);
-    if !file.exists() {
-        let reason = format!("not set, and no credential at {}; {hint}", file.display());
+    let Some(file) = credential_file(env, spec.credential) else {
+        let missing = Path::new(&dir).join(spec.credential);
+        let reason = format!(
+            "not set, and no credential at {}; {hint}",
+            missing.display()
+        );
         return Err(invalid(spec.key, reason));
-    }
+    };
     read_secret_file(config, spec.key, &file)
 }
 
@@ -308,6 +326,20 @@ mod tests {
         let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone());
         let s = resolve(spec(None, None), Path::new("/c"), &env, &no_line).unwrap();
         assert_eq!(s.expose(), "from-systemd");
+    }
+
+    /// The shipped units load a whole directory: its files arrive as `credentials_<name>`.
+    /// The plain name (a `LoadCredential=<name>:FILE` drop-in) wins over it.
+    #[test]
+    fn a_file_of_the_credentials_directory_is_found_under_its_prefixed_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("credentials_pbx-token"), "from-dir\n").unwrap();
+        let d = dir.path().as_os_str().to_owned();
+        let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone());
+        let read = || resolve(spec(None, None), Path::new("/c"), &env, &no_line).unwrap();
+        assert_eq!(read().expose(), "from-dir");
+        std::fs::write(dir.path().join("pbx-token"), "from-drop-in\n").unwrap();
+        assert_eq!(read().expose(), "from-drop-in");
     }
 
     #[test]

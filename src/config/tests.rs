@@ -314,3 +314,26 @@ fn the_ca_file_is_read_when_the_config_loads() {
     }
     assert!(http_file.to_string().contains("ca_file = "), "{http_file}");
 }
+
+#[test]
+fn the_webhook_tls_comes_from_systemd_credentials_both_or_neither() {
+    let creds = Creds::new();
+    let source = Path::new("/etc/p/config.toml");
+    let text = "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\n[pbx]\n\
+                [notifications]\nenabled = true\npublic_url = \"https://sync.example/n\"\n\
+                accounts = [\"sync-1@contoso.com\"]\n";
+    let load = || Config::from_str_with(text, source, &creds.env());
+    let tls = |c: Config| c.notifications.unwrap().tls;
+    assert_eq!(tls(load().unwrap()), None, "no credential: plain HTTP");
+    let cert = creds.dir.path().join("webhook-tls-cert");
+    std::fs::write(&cert, "cert").unwrap();
+    let e = load().unwrap_err().to_string();
+    assert!(
+        e.contains("notifications.tls_key_file") && e.contains("webhook-tls-key"),
+        "{e}"
+    );
+    let key = creds.dir.path().join("webhook-tls-key");
+    std::fs::write(&key, "key").unwrap();
+    let files = tls(load().unwrap()).unwrap();
+    assert_eq!((files.cert, files.key), (cert, key));
+}

@@ -88,7 +88,7 @@ pub fn parse_users(text: &str, path: &Path) -> Result<Directory, ConfigError> {
     }
     warn_shared_emails(&entries, path);
     if entries.is_empty() {
-        tracing::warn!(file = %path.display(), "users file lists no user");
+        tracing::warn!(file = %path.display(), "users file {} lists no user", path.display());
     }
     entries.shrink_to_fit();
     Ok(Directory { entries })
@@ -166,9 +166,10 @@ fn warn_shared_emails(entries: &[UserEntry], path: &Path) {
     for (email, exts) in by_email.into_iter().filter(|(_, x)| x.len() > 1) {
         tracing::warn!(
             file = %path.display(),
-            user = email,
+            email,
             extensions = ?exts,
-            "one Teams account on several extensions (allowed: e.g. desk phone and softphone)"
+            "{email}: one Teams account on extensions {} (allowed: e.g. desk phone and softphone)",
+            exts.join(", ")
         );
     }
 }

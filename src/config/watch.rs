@@ -60,7 +60,7 @@ pub fn watch_files(paths: Vec<PathBuf>, debounce: Duration) -> Result<FileWatch,
             let _ = raw_tx.try_send(());
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "file watcher error"),
+        Err(e) => tracing::warn!(error = %e, "file watcher error: {e}"),
     })
     .map_err(|e| ConfigError::Watch {
         path: PathBuf::new(),

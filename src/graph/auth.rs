@@ -222,7 +222,7 @@ impl Auth {
                 .filter(|c| c.expires > crate::clock::monotonic())
             {
                 Some(old) => {
-                    tracing::warn!(error = %error, "token renewal failed; using the current token");
+                    tracing::warn!(error = %error, "token renewal failed ({error}); using the current token");
                     Ok(old.token.clone())
                 }
                 None => Err(error),
@@ -247,13 +247,14 @@ impl Auth {
                 Ok(c) => return Ok(c),
                 Err(e) if e.is_transient() && attempt < self.max_attempts => {
                     let wait = self.backoff.delay(attempt);
-                    tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis(), "token request failed; retrying");
+                    tracing::warn!(error = %e, attempt, wait_ms = wait.as_millis(),
+                        "token request failed ({e}); retry {attempt} in {} ms", wait.as_millis());
                     Counters::bump(&self.counters.retries, 1);
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "token request failed");
+                    tracing::error!(error = %e, "token request failed: {e}");
                     Counters::bump(&self.counters.errors, 1);
                     return Err(e);
                 }
@@ -295,7 +296,11 @@ impl Auth {
             .expires_in()
             .unwrap_or(DEFAULT_LIFETIME)
             .min(Duration::from_secs(24 * 3600));
-        tracing::info!(lifetime_s = lifetime.as_secs(), "fetched a Graph token");
+        tracing::info!(
+            lifetime_s = lifetime.as_secs(),
+            "fetched a Graph token, valid {} s",
+            lifetime.as_secs()
+        );
         Ok(Cached {
             token: Bearer(Arc::from(answer.access_token().secret().as_str())),
             fetched,

@@ -241,12 +241,12 @@ impl Signer {
                 days_left = days,
                 subject,
                 thumbprint,
-                "the client certificate expires in {days} days: make a new one, upload it to the app registration and set it in [azure] (docs/azure-setup.md)"
+                "the client certificate {subject} ({thumbprint}) expires in {days} days: make a new one, upload it to the app registration and set it in [azure] (docs/azure-setup.md)"
             ),
             None => tracing::warn!(
                 subject,
                 thumbprint,
-                "the client certificate has expired: Entra will refuse it; make a new one (docs/azure-setup.md)"
+                "the client certificate {subject} ({thumbprint}) has expired: Entra will refuse it; make a new one (docs/azure-setup.md)"
             ),
         }
     }

@@ -198,10 +198,12 @@ impl Inner {
         if let Some(body) = req.body {
             builder = builder.json(body);
         }
-        let user = req.user.unwrap_or_default();
+        let teams_user = req.user;
         let path = req.url.path();
         let response = builder.send().await.map_err(|e| {
-            tracing::warn!(user, path, client_request_id, error = %error_chain(&e), "Graph request failed");
+            let error = error_chain(&e);
+            tracing::warn!(teams_user, path, client_request_id, error = %error,
+                "Graph request {path}{} failed: {error}", for_user(teams_user));
             transport_failure(&e)
         })?;
         let status = response.status().as_u16();
@@ -215,9 +217,12 @@ impl Inner {
         // 404 is often the expected answer (clearPresence without a session:
         // https://learn.microsoft.com/en-us/graph/api/presence-clearpresence).
         if status == 404 {
-            tracing::debug!(user, path, status, request_id, client_request_id, code = %body.code, "Graph: not found");
+            tracing::debug!(teams_user, path, status, request_id, client_request_id, code = %body.code,
+                "Graph request {path}{}: not found", for_user(teams_user));
         } else {
-            tracing::warn!(user, path, status, request_id, client_request_id, code = %body.code, message = %body.message, "Graph request failed");
+            tracing::warn!(teams_user, path, status, request_id, client_request_id, code = %body.code,
+                message = %body.message, "Graph request {path}{} failed: {status} {}: {}",
+                for_user(teams_user), body.code, body.message);
         }
         Err(Failure::Status {
             status,
@@ -233,6 +238,11 @@ fn transport_failure(e: &reqwest::Error) -> Failure {
     } else {
         Failure::Transport(error_chain(e))
     }
+}
+
+/// ` for user <id>` when a request is about one user, for messages.
+fn for_user(teams_user: Option<&str>) -> String {
+    teams_user.map_or_else(String::new, |u| format!(" for user {u}"))
 }
 
 #[cfg(test)]

@@ -129,7 +129,8 @@ impl Jwks {
             },
             Err(e) => {
                 tracing::warn!(error = %e, url = %self.settings.url,
-                    "notification signing keys not fetched; the batch is left for Graph to deliver again");
+                    "notification signing keys not fetched from {} ({e}); the batch is left for Graph to deliver again",
+                    self.settings.url);
                 Lookup::Later
             }
         }

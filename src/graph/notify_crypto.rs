@@ -389,7 +389,8 @@ impl KeyStore {
             Some(current) => {
                 tracing::info!(
                     certificate_id = current.certificate_id(),
-                    "notification certificate expires soon; making a new one"
+                    "notification certificate {} expires soon; making a new one",
+                    current.certificate_id()
                 );
                 (Some(current), true)
             }
@@ -405,7 +406,9 @@ impl KeyStore {
         tracing::info!(
             certificate_id = new.certificate_id(),
             path = %current_path.display(),
-            "new notification certificate"
+            "new notification certificate {} in {}",
+            new.certificate_id(),
+            current_path.display()
         );
         Ok(KeyStore {
             current: new,
@@ -509,7 +512,8 @@ fn read_keys(path: &Path) -> Result<Option<NotifyKeys>, CryptoError> {
             tracing::warn!(
                 path = %path.display(),
                 reason,
-                "unusable notification key file, ignored"
+                "unusable notification key file {} ({reason}), ignored",
+                path.display()
             );
             Ok(None)
         }
@@ -526,7 +530,8 @@ fn restrict_mode(path: &Path) -> Result<(), CryptoError> {
         tracing::warn!(
             path = %path.display(),
             mode = format!("{:o}", mode & 0o777),
-            "notification key file readable by others; setting mode 0600"
+            "notification key file {} readable by others; setting mode 0600",
+            path.display()
         );
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
             .map_err(|source| io_error(path, source))?;

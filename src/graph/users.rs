@@ -287,7 +287,8 @@ impl GraphClient {
         tracing::info!(
             emails = result.len(),
             matched,
-            "resolved e-mail addresses to Entra users"
+            "resolved {} e-mail addresses to Entra users: {matched} matched",
+            result.len()
         );
         Ok(result)
     }
@@ -407,7 +408,8 @@ impl GraphClient {
                 }
                 400 if tolerant => {
                     let error = ErrorBody::from_value(&item.body);
-                    tracing::warn!(code = %error.code, message = %error.message, "proxyAddresses lookup rejected; skipping it");
+                    tracing::warn!(code = %error.code, message = %error.message,
+                        "proxyAddresses lookup rejected ({}: {}); skipping it", error.code, error.message);
                     round.rejected.push(index);
                 }
                 status => {

@@ -109,7 +109,8 @@ async fn run(
             Ok(()) => {
                 let failures = outage.end();
                 if failures > 0 {
-                    tracing::info!(url = %redacted(&settings.url), failures, "PBX push delivered again");
+                    let url = redacted(&settings.url);
+                    tracing::info!(url = %url, failures, "PBX push to {url} delivered again (after {failures} failures)");
                 }
                 for u in &batch {
                     if pending.get(&u.extension) == Some(u) {
@@ -148,7 +149,7 @@ fn tell(url: &Url, why: &Failed, pending: usize) {
         Failed::Certificate(reason) => tracing::error!(url = %url, pending,
             "the PBX's TLS certificate at {url} refused, {reason}; pushes are retried with backoff"),
         Failed::Other(error) => tracing::warn!(url = %url, %error, pending,
-            "PBX push failed; retrying with backoff (check pbx.push_url and the PBX side)"),
+            "PBX push to {url} failed ({error}); {pending} pending, retrying with backoff (check pbx.push_url and the PBX side)"),
     }
 }
 

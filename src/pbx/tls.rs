@@ -30,7 +30,7 @@ pub fn client_config(ca: Option<&CaFile>) -> Result<Arc<ClientConfig>, TlsSetupE
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
-        tracing::warn!(error = %e, "some of the system's trusted CAs cannot be read");
+        tracing::warn!(error = %e, "some of the system's trusted CAs cannot be read: {e}");
     }
     let (system, _unusable) = roots.add_parsable_certificates(native.certs);
     let extra = ca.map_or(0, |ca| roots.add_parsable_certificates(ca.certs.clone()).0);

@@ -112,7 +112,7 @@ pub fn remove_departed<'a>(
 pub fn forget_departed(out: &mut Outbox, snapshot: &Snapshot, directory: &Directory) {
     let known = snapshot.users.iter().map(|r| r.extension.as_str());
     for extension in remove_departed(out, known, directory) {
-        tracing::info!(%extension, "user no longer in the users file, forgotten");
+        tracing::info!(%extension, "{extension}: no longer in the users file, forgotten");
     }
 }
 
@@ -132,8 +132,9 @@ pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
     let mut seen = HashSet::new();
     for s in &snapshot.sessions {
         if seen.insert(s.teams_id.clone()) {
-            tracing::warn!(extension = %s.extension, user = %s.teams_id,
-                "an In-a-call session survived the last run; it is cleared unless the PBX reports a call");
+            tracing::warn!(extension = %s.extension, teams_user = %s.teams_id,
+                "{}: an In a call session survived the last run; it is cleared unless the PBX reports a call",
+                s.extension);
             engine.restore_session(&s.teams_id, now);
         }
     }

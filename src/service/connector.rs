@@ -149,7 +149,7 @@ impl Supervisor {
                 self.record_bound().await;
             }
             Err(e) => tracing::error!(error = %e,
-                "the new [pbx] settings cannot be used; the connector keeps the old ones where it can"),
+                "the new [pbx] settings cannot be used ({e}); the connector keeps the old ones where it can"),
         }
     }
 
@@ -205,8 +205,8 @@ impl Connector {
                     status: links.status.clone(),
                 };
                 let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker)?;
-                tracing::info!(kind = "asterisk", ari = %push::redacted(&cfg.ari_url),
-                    "PBX connector started");
+                let ari = push::redacted(&cfg.ari_url);
+                tracing::info!(kind = "asterisk", ari = %ari, "PBX connector started: Asterisk ARI at {ari}");
                 Ok(Connector {
                     kind: Kind::Asterisk,
                     push,
@@ -233,7 +233,11 @@ impl Connector {
             self.push.cancel();
             self.push = cancel.child_token();
             self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
-            tracing::info!(push = self.pusher.is_some(), "PBX connector updated");
+            tracing::info!(
+                push = self.pusher.is_some(),
+                "PBX connector updated (pushes to the PBX: {})",
+                on_off(self.pusher.is_some())
+            );
             return Ok(());
         }
         let fresh = Connector::start(config, links, cancel, tracker).await?;
@@ -278,7 +282,8 @@ async fn start_http(
     let span = tracing::info_span!("pbx_http", listen = %bound);
     tracker.spawn(http::serve(listener, token_rx, known, events, stop).instrument(span));
     let pusher = start_pusher(cfg, links, &push, tracker)?;
-    tracing::info!(kind = "http", listen = %bound, push = pusher.is_some(), "PBX connector started");
+    tracing::info!(kind = "http", listen = %bound, push = pusher.is_some(),
+        "PBX connector started: HTTP events on {bound}, pushes to the PBX {}", on_off(pusher.is_some()));
     Ok(Connector {
         kind: Kind::Http {
             listen: cfg.listen,
@@ -313,4 +318,8 @@ fn start_pusher(
     push::spawn(settings, delivered, cancel.clone(), tracker)
         .map(Some)
         .map_err(ConnectorError::PushClient)
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
 }

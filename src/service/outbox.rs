@@ -72,7 +72,7 @@ impl Outbox {
     pub async fn commit(&mut self) {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e,
-                "In a call session not recorded in the state database; written to Teams anyway (a crash now leaves it until it expires)");
+                "In a call session not recorded in the state database ({e}); written to Teams anyway (a crash now leaves it until it expires)");
         }
     }
 

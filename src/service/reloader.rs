@@ -83,11 +83,11 @@ impl Reloader {
         let (config, file_users) = match loaded {
             Ok(Ok(new)) => new,
             Err(e) => {
-                tracing::error!(error = %e, "config reload task failed");
+                tracing::error!(error = %e, "config reload task failed: {e}");
                 return None;
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "config change ignored; the last good config stays in force");
+                tracing::warn!(error = %e, "config change ignored, the last good config stays in force: {e}");
                 self.record(e.to_string()).await;
                 return None;
             }
@@ -95,7 +95,7 @@ impl Reloader {
         match voicemail::fetch(&config).await {
             Some(Ok(boxes)) => self.voicemail = boxes,
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "voicemail boxes not read; the ones read before are kept");
+                tracing::warn!(error = %e, "voicemail boxes not read ({e}); the ones read before are kept");
                 self.record(format!("voicemail users: {e}")).await;
             }
             None => self.voicemail.clear(),
@@ -121,7 +121,7 @@ impl Reloader {
         if let Some(reload) = &self.log_reload
             && let Err(e) = reload(&self.config.log.level)
         {
-            tracing::warn!(error = %e, "log.level not applied");
+            tracing::warn!(error = %e, "log.level not applied: {e}");
         }
     }
 
@@ -143,7 +143,7 @@ fn watch_config(config: &Config) -> Option<FileWatch> {
     match config::watch_files(paths, DEBOUNCE) {
         Ok(watch) => Some(watch),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the config files; changes need a restart");
+            tracing::warn!(error = %e, "cannot watch the config files ({e}); changes need a restart");
             None
         }
     }

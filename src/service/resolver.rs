@@ -61,7 +61,7 @@ impl ResolverHandle {
     /// Start a round (the main loop sends one only when none runs).
     pub fn send(&self, lookup: Lookup) {
         if let Err(e) = self.requests.try_send(lookup) {
-            tracing::error!(error = %e, "lookup round not started (one already runs)");
+            tracing::error!(error = %e, "lookup round not started (one already runs): {e}");
         }
     }
 

@@ -39,6 +39,6 @@ fn notify(states: &[NotifyState<'_>]) {
         return;
     }
     if let Err(e) = sd_notify::notify(false, states) {
-        tracing::warn!(error = %e, "cannot notify systemd");
+        tracing::warn!(error = %e, "cannot notify systemd: {e}");
     }
 }

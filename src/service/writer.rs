@@ -106,10 +106,11 @@ impl Writers {
             return;
         }
         let Some(done) = self.done.clone() else {
+            let extension = wanted.extension();
             tracing::warn!(
-                extension = wanted.extension(),
-                user = teams_id,
-                "presence write after shutdown began, dropped"
+                extension,
+                teams_user = teams_id,
+                "{extension}: presence write after shutdown began, dropped"
             );
             return;
         };

@@ -222,8 +222,9 @@ impl Store {
             ),
             _ => ("", "", 0),
         };
-        tracing::error!(path = %self.inner.path.display(), write = kind, extension, count,
-            "state database is closed; write dropped");
+        let path = self.inner.path.display();
+        tracing::error!(path = %path, write = kind, extension, count,
+            "state database {path} is closed; write dropped ({kind} {extension})");
     }
 
     /// Resolves once every write queued before it is committed. `WriteFailed` if one of

@@ -144,7 +144,8 @@ fn warn_if_readable_by_others(path: &Path) {
             tracing::warn!(
                 path = %path.display(),
                 mode = format_args!("{mode:o}"),
-                "state database is accessible by other users; chmod 600 it"
+                "state database {} is accessible by other users; chmod 600 it",
+                path.display()
             );
         }
     }
@@ -163,7 +164,7 @@ pub fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         .map_err(sqlite)?;
     // An in-memory database answers "memory"; a file that refuses WAL is worth a warning.
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-        tracing::warn!(path = %path.display(), journal_mode = %mode, "WAL not enabled");
+        tracing::warn!(path = %path.display(), journal_mode = %mode, "WAL not enabled on {} (journal_mode {mode})", path.display());
     }
     // A 512 KiB page cache (SQLite's default is 2 MiB): the writes are keyed updates and the
     // OS caches the file anyway; the daemon's memory at 50,000 users is what this buys.
@@ -241,7 +242,7 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             path: path.to_path_buf(),
             source,
         })?;
-        tracing::info!(path = %path.display(), version = from + 1, "state database migrated");
+        tracing::info!(path = %path.display(), version = from + 1, "state database {} migrated to version {}", path.display(), from + 1);
     }
     Ok(())
 }

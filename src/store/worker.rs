@@ -224,7 +224,7 @@ impl Worker {
         let commit = match tx.take() {
             Some(Ok(tx)) => self.ctx.commit(tx),
             Some(Err(e)) => {
-                tracing::error!(path = %self.ctx.path.display(), error = %e, "cannot begin a store transaction; the writes of this batch are lost");
+                tracing::error!(path = %self.ctx.path.display(), error = %e, "cannot begin a transaction in {} ({e}); the writes of this batch are lost", self.ctx.path.display());
                 None
             }
             None => None,
@@ -281,7 +281,7 @@ impl Ctx {
                 None
             }
             Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "store commit failed; the writes of this batch are lost");
+                tracing::error!(path = %self.path.display(), error = %e, "commit to {} failed ({e}); the writes of this batch are lost", self.path.display());
                 Some(format!("commit failed: {e}"))
             }
         }
@@ -294,7 +294,9 @@ impl Ctx {
             write = write.kind(),
             extension = write.extension().unwrap_or(""),
             error = %e,
-            "store write failed"
+            "store write {} {} failed: {e}",
+            write.kind(),
+            write.extension().unwrap_or("")
         );
         failure.get_or_insert_with(|| format!("{}: {e}", write.kind()));
     }
@@ -343,7 +345,7 @@ impl Reply {
 /// Closes the connection (checkpointing the WAL when it is the last one).
 fn close_connection(conn: Connection, path: &Path) -> Result<(), StoreError> {
     conn.close().map_err(|(_, source)| {
-        tracing::error!(path = %path.display(), error = %source, "closing the state database failed");
+        tracing::error!(path = %path.display(), error = %source, "closing the state database {} failed: {source}", path.display());
         StoreError::Sqlite {
             path: path.to_path_buf(),
             source,

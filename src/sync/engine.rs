@@ -339,6 +339,11 @@ impl Engine {
         self.users.get(extension).map(|u| u.call)
     }
 
+    /// The e-mail of the Teams account an extension belongs to, if it is in the directory.
+    pub fn email(&self, extension: &str) -> Option<&str> {
+        self.users.get(extension).map(|u| u.email.as_str())
+    }
+
     /// True when the extension is in the directory.
     pub fn knows(&self, extension: &str) -> bool {
         self.users.contains_key(extension)

@@ -51,7 +51,7 @@ fn book_of(config: &AsteriskPbxConfig, users: &[String]) -> DeviceBook {
             .filter(|d| {
                 let own = config.is_own_device(d);
                 if own {
-                    tracing::error!(extension = %ext, device = %d, "device skipped: the daemon writes it (loop)");
+                    tracing::error!(extension = %ext, device = %d, "{ext}: device {d} skipped: the daemon writes it (loop)");
                 }
                 !own
             })
@@ -93,7 +93,7 @@ impl Listener {
             Some(reason) => tracing::error!(url = %url,
                 "Asterisk's TLS certificate at {url} refused, {reason}; retrying with backoff (calls are not followed meanwhile)"),
             None => tracing::warn!(url = %url, error = %why,
-                "Asterisk connection lost; reconnecting with backoff (calls are not followed meanwhile)"),
+                "Asterisk connection to {url} lost ({why}); reconnecting with backoff (calls are not followed meanwhile)"),
         }
         let _ = self.status.send(LinkState::Disconnected(why)).await;
     }
@@ -122,8 +122,9 @@ impl Listener {
         if self.events.send(report).await.is_err() {
             return Ended::Cancelled;
         }
-        tracing::info!(url = %self.ari.shown_url(), users, devices = names.len(),
-            "Asterisk connected: devices subscribed and read");
+        let url = self.ari.shown_url();
+        tracing::info!(url = %url, users, devices = names.len(),
+            "Asterisk connected at {url}: {} devices of {users} users subscribed and read", names.len());
         let _ = self.status.send(LinkState::Connected).await;
 
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -185,7 +186,7 @@ impl Listener {
                 None
             }
             Parsed::Invalid(why) => {
-                tracing::warn!(error = %why, "unreadable ARI message ignored");
+                tracing::warn!(error = %why, "unreadable ARI message ignored: {why}");
                 None
             }
         }
@@ -210,7 +211,7 @@ impl Listener {
                 Ok(state) => book.set_state(&name, &state),
                 Err(e @ (AriError::Unreachable(_) | AriError::Unauthorized)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(device = %name, error = %e, "device state not readable; counted as idle");
+                    tracing::warn!(device = %name, error = %e, "device state of {name} not readable ({e}); counted as idle");
                 }
             }
         }
@@ -238,7 +239,9 @@ impl Listener {
         tracing::info!(
             users = users.len(),
             new_devices = added.len(),
-            "Asterisk devices updated"
+            "Asterisk devices updated: {} users, {} new devices",
+            users.len(),
+            added.len()
         );
         Ok(())
     }

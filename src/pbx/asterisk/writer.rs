@@ -64,14 +64,17 @@ impl Writer {
             }
             match error {
                 None if failures > 0 => {
-                    tracing::info!(failures, "Asterisk state writes work again");
+                    tracing::info!(
+                        failures,
+                        "Asterisk state writes work again (after {failures} failures)"
+                    );
                     failures = 0;
                 }
                 None => {}
                 Some(e) => {
                     if failures == 0 {
                         tracing::warn!(error = %e, pending = pending.len(),
-                            "writing Teams states to Asterisk failed; retrying with backoff");
+                            "writing Teams states to Asterisk failed ({e}); {} pending, retrying with backoff", pending.len());
                     }
                     failures = failures.saturating_add(1);
                     // A new update (e.g. every user's state, sent again when the listener
@@ -89,7 +92,7 @@ impl Writer {
     async fn write(&self, update: &PbxUpdate) -> Result<(), AriError> {
         let Some(writes) = writes_for(&self.config, update) else {
             tracing::error!(extension = %update.extension, state = %update.state,
-                "no [pbx.states] entry for this state; nothing written");
+                "{}: no [pbx.states] entry for state {}; nothing written", update.extension, update.state);
             return Ok(());
         };
         for w in writes {

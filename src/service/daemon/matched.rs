@@ -27,15 +27,25 @@ impl Daemon {
                 generation,
                 results,
             } => {
-                for (email, info) in self.matching.on_chunk(generation, results) {
-                    log_match(&email, &info);
+                let found: HashMap<String, MatchInfo> = self
+                    .matching
+                    .on_chunk(generation, results)
+                    .into_iter()
+                    .collect();
+                // One line per extension, in file order (one pass over the directory a chunk).
+                for e in self.directory.entries.iter() {
+                    if let Some(info) = found.get(&e.email) {
+                        log_match(&e.extension, &e.email, info);
+                    }
                 }
             }
             Matched::Done { generation, result } => {
                 let now = self.clock.now();
                 let (changed, retry) = self.matching.on_done(generation, &result, now);
                 if let (Err(e), Some(wait)) = (&result, retry) {
-                    tracing::warn!(error = %e, retry_in = ?wait, "matching users to Teams failed; keeping the cached matches");
+                    tracing::warn!(error = %e, retry_in = ?wait,
+                        "matching users to Teams failed ({e}); keeping the cached matches, next try in {}",
+                        humantime::format_duration(wait));
                     self.out.error("match", None, e.to_string(), now);
                 }
                 if !changed.is_empty() {
@@ -111,14 +121,23 @@ impl Daemon {
     }
 }
 
-fn log_match(email: &str, info: &MatchInfo) {
+fn log_match(extension: &str, email: &str, info: &MatchInfo) {
     match info.status {
         MatchStatus::Matched => {
-            let user = info.teams_id.as_deref().unwrap_or("-");
-            tracing::info!(%email, user, "matched to a Teams user");
+            let teams_user = info.teams_id.as_deref().unwrap_or("-");
+            tracing::info!(
+                extension,
+                email,
+                teams_user,
+                "{extension} {email}: matched to Teams user {teams_user}"
+            );
         }
-        status => tracing::warn!(%email, %status, detail = ?info.detail,
-            "no Teams user for this e-mail; fix the users file or the Entra account"),
+        status => {
+            let detail = info.detail.as_deref().unwrap_or("");
+            tracing::warn!(extension, email, %status, detail,
+                "{extension} {email}: no Teams user ({status}{}{detail}); fix the users file or the Entra account",
+                if detail.is_empty() { "" } else { ": " });
+        }
     }
 }
 

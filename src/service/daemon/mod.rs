@@ -8,6 +8,7 @@
 //! In-a-call session and the writers finish, within `sync.shutdown_timeout` -> every task
 //! ends -> the store commits and closes.
 
+mod lines;
 mod matched;
 mod reload;
 mod route;
@@ -143,7 +144,7 @@ impl Daemon {
         tracing::info!(
             sessions,
             ?budget,
-            "shutting down: clearing In-a-call sessions"
+            "shutting down: clearing {sessions} In a call sessions"
         );
         let clears_until = until - budget.min(Duration::from_millis(500));
         if !self.drain_writers(clears_until).await {

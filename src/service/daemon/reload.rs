@@ -49,10 +49,7 @@ impl Daemon {
                 self.engine.forget_pushed();
             }
             Change::RestartRequired(key) => {
-                tracing::warn!(
-                    key,
-                    "this setting changes only after a restart of the daemon"
-                );
+                tracing::warn!(key, "{key} changes only after a restart of the daemon");
             }
         }
     }
@@ -67,7 +64,7 @@ impl Daemon {
                 self.parts.resolver.restart(self.matching.generation());
                 self.start_lookup();
             }
-            Err(e) => tracing::error!(error = %e, "the new [azure] settings cannot be used"),
+            Err(e) => tracing::error!(error = %e, "the new [azure] settings cannot be used: {e}"),
         }
     }
 

@@ -2,6 +2,7 @@
 //! changes go to the engine with `now`; its commands go to the writers and the PBX.
 
 use super::Daemon;
+use super::lines::{self, Told, Who};
 use crate::graph::Presence;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::service::poller::Polled;
@@ -20,8 +21,7 @@ impl Daemon {
                 continue;
             };
             if previous != event.state {
-                tracing::info!(extension = %event.extension, from = %previous, to = %event.state,
-                    "PBX call state changed");
+                lines::pbx_changed(self.who(&event.extension), previous, event.state);
             }
             self.out.write(Write::SetPbx {
                 extension: event.extension.clone(),
@@ -42,12 +42,10 @@ impl Daemon {
             let presence = TeamsPresence::new(&p.availability, &p.activity);
             let outcome = self.engine.on_teams_presence(&p.id, &presence, now);
             for (extension, previous) in &outcome.changed {
-                let from = previous
-                    .as_ref()
-                    .map_or("-".to_owned(), ToString::to_string);
                 let via = if notified { "notification" } else { "poll" };
-                tracing::info!(%extension, user = %p.id, %from, to = %presence,
-                    own_call = outcome.echo, via, "Teams presence changed");
+                let told = told(extension, outcome.echo, &outcome.commands);
+                let who = self.who(extension);
+                lines::teams_changed(who, &p.id, previous.as_ref(), &presence, via, &told);
                 self.out.write(Write::SetTeams {
                     extension: extension.clone(),
                     availability: presence.availability.clone(),
@@ -134,15 +132,11 @@ impl Daemon {
         let clear = matches!(w.wanted, Wanted::Clear { .. });
         match &w.result {
             Ok(()) => {
-                if clear {
-                    tracing::info!(%extension, user = %w.teams_id, "In a call cleared in Teams");
-                    if !self.engine.has_session(&w.teams_id) {
-                        self.out.write(Write::CloseSession {
-                            teams_id: w.teams_id.clone(),
-                        });
-                    }
-                } else {
-                    tracing::info!(%extension, user = %w.teams_id, "In a call written to Teams");
+                lines::session_written(self.who(extension), &w.teams_id, clear);
+                if clear && !self.engine.has_session(&w.teams_id) {
+                    self.out.write(Write::CloseSession {
+                        teams_id: w.teams_id.clone(),
+                    });
                 }
                 let counter = if clear {
                     "clear_presence"
@@ -152,7 +146,7 @@ impl Daemon {
                 self.out.count(counter, 1);
             }
             Err(why) => {
-                tracing::warn!(%extension, user = %w.teams_id, error = %why, "presence write failed");
+                lines::session_failed(self.who(extension), &w.teams_id, clear, why);
                 let now = self.clock.now();
                 self.out
                     .error("graph", Some(extension), why.to_string(), now);
@@ -249,5 +243,32 @@ impl Daemon {
                 }),
             }
         }
+    }
+}
+
+impl Daemon {
+    /// Who an extension is, for the journal: with its Teams account's e-mail when known.
+    pub(super) fn who<'a>(&'a self, extension: &'a str) -> Who<'a> {
+        Who {
+            extension,
+            email: self.engine.email(extension),
+        }
+    }
+}
+
+/// What the PBX is told about one extension's Teams change, read off the engine's commands.
+fn told<'a>(extension: &str, echo: bool, commands: &'a [Command]) -> Told<'a> {
+    let pushed = commands.iter().find_map(|c| match c {
+        Command::PushToPbx {
+            extension: e,
+            state,
+            ..
+        } if e.as_str() == extension => Some(state.as_str()),
+        _ => None,
+    });
+    match pushed {
+        Some(state) => Told::State(state),
+        None if echo => Told::OwnCall,
+        None => Told::Nothing,
     }
 }

@@ -116,12 +116,13 @@ async fn first_voicemail_read(config: &Config) -> Vec<VoicemailUser> {
         Some(Ok(boxes)) => {
             tracing::info!(
                 boxes = boxes.len(),
-                "users read from Asterisk's voicemail boxes"
+                "{} users read from Asterisk's voicemail boxes",
+                boxes.len()
             );
             boxes
         }
         Some(Err(e)) => {
-            tracing::warn!(error = %e, "users from voicemail boxes not read (pbx.ami_address); the users file alone is used until the next reload");
+            tracing::warn!(error = %e, "users from voicemail boxes not read (pbx.ami_address: {e}); the users file alone is used until the next reload");
             Vec::new()
         }
         None => Vec::new(),

@@ -72,7 +72,7 @@ impl Manager {
                 Input::TokensRead(names)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read subscription account tokens");
+                tracing::warn!(error = %e, "cannot read subscription account tokens: {e}");
                 Input::TokensRead(Vec::new())
             }
         }
@@ -190,7 +190,7 @@ impl Manager {
             Err(Input::TokenRefused { error, .. } | Input::TokenFailed { error, .. }) => error,
             Err(_) => "no access token".to_owned(),
         };
-        tracing::warn!(subscription = %id, %error, "cannot delete subscription");
+        tracing::warn!(subscription = %id, %error, "cannot delete subscription {id}: {error}");
     }
 
     /// Make `call` with the account's access token; a 401 gets one more try with a fresh one.
@@ -336,7 +336,7 @@ fn expiry(s: &Subscription) -> Option<Millis> {
     if at.is_none() {
         let date: String = s.expiration_date_time.chars().take(64).collect();
         tracing::warn!(subscription = %s.id, %date,
-            "Graph's expirationDateTime cannot be read; the expiry asked for is assumed");
+            "subscription {}: Graph's expirationDateTime {date} cannot be read; the expiry asked for is assumed", s.id);
     }
     at
 }

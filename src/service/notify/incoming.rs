@@ -78,7 +78,7 @@ impl Manager {
             .users_of(subscription)
             .is_some_and(|ids| ids.iter().any(|id| id.eq_ignore_ascii_case(user)));
         if !named {
-            tracing::warn!(%subscription, %user, "notification dropped: its subscription does not name that user");
+            tracing::warn!(%subscription, teams_user = %user, "notification for Teams user {user} dropped: its subscription {subscription} does not name that user");
             self.out.count("notifications_refused_user", 1);
             return false;
         }
@@ -87,7 +87,7 @@ impl Manager {
                 .replays
                 .first(subscription, replay::identity(content), now)
         {
-            tracing::warn!(%subscription, %user, "notification dropped: a replay of an item already taken");
+            tracing::warn!(%subscription, teams_user = %user, "notification for Teams user {user} dropped: a replay of an item already taken");
             self.out.count("notifications_refused_replay", 1);
             return false;
         }
@@ -133,11 +133,11 @@ impl Manager {
                     activity: p.activity,
                 }),
                 Ok(_) => {
-                    tracing::warn!(%user, "rich notification for another user than it names; read instead");
+                    tracing::warn!(teams_user = %user, "rich notification for Teams user {user} carries another user; presence read instead");
                     self.pending.insert(user);
                 }
                 Err(e) => {
-                    tracing::warn!(%user, error = %e, "rich notification not decrypted; presence read instead");
+                    tracing::warn!(teams_user = %user, error = %e, "rich notification for Teams user {user} not decrypted ({e}); presence read instead");
                     self.pending.insert(user);
                 }
             }
@@ -157,7 +157,7 @@ impl Manager {
                 let _ = self.links.out.send(Polled::Notified(presences)).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, users = ids.len(), "presence read after a notification failed; the next poll catches up");
+                tracing::warn!(error = %e, users = ids.len(), "presence read of {} users after a notification failed ({e}); the next poll catches up", ids.len());
             }
         }
     }

@@ -254,7 +254,8 @@ impl Manager {
         tracing::info!(
             covered,
             polled = coverage.polled,
-            "notification coverage changed"
+            "notification coverage changed: {covered} users covered by subscriptions, {} polled only",
+            coverage.polled
         );
     }
 
@@ -279,14 +280,15 @@ impl Manager {
                 .await;
         match loaded {
             Ok(Ok(fresh)) if fresh.rotated => {
-                tracing::info!(certificate = %fresh.current().certificate_id(),
-                    "notification certificate rotated; subscriptions are made again");
+                let certificate = fresh.current().certificate_id();
+                tracing::info!(%certificate,
+                    "notification certificate rotated to {certificate}; subscriptions are made again");
                 self.keys = Some(Arc::new(fresh));
                 return true;
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "notification certificate not rotated"),
-            Err(e) => tracing::error!(error = %e, "notification certificate rotation failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "notification certificate not rotated: {e}"),
+            Err(e) => tracing::error!(error = %e, "notification certificate rotation failed: {e}"),
         }
         false
     }

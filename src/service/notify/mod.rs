@@ -133,7 +133,8 @@ pub async fn start(
         .with_time(clock, tick)
         .with_keys(keys, key_dir(config));
     tracing::info!(listen = %bound, public_url = %n.public_url, accounts = n.accounts.len(),
-        "change notifications enabled");
+        "change notifications enabled: webhook on {bound}, public URL {}, {} subscription accounts",
+        n.public_url, n.accounts.len());
     tracker.spawn(
         manager
             .run(cancel)
@@ -206,7 +207,7 @@ async fn keep_keys(trust: Arc<Trust>, login_url: url::Url, cancel: CancellationT
                 KEYS_REFRESH
             }
             Err(error) => {
-                tracing::warn!(%error, "notification signing keys not fetched; rich notifications wait (503) until they are; retrying in a minute");
+                tracing::warn!(%error, "notification signing keys not fetched ({error}); rich notifications wait (503) until they are; retrying in a minute");
                 KEYS_RETRY
             }
         };
@@ -271,8 +272,8 @@ async fn load_keys(
                 what: "notification keys",
                 source,
             })??;
-    tracing::info!(certificate = %loaded.current().certificate_id(),
-        "rich notifications: encryption certificate ready");
+    let certificate = loaded.current().certificate_id();
+    tracing::info!(%certificate, "rich notifications: encryption certificate {certificate} ready");
     Ok(Some(Arc::new(loaded)))
 }
 

@@ -23,22 +23,22 @@ impl Manager {
         let path = &self.config_path;
         match fact {
             Fact::TokenFound { account } => {
-                tracing::info!(%account, "subscription account token found");
+                tracing::info!(%account, "subscription account {account}: token found");
             }
             Fact::NotSignedIn { account } => tracing::warn!(%account,
-                "subscription account not signed in; its share of users is polled. Sign it in: pbx-teams-presence login --config {path} --account {account}"),
+                "subscription account {account} not signed in; its share of users is polled. Sign it in: pbx-teams-presence login --config {path} --account {account}"),
             Fact::SignedOut { account, error } => {
                 tracing::error!(%account, %error,
-                    "subscription account signed out; its users are polled. Sign it in again: pbx-teams-presence login --config {path} --account {account}");
+                    "subscription account {account} signed out ({error}); its users are polled. Sign it in again: pbx-teams-presence login --config {path} --account {account}");
                 let message = format!(
                     "signed out ({error}); run: pbx-teams-presence login --account {account}"
                 );
                 self.record_error(account, message);
             }
             Fact::TokenNotRefreshed { account, error } => tracing::warn!(%account, %error,
-                "subscription account token not refreshed; retrying later"),
+                "subscription account {account}: token not refreshed ({error}); retrying later"),
             Fact::ListFailed { account, error } => tracing::warn!(%account, %error,
-                "cannot list the account's subscriptions; retrying"),
+                "subscription account {account}: cannot list its subscriptions ({error}); retrying"),
             other => return Some(other),
         }
         None
@@ -52,19 +52,20 @@ impl Manager {
                 subscription: id,
                 users,
             } => tracing::info!(%account,
-                subscription = %id, users, "subscription from the last run kept"),
+                subscription = %id, users, "subscription account {account}: subscription {id} from the last run kept ({users} users)"),
             Fact::UnknownDeleted {
                 account,
                 subscription: id,
             } => tracing::info!(%account,
-                subscription = %id, "unknown subscription of this account deleted"),
+                subscription = %id, "subscription account {account}: unknown subscription {id} deleted"),
             Fact::Created {
                 account,
                 subscription: id,
                 users,
                 expires_at,
             } => tracing::info!(%account,
-                subscription = %id, users, expires = %date(expires_at), "subscription created"),
+                subscription = %id, users, expires = %date(expires_at),
+                "subscription account {account}: subscription {id} created for {users} users, expires {}", date(expires_at)),
             Fact::CreateFailed {
                 account,
                 users,
@@ -74,7 +75,7 @@ impl Manager {
                 // Said at the first failure in a row; every one is recorded.
                 if first {
                     tracing::warn!(%account, %error, users,
-                        "subscription not created; its users are polled; retrying with backoff");
+                        "subscription account {account}: subscription for {users} users not created ({error}); they are polled; retrying with backoff");
                 }
                 self.record_error(account, format!("subscription not created: {error}"));
             }
@@ -115,33 +116,35 @@ fn report_upkeep(fact: Fact) {
             account,
             subscription: id,
         } => tracing::warn!(%account, subscription = %id,
-            "subscription gone at Graph (expired or deleted); making a new one"),
+            "subscription account {account}: subscription {id} gone at Graph (expired or deleted); making a new one"),
         Fact::CheckFailed {
             account,
             subscription: id,
             error,
         } => tracing::warn!(%account, subscription = %id, %error,
-            "subscription look-up failed; trying again at the next check"),
+            "subscription account {account}: look-up of subscription {id} failed ({error}); trying again at the next check"),
         Fact::RenewFailed {
             account,
             subscription: id,
             error,
         } => tracing::warn!(%account,
-            subscription = %id, %error, "subscription renewal failed; retrying"),
+            subscription = %id, %error, "subscription account {account}: renewal of subscription {id} failed ({error}); retrying"),
         Fact::Lifecycle {
             account,
             subscription: id,
             event,
-        } => tracing::info!(
-            account = account.as_deref().unwrap_or("-"), subscription = %id, %event,
-            "subscription lifecycle event"),
+        } => {
+            let account = account.as_deref().unwrap_or("-");
+            tracing::info!(account, subscription = %id, %event,
+                "subscription account {account}: lifecycle event {event} for subscription {id}");
+        }
         Fact::Unhealthy {
             account,
             subscription: id,
             user,
         } => tracing::warn!(%account,
-            subscription = %id, %user,
-            "a change polling found was never notified; the subscription is made again and its users are polled meanwhile"),
+            subscription = %id, teams_user = %user,
+            "subscription account {account}: a change of Teams user {user} that polling found was never notified by subscription {id}; it is made again and its users are polled meanwhile"),
         // Said by the functions above.
         Fact::TokenFound { .. }
         | Fact::NotSignedIn { .. }

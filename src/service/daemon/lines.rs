@@ -1,0 +1,143 @@
+//! The journal's story: one INFO line per state change, whose text says who and what
+//! (`1001 alice@contoso.com: Teams Available -> Busy/InAMeeting (poll); PBX state in_meeting`)
+//! so that `journalctl -u pbx-teams-presence` in its default short output needs nothing else.
+//! The same facts are structured fields (`EXTENSION`, `EMAIL`, `TEAMS_USER`, `FROM`, `TO`,
+//! ...) for `journalctl EXTENSION=1001`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::sync::types::{CallState, TeamsPresence};
+
+/// Who a line is about: the extension, and the Teams account when known.
+#[derive(Clone, Copy)]
+pub(super) struct Who<'a> {
+    pub extension: &'a str,
+    pub email: Option<&'a str>,
+}
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.email {
+            Some(email) => write!(f, "{} {email}", self.extension),
+            None => f.write_str(self.extension),
+        }
+    }
+}
+
+/// A Teams presence as people read it: `Available`, `Busy/InAMeeting` (the activity only
+/// when it says more than the availability).
+pub(super) fn shown(p: &TeamsPresence) -> Cow<'_, str> {
+    if p.availability == p.activity {
+        Cow::Borrowed(&p.availability)
+    } else {
+        Cow::Owned(format!("{}/{}", p.availability, p.activity))
+    }
+}
+
+/// What the PBX is told about a Teams change.
+pub(super) enum Told<'a> {
+    /// This PBX state is pushed.
+    State(&'a str),
+    /// The change is Teams showing our own "In a call": nothing is pushed.
+    OwnCall,
+    /// The user's direction is PBX -> Teams only, or the state is already there.
+    Nothing,
+}
+
+/// `1001 alice@contoso.com: Teams Available -> Busy/InAMeeting (poll); PBX state in_meeting`
+pub(super) fn teams_changed(
+    who: Who<'_>,
+    teams_user: &str,
+    from: Option<&TeamsPresence>,
+    to: &TeamsPresence,
+    via: &str,
+    told: &Told<'_>,
+) {
+    let from = from.map_or(Cow::Borrowed("(none)"), shown);
+    let to = shown(to);
+    let (pbx_state, then) = match told {
+        Told::State(state) => (*state, Cow::Owned(format!("PBX state {state}"))),
+        Told::OwnCall => (
+            "",
+            Cow::Borrowed("our own In a call, not pushed to the PBX"),
+        ),
+        Told::Nothing => ("", Cow::Borrowed("nothing new for the PBX")),
+    };
+    tracing::info!(
+        extension = who.extension,
+        email = who.email,
+        teams_user,
+        from = %from,
+        to = %to,
+        via,
+        pbx_state,
+        "{who}: Teams {from} -> {to} ({via}); {then}"
+    );
+}
+
+/// `1001 alice@contoso.com: PBX idle -> speaking`
+pub(super) fn pbx_changed(who: Who<'_>, from: CallState, to: CallState) {
+    tracing::info!(extension = who.extension, email = who.email, from = %from, to = %to,
+        "{who}: PBX {from} -> {to}");
+}
+
+/// `1001 alice@contoso.com: speaking -> In a call written to Teams`, or the clear.
+pub(super) fn session_written(who: Who<'_>, teams_user: &str, cleared: bool) {
+    if cleared {
+        tracing::info!(
+            extension = who.extension,
+            email = who.email,
+            teams_user,
+            "{who}: In a call cleared in Teams"
+        );
+    } else {
+        tracing::info!(
+            extension = who.extension,
+            email = who.email,
+            teams_user,
+            "{who}: speaking -> In a call written to Teams"
+        );
+    }
+}
+
+/// `1001 alice@contoso.com: writing In a call to Teams failed: <why>`
+pub(super) fn session_failed(
+    who: Who<'_>,
+    teams_user: &str,
+    cleared: bool,
+    why: &dyn fmt::Display,
+) {
+    let what = if cleared {
+        "clearing In a call in Teams"
+    } else {
+        "writing In a call to Teams"
+    };
+    tracing::warn!(extension = who.extension, email = who.email, teams_user, error = %why,
+        "{who}: {what} failed: {why}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_presence_is_shown_once_when_both_halves_agree() {
+        let p = |a: &str, b: &str| TeamsPresence::new(a, b);
+        assert_eq!(shown(&p("Available", "Available")), "Available");
+        assert_eq!(shown(&p("Busy", "InAMeeting")), "Busy/InAMeeting");
+    }
+
+    #[test]
+    fn who_names_the_extension_and_the_account_when_known() {
+        let who = |email| Who {
+            extension: "1001",
+            email,
+        };
+        assert_eq!(
+            who(Some("alice@contoso.com")).to_string(),
+            "1001 alice@contoso.com"
+        );
+        assert_eq!(who(None).to_string(), "1001");
+    }
+}
