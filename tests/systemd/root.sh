@@ -7,6 +7,7 @@
 #   install         make sure the cached root tarball exists: debootstrap --variant=minbase
 #                   --include=systemd,systemd-sysv,dbus, host-touching units masked, packed
 #                   (about 90 s once; then nothing to do)
+#   cached          exit status 0 when the cached tarball is there (nothing else)
 #   fresh DIR       a fresh copy of the cached root in DIR (DIR is deleted first; seconds)
 #   boot DIR [LOG]  boot systemd in DIR, in the foreground: pid, mount, uts, ipc and cgroup
 #                   namespaces, its own cgroup, killed with the caller (pdeathsig). PID 1's
@@ -227,6 +228,7 @@ main() {
   [ $# -gt 0 ] && shift
   case "$c" in
     install)   cmd_install ;;
+    cached)    [ -f "$CACHE" ] ;;
     fresh)     cmd_fresh "$@" ;;
     boot)      cmd_boot "$@" ;;
     pid)       cmd_pid "$@" ;;
