@@ -6,10 +6,15 @@ cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
 # Debian packages the tests need: python3 with venv (Graph SDK probe), systemd-analyze
-# (unit hardening test). Installed when missing and we may (root or passwordless sudo).
+# (unit hardening test), debootstrap and zstd (the Debian roots of tests/pbx and
+# tests/systemd), dpkg-deb (the package). Installed when missing and we may (root or
+# passwordless sudo).
 missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 need systemd-analyze || missing+=(systemd)
+need debootstrap || missing+=(debootstrap)
+need zstd || missing+=(zstd)
+need dpkg-deb || missing+=(dpkg)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
     echo "test.sh: installing ${missing[*]}"
@@ -26,6 +31,22 @@ pbx install && pbx start || {
     echo "test.sh: the test Asterisk needs root or passwordless sudo: sudo tests/pbx/asterisk.sh install" >&2
     exit 1; }
 trap 'pbx stop >/dev/null 2>&1 || true' EXIT
+
+# The Debian package (tests/installed_service.rs installs it into a Debian 12 root booted with
+# systemd 252: tests/systemd/README.md). cargo-deb is pinned: the package's layout is its.
+CARGO_DEB_VERSION=3.8.0
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    echo "== installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+fi
+echo "== cargo deb (release build: fat LTO, one codegen unit)"
+t0=$(date +%s)
+deb=$(cargo deb --locked | tail -n 1)
+[ -f "$deb" ] || { echo "test.sh: cargo deb made no package ($deb)" >&2; exit 1; }
+export PBX_TEAMS_PRESENCE_DEB="$deb"
+echo "test.sh: $deb ($(du -h "$deb" | cut -f1)) in $(( $(date +%s) - t0 )) s"
+echo "== systemd test root: install (cached after the first time)"
+$asroot ./tests/systemd/root.sh install
 
 if need cargo-nextest; then
     cargo nextest run --workspace --locked --no-fail-fast

@@ -80,9 +80,14 @@ impl Booted {
         let d = dir.to_str().expect("a UTF-8 path");
         ok("root.sh fresh", script(&["fresh", d]));
         // root.sh boot execs setpriv --pdeathsig KILL unshare ...: killed with this thread.
+        // Its own output (unshare's complaint when its child is killed) goes next to the
+        // console log.
+        let log = std::fs::File::create(dir.with_extension("boot.log")).expect("the boot log");
         let launcher = Command::new(SCRIPT)
             .args(["boot", d])
             .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the boot log"))
+            .stderr(log)
             .spawn()
             .expect("root.sh boot starts");
         let mut booted = Booted {
@@ -92,7 +97,14 @@ impl Booted {
         };
         booted.pid = booted.find_systemd();
         let pid = booted.pid.to_string();
-        ok("root.sh wait", script(&["wait", &pid, "60"]));
+        let waited = script(&["wait", &pid, "60"]);
+        assert!(
+            waited.status.success(),
+            "systemd did not boot: {}\nPID 1's console:\n{}\nboot log:\n{}",
+            String::from_utf8_lossy(&waited.stderr),
+            booted.console(),
+            std::fs::read_to_string(dir.with_extension("boot.log")).unwrap_or_default()
+        );
         booted
     }
 
@@ -182,6 +194,8 @@ impl Drop for Booted {
         let _ = self.launcher.wait();
         if std::env::var_os("PBX_TEAMS_PRESENCE_KEEP_ROOT").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = std::fs::remove_file(self.dir.with_extension("console"));
+            let _ = std::fs::remove_file(self.dir.with_extension("boot.log"));
         }
     }
 }
