@@ -57,6 +57,8 @@ fn email(extension: &str) -> &'static str {
 pub struct Installed<'a> {
     pub root: &'a Booted,
     deb: PathBuf,
+    /// When `dpkg -i` started.
+    installed_at: Option<Instant>,
     /// `started_at` of the main daemon the test last followed.
     started_at: Option<String>,
 }
@@ -67,6 +69,7 @@ impl<'a> Installed<'a> {
         Installed {
             root,
             deb: deb.to_owned(),
+            installed_at: None,
             started_at: None,
         }
     }
@@ -83,10 +86,11 @@ impl<'a> Installed<'a> {
     }
 
     /// `dpkg -i`: nothing enabled, nothing started; the user, owners and modes in place.
-    pub fn install_and_check_modes(&self) {
+    pub fn install_and_check_modes(&mut self) {
         let size = self.deb.metadata().unwrap().len();
         std::fs::copy(&self.deb, self.root.path("/root/stage/pkg.deb")).unwrap();
         let t = Instant::now();
+        self.installed_at = Some(t);
         self.root.ok(&["dpkg", "-i", "/root/stage/pkg.deb"]);
         println!(
             "package {} ({:.1} MB) installed by dpkg -i in {:.2} s",
@@ -184,8 +188,10 @@ impl<'a> Installed<'a> {
         let t = Instant::now();
         self.root.ok(&["systemctl", "enable", "--now", MAIN]);
         println!(
-            "systemctl enable --now -> READY (token, matching, first poll): {:.2} s",
-            t.elapsed().as_secs_f64()
+            "systemctl enable --now -> READY (token, matching, first poll): {:.2} s; \
+             dpkg -i -> READY (config, users, secrets and check written in between): {:.2} s",
+            t.elapsed().as_secs_f64(),
+            self.installed_at.map_or(0.0, |i| i.elapsed().as_secs_f64())
         );
         assert_eq!(self.root.property(MAIN, "ActiveState"), "active");
         assert_eq!(self.root.property(MAIN, "UnitFileState"), "enabled");
