@@ -34,6 +34,7 @@ mod presence;
 mod presence_api;
 mod server;
 mod state;
+mod subscription_checks;
 mod subscriptions;
 mod token;
 mod trust;

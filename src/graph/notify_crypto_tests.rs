@@ -4,6 +4,9 @@
 //! generation is the slow part (0.1 to 0.4 s in a debug build), so most tests share two keys
 //! made once ([`pool`]); each test makes at most one key of its own.
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use cbc::cipher::BlockModeEncrypt as _;
