@@ -41,7 +41,7 @@ if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; t
 fi
 echo "== cargo deb (release build: fat LTO, one codegen unit)"
 t0=$(date +%s)
-deb=$(cargo deb --locked | tail -n 1)
+deb=$(cargo deb --locked | grep '\.deb$' | tail -n 1)
 [ -f "$deb" ] || { echo "test.sh: cargo deb made no package ($deb)" >&2; exit 1; }
 export PBX_TEAMS_PRESENCE_DEB="$deb"
 echo "test.sh: $deb ($(du -h "$deb" | cut -f1)) in $(( $(date +%s) - t0 )) s"
