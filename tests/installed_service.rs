@@ -189,7 +189,9 @@ async fn two_tenants_side_by_side(pkg: &Installed<'_>, w: &mut World) {
         "pbx-teams-presence@a.service",
         "pbx-teams-presence@b.service",
     ];
-    pkg.root.ok(&["systemctl", "start", units[0], units[1]]);
+    // Enabled, so that the purge has their enablement to remove.
+    pkg.root
+        .ok(&["systemctl", "enable", "--now", units[0], units[1]]);
     for (unit, name, ext) in [(units[0], "a", ALICE), (units[1], "b", BOB)] {
         assert_eq!(pkg.root.property(unit, "ActiveState"), "active", "{unit}");
         w.listen = pkg.listen_of(&format!("/var/lib/pbx-teams-presence/{name}/state.db"));
