@@ -212,3 +212,33 @@ fn an_unreadable_config_says_its_cause_once() {
     assert!(err.contains("cannot read"), "{err}");
     assert_eq!(err.matches(cause).count(), 1, "the cause once: {err}");
 }
+
+/// Outside systemd (no CREDENTIALS_DIRECTORY), `check` reads the secrets from the directory
+/// `credentials` next to the config, as the shipped units pass it to the service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_credentials_directory_beside_the_config() {
+    let mut w = World::new().await;
+    w.credential = Some(String::new());
+    w.write_config("");
+    let dir = w.dir.path().join("credentials");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("client-secret"), w.graph.client_secret()).unwrap();
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+            .args(["check", "--config"])
+            .arg(path)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("credential: client secret"), "{text}");
+}

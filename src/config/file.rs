@@ -14,7 +14,9 @@ use super::Secret;
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
 /// Default `azure.graph_url`: Microsoft Graph (global cloud).
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
-/// Default `sync.state_db`: systemd's `StateDirectory=pbx-teams-presence`.
+/// Default `sync.state_db` without systemd: the main unit's `StateDirectory=`. Under systemd
+/// the default is `state.db` in `$STATE_DIRECTORY` (`/var/lib/pbx-teams-presence` for the main
+/// unit, `/var/lib/pbx-teams-presence/NAME` for an instance of the template).
 pub const DEFAULT_STATE_DB: &str = "/var/lib/pbx-teams-presence/state.db";
 /// Default `sync.poll_interval`.
 pub const DEFAULT_POLL_INTERVAL: &str = "30s";
@@ -90,7 +92,7 @@ fn default_graph_url() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SyncSection {
-    pub state_db: PathBuf,
+    pub state_db: Option<PathBuf>,
     pub poll_interval: String,
     pub in_call_expiration: String,
     pub resolve_interval: String,
@@ -102,7 +104,7 @@ pub(crate) struct SyncSection {
 impl Default for SyncSection {
     fn default() -> Self {
         SyncSection {
-            state_db: PathBuf::from(DEFAULT_STATE_DB),
+            state_db: None,
             poll_interval: s(DEFAULT_POLL_INTERVAL),
             in_call_expiration: s(DEFAULT_IN_CALL_EXPIRATION),
             resolve_interval: s(DEFAULT_RESOLVE_INTERVAL),

@@ -186,14 +186,23 @@ pub struct LogConfig {
 
 impl Config {
     /// Reads and validates the config file at `path` (secret files included; the users file
-    /// is separate: [`load_users`]). Uses the process environment for `CREDENTIALS_DIRECTORY`.
+    /// is separate: [`load_users`]). Uses the process environment for `CREDENTIALS_DIRECTORY`;
+    /// when it is not set (not started by systemd: `check` by hand, say), the directory
+    /// `credentials` next to the config file stands in for it, as the shipped units pass it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let source = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let text = std::fs::read_to_string(&source).map_err(|e| ConfigError::Read {
             path: source.clone(),
             source: e,
         })?;
-        Config::from_str_with(&text, &source, &|k| std::env::var_os(k))
+        let beside = source.parent().map(|d| d.join("credentials"));
+        let env = |k: &str| {
+            std::env::var_os(k).or_else(|| {
+                let dir = beside.as_ref().filter(|d| d.is_dir())?;
+                (k == "CREDENTIALS_DIRECTORY").then(|| dir.clone().into_os_string())
+            })
+        };
+        Config::from_str_with(&text, &source, &env)
     }
 
     /// Validates `text` as if read from `source` (relative paths resolve against its

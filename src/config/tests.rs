@@ -337,3 +337,27 @@ fn the_webhook_tls_comes_from_systemd_credentials_both_or_neither() {
     let files = tls(load().unwrap()).unwrap();
     assert_eq!((files.cert, files.key), (cert, key));
 }
+
+/// Without `sync.state_db`, the database lives in the unit's state directory (each template
+/// instance has its own), or in the main unit's without systemd.
+#[test]
+fn the_state_database_defaults_to_the_units_state_directory() {
+    let creds = Creds::new();
+    let source = Path::new("/etc/pbx-teams-presence/tenant-a/config.toml");
+    let credentials = creds.env();
+    let env = |k: &str| match k {
+        "STATE_DIRECTORY" => Some("/var/lib/pbx-teams-presence/tenant-a:/other".into()),
+        _ => credentials(k),
+    };
+    let c = Config::from_str_with(MINIMAL, source, &env).unwrap();
+    let db = Path::new("/var/lib/pbx-teams-presence/tenant-a/state.db");
+    assert_eq!(c.sync.state_db, db);
+    let c = Config::from_str_with(MINIMAL, source, &creds.env()).unwrap();
+    assert_eq!(
+        c.sync.state_db,
+        Path::new("/var/lib/pbx-teams-presence/state.db")
+    );
+    let text = format!("{MINIMAL}\n[sync]\nstate_db = \"/srv/p.db\"\n");
+    let c = Config::from_str_with(&text, source, &env).unwrap();
+    assert_eq!(c.sync.state_db, Path::new("/srv/p.db"));
+}

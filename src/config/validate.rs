@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::file::{AzureSection, FileConfig, MappingSection, PbxSection, SyncSection};
+use super::file::{
+    AzureSection, DEFAULT_STATE_DB, FileConfig, MappingSection, PbxSection, SyncSection,
+};
 use super::secret::{self, EnvLookup, SecretSpec};
 use super::spans::Spans;
 use super::{
@@ -203,9 +205,22 @@ fn azure(ctx: &Ctx<'_>, a: &AzureSection) -> Result<AzureConfig, ConfigError> {
     })
 }
 
+/// `state.db` in the unit's state directory when systemd gives one (`$STATE_DIRECTORY`, the
+/// first of its list), else [`DEFAULT_STATE_DB`].
+fn default_state_db(ctx: &Ctx<'_>) -> PathBuf {
+    let from_systemd = (ctx.env)("STATE_DIRECTORY").and_then(|dirs| {
+        let first = dirs.to_string_lossy().split(':').next()?.to_owned();
+        (!first.is_empty()).then(|| PathBuf::from(first).join("state.db"))
+    });
+    from_systemd.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DB))
+}
+
 fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
     Ok(SyncConfig {
-        state_db: ctx.path(&s.state_db),
+        state_db: match &s.state_db {
+            Some(path) => ctx.path(path),
+            None => default_state_db(ctx),
+        },
         poll_interval: ctx.duration("sync.poll_interval", &s.poll_interval, SECOND..=FOREVER)?,
         // Graph accepts PT5M..PT4H only
         // (https://learn.microsoft.com/en-us/graph/api/presence-setpresence).

@@ -169,16 +169,17 @@ impl<'a> Installed<'a> {
         self.write_setup(w, ETC, extra, extensions);
     }
 
-    /// A template instance: /etc/pbx-teams-presence/NAME, its state next to the main one's.
+    /// A template instance: /etc/pbx-teams-presence/NAME; its state goes by default to its own
+    /// state directory, /var/lib/pbx-teams-presence/NAME/state.db (no `state_db` written).
     pub fn configure_instance(&self, w: &World, name: &str, extensions: &[&str]) {
-        let extra = format!("state_db = \"/var/lib/pbx-teams-presence/{name}/state.db\"\n");
-        self.write_setup(w, &format!("{ETC}/{name}"), &extra, extensions);
+        self.write_setup(w, &format!("{ETC}/{name}"), "", extensions);
     }
 
-    /// `pbx-teams-presence check` as the docs run it, on the credentials directory.
+    /// `pbx-teams-presence check` as the docs run it: by hand, as root, the secrets read from
+    /// the credentials directory next to the config.
     pub fn check(&self) {
         let out = self.root.sh(&format!(
-            "CREDENTIALS_DIRECTORY={ETC}/credentials pbx-teams-presence check --config {ETC}/config.toml"
+            "pbx-teams-presence check --config {ETC}/config.toml"
         ));
         assert!(!out.contains("problem:"), "check found problems:\n{out}");
     }
