@@ -26,6 +26,7 @@ pub mod config;
 pub mod graph;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod pbx;
 pub mod secret;
 pub mod service;
