@@ -151,9 +151,8 @@ impl Metrics {
     fn zeros(&self) {
         self.set_users(&UserCounts::default());
         for state in [CallState::Idle, CallState::Ringing, CallState::Speaking] {
-            self.inner
-                .pbx_events
-                .get_or_create(&[("state", state.as_str())]);
+            let labels = [("state", state.as_str())];
+            self.inner.pbx_events.get_or_create(&labels).inc_by(0);
         }
         self.pbx_pushes(true, 0);
         self.pbx_pushes(false, 0);

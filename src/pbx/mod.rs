@@ -23,6 +23,10 @@ pub struct PbxUpdate {
     pub activity: Cow<'static, str>,
     /// The PBX-side state name from the mapping table (e.g. `in_meeting`).
     pub state: String,
+    /// When the main loop read the Teams change (`None`: a state pushed again): the PBX's
+    /// acknowledgement is measured from then (`teams_to_pbx_seconds`). Not sent.
+    #[serde(skip)]
+    pub read_at: Option<tokio::time::Instant>,
 }
 
 /// Whether a connector that keeps a connection to the PBX has it (shown by `status`; a
