@@ -33,6 +33,8 @@ pub mod webhook;
 
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+mod metrics_tests;
 
 use std::fmt;
 use std::sync::Arc;
