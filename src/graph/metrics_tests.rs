@@ -27,7 +27,11 @@ async fn start(throttles: u32) -> (GraphClient, Metrics) {
             .is_ok();
         if throttled {
             let body = json!({"error": {"code": "TooManyRequests", "message": "later"}});
-            return (StatusCode::TOO_MANY_REQUESTS, [("Retry-After", "0")], axum::Json(body))
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("Retry-After", "0")],
+                axum::Json(body),
+            )
                 .into_response();
         }
         StatusCode::OK.into_response()
@@ -46,7 +50,9 @@ async fn start(throttles: u32) -> (GraphClient, Metrics) {
 }
 
 fn value(text: &str, series: &str) -> Option<f64> {
-    let line = text.lines().find(|l| l.starts_with(&format!("{series} ")))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{series} ")))?;
     line.rsplit(' ').next()?.parse().ok()
 }
 
@@ -54,15 +60,25 @@ fn value(text: &str, series: &str) -> Option<f64> {
 async fn each_attempt_is_counted_by_op_and_status_and_429s_as_throttled() {
     let (client, metrics) = start(2).await;
     let five = Duration::from_secs(300);
-    client.set_presence("u1", "Busy", "InACall", five).await.unwrap();
+    client
+        .set_presence("u1", "Busy", "InACall", five)
+        .await
+        .unwrap();
     let text = metrics.encode().unwrap();
     let series = |op: &str, status: &str| {
         format!("pbx_teams_presence_graph_requests_total{{op=\"{op}\",status=\"{status}\"}}")
     };
-    assert_eq!(value(&text, &series("setPresence", "429")), Some(2.0), "{text}");
+    assert_eq!(
+        value(&text, &series("setPresence", "429")),
+        Some(2.0),
+        "{text}"
+    );
     assert_eq!(value(&text, &series("setPresence", "200")), Some(1.0));
     assert_eq!(value(&text, &series("token", "200")), Some(1.0));
-    assert_eq!(value(&text, "pbx_teams_presence_graph_throttled_total"), Some(2.0));
+    assert_eq!(
+        value(&text, "pbx_teams_presence_graph_throttled_total"),
+        Some(2.0)
+    );
 }
 
 #[tokio::test]
