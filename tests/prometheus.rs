@@ -251,8 +251,27 @@ async fn prometheus_scrapes_the_daemon_and_reads_its_values() {
     for rule in rules["groups"][0]["rules"].as_array().unwrap() {
         assert_ne!(rule["health"], "err", "{rule}");
     }
+    dashboard_queries_run(&p).await;
     p.stop().await;
     w.stop().await.unwrap();
+}
+
+/// Every query of the shipped Grafana dashboard is valid PromQL and finds data here.
+async fn dashboard_queries_run(p: &Prometheus) {
+    let text = std::fs::read_to_string(root().join("docs/grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut empty = Vec::new();
+    for target in panels.iter().flat_map(|p| p["targets"].as_array().unwrap()) {
+        let expr = target["expr"].as_str().unwrap().replace("$instance", ".*");
+        let data = p.api("query", &[("query", &expr)]).await;
+        if data["result"].as_array().is_none_or(Vec::is_empty) {
+            empty.push(expr);
+        }
+    }
+    // Only subscriptions (notifications are off here) may find nothing.
+    assert!(empty.iter().all(|e| e.contains("subscriptions")), "{empty:#?}");
 }
 
 #[test]
