@@ -271,7 +271,10 @@ async fn dashboard_queries_run(p: &Prometheus) {
         }
     }
     // Only subscriptions (notifications are off here) may find nothing.
-    assert!(empty.iter().all(|e| e.contains("subscriptions")), "{empty:#?}");
+    assert!(
+        empty.iter().all(|e| e.contains("subscriptions")),
+        "{empty:#?}"
+    );
 }
 
 #[test]
