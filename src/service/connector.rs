@@ -208,6 +208,8 @@ impl Connector {
                     metrics: links.metrics.clone(),
                 };
                 let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker)?;
+                // Connecting: the listener's LinkState says when the ARI WebSocket is up.
+                links.metrics.set_pbx_connected(false);
                 tracing::info!(kind = "asterisk", ari = %push::redacted(&cfg.ari_url),
                     "PBX connector started");
                 Ok(Connector {
