@@ -7,18 +7,20 @@ cd "$(dirname "$0")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
 # Debian packages the tests need: python3 with venv (Graph SDK probe), systemd-analyze
 # (unit hardening test), debootstrap and zstd (the Debian roots of tests/pbx and
-# tests/systemd), dpkg-deb (the package). Installed when missing and we may (root or
-# passwordless sudo).
+# tests/systemd), dpkg-deb (the package), prometheus and promtool (tests/prometheus.rs).
+# Installed when missing and we may (root or passwordless sudo), without recommends (nothing
+# else gets started).
 missing=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 need systemd-analyze || missing+=(systemd)
 need debootstrap || missing+=(debootstrap)
 need zstd || missing+=(zstd)
 need dpkg-deb || missing+=(dpkg)
+{ need prometheus && need promtool; } || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
     echo "test.sh: installing ${missing[*]}"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" || {
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" || {
         echo "test.sh: please install: ${missing[*]}" >&2; exit 1; }
 fi
 

@@ -10,7 +10,7 @@
 //!   - [`store`]: the SQLite state database, on its own thread.
 //!   - [`config`]: the TOML config file and the users file, validated, watched for changes.
 //! - Shared plumbing: [`clock`] (the only place time is read), [`backoff`], [`secret`],
-//!   [`listener`] (the HTTP accept loop), [`logging`].
+//!   [`listener`] (the HTTP accept loop), [`logging`], [`metrics`] (what Prometheus reads).
 //! - [`service`]: the only place where the parts meet: the main loop, the tasks, the
 //!   channels, the ordered shutdown, systemd.
 //!
@@ -26,6 +26,7 @@ pub mod config;
 pub mod graph;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod pbx;
 pub mod secret;
 pub mod service;

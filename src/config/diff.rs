@@ -56,6 +56,7 @@ pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Chang
         o.notifications != n.notifications,
         Change::RestartRequired("notifications"),
     );
+    when(o.metrics != n.metrics, Change::RestartRequired("metrics"));
     when(o.log != n.log, Change::LogLevel);
     when(
         o.sync.poll_interval != n.sync.poll_interval,
@@ -182,6 +183,15 @@ token = "p"
                 "request timeout",
                 |x| x.0.sync.request_timeout *= 2,
                 vec![Change::Azure],
+            ),
+            (
+                "metrics",
+                |x| {
+                    x.0.metrics = Some(crate::config::MetricsConfig {
+                        listen: "127.0.0.1:9790".parse().unwrap(),
+                    })
+                },
+                vec![Change::RestartRequired("metrics")],
             ),
             (
                 "log",

@@ -79,7 +79,11 @@ impl fmt::Display for Config {
             Some(n) => notifications(f, n)?,
             None => writeln!(f, "\n[notifications]\nenabled = false")?,
         }
-        writeln!(f, "\n[log]\nlevel = {}", q(&self.log.level))
+        writeln!(f, "\n[log]\nlevel = {}", q(&self.log.level))?;
+        match &self.metrics {
+            Some(m) => writeln!(f, "\n[metrics]\nlisten = {}", q(&m.listen.to_string())),
+            None => writeln!(f, "\n# [metrics]: not set, no metrics listener"),
+        }
     }
 }
 
@@ -204,6 +208,7 @@ InAMeeting = "busy"
             "{shown}"
         );
         assert!(shown.contains("InAMeeting = \"busy\""), "{shown}");
+        assert!(shown.contains("# [metrics]: not set"), "{shown}");
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("client-secret"), "top-secret-1").unwrap();
@@ -236,12 +241,18 @@ device = "INUSE"
 enabled = true
 public_url = "https://sync.example/notify"
 accounts = ["a@contoso.com"]
+[metrics]
+listen = "127.0.0.1:0"
 "#;
         let source = Path::new("/etc/p/config.toml");
         let c = Config::from_str_with(text, source, &|_| None).unwrap();
         let shown = c.to_string();
         assert!(!shown.contains("top-secret"), "{shown}");
         assert!(shown.contains("presence_state = \"\""), "{shown}");
+        assert!(
+            shown.contains("[metrics]\nlisten = \"127.0.0.1:0\""),
+            "{shown}"
+        );
         let dir = tempfile::tempdir().unwrap();
         for (name, value) in [
             ("client-secret", "top-secret-1"),

@@ -63,6 +63,15 @@ pub(crate) struct FileConfig {
     pub notifications: super::notifications::NotificationsSection,
     #[serde(default)]
     pub log: LogSection,
+    /// Absent: no metrics listener.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: where `GET /metrics` is served (Prometheus).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsSection {
+    pub listen: String,
 }
 
 /// `[azure]`: the app registration and the endpoints.

@@ -71,6 +71,8 @@ pub struct Config {
     pub notifications: Option<NotificationsConfig>,
     /// Logging filter.
     pub log: LogConfig,
+    /// `GET /metrics` for Prometheus; `None` without a `[metrics]` section.
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// `[azure]`: what the client-credentials flow and the Graph client need.
@@ -175,6 +177,13 @@ pub struct HttpPbxConfig {
     pub push_timeout: Duration,
     /// Certificate authorities trusted for `push_url` besides the system's.
     pub ca_file: Option<CaFile>,
+}
+
+/// `[metrics]` (a change needs a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` listens (port 0: any free port, `status` says which).
+    pub listen: SocketAddr,
 }
 
 /// `[log]`.

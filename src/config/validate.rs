@@ -10,13 +10,14 @@ use std::time::Duration;
 use url::Url;
 
 use super::file::{
-    AzureSection, DEFAULT_STATE_DB, FileConfig, MappingSection, PbxSection, SyncSection,
+    AzureSection, DEFAULT_STATE_DB, FileConfig, MappingSection, MetricsSection, PbxSection,
+    SyncSection,
 };
 use super::secret::{self, EnvLookup, SecretSpec};
 use super::spans::Spans;
 use super::{
-    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig, PbxConfig,
-    Secret, SyncConfig, UsersConfig,
+    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig,
+    MetricsConfig, PbxConfig, Secret, SyncConfig, UsersConfig,
 };
 use super::{asterisk, ca, credential, notifications};
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
@@ -101,6 +102,19 @@ impl Ctx<'_> {
         Ok(url)
     }
 
+    /// An `address:port` (port 0 allowed: any free port).
+    pub(super) fn address(
+        &self,
+        key: &str,
+        value: &str,
+        example: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        value.parse().map_err(|e| {
+            let reason = format!("{value:?} is not an address:port like \"{example}\" ({e})");
+            self.invalid(key, reason)
+        })
+    }
+
     pub(super) fn non_empty(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         let v = value.trim();
         if v.is_empty() {
@@ -137,6 +151,11 @@ pub(crate) fn validate(
         log: LogConfig {
             level: log_level(&ctx, &file.log.level)?,
         },
+        metrics: file
+            .metrics
+            .as_ref()
+            .map(|m| metrics(&ctx, m))
+            .transpose()?,
     };
     if let PbxConfig::Asterisk(a) = &config.pbx {
         every_state_written(&ctx, &config.mapping, a)?;
@@ -266,13 +285,7 @@ fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigError> {
             "applies to kind = \"asterisk\" only; remove it or set pbx.kind = \"asterisk\"";
         return Err(ctx.invalid(&format!("pbx.{k}"), reason));
     }
-    let listen: SocketAddr = p.listen.parse().map_err(|e| {
-        let reason = format!(
-            "{:?} is not an address:port like \"127.0.0.1:8790\" ({e})",
-            p.listen
-        );
-        ctx.invalid("pbx.listen", reason)
-    })?;
+    let listen = ctx.address("pbx.listen", &p.listen, "127.0.0.1:8790")?;
     let spec = SecretSpec {
         key: "pbx.token",
         file_key: "pbx.token_file",
@@ -353,6 +366,12 @@ fn rules(
         }
     }
     Ok(())
+}
+
+fn metrics(ctx: &Ctx<'_>, m: &MetricsSection) -> Result<MetricsConfig, ConfigError> {
+    Ok(MetricsConfig {
+        listen: ctx.address("metrics.listen", &m.listen, "127.0.0.1:9790")?,
+    })
 }
 
 fn log_level(ctx: &Ctx<'_>, level: &str) -> Result<String, ConfigError> {

@@ -31,6 +31,7 @@ use super::client_cert::{ASSERTION_TYPE, Signer};
 use super::error::error_chain;
 use super::{ClientCredential, Counters, GraphError, GraphSettings, join};
 use crate::backoff::Backoff;
+use crate::metrics::{GraphStatus, Metrics};
 
 /// Lifetime assumed when the token answer has no `expires_in` (the client-credentials page
 /// documents it, so this is only a guard; short, so a wrong guess costs little).
@@ -139,6 +140,8 @@ pub(crate) struct Auth {
     backoff: Backoff,
     max_attempts: u32,
     counters: Arc<Counters>,
+    /// Token requests by status (`op="token"`), for Prometheus.
+    metrics: Metrics,
     /// Held during a fetch, so concurrent callers wait for that fetch instead of starting theirs.
     cache: Mutex<Option<Cached>>,
 }
@@ -196,6 +199,7 @@ impl Auth {
             backoff,
             max_attempts: s.max_attempts,
             counters,
+            metrics: s.metrics.clone(),
             cache: Mutex::new(None),
         })
     }
@@ -267,12 +271,15 @@ impl Auth {
         let send = |request: HttpRequest| {
             // An owned handle (a cheap clone), so the future is Send for any caller.
             let http = self.http.clone();
+            let metrics = self.metrics.clone();
             async move {
-                let response: HttpResponse = http
-                    .call(request)
-                    .await
-                    .map_err(TokenHttpError::Transport)?;
+                let response = http.call(request).await;
+                metrics.graph_request("token", token_status(&response));
+                let response: HttpResponse = response.map_err(TokenHttpError::Transport)?;
                 let status = response.status();
+                if status.as_u16() == 429 {
+                    metrics.graph_throttled(1);
+                }
                 if status.is_server_error() || status.as_u16() == 429 {
                     return Err(TokenHttpError::Status(status.as_u16()));
                 }
@@ -306,6 +313,15 @@ impl Auth {
             fetched,
             expires: fetched + lifetime,
         })
+    }
+}
+
+/// The `status` label of one token request.
+fn token_status(answer: &Result<HttpResponse, HttpClientError<reqwest::Error>>) -> GraphStatus {
+    match answer {
+        Ok(response) => GraphStatus::Code(response.status().as_u16()),
+        Err(HttpClientError::Reqwest(e)) if e.is_timeout() => GraphStatus::Timeout,
+        Err(_) => GraphStatus::Network,
     }
 }
 

@@ -12,9 +12,13 @@ use super::budget::parse_retry_after;
 use super::error::{ErrorBody, error_chain};
 use super::{Counters, GraphError, Inner};
 use crate::backoff::Backoff;
+use crate::metrics::GraphStatus;
 
 /// What to send. Built by the endpoint modules.
 pub(crate) struct Request<'a> {
+    /// The operation, as `graph_requests_total{op}` counts it (Graph's name for it, e.g.
+    /// `getPresencesByUserId`).
+    pub op: &'static str,
     pub method: Method,
     pub url: Url,
     /// JSON body, if any.
@@ -32,8 +36,9 @@ pub(crate) struct Request<'a> {
 
 impl Request<'static> {
     /// A plain GET outside the presence budget (directory reads).
-    pub fn get(url: Url) -> Request<'static> {
+    pub fn get(op: &'static str, url: Url) -> Request<'static> {
         Request {
+            op,
             method: Method::GET,
             url,
             body: None,
@@ -157,6 +162,7 @@ impl Inner {
             let throttled = matches!(failure, Failure::Status { status: 429, .. });
             if throttled {
                 Counters::bump(&self.counters.throttled, 1);
+                self.metrics.graph_throttled(1);
             }
             match next_step(failure, attempt, self.max_attempts, reauthed, &self.backoff) {
                 Next::Reauth => {
@@ -205,8 +211,11 @@ impl Inner {
             tracing::warn!(teams_user, path, client_request_id, error = %error,
                 "Graph request {path}{} failed: {error}", for_user(teams_user));
             transport_failure(&e)
-        })?;
+        });
+        let response = response.inspect_err(|f| self.metrics.graph_request(req.op, f.label()))?;
         let status = response.status().as_u16();
+        self.metrics
+            .graph_request(req.op, GraphStatus::Code(status));
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| transport_failure(&e))?;
         if (200..300).contains(&status) {
@@ -229,6 +238,17 @@ impl Inner {
             retry_after: header(&headers, RETRY_AFTER.as_str()).and_then(parse_retry_after),
             body,
         })
+    }
+}
+
+impl Failure {
+    /// The `status` label of a request that got no answer.
+    fn label(&self) -> GraphStatus {
+        match self {
+            Failure::Status { status, .. } => GraphStatus::Code(*status),
+            Failure::Timeout => GraphStatus::Timeout,
+            Failure::Transport(_) => GraphStatus::Network,
+        }
     }
 }
 

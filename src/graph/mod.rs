@@ -33,6 +33,8 @@ pub mod webhook;
 
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+mod metrics_tests;
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +52,7 @@ pub use probe::{ProbeReport, ProbeStep};
 pub use users::{MatchedBy, UserMatch};
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 use auth::Auth;
 use budget::Budget;
 
@@ -79,6 +82,8 @@ pub struct GraphSettings {
     /// Presence requests allowed per 30 s for this app: 1500, the lower of two published
     /// figures (1,500 on the getPresencesByUserId page, 10,000 on the throttling limits page).
     pub presence_budget_per_30s: u32,
+    /// Where every request is counted, by operation and status.
+    pub metrics: Metrics,
 }
 
 impl fmt::Debug for GraphSettings {
@@ -184,6 +189,8 @@ struct Inner {
     max_attempts: u32,
     /// Counters for [`GraphClient::stats`].
     counters: Arc<Counters>,
+    /// Every request by operation and status, for Prometheus.
+    metrics: Metrics,
     /// Kept for `consent_url` hints in the probe.
     login_url: Url,
     /// Kept for `consent_url` hints in the probe.
@@ -224,6 +231,7 @@ impl GraphClient {
             backoff,
             max_attempts: settings.max_attempts,
             counters,
+            metrics: settings.metrics,
             login_url: settings.login_url,
             tenant_id: settings.tenant_id,
         };
@@ -295,6 +303,7 @@ pub(crate) fn test_settings(base: &Url) -> GraphSettings {
         backoff_base: Duration::from_millis(5),
         backoff_cap: Duration::from_millis(20),
         presence_budget_per_30s: limits::PRESENCE_REQUESTS_PER_30S,
+        metrics: Metrics::default(),
     }
 }
 

@@ -88,6 +88,7 @@ impl GraphClient {
             let ids: Vec<&str> = chunk.iter().map(AsRef::as_ref).collect();
             let body = json!({ "ids": ids });
             let request = Request {
+                op: "getPresencesByUserId",
                 method: Method::POST,
                 url: url.clone(),
                 body: Some(&body),
@@ -147,7 +148,7 @@ impl GraphClient {
     async fn presence_post(
         &self,
         user_id: &str,
-        action: &str,
+        action: &'static str,
         body: &serde_json::Value,
     ) -> Result<(), GraphError> {
         let url = join(
@@ -155,6 +156,7 @@ impl GraphClient {
             &["users", user_id, "presence", action],
         )?;
         let request = Request {
+            op: action,
             method: Method::POST,
             url,
             body: Some(body),

@@ -151,7 +151,7 @@ impl GraphClient {
     async fn first_user_id(&self) -> Result<Option<String>, GraphError> {
         let mut url = join(&self.inner.api_root, &["users"])?;
         url.set_query(Some("$top=1&$select=id"));
-        let request = Request::get(url);
+        let request = Request::get("users", url);
         let page: IdPage = serde_json::from_slice(&self.inner.send(&request).await?)
             .map_err(|e| GraphError::InvalidResponse(format!("users: {e}")))?;
         Ok(page.value.into_iter().next().map(|u| u.id))

@@ -109,6 +109,7 @@ fn rfc3339(t: SystemTime) -> String {
 impl GraphClient {
     async fn with_account(
         &self,
+        op: &'static str,
         token: &Bearer,
         method: Method,
         path: &[&str],
@@ -116,6 +117,7 @@ impl GraphClient {
     ) -> Result<Vec<u8>, GraphError> {
         let url = join(&self.inner.api_root, path)?;
         let request = Request {
+            op,
             method,
             url,
             body,
@@ -145,7 +147,13 @@ impl GraphClient {
             body["encryptionCertificateId"] = json!(id);
         }
         let bytes = self
-            .with_account(token, Method::POST, &["subscriptions"], Some(&body))
+            .with_account(
+                "createSubscription",
+                token,
+                Method::POST,
+                &["subscriptions"],
+                Some(&body),
+            )
             .await?;
         parse(&bytes, "create subscription")
     }
@@ -162,7 +170,13 @@ impl GraphClient {
     ) -> Result<Subscription, GraphError> {
         let body = json!({ "expirationDateTime": rfc3339(expires) });
         let bytes = self
-            .with_account(token, Method::PATCH, &["subscriptions", id], Some(&body))
+            .with_account(
+                "renewSubscription",
+                token,
+                Method::PATCH,
+                &["subscriptions", id],
+                Some(&body),
+            )
             .await?;
         parse(&bytes, "renew subscription")
     }
@@ -175,7 +189,13 @@ impl GraphClient {
         id: &str,
     ) -> Result<Subscription, GraphError> {
         let bytes = self
-            .with_account(token, Method::GET, &["subscriptions", id], None)
+            .with_account(
+                "getSubscription",
+                token,
+                Method::GET,
+                &["subscriptions", id],
+                None,
+            )
             .await?;
         parse(&bytes, "get subscription")
     }
@@ -183,7 +203,13 @@ impl GraphClient {
     /// Delete a subscription; one that is already gone counts as deleted.
     pub async fn delete_subscription(&self, token: &Bearer, id: &str) -> Result<(), GraphError> {
         match self
-            .with_account(token, Method::DELETE, &["subscriptions", id], None)
+            .with_account(
+                "deleteSubscription",
+                token,
+                Method::DELETE,
+                &["subscriptions", id],
+                None,
+            )
             .await
         {
             Ok(_) | Err(GraphError::NotFound { .. }) => Ok(()),
@@ -199,7 +225,9 @@ impl GraphClient {
         struct Me {
             user_principal_name: String,
         }
-        let bytes = self.with_account(token, Method::GET, &["me"], None).await?;
+        let bytes = self
+            .with_account("me", token, Method::GET, &["me"], None)
+            .await?;
         let me: Me = serde_json::from_slice(&bytes)
             .map_err(|e| GraphError::InvalidResponse(format!("GET /me: {e}")))?;
         Ok(me.user_principal_name)
@@ -211,7 +239,13 @@ impl GraphClient {
         token: &Bearer,
     ) -> Result<Vec<Subscription>, GraphError> {
         let bytes = self
-            .with_account(token, Method::GET, &["subscriptions"], None)
+            .with_account(
+                "listSubscriptions",
+                token,
+                Method::GET,
+                &["subscriptions"],
+                None,
+            )
             .await?;
         let page: Page = serde_json::from_slice(&bytes)
             .map_err(|e| GraphError::InvalidResponse(format!("list subscriptions: {e}")))?;

@@ -332,6 +332,7 @@ impl GraphClient {
                 .collect();
             let body = json!({ "requests": requests });
             let request = Request {
+                op: "batch",
                 method: Method::POST,
                 url: batch_url.clone(),
                 body: Some(&body),
@@ -344,6 +345,7 @@ impl GraphClient {
                 .map_err(|e| GraphError::InvalidResponse(format!("$batch: {e}")))?;
             let round = self.sort_round(answer, &pending, round_no, tolerant)?;
             Counters::bump(&inner.counters.throttled, round.throttled);
+            inner.metrics.graph_throttled(round.throttled);
             rejected.extend(&round.rejected);
             for page in round.pages {
                 users.extend(page.value);
@@ -439,7 +441,7 @@ impl GraphClient {
                 .ok_or_else(|| {
                     GraphError::InvalidResponse(format!("nextLink off the Graph host: {link}"))
                 })?;
-            let request = Request::get(url);
+            let request = Request::get("users", url);
             let page: UserPage = serde_json::from_slice(&self.inner.send(&request).await?)
                 .map_err(|e| GraphError::InvalidResponse(format!("users page: {e}")))?;
             users.extend(page.value);

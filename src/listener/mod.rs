@@ -1,4 +1,4 @@
-//! The accept loop both HTTP listeners share (the PBX's `POST /pbx/events` and the
+//! The accept loop the HTTP listeners share (the PBX's `POST /pbx/events`, `GET /metrics` and the
 //! change-notification webhook): each connection is a task on the listener's own set, in a
 //! span naming the listener and the peer, served by hyper over plain TCP or TLS. On cancel the
 //! loop stops accepting, asks every connection to finish its request and close, and waits for
@@ -58,8 +58,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// A quarter of the soft limit on open files for each listener (two listeners, and room
-    /// for Graph, the store, the PBX link), between 64 and 1,024: 256 under systemd's default
+    /// A quarter of the soft limit on open files for each listener (up to three listeners,
+    /// and room for Graph, the store, the PBX link), between 64 and 1,024: 256 under systemd's default
     /// soft limit of 1,024, 1,024 under the unit's `LimitNOFILE`.
     pub fn for_this_process() -> Limits {
         let files = open_files_soft_limit().unwrap_or(1024);

@@ -112,6 +112,7 @@ mod tests {
             availability: Cow::Borrowed("Busy"),
             activity: Cow::Borrowed("Busy"),
             state: state.into(),
+            read_at: None,
         }
     }
 

@@ -13,8 +13,9 @@ pub mod mailbox;
 pub mod push;
 pub mod tls;
 
-/// One Teams presence change for the PBX, as the push body carries it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One Teams presence change for the PBX, as the push body carries it. Two updates are equal
+/// when they tell the PBX the same (`read_at` aside).
+#[derive(Debug, Clone, Eq, serde::Serialize)]
 pub struct PbxUpdate {
     pub extension: String,
     pub email: String,
@@ -23,6 +24,28 @@ pub struct PbxUpdate {
     pub activity: Cow<'static, str>,
     /// The PBX-side state name from the mapping table (e.g. `in_meeting`).
     pub state: String,
+    /// When the main loop read the Teams change (`None`: a state pushed again): the PBX's
+    /// acknowledgement is measured from then (`teams_to_pbx_seconds`). Not sent.
+    #[serde(skip)]
+    pub read_at: Option<tokio::time::Instant>,
+}
+
+impl PartialEq for PbxUpdate {
+    fn eq(&self, other: &PbxUpdate) -> bool {
+        (
+            &self.extension,
+            &self.email,
+            &self.availability,
+            &self.activity,
+            &self.state,
+        ) == (
+            &other.extension,
+            &other.email,
+            &other.availability,
+            &other.activity,
+            &other.state,
+        )
+    }
 }
 
 /// Whether a connector that keeps a connection to the PBX has it (shown by `status`; a

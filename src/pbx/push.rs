@@ -20,6 +20,7 @@ use super::mailbox::{self, Pending, PushQueue};
 use super::tls::{self, CertProblem, Outage, TlsSetupError};
 use crate::backoff::Backoff;
 use crate::config::CaFile;
+use crate::metrics::Metrics;
 
 /// At most this many updates per POST.
 pub const MAX_BATCH: usize = 1000;
@@ -66,10 +67,12 @@ pub enum PushClientError {
     Client(#[from] reqwest::Error),
 }
 
-/// Start the push loop. `delivered` receives every batch the PBX acknowledged.
+/// Start the push loop. `delivered` receives every batch the PBX acknowledged; `metrics`
+/// counts the pushes and measures each change's way to the PBX.
 pub fn spawn(
     settings: PushSettings,
     delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    metrics: Metrics,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<Pusher, PushClientError> {
@@ -85,17 +88,25 @@ pub fn spawn(
     }
     let (pusher, queue) = mailbox::mailbox();
     let span = tracing::info_span!("pbx_push", url = %redacted(&settings.url));
-    tracker.spawn(run(settings, client, queue, delivered, cancel).instrument(span));
+    let links = Links { delivered, metrics };
+    tracker.spawn(run(settings, client, queue, links, cancel).instrument(span));
     Ok(pusher)
+}
+
+/// Where the push loop reports.
+struct Links {
+    delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    metrics: Metrics,
 }
 
 async fn run(
     settings: PushSettings,
     client: reqwest::Client,
     queue: PushQueue,
-    delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    links: Links,
     cancel: CancellationToken,
 ) {
+    let Links { delivered, metrics } = links;
     let mut pending = Pending::new();
     let backoff = Backoff::new(settings.backoff_base, settings.backoff_cap);
     let mut outage = Outage::default();
@@ -105,8 +116,12 @@ async fn run(
             () = queue.take_into(&mut pending) => {}
         }
         let batch: Vec<PbxUpdate> = pending.values().take(MAX_BATCH).cloned().collect();
-        match send(&client, &settings, &batch).await {
+        let sent = send(&client, &settings, &batch).await;
+        metrics.pbx_pushes(sent.is_ok(), 1);
+        metrics.set_pbx_connected(sent.is_ok());
+        match sent {
             Ok(()) => {
+                acknowledged(&metrics, &batch);
                 let failures = outage.end();
                 if failures > 0 {
                     let url = redacted(&settings.url);
@@ -132,6 +147,17 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// Each Teams change the PBX just acknowledged, measured from when it was read.
+pub(crate) fn acknowledged<'a>(
+    metrics: &Metrics,
+    updates: impl IntoIterator<Item = &'a PbxUpdate>,
+) {
+    let now = crate::clock::monotonic();
+    for at in updates.into_iter().filter_map(|u| u.read_at) {
+        metrics.teams_to_pbx(now.saturating_duration_since(at));
     }
 }
 
@@ -201,7 +227,15 @@ mod tests {
 
     fn start(settings: PushSettings, cancel: &CancellationToken) -> Pusher {
         let (delivered, _) = mpsc::channel(1);
-        spawn(settings, delivered, cancel.clone(), &TaskTracker::new()).unwrap()
+        let metrics = Metrics::default();
+        spawn(
+            settings,
+            delivered,
+            metrics,
+            cancel.clone(),
+            &TaskTracker::new(),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -243,6 +277,7 @@ mod tests {
             availability: "Busy".into(),
             activity: "InAMeeting".into(),
             state: "busy".into(),
+            read_at: None,
         });
         server.wait_for(4).await;
         cancel.cancel();

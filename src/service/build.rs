@@ -11,12 +11,19 @@ use super::outbox::Outbox;
 use crate::config::{AzureCredential, Config, Directory};
 use crate::graph::limits::PRESENCE_REQUESTS_PER_30S;
 use crate::graph::{ClientCredential, GraphSettings};
+use crate::metrics::Metrics;
 use crate::pbx::http::ExtensionSet;
 use crate::store::{Snapshot, Store};
 use crate::sync::engine::{Engine, EngineSettings, Restored};
 use crate::sync::types::{Direction, Millis, TeamsPresence};
 
-pub fn graph_settings(config: &Config) -> GraphSettings {
+/// The Graph client's settings for `check` and `login` (their requests are counted nowhere).
+pub fn graph_settings_for(config: &Config) -> GraphSettings {
+    graph_settings(config, &Metrics::default())
+}
+
+/// The daemon's Graph client settings: every request counted in `metrics`.
+pub fn graph_settings(config: &Config, metrics: &Metrics) -> GraphSettings {
     let azure = &config.azure;
     GraphSettings {
         login_url: azure.login_url.clone(),
@@ -34,6 +41,7 @@ pub fn graph_settings(config: &Config) -> GraphSettings {
         backoff_base: Duration::from_millis(250),
         backoff_cap: Duration::from_secs(30),
         presence_budget_per_30s: PRESENCE_REQUESTS_PER_30S,
+        metrics: metrics.clone(),
     }
 }
 

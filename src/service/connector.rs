@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::Bound;
 use crate::config::{HttpPbxConfig, PbxConfig};
+use crate::metrics::Metrics;
 use crate::pbx::asterisk::{self, AriError, AsteriskLinks};
 use crate::pbx::http::{self, HttpPbxError, KnownExtensions};
 use crate::pbx::push::{self, PushClientError, PushSettings, Pusher};
@@ -44,6 +45,7 @@ pub struct ConnectorLinks {
     pub events: mpsc::Sender<Vec<PbxEvent>>,
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub status: mpsc::Sender<LinkState>,
+    pub metrics: Metrics,
 }
 
 /// The main loop's side of the connector task.
@@ -203,8 +205,11 @@ impl Connector {
                     events: links.events.clone(),
                     delivered: links.delivered.clone(),
                     status: links.status.clone(),
+                    metrics: links.metrics.clone(),
                 };
                 let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker)?;
+                // Connecting: the listener's LinkState says when the ARI WebSocket is up.
+                links.metrics.set_pbx_connected(false);
                 let ari = push::redacted(&cfg.ari_url);
                 tracing::info!(kind = "asterisk", ari = %ari, "PBX connector started: Asterisk ARI at {ari}");
                 Ok(Connector {
@@ -282,6 +287,8 @@ async fn start_http(
     let span = tracing::info_span!("pbx_http", listen = %bound);
     tracker.spawn(http::serve(listener, token_rx, known, events, stop).instrument(span));
     let pusher = start_pusher(cfg, links, &push, tracker)?;
+    // No link to keep: the PBX is reached as long as the pushes go through (push.rs).
+    links.metrics.set_pbx_connected(true);
     tracing::info!(kind = "http", listen = %bound, push = pusher.is_some(),
         "PBX connector started: HTTP events on {bound}, pushes to the PBX {}", on_off(pusher.is_some()));
     Ok(Connector {
@@ -315,7 +322,8 @@ fn start_pusher(
         backoff_cap: Duration::from_secs(30),
     };
     let delivered = links.delivered.clone();
-    push::spawn(settings, delivered, cancel.clone(), tracker)
+    let metrics = links.metrics.clone();
+    push::spawn(settings, delivered, metrics, cancel.clone(), tracker)
         .map(Some)
         .map_err(ConnectorError::PushClient)
 }

@@ -3,6 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::graph::GraphError;
+use crate::metrics::server::MetricsError;
 use crate::store::StoreError;
 
 use super::connector::ConnectorError;
@@ -25,6 +26,9 @@ pub enum ServiceError {
     /// Change notifications cannot start: check the `[notifications]` section.
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    /// The metrics listener cannot start: check `metrics.listen`.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// A start-up step run off the runtime (reading files, opening the database) panicked or
     /// was cancelled.
     #[error("{step} did not finish: {source}")]

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::clock::Clock;
 pub use build::delegated_settings;
-pub use build::graph_settings as graph_settings_for;
+pub use build::graph_settings_for;
 pub use error::ServiceError;
 pub use matching::{MatchInfo, all_emails as directory_emails};
 pub use signals::cancel_on_signal;
@@ -57,6 +57,8 @@ pub struct Bound {
     pub pbx: Option<SocketAddr>,
     /// The change-notification webhook.
     pub webhook: Option<SocketAddr>,
+    /// `GET /metrics` (`[metrics] listen`).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl RunOptions {

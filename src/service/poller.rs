@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::graph::limits::PRESENCE_IDS_PER_REQUEST;
 use crate::graph::{GraphClient, GraphError, Presence};
+use crate::metrics::Metrics;
 
 /// What the poller reports to the main loop.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub struct PollInputs {
     pub reconcile: Duration,
     /// The service clock (tests move it to reach a reconciliation cycle at once).
     pub clock: crate::clock::Clock,
+    /// Each whole cycle's time.
+    pub metrics: Metrics,
 }
 
 /// Poll until cancelled. A change of the id list starts a cycle at once (new users are
@@ -95,6 +98,9 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
             () = cancel.cancelled() => return,
             r = cycle(&graph, &ids, &out) => r,
         };
+        if let Polled::Done { elapsed, .. } = &report {
+            inputs.metrics.poll_cycle(*elapsed);
+        }
         if out.send(report).await.is_err() {
             return;
         }

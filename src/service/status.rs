@@ -20,6 +20,8 @@ pub struct StatusReport {
     /// Where `POST /pbx/events` is bound (HTTP connector), and the notification webhook.
     pub pbx_listen: Option<String>,
     pub webhook_listen: Option<String>,
+    /// Where `GET /metrics` is bound (`[metrics] listen`).
+    pub metrics_listen: Option<String>,
     /// When the daemon that wrote this last started (its listeners bound).
     pub started_at: Option<String>,
     /// Change-notification subscriptions held.
@@ -120,6 +122,7 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         pbx_link_since: meta_time(MetaKey::PbxLinkSince),
         pbx_listen: meta(MetaKey::PbxListen),
         webhook_listen: meta(MetaKey::WebhookListen),
+        metrics_listen: meta(MetaKey::MetricsListen),
         started_at: s.meta_time(MetaKey::StartedAt).map(time_ms),
         subscriptions: s
             .subscriptions
@@ -197,6 +200,7 @@ fn footer(out: &mut String, r: &StatusReport) {
     for (what, addr) in [
         ("PBX events", &r.pbx_listen),
         ("webhook", &r.webhook_listen),
+        ("metrics", &r.metrics_listen),
     ] {
         if let Some(addr) = addr {
             let _ = writeln!(out, "{what} listening on {addr}");

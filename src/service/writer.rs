@@ -10,11 +10,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
+use crate::clock::monotonic;
 use crate::graph::{ClearOutcome, GraphClient, GraphError};
+use crate::metrics::Metrics;
 use crate::sync::engine::IN_CALL;
 
 /// What we want the app's session of one Teams user to be.
@@ -24,6 +27,9 @@ pub enum Wanted {
     InCall {
         extension: String,
         expiration: Duration,
+        /// When the main loop took the PBX event that asked for it (`None`: a refresh):
+        /// Graph's answer is measured from then (`speaking_to_teams_seconds`).
+        since: Option<Instant>,
     },
     /// No session.
     Clear { extension: String },
@@ -56,6 +62,7 @@ pub struct Writers {
     /// Held by every writer; closed once the last one is gone.
     done: Option<mpsc::Sender<()>>,
     all_done: Option<mpsc::Receiver<()>>,
+    metrics: Metrics,
 }
 
 impl Writers {
@@ -63,6 +70,7 @@ impl Writers {
         graph: watch::Receiver<GraphClient>,
         outcomes: mpsc::Sender<Written>,
         tracker: TaskTracker,
+        metrics: Metrics,
     ) -> Writers {
         let (done, all_done) = mpsc::channel(1);
         Writers {
@@ -73,6 +81,7 @@ impl Writers {
             staged: Vec::new(),
             done: Some(done),
             all_done: Some(all_done),
+            metrics,
         }
     }
 
@@ -122,6 +131,7 @@ impl Writers {
             rx,
             self.graph.clone(),
             self.outcomes.clone(),
+            self.metrics.clone(),
         );
         self.tracker.spawn(
             async move {
@@ -163,6 +173,7 @@ async fn run(
     mut rx: watch::Receiver<Option<Wanted>>,
     graph: watch::Receiver<GraphClient>,
     outcomes: mpsc::Sender<Written>,
+    metrics: Metrics,
 ) {
     let mut last_write: Option<tokio::time::Instant> = None;
     // `changed` still reports a value sent just before the sender was dropped, so a final
@@ -172,7 +183,7 @@ async fn run(
         if let Some(at) = last_write {
             tokio::time::sleep_until(at + MIN_GAP).await;
         }
-        last_write = Some(crate::clock::monotonic());
+        last_write = Some(monotonic());
         let Some(wanted) = rx.borrow_and_update().clone() else {
             continue;
         };
@@ -180,6 +191,15 @@ async fn run(
         loop {
             let client = graph.borrow().clone();
             let result = write(&client, &teams_id, &wanted).await;
+            if let (
+                Ok(()),
+                Wanted::InCall {
+                    since: Some(at), ..
+                },
+            ) = (&result, &wanted)
+            {
+                metrics.speaking_to_teams(monotonic().saturating_duration_since(*at));
+            }
             let transient = matches!(&result, Err(e) if e.is_transient());
             if !transient || failures == 0 {
                 let written = Written {

@@ -349,6 +349,8 @@ pub enum MetaKey {
     PbxListen,
     /// Where the change-notification webhook is bound; empty when off.
     WebhookListen,
+    /// Where `GET /metrics` is bound; empty when off.
+    MetricsListen,
     /// When this run of the daemon was up (its listeners bound), epoch milliseconds: tells
     /// one run from the next.
     StartedAt,
@@ -356,7 +358,7 @@ pub enum MetaKey {
 
 impl MetaKey {
     /// Every key, for tests and tools.
-    pub const ALL: [MetaKey; 9] = [
+    pub const ALL: [MetaKey; 10] = [
         MetaKey::LastPollAt,
         MetaKey::LastPollUsers,
         MetaKey::LastPollRequests,
@@ -365,6 +367,7 @@ impl MetaKey {
         MetaKey::PbxLinkSince,
         MetaKey::PbxListen,
         MetaKey::WebhookListen,
+        MetaKey::MetricsListen,
         MetaKey::StartedAt,
     ];
 
@@ -379,6 +382,7 @@ impl MetaKey {
             MetaKey::PbxLinkSince => "pbx_link_since",
             MetaKey::PbxListen => "pbx_listen",
             MetaKey::WebhookListen => "webhook_listen",
+            MetaKey::MetricsListen => "metrics_listen",
             MetaKey::StartedAt => "started_at",
         }
     }

@@ -182,6 +182,14 @@ impl Planner {
             .collect()
     }
 
+    /// Subscriptions held at `now`: how many cover their users, how many do not (unhealthy,
+    /// waiting for reauthorization, or expired).
+    pub fn subscription_health(&self, now: Millis) -> (usize, usize) {
+        let subs = self.accounts.iter().filter_map(|a| a.state.sub());
+        let covering = subs.clone().filter(|s| s.covers(now)).count();
+        (covering, subs.count() - covering)
+    }
+
     /// The next time after `now` something falls due (a renewal, a check, a token refresh,
     /// the end of a pause or of a subscription, a suspect's 90 s): the adapter wakes up then.
     pub fn next_deadline(&self, now: Millis) -> Option<Millis> {

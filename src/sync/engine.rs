@@ -329,6 +329,11 @@ impl Engine {
             .collect()
     }
 
+    /// "In a call" sessions held (written, or left by a crash and not yet cleared).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Whether the Teams user has an "In a call" session written by us.
     pub fn has_session(&self, teams_id: &str) -> bool {
         self.sessions.contains_key(teams_id)

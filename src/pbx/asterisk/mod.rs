@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::AsteriskPbxConfig;
+use crate::metrics::Metrics;
 use crate::pbx::push::Pusher;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::sync::types::PbxEvent;
@@ -39,6 +40,8 @@ pub struct AsteriskLinks {
     pub events: mpsc::Sender<Vec<PbxEvent>>,
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub status: mpsc::Sender<LinkState>,
+    /// Pushes counted, changes' way to Asterisk measured.
+    pub metrics: Metrics,
 }
 
 /// Start the listener and the writer; both stop when `cancel` fires. The returned pusher
@@ -72,6 +75,7 @@ pub fn spawn(
         config,
         queue,
         delivered: links.delivered,
+        metrics: links.metrics,
         cancel: cancel.clone(),
     };
     tracker.spawn(writer.run().instrument(span));

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::ari::{Ari, AriError};
 use super::writes::writes_for;
 use crate::config::AsteriskPbxConfig;
+use crate::metrics::Metrics;
 use crate::pbx::PbxUpdate;
 use crate::pbx::mailbox::{Pending, PushQueue};
+use crate::pbx::push::acknowledged;
 
 /// Updates written at once.
 const WRITE_CONCURRENCY: usize = 8;
@@ -24,6 +26,7 @@ pub struct Writer {
     pub config: Arc<AsteriskPbxConfig>,
     pub queue: PushQueue,
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    pub metrics: Metrics,
     pub cancel: CancellationToken,
 }
 
@@ -49,6 +52,7 @@ impl Writer {
             let mut done = Vec::with_capacity(results.len());
             let mut error = None;
             for (u, r) in results {
+                self.metrics.pbx_pushes(r.is_ok(), 1);
                 match r {
                     Ok(()) => {
                         if pending.get(&u.extension) == Some(&u) {
@@ -59,6 +63,7 @@ impl Writer {
                     Err(e) => error = Some(e),
                 }
             }
+            acknowledged(&self.metrics, &done);
             if !done.is_empty() && self.delivered.send(done).await.is_err() {
                 return;
             }

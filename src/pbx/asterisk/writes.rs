@@ -84,6 +84,7 @@ mod tests {
             availability: "Busy".into(),
             activity: activity.to_owned().into(),
             state: state.into(),
+            read_at: None,
         }
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Daemon;
+use crate::metrics::UserCounts;
 use crate::service::build::direction_name;
 use crate::service::matching::{self, MatchInfo};
 use crate::service::resolver::Matched;
@@ -64,6 +65,16 @@ impl Daemon {
         self.execute(commands);
         let ids = Arc::new(self.engine.poll_ids());
         self.parts.feeds.ids.send_replace(ids);
+        self.count_users();
+    }
+
+    /// `users{match}`: every directory entry by the state of its match.
+    pub(super) fn count_users(&self) {
+        let mut counts = UserCounts::default();
+        for e in &self.directory.entries {
+            counts.add(self.matching.matches.get(&e.email).map(|m| m.status));
+        }
+        self.metrics.set_users(&counts);
     }
 
     /// Write the directory and its matches to the store (for `status` and restarts).

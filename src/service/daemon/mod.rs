@@ -34,6 +34,7 @@ use super::writer::{Writers, Written};
 use crate::clock::{self, Clock};
 use crate::config::{Config, Directory};
 use crate::graph::GraphClient;
+use crate::metrics::Metrics;
 use crate::pbx::http::ExtensionSet;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::sync::engine::Engine;
@@ -55,6 +56,8 @@ pub(super) struct Daemon {
     /// Ready (READY=1 sent) and polling failures in a row.
     health: Health,
     stop: Stop,
+    /// Where the main loop records what it sees (events, sessions, matches, the PBX link).
+    metrics: Metrics,
 }
 
 /// The components the main loop hands work to.
@@ -164,6 +167,8 @@ impl Daemon {
     /// committed, so a crash at any moment leaves a record of every session Teams may have.
     async fn end_step(&mut self) {
         let opens_session = self.parts.writers.opens_session();
+        self.metrics
+            .set_sessions_active(self.engine.session_count());
         self.out.flush().await;
         if opens_session {
             self.out.commit().await;

@@ -1,8 +1,11 @@
 //! The main loop's routing: PBX events, Teams presences, write results, deliveries and link
 //! changes go to the engine with `now`; its commands go to the writers and the PBX.
 
+use tokio::time::Instant;
+
 use super::Daemon;
 use super::lines::{self, Told, Who};
+use crate::clock;
 use crate::graph::Presence;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::service::poller::Polled;
@@ -15,11 +18,13 @@ impl Daemon {
     /// A batch of PBX events, already validated by the connector.
     pub(super) fn on_pbx_events(&mut self, batch: Vec<PbxEvent>) {
         let now = self.clock.now();
+        let taken = Origin::Pbx(clock::monotonic());
         for event in batch {
             let outcome = self.engine.on_pbx_event(&event, now);
             let Some(previous) = outcome.previous else {
                 continue;
             };
+            self.metrics.pbx_event(event.state);
             if previous != event.state {
                 lines::pbx_changed(self.who(&event.extension), previous, event.state);
             }
@@ -29,7 +34,7 @@ impl Daemon {
                 dnd: event.dnd,
                 at: now,
             });
-            self.execute(outcome.commands);
+            self.execute_from(outcome.commands, taken);
         }
         self.out.count("pbx_events", 1);
     }
@@ -37,6 +42,7 @@ impl Daemon {
     /// Presences read by a poll (`notified` false) or announced by a notification. A covered
     /// user's change that only a poll saw is reported to the notification manager.
     fn on_presences(&mut self, presences: Vec<Presence>, notified: bool, now: Millis) {
+        let read = Origin::Teams(clock::monotonic());
         let covered = self.parts.feeds.covered.borrow().clone();
         for p in presences {
             let presence = TeamsPresence::new(&p.availability, &p.activity);
@@ -67,7 +73,7 @@ impl Daemon {
             {
                 tracing::debug!(user = %p.id, "notification manager busy; suspect not reported");
             }
-            self.execute(outcome.commands);
+            self.execute_from(outcome.commands, read);
         }
     }
 
@@ -179,6 +185,8 @@ impl Daemon {
         };
         self.out.meta(MetaKey::PbxLink, value);
         self.out.meta(MetaKey::PbxLinkSince, now.to_string());
+        self.metrics
+            .set_pbx_connected(matches!(link, LinkState::Connected));
         match link {
             LinkState::Connected => {
                 let commands = self.engine.repush_all();
@@ -201,6 +209,11 @@ impl Daemon {
 
     /// Carry out the core's commands.
     pub(super) fn execute(&mut self, commands: Vec<Command>) {
+        self.execute_from(commands, Origin::Step);
+    }
+
+    /// Carry out the core's commands, caused by `origin` (for the latency histograms).
+    fn execute_from(&mut self, commands: Vec<Command>, origin: Origin) {
         let now = self.clock.now();
         for command in commands {
             match command {
@@ -219,6 +232,7 @@ impl Daemon {
                     let wanted = Wanted::InCall {
                         extension,
                         expiration,
+                        since: origin.pbx(),
                     };
                     self.parts.writers.want(&teams_id, wanted);
                 }
@@ -240,6 +254,7 @@ impl Daemon {
                     availability: presence.availability,
                     activity: presence.activity,
                     state,
+                    read_at: origin.teams(),
                 }),
             }
         }
@@ -270,5 +285,32 @@ fn told<'a>(extension: &str, echo: bool, commands: &'a [Command]) -> Told<'a> {
         Some(state) => Told::State(state),
         None if echo => Told::OwnCall,
         None => Told::Nothing,
+    }
+}
+
+/// What caused a step's commands: the latency histograms measure from it.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// A PBX event, taken by the main loop then.
+    Pbx(Instant),
+    /// A Teams presence (poll or notification), read by the main loop then.
+    Teams(Instant),
+    /// A tick, a reload, a new link, a match: nothing to measure from.
+    Step,
+}
+
+impl Origin {
+    fn pbx(self) -> Option<Instant> {
+        match self {
+            Origin::Pbx(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    fn teams(self) -> Option<Instant> {
+        match self {
+            Origin::Teams(at) => Some(at),
+            _ => None,
+        }
     }
 }

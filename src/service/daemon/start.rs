@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::{Daemon, Feeds, Health, Inputs, Parts, Stop};
 use crate::config::{self, Config, Directory, PbxConfig};
 use crate::graph::GraphClient;
+use crate::metrics::Metrics;
 use crate::pbx::asterisk::ami::VoicemailUser;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::service::build::{
@@ -48,18 +49,20 @@ impl Daemon {
         forget_departed(&mut out, &snapshot, &directory);
         let now = options.clock.now();
         let (engine, matching) = core(&config, &directory, &snapshot, now);
+        let metrics = Metrics::new();
         let stop = Stop {
             trigger: options.shutdown.clone(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
         let (tx, rx) = channels();
-        let feeds = feeds(&config, &directory, &engine)?;
+        let feeds = feeds(&config, &directory, &engine, &metrics)?;
         let start = Start {
             options: &options,
             config: &config,
             store: &store,
             stop: &stop,
+            metrics: &metrics,
         };
         let reloaded = tx.reloaded.clone();
         let parts = start.parts(feeds, tx, &snapshot, &mut out).await?;
@@ -75,6 +78,7 @@ impl Daemon {
             rx,
             health: Health::default(),
             stop,
+            metrics,
         };
         daemon.begin(&snapshot).await;
         Ok(daemon)
@@ -87,6 +91,7 @@ impl Daemon {
         self.out
             .meta(MetaKey::StartedAt, self.clock.now().to_string());
         self.start_lookup();
+        self.count_users();
         self.save_directory_since(snapshot);
         self.end_step().await;
     }
@@ -169,9 +174,14 @@ fn channels() -> (Senders, Inputs) {
     (senders, inputs)
 }
 
-fn feeds(config: &Config, directory: &Directory, engine: &Engine) -> Result<Feeds, ServiceError> {
+fn feeds(
+    config: &Config,
+    directory: &Directory,
+    engine: &Engine,
+    metrics: &Metrics,
+) -> Result<Feeds, ServiceError> {
     Ok(Feeds {
-        graph: watch::Sender::new(GraphClient::new(graph_settings(config))?),
+        graph: watch::Sender::new(GraphClient::new(graph_settings(config, metrics))?),
         ids: watch::Sender::new(Arc::new(engine.poll_ids())),
         interval: watch::Sender::new(config.sync.poll_interval),
         known: watch::Sender::new(known_extensions(directory)),
@@ -186,6 +196,7 @@ struct Start<'a> {
     config: &'a Config,
     store: &'a Store,
     stop: &'a Stop,
+    metrics: &'a Metrics,
 }
 
 impl Start<'_> {
@@ -204,6 +215,7 @@ impl Start<'_> {
             events: tx.pbx,
             delivered: tx.delivered,
             status: tx.link,
+            metrics: self.metrics.clone(),
         };
         let bound = self.options.bound.clone();
         let store = self.store.clone();
@@ -223,18 +235,27 @@ impl Start<'_> {
         };
         out.meta(MetaKey::PbxLink, link.into());
         let (suspects, webhook) = self.notify(snapshot, &feeds, &tx.polled, out).await?;
+        let metrics = self.metrics_server().await?;
         // Every listener is bound: say where, once.
         let pbx_bound = pbx.first_bound();
         let value = pbx_bound.map(|a| a.to_string()).unwrap_or_default();
         out.meta(MetaKey::PbxListen, value);
+        let value = metrics.map(|a| a.to_string()).unwrap_or_default();
+        out.meta(MetaKey::MetricsListen, value);
         self.options.bound.send_replace(crate::service::Bound {
             pbx: pbx_bound,
             webhook,
+            metrics,
         });
         self.poller(&feeds, tx.polled);
         Ok(Parts {
             pbx,
-            writers: Writers::new(feeds.graph.subscribe(), tx.written, tracker.clone()),
+            writers: Writers::new(
+                feeds.graph.subscribe(),
+                tx.written,
+                tracker.clone(),
+                self.metrics.clone(),
+            ),
             resolver: ResolverHandle::start(
                 feeds.graph.subscribe(),
                 tx.matched,
@@ -263,6 +284,7 @@ impl Start<'_> {
                     ids: feeds.ids.subscribe(),
                     covered: feeds.covered.clone(),
                     out: polled.clone(),
+                    metrics: self.metrics.clone(),
                 };
                 let recorded = snapshot.subscriptions.clone();
                 let cancel = self.stop.root.child_token();
@@ -285,6 +307,21 @@ impl Start<'_> {
             bound.map(|a| a.to_string()).unwrap_or_default(),
         );
         Ok((handle.map(|h| h.suspects), bound))
+    }
+
+    /// `GET /metrics`, when `[metrics]` is set; returns where it is bound.
+    async fn metrics_server(&self) -> Result<Option<std::net::SocketAddr>, ServiceError> {
+        let Some(m) = &self.config.metrics else {
+            return Ok(None);
+        };
+        let listener = crate::metrics::server::bind(m.listen).await?;
+        let bound = listener.local_addr().unwrap_or(m.listen);
+        let cancel = self.stop.root.child_token();
+        let serve = crate::metrics::server::serve(listener, self.metrics.clone(), cancel);
+        let span = tracing::info_span!("metrics", listen = %bound);
+        self.stop.tracker.spawn(serve.instrument(span));
+        tracing::info!(listen = %bound, "metrics served on GET /metrics");
+        Ok(Some(bound))
     }
 
     /// The reloader starts from the config and directory in force.
@@ -315,6 +352,7 @@ impl Start<'_> {
             interval: feeds.interval.subscribe(),
             covered: feeds.covered.subscribe(),
             clock: self.options.clock.clone(),
+            metrics: self.metrics.clone(),
             reconcile: config
                 .notifications
                 .as_ref()

@@ -24,6 +24,7 @@ use crate::graph::GraphClient;
 use crate::graph::delegated::Delegated;
 use crate::graph::notify_crypto::KeyStore;
 use crate::graph::webhook::Notification;
+use crate::metrics::Metrics;
 use crate::service::outbox::Outbox;
 use crate::store::{Store, Write};
 use crate::subscriptions::{Command, Coverage, Input, Planner};
@@ -44,6 +45,7 @@ pub(super) struct Links {
     pub(super) known: watch::Sender<Arc<HashMap<String, String>>>,
     pub(super) covered: watch::Sender<Arc<HashSet<Arc<str>>>>,
     pub(super) out: mpsc::Sender<Polled>,
+    pub(super) metrics: Metrics,
 }
 
 pub(super) struct Manager {
@@ -86,6 +88,7 @@ impl Links {
             known,
             covered: ch.covered,
             out: ch.out,
+            metrics: ch.metrics,
         }
     }
 }
@@ -195,6 +198,8 @@ impl Manager {
             }
         }
         self.read.clear();
+        let (healthy, unhealthy) = self.planner.subscription_health(self.clock.now());
+        self.links.metrics.set_subscriptions(healthy, unhealthy);
         self.out.flush().await;
     }
 

@@ -94,6 +94,8 @@ pub struct Channels {
     pub covered: watch::Sender<Arc<HashSet<Arc<str>>>>,
     /// Presences notifications brought.
     pub out: mpsc::Sender<Polled>,
+    /// Where the subscriptions' health is shown.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What the daemon gets back.
