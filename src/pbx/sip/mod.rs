@@ -4,8 +4,8 @@
 //! Here so far, all pure (no network, no clock, no tokio):
 //! - [`dialog_info`]: `application/dialog-info+xml` NOTIFY bodies -> [`dialog_info::DialogInfo`].
 //! - [`watch`]: the subscription core, one per connector: when to SUBSCRIBE, refresh and
-//!   re-subscribe (rate-limited, with backoff), how NOTIFYs change each user's dialogs, and
-//!   which call state that gives ([`watch::Command::CallState`]).
+//!   subscribe again (rate-limited, with backoff), how NOTIFYs change each user's dialogs,
+//!   and which call state that gives ([`watch::Command::CallState`]).
 //!
 //! Not here yet: the network side (a SIP stack sending the SUBSCRIBEs the core asks for and
 //! feeding it the answers and NOTIFYs), its `[pbx] kind = "sip"` config keys, and its wiring
@@ -13,4 +13,6 @@
 
 pub mod dialog_info;
 mod dialog_read;
-// pub mod watch;
+pub mod watch;
+mod watch_state;
+mod watch_types;
