@@ -2,8 +2,12 @@
 //! carry them (<https://www.rfc-editor.org/rfc/rfc4235>, section 4), parsed into a
 //! [`DialogInfo`] with quick-xml.
 //!
-//! What the servers we target send, read from their public sources:
-//! - Asterisk PJSIP (`res_pjsip_dialog_info_body_generator`): one `<dialog id="{exten}">` per
+//! What the servers we target send, read from their public sources (the samples in
+//! `tests/fuzz/corpus/dialog_info/` follow them):
+//! - Asterisk PJSIP (`res/res_pjsip_dialog_info_body_generator.c` in asterisk/asterisk on
+//!   GitHub; set-up:
+//!   <https://docs.asterisk.org/Configuration/Channel-Drivers/SIP/Configuring-res_pjsip/Configuring-res_pjsip-for-Presence-Subscriptions/>):
+//!   one `<dialog id="{exten}">` per
 //!   hint, always `state="full"`, `terminated` / `early` (with `direction="recipient"` and
 //!   `local`/`remote` identities) / `confirmed`; a held call stays `confirmed` with a local
 //!   target whose `+sip.rendering` param is `no`. Versions count from 0 per subscription.
@@ -12,8 +16,10 @@
 //!   dialogs per entity with `call-id`, tags, direction and identities; with
 //!   `force_dummy_dialog` an idle user is one `terminated` dialog, without it the NOTIFY has no
 //!   body at all (which the adapter reports as "no dialogs", not through this parser).
-//! - FreeSWITCH `mod_sofia`: dialogs keyed by channel UUID; a held call is sent as `early`
+//! - FreeSWITCH `mod_sofia` (`src/mod/endpoints/mod_sofia/sofia_presence.c` in
+//!   signalwire/freeswitch): dialogs keyed by channel UUID; a held call is sent as `early`
 //!   with a local target `+sip.rendering` = `no` ([`Dialog::is_held`]).
+//! - Old Asterisk `chan_sip`: the same one-dialog bodies, sometimes `state="partial"`.
 //!
 //! Namespaces are honoured: an element belongs to the package when it is in
 //! `urn:ietf:params:xml:ns:dialog-info` (default or prefixed); elements in other namespaces
