@@ -6,7 +6,8 @@
 //!   - [`subscriptions`]: change-notification accounts, shards and subscription life cycles.
 //! - Adapters, one per outside system:
 //!   - [`graph`]: Microsoft Graph and the Entra token endpoint.
-//!   - [`pbx`]: PBX connectors (`http` for any PBX that can run a script, `asterisk`).
+//!   - [`pbx`]: PBX connectors (`http` for any PBX that can run a script, `asterisk`; the
+//!     pure parts of `sip`, dialog subscriptions, so far).
 //!   - [`store`]: the SQLite state database, on its own thread.
 //!   - [`config`]: the TOML config file and the users file, validated, watched for changes.
 //! - Shared plumbing: [`clock`] (the only place time is read), [`backoff`], [`secret`],

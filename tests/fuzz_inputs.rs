@@ -15,6 +15,10 @@ use pbx_teams_presence::config::{Config, parse_users};
 use pbx_teams_presence::graph::notify_crypto::{EncryptedContent, KeyStore, decrypt};
 use pbx_teams_presence::pbx::asterisk::events::{Parsed, parse};
 use pbx_teams_presence::pbx::http::parse_batch;
+use pbx_teams_presence::pbx::sip::dialog_info::{self, DocState, MAX_DIALOGS, MAX_TEXT};
+use pbx_teams_presence::pbx::sip::watch::{
+    Command, Input, Settings, SubId, SubState, Watch, Watched,
+};
 
 #[test]
 fn pbx_event_batches_never_panic() {
@@ -111,4 +115,52 @@ fn encrypted_contents_never_panic() {
     });
     tally.report();
     assert!(bytes("encrypted_content").iter().all(|s| !s.is_empty()));
+}
+
+/// A subscription core watching one user, its subscription granted.
+fn granted_watch() -> (Watch, SubId) {
+    let mut watch = Watch::new(Settings::default(), 0);
+    let users = vec![Watched {
+        extension: "1001".into(),
+        uri: "sip:1001@pbx".into(),
+    }];
+    let Some(Command::Subscribe { id, .. }) = watch.handle(Input::Users(users), 0).pop() else {
+        panic!("no SUBSCRIBE");
+    };
+    let expires = std::time::Duration::from_secs(600);
+    watch.handle(Input::Accepted { id, expires }, 0);
+    (watch, id)
+}
+
+/// NOTIFY bodies of the dialog event package (RFC 4235): refused with a typed error, or
+/// accepted within the limits and fed to a subscription core as its first NOTIFY, which then
+/// reports at most one call state, the one its dialogs give when the state is full.
+#[test]
+fn dialog_info_bodies_never_panic() {
+    let tally = Tally::new("dialog_info");
+    run(
+        "dialog_info",
+        cases(20_000),
+        |input| match dialog_info::parse(&input) {
+            Ok(info) => {
+                assert!(info.dialogs.len() <= MAX_DIALOGS);
+                assert!(info.dialogs.iter().all(|d| d.id.len() <= MAX_TEXT));
+                let (mut watch, id) = granted_watch();
+                let full = info.state == DocState::Full;
+                let state = SubState::Active { expires: None };
+                let body = Some(info);
+                let out = watch.handle(Input::Notified { id, state, body }, 1);
+                let reports = out
+                    .iter()
+                    .filter(|c| matches!(c, Command::CallState { .. }));
+                assert_eq!(reports.count(), usize::from(full));
+                tally.accepted();
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                tally.refused();
+            }
+        },
+    );
+    tally.report();
 }

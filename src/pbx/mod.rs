@@ -11,6 +11,7 @@ pub mod asterisk;
 pub mod http;
 pub mod mailbox;
 pub mod push;
+pub mod sip;
 pub mod tls;
 
 /// One Teams presence change for the PBX, as the push body carries it. Two updates are equal

@@ -32,8 +32,8 @@ pub fn bytes(target: &str) -> Vec<Vec<u8>> {
 
 use std::path::Path;
 
-/// Bytes that mean something in JSON, TOML, CSV and AMI.
-const SPECIAL: &[u8] = b"\"{}[],:\\\r\n\0=#";
+/// Bytes that mean something in JSON, TOML, CSV, AMI and XML.
+const SPECIAL: &[u8] = b"\"{}[],:\\\r\n\0=#<>&/';";
 
 /// One edit of a seed: at `pos` (modulo the length), do `op` with `byte`.
 type Edit = (usize, u8, u8);

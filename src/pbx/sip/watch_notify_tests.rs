@@ -1,0 +1,135 @@
+//! What NOTIFYs do to the dialogs and the call state, with plain calls and fake time; the
+//! bodies are real samples (tests/fuzz/corpus/dialog_info/) or small documents, parsed by
+//! `dialog_info`.
+
+use super::tests::*;
+use super::*;
+#[test]
+fn call_state_follows_the_dialogs_and_is_reported_on_change_only() {
+    let (mut w, id) = granted();
+    assert_eq!(
+        w.notify(id, sample("asterisk_idle.xml")),
+        [CallState::Idle],
+        "first state known"
+    );
+    assert_eq!(
+        w.notify(id, sample("asterisk_ringing.xml")),
+        [CallState::Ringing]
+    );
+    assert_eq!(
+        w.notify(id, sample("asterisk_inuse.xml")),
+        [CallState::Speaking]
+    );
+    assert!(
+        w.notify(id, sample("asterisk_onhold.xml")).is_empty(),
+        "held is still a call"
+    );
+    assert_eq!(
+        w.notify(id, body(4, true, &[("1001", "terminated")])),
+        [CallState::Idle]
+    );
+}
+
+#[test]
+fn several_dialogs_full_and_partial_states() {
+    let (mut w, id) = granted();
+    let both = body(1, true, &[("a", "confirmed"), ("b", "early")]);
+    assert_eq!(w.notify(id, both), [CallState::Speaking]);
+    assert_eq!(
+        w.notify(id, body(2, false, &[("a", "terminated")])),
+        [CallState::Ringing]
+    );
+    assert_eq!(
+        w.notify(id, body(3, false, &[("b", "confirmed")])),
+        [CallState::Speaking]
+    );
+    assert_eq!(w.w.user("1000").unwrap().dialogs.len(), 1);
+    // A full state replaces everything: dialogs it does not list are gone.
+    assert_eq!(
+        w.notify(id, body(4, true, &[("c", "trying")])),
+        [CallState::Ringing]
+    );
+    assert_eq!(w.notify(id, body(5, true, &[])), [CallState::Idle]);
+    // FreeSWITCH sends a held call as early with rendering off: a call.
+    assert_eq!(
+        w.notify(id, sample("freeswitch_hold.xml")),
+        [CallState::Speaking]
+    );
+}
+
+#[test]
+fn old_or_repeated_versions_are_ignored_and_a_new_subscription_resets_them() {
+    let (mut w, id) = granted();
+    assert_eq!(
+        w.notify(id, body(5, true, &[("a", "confirmed")])),
+        [CallState::Speaking]
+    );
+    assert!(w.notify(id, body(5, true, &[])).is_empty(), "same version");
+    assert!(w.notify(id, body(4, true, &[])).is_empty(), "older version");
+    assert_eq!(w.w.user("1000").unwrap().version, Some(5));
+    // The PBX ends it; the new subscription counts from 0 again.
+    w.feed(Input::Failed {
+        id,
+        failure: Failure::Status(481),
+    });
+    let id = subscribed(&w.at(w.w.next_deadline(w.now).unwrap()))[0];
+    assert!(
+        w.notify(id, body(0, true, &[("a", "confirmed")]))
+            .is_empty(),
+        "applied, unchanged"
+    );
+    assert_eq!(w.w.user("1000").unwrap().version, Some(0));
+}
+
+#[test]
+fn a_partial_state_before_the_first_full_one_is_ignored() {
+    let (mut w, id) = granted();
+    assert!(w.notify(id, sample("chan_sip_partial.xml")).is_empty());
+    assert_eq!(w.w.user("1000").unwrap().reported, None);
+    assert_eq!(
+        w.notify(id, sample("kamailio_two_dialogs.xml")),
+        [CallState::Speaking]
+    );
+}
+
+#[test]
+fn a_notify_without_body_is_no_dialogs_when_active_and_nothing_when_pending() {
+    let (mut w, id) = granted();
+    let empty = |state| Input::Notified {
+        id,
+        state,
+        body: None,
+    };
+    assert!(states(&w.feed(empty(SubState::Pending))).is_empty());
+    assert_eq!(states(&w.feed(empty(active()))), [CallState::Idle]);
+}
+
+#[test]
+fn after_a_pbx_restart_the_first_full_state_settles_the_user() {
+    let (mut w, id) = granted();
+    assert_eq!(
+        w.notify(id, sample("asterisk_inuse.xml")),
+        [CallState::Speaking]
+    );
+    let out = w.feed(Input::PbxRestarted);
+    assert_eq!(out, vec![Command::Forget { id }]);
+    assert_eq!(
+        w.w.user("1000").unwrap().call_state(),
+        CallState::Speaking,
+        "no flapping meanwhile"
+    );
+    let new = w.run_until(w.now + 2 * SEC);
+    let Some((_, Command::Subscribe { id: new, .. })) = new.first() else {
+        panic!("{new:?}")
+    };
+    // The call was cut while the subscription was away: the first full state has no dialog.
+    assert_eq!(
+        w.notify(*new, sample("asterisk_idle.xml")),
+        [CallState::Idle]
+    );
+    // A late NOTIFY of the old subscription changes nothing.
+    assert!(
+        w.notify(id, body(9, true, &[("x", "confirmed")]))
+            .is_empty()
+    );
+}
