@@ -178,15 +178,29 @@ async fn flapping_ends_in_the_last_state_with_few_writes() {
     // The last toggle was idle. One writer per user takes only the latest wanted state, so once
     // its last request is a clear nothing else can follow.
     let id = w.id(ALICE);
-    eventually(10, "cleared after the last idle", || {
+    let cleared = || {
         let last = w
             .graph_requests(&format!("/users/{id}/presence/"))
             .into_iter()
             .next_back();
         w.app_session(ALICE).is_none()
             && last.is_some_and(|r| r.path.ends_with("clearPresence") && r.status == 200)
-    })
-    .await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cleared() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let requests: Vec<_> = w
+        .graph_requests(&format!("/users/{id}/presence/"))
+        .into_iter()
+        .map(|r| format!("{} {}", r.path.rsplit('/').next().unwrap_or(""), r.status))
+        .collect();
+    assert!(
+        cleared(),
+        "not cleared after the last idle: session {:?}, requests {requests:?}, user {}",
+        w.app_session(ALICE),
+        w.user_status(ALICE)
+    );
     let writes = w.set_presence_calls(ALICE) + w.clear_presence_calls(ALICE);
     eprintln!("writes to Teams for 50 toggles: {writes}");
     assert!(writes <= 10, "{writes} writes for 50 toggles");

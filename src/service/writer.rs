@@ -176,6 +176,9 @@ async fn run(
     metrics: Metrics,
 ) {
     let mut last_write: Option<tokio::time::Instant> = None;
+    // Whether the last write that landed was a clear: a clear wanted again (a call that began
+    // and ended while this writer waited out MIN_GAP) has nothing left to clear.
+    let mut cleared = false;
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
     while rx.changed().await.is_ok() {
@@ -183,10 +186,14 @@ async fn run(
         if let Some(at) = last_write {
             tokio::time::sleep_until(at + MIN_GAP).await;
         }
-        last_write = Some(monotonic());
         let Some(wanted) = rx.borrow_and_update().clone() else {
             continue;
         };
+        let clear = matches!(wanted, Wanted::Clear { .. });
+        if clear && cleared {
+            continue;
+        }
+        last_write = Some(monotonic());
         let mut failures = 0;
         loop {
             let client = graph.borrow().clone();
@@ -201,6 +208,7 @@ async fn run(
                 metrics.speaking_to_teams(monotonic().saturating_duration_since(*at));
             }
             let transient = matches!(&result, Err(e) if e.is_transient());
+            cleared = clear && result.is_ok();
             if !transient || failures == 0 {
                 let written = Written {
                     teams_id: teams_id.clone(),
