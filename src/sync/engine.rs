@@ -18,7 +18,9 @@ use super::types::{
     CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence, millis,
 };
 
-pub use super::engine_types::{EngineSettings, PbxOutcome, Restored, TeamsOutcome, UserSpec};
+pub use super::engine_types::{
+    EngineSettings, PbxOutcome, Restored, TeamsOutcome, UserSpec, refresh_after,
+};
 
 /// A directory entry as the engine keeps it: the extension is the map key, not repeated here
 /// (50,000 users: every byte per user counts).
@@ -464,19 +466,6 @@ impl Engine {
             });
         }
     }
-}
-
-/// How long after a setPresence the session is written again. Never later than 4 minutes:
-/// expirationDuration has been reported ignored (always 5 min:
-/// <https://learn.microsoft.com/en-us/answers/questions/1462160>), so a longer configured
-/// expiration must not be trusted; and one minute before the expiry otherwise.
-pub fn refresh_after(expiration: Duration) -> Duration {
-    let five_min = Duration::from_secs(300);
-    let margin = Duration::from_secs(60);
-    expiration
-        .min(five_min)
-        .saturating_sub(margin)
-        .max(Duration::from_secs(1))
 }
 
 /// Our own "In a call" as Teams reports it back: Busy/InACall, and sometimes Busy/Busy

@@ -56,3 +56,16 @@ pub struct TeamsOutcome {
     pub echo: bool,
     pub commands: Vec<Command>,
 }
+
+/// How long after a setPresence the session is written again. Never later than 4 minutes:
+/// expirationDuration has been reported ignored (always 5 min:
+/// <https://learn.microsoft.com/en-us/answers/questions/1462160>), so a longer configured
+/// expiration must not be trusted; and one minute before the expiry otherwise.
+pub fn refresh_after(expiration: Duration) -> Duration {
+    let five_min = Duration::from_secs(300);
+    let margin = Duration::from_secs(60);
+    expiration
+        .min(five_min)
+        .saturating_sub(margin)
+        .max(Duration::from_secs(1))
+}
