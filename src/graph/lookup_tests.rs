@@ -1,0 +1,131 @@
+//! User lookups through `$batch` and the `check` probe, against the scripted Graph of
+//! [`super`] (its `Fake`).
+
+use super::*;
+
+#[tokio::test]
+async fn users_are_resolved_through_batches_with_inner_429_retried() {
+    let users = vec![
+        (
+            "id-anna",
+            "Anna@x.com",
+            "anna@x.onmicrosoft.com",
+            vec!["SMTP:Anna@x.com"],
+        ),
+        ("id-bob", "", "bob@x.com", vec![]),
+        (
+            "id-carl",
+            "carl@x.com",
+            "carl@x.com",
+            vec!["smtp:charles@x.com"],
+        ),
+        ("id-dup1", "team@x.com", "d1@x.com", vec![]),
+        ("id-dup2", "TEAM@x.com", "d2@x.com", vec![]),
+    ];
+    let fake = Fake {
+        users,
+        inner_throttles: AtomicU32::new(1),
+        ..Fake::default()
+    };
+    let (client, fake) = start(fake).await;
+    let mut emails = ids(&[
+        "ANNA@x.com",
+        "bob@x.com",
+        "charles@x.com",
+        "team@x.com",
+        "nobody@x.com",
+    ]);
+    emails.extend((0..20).map(|i| format!("filler{i}@x.com")));
+    let result = client.resolve_users(&emails).await.unwrap();
+    assert_eq!(result.len(), emails.len());
+    let by = |e: &str| result.iter().find(|(k, _)| k == e).unwrap().1.clone();
+    assert!(
+        matches!(by("anna@x.com"), UserMatch::Matched { ref id, via: MatchedBy::Mail, .. } if id == "id-anna")
+    );
+    assert!(matches!(
+        by("bob@x.com"),
+        UserMatch::Matched {
+            via: MatchedBy::Upn,
+            ..
+        }
+    ));
+    assert!(
+        matches!(by("charles@x.com"), UserMatch::Matched { ref id, via: MatchedBy::ProxyAddress, .. } if id == "id-carl")
+    );
+    assert_eq!(
+        by("team@x.com"),
+        UserMatch::Duplicate {
+            ids: ids(&["id-dup1", "id-dup2"])
+        }
+    );
+    assert_eq!(by("nobody@x.com"), UserMatch::NotFound);
+    let stats = client.stats();
+    assert_eq!(stats.throttled, 1);
+    assert!(stats.retries >= 1);
+    // 25 addresses: 2 chunks x (mail, upn) = 4 GETs in one batch (+1 retry), then
+    // 22 proxy lookups (charles, nobody, 20 fillers) in batches of 20 and 2.
+    let batches: Vec<usize> = fake
+        .seen()
+        .iter()
+        .map(|s| s.body["requests"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(batches, vec![4, 1, 20, 2]);
+}
+
+#[tokio::test]
+async fn probe_reports_each_permission() {
+    let (client, fake) = start(Fake::default()).await;
+    // GET /users answers `null` by default: push a page, then a 403 for the presence read,
+    // then the 404 Graph gives for clearPresence on an unknown user.
+    fake.push(200, vec![], json!({"value": [{"id": "u-first"}]}));
+    fake.push(
+        403,
+        vec![],
+        json!({"error": {"code": "Forbidden", "message": "no"}}),
+    );
+    fake.push(
+        404,
+        vec![],
+        json!({"error": {"code": "NotFound", "message": "no user"}}),
+    );
+    let report = client.probe().await;
+    assert!(report.token.result.is_ok());
+    assert!(report.user_read.result.is_ok());
+    assert!(matches!(
+        report.presence_read.result,
+        Err(GraphError::Forbidden { .. })
+    ));
+    assert!(report.presence_read.advice.contains("Presence.Read.All"));
+    assert!(
+        report
+            .presence_read
+            .advice
+            .contains("/adminconsent?client_id=")
+    );
+    assert!(
+        report.presence_write.result.is_ok(),
+        "{:?}",
+        report.presence_write
+    );
+    assert_eq!(fake.seen()[1].body, json!({"ids": ["u-first"]}));
+}
+
+/// A refused proxyAddresses lookup says "unchecked", not "not found": the caller keeps what it
+/// knew instead of dropping a user's match.
+#[tokio::test]
+async fn a_refused_proxy_lookup_is_unchecked_not_not_found() {
+    let fake = Fake {
+        users: vec![("id-ann", "ann@x.com", "ann@x.com", vec![])],
+        refuse_proxy: vec!["alias@x.com"],
+        ..Fake::default()
+    };
+    let (client, _fake) = start(fake).await;
+    let result = client
+        .resolve_users(&ids(&["ann@x.com", "alias@x.com", "nobody@x.com"]))
+        .await
+        .unwrap();
+    let by = |e: &str| result.iter().find(|(k, _)| k == e).unwrap().1.clone();
+    assert!(matches!(by("ann@x.com"), UserMatch::Matched { .. }));
+    assert_eq!(by("alias@x.com"), UserMatch::Unchecked);
+    assert_eq!(by("nobody@x.com"), UserMatch::NotFound);
+}
