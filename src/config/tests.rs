@@ -352,7 +352,11 @@ fn the_state_database_defaults_to_the_units_state_directory() {
     let c = Config::from_str_with(MINIMAL, source, &env).unwrap();
     let db = Path::new("/var/lib/pbx-teams-presence/tenant-a/state.db");
     assert_eq!(c.sync.state_db, db);
+    // By hand (no STATE_DIRECTORY): the instance's own, and the main unit's for the main config.
     let c = Config::from_str_with(MINIMAL, source, &creds.env()).unwrap();
+    assert_eq!(c.sync.state_db, db);
+    let main = Path::new("/etc/pbx-teams-presence/config.toml");
+    let c = Config::from_str_with(MINIMAL, main, &creds.env()).unwrap();
     assert_eq!(
         c.sync.state_db,
         Path::new("/var/lib/pbx-teams-presence/state.db")

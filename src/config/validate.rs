@@ -231,7 +231,24 @@ fn default_state_db(ctx: &Ctx<'_>) -> PathBuf {
         let first = dirs.to_string_lossy().split(':').next()?.to_owned();
         (!first.is_empty()).then(|| PathBuf::from(first).join("state.db"))
     });
-    from_systemd.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DB))
+    from_systemd
+        .or_else(|| instance_state_db(ctx.path))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DB))
+}
+
+/// Run by hand (`status`, `login`, `check`) on a template instance's config,
+/// `/etc/pbx-teams-presence/NAME/config.toml`: the instance's own database,
+/// `/var/lib/pbx-teams-presence/NAME/state.db`, as its unit's `$STATE_DIRECTORY` gives it.
+fn instance_state_db(config: &Path) -> Option<PathBuf> {
+    let dir = config.parent()?;
+    let name = dir.file_name()?.to_str()?;
+    (dir.parent()? == Path::new("/etc/pbx-teams-presence") && name != "credentials")
+        .then(|| {
+            Path::new(DEFAULT_STATE_DB)
+                .parent()
+                .map(|d| d.join(name).join("state.db"))
+        })
+        .flatten()
 }
 
 fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {

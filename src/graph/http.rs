@@ -230,7 +230,7 @@ impl Inner {
                 "Graph request {path}{}: not found", for_user(teams_user));
         } else {
             tracing::warn!(teams_user, path, status, request_id, client_request_id, code = %body.code,
-                message = %body.message, "Graph request {path}{} failed: {status} {}: {}",
+                graph_message = %body.message, "Graph request {path}{} failed: {status} {}: {}",
                 for_user(teams_user), body.code, body.message);
         }
         Err(Failure::Status {

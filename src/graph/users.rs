@@ -410,7 +410,7 @@ impl GraphClient {
                 }
                 400 if tolerant => {
                     let error = ErrorBody::from_value(&item.body);
-                    tracing::warn!(code = %error.code, message = %error.message,
+                    tracing::warn!(code = %error.code, graph_message = %error.message,
                         "proxyAddresses lookup rejected ({}: {}); skipping it", error.code, error.message);
                     round.rejected.push(index);
                 }

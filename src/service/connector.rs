@@ -238,6 +238,9 @@ impl Connector {
             self.push.cancel();
             self.push = cancel.child_token();
             self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
+            // A new pusher starts with a clean slate, as at start (the old one's failures
+            // are not the new settings').
+            links.metrics.set_pbx_connected(true);
             tracing::info!(
                 push = self.pusher.is_some(),
                 "PBX connector updated (pushes to the PBX: {})",

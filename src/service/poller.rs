@@ -98,7 +98,13 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
             () = cancel.cancelled() => return,
             r = cycle(&graph, &ids, &out) => r,
         };
-        if let Polled::Done { elapsed, .. } = &report {
+        // A cycle with nothing to read (everybody covered by notifications, nobody matched)
+        // is no poll: it would pull the histogram towards 0.
+        if let Polled::Done {
+            elapsed, requests, ..
+        } = &report
+            && *requests > 0
+        {
             inputs.metrics.poll_cycle(*elapsed);
         }
         if out.send(report).await.is_err() {

@@ -48,6 +48,9 @@ impl Wanted {
 pub struct Written {
     pub teams_id: String,
     pub wanted: Wanted,
+    /// An "In a call" written again while the last one that landed was "In a call" too (the
+    /// refresh during a call), or a clear after a clear: nothing changed in Teams.
+    pub repeat: bool,
     pub result: Result<(), GraphError>,
 }
 
@@ -123,7 +126,8 @@ impl Writers {
             );
             return;
         };
-        let span = tracing::info_span!("writer", extension = wanted.extension(), user = teams_id);
+        // The Teams user only: one writer serves every extension of that user.
+        let span = tracing::info_span!("writer", teams_user = teams_id);
         let (tx, rx) = watch::channel(None);
         let _ = tx.send(Some(wanted));
         let task = run(
@@ -179,6 +183,8 @@ async fn run(
     // Whether the last write that landed was a clear: a clear wanted again (a call that began
     // and ended while this writer waited out MIN_GAP) has nothing left to clear.
     let mut cleared = false;
+    // Whether the last write that landed was "In a call": the next one is a refresh.
+    let mut in_call = false;
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
     while rx.changed().await.is_ok() {
@@ -191,6 +197,15 @@ async fn run(
         };
         let clear = matches!(wanted, Wanted::Clear { .. });
         if clear && cleared {
+            // Still told to the main loop: a session it opened meanwhile (and never had
+            // written) is closed in the store.
+            let written = Written {
+                teams_id: teams_id.clone(),
+                wanted,
+                repeat: true,
+                result: Ok(()),
+            };
+            let _ = outcomes.send(written).await;
             continue;
         }
         last_write = Some(monotonic());
@@ -208,11 +223,17 @@ async fn run(
                 metrics.speaking_to_teams(monotonic().saturating_duration_since(*at));
             }
             let transient = matches!(&result, Err(e) if e.is_transient());
-            cleared = clear && result.is_ok();
+            let repeat = !clear && in_call;
+            // A failed write (a timeout may have landed) leaves Teams unknown: write again.
+            (cleared, in_call) = match result {
+                Ok(()) => (clear, !clear),
+                Err(_) => (false, false),
+            };
             if !transient || failures == 0 {
                 let written = Written {
                     teams_id: teams_id.clone(),
                     wanted: wanted.clone(),
+                    repeat,
                     result,
                 };
                 let _ = outcomes.send(written).await;

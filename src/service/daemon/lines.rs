@@ -83,8 +83,21 @@ pub(super) fn pbx_changed(who: Who<'_>, from: CallState, to: CallState) {
 }
 
 /// `1001 alice@contoso.com: speaking -> In a call written to Teams`, or the clear.
-pub(super) fn session_written(who: Who<'_>, teams_user: &str, cleared: bool) {
-    if cleared {
+/// A refresh of a running call (`repeat`) is DEBUG: one INFO line per change.
+pub(super) fn session_written(who: Who<'_>, teams_user: &str, cleared: bool, repeat: bool) {
+    if repeat {
+        tracing::debug!(
+            extension = who.extension,
+            email = who.email,
+            teams_user,
+            "{who}: In a call {} (no change in Teams)",
+            if cleared {
+                "cleared again"
+            } else {
+                "refreshed"
+            }
+        );
+    } else if cleared {
         tracing::info!(
             extension = who.extension,
             email = who.email,

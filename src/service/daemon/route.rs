@@ -138,7 +138,7 @@ impl Daemon {
         let clear = matches!(w.wanted, Wanted::Clear { .. });
         match &w.result {
             Ok(()) => {
-                lines::session_written(self.who(extension), &w.teams_id, clear);
+                lines::session_written(self.who(extension), &w.teams_id, clear, w.repeat);
                 if clear && !self.engine.has_session(&w.teams_id) {
                     self.out.write(Write::CloseSession {
                         teams_id: w.teams_id.clone(),
