@@ -6,6 +6,8 @@
 //! 3. Peak RSS of the daemon process (the real binary) at 50,000 users (target < 64 MB).
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use graph_emulator::{Emulator, EmulatorOptions, User};
+use graph_emulator::{Emulator, EmulatorOptions};
 use pbx_teams_presence::service::{self, RunOptions};
+use support::seed;
 
 #[tokio::main]
 async fn main() {
@@ -33,23 +36,6 @@ fn options() -> EmulatorOptions {
         presence_limit_per_30s: 10_000,
         ..EmulatorOptions::default()
     }
-}
-
-async fn seed(graph: &Emulator, n: usize, dir: &Path) {
-    let mut users = String::from("extension,email\n");
-    for i in 0..n {
-        let email = format!("user{i:06}@contoso.com");
-        let id = graph.add_user(User {
-            id: None,
-            display_name: format!("User {i}"),
-            user_principal_name: email.clone(),
-            mail: Some(email.clone()),
-            proxy_addresses: vec![],
-        });
-        graph.set_user_presence(&id, "Available", "Available");
-        users.push_str(&format!("{},{email}\n", 100_000 + i));
-    }
-    std::fs::write(dir.join("users.csv"), users).unwrap();
 }
 
 fn write_config(dir: &Path, graph: &Emulator, poll: &str, push: Option<&str>) {
@@ -80,7 +66,7 @@ async fn speaking_latency(events: usize) {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    seed(&graph, events, dir.path()).await;
+    seed(&graph, events, dir.path());
     write_config(dir.path(), &graph, "1h", None);
     let options = RunOptions::new(&dir.path().join("config.toml"));
     let shutdown = options.shutdown.clone();
@@ -144,7 +130,7 @@ async fn poll_cycle(n: usize) {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    seed(&graph, n, dir.path()).await;
+    seed(&graph, n, dir.path());
     let (push_url, pushed) = pbx_receiver().await;
     write_config(dir.path(), &graph, "10s", Some(&push_url));
     let started = Instant::now();

@@ -8,11 +8,14 @@
 //! the encoding alone (no HTTP).
 #![allow(clippy::disallowed_methods)] // the benchmark is the outside observer: it reads real time
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use graph_emulator::{Emulator, EmulatorOptions, User};
+use graph_emulator::{Emulator, EmulatorOptions};
 use pbx_teams_presence::service::{self, RunOptions};
+use support::seed;
 
 const SCRAPES: usize = 200;
 const CALLS: usize = 100;
@@ -133,23 +136,6 @@ async fn calls(client: &reqwest::Client, pbx: std::net::SocketAddr) {
         assert_eq!(resp.unwrap().status().as_u16(), 202);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-}
-
-fn seed(graph: &Emulator, n: usize, dir: &Path) {
-    let mut users = String::from("extension,email\n");
-    for i in 0..n {
-        let email = format!("user{i:06}@contoso.com");
-        let id = graph.add_user(User {
-            id: None,
-            display_name: format!("User {i}"),
-            user_principal_name: email.clone(),
-            mail: Some(email.clone()),
-            proxy_addresses: vec![],
-        });
-        graph.set_user_presence(&id, "Available", "Available");
-        users.push_str(&format!("{},{email}\n", 100_000 + i));
-    }
-    std::fs::write(dir.join("users.csv"), users).unwrap();
 }
 
 fn write_config(dir: &Path, graph: &Emulator, push_url: &str) {
