@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::subs::{body, delegated, fx, in_minutes, receiver, send};
+use common::subs::{create, delegated, fx, in_minutes, receiver, send};
 use serde_json::{Value, json};
 
 fn expiry(v: &Value) -> SystemTime {
@@ -31,14 +31,7 @@ async fn a_shorter_grant_shows_in_the_answers_expiry_and_then_the_subscription_i
     let (_rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
     fx.emu.set_subscription_grant(Some(Duration::from_secs(30)));
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     assert_eq!(a.status, 201, "{}", a.body);
     assert!(
         off(expiry(&a.body), fx.emu.now_utc(), 30) < 2.0,
@@ -61,14 +54,7 @@ async fn a_shorter_grant_shows_in_the_answers_expiry_and_then_the_subscription_i
     assert_eq!(send(&fx, "GET", &tok, &path, None).await.status, 404);
     // Off again: what is asked.
     fx.emu.set_subscription_grant(None);
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     assert!(
         off(expiry(&a.body), fx.emu.now_utc(), 30 * 60) < 2.0,
         "{}",
@@ -81,14 +67,7 @@ async fn a_subscription_removed_behind_its_owners_back_answers_404() {
     let fx = fx().await;
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     let id = a.body["id"].as_str().unwrap().to_owned();
     assert!(fx.emu.remove_subscription(&id));
     assert!(!fx.emu.remove_subscription(&id), "only once");
@@ -107,14 +86,7 @@ async fn subscription_removed_is_posted_and_removes_it_while_missed_only_tells()
     let fx = fx().await;
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     let id = a.body["id"].as_str().unwrap().to_owned();
     assert_eq!(fx.emu.send_lifecycle(&id, "missed"), Ok(true));
     let l = rx

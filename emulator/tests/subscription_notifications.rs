@@ -13,7 +13,7 @@ use aes::Aes256;
 use base64::Engine;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockModeDecrypt, KeyIvInit};
-use common::subs::{body, delegated, fx, receiver, send};
+use common::subs::{body, create, delegated, fx, receiver, send};
 use graph_emulator::DeliveryKind;
 use hmac::{Hmac, KeyInit, Mac};
 use rsa::pkcs8::DecodePrivateKey;
@@ -28,14 +28,7 @@ async fn basic_notification_on_presence_change() {
     let fx = fx().await;
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids[1..3], 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids[1..3], 30).await;
     let sid = a.body["id"].as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(rx.count("/notify"), 0, "no notification without a change");
@@ -108,14 +101,7 @@ async fn failed_deliveries_are_retried_and_recorded() {
     let fx = fx().await;
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids[1..2], 30)),
-    )
-    .await;
+    create(&fx, &tok, &url, &fx.ids[1..2], 30).await;
     fx.emu.fail_deliveries(1);
     *rx.notify_status.lock().unwrap() = 503;
     fx.emu.set_user_presence(&fx.ids[1], "Busy", "InACall");

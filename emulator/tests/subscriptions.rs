@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::start_with;
-use common::subs::{Mode, body, delegated, fx, in_minutes, receiver, send};
+use common::subs::{Mode, body, create, delegated, fx, in_minutes, receiver, send};
 use graph_emulator::{DeliveryKind, EmulatorOptions};
 use serde_json::json;
 
@@ -39,14 +39,7 @@ async fn create_validates_both_urls_then_second_subscription_is_409() {
     let fx = fx().await;
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(a.body["changeType"], "updated");
     assert_eq!(a.body["applicationId"], fx.emu.client_id().as_str());
@@ -65,14 +58,7 @@ async fn create_validates_both_urls_then_second_subscription_is_409() {
     assert_eq!(subs[0].ids, fx.ids);
     // One presence subscription per user and app (presence notifications page; 409 as reported
     // in https://github.com/microsoftgraph/msgraph-beta-sdk-dotnet/issues/174).
-    let b = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids[..1], 30)),
-    )
-    .await;
+    let b = create(&fx, &tok, &url, &fx.ids[..1], 30).await;
     assert_eq!(b.status, 409, "{}", b.body);
     assert_eq!(b.code(), "ExtensionError");
     assert_eq!(
@@ -81,14 +67,7 @@ async fn create_validates_both_urls_then_second_subscription_is_409() {
     );
     // Another user of the same app may subscribe.
     let tok2 = delegated(&fx, "user0002@contoso.com").await;
-    let c = send(
-        &fx,
-        "POST",
-        &tok2,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids[..1], 30)),
-    )
-    .await;
+    let c = create(&fx, &tok2, &url, &fx.ids[..1], 30).await;
     assert_eq!(c.status, 201, "{}", c.body);
     // GET lists the caller's only.
     let l = send(&fx, "GET", &tok, "/subscriptions", None).await;
@@ -101,23 +80,9 @@ async fn body_rules_651_ids_61_minutes_https_client_state_certificate() {
     let (_rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
     let many: Vec<String> = (0..651).map(|i| format!("id-{i}")).collect();
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &many, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &many, 30).await;
     assert_eq!(a.status, 400, "{}", a.body);
-    let ok650 = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &many[..650], 30)),
-    )
-    .await;
+    let ok650 = create(&fx, &tok, &url, &many[..650], 30).await;
     assert_eq!(ok650.status, 201, "{}", ok650.body);
     let id = ok650.body["id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -127,14 +92,7 @@ async fn body_rules_651_ids_61_minutes_https_client_state_certificate() {
         204
     );
 
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 61)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 61).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.code(), "ExtensionError");
     assert_eq!(
@@ -218,14 +176,7 @@ async fn validation_wrong_echo_error_status_and_timeout_fail_the_create() {
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
     *rx.mode.lock().unwrap() = Mode::WrongEcho;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.code(), "ValidationError");
     assert!(
@@ -235,14 +186,7 @@ async fn validation_wrong_echo_error_status_and_timeout_fail_the_create() {
             .contains("exactly match")
     );
     *rx.mode.lock().unwrap() = Mode::Status(500);
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     assert_eq!(a.status, 400);
     assert_eq!(
         a.body["error"]["message"],
@@ -250,14 +194,7 @@ async fn validation_wrong_echo_error_status_and_timeout_fail_the_create() {
     );
     *rx.mode.lock().unwrap() = Mode::Slow;
     let t = Instant::now();
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 30).await;
     assert_eq!(a.status, 400);
     assert_eq!(a.code(), "InvalidRequest");
     assert_eq!(
@@ -281,14 +218,7 @@ async fn patch_renews_and_expiry_via_clock_gives_404_delete_204() {
     let fx = fx().await;
     let (_rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 10)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 10).await;
     let id = a.body["id"].as_str().unwrap().to_owned();
     let path = format!("/subscriptions/{id}");
     let p = send(
@@ -334,14 +264,7 @@ async fn patch_renews_and_expiry_via_clock_gives_404_delete_204() {
     assert_eq!(send(&fx, "GET", &tok, &path, None).await.status, 404);
     // A new one may be made now; DELETE 204 then 404.
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids, 10)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids, 10).await;
     assert_eq!(a.status, 201, "{}", a.body);
     let path = format!("/subscriptions/{}", a.body["id"].as_str().unwrap());
     assert_eq!(send(&fx, "DELETE", &tok, &path, None).await.status, 204);
@@ -354,14 +277,7 @@ async fn reauthorization_required_pauses_notifications_until_reauthorize() {
     let fx = fx().await;
     let (rx, url) = receiver().await;
     let tok = delegated(&fx, "user0001@contoso.com").await;
-    let a = send(
-        &fx,
-        "POST",
-        &tok,
-        "/subscriptions",
-        Some(body(&fx, &url, &fx.ids[1..2], 30)),
-    )
-    .await;
+    let a = create(&fx, &tok, &url, &fx.ids[1..2], 30).await;
     let sid = a.body["id"].as_str().unwrap().to_owned();
     assert_eq!(
         fx.emu.send_lifecycle(&sid, "reauthorizationRequired"),

@@ -179,6 +179,18 @@ pub fn body(fx: &Fx, url: &str, ids: &[String], mins: u64) -> Value {
     })
 }
 
+/// `POST /subscriptions` of [`body`] with the delegated `token`.
+pub async fn create(fx: &Fx, token: &str, url: &str, ids: &[String], mins: u64) -> Answer {
+    send(
+        fx,
+        "POST",
+        token,
+        "/subscriptions",
+        Some(body(fx, url, ids, mins)),
+    )
+    .await
+}
+
 pub async fn send(fx: &Fx, method: &str, token: &str, path: &str, b: Option<Value>) -> Answer {
     let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut r = fx.http.request(m, fx.url(path)).bearer_auth(token);
