@@ -347,6 +347,8 @@ async fn each_change_is_logged_once_with_its_fields() {
             .count()
     };
     let bob = "extension=\"1002\"";
+    let matched = "1002 bob@contoso.com: matched to Teams user ";
+    assert_eq!(count(&[matched, bob]), 1, "each match said once:\n{text}");
     let pbx = |from: &str, to: &str| format!("1002 bob@contoso.com: PBX {from} -> {to}");
     assert_eq!(count(&[&pbx("idle", "ringing"), bob]), 1, "{text}");
     assert_eq!(count(&[&pbx("ringing", "speaking"), bob]), 1, "{text}");
