@@ -172,6 +172,13 @@ const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(
 /// collapse into the latest. The first write of a call is never delayed.
 const MIN_GAP: Duration = Duration::from_millis(500);
 
+/// What a write that landed left in Teams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Landed {
+    InCall,
+    Cleared,
+}
+
 async fn run(
     teams_id: String,
     mut rx: watch::Receiver<Option<Wanted>>,
@@ -180,11 +187,11 @@ async fn run(
     metrics: Metrics,
 ) {
     let mut last_write: Option<tokio::time::Instant> = None;
-    // Whether the last write that landed was a clear: a clear wanted again (a call that began
-    // and ended while this writer waited out MIN_GAP) has nothing left to clear.
-    let mut cleared = false;
-    // Whether the last write that landed was "In a call": the next one is a refresh.
-    let mut in_call = false;
+    // What the last write that landed left in Teams; `None` at start and after a failure (a
+    // timeout may have landed: Teams is unknown, so the next write goes out). After a clear,
+    // a clear wanted again (a call that began and ended within MIN_GAP) has nothing to clear;
+    // after "In a call", the next one is a refresh.
+    let mut landed: Option<Landed> = None;
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
     while rx.changed().await.is_ok() {
@@ -196,7 +203,7 @@ async fn run(
             continue;
         };
         let clear = matches!(wanted, Wanted::Clear { .. });
-        if clear && cleared {
+        if clear && landed == Some(Landed::Cleared) {
             // Still told to the main loop: a session it opened meanwhile (and never had
             // written) is closed in the store.
             let written = Written {
@@ -223,12 +230,12 @@ async fn run(
                 metrics.speaking_to_teams(monotonic().saturating_duration_since(*at));
             }
             let transient = matches!(&result, Err(e) if e.is_transient());
-            let repeat = !clear && in_call;
-            // A failed write (a timeout may have landed) leaves Teams unknown: write again.
-            (cleared, in_call) = match result {
-                Ok(()) => (clear, !clear),
-                Err(_) => (false, false),
-            };
+            let repeat = !clear && landed == Some(Landed::InCall);
+            landed = result.is_ok().then_some(if clear {
+                Landed::Cleared
+            } else {
+                Landed::InCall
+            });
             if !transient || failures == 0 {
                 let written = Written {
                     teams_id: teams_id.clone(),
