@@ -129,6 +129,8 @@ pub(crate) fn validation_tokens(
     let rotated = shared.lock().trust.rotated;
     let (signer, other) = if rotated { (1, 0) } else { (0, 1) };
     let keys = &shared.signing;
+    // Real wall time, not the emulator's advanced clock (`State::wall`): the tokens are checked
+    // by the daemon against its own real clock, as Graph's are against the receiver's.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
