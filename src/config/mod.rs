@@ -17,6 +17,7 @@ mod display;
 mod file;
 mod notifications;
 mod secret;
+mod sip;
 mod spans;
 mod users;
 mod validate;
@@ -47,6 +48,7 @@ pub use file::{
 };
 pub use notifications::{NotificationsConfig, TlsFiles};
 pub use secret::EnvLookup;
+pub use sip::{HostPort, PublishBody, SipPbxConfig, SipTransport};
 pub use users::{Directory, UserEntry, load_users, parse_users};
 pub use watch::{FileWatch, watch_files};
 
