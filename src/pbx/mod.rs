@@ -79,6 +79,9 @@ pub enum LinkLost {
     /// A request to the PBX's API failed (resync, subscription).
     #[error(transparent)]
     Api(#[from] asterisk::AriError),
+    /// The SIP server stopped answering (the SIP connector's keep-alive).
+    #[error("SIP: {0}")]
+    Sip(String),
     /// The connection cannot even be described (a bad URL).
     #[error("{0}")]
     Request(String),

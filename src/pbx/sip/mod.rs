@@ -1,18 +1,106 @@
-//! The SIP connector's foundations (issue 11): call state from RFC 4235 dialog subscriptions
-//! ("busy lamp field"), for any SIP PBX, with nothing installed on the PBX.
+//! The SIP connector (`[pbx] kind = "sip"`, docs/sip.md): call state from RFC 4235 dialog
+//! subscriptions ("busy lamp field"), for any SIP PBX, with nothing installed on the PBX.
 //!
-//! Here so far, all pure (no network, no clock, no tokio):
 //! - [`dialog_info`]: `application/dialog-info+xml` NOTIFY bodies -> [`dialog_info::DialogInfo`].
-//! - [`watch`]: the subscription core, one per connector: when to SUBSCRIBE, refresh and
-//!   subscribe again (rate-limited, with backoff), how NOTIFYs change each user's dialogs,
-//!   and which call state that gives ([`watch::Command::CallState`]).
-//!
-//! Not here yet: the network side (a SIP stack sending the SUBSCRIBEs the core asks for and
-//! feeding it the answers and NOTIFYs), its `[pbx] kind = "sip"` config keys, and its wiring
-//! into the daemon. Until then nothing uses this module outside its tests.
+//! - [`watch`]: the pure subscription core: when to SUBSCRIBE, refresh and subscribe again
+//!   (rate-limited, with backoff), how NOTIFYs change each user's dialogs, and which call
+//!   state that gives ([`watch::Command::CallState`]).
+//! - The adapter around it: [`stack`] (rsipstack: transactions, dialogs, digest auth),
+//!   `requests` (the SUBSCRIBEs the core asks for), `incoming` (NOTIFYs, OPTIONS),
+//!   `keepalive` (REGISTER, OPTIONS, restarts noticed), `connector` (the task that owns the
+//!   core and routes between them).
 
+mod connector;
 pub mod dialog_info;
 mod dialog_read;
+mod incoming;
+mod keepalive;
+pub mod notify;
+mod requests;
+pub mod stack;
 pub mod watch;
 mod watch_state;
 mod watch_types;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch as channel};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::SipPbxConfig;
+use crate::listener::refusals::Refusals;
+use crate::pbx::LinkState;
+use crate::sync::types::PbxEvent;
+
+pub use stack::StackError;
+
+/// What the connector needs from the daemon.
+pub struct SipLinks {
+    /// The extensions of the users file, sorted.
+    pub users: channel::Receiver<Arc<Vec<String>>>,
+    pub events: mpsc::Sender<Vec<PbxEvent>>,
+    pub status: mpsc::Sender<LinkState>,
+}
+
+/// Bind the SIP socket and start the connector's tasks; they stop when `cancel` fires
+/// (the subscriptions are ended first). Returns where the socket is bound.
+pub async fn spawn(
+    config: &SipPbxConfig,
+    links: SipLinks,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<String, StackError> {
+    let stack = stack::Stack::start(config, cancel).await?;
+    let local = stack.local_addr();
+    let span = tracing::info_span!("sip", server = %config.next_hop(), local = %local);
+    let requests = stack.endpoint.incoming_transactions()?;
+    let (notifies_tx, notifies) = stack.dialogs.new_dialog_state_channel();
+    let (news_tx, news) = mpsc::channel(4);
+    let pending = incoming::Pending::default();
+    let endpoint = stack.endpoint.clone();
+    tracker.spawn(async move { endpoint.serve().await }.instrument(span.clone()));
+    let incoming = incoming::Incoming {
+        stack: stack.clone(),
+        pending: pending.clone(),
+        notifies: notifies_tx.clone(),
+        refusals: Refusals::new("sip"),
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
+    };
+    tracker.spawn(incoming.run(requests).instrument(span.clone()));
+    let keepalive = keepalive::KeepAlive {
+        stack: stack.clone(),
+        domain: config.next_hop().to_string(),
+        register: config.register,
+        news: news_tx,
+        status: links.status,
+        cancel: cancel.clone(),
+    };
+    tracker.spawn(keepalive.run().instrument(span.clone()));
+    let settings = watch::Settings {
+        expires: config.subscribe_expires,
+        rate: config.subscribe_rate,
+        burst: config.subscribe_rate,
+        seed: rand::random(),
+        ..watch::Settings::default()
+    };
+    let connector = connector::Connector {
+        config: Arc::new(config.clone()),
+        stack,
+        watch: watch::Watch::new(settings, 0),
+        started: crate::clock::monotonic(),
+        pending,
+        notifies_tx,
+        notifies,
+        users: links.users,
+        events: links.events,
+        news,
+        refusals: Refusals::new("sip"),
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
+    };
+    tracker.spawn(connector.run().instrument(span));
+    Ok(local)
+}

@@ -1,0 +1,129 @@
+//! Staying in touch with the PBX: REGISTER (when `pbx.register`), refreshed before it
+//! expires, and an OPTIONS every [`EVERY`]. Three unanswered OPTIONS in a row make the link
+//! down (`status`, metrics); the first answer after that is news for the core: the PBX may
+//! have restarted and forgotten every subscription, so all are made again. A restart noticed
+//! so is noticed within `3 * EVERY + ANSWER_WAIT`, 35 s at most.
+
+use std::time::Duration;
+
+use rsipstack::sip::{Method, StatusCodeKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::stack::{Stack, header, new_ids, uri};
+use crate::pbx::{LinkLost, LinkState};
+
+pub const EVERY: Duration = Duration::from_secs(10);
+/// How long an OPTIONS may go unanswered (UDP retransmits inside it).
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+const MISSES: u32 = 3;
+/// The `Expires` asked for in REGISTER.
+const REGISTER_EXPIRES: u32 = 600;
+
+/// What the keep-alive tells the connector.
+#[derive(Debug)]
+pub enum News {
+    /// The PBX answers again after being silent (or restarted): subscribe again.
+    Restarted,
+}
+
+pub struct KeepAlive {
+    pub stack: Stack,
+    pub domain: String,
+    pub register: bool,
+    pub news: mpsc::Sender<News>,
+    pub status: mpsc::Sender<LinkState>,
+    pub cancel: CancellationToken,
+}
+
+impl KeepAlive {
+    pub async fn run(self) {
+        let mut misses = 0;
+        let mut up = false;
+        let mut registered_until = crate::clock::monotonic();
+        loop {
+            let answered = self.options().await;
+            if answered && self.register && crate::clock::monotonic() >= registered_until {
+                registered_until = crate::clock::monotonic() + self.register_once().await;
+            }
+            match (answered, up) {
+                (true, false) => {
+                    if misses >= MISSES {
+                        tracing::info!("SIP: the PBX answers again; subscribing every user again");
+                        let _ = self.news.send(News::Restarted).await;
+                    }
+                    misses = 0;
+                    up = true;
+                    let _ = self.status.send(LinkState::Connected).await;
+                }
+                (true, true) => misses = 0,
+                (false, _) => {
+                    misses += 1;
+                    if misses == MISSES && up {
+                        up = false;
+                        let lost = LinkLost::Sip(format!("no answer to {MISSES} OPTIONS in a row"));
+                        let _ = self.status.send(LinkState::Disconnected(lost)).await;
+                    }
+                }
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return,
+                () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    }
+
+    /// One OPTIONS to the SIP server: any final answer means it is there.
+    async fn options(&self) -> bool {
+        let Ok(target) = uri(&format!("sip:{}", self.domain)) else {
+            return false;
+        };
+        let (call_id, tag) = new_ids();
+        let Ok(request) = self
+            .stack
+            .request(Method::Options, &target, &call_id, &tag, 1)
+        else {
+            return false;
+        };
+        let send = self.stack.send(request, &|_| {});
+        matches!(
+            tokio::time::timeout(ANSWER_WAIT, send).await,
+            Ok(Ok(Some(_)))
+        )
+    }
+
+    /// REGISTER; returns when to register again (80 % of the granted expiry; a minute after
+    /// a failure).
+    async fn register_once(&self) -> Duration {
+        let retry = Duration::from_secs(60);
+        let Ok(target) = uri(&format!("sip:{}", self.domain)) else {
+            return retry;
+        };
+        let (call_id, tag) = new_ids();
+        let Ok(mut request) = self
+            .stack
+            .request(Method::Register, &target, &call_id, &tag, 1)
+        else {
+            return retry;
+        };
+        // A REGISTER's To is the address of record.
+        request
+            .headers
+            .retain(|h| !h.name().eq_ignore_ascii_case("To"));
+        header(&mut request, "To", format!("<{}>", self.stack.aor));
+        header(&mut request, "Expires", REGISTER_EXPIRES.to_string());
+        match self.stack.send(request, &|_| {}).await {
+            Ok(Some(a)) if a.response.status_code.kind() == StatusCodeKind::Successful => {
+                tracing::debug!("SIP: registered as {}", self.stack.aor);
+                Duration::from_secs(u64::from(REGISTER_EXPIRES) * 8 / 10)
+            }
+            Ok(Some(a)) => {
+                let code = a.response.status_code.code();
+                tracing::warn!(status = code, aor = %self.stack.aor,
+                    "SIP: REGISTER as {} was answered {code}; check pbx.username and the password (credential sip-password), or set pbx.register = false if the PBX takes subscriptions without it", self.stack.aor);
+                retry
+            }
+            _ => retry,
+        }
+    }
+}

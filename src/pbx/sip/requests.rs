@@ -1,0 +1,197 @@
+//! The SUBSCRIBEs the core asks for, carried out as tasks whose outcome comes back to the
+//! connector as a [`Done`]: a new subscription (out of dialog, digest-authenticated, one
+//! retry with the PBX's `Min-Expires` after a 423), a refresh within its dialog, and the
+//! unsubscribe at shutdown.
+
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::DialogStateSender;
+use rsipstack::dialog::subscription::ClientSubscriptionDialog;
+use rsipstack::sip::{HeadersExt, Method, Response, StatusCode, StatusCodeKind};
+use tokio::sync::mpsc;
+
+use super::incoming::Pending;
+use super::notify::seconds;
+use super::stack::{Stack, header, header_value, new_ids, uri};
+use super::watch::{Failure, SubId};
+
+/// How a request the core asked for ended.
+pub enum Done {
+    /// A new subscription was accepted: its dialog and the granted expiry.
+    Subscribed {
+        id: SubId,
+        dialog: ClientSubscriptionDialog,
+        expires: Duration,
+    },
+    /// A refresh was accepted.
+    Refreshed {
+        id: SubId,
+        expires: Duration,
+    },
+    Failed {
+        id: SubId,
+        failure: Failure,
+    },
+}
+
+/// What a new subscription needs.
+pub struct NewSub {
+    pub id: SubId,
+    pub uri: String,
+    pub expires: Duration,
+    pub call_id: String,
+    pub tag: String,
+}
+
+impl NewSub {
+    pub fn new(id: SubId, uri: &str, expires: Duration) -> NewSub {
+        let (call_id, tag) = new_ids();
+        NewSub {
+            id,
+            uri: uri.to_owned(),
+            expires,
+            call_id,
+            tag,
+        }
+    }
+}
+
+/// Send a new SUBSCRIBE and report how it ended.
+pub async fn subscribe(
+    stack: Stack,
+    pending: Pending,
+    notifies: DialogStateSender,
+    sub: NewSub,
+    done: mpsc::Sender<Done>,
+) {
+    let id = sub.id;
+    let outcome = match try_subscribe(&stack, &pending, &notifies, &sub).await {
+        Ok((dialog, expires)) => Done::Subscribed {
+            id,
+            dialog,
+            expires,
+        },
+        Err(failure) => Done::Failed { id, failure },
+    };
+    pending.remove(&sub.call_id, &sub.tag);
+    // The connector may be gone (shutting down): nothing to tell then.
+    let _ = done.send(outcome).await;
+}
+
+async fn try_subscribe(
+    stack: &Stack,
+    pending: &Pending,
+    notifies: &DialogStateSender,
+    sub: &NewSub,
+) -> Result<(ClientSubscriptionDialog, Duration), Failure> {
+    let target = uri(&sub.uri).map_err(|_| Failure::Status(416))?;
+    let mut expires = sub.expires;
+    let mut seq = 1;
+    for _ in 0..2 {
+        let mut request = stack
+            .request(Method::Subscribe, &target, &sub.call_id, &sub.tag, seq)
+            .map_err(|_| Failure::Transport)?;
+        dialog_headers(&mut request, expires);
+        pending.put(&sub.call_id, &sub.tag, request.clone());
+        let remember = |r: &rsipstack::sip::Request| pending.put(&sub.call_id, &sub.tag, r.clone());
+        let answer = match stack.send(request, &remember).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return Err(Failure::Timeout),
+            Err(_) => return Err(Failure::Transport),
+        };
+        let status = answer.response.status_code.clone();
+        if status == StatusCode::IntervalTooBrief
+            && let Some(min) =
+                header_value(&answer.response.headers, "Min-Expires").and_then(seconds)
+        {
+            expires = min;
+            seq = answer
+                .request
+                .cseq_header()
+                .ok()
+                .and_then(|c| c.seq().ok())
+                .unwrap_or(seq)
+                + 1;
+            continue;
+        }
+        if status.kind() != StatusCodeKind::Successful {
+            return Err(Failure::Status(status.code()));
+        }
+        let to_tag = answer
+            .response
+            .to_header()
+            .ok()
+            .and_then(|t| t.tag().ok().flatten())
+            .ok_or(Failure::Transport)?;
+        let dialog = stack
+            .dialogs
+            .get_or_create_client_subscription(
+                sub.call_id.clone(),
+                sub.tag.clone(),
+                to_tag.value().to_owned(),
+                answer.request,
+                notifies.clone(),
+                stack.credential.clone(),
+                Some(stack.contact.clone()),
+            )
+            .map_err(|_| Failure::Transport)?;
+        return Ok((dialog, granted(&answer.response, expires)));
+    }
+    Err(Failure::Status(423))
+}
+
+/// Refresh a subscription within its dialog.
+pub async fn refresh(
+    dialog: ClientSubscriptionDialog,
+    id: SubId,
+    expires: Duration,
+    done: mpsc::Sender<Done>,
+) {
+    let headers = vec![
+        rsipstack::sip::headers::make_header("Event", "dialog".into()),
+        rsipstack::sip::headers::make_header("Accept", "application/dialog-info+xml".into()),
+        rsipstack::sip::headers::make_header("Expires", expires.as_secs().to_string()),
+    ];
+    let outcome = match dialog.subscribe(Some(headers), None).await {
+        Ok(Some(resp)) if resp.status_code.kind() == StatusCodeKind::Successful => {
+            Done::Refreshed {
+                id,
+                expires: granted(&resp, expires),
+            }
+        }
+        Ok(Some(resp)) => Done::Failed {
+            id,
+            failure: Failure::Status(resp.status_code.code()),
+        },
+        Ok(None) => Done::Failed {
+            id,
+            failure: Failure::Timeout,
+        },
+        Err(_) => Done::Failed {
+            id,
+            failure: Failure::Transport,
+        },
+    };
+    let _ = done.send(outcome).await;
+}
+
+/// End a subscription (`Expires: 0`); the answer does not matter any more.
+pub async fn unsubscribe(stack: Stack, dialog: ClientSubscriptionDialog) {
+    if let Err(e) = dialog.unsubscribe().await {
+        tracing::debug!(error = %e, "an unsubscribe was not answered: {e}");
+    }
+    stack.dialogs.remove_dialog(&dialog.id());
+}
+
+fn dialog_headers(request: &mut rsipstack::sip::Request, expires: Duration) {
+    header(request, "Event", "dialog");
+    header(request, "Accept", "application/dialog-info+xml");
+    header(request, "Expires", expires.as_secs().to_string());
+}
+
+/// The expiry the PBX granted (its `Expires`), else the one asked for.
+fn granted(response: &Response, asked: Duration) -> Duration {
+    header_value(&response.headers, "Expires")
+        .and_then(seconds)
+        .unwrap_or(asked)
+}
