@@ -8,7 +8,8 @@
 //! - The adapter around it: [`stack`] (rsipstack: transactions, dialogs, digest auth),
 //!   `requests` (the SUBSCRIBEs the core asks for), `incoming` (NOTIFYs, OPTIONS),
 //!   `keepalive` (REGISTER, OPTIONS, restarts noticed), `connector` (the task that owns the
-//!   core and routes between them).
+//!   core and routes between them), `publish` (Teams states PUBLISHed to a presence server,
+//!   bodies from [`publish_body`]).
 
 mod connector;
 pub mod dialog_info;
@@ -16,6 +17,8 @@ mod dialog_read;
 mod incoming;
 mod keepalive;
 pub mod notify;
+mod publish;
+pub mod publish_body;
 mod requests;
 pub mod stack;
 pub mod watch;
@@ -31,7 +34,9 @@ use tracing::Instrument;
 
 use crate::config::SipPbxConfig;
 use crate::listener::refusals::Refusals;
-use crate::pbx::LinkState;
+use crate::metrics::Metrics;
+use crate::pbx::mailbox::Pusher;
+use crate::pbx::{LinkState, PbxUpdate};
 use crate::sync::types::PbxEvent;
 
 pub use stack::StackError;
@@ -42,17 +47,29 @@ pub struct SipLinks {
     pub users: channel::Receiver<Arc<Vec<String>>>,
     pub events: mpsc::Sender<Vec<PbxEvent>>,
     pub status: mpsc::Sender<LinkState>,
+    /// Teams states the presence server took (`pbx.presence_server`).
+    pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
+    pub metrics: Metrics,
+}
+
+/// A started SIP connector.
+pub struct Started {
+    /// Where the SIP socket is bound.
+    pub local: String,
+    /// Takes Teams states for the presence server; `None` without `pbx.presence_server`.
+    pub pusher: Option<Pusher>,
 }
 
 /// Bind the SIP socket and start the connector's tasks; they stop when `cancel` fires
-/// (the subscriptions are ended first). Returns where the socket is bound.
+/// (the subscriptions and publications are ended first).
 pub async fn spawn(
     config: &SipPbxConfig,
     links: SipLinks,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<String, StackError> {
+) -> Result<Started, StackError> {
     let stack = stack::Stack::start(config, cancel).await?;
+    let presence_server = publish::server(config).await?;
     let local = stack.local_addr();
     let span = tracing::info_span!("sip", server = %config.next_hop(), local = %local);
     let requests = stack.endpoint.incoming_transactions()?;
@@ -101,6 +118,20 @@ pub async fn spawn(
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     };
+    let pusher = presence_server.map(|server| {
+        let (pusher, queue) = crate::pbx::mailbox::mailbox();
+        let publisher = publish::Publisher {
+            stack: connector.stack.clone(),
+            server,
+            config: connector.config.clone(),
+            queue,
+            delivered: links.delivered,
+            metrics: links.metrics,
+            cancel: cancel.clone(),
+        };
+        tracker.spawn(publisher.run().instrument(span.clone()));
+        pusher
+    });
     tracker.spawn(connector.run().instrument(span));
-    Ok(local)
+    Ok(Started { local, pusher })
 }

@@ -199,9 +199,19 @@ impl Stack {
         request: Request,
         on_retry: &(dyn Fn(&Request) + Sync),
     ) -> Result<Option<Answer>, StackError> {
+        self.send_to(request, &self.next_hop, on_retry).await
+    }
+
+    /// [`Stack::send`] to another server than the next hop (the presence server).
+    pub async fn send_to(
+        &self,
+        request: Request,
+        to: &SipAddr,
+        on_retry: &(dyn Fn(&Request) + Sync),
+    ) -> Result<Option<Answer>, StackError> {
         let key = TransactionKey::from_request(&request, TransactionRole::Client)?;
         let mut tx = Transaction::new_client(key, request, self.endpoint.inner.clone(), None);
-        tx.destination = Some(self.next_hop.clone());
+        tx.destination = Some(to.clone());
         tx.send().await?;
         let mut challenged = false;
         while let Some(message) = tx.receive().await {
@@ -220,7 +230,7 @@ impl Stack {
                     challenged = true;
                     let seq = tx.original.cseq_header()?.seq()? + 1;
                     tx = handle_client_authenticate(seq, &tx, response, cred).await?;
-                    tx.destination = Some(self.next_hop.clone());
+                    tx.destination = Some(to.clone());
                     on_retry(&tx.original);
                     tx.send().await?;
                 }
@@ -260,7 +270,7 @@ pub fn header_value<'a>(headers: &'a sip::Headers, name: &str) -> Option<&'a str
         .map(|h| h.value())
 }
 
-async fn resolve(host: &str, port: u16, what: &'static str) -> Result<SocketAddr, StackError> {
+pub async fn resolve(host: &str, port: u16, what: &'static str) -> Result<SocketAddr, StackError> {
     let failed = |reason: String| StackError::Resolve {
         what,
         host: host.to_owned(),
