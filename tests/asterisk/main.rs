@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod sandbox;
+mod sip;
 mod tls;
 
 use common::{ALICE, BOB, CAROL, World, eventually};
