@@ -16,6 +16,7 @@ use pbx_teams_presence::graph::notify_crypto::{EncryptedContent, KeyStore, decry
 use pbx_teams_presence::pbx::asterisk::events::{Parsed, parse};
 use pbx_teams_presence::pbx::http::parse_batch;
 use pbx_teams_presence::pbx::sip::dialog_info::{self, DocState, MAX_DIALOGS, MAX_TEXT};
+use pbx_teams_presence::pbx::sip::notify;
 use pbx_teams_presence::pbx::sip::watch::{
     Command, Input, Settings, SubId, SubState, Watch, Watched,
 };
@@ -154,6 +155,42 @@ fn dialog_info_bodies_never_panic() {
                     .iter()
                     .filter(|c| matches!(c, Command::CallState { .. }));
                 assert_eq!(reports.count(), usize::from(full));
+                tally.accepted();
+            }
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                tally.refused();
+            }
+        },
+    );
+    tally.report();
+}
+
+/// Whole NOTIFY messages as they come off the wire: parsed by the SIP stack (rsipstack) and
+/// read as the connector reads them (Subscription-State, Event, the dialog-info body). A
+/// refused one is a typed error and is never fed to the core; an accepted one changes at
+/// most one user's call state.
+#[test]
+fn sip_notify_messages_never_panic() {
+    let tally = Tally::new("sip_notify");
+    run(
+        "sip_notify",
+        cases(20_000),
+        |input| match notify::read_message(&input) {
+            Ok(notice) => {
+                let (mut watch, id) = granted_watch();
+                let out = watch.handle(
+                    Input::Notified {
+                        id,
+                        state: notice.state,
+                        body: notice.body,
+                    },
+                    1,
+                );
+                let reports = out
+                    .iter()
+                    .filter(|c| matches!(c, Command::CallState { .. }));
+                assert!(reports.count() <= 1);
                 tally.accepted();
             }
             Err(e) => {

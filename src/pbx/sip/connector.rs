@@ -11,7 +11,7 @@ use rsipstack::dialog::dialog::{
     DialogState, DialogStateReceiver, DialogStateSender, TransactionHandle,
 };
 use rsipstack::dialog::subscription::ClientSubscriptionDialog;
-use rsipstack::sip::{Request, StatusCode};
+use rsipstack::sip::StatusCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,9 +19,9 @@ use tokio_util::task::TaskTracker;
 
 use super::incoming::Pending;
 use super::keepalive::News;
-use super::notify::{self, NotifyError};
+use super::notify;
 use super::requests::{self, Done, NewSub};
-use super::stack::{Stack, header_value};
+use super::stack::Stack;
 use super::watch::{Command, Fact, Input, Refusal, SubId, Watch, Watched};
 use crate::config::SipPbxConfig;
 use crate::listener::refusals::{Cause, Refusals};
@@ -224,7 +224,7 @@ impl Connector {
             return None;
         };
         reply(&handle, StatusCode::OK).await;
-        match read(&request) {
+        match notify::read_request(&request) {
             Ok(notice) => Some(Input::Notified {
                 id,
                 state: notice.state,
@@ -274,12 +274,6 @@ impl Book {
 
 fn key(dialog: &DialogId) -> (String, String) {
     (dialog.call_id.clone(), dialog.local_tag.clone())
-}
-
-fn read(request: &Request) -> Result<notify::Notice, NotifyError> {
-    let state = header_value(&request.headers, "Subscription-State");
-    let event = header_value(&request.headers, "Event");
-    notify::read(state, event, &request.body)
 }
 
 async fn reply(handle: &TransactionHandle, status: StatusCode) {

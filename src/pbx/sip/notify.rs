@@ -16,6 +16,10 @@ pub enum NotifyError {
     BadState(String),
     #[error("Event {0:?} is not dialog")]
     Event(String),
+    #[error("not a SIP message: {0}")]
+    Message(String),
+    #[error("not a NOTIFY")]
+    NotNotify,
     #[error("body: {0}")]
     Body(#[from] DialogInfoError),
 }
@@ -42,6 +46,29 @@ pub fn read(state: Option<&str>, event: Option<&str>, body: &[u8]) -> Result<Not
         Some(dialog_info::parse(body)?)
     };
     Ok(Notice { state, body })
+}
+
+/// A NOTIFY request as the SIP stack parsed it.
+pub fn read_request(request: &rsipstack::sip::Request) -> Result<Notice, NotifyError> {
+    let state = super::stack::header_value(&request.headers, "Subscription-State");
+    let event = super::stack::header_value(&request.headers, "Event");
+    read(state, event, &request.body)
+}
+
+/// A whole SIP message off the wire, parsed by the SIP stack and read as a NOTIFY (the path
+/// a datagram takes; for the fuzz target).
+pub fn read_message(bytes: &[u8]) -> Result<Notice, NotifyError> {
+    match rsipstack::sip::parser::parse_message(bytes) {
+        Ok(rsipstack::sip::SipMessage::Request(r))
+            if r.method == rsipstack::sip::Method::Notify =>
+        {
+            read_request(&r)
+        }
+        Ok(_) => Err(NotifyError::NotNotify),
+        Err(e) => Err(NotifyError::Message(
+            e.to_string().chars().take(80).collect(),
+        )),
+    }
 }
 
 /// `active;expires=600`, `pending`, `terminated;reason=noresource;retry-after=30`.
