@@ -27,6 +27,9 @@ use crate::config::SipPbxConfig;
 use crate::listener::refusals::{Cause, Refusals};
 use crate::sync::types::{Millis, PbxEvent, millis};
 
+/// How often one subscription is refreshed out of turn to learn whether the PBX restarted
+/// (forgetting every subscription) faster than the keep-alive could notice.
+const PROBE_EVERY: Duration = Duration::from_secs(20);
 /// Unsubscribes sent at once at shutdown, and how long they may take in all.
 const STOP_CONCURRENCY: usize = 50;
 const STOP_WAIT: Duration = Duration::from_secs(3);
@@ -66,6 +69,8 @@ struct Book {
     subs: HashMap<SubId, Entry>,
     by_dialog: HashMap<(String, String), SubId>,
     done_tx: mpsc::Sender<Done>,
+    /// The subscription probed last (they take turns).
+    probed: Option<SubId>,
 }
 
 impl Connector {
@@ -75,7 +80,10 @@ impl Connector {
             subs: HashMap::new(),
             by_dialog: HashMap::new(),
             done_tx,
+            probed: None,
         };
+        let mut probe =
+            tokio::time::interval_at(crate::clock::monotonic() + PROBE_EVERY, PROBE_EVERY);
         let first = self.watched();
         self.handle(Input::Users(first), &mut book).await;
         loop {
@@ -87,6 +95,10 @@ impl Connector {
                     Err(_) => break,
                 },
                 () = tokio::time::sleep_until(wake) => Input::Tick,
+                _ = probe.tick() => {
+                    self.probe(&mut book);
+                    continue;
+                }
                 Some(d) = done.recv() => self.finished(d, &mut book),
                 Some(state) = self.notifies.recv() => match self.notified(state, &book).await {
                     Some(input) => input,
@@ -209,6 +221,40 @@ impl Connector {
             }
             Done::Refreshed { id, expires } => Input::Accepted { id, expires },
             Done::Failed { id, failure } => Input::Failed { id, failure },
+            Done::Forgotten { id } => {
+                if book.subs.contains_key(&id) {
+                    tracing::info!(
+                        "SIP: the PBX no longer knows the daemon's subscriptions (481 to a refresh): it restarted or lost them; subscribing every user again"
+                    );
+                    Input::PbxRestarted
+                } else {
+                    Input::Tick
+                }
+            }
+        }
+    }
+
+    /// Refresh the next subscription in turn (see [`PROBE_EVERY`]).
+    fn probe(&self, book: &mut Book) {
+        let after = book.probed.unwrap_or(SubId(0));
+        let with_dialog = |(id, e): (&SubId, &Entry)| e.dialog.clone().map(|d| (*id, d));
+        let next = book
+            .subs
+            .iter()
+            .filter(|(id, _)| **id > after)
+            .filter_map(with_dialog)
+            .min_by_key(|(id, _)| *id)
+            .or_else(|| {
+                book.subs
+                    .iter()
+                    .filter_map(with_dialog)
+                    .min_by_key(|(id, _)| *id)
+            });
+        if let Some((id, dialog)) = next {
+            book.probed = Some(id);
+            let expires = self.config.subscribe_expires;
+            self.tracker
+                .spawn(requests::probe(dialog, id, expires, book.done_tx.clone()));
         }
     }
 

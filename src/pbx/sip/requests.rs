@@ -28,6 +28,10 @@ pub enum Done {
         id: SubId,
         expires: Duration,
     },
+    /// A probe refresh was answered 481: the PBX no longer knows the subscription.
+    Forgotten {
+        id: SubId,
+    },
     Failed {
         id: SubId,
         failure: Failure,
@@ -173,6 +177,26 @@ pub async fn refresh(
         },
     };
     let _ = done.send(outcome).await;
+}
+
+/// Refresh one subscription to learn whether the PBX still knows it (a restart that was
+/// too quick for the keep-alive to notice loses every subscription): a 481 is
+/// [`Done::Forgotten`]; anything else says nothing.
+pub async fn probe(
+    dialog: ClientSubscriptionDialog,
+    id: SubId,
+    expires: Duration,
+    done: mpsc::Sender<Done>,
+) {
+    let headers = vec![
+        rsipstack::sip::headers::make_header("Event", "dialog".into()),
+        rsipstack::sip::headers::make_header("Expires", expires.as_secs().to_string()),
+    ];
+    if let Ok(Some(resp)) = dialog.subscribe(Some(headers), None).await
+        && resp.status_code == StatusCode::CallTransactionDoesNotExist
+    {
+        let _ = done.send(Done::Forgotten { id }).await;
+    }
 }
 
 /// End a subscription (`Expires: 0`); the answer does not matter any more.
