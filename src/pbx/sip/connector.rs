@@ -343,7 +343,7 @@ fn say(fact: &Fact) {
                 Refusal::Status(404) | Refusal::Terminated(_) => {
                     "give the extension a hint (Asterisk: exten => EXT,hint,PJSIP/EXT in the daemon's subscribe_context) or check pbx.watch_uri / [pbx.watch]"
                 }
-                Refusal::Status(403) => {
+                Refusal::Status(403 | 603) => {
                     "allow the daemon's SIP account to subscribe to it (Asterisk: allow_subscribe = yes on its endpoint)"
                 }
                 _ => {

@@ -53,6 +53,9 @@ pub struct DialogInfo {
     pub entity: String,
     /// Increments by one per NOTIFY of a subscription (RFC 4235 section 4.1.1).
     pub version: u32,
+    /// The document gave `version=""` (FreeSWITCH does when its event has no count): it
+    /// cannot be ordered, so only a full state of it is taken (`version` is then 0).
+    pub unversioned: bool,
     pub state: DocState,
     pub dialogs: Vec<Dialog>,
 }
@@ -176,6 +179,7 @@ pub fn parse(body: &[u8]) -> Result<DialogInfo, DialogInfoError> {
 pub(super) struct Root {
     pub(super) entity: String,
     pub(super) version: u32,
+    pub(super) unversioned: bool,
     pub(super) state: DocState,
     /// `<dialog-info/>`: no children will follow.
     pub(super) empty: bool,
@@ -225,10 +229,14 @@ fn root_attributes(
         attribute,
     };
     let version = version.ok_or(missing("version"))?;
-    let version = version
-        .trim()
-        .parse::<u32>()
-        .map_err(|_| DialogInfoError::BadVersion(version.clone()))?;
+    let unversioned = version.trim().is_empty();
+    let version = match unversioned {
+        true => 0,
+        false => version
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| DialogInfoError::BadVersion(version.clone()))?,
+    };
     let state = match state.ok_or(missing("state"))?.trim() {
         "full" => DocState::Full,
         "partial" => DocState::Partial,
@@ -237,6 +245,7 @@ fn root_attributes(
     Ok(Root {
         entity: entity.ok_or(missing("entity"))?,
         version,
+        unversioned,
         state,
         empty,
         unbound,

@@ -301,6 +301,7 @@ impl Body {
         DialogInfo {
             entity: self.root.entity,
             version: self.root.version,
+            unversioned: self.root.unversioned,
             state: self.root.state,
             dialogs,
         }

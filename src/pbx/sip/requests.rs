@@ -15,6 +15,9 @@ use super::notify::seconds;
 use super::stack::{Stack, header, header_value, new_ids, uri};
 use super::watch::{Failure, SubId};
 
+/// The expiry asked for after a 423 that names no `Min-Expires`.
+const LONGEST: Duration = Duration::from_secs(3600);
+
 /// How a request the core asked for ended.
 pub enum Done {
     /// A new subscription was accepted: its dialog and the granted expiry.
@@ -104,11 +107,12 @@ async fn try_subscribe(
             Err(_) => return Err(Failure::Transport),
         };
         let status = answer.response.status_code.clone();
-        if status == StatusCode::IntervalTooBrief
-            && let Some(min) =
-                header_value(&answer.response.headers, "Min-Expires").and_then(seconds)
-        {
-            expires = min;
+        if status == StatusCode::IntervalTooBrief && expires < LONGEST {
+            // Asterisk's 423 carries no Min-Expires: then the longest we ask for.
+            expires = header_value(&answer.response.headers, "Min-Expires")
+                .and_then(seconds)
+                .unwrap_or(LONGEST)
+                .max(expires);
             seq = answer
                 .request
                 .cseq_header()

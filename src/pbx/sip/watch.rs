@@ -10,7 +10,7 @@
 //! - when to subscribe again, in a new dialog: after a failed refresh (481, timeout...), a
 //!   `Subscription-State: terminated`, an unanswered SUBSCRIBE, or [`Input::PbxRestarted`],
 //!   after an exponential backoff with seeded jitter;
-//! - after a refusal (403, 404, 489, terminated with `rejected`/`noresource`): a long wait
+//! - after a refusal (403, 404, 489, 603, terminated with `rejected`/`noresource`): a long wait
 //!   ([`Settings::refused_wait`]) and one [`Fact::Refused`] naming the extension;
 //! - what NOTIFYs change: a full state replaces the user's dialogs, a partial one updates
 //!   them, a version not newer than the last applied in the subscription is ignored, and
@@ -177,7 +177,7 @@ impl Watch {
     fn failed(&mut self, id: SubId, failure: Failure, now: Millis, out: &mut Vec<Command>) {
         let Some(ext) = self.owner(id) else { return };
         match failure {
-            Failure::Status(code @ (403 | 404 | 489)) => {
+            Failure::Status(code @ (403 | 404 | 489 | 603)) => {
                 self.refused(&ext, Refusal::Status(code), now, out);
             }
             Failure::Status(_) | Failure::Timeout | Failure::Transport => {

@@ -133,3 +133,23 @@ fn after_a_pbx_restart_the_first_full_state_settles_the_user() {
             .is_empty()
     );
 }
+
+/// FreeSWITCH writes `version=""` when its event has no count: such full states are taken as
+/// they come (nothing to order them by), partial ones cannot be and are ignored.
+#[test]
+fn unversioned_full_states_are_taken_and_unversioned_partial_ones_ignored() {
+    let doc = |state: &str, dialog: &str| {
+        let text = format!(
+            r#"<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" version="" state="{state}" entity="sip:1000@pbx"><dialog id="a"><state>{dialog}</state></dialog></dialog-info>"#
+        );
+        crate::pbx::sip::dialog_info::parse(text.as_bytes()).unwrap()
+    };
+    let (mut w, id) = granted();
+    assert_eq!(
+        w.notify(id, doc("full", "confirmed")),
+        [CallState::Speaking]
+    );
+    assert!(w.notify(id, doc("partial", "terminated")).is_empty());
+    assert_eq!(w.notify(id, doc("full", "terminated")), [CallState::Idle]);
+    assert_eq!(w.notify(id, doc("full", "early")), [CallState::Ringing]);
+}

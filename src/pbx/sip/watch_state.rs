@@ -87,14 +87,18 @@ impl User {
     /// not newer than the last version applied, or a partial state before any full one (RFC
     /// 4235 section 4.1: the first NOTIFY of a subscription carries the full state).
     pub fn apply(&mut self, info: &DialogInfo) -> bool {
-        if self.version.is_some_and(|v| info.version <= v) {
-            return false;
-        }
         let full = info.state == DocState::Full;
-        if !full && !self.settled {
+        // Unversioned: no order to keep; a full state stands for itself, a partial one cannot.
+        let stale = match info.unversioned {
+            true => !full,
+            false => self.version.is_some_and(|v| info.version <= v),
+        };
+        if stale || (!full && !self.settled) {
             return false;
         }
-        self.version = Some(info.version);
+        if !info.unversioned {
+            self.version = Some(info.version);
+        }
         if full {
             self.dialogs.clear();
             self.settled = true;

@@ -151,7 +151,7 @@ pub enum Fact {
 /// How the PBX refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// A final answer (403, 404, 489).
+    /// A final answer (403, 404, 489; 603 is Asterisk's answer under `allow_subscribe = no`).
     Status(u16),
     /// `Subscription-State: terminated` with this reason (`rejected`, `noresource`).
     Terminated(String),
