@@ -111,6 +111,7 @@ impl Stack {
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.child_token())
             .with_transport_layer(transports)
+            .with_inspector(Box::new(Wire))
             .with_user_agent(concat!("pbx-teams-presence/", env!("CARGO_PKG_VERSION")))
             .build();
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
@@ -244,6 +245,39 @@ impl Stack {
         }
         Ok(None)
     }
+}
+
+/// Every SIP message in and out, one TRACE line each (start line, Call-ID, CSeq: never a
+/// header that carries credentials), for `log.level = "pbx_teams_presence::pbx::sip=trace"`.
+struct Wire;
+
+impl rsipstack::transaction::endpoint::MessageInspector for Wire {
+    fn before_send(&self, msg: SipMessage, dest: Option<&SipAddr>) -> SipMessage {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let (line, call, cseq) = summary(&msg);
+            let to = dest.map(ToString::to_string).unwrap_or_default();
+            tracing::trace!(direction = "out", peer = %to, call_id = %call, "SIP out to {to}: {line} ({cseq})");
+        }
+        msg
+    }
+
+    fn after_received(&self, msg: SipMessage, from: Option<&SipAddr>) -> SipMessage {
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let (line, call, cseq) = summary(&msg);
+            let peer = from.map(ToString::to_string).unwrap_or_default();
+            tracing::trace!(direction = "in", peer = %peer, call_id = %call, "SIP in from {peer}: {line} ({cseq})");
+        }
+        msg
+    }
+}
+
+fn summary(msg: &SipMessage) -> (String, String, String) {
+    let headers = match msg {
+        SipMessage::Request(r) => &r.headers,
+        SipMessage::Response(r) => &r.headers,
+    };
+    let value = |name| header_value(headers, name).unwrap_or("").to_owned();
+    (msg.start_line(), value("Call-ID"), value("CSeq"))
 }
 
 /// A new Call-ID and tag for a request out of dialog.
