@@ -244,13 +244,16 @@ cmd_pack() {
 cmd_configure() {
   need_root
   need_installed
-  # The passwords live in credentials/ only; the configs name them @ARI_PASSWORD@ etc.
-  local ari ami f
+  # The passwords live in credentials/ only; the configs name them @ARI_PASSWORD@,
+  # @AMI_PASSWORD@, @SIP_PASSWORD@.
+  local ari ami sip f
   ari=$(secret ari_password)
   ami=$(secret ami_password)
+  sip=$(secret sip_password)
   find "$ROOT/etc/asterisk" -mindepth 1 -maxdepth 1 -type f -delete
   for f in "$HERE"/asterisk/*.conf; do
-    sed -e "s|@ARI_PASSWORD@|$ari|g" -e "s|@AMI_PASSWORD@|$ami|g" "$f" \
+    sed -e "s|@ARI_PASSWORD@|$ari|g" -e "s|@AMI_PASSWORD@|$ami|g" \
+      -e "s|@SIP_PASSWORD@|$sip|g" "$f" \
       >"$ROOT/etc/asterisk/$(basename "$f")"
   done
   chmod 0644 "$ROOT"/etc/asterisk/*.conf
@@ -517,6 +520,9 @@ PBX_ARI_APP=$ARI_APP
 PBX_AMI_ADDR=$AMI_ADDR
 PBX_AMI_USER=$AMI_USER
 PBX_AMI_PASSWORD_FILE=$HERE/credentials/ami_password
+PBX_SIP_USER=teams-presence
+PBX_SIP_PASSWORD_FILE=$HERE/credentials/sip_password
+PBX_SIP_BLF_CONTEXT=blf
 PBX_DIR=$PBX_DIR
 PBX_ROOT=$ROOT
 EOF
