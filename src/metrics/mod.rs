@@ -90,6 +90,7 @@ struct Families {
     poll_cycle: Histogram,
     teams_to_pbx: Histogram,
     subscriptions: Family<One, Gauge>,
+    sip_subscriptions: Family<One, Gauge>,
 }
 
 impl fmt::Debug for Families {
@@ -136,6 +137,7 @@ impl Metrics {
             poll_cycle: Histogram::new(POLL_BUCKETS),
             teams_to_pbx: Histogram::new(LATENCY_BUCKETS),
             subscriptions: Family::default(),
+            sip_subscriptions: Family::default(),
             registry,
         };
         let metrics = Metrics {
@@ -188,6 +190,22 @@ impl Metrics {
     /// Answers with status 429 (inner `$batch` answers included).
     pub fn graph_throttled(&self, answers: u64) {
         self.inner.graph_throttled.inc_by(answers);
+    }
+
+    /// The SIP connector's dialog subscriptions by state: `active` (granted), `pending`
+    /// (being made, or waiting to be made again), `refused` (the PBX refused; retried hourly).
+    pub fn set_sip_subscriptions(&self, active: usize, pending: usize, refused: usize) {
+        for (state, n) in [
+            ("active", active),
+            ("pending", pending),
+            ("refused", refused),
+        ] {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.inner
+                .sip_subscriptions
+                .get_or_create(&[("state", state)])
+                .set(n);
+        }
     }
 
     /// One PBX event taken by the main loop.
@@ -292,6 +310,11 @@ fn register(mut f: Families) -> Families {
         "subscriptions",
         "Change-notification subscriptions held, by health (healthy: their users are covered)",
         f.subscriptions.clone(),
+    );
+    r.register(
+        "sip_subscriptions",
+        "The SIP connector's dialog subscriptions (one per user), by state",
+        f.sip_subscriptions.clone(),
     );
     f
 }

@@ -60,6 +60,7 @@ pub struct Connector {
     pub events: mpsc::Sender<Vec<PbxEvent>>,
     pub news: mpsc::Receiver<News>,
     pub refusals: Refusals,
+    pub metrics: crate::metrics::Metrics,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -97,6 +98,7 @@ impl Connector {
                 () = tokio::time::sleep_until(wake) => Input::Tick,
                 _ = probe.tick() => {
                     self.probe(&mut book);
+                    self.count();
                     continue;
                 }
                 Some(d) = done.recv() => self.finished(d, &mut book),
@@ -145,6 +147,13 @@ impl Connector {
         if !events.is_empty() && self.events.send(events).await.is_err() {
             self.cancel.cancel();
         }
+    }
+
+    /// The subscriptions by state, for the metrics (every [`PROBE_EVERY`]: a count walks
+    /// every user).
+    fn count(&self) {
+        let (active, pending, refused) = self.watch.counts();
+        self.metrics.set_sip_subscriptions(active, pending, refused);
     }
 
     fn carry_out(&self, command: Command, book: &mut Book, events: &mut Vec<PbxEvent>) {

@@ -115,6 +115,7 @@ pub async fn spawn(
         events: links.events,
         news,
         refusals: Refusals::new("sip"),
+        metrics: links.metrics.clone(),
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     };

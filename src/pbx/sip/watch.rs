@@ -95,6 +95,19 @@ impl Watch {
         self.users.get(extension)
     }
 
+    /// Users by where their subscription is: (granted, on their way, refused).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for user in self.users.values() {
+            match user.sub {
+                Sub::Active { .. } | Sub::Refreshing { .. } => counts.0 += 1,
+                _ if user.warned => counts.2 += 1,
+                _ => counts.1 += 1,
+            }
+        }
+        counts
+    }
+
     /// How many users hold a granted subscription.
     pub fn subscribed(&self) -> usize {
         let granted = |u: &&User| matches!(u.sub, Sub::Active { .. } | Sub::Refreshing { .. });
