@@ -61,6 +61,9 @@ pub struct Connector {
     pub news: mpsc::Receiver<News>,
     pub refusals: Refusals,
     pub metrics: crate::metrics::Metrics,
+    /// A restart noticed here (not by the keep-alive) is told as a new connection, so that
+    /// the daemon writes every Teams state again (the presence server forgot them too).
+    pub status: mpsc::Sender<crate::pbx::LinkState>,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
 }
@@ -101,7 +104,7 @@ impl Connector {
                     self.count();
                     continue;
                 }
-                Some(d) = done.recv() => self.finished(d, &mut book),
+                Some(d) = done.recv() => self.finished(d, &mut book).await,
                 Some(state) = self.notifies.recv() => match self.notified(state, &book).await {
                     Some(input) => input,
                     None => continue,
@@ -211,7 +214,7 @@ impl Connector {
         }
     }
 
-    fn finished(&self, done: Done, book: &mut Book) -> Input {
+    async fn finished(&self, done: Done, book: &mut Book) -> Input {
         match done {
             Done::Subscribed {
                 id,
@@ -235,6 +238,7 @@ impl Connector {
                     tracing::info!(
                         "SIP: the PBX no longer knows the daemon's subscriptions (481 to a refresh): it restarted or lost them; subscribing every user again"
                     );
+                    let _ = self.status.send(crate::pbx::LinkState::Connected).await;
                     Input::PbxRestarted
                 } else {
                     Input::Tick

@@ -92,7 +92,7 @@ pub async fn spawn(
         domain: config.next_hop().to_string(),
         register: config.register,
         news: news_tx,
-        status: links.status,
+        status: links.status.clone(),
         cancel: cancel.clone(),
     };
     tracker.spawn(keepalive.run().instrument(span.clone()));
@@ -116,6 +116,7 @@ pub async fn spawn(
         news,
         refusals: Refusals::new("sip"),
         metrics: links.metrics.clone(),
+        status: links.status,
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     };
