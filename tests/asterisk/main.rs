@@ -7,6 +7,7 @@
 mod common;
 mod sandbox;
 mod sip;
+mod sip_daemon;
 mod tls;
 
 use common::{ALICE, BOB, CAROL, World, eventually};
