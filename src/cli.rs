@@ -232,13 +232,16 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
             Err(e) => problems.push(format!("matching users: {e}")),
         }
     }
-    if let config::PbxConfig::Asterisk(a) = &config.pbx {
+    if let Some(a) = &config.pbx.asterisk {
         let extensions: Vec<String> = directory
             .entries
             .iter()
             .map(|e| e.extension.clone())
             .collect();
-        for step in rt.block_on(pbx::asterisk::probe::probe(a, &extensions)) {
+        // With "sip" in pbx.kind Asterisk's devices are not read: nothing to check there.
+        let reads = config.pbx.asterisk_reads_calls();
+        let devices_of = reads.then_some(extensions.as_slice());
+        for step in rt.block_on(pbx::asterisk::probe::probe(a, devices_of)) {
             match step.result {
                 Ok(detail) => println!("ok: {} ({detail})", step.name),
                 Err(why) => problems.push(format!("{}: {why}", step.name)),

@@ -109,7 +109,7 @@ pub struct AsteriskState {
     pub presence: String,
 }
 
-/// `[pbx]` with `kind = "asterisk"`.
+/// `[pbx]` with `"asterisk"` in `kind`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsteriskPbxConfig {
     /// ARI base URL, e.g. `http://127.0.0.1:8088/ari` (the WebSocket URL is derived from it).
@@ -166,43 +166,7 @@ pub struct AmiConfig {
     pub password: Secret,
 }
 
-const HTTP_KEYS: &[&str] = &[
-    "listen",
-    "token",
-    "token_file",
-    "push_url",
-    "push_token",
-    "push_token_file",
-    "push_timeout",
-];
-
-/// Keys that belong to `kind = "asterisk"`, to refuse them under `kind = "http"`.
-pub(super) fn asterisk_keys_set(p: &PbxSection) -> Option<&'static str> {
-    let set = [
-        ("ari_url", p.ari_url.is_some()),
-        ("ari_username", p.ari_username.is_some()),
-        ("ari_password", p.ari_password.is_some()),
-        ("ari_password_file", p.ari_password_file.is_some()),
-        ("ari_app", p.ari_app.is_some()),
-        ("default_devices", p.default_devices.is_some()),
-        ("devices", !p.devices.is_empty()),
-        ("device_state", p.device_state.is_some()),
-        ("presence_state", p.presence_state.is_some()),
-        ("states", !p.states.is_empty()),
-        ("ami_address", p.ami_address.is_some()),
-        ("ami_username", p.ami_username.is_some()),
-        ("ami_password", p.ami_password.is_some()),
-        ("ami_password_file", p.ami_password_file.is_some()),
-        ("users_from_voicemail", p.users_from_voicemail.is_some()),
-    ];
-    set.into_iter().find(|(_, s)| *s).map(|(k, _)| k)
-}
-
 pub(super) fn asterisk(ctx: &Ctx<'_>, p: &PbxSection) -> Result<AsteriskPbxConfig, ConfigError> {
-    if let Some(k) = HTTP_KEYS.iter().find(|k| ctx.written(&format!("pbx.{k}"))) {
-        let reason = "applies to kind = \"http\" only; remove it (kind is \"asterisk\")";
-        return Err(ctx.invalid(&format!("pbx.{k}"), reason));
-    }
     let ari_url = ctx.url(
         "pbx.ari_url",
         p.ari_url.as_deref().unwrap_or(DEFAULT_ARI_URL),

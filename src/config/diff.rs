@@ -120,7 +120,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{AzureCredential, PbxConfig, Secret, parse_users};
+    use crate::config::{AzureCredential, HostPort, Secret, SipPbxConfig, parse_users};
     use crate::sync::mapping::Mapping;
     use crate::sync::types::Direction;
 
@@ -140,6 +140,41 @@ token = "p"
             config.unwrap(),
             parse_users(users, Path::new("/u")).unwrap(),
         )
+    }
+
+    fn sip() -> SipPbxConfig {
+        let registrar = HostPort {
+            host: "pbx.example.com".into(),
+            port: 5060,
+        };
+        SipPbxConfig::new(registrar, "teams-sync")
+    }
+
+    /// A change of any one sip key is a `[pbx]` change: the connector restarts.
+    #[test]
+    fn every_sip_key_is_a_pbx_change() {
+        let edits: Vec<Edit> = vec![
+            |x| x.0.pbx.sip.as_mut().unwrap().registrar.port = 5080,
+            |x| x.0.pbx.sip.as_mut().unwrap().username = "other".into(),
+            |x| x.0.pbx.sip.as_mut().unwrap().password = Some(Secret::new("new")),
+            |x| x.0.pbx.sip.as_mut().unwrap().subscribe_expires *= 2,
+            |x| x.0.pbx.sip.as_mut().unwrap().subscribe_rate = 7,
+            |x| {
+                let watch = &mut x.0.pbx.sip.as_mut().unwrap().watch;
+                watch.insert("1001".into(), "sip:desk-1001@pbx".into());
+            },
+        ];
+        for (i, edit) in edits.into_iter().enumerate() {
+            let mut old = base();
+            old.0.pbx.sip = Some(sip());
+            let mut new = old.clone();
+            edit(&mut new);
+            assert_eq!(
+                diff((&old.0, &old.1), (&new.0, &new.1)),
+                vec![Change::Pbx],
+                "edit {i}"
+            );
+        }
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -201,10 +236,15 @@ token = "p"
             (
                 "pbx",
                 |x| {
-                    if let PbxConfig::Http(h) = &mut x.0.pbx {
+                    if let Some(h) = &mut x.0.pbx.http {
                         h.push_timeout *= 2;
                     }
                 },
+                vec![Change::Pbx],
+            ),
+            (
+                "sip added",
+                |x| x.0.pbx.sip = Some(sip()),
                 vec![Change::Pbx],
             ),
             (

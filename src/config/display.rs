@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     AsteriskPbxConfig, AzureCredential, CaFile, Config, HttpPbxConfig, NotificationsConfig,
-    PbxConfig, Template,
+    PbxConfig, SipPbxConfig, Template,
 };
 
 /// A TOML string literal (escaped).
@@ -65,10 +65,7 @@ impl fmt::Display for Config {
             "\n[users]\nfile = {}",
             q(&self.users.file.to_string_lossy())
         )?;
-        match &self.pbx {
-            PbxConfig::Http(h) => http(f, h)?,
-            PbxConfig::Asterisk(a) => asterisk(f, a)?,
-        }
+        pbx(f, &self.pbx)?;
         for table in ["activity", "availability"] {
             writeln!(f, "\n[mapping.{table}]")?;
             for (_, teams, state) in self.mapping.rules().filter(|(t, _, _)| *t == table) {
@@ -87,12 +84,42 @@ impl fmt::Display for Config {
     }
 }
 
+/// `[pbx]`: each kind's keys, the shared `ca_file` once, then the tables.
+fn pbx(f: &mut fmt::Formatter<'_>, p: &PbxConfig) -> fmt::Result {
+    let kinds: Vec<String> = p.kinds().into_iter().map(|k| q(k).to_string()).collect();
+    match kinds.as_slice() {
+        [one] => writeln!(f, "\n[pbx]\nkind = {one}")?,
+        _ => writeln!(f, "\n[pbx]\nkind = [{}]", kinds.join(", "))?,
+    }
+    if let Some(h) = &p.http {
+        http(f, h)?;
+    }
+    if let Some(a) = &p.asterisk {
+        asterisk(f, a, p.asterisk_reads_calls())?;
+    }
+    if let Some(s) = &p.sip {
+        sip(f, s)?;
+    }
+    let ca = [
+        p.http.as_ref().and_then(|h| h.ca_file.as_ref()),
+        p.asterisk.as_ref().and_then(|a| a.ca_file.as_ref()),
+        p.sip.as_ref().and_then(|s| s.ca_file.as_ref()),
+    ];
+    ca_file(f, ca.into_iter().flatten().next())?;
+    if let Some(a) = &p.asterisk {
+        asterisk_tables(f, a, p.asterisk_reads_calls())?;
+    }
+    if let Some(s) = &p.sip {
+        writeln!(f, "\n[pbx.watch]")?;
+        for (extension, uri) in &s.watch {
+            writeln!(f, "{} = {}", q(extension), q(uri))?;
+        }
+    }
+    Ok(())
+}
+
 fn http(f: &mut fmt::Formatter<'_>, h: &HttpPbxConfig) -> fmt::Result {
-    writeln!(
-        f,
-        "\n[pbx]\nkind = \"http\"\nlisten = {}",
-        q(&h.listen.to_string())
-    )?;
+    writeln!(f, "listen = {}", q(&h.listen.to_string()))?;
     writeln!(f, "# token: set ({})", h.token)?;
     match &h.push_url {
         Some(url) => writeln!(f, "push_url = {}", q(url.as_str()))?,
@@ -102,8 +129,42 @@ fn http(f: &mut fmt::Formatter<'_>, h: &HttpPbxConfig) -> fmt::Result {
         Some(t) => writeln!(f, "# push_token: set ({t})")?,
         None => writeln!(f, "# push_token: not set, pushes carry no token")?,
     }
-    writeln!(f, "push_timeout = {}", d(h.push_timeout))?;
-    ca_file(f, h.ca_file.as_ref())
+    writeln!(f, "push_timeout = {}", d(h.push_timeout))
+}
+
+/// The keys of `"sip"` (the password only said to be set).
+fn sip(f: &mut fmt::Formatter<'_>, s: &SipPbxConfig) -> fmt::Result {
+    writeln!(f, "registrar = {}", q(&s.registrar.to_string()))?;
+    match &s.proxy {
+        Some(p) => writeln!(f, "proxy = {}", q(&p.to_string()))?,
+        None => writeln!(f, "# proxy: not set, requests go to the registrar")?,
+    }
+    writeln!(f, "transport = {}", q(s.transport.as_str()))?;
+    writeln!(f, "username = {}", q(&s.username))?;
+    match &s.password {
+        Some(p) => writeln!(f, "# password: set ({p})")?,
+        None => writeln!(f, "# password: not set, no digest authentication")?,
+    }
+    writeln!(f, "domain = {}", q(&s.domain))?;
+    writeln!(f, "register = {}", s.register)?;
+    match &s.local_address {
+        Some(a) => writeln!(f, "local_address = {}", q(&a.to_string()))?,
+        None => writeln!(f, "# local_address: not set, the system picks")?,
+    }
+    writeln!(f, "subscribe_expires = {}", d(s.subscribe_expires))?;
+    writeln!(f, "subscribe_rate = {}", s.subscribe_rate)?;
+    writeln!(f, "watch_uri = {}", q(&s.watch_uri))?;
+    match &s.presence_server {
+        Some(server) => {
+            writeln!(f, "presence_server = {}", q(&server.to_string()))?;
+            writeln!(f, "publish_entity = {}", q(&s.publish_entity))?;
+            writeln!(f, "publish_body = {}", q(s.publish_body.as_str()))
+        }
+        None => writeln!(
+            f,
+            "# presence_server: not set, Teams states are not PUBLISHed"
+        ),
+    }
 }
 
 fn ca_file(f: &mut fmt::Formatter<'_>, ca: Option<&CaFile>) -> fmt::Result {
@@ -133,19 +194,23 @@ fn notifications(f: &mut fmt::Formatter<'_>, n: &NotificationsConfig) -> fmt::Re
     Ok(())
 }
 
-fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig) -> fmt::Result {
-    let list = |items: Vec<&str>| {
-        let quoted: Vec<String> = items.into_iter().map(|s| q(s).to_string()).collect();
-        format!("[{}]", quoted.join(", "))
-    };
+fn list(items: Vec<&str>) -> String {
+    let quoted: Vec<String> = items.into_iter().map(|s| q(s).to_string()).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The keys of `"asterisk"`; the devices only when it reads call state (with `"sip"` listed
+/// they are refused).
+fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig, reads_calls: bool) -> fmt::Result {
     let template = |t: &Option<Template>| q(t.as_ref().map_or("", Template::as_str));
-    writeln!(f, "\n[pbx]\nkind = \"asterisk\"")?;
     writeln!(f, "ari_url = {}", q(a.ari_url.as_str()))?;
     writeln!(f, "ari_username = {}", q(&a.ari_username))?;
     writeln!(f, "# ari_password: set ({})", a.ari_password)?;
     writeln!(f, "ari_app = {}", q(&a.ari_app))?;
-    let defaults = a.default_devices.iter().map(Template::as_str).collect();
-    writeln!(f, "default_devices = {}", list(defaults))?;
+    if reads_calls {
+        let defaults = a.default_devices.iter().map(Template::as_str).collect();
+        writeln!(f, "default_devices = {}", list(defaults))?;
+    }
     writeln!(f, "device_state = {}", template(&a.device_state))?;
     writeln!(f, "presence_state = {}", template(&a.presence_state))?;
     match &a.ami {
@@ -156,16 +221,20 @@ fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig) -> fmt::Result {
         }
         None => writeln!(f, "# ami_address: not set, no AMI")?,
     }
-    writeln!(f, "users_from_voicemail = {}", a.users_from_voicemail)?;
-    ca_file(f, a.ca_file.as_ref())?;
-    writeln!(f, "\n[pbx.devices]")?;
-    for (extension, devices) in &a.devices {
-        writeln!(
-            f,
-            "{} = {}",
-            q(extension),
-            list(devices.iter().map(String::as_str).collect())
-        )?;
+    writeln!(f, "users_from_voicemail = {}", a.users_from_voicemail)
+}
+
+fn asterisk_tables(
+    f: &mut fmt::Formatter<'_>,
+    a: &AsteriskPbxConfig,
+    reads_calls: bool,
+) -> fmt::Result {
+    if reads_calls {
+        writeln!(f, "\n[pbx.devices]")?;
+        for (extension, devices) in &a.devices {
+            let devices = devices.iter().map(String::as_str).collect();
+            writeln!(f, "{} = {}", q(extension), list(devices))?;
+        }
     }
     for (name, s) in &a.states {
         writeln!(

@@ -139,13 +139,25 @@ impl Default for UsersSection {
     }
 }
 
-/// `[pbx]`: one flat table; `kind` says which keys apply (`http` or `asterisk`), and
-/// `validate` rejects keys of the other kind. The asterisk keys are documented in
-/// `config::asterisk`.
+/// `pbx.kind`: one kind, or a list of them (`["sip", "http"]`); `config::pbx` says which
+/// lists are allowed.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a kind or a list of kinds: \"http\", \"asterisk\", \"sip\", [\"sip\", \"http\"] or [\"sip\", \"asterisk\"]"
+)]
+pub(crate) enum KindField {
+    One(String),
+    List(Vec<String>),
+}
+
+/// `[pbx]`: one flat table; `kind` says which keys apply (`http`, `asterisk`, `sip`), and
+/// `config::pbx` rejects keys of a kind not listed. The asterisk keys are documented in
+/// `config::asterisk`, the sip keys in `config::sip`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PbxSection {
-    pub kind: String,
+    pub kind: KindField,
     pub listen: String,
     pub token: Option<Secret>,
     pub token_file: Option<PathBuf>,
@@ -169,6 +181,22 @@ pub(crate) struct PbxSection {
     pub ami_password: Option<Secret>,
     pub ami_password_file: Option<PathBuf>,
     pub users_from_voicemail: Option<bool>,
+    pub registrar: Option<String>,
+    pub proxy: Option<String>,
+    pub transport: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub domain: Option<String>,
+    pub register: Option<bool>,
+    pub local_address: Option<String>,
+    pub subscribe_expires: Option<String>,
+    pub subscribe_rate: Option<i64>,
+    pub watch_uri: Option<String>,
+    pub watch: BTreeMap<String, String>,
+    pub presence_server: Option<String>,
+    pub publish_entity: Option<String>,
+    pub publish_body: Option<String>,
 }
 
 /// `[pbx.states.NAME]` (asterisk): what one PBX state name is written as.
@@ -182,7 +210,7 @@ pub(crate) struct StateSection {
 impl Default for PbxSection {
     fn default() -> Self {
         PbxSection {
-            kind: s(DEFAULT_PBX_KIND),
+            kind: KindField::One(s(DEFAULT_PBX_KIND)),
             listen: s(DEFAULT_PBX_LISTEN),
             token: None,
             token_file: None,
@@ -206,6 +234,22 @@ impl Default for PbxSection {
             ami_password: None,
             ami_password_file: None,
             users_from_voicemail: None,
+            registrar: None,
+            proxy: None,
+            transport: None,
+            username: None,
+            password: None,
+            password_file: None,
+            domain: None,
+            register: None,
+            local_address: None,
+            subscribe_expires: None,
+            subscribe_rate: None,
+            watch_uri: None,
+            watch: BTreeMap::new(),
+            presence_server: None,
+            publish_entity: None,
+            publish_body: None,
         }
     }
 }

@@ -16,8 +16,10 @@ mod diff;
 mod display;
 mod file;
 mod notifications;
+mod pbx;
 mod secret;
 mod sip;
+mod sip_keys;
 mod spans;
 mod users;
 mod validate;
@@ -48,7 +50,10 @@ pub use file::{
 };
 pub use notifications::{NotificationsConfig, TlsFiles};
 pub use secret::EnvLookup;
-pub use sip::{HostPort, PublishBody, SipPbxConfig, SipTransport};
+pub use sip::{
+    DEFAULT_PUBLISH_ENTITY, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, DEFAULT_SUBSCRIBE_EXPIRES,
+    DEFAULT_SUBSCRIBE_RATE, DEFAULT_WATCH_URI, HostPort, PublishBody, SipPbxConfig, SipTransport,
+};
 pub use users::{Directory, UserEntry, load_users, parse_users};
 pub use watch::{FileWatch, watch_files};
 
@@ -143,27 +148,50 @@ pub struct UsersConfig {
     pub file: PathBuf,
 }
 
-/// `[pbx]`: `kind` selects the connector; each variant holds only the keys of its kind.
+/// `[pbx]`: the connectors `kind` lists, each with only its own keys. At least one is set,
+/// never both `http` and `asterisk`; with `sip` set, call state comes from SIP alone and the
+/// other one (if any) only carries Teams states to the PBX.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PbxConfig {
+pub struct PbxConfig {
     /// The generic connector: the PBX POSTs call states to us, we POST Teams states to it.
-    Http(HttpPbxConfig),
-    /// Asterisk (and FreePBX): call state from ARI device states, Teams state written to a
-    /// custom device state and a presence state.
-    Asterisk(AsteriskPbxConfig),
+    pub http: Option<HttpPbxConfig>,
+    /// Asterisk (and FreePBX): call state from ARI device states (unless `sip` is set), Teams
+    /// state written to a custom device state and a presence state.
+    pub asterisk: Option<AsteriskPbxConfig>,
+    /// Any SIP PBX: call state from dialog subscriptions (BLF), Teams states optionally
+    /// PUBLISHed to a presence server.
+    pub sip: Option<SipPbxConfig>,
 }
 
 impl PbxConfig {
-    /// The `kind` as the file spells it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PbxConfig::Http(_) => "http",
-            PbxConfig::Asterisk(_) => "asterisk",
-        }
+    /// The kinds set, as `pbx.kind` spells them, `"sip"` first (`["sip", "http"]`).
+    pub fn kinds(&self) -> Vec<&'static str> {
+        [
+            ("sip", self.sip.is_some()),
+            ("asterisk", self.asterisk.is_some()),
+            ("http", self.http.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// Whether the Asterisk connector reads call state (ARI device states): Asterisk is set
+    /// and SIP is not. With both, Asterisk only takes Teams states (its writer runs alone).
+    pub fn asterisk_reads_calls(&self) -> bool {
+        self.asterisk.is_some() && self.sip.is_none()
+    }
+
+    /// Whether a connector watches each user on the PBX over a connection it keeps (ARI
+    /// device states; SIP dialog subscriptions): it needs the list of extensions, and reports
+    /// its link (`status` says "connecting" until it is up). The HTTP connector and the
+    /// Asterisk writer alone do neither.
+    pub fn watches_users(&self) -> bool {
+        self.asterisk_reads_calls() || self.sip.is_some()
     }
 }
 
-/// `[pbx]` with `kind = "http"`.
+/// `[pbx]` with `"http"` in `kind`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpPbxConfig {
     /// Where we listen for the PBX's POSTs.

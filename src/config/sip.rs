@@ -10,11 +10,37 @@ use std::time::Duration;
 
 use super::{CaFile, Secret};
 
+/// The port of `pbx.registrar` / `pbx.proxy` / `pbx.presence_server` when none is written,
+/// for `udp` and `tcp` (RFC 3261 section 19.1.2).
+pub const DEFAULT_SIP_PORT: u16 = 5060;
+/// The same for `transport = "tls"`.
+pub const DEFAULT_SIPS_PORT: u16 = 5061;
+/// Default `pbx.subscribe_expires`.
+pub const DEFAULT_SUBSCRIBE_EXPIRES: &str = "600s";
+/// Default `pbx.subscribe_rate` (SUBSCRIBEs per second).
+pub const DEFAULT_SUBSCRIBE_RATE: u32 = 50;
+/// Default `pbx.watch_uri`.
+pub const DEFAULT_WATCH_URI: &str = "sip:{extension}@{domain}";
+/// Default `pbx.publish_entity`.
+pub const DEFAULT_PUBLISH_ENTITY: &str = "teams-{extension}";
+
 /// `host:port` of a SIP server, as written in the file (a name is resolved when used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPort {
+    /// A name or an address; an IPv6 address without its brackets (`::1`).
     pub host: String,
     pub port: u16,
+}
+
+impl HostPort {
+    /// The host as it goes into a SIP URI: an IPv6 address in brackets (`[::1]`).
+    pub fn uri_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
 }
 
 impl fmt::Display for HostPort {
@@ -37,6 +63,14 @@ pub enum SipTransport {
 }
 
 impl SipTransport {
+    /// The port of a server written without one: 5061 for TLS, else 5060.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SipTransport::Tls => DEFAULT_SIPS_PORT,
+            SipTransport::Udp | SipTransport::Tcp => DEFAULT_SIP_PORT,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SipTransport::Udp => "udp",
@@ -57,6 +91,17 @@ pub enum PublishBody {
     Both,
 }
 
+impl PublishBody {
+    /// As `pbx.publish_body` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishBody::Pidf => "pidf",
+            PublishBody::DialogInfo => "dialog-info",
+            PublishBody::Both => "both",
+        }
+    }
+}
+
 /// `[pbx]` with `"sip"` in `kind`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipPbxConfig {
@@ -64,6 +109,7 @@ pub struct SipPbxConfig {
     pub registrar: HostPort,
     /// `pbx.proxy`: the outbound proxy every request is sent to, when set.
     pub proxy: Option<HostPort>,
+    /// `pbx.transport`: `udp` (default), `tcp` or `tls`.
     pub transport: SipTransport,
     /// Certificate authorities trusted for `transport = "tls"` besides the system's.
     pub ca_file: Option<CaFile>,
@@ -72,7 +118,8 @@ pub struct SipPbxConfig {
     /// Digest password: `pbx.password(_file)` or the credential `sip-password`; `None`: the
     /// PBX trusts the daemon's address and challenges nothing.
     pub password: Option<Secret>,
-    /// The SIP domain (From, To, the watched URIs); default: the registrar's host.
+    /// The SIP domain (From, To, the watched URIs); default: the registrar's host (an IPv6
+    /// address in brackets).
     pub domain: String,
     /// Whether to REGISTER first (some PBXs take SUBSCRIBEs from a trusted peer without).
     pub register: bool,
@@ -93,10 +140,34 @@ pub struct SipPbxConfig {
     pub presence_server: Option<HostPort>,
     /// The entity published for a user, as a template; default `teams-{extension}`.
     pub publish_entity: String,
+    /// `pbx.publish_body`: `pidf` (default), `dialog-info` or `both`.
     pub publish_body: PublishBody,
 }
 
 impl SipPbxConfig {
+    /// The config `[pbx] kind = "sip"` with only `registrar` and `username` written gives
+    /// (no password: no digest auth). For tests, and the base of a config built in code.
+    pub fn new(registrar: HostPort, username: &str) -> SipPbxConfig {
+        SipPbxConfig {
+            domain: registrar.uri_host(),
+            registrar,
+            proxy: None,
+            transport: SipTransport::Udp,
+            ca_file: None,
+            username: username.to_owned(),
+            password: None,
+            register: true,
+            local_address: None,
+            subscribe_expires: Duration::from_secs(600),
+            subscribe_rate: DEFAULT_SUBSCRIBE_RATE,
+            watch_uri: DEFAULT_WATCH_URI.to_owned(),
+            watch: BTreeMap::new(),
+            presence_server: None,
+            publish_entity: DEFAULT_PUBLISH_ENTITY.to_owned(),
+            publish_body: PublishBody::Pidf,
+        }
+    }
+
     /// The URI watched for `extension`.
     pub fn watch_uri_of(&self, extension: &str) -> String {
         match self.watch.get(extension) {

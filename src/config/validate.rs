@@ -10,16 +10,15 @@ use std::time::Duration;
 use url::Url;
 
 use super::file::{
-    AzureSection, DEFAULT_STATE_DB, FileConfig, MappingSection, MetricsSection, PbxSection,
-    SyncSection,
+    AzureSection, DEFAULT_STATE_DB, FileConfig, MappingSection, MetricsSection, SyncSection,
 };
-use super::secret::{self, EnvLookup, SecretSpec};
+use super::secret::EnvLookup;
 use super::spans::Spans;
 use super::{
-    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, HttpPbxConfig, LogConfig,
-    MetricsConfig, PbxConfig, Secret, SyncConfig, UsersConfig,
+    AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, LogConfig, MetricsConfig, SyncConfig,
+    UsersConfig,
 };
-use super::{asterisk, ca, credential, notifications};
+use super::{credential, notifications, pbx};
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
@@ -29,10 +28,11 @@ const SECRET_KEYS: &[&str] = &[
     "pbx.push_token",
     "pbx.ari_password",
     "pbx.ami_password",
+    "pbx.password",
 ];
 
-const SECOND: Duration = Duration::from_secs(1);
-const MINUTE: Duration = Duration::from_secs(60);
+pub(super) const SECOND: Duration = Duration::from_secs(1);
+pub(super) const MINUTE: Duration = Duration::from_secs(60);
 const FOREVER: Duration = Duration::MAX;
 
 /// What every check needs: the file (for messages), its directory (for relative paths), the
@@ -145,7 +145,7 @@ pub(crate) fn validate(
         users: UsersConfig {
             file: ctx.path(&file.users.file),
         },
-        pbx: pbx(&ctx, &file.pbx)?,
+        pbx: pbx::pbx(&ctx, &file.pbx)?,
         mapping: mapping(&ctx, &file.mapping)?,
         notifications: notifications::notifications(&ctx, &file.notifications)?,
         log: LogConfig {
@@ -157,7 +157,7 @@ pub(crate) fn validate(
             .map(|m| metrics(&ctx, m))
             .transpose()?,
     };
-    if let PbxConfig::Asterisk(a) = &config.pbx {
+    if let Some(a) = &config.pbx.asterisk {
         every_state_written(&ctx, &config.mapping, a)?;
     }
     Ok(config)
@@ -286,68 +286,6 @@ fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
             SECOND..=MINUTE,
         )?,
     })
-}
-
-fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigError> {
-    match p.kind.as_str() {
-        "http" => {}
-        "asterisk" => return Ok(PbxConfig::Asterisk(asterisk::asterisk(ctx, p)?)),
-        other => {
-            let reason = format!("unknown kind {other:?}; supported: \"http\", \"asterisk\"");
-            return Err(ctx.invalid("pbx.kind", reason));
-        }
-    }
-    if let Some(k) = asterisk::asterisk_keys_set(p) {
-        let reason =
-            "applies to kind = \"asterisk\" only; remove it or set pbx.kind = \"asterisk\"";
-        return Err(ctx.invalid(&format!("pbx.{k}"), reason));
-    }
-    let listen = ctx.address("pbx.listen", &p.listen, "127.0.0.1:8790")?;
-    let spec = SecretSpec {
-        key: "pbx.token",
-        file_key: "pbx.token_file",
-        credential: "pbx-token",
-        inline: p.token.as_ref(),
-        file: p.token_file.as_deref().map(|f| ctx.path(f)),
-    };
-    let (push_url, push_token) = push(ctx, p)?;
-    Ok(PbxConfig::Http(HttpPbxConfig {
-        listen,
-        token: secret::resolve(spec, ctx.path, ctx.env, &|k| ctx.at(k))?,
-        push_url,
-        push_token,
-        push_timeout: ctx.duration("pbx.push_timeout", &p.push_timeout, SECOND / 10..=MINUTE)?,
-        ca_file: ca::ca_file(ctx, p.ca_file.as_deref())?,
-    }))
-}
-
-/// `pbx.push_url`, and its token: `pbx.push_token(_file)` or the systemd credential
-/// `pbx-push-token` (never `pbx.token`).
-fn push(ctx: &Ctx<'_>, p: &PbxSection) -> Result<(Option<Url>, Option<Secret>), ConfigError> {
-    let url = p
-        .push_url
-        .as_deref()
-        .map(|u| ctx.url("pbx.push_url", u))
-        .transpose()?;
-    let set = [
-        ("pbx.push_token", p.push_token.is_some()),
-        ("pbx.push_token_file", p.push_token_file.is_some()),
-    ];
-    if let Some((key, _)) = set.iter().find(|(_, set)| *set)
-        && url.is_none()
-    {
-        return Err(ctx.invalid(key, "has no effect without pbx.push_url"));
-    }
-    let spec = SecretSpec {
-        key: "pbx.push_token",
-        file_key: "pbx.push_token_file",
-        credential: "pbx-push-token",
-        inline: p.push_token.as_ref(),
-        file: p.push_token_file.as_deref().map(|f| ctx.path(f)),
-    };
-    let token = secret::resolve_optional(spec, ctx.path, ctx.env, &|k| ctx.at(k))?;
-    let token = token.filter(|_| url.is_some());
-    Ok((url, token))
 }
 
 fn mapping(ctx: &Ctx<'_>, m: &MappingSection) -> Result<Mapping, ConfigError> {

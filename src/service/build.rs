@@ -154,10 +154,10 @@ pub fn known_extensions(directory: &Directory) -> Arc<ExtensionSet> {
     ))
 }
 
-/// The extensions a connector that watches devices per user needs (only Asterisk does: the
+/// The extensions a connector that watches each user needs (the Asterisk listener, SIP: the
 /// list costs memory at 50,000 users, so other kinds get none).
 pub fn user_extensions(config: &Config, directory: &Directory) -> Arc<Vec<String>> {
-    if !matches!(config.pbx, crate::config::PbxConfig::Asterisk(_)) {
+    if !config.pbx.watches_users() {
         return Arc::new(Vec::new());
     }
     let mut list: Vec<String> = directory

@@ -1,7 +1,8 @@
 //! The PBX connector selected by `pbx.kind`, run by one owned task: it starts the connector,
 //! applies a reloaded `[pbx]` section (binding, connecting: waits that must not hold up the
 //! main loop), and stops it on its token. Every task of the connector runs on child tokens of
-//! the one the daemon gave it.
+//! the one the daemon gave it. One connector runs the parts `[pbx]` lists: the HTTP listener
+//! and pusher, the Asterisk writer (and its listener unless SIP gives call state).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tracing::Instrument;
 use super::Bound;
 use crate::config::{HttpPbxConfig, PbxConfig};
 use crate::metrics::Metrics;
-use crate::pbx::asterisk::{self, AriError, AsteriskLinks};
+use crate::pbx::asterisk::{self, AriError, AsteriskLinks, Role};
 use crate::pbx::http::{self, HttpPbxError, KnownExtensions};
 use crate::pbx::push::{self, PushClientError, PushSettings, Pusher};
 use crate::pbx::{LinkState, PbxUpdate};
@@ -169,61 +170,90 @@ impl Supervisor {
     }
 }
 
-/// A running connector. Dropping it does not stop it; call [`Connector::stop`].
+/// A running connector: the parts `[pbx]` lists, each on its own tokens. Dropping it does not
+/// stop it; call [`Connector::stop`].
 struct Connector {
-    kind: Kind,
+    /// The `[pbx]` section it runs: a reload compares the new one with it.
+    config: PbxConfig,
+    /// The HTTP listener, with `"http"` in `pbx.kind`.
+    http: Option<HttpListener>,
+    /// Stops what carries Teams states to the PBX: the HTTP pusher, or the Asterisk writer
+    /// (and the Asterisk listener, which runs on it too).
     push: CancellationToken,
     pusher: Option<Pusher>,
 }
 
-enum Kind {
-    Http {
-        /// The configured listen address: the listener is kept across reloads that leave it alone.
-        listen: SocketAddr,
-        /// Where it is bound (differs from `listen` when that asks for port 0).
-        bound: SocketAddr,
-        listener: CancellationToken,
-        token: watch::Sender<Arc<str>>,
-    },
-    /// Listener and writer stop with `push`.
-    Asterisk,
+/// The HTTP listener: kept across reloads that leave `pbx.listen` alone.
+struct HttpListener {
+    /// Where it is bound (differs from `pbx.listen` when that asks for port 0).
+    bound: SocketAddr,
+    stop: CancellationToken,
+    token: watch::Sender<Arc<str>>,
 }
 
 impl Connector {
+    /// Start every part `config` lists; on an error the parts already started are stopped.
     async fn start(
         config: &PbxConfig,
         links: &ConnectorLinks,
         cancel: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Connector, ConnectorError> {
-        let push = cancel.child_token();
-        match config {
-            PbxConfig::Http(cfg) => start_http(cfg, links, push, cancel, tracker).await,
-            PbxConfig::Asterisk(cfg) => {
-                let asterisk_links = AsteriskLinks {
-                    users: links.users.clone(),
-                    events: links.events.clone(),
-                    delivered: links.delivered.clone(),
-                    status: links.status.clone(),
-                    metrics: links.metrics.clone(),
-                };
-                let pusher = asterisk::spawn(cfg, asterisk_links, &push, tracker)?;
-                // Connecting: the listener's LinkState says when the ARI WebSocket is up.
-                links.metrics.set_pbx_connected(false);
-                let ari = push::redacted(&cfg.ari_url);
-                tracing::info!(kind = "asterisk", ari = %ari, "PBX connector started: Asterisk ARI at {ari}");
-                Ok(Connector {
-                    kind: Kind::Asterisk,
-                    push,
-                    pusher: Some(pusher),
-                })
-            }
+        let mut running = Connector {
+            config: config.clone(),
+            http: None,
+            push: cancel.child_token(),
+            pusher: None,
+        };
+        if let Err(e) = running.start_parts(links, cancel, tracker).await {
+            running.stop();
+            return Err(e);
         }
+        // A connector watching users says when its link is up (LinkState); the others keep
+        // none: the PBX is reached as long as the pushes go through (push.rs).
+        links.metrics.set_pbx_connected(!config.watches_users());
+        Ok(running)
     }
 
-    /// Apply a changed `[pbx]` section. For `http` with the same listen address the listener
-    /// is kept (the new token takes effect for the next request, no connection is refused)
-    /// and the pusher starts over with the new settings; anything else restarts the connector.
+    async fn start_parts(
+        &mut self,
+        links: &ConnectorLinks,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), ConnectorError> {
+        if let Some(cfg) = &self.config.http {
+            let listener = start_listener(cfg, links, cancel, tracker).await?;
+            let bound = listener.bound;
+            self.http = Some(listener);
+            self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
+            tracing::info!(kind = "http", listen = %bound, push = self.pusher.is_some(),
+                "PBX connector started: HTTP events on {bound}, pushes to the PBX {}", on_off(self.pusher.is_some()));
+        }
+        if let Some(cfg) = &self.config.asterisk {
+            let asterisk_links = AsteriskLinks {
+                users: links.users.clone(),
+                events: links.events.clone(),
+                delivered: links.delivered.clone(),
+                status: links.status.clone(),
+                metrics: links.metrics.clone(),
+            };
+            let role = Role::of(&self.config);
+            let pusher = asterisk::spawn(cfg, role, asterisk_links, &self.push, tracker)?;
+            self.pusher = Some(pusher);
+            let ari = push::redacted(&cfg.ari_url);
+            let what = match role {
+                Role::ReadAndWrite => "call state and Teams states",
+                Role::WriteOnly => "Teams states only",
+            };
+            tracing::info!(kind = "asterisk", ari = %ari, "PBX connector started: Asterisk ARI at {ari} ({what})");
+        }
+        Ok(())
+    }
+
+    /// Apply a changed `[pbx]` section. When only the `http` keys changed and `pbx.listen`
+    /// is the same, the listener is kept (the new token takes effect for the next request,
+    /// no connection is refused) and the pusher starts over with the new settings; anything
+    /// else restarts the connector.
     async fn update(
         &mut self,
         config: &PbxConfig,
@@ -231,16 +261,22 @@ impl Connector {
         cancel: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(), ConnectorError> {
-        if let (PbxConfig::Http(cfg), Kind::Http { listen, token, .. }) = (config, &self.kind)
-            && cfg.listen == *listen
+        let only_http = self.config.asterisk.is_none()
+            && config.asterisk.is_none()
+            && self.config.sip == config.sip;
+        if let (Some(cfg), Some(old), Some(listener)) =
+            (&config.http, &self.config.http, &self.http)
+            && only_http
+            && cfg.listen == old.listen
         {
-            token.send_replace(Arc::from(cfg.token.expose()));
+            listener.token.send_replace(Arc::from(cfg.token.expose()));
             self.push.cancel();
             self.push = cancel.child_token();
             self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
+            self.config = config.clone();
             // A new pusher starts with a clean slate, as at start (the old one's failures
             // are not the new settings').
-            links.metrics.set_pbx_connected(true);
+            links.metrics.set_pbx_connected(!config.watches_users());
             tracing::info!(
                 push = self.pusher.is_some(),
                 "PBX connector updated (pushes to the PBX: {})",
@@ -254,56 +290,35 @@ impl Connector {
         Ok(())
     }
 
-    /// Where the HTTP listener is bound; `None` for connectors without one.
+    /// Where the HTTP listener is bound; `None` without one.
     fn bound(&self) -> Option<SocketAddr> {
-        match &self.kind {
-            Kind::Http { bound, .. } => Some(*bound),
-            Kind::Asterisk => None,
-        }
+        self.http.as_ref().map(|h| h.bound)
     }
 
     /// Stop taking PBX events and pushing.
     fn stop(&self) {
-        if let Kind::Http { listener, .. } = &self.kind {
-            listener.cancel();
+        if let Some(h) = &self.http {
+            h.stop.cancel();
         }
         self.push.cancel();
     }
 }
 
-async fn start_http(
+/// Bind `pbx.listen` and serve the PBX's POSTs on it.
+async fn start_listener(
     cfg: &HttpPbxConfig,
     links: &ConnectorLinks,
-    push: CancellationToken,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
-) -> Result<Connector, ConnectorError> {
-    let listener_stop = cancel.child_token();
+) -> Result<HttpListener, ConnectorError> {
+    let stop = cancel.child_token();
     let listener = http::bind(cfg.listen).await?;
     let bound = listener.local_addr().unwrap_or(cfg.listen);
     let (token, token_rx) = watch::channel(Arc::from(cfg.token.expose()));
-    let (known, events, stop) = (
-        links.known.clone(),
-        links.events.clone(),
-        listener_stop.clone(),
-    );
+    let (known, events) = (links.known.clone(), links.events.clone());
     let span = tracing::info_span!("pbx_http", listen = %bound);
-    tracker.spawn(http::serve(listener, token_rx, known, events, stop).instrument(span));
-    let pusher = start_pusher(cfg, links, &push, tracker)?;
-    // No link to keep: the PBX is reached as long as the pushes go through (push.rs).
-    links.metrics.set_pbx_connected(true);
-    tracing::info!(kind = "http", listen = %bound, push = pusher.is_some(),
-        "PBX connector started: HTTP events on {bound}, pushes to the PBX {}", on_off(pusher.is_some()));
-    Ok(Connector {
-        kind: Kind::Http {
-            listen: cfg.listen,
-            bound,
-            listener: listener_stop,
-            token,
-        },
-        push,
-        pusher,
-    })
+    tracker.spawn(http::serve(listener, token_rx, known, events, stop.clone()).instrument(span));
+    Ok(HttpListener { bound, stop, token })
 }
 
 /// The push half, when `pbx.push_url` is set.

@@ -3,15 +3,13 @@
 
 use std::collections::HashSet;
 
-use crate::config::{Config, Directory, PbxConfig, UserEntry};
+use crate::config::{Config, Directory, UserEntry};
 use crate::pbx::asterisk::ami::{AmiClient, AmiError, VoicemailUser};
 use crate::sync::types::Direction;
 
 /// The voicemail users, when the config asks for them; `None` when it does not.
 pub async fn fetch(config: &Config) -> Option<Result<Vec<VoicemailUser>, AmiError>> {
-    let PbxConfig::Asterisk(a) = &config.pbx else {
-        return None;
-    };
+    let a = config.pbx.asterisk.as_ref()?;
     let ami = a.ami.as_ref().filter(|_| a.users_from_voicemail)?;
     let read = async {
         let mut client = AmiClient::connect(

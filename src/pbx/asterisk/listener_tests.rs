@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::{Config, PbxConfig};
+use crate::config::Config;
 use crate::pbx::tls::CertProblem;
 use crate::pbx::tls::tests::{Logs, TestCa, TlsServer};
 
@@ -14,10 +14,7 @@ fn asterisk_config(ari_url: &str) -> AsteriskPbxConfig {
          [pbx]\nkind = \"asterisk\"\nari_url = \"{ari_url}\"\nari_password = \"p\"\n"
     );
     let config = Config::from_str_with(&text, Path::new("/c.toml"), &|_| None).unwrap();
-    match config.pbx {
-        PbxConfig::Asterisk(a) => a,
-        PbxConfig::Http(_) => unreachable!(),
-    }
+    config.pbx.asterisk.expect("kind = \"asterisk\"")
 }
 
 #[tokio::test]

@@ -44,10 +44,33 @@ pub struct AsteriskLinks {
     pub metrics: Metrics,
 }
 
-/// Start the listener and the writer; both stop when `cancel` fires. The returned pusher
-/// takes Teams changes for Asterisk.
+/// What the connector does on Asterisk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read call state (the listener) and write Teams states (the writer).
+    ReadAndWrite,
+    /// Write Teams states only: call state comes from elsewhere (`"sip"` in `pbx.kind`), so
+    /// the two never both report it. Nothing reports the link then: `links.status` and
+    /// `links.events` stay unused.
+    WriteOnly,
+}
+
+impl Role {
+    /// The role `[pbx]` gives the Asterisk connector.
+    pub fn of(config: &crate::config::PbxConfig) -> Role {
+        if config.asterisk_reads_calls() {
+            Role::ReadAndWrite
+        } else {
+            Role::WriteOnly
+        }
+    }
+}
+
+/// Start the writer, and the listener when `role` says so; both stop when `cancel` fires.
+/// The returned pusher takes Teams changes for Asterisk.
 pub fn spawn(
     config: &AsteriskPbxConfig,
+    role: Role,
     links: AsteriskLinks,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
@@ -61,15 +84,17 @@ pub fn spawn(
     let config = Arc::new(config.clone());
     let (pusher, queue) = crate::pbx::mailbox::mailbox();
     let span = tracing::info_span!("asterisk", ari = %crate::pbx::push::redacted(&config.ari_url));
-    let listener = listener::Listener {
-        ari: ari.clone(),
-        config: config.clone(),
-        users: links.users,
-        events: links.events,
-        status: links.status,
-        cancel: cancel.clone(),
-    };
-    tracker.spawn(listener.run().instrument(span.clone()));
+    if role == Role::ReadAndWrite {
+        let listener = listener::Listener {
+            ari: ari.clone(),
+            config: config.clone(),
+            users: links.users,
+            events: links.events,
+            status: links.status,
+            cancel: cancel.clone(),
+        };
+        tracker.spawn(listener.run().instrument(span.clone()));
+    }
     let writer = writer::Writer {
         ari,
         config,

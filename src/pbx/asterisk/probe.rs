@@ -19,7 +19,9 @@ fn step(name: impl Into<String>, result: Result<String, String>) -> Step {
     }
 }
 
-pub async fn probe(config: &AsteriskPbxConfig, extensions: &[String]) -> Vec<Step> {
+/// Checks ARI, the devices of `extensions` (`None`: the connector reads no devices, as with
+/// `"sip"` in `pbx.kind`), and AMI when it is set.
+pub async fn probe(config: &AsteriskPbxConfig, extensions: Option<&[String]>) -> Vec<Step> {
     let mut steps = Vec::new();
     let ari = match Ari::new(config, REQUEST_TIMEOUT) {
         Ok(a) => a,
@@ -35,24 +37,9 @@ pub async fn probe(config: &AsteriskPbxConfig, extensions: &[String]) -> Vec<Ste
             return steps;
         }
     }
-    let mut devices = 0;
-    for ext in extensions {
-        for device in config.devices_of(ext) {
-            devices += 1;
-            let why = match ari.device_state(&device).await {
-                // Asterisk's answer for a device no channel driver knows (verified).
-                Ok(state) if state == "INVALID" => "Asterisk does not know this device".to_owned(),
-                Ok(_) => continue,
-                Err(e) => e.to_string(),
-            };
-            let why = format!("{why}; fix pbx.devices or pbx.default_devices");
-            steps.push(step(format!("user {ext}: device {device}"), Err(why)));
-        }
+    if let Some(extensions) = extensions {
+        steps.extend(devices(&ari, config, extensions).await);
     }
-    steps.push(step(
-        "devices",
-        Ok(format!("{devices} devices of {} users", extensions.len())),
-    ));
     if let Some(ami) = &config.ami {
         let login = AmiClient::connect(
             ami.address.as_str(),
@@ -84,5 +71,29 @@ pub async fn probe(config: &AsteriskPbxConfig, extensions: &[String]) -> Vec<Ste
             )),
         }
     }
+    steps
+}
+
+/// Whether every user's devices exist: a problem per unknown device, then the count.
+async fn devices(ari: &Ari, config: &AsteriskPbxConfig, extensions: &[String]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut devices = 0;
+    for ext in extensions {
+        for device in config.devices_of(ext) {
+            devices += 1;
+            let why = match ari.device_state(&device).await {
+                // Asterisk's answer for a device no channel driver knows (verified).
+                Ok(state) if state == "INVALID" => "Asterisk does not know this device".to_owned(),
+                Ok(_) => continue,
+                Err(e) => e.to_string(),
+            };
+            let why = format!("{why}; fix pbx.devices or pbx.default_devices");
+            steps.push(step(format!("user {ext}: device {device}"), Err(why)));
+        }
+    }
+    steps.push(step(
+        "devices",
+        Ok(format!("{devices} devices of {} users", extensions.len())),
+    ));
     steps
 }

@@ -62,19 +62,17 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{Config, PbxConfig};
+    use crate::config::Config;
 
     fn config(extra: &str) -> AsteriskPbxConfig {
         let text = format!(
             "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\n[pbx]\nkind = \"asterisk\"\nari_password = \"p\"\n{extra}"
         );
-        match Config::from_str_with(&text, Path::new("/c.toml"), &|_| None)
+        Config::from_str_with(&text, Path::new("/c.toml"), &|_| None)
             .unwrap()
             .pbx
-        {
-            PbxConfig::Asterisk(a) => a,
-            PbxConfig::Http(_) => unreachable!(),
-        }
+            .asterisk
+            .expect("kind = \"asterisk\"")
     }
 
     fn update(state: &str, activity: &str) -> PbxUpdate {

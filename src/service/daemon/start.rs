@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::{Daemon, Feeds, Health, Inputs, Parts, Stop};
-use crate::config::{self, Config, Directory, PbxConfig};
+use crate::config::{self, Config, Directory};
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::pbx::asterisk::ami::VoicemailUser;
@@ -229,9 +229,10 @@ impl Start<'_> {
         )
         .await?;
         // What an earlier run said about its PBX link is not true of this one.
-        let link = match self.config.pbx {
-            PbxConfig::Asterisk(_) => "connecting",
-            PbxConfig::Http(_) => "",
+        let link = if self.config.pbx.watches_users() {
+            "connecting"
+        } else {
+            ""
         };
         out.meta(MetaKey::PbxLink, link.into());
         let (suspects, webhook) = self.notify(snapshot, &feeds, &tx.polled, out).await?;
