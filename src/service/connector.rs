@@ -14,11 +14,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::Bound;
-use crate::config::{HttpPbxConfig, PbxConfig};
+use crate::config::{HttpPbxConfig, PbxConfig, SipPbxConfig};
 use crate::metrics::Metrics;
 use crate::pbx::asterisk::{self, AriError, AsteriskLinks, Role};
 use crate::pbx::http::{self, HttpPbxError, KnownExtensions};
 use crate::pbx::push::{self, PushClientError, PushSettings, Pusher};
+use crate::pbx::sip::{self, SipLinks};
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::store::{MetaKey, Store, Write};
 use crate::sync::types::PbxEvent;
@@ -35,6 +36,9 @@ pub enum ConnectorError {
     /// The HTTP client for `pbx.push_url` cannot be built.
     #[error("cannot build the PBX push client: {0}")]
     PushClient(#[source] PushClientError),
+    /// The SIP socket cannot be bound, or the SIP server's name does not resolve.
+    #[error("cannot start the SIP connector: {0}")]
+    Sip(#[from] crate::pbx::sip::StackError),
 }
 
 /// The channels a connector talks to the main loop through.
@@ -247,6 +251,39 @@ impl Connector {
             };
             tracing::info!(kind = "asterisk", ari = %ari, "PBX connector started: Asterisk ARI at {ari} ({what})");
         }
+        if let Some(cfg) = self.config.sip.clone() {
+            self.start_sip(&cfg, links, tracker).await?;
+        }
+        Ok(())
+    }
+
+    /// The SIP part: call state from dialog subscriptions, and Teams states PUBLISHed to
+    /// `pbx.presence_server` when set (only kind "sip" alone: another kind carries them).
+    async fn start_sip(
+        &mut self,
+        cfg: &SipPbxConfig,
+        links: &ConnectorLinks,
+        tracker: &TaskTracker,
+    ) -> Result<(), ConnectorError> {
+        let sip_links = SipLinks {
+            users: links.users.clone(),
+            events: links.events.clone(),
+            status: links.status.clone(),
+            delivered: links.delivered.clone(),
+            metrics: links.metrics.clone(),
+        };
+        let started = sip::spawn(cfg, sip_links, &self.push, tracker).await?;
+        let server = cfg.next_hop();
+        let local = &started.local;
+        let publish = match &cfg.presence_server {
+            Some(p) => format!("; Teams states published to {p}"),
+            None => String::new(),
+        };
+        if self.pusher.is_none() {
+            self.pusher = started.pusher;
+        }
+        tracing::info!(kind = "sip", server = %server, local = %local,
+            "PBX connector started: SIP dialog subscriptions at {server} as {} from {local}{publish}", cfg.username);
         Ok(())
     }
 

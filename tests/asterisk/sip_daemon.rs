@@ -76,7 +76,11 @@ async fn sip_answered_call_is_in_a_call_until_hangup_and_ringing_sets_nothing() 
         w.app_session(ALICE).is_none() && w.clear_presence_calls(ALICE) >= 2
     })
     .await;
-    assert_eq!(w.set_presence_calls(BOB), sets_before, "ringing alone is not a call");
+    assert_eq!(
+        w.set_presence_calls(BOB),
+        sets_before,
+        "ringing alone is not a call"
+    );
     w.stop().await.unwrap();
 }
 
@@ -98,7 +102,10 @@ async fn sip_session_left_by_a_crash_is_cleared_by_the_first_notify() {
     daemon.wait().unwrap();
     finish(caller, "the call").await;
     finish(callee, "the callee").await;
-    assert!(w.app_session(BOB).is_some(), "the killed daemon left Bob in a call");
+    assert!(
+        w.app_session(BOB).is_some(),
+        "the killed daemon left Bob in a call"
+    );
     let mut daemon = binary(&w, None);
     eventually(15, "Bob's session cleared after the restart", || {
         w.app_session(BOB).is_none()
@@ -124,9 +131,9 @@ async fn sip_extension_without_hint_is_one_warning_naming_it() {
         text.contains("1999: the PBX answered 404") && w.user_status(ALICE)["pbx_state"] == "idle"
     })
     .await;
-    let callee = Pbx::answer("1002", 200);
     Pbx::register("1001").await;
     Pbx::register("1002").await;
+    let callee = Pbx::answer("1002", 200);
     let caller = Pbx::dial("uac.xml", "1001", "1002", 1000, &[]);
     eventually(10, "Bob in a call", || in_a_call(&w, BOB)).await;
     finish(caller, "the call").await;
@@ -134,7 +141,10 @@ async fn sip_extension_without_hint_is_one_warning_naming_it() {
     daemon.kill().unwrap();
     let _ = daemon.wait();
     let text = std::fs::read_to_string(&log).unwrap();
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("1999: the PBX")).collect();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("1999: the PBX"))
+        .collect();
     assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
     assert!(warnings[0].contains("hint"), "{}", warnings[0]);
 }
