@@ -1,0 +1,164 @@
+//! SIP connector figures, printed (not asserted). Needs the test PBX and root (SIPp runs in
+//! its chroot): `sudo tests/pbx/asterisk.sh install`, then `cargo bench --bench sip`.
+//!
+//! p50/p99 from the NOTIFY that says Bob's call is answered (`confirmed`), as the daemon's
+//! SIP stack takes it off the socket, to Bob's setPresence received by the Graph emulator,
+//! over 100 real calls through Asterisk (target p99 < 5 ms). The daemon runs in this
+//! process; the NOTIFY's arrival is read from the SIP stack's TRACE line, the setPresence's
+//! from the emulator's log, both on this process's clock. Only Bob is watched, so every
+//! NOTIFY is his: the setPresence follows the last NOTIFY before it.
+#![allow(clippy::disallowed_methods)] // the bench is the outside observer: it reads real time
+
+#[path = "support/pbx.rs"]
+mod pbx_support;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use graph_emulator::{Emulator, User};
+use pbx_support::{pbx, repo, report, sipp, udp_bound, wait_until};
+use pbx_teams_presence::service::{self, RunOptions};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::{Layer, Registry};
+
+const CALLS: usize = 100;
+
+/// When each NOTIFY came in (the SIP stack's "SIP in" TRACE lines).
+#[derive(Clone, Default)]
+struct Notifies(Arc<Mutex<Vec<Instant>>>);
+
+impl<S: tracing::Subscriber> Layer<S> for Notifies {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let at = Instant::now();
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        if text.0.starts_with("SIP in") && text.0.contains(": NOTIFY ") {
+            self.0.lock().unwrap().push(at);
+        }
+    }
+}
+
+struct Text(String);
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let notifies = Notifies::default();
+    let only_the_wire = Targets::new().with_target(
+        "pbx_teams_presence::pbx::sip::stack",
+        tracing::Level::TRACE,
+    );
+    let subscriber = Registry::default().with(notifies.clone().with_filter(only_the_wire));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let status = pbx(&["restart", "--clean"]).status().unwrap();
+    assert!(status.success(), "the test Asterisk did not start (root? installed?)");
+    let graph = Emulator::start().await.unwrap();
+    let bob = graph.add_user(User {
+        id: None,
+        display_name: "Bob".into(),
+        user_principal_name: "bob@contoso.com".into(),
+        mail: Some("bob@contoso.com".into()),
+        proxy_addresses: vec![],
+    });
+    graph.set_user_presence(&bob, "Available", "Available");
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &graph);
+    let options = RunOptions::new(&dir.path().join("config.toml"));
+    let shutdown = options.shutdown.clone();
+    let daemon = tokio::spawn(service::run(options));
+    // Subscribed: the first NOTIFY (idle) came in.
+    wait_until(Duration::from_secs(30), || !notifies.0.lock().unwrap().is_empty()).await;
+    notify_to_set_presence(&graph, &bob, &notifies).await;
+    shutdown.cancel();
+    let _ = daemon.await;
+    let _ = pbx(&["stop"]).status();
+}
+
+fn write_config(dir: &Path, graph: &Emulator) {
+    let base = graph.base_url();
+    std::fs::write(dir.join("users.csv"), "1002,bob@contoso.com\n").unwrap();
+    let text = format!(
+        "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
+         [sync]\nstate_db = \"state.db\"\npoll_interval = \"1s\"\n\n[users]\nfile = \"users.csv\"\n\n\
+         [pbx]\nkind = \"sip\"\nregistrar = \"127.0.0.1:5060\"\nusername = \"teams-presence\"\n\
+         password_file = \"{}\"\ndomain = \"127.0.0.1\"\nlocal_address = \"127.0.0.1:0\"\n\n[log]\nlevel = \"warn\"\n",
+        graph.tenant_id(),
+        graph.client_id(),
+        graph.client_secret(),
+        repo().join("tests/pbx/credentials/sip_password").display(),
+    );
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies) {
+    for (device, port) in [("1001", "5061"), ("1002", "5062")] {
+        let pw = format!("pw{device}");
+        let ok = sipp(&[
+            "-sf", "register.xml", "-s", device, "-au", device, "-ap", &pw, "-key", "expires",
+            "600", "-p", port, "-m", "1",
+        ])
+        .status()
+        .unwrap();
+        assert!(ok.success(), "register {device}");
+    }
+    graph.clear_requests();
+    let calls = CALLS.to_string();
+    let mut callee = sipp(&["-sf", "uas.xml", "-p", "5062", "-d", "100", "-m", &calls])
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(10), || udp_bound(5062)).await;
+    let caller = tokio::task::spawn_blocking(move || {
+        sipp(&[
+            "-sf", "uac.xml", "-s", "1002", "-key", "caller", "1001", "-au", "1001", "-ap",
+            "pw1001", "-p", "5061", "-d", "300", "-m", &calls, "-r", "2", "-l", "1",
+        ])
+        .status()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(caller.success(), "the {CALLS} calls went through");
+    assert!(callee.wait().unwrap().success());
+    let clears = format!("/users/{bob}/presence/clearPresence");
+    let cleared = || {
+        graph
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(&clears) && r.status == 200)
+            .count()
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while cleared() < CALLS && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = format!("/users/{bob}/presence/setPresence");
+    let sets: Vec<Instant> = graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(&path) && r.status == 200)
+        .map(|r| r.at)
+        .collect();
+    let arrived = notifies.0.lock().unwrap().clone();
+    let latencies: Vec<Duration> = sets
+        .iter()
+        .filter_map(|set| arrived.iter().rev().find(|n| *n <= set).map(|n| *set - *n))
+        .collect();
+    report(
+        &format!(
+            "SIP NOTIFY (confirmed) received -> setPresence received ({} calls, {} cleared)",
+            sets.len(),
+            cleared()
+        ),
+        latencies,
+    );
+}
