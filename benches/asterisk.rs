@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use graph_emulator::{Emulator, User};
-use pbx_teams_presence::service::{self, RunOptions};
 use pbx_support::{pbx, repo, report, secret, sipp, udp_bound, wait_until};
+use pbx_teams_presence::service::{self, RunOptions};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const CALLS: usize = 100;
@@ -296,4 +296,3 @@ async fn teams_to_asterisk(graph: &Emulator, bob: &str) {
         from_change,
     );
 }
-

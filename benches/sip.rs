@@ -54,14 +54,15 @@ impl Visit for Text {
 #[tokio::main]
 async fn main() {
     let notifies = Notifies::default();
-    let only_the_wire = Targets::new().with_target(
-        "pbx_teams_presence::pbx::sip::stack",
-        tracing::Level::TRACE,
-    );
+    let only_the_wire =
+        Targets::new().with_target("pbx_teams_presence::pbx::sip::stack", tracing::Level::TRACE);
     let subscriber = Registry::default().with(notifies.clone().with_filter(only_the_wire));
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let status = pbx(&["restart", "--clean"]).status().unwrap();
-    assert!(status.success(), "the test Asterisk did not start (root? installed?)");
+    assert!(
+        status.success(),
+        "the test Asterisk did not start (root? installed?)"
+    );
     let graph = Emulator::start().await.unwrap();
     let bob = graph.add_user(User {
         id: None,
@@ -77,7 +78,10 @@ async fn main() {
     let shutdown = options.shutdown.clone();
     let daemon = tokio::spawn(service::run(options));
     // Subscribed: the first NOTIFY (idle) came in.
-    wait_until(Duration::from_secs(30), || !notifies.0.lock().unwrap().is_empty()).await;
+    wait_until(Duration::from_secs(30), || {
+        !notifies.0.lock().unwrap().is_empty()
+    })
+    .await;
     notify_to_set_presence(&graph, &bob, &notifies).await;
     shutdown.cancel();
     let _ = daemon.await;
@@ -104,8 +108,21 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies
     for (device, port) in [("1001", "5061"), ("1002", "5062")] {
         let pw = format!("pw{device}");
         let ok = sipp(&[
-            "-sf", "register.xml", "-s", device, "-au", device, "-ap", &pw, "-key", "expires",
-            "600", "-p", port, "-m", "1",
+            "-sf",
+            "register.xml",
+            "-s",
+            device,
+            "-au",
+            device,
+            "-ap",
+            &pw,
+            "-key",
+            "expires",
+            "600",
+            "-p",
+            port,
+            "-m",
+            "1",
         ])
         .status()
         .unwrap();

@@ -75,6 +75,8 @@ struct Book {
     done_tx: mpsc::Sender<Done>,
     /// The subscription probed last (they take turns).
     probed: Option<SubId>,
+    /// Since when every user is being subscribed (start, PBX restart), until all are.
+    ramp: Option<Instant>,
 }
 
 impl Connector {
@@ -85,6 +87,7 @@ impl Connector {
             by_dialog: HashMap::new(),
             done_tx,
             probed: None,
+            ramp: Some(crate::clock::monotonic()),
         };
         let mut probe =
             tokio::time::interval_at(crate::clock::monotonic() + PROBE_EVERY, PROBE_EVERY);
@@ -142,6 +145,10 @@ impl Connector {
 
     async fn handle(&mut self, input: Input, book: &mut Book) {
         let now = self.now();
+        let answered = matches!(input, Input::Accepted { .. } | Input::Failed { .. });
+        if matches!(input, Input::PbxRestarted) {
+            book.ramp = Some(crate::clock::monotonic());
+        }
         let commands = self.watch.handle(input, now);
         let mut events = Vec::new();
         for command in commands {
@@ -149,6 +156,33 @@ impl Connector {
         }
         if !events.is_empty() && self.events.send(events).await.is_err() {
             self.cancel.cancel();
+        }
+        if answered {
+            self.ramp_done(book);
+        }
+    }
+
+    /// Once every user holds a subscription after a start or a restart, say so, with the time
+    /// it took.
+    fn ramp_done(&self, book: &mut Book) {
+        let Some(since) = book.ramp else {
+            return;
+        };
+        let (active, pending, refused) = self.watch.counts();
+        if pending == 0 {
+            book.ramp = None;
+            let took = crate::clock::monotonic().saturating_duration_since(since);
+            let secs = took.as_secs_f64();
+            let but = match refused {
+                0 => String::new(),
+                n => format!(" ({n} refused by the PBX, see above)"),
+            };
+            tracing::info!(
+                users = active,
+                refused,
+                seconds = secs,
+                "SIP: {active} users subscribed in {secs:.1} s{but}"
+            );
         }
     }
 

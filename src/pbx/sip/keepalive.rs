@@ -41,10 +41,19 @@ impl KeepAlive {
         let mut misses = 0;
         let mut up = false;
         let mut registered_until = crate::clock::monotonic();
+        // Not registered yet, registered, refused (said once until it works).
+        let mut registered: Option<bool> = None;
         loop {
             let answered = self.options().await;
             if answered && self.register && crate::clock::monotonic() >= registered_until {
-                registered_until = crate::clock::monotonic() + self.register_once().await;
+                let outcome = self.register_once().await;
+                self.say(&outcome, registered);
+                registered = Some(outcome.is_ok());
+                let again_in = match outcome {
+                    Ok(()) => Duration::from_secs(u64::from(REGISTER_EXPIRES) * 8 / 10),
+                    Err(_) => Duration::from_secs(60),
+                };
+                registered_until = crate::clock::monotonic() + again_in;
             }
             match (answered, up) {
                 (true, false) => {
@@ -92,19 +101,31 @@ impl KeepAlive {
         )
     }
 
-    /// REGISTER; returns when to register again (80 % of the granted expiry; a minute after
-    /// a failure).
-    async fn register_once(&self) -> Duration {
-        let retry = Duration::from_secs(60);
+    /// A registration's outcome, said when it changes.
+    fn say(&self, outcome: &Result<(), Option<u16>>, before: Option<bool>) {
+        let aor = &self.stack.aor;
+        match (outcome, before) {
+            (Ok(()), Some(true)) => tracing::debug!("SIP: registered as {aor}"),
+            (Ok(()), _) => tracing::info!(aor = %aor, "SIP: registered as {aor}"),
+            (Err(Some(code)), None | Some(true)) => tracing::warn!(status = code, aor = %aor,
+                "SIP: REGISTER as {aor} was answered {code}; check pbx.username and the password (credential sip-password), or set pbx.register = false if the PBX takes subscriptions without it; trying again every minute"),
+            (Err(None), None | Some(true)) => tracing::warn!(aor = %aor,
+                "SIP: REGISTER as {aor} was not answered; trying again every minute"),
+            (Err(_), Some(false)) => {}
+        }
+    }
+
+    /// REGISTER once: `Err(Some(status))` refused, `Err(None)` not answered.
+    async fn register_once(&self) -> Result<(), Option<u16>> {
         let Ok(target) = uri(&format!("sip:{}", self.domain)) else {
-            return retry;
+            return Err(None);
         };
         let (call_id, tag) = new_ids();
         let Ok(mut request) = self
             .stack
             .request(Method::Register, &target, &call_id, &tag, 1)
         else {
-            return retry;
+            return Err(None);
         };
         // A REGISTER's To is the address of record.
         request
@@ -113,17 +134,9 @@ impl KeepAlive {
         header(&mut request, "To", format!("<{}>", self.stack.aor));
         header(&mut request, "Expires", REGISTER_EXPIRES.to_string());
         match self.stack.send(request, &|_| {}).await {
-            Ok(Some(a)) if a.response.status_code.kind() == StatusCodeKind::Successful => {
-                tracing::debug!("SIP: registered as {}", self.stack.aor);
-                Duration::from_secs(u64::from(REGISTER_EXPIRES) * 8 / 10)
-            }
-            Ok(Some(a)) => {
-                let code = a.response.status_code.code();
-                tracing::warn!(status = code, aor = %self.stack.aor,
-                    "SIP: REGISTER as {} was answered {code}; check pbx.username and the password (credential sip-password), or set pbx.register = false if the PBX takes subscriptions without it", self.stack.aor);
-                retry
-            }
-            _ => retry,
+            Ok(Some(a)) if a.response.status_code.kind() == StatusCodeKind::Successful => Ok(()),
+            Ok(Some(a)) => Err(Some(a.response.status_code.code())),
+            _ => Err(None),
         }
     }
 }
