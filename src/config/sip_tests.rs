@@ -471,3 +471,55 @@ fn print_config_shows_the_sip_keys_and_reads_back() {
     let again = Config::from_str_with(&shown, Path::new(SOURCE), &env).unwrap();
     assert_eq!(again, c);
 }
+
+/// The commented-out `kind = "sip"` example of `config.example.toml`, uncommented.
+fn example_sip_block() -> String {
+    let example = include_str!("../../config.example.toml");
+    let start = example
+        .find("# ---- kind = \"sip\"")
+        .expect("the sip example");
+    example[start..]
+        .lines()
+        .skip_while(|l| *l != "# [pbx]")
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The sip example loads, and each `# Default: key = value` line in it is the code's default.
+#[test]
+fn the_sip_example_loads_and_its_default_lines_match_the_code() {
+    let block = example_sip_block();
+    let text = format!("{AZURE}{block}");
+    let c = Config::from_str_with(&text, Path::new(SOURCE), &|_| None).unwrap();
+    assert_eq!(c.pbx.kinds(), ["sip"]);
+    assert_eq!(sip(&c).registrar, host_port("pbx.example.com", 5060));
+    assert_eq!(
+        sip(&c).watch_uri_of("1001"),
+        "sip:desk-1001@pbx.example.com"
+    );
+    let required: String = block
+        .lines()
+        .filter(|l| l.starts_with("registrar = ") || l.starts_with("username = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let base = format!("kind = \"sip\"\n{required}presence_server = \"p\"\n");
+    let want = load(&base).unwrap();
+    let mut checked = 0;
+    for line in block.lines() {
+        let Some((key, value)) = line
+            .strip_prefix("# Default: ")
+            .and_then(|d| d.split_once(" = "))
+        else {
+            continue;
+        };
+        let got = load(&format!("{base}{key} = {value}\n")).unwrap();
+        assert_eq!(
+            got, want,
+            "pbx.{key}: its Default line disagrees with the code"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} Default lines checked");
+}
