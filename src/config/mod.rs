@@ -26,6 +26,8 @@ mod validate;
 mod watch;
 
 #[cfg(test)]
+mod sip_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -8,6 +8,8 @@ pub mod calls;
 pub mod events;
 mod listener;
 pub mod probe;
+#[cfg(test)]
+mod role_tests;
 mod writer;
 pub mod writes;
 
