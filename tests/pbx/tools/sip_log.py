@@ -7,7 +7,10 @@ message received, e.g.
     <- NOTIFY Subscription-State: active;expires=597 | version=2 1001:confirmed(rendering=no)
 
 --sent: messages sent too (-> lines). --bodies DIR: write each NOTIFY body to
-DIR/NNN.xml. Standard library only.
+DIR/NNN.xml. --expect-states S...: exit 1 unless the NOTIFYs' dialog states
+(as printed, e.g. 1002:early(recipient)) contain S... in this order (others may
+come between), or if a NOTIFY's version is lower than the one before.
+Standard library only.
 """
 import argparse
 import os
@@ -72,17 +75,34 @@ def main():
     ap.add_argument("log")
     ap.add_argument("--sent", action="store_true")
     ap.add_argument("--bodies")
+    ap.add_argument("--expect-states", nargs="+")
     a = ap.parse_args()
     n = 0
+    states, versions = [], []
     for direction, msg in messages(a.log):
         if direction == "sent" and not a.sent:
             continue
         print(("<- " if direction == "received" else "-> ") + summary(msg))
+        if direction == "received" and msg.startswith("NOTIFY"):
+            body = msg.partition("\n\n")[2]
+            states.extend(dialogs(body))
+            v = re.search(r'<dialog-info\b[^>]*\bversion="(\d+)"', body)
+            if v:
+                versions.append(int(v.group(1)))
         if a.bodies and direction == "received" and msg.startswith("NOTIFY"):
             n += 1
             os.makedirs(a.bodies, exist_ok=True)
             with open(os.path.join(a.bodies, f"{n:03}.xml"), "w", encoding="utf-8") as f:
                 f.write(msg.partition("\n\n")[2])
+    if any(b < a for a, b in zip(versions, versions[1:])):
+        print(f"FAIL: a version went down: {versions}")
+        return 1
+    if a.expect_states:
+        rest = iter(states)
+        missing = [s for s in a.expect_states if not any(s == x for x in rest)]
+        if missing:
+            print(f"FAIL: states {states} lack {missing} (in the order {a.expect_states})")
+            return 1
     return 0
 
 
