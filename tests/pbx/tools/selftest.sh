@@ -59,7 +59,7 @@ watch_bg() { # name ext port idle_ticks [user]; "$!" is the background sipp
 }
 blf_log() { python3 "$HERE/sip_log.py" "$BLF/selftest-blf-$1.log" "${@:2}"; }
 blf_has() { # name line-regex what
-  if blf_log "$1" | grep -qE "$2"; then step "ok: BLF $1: $3"; else fail "BLF $1: no $3 (log: $BLF/selftest-blf-$1.log)"; fi
+  if blf_log "$1" | grep -E "$2" >/dev/null; then step "ok: BLF $1: $3"; else fail "BLF $1: no $3 (log: $BLF/selftest-blf-$1.log)"; fi
 }
 wait_notify() { # name: its first NOTIFY came (up to 3 s)
   for _ in $(seq 60); do grep -q '^NOTIFY' "$BLF/selftest-blf-$1.log" 2>/dev/null && return 0; sleep 0.05; done
@@ -116,7 +116,7 @@ else
   watch_bg 1999 1999 5066 1; wait "$!" || fail "sipp blf-1999"
   blf_has 1999 '^<- SIP/2.0 404 Not Found \(2 SUBSCRIBE\)' "404 Not Found"
   watch_bg denied 1001 5066 1 blf-denied; wait "$!" || fail "sipp blf-denied"
-  blf_has denied '^<- SIP/2.0 403 Forbidden \(2 SUBSCRIBE\)' "403 Forbidden"
+  blf_has denied '^<- SIP/2.0 603 Decline \(2 SUBSCRIBE\)' "603 Decline"
   register teams-presence 5066 "$SIP_PW"
   watch_bg 1003 1003 5066 1; wait "$!" || fail "sipp blf-1003"
   blf_has 1003 '^<- NOTIFY Subscription-State: active;expires=[0-9]+ \| version=0 full 1003:terminated$' "initial NOTIFY, idle"
@@ -129,7 +129,8 @@ else
   ari POST '/asterisk/variable?variable=DEVICE_STATE(Custom:teams-1002)&value=BUSY' >/dev/null || fail "ARI POST DEVICE_STATE"
   expect "ARI GET /deviceStates/Custom:teams-1002" "$(devstate Custom:teams-1002)" BUSY
   expect "AMI Getvar DEVICE_STATE(Custom:teams-1002)" "$(amivar 'DEVICE_STATE(Custom:teams-1002)')" BUSY
-  expect "hint 1002" "$(bash "$PBX" cli 'core show hint 1002' | grep -o 'State:[A-Za-z]*')" State:Busy
+  expect "hint 1002@internal" "$(bash "$PBX" cli 'core show hints' | grep '^1002@internal ' | grep -o 'State:[A-Za-z]*')" State:Busy
+  expect "hint 1002@blf (phone only)" "$(bash "$PBX" cli 'core show hints' | grep '^1002@blf ' | grep -o 'State:[A-Za-z]*')" State:Idle
 
   step "busy-on-busy: 61002 while Custom:teams-1002 is BUSY, then INUSE: 486"
   sipp busy1 -sf uac_busy.xml -s 61002 -key caller 1001 -au 1001 -ap pw1001 -p 5061 -m 1 && step "ok: 486 Busy Here (BUSY)"
