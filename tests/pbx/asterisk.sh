@@ -2,7 +2,8 @@
 # tests/pbx/asterisk.sh - the project's test PBX: a real Asterisk (Debian
 # package "asterisk") and SIPp (package "sip-tester") in a debootstrapped
 # Debian sid root, run with chroot on this host's network, loopback only:
-#   SIP/UDP 127.0.0.1:5060 (PJSIP 1001..1004 and 1011), ARI http 127.0.0.1:8088,
+#   SIP/UDP 127.0.0.1:5060 (PJSIP 1001..1004 and 1011; teams-presence for BLF
+#   subscriptions), ARI http 127.0.0.1:8088,
 #   AMI 127.0.0.1:5038.  Configs: tests/pbx/asterisk/, SIPp: tests/pbx/sipp/,
 #   credentials: tests/pbx/credentials/.  See tests/pbx/README.md.
 #
@@ -25,9 +26,10 @@
 #   cli CMD..   one Asterisk CLI command (asterisk -rx)
 #   sipp ARGS   SIPp inside the root, cwd = the scenarios; -i/-mi/-ci are
 #               127.0.0.1 unless given; exec's, so "$!" is sipp's own pid
-#   selftest    check everything the tests rely on (tools/selftest.sh, ~10 s):
+#   selftest    check everything the tests rely on (tools/selftest.sh, ~15 s):
 #               calls, hold, ring, two devices, ARI events, Custom: and
-#               presence states, busy-on-busy; --quick: one call only
+#               presence states, busy-on-busy, BLF dialog subscriptions;
+#               --quick: one call only
 #   env         print the connection settings as shell assignments
 #   run         like start, Asterisk in the foreground (log on stdout)
 #   configure   copy configs and scenarios into the root (start does it)

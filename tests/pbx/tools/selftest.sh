@@ -7,6 +7,10 @@
 #   ARI and AMI, and the busy-on-busy extension refusing a call (486) while
 #   the callee's Custom:teams- state is BUSY or INUSE and connecting it when
 #   NOT_INUSE. Registrations are removed at the end.
+#   BLF (dialog subscriptions, as the daemon's SIP account teams-presence):
+#   NOTIFYs of 1002's calls in order (idle, early, confirmed, hold, confirmed,
+#   terminated) without REGISTER, a registered subscription, 404 for an
+#   extension without hint, the refusal of an endpoint with allow_subscribe=no.
 # --quick: only register 1001 + 1002, one answered call, unregister.
 set -uo pipefail   # no -e: a failed check is counted, the rest still run
 
@@ -37,12 +41,31 @@ sipp_bg() { # log-name sipp-args...; "$!" is the background sipp
 wait_bg() { # pid log-name
   wait "$1" || fail "sipp $2 (log: $LOGDIR/selftest-sipp-$2.log)"
 }
-register() { sipp "reg$1" -sf register.xml -s "$1" -au "$1" -ap "pw$1" -key expires 600 -p "$2" -m 1; }
-unregister() { sipp "unreg$1" -sf unregister.xml -s "$1" -au "$1" -ap "pw$1" -p "$2" -m 1; }
+register() { sipp "reg$1" -sf register.xml -s "$1" -au "$1" -ap "${3:-pw$1}" -key expires 600 -p "$2" -m 1; }
+unregister() { sipp "unreg$1" -sf unregister.xml -s "$1" -au "$1" -ap "${3:-pw$1}" -p "$2" -m 1; }
 
 expect() { # what actual wanted
   if [ "$2" = "$3" ]; then step "ok: $1 = $2"; else fail "$1: got '$2', wanted '$3'"; fi
 }
+# BLF watchers (sipp/subscribe_dialog.xml); message logs in the root's /sipp.
+SIP_PW=$(tr -d '\r\n' <"$HERE/../credentials/sip_password")
+BLF="$PBX_DIR/root/sipp"
+rm -f "$BLF"/selftest-blf-*.log
+watch_bg() { # name ext port idle_ticks [user]; "$!" is the background sipp
+  local user=${5:-teams-presence}
+  bash "$PBX" sipp -sf subscribe_dialog.xml -s "$2" -key user "$user" -au "$user" -ap "$SIP_PW" \
+    -key expires 600 -set idle_ticks "$4" -p "$3" -m 1 -timeout 40 -timeout_error \
+    -trace_msg -message_file "/sipp/selftest-blf-$1.log" "$S" >"$LOGDIR/selftest-sipp-blf-$1.log" 2>&1 &
+}
+blf_log() { python3 "$HERE/sip_log.py" "$BLF/selftest-blf-$1.log" "${@:2}"; }
+blf_has() { # name line-regex what
+  if blf_log "$1" | grep -E "$2" >/dev/null; then step "ok: BLF $1: $3"; else fail "BLF $1: no $3 (log: $BLF/selftest-blf-$1.log)"; fi
+}
+wait_notify() { # name: its first NOTIFY came (up to 3 s)
+  for _ in $(seq 60); do grep -q '^NOTIFY' "$BLF/selftest-blf-$1.log" 2>/dev/null && return 0; sleep 0.05; done
+  fail "BLF $1: no NOTIFY within 3 s"
+}
+
 devstate() { ari GET "/deviceStates/$1" | sed -E 's/.*"state":"([A-Z_]+)".*/\1/'; }
 amivar() { ami Getvar "Variable=$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("Value", ""))'; }
 
@@ -65,6 +88,10 @@ else
   step "register 1001, 1002, 1011 (Alice's second device)"
   register 1001 5061; register 1002 5062; register 1011 5071
 
+  step "BLF: teams-presence (not registered) subscribes to 1002's dialog state"
+  watch_bg 1002 1002 5065 5; blf=$!
+  wait_notify 1002
+
   step "1001 calls 1002: answered, held 1 s, resumed, hung up"
   sipp_bg uas -sf uas.xml -p 5062 -d 300 -m 1; uas=$!
   sleep 0.3
@@ -85,13 +112,25 @@ else
   sipp uac1002 -sf uac.xml -s 1001 -key caller 1002 -au 1002 -ap pw1002 -p 5062 -d 500 -m 1
   wait_bg "$r1" ring1001; wait_bg "$r2" uas1011
 
+  step "BLF: 1999 (no hint) refused, blf-denied (allow_subscribe=no) refused, registered teams-presence subscribes to 1003"
+  watch_bg 1999 1999 5066 1; wait "$!" || fail "sipp blf-1999"
+  blf_has 1999 '^<- SIP/2.0 404 Not Found \(2 SUBSCRIBE\)' "404 Not Found"
+  watch_bg denied 1001 5066 1 blf-denied; wait "$!" || fail "sipp blf-denied"
+  blf_has denied '^<- SIP/2.0 603 Decline \(2 SUBSCRIBE\)' "603 Decline"
+  register teams-presence 5066 "$SIP_PW"
+  watch_bg 1003 1003 5066 1; wait "$!" || fail "sipp blf-1003"
+  blf_has 1003 '^<- NOTIFY Subscription-State: active;expires=[0-9]+ \| version=0 full 1003:terminated$' "initial NOTIFY, idle"
+  blf_has 1003 '^<- SIP/2.0 200 OK \(3 SUBSCRIBE\) Expires: 600$' "refresh 200"
+  unregister teams-presence 5066 "$SIP_PW"
+
   step "Custom: device state: ARI PUT refused, POST /asterisk/variable works"
   out=$(ari PUT '/deviceStates/Custom:teams-1002?deviceState=BUSY' || true)
   expect "ARI PUT /deviceStates/Custom:teams-1002" "$out" 'HTTP 409 {"message":"Uncontrolled device specified"}'
   ari POST '/asterisk/variable?variable=DEVICE_STATE(Custom:teams-1002)&value=BUSY' >/dev/null || fail "ARI POST DEVICE_STATE"
   expect "ARI GET /deviceStates/Custom:teams-1002" "$(devstate Custom:teams-1002)" BUSY
   expect "AMI Getvar DEVICE_STATE(Custom:teams-1002)" "$(amivar 'DEVICE_STATE(Custom:teams-1002)')" BUSY
-  expect "hint 1002" "$(bash "$PBX" cli 'core show hint 1002' | grep -o 'State:[A-Za-z]*')" State:Busy
+  expect "hint 1002@internal" "$(bash "$PBX" cli 'core show hints' | grep '^1002@internal ' | grep -o 'State:[A-Za-z]*')" State:Busy
+  expect "hint 1002@blf (phone only)" "$(bash "$PBX" cli 'core show hints' | grep '^1002@blf ' | grep -o 'State:[A-Za-z]*')" State:Idle
 
   step "busy-on-busy: 61002 while Custom:teams-1002 is BUSY, then INUSE: 486"
   sipp busy1 -sf uac_busy.xml -s 61002 -key caller 1001 -au 1001 -ap pw1001 -p 5061 -m 1 && step "ok: 486 Busy Here (BUSY)"
@@ -125,6 +164,18 @@ for line in sys.stdin:
   step "unregister 1001, 1002, 1011"
   unregister 1001 5061; unregister 1002 5062; unregister 1011 5071
   expect "ARI GET /deviceStates/PJSIP%2F1001" "$(devstate PJSIP%2F1001)" UNAVAILABLE
+
+  step "BLF: 1002's NOTIFYs (the watcher ends 1.25 s after the last, refreshes, unsubscribes)"
+  wait "$blf" || fail "sipp blf-1002 (log: $LOGDIR/selftest-sipp-blf-1002.log)"
+  if out=$(blf_log 1002 --expect-states 1002:terminated '1002:early(recipient)' 1002:confirmed \
+             '1002:confirmed(rendering=no)' 1002:confirmed 1002:terminated); then
+    step "ok: BLF 1002: idle, early, confirmed, hold, confirmed, terminated; versions never go down"
+  else
+    fail "BLF 1002: $(tail -1 <<<"$out")"
+  fi
+  blf_has 1002 '^<- SIP/2.0 200 OK \(2 SUBSCRIBE\) Expires: 600$' "200 to SUBSCRIBE"
+  blf_has 1002 '^<- SIP/2.0 200 OK \(3 SUBSCRIBE\) Expires: 600$' "refresh 200"
+  blf_has 1002 '^<- NOTIFY Subscription-State: terminated \|' "last NOTIFY terminated"
 
   sleep 0.3
   kill "$rec" 2>/dev/null
