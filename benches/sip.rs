@@ -56,7 +56,14 @@ async fn main() {
     let notifies = Notifies::default();
     let only_the_wire =
         Targets::new().with_target("pbx_teams_presence::pbx::sip::stack", tracing::Level::TRACE);
-    let subscriber = Registry::default().with(notifies.clone().with_filter(only_the_wire));
+    let lines = std::env::var("BENCH_LOG").ok().map(|level| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(tracing_subscriber::EnvFilter::new(level))
+    });
+    let subscriber = Registry::default()
+        .with(notifies.clone().with_filter(only_the_wire))
+        .with(lines);
     tracing::subscriber::set_global_default(subscriber).unwrap();
     let status = pbx(&["restart", "--clean"]).status().unwrap();
     assert!(
@@ -134,10 +141,13 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(10), || udp_bound(5062)).await;
+    // One call a second, 200 ms of talk: the daemon's writer starts two writes for one user
+    // at least 500 ms apart (writer.rs MIN_GAP), so each call's setPresence and clear go out
+    // undelayed and uncollapsed.
     let caller = tokio::task::spawn_blocking(move || {
         sipp(&[
             "-sf", "uac.xml", "-s", "1002", "-key", "caller", "1001", "-au", "1001", "-ap",
-            "pw1001", "-p", "5061", "-d", "300", "-m", &calls, "-r", "2", "-l", "1",
+            "pw1001", "-p", "5061", "-d", "200", "-m", &calls, "-r", "1", "-l", "1",
         ])
         .status()
         .unwrap()

@@ -321,6 +321,21 @@ impl Connector {
             );
             return Ok(());
         }
+        // The SIP socket may be bound to a fixed `pbx.local_address`: the old part lets go of
+        // it before the new one binds (a refused new section then starts the old one again).
+        if self.config.sip.is_some() && config.sip.is_some() {
+            self.stop();
+            return match Connector::start(config, links, cancel, tracker).await {
+                Ok(fresh) => {
+                    *self = fresh;
+                    Ok(())
+                }
+                Err(e) => {
+                    *self = Connector::start(&self.config, links, cancel, tracker).await?;
+                    Err(e)
+                }
+            };
+        }
         let fresh = Connector::start(config, links, cancel, tracker).await?;
         self.stop();
         *self = fresh;

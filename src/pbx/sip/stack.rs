@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rsipstack::EndpointBuilder;
 use rsipstack::dialog::authenticate::{Credential, handle_client_authenticate};
@@ -20,6 +21,9 @@ use rsipstack::transport::{SipAddr, TransportLayer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{SipPbxConfig, SipTransport};
+
+/// How long a SIP address still in use is tried again.
+const BIND_WAIT: Duration = Duration::from_secs(3);
 
 /// Why the SIP stack cannot start, or a request cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +105,7 @@ impl Stack {
             None => SocketAddr::new(route_to(hop).await?, 0),
         };
         let transports = TransportLayer::new(cancel.child_token());
-        let udp = UdpConnection::create_connection(local, None, Some(cancel.child_token()))
-            .await
-            .map_err(|e| StackError::Bind {
-                addr: local,
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let udp = bind(local, cancel).await?;
         transports.add_transport(udp.into());
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.child_token())
@@ -314,6 +313,29 @@ pub async fn resolve(host: &str, port: u16, what: &'static str) -> Result<Socket
         .await
         .map_err(|e| failed(e.to_string()))?;
     found.next().ok_or_else(|| failed("no address".into()))
+}
+
+/// Bind the SIP socket; an address still held by the connector being replaced (a reload)
+/// is tried again for up to [`BIND_WAIT`].
+async fn bind(local: SocketAddr, cancel: &CancellationToken) -> Result<UdpConnection, StackError> {
+    let until = crate::clock::monotonic() + BIND_WAIT;
+    loop {
+        match UdpConnection::create_connection(local, None, Some(cancel.child_token())).await {
+            Ok(udp) => return Ok(udp),
+            Err(rsipstack::Error::IoError(e))
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && crate::clock::monotonic() < until =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(StackError::Bind {
+                    addr: local,
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        }
+    }
 }
 
 /// The local address the system routes to `peer` from (no packet is sent).

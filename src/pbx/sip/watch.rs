@@ -13,7 +13,8 @@
 //! - after a refusal (403, 404, 489, 603, terminated with `rejected`/`noresource`): a long wait
 //!   ([`Settings::refused_wait`]) and one [`Fact::Refused`] naming the extension;
 //! - what NOTIFYs change: a full state replaces the user's dialogs, a partial one updates
-//!   them, a version not newer than the last applied in the subscription is ignored, and
+//!   them if its version is newer than the last applied in the subscription (a full state
+//!   is taken whatever its version: Asterisk restarted hard renumbers), and
 //!   the call state they give ([`User::call_state`]) is reported only when it changes. A new
 //!   subscription's first full state settles the user (a call that ended while it was away
 //!   becomes idle); until then the last known state stands.

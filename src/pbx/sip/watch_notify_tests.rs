@@ -58,14 +58,22 @@ fn several_dialogs_full_and_partial_states() {
 }
 
 #[test]
-fn old_or_repeated_versions_are_ignored_and_a_new_subscription_resets_them() {
+fn old_or_repeated_versions_of_partial_states_are_ignored_and_a_new_subscription_resets_them() {
     let (mut w, id) = granted();
     assert_eq!(
         w.notify(id, body(5, true, &[("a", "confirmed")])),
         [CallState::Speaking]
     );
-    assert!(w.notify(id, body(5, true, &[])).is_empty(), "same version");
-    assert!(w.notify(id, body(4, true, &[])).is_empty(), "older version");
+    assert!(
+        w.notify(id, body(5, false, &[("a", "terminated")]))
+            .is_empty(),
+        "same version"
+    );
+    assert!(
+        w.notify(id, body(4, false, &[("a", "terminated")]))
+            .is_empty(),
+        "older version"
+    );
     assert_eq!(w.w.user("1000").unwrap().version, Some(5));
     // The PBX ends it; the new subscription counts from 0 again.
     w.feed(Input::Failed {
@@ -152,4 +160,39 @@ fn unversioned_full_states_are_taken_and_unversioned_partial_ones_ignored() {
     assert!(w.notify(id, doc("partial", "terminated")).is_empty());
     assert_eq!(w.notify(id, doc("full", "terminated")), [CallState::Idle]);
     assert_eq!(w.notify(id, doc("full", "early")), [CallState::Ringing]);
+}
+
+/// Asterisk killed mid-call and started again sends the call's end in the same dialog with a
+/// version equal to or lower than the last one (tests/pbx/README.md): a full state is the
+/// whole truth and is taken whatever its version, so the call ends.
+#[test]
+fn a_full_state_is_taken_whatever_its_version() {
+    let (mut w, id) = granted();
+    assert_eq!(
+        w.notify(id, body(2, true, &[("1001", "confirmed")])),
+        [CallState::Speaking]
+    );
+    assert_eq!(
+        w.notify(id, body(2, true, &[("1001", "terminated")])),
+        [CallState::Idle],
+        "same version, after a hard restart"
+    );
+    assert_eq!(
+        w.notify(id, body(3, true, &[("1001", "confirmed")])),
+        [CallState::Speaking]
+    );
+    assert_eq!(
+        w.notify(id, body(1, true, &[("1001", "terminated")])),
+        [CallState::Idle],
+        "lower version, after a hard restart"
+    );
+    assert_eq!(
+        w.w.user("1000").unwrap().version,
+        Some(1),
+        "numbering starts over"
+    );
+    assert!(
+        w.notify(id, body(1, false, &[("1001", "confirmed")]))
+            .is_empty()
+    );
 }

@@ -84,14 +84,18 @@ impl User {
     }
 
     /// Apply a NOTIFY body of the current subscription. Returns false when it was ignored:
-    /// not newer than the last version applied, or a partial state before any full one (RFC
+    /// a partial state not newer than the last version applied, or before any full one (RFC
     /// 4235 section 4.1: the first NOTIFY of a subscription carries the full state).
     pub fn apply(&mut self, info: &DialogInfo) -> bool {
         let full = info.state == DocState::Full;
-        // Unversioned: no order to keep; a full state stands for itself, a partial one cannot.
-        let stale = match info.unversioned {
-            true => !full,
-            false => self.version.is_some_and(|v| info.version <= v),
+        // A full state is the whole truth whatever its version: Asterisk killed mid-call and
+        // started again renumbers from an equal or lower version in the same dialog, and its
+        // call's end must not be lost. A partial state must be newer than the last applied;
+        // unversioned (FreeSWITCH's version="") it cannot be ordered at all.
+        let stale = match (full, info.unversioned) {
+            (true, _) => false,
+            (false, true) => true,
+            (false, false) => self.version.is_some_and(|v| info.version <= v),
         };
         if stale || (!full && !self.settled) {
             return false;
