@@ -8,6 +8,8 @@ mod common;
 mod sandbox;
 mod sip;
 mod sip_daemon;
+#[path = "../common/sip_watcher.rs"]
+mod sip_watcher;
 mod tls;
 
 use common::{ALICE, BOB, CAROL, World, eventually};

@@ -3,126 +3,20 @@
 //! SIPp, call states read from the connector's channel (no daemon, no Graph). The daemon
 //! end to end with Teams is in `sip_daemon.rs`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use pbx_teams_presence::config::{HostPort, PublishBody, Secret, SipPbxConfig, SipTransport};
-use pbx_teams_presence::pbx::LinkState;
-use pbx_teams_presence::pbx::sip::{SipLinks, spawn};
-use pbx_teams_presence::sync::types::{CallState, PbxEvent};
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use pbx_teams_presence::sync::types::CallState;
 
 use crate::sandbox::{Pbx, credential, finish};
+use crate::sip_watcher::{Watcher, sip_config};
 
-/// `[pbx]` of kind "sip" against the test Asterisk, as the daemon's SIP account.
-pub fn sip_config() -> SipPbxConfig {
-    let password = std::fs::read_to_string(credential("sip_password")).unwrap();
-    SipPbxConfig {
-        registrar: HostPort {
-            host: "127.0.0.1".into(),
-            port: 5060,
-        },
-        proxy: None,
-        transport: SipTransport::Udp,
-        ca_file: None,
-        username: "teams-presence".into(),
-        password: Some(Secret::new(password.trim().to_owned())),
-        domain: "127.0.0.1".into(),
-        register: true,
-        local_address: Some("127.0.0.1:0".parse().unwrap()),
-        subscribe_expires: Duration::from_secs(600),
-        subscribe_rate: 50,
-        watch_uri: "sip:{extension}@{domain}".into(),
-        watch: Default::default(),
-        presence_server: None,
-        publish_entity: "teams-{extension}".into(),
-        publish_body: PublishBody::Pidf,
-    }
-}
-
-/// The adapter running, and what it reports.
-struct Watcher {
-    events: mpsc::Receiver<Vec<PbxEvent>>,
-    status: mpsc::Receiver<LinkState>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-    _users: watch::Sender<Arc<Vec<String>>>,
-}
-
-impl Watcher {
-    async fn start(users: &[&str]) -> Watcher {
-        let (users_tx, users_rx) = watch::channel(Arc::new(
-            users.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
-        ));
-        let (events_tx, events) = mpsc::channel(64);
-        let (status_tx, status) = mpsc::channel(64);
-        let (delivered, _) = mpsc::channel(8);
-        let links = SipLinks {
-            users: users_rx,
-            events: events_tx,
-            status: status_tx,
-            delivered,
-            metrics: Default::default(),
-        };
-        let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
-        spawn(&sip_config(), links, &cancel, &tracker)
-            .await
-            .unwrap();
-        Watcher {
-            events,
-            status,
-            cancel,
-            tracker,
-            _users: users_tx,
-        }
-    }
-
-    /// The next call state reported for `extension` (others are skipped), within `secs`.
-    async fn next(&mut self, extension: &str, secs: u64) -> CallState {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let batch = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no call state for {extension} within {secs} s"))
-                .expect("the connector stopped");
-            if let Some(e) = batch.iter().rev().find(|e| e.extension == extension) {
-                return e.state;
-            }
-        }
-    }
-
-    /// Every state reported for `extension` until it reports `until`.
-    async fn states_until(
-        &mut self,
-        extension: &str,
-        until: CallState,
-        secs: u64,
-    ) -> Vec<CallState> {
-        let mut seen = Vec::new();
-        loop {
-            let s = self.next(extension, secs).await;
-            seen.push(s);
-            if s == until {
-                return seen;
-            }
-        }
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
-            .await
-            .expect("the SIP connector stopped within 10 s");
-    }
+/// The daemon's SIP account on the test Asterisk.
+fn asterisk() -> pbx_teams_presence::config::SipPbxConfig {
+    sip_config("127.0.0.1", 5060, &credential("sip_password"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_answered_call_is_speaking_then_idle_and_ringing_is_only_ringing() {
     let _pbx = Pbx::acquire().await;
-    let mut w = Watcher::start(&["1001", "1002"]).await;
+    let mut w = Watcher::start(asterisk(), &["1001", "1002"]).await;
     assert_eq!(
         w.next("1001", 10).await,
         CallState::Idle,
@@ -157,7 +51,7 @@ async fn sip_answered_call_is_speaking_then_idle_and_ringing_is_only_ringing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_held_call_stays_a_call() {
     let _pbx = Pbx::acquire().await;
-    let mut w = Watcher::start(&["1002"]).await;
+    let mut w = Watcher::start(asterisk(), &["1002"]).await;
     assert_eq!(w.next("1002", 10).await, CallState::Idle);
     Pbx::register("1001").await;
     Pbx::register("1002").await;
@@ -187,7 +81,7 @@ async fn sip_held_call_stays_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_asterisk_restarted_mid_call_ends_the_call_and_subscriptions_come_back() {
     let _pbx = Pbx::acquire().await;
-    let mut w = Watcher::start(&["1002"]).await;
+    let mut w = Watcher::start(asterisk(), &["1002"]).await;
     assert_eq!(w.next("1002", 10).await, CallState::Idle);
     Pbx::register("1001").await;
     Pbx::register("1002").await;
@@ -210,8 +104,5 @@ async fn sip_asterisk_restarted_mid_call_ends_the_call_and_subscriptions_come_ba
     finish(caller, "call after the restart").await;
     finish(callee, "callee after the restart").await;
     w.states_until("1002", CallState::Idle, 10).await;
-    while let Ok(s) = w.status.try_recv() {
-        let _ = s;
-    }
     w.stop().await;
 }

@@ -253,14 +253,15 @@ fn root_attributes(
 }
 
 impl DialogState {
+    /// Any case: Kamailio's pua_dialoginfo writes `Trying` for a call it is setting up.
     pub(super) fn parse(text: &str) -> Result<DialogState, DialogInfoError> {
-        Ok(match text.trim() {
+        Ok(match text.trim().to_ascii_lowercase().as_str() {
             "trying" => DialogState::Trying,
             "proceeding" => DialogState::Proceeding,
             "early" => DialogState::Early,
             "confirmed" => DialogState::Confirmed,
             "terminated" => DialogState::Terminated,
-            other => return Err(DialogInfoError::BadDialogState(other.to_owned())),
+            _ => return Err(DialogInfoError::BadDialogState(text.trim().to_owned())),
         })
     }
 }

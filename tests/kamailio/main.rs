@@ -1,0 +1,52 @@
+//! The SIP connector against a real Kamailio 5.6 (registrar, proxy, presence server with
+//! presence_dialoginfo and pua_dialoginfo): real calls placed by SIPp through it. See
+//! `tests/pbx/README.md` ("Kamailio") and `docs/sip.md`.
+#![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
+
+mod sandbox;
+#[path = "../common/sip_watcher.rs"]
+mod sip_watcher;
+
+use pbx_teams_presence::config::SipPbxConfig;
+use pbx_teams_presence::sync::types::CallState;
+use sandbox::{Kam, credential, finish};
+use sip_watcher::{Watcher, sip_config};
+
+/// The daemon's SIP account on the test Kamailio.
+fn kamailio() -> SipPbxConfig {
+    sip_config("127.0.0.1", 5080, &credential("sip_password"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_answered_call_is_speaking_then_idle_and_ringing_is_only_ringing() {
+    let _kam = Kam::acquire().await;
+    let mut w = Watcher::start(kamailio(), &["1001", "1002"]).await;
+    assert_eq!(
+        w.next("1002", 10).await,
+        CallState::Idle,
+        "first NOTIFY: idle"
+    );
+    Kam::register("1001").await;
+    Kam::register("1002").await;
+    let callee = Kam::answer("1002", 500);
+    let caller = Kam::dial("uac.xml", "1001", "1002", 2000, &[]);
+    let states = w.states_until("1002", CallState::Speaking, 10).await;
+    assert!(states.contains(&CallState::Speaking));
+    finish(caller, "1001 calls 1002").await;
+    finish(callee, "1002 answers").await;
+    assert_eq!(
+        w.states_until("1002", CallState::Idle, 10).await.last(),
+        Some(&CallState::Idle)
+    );
+    let callee = Kam::ring_only("1002");
+    let caller = Kam::dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
+    let rang = w.states_until("1002", CallState::Idle, 15).await;
+    finish(caller, "1001 gives up").await;
+    finish(callee, "1002 rang").await;
+    assert_eq!(
+        rang,
+        vec![CallState::Ringing, CallState::Idle],
+        "ringing only"
+    );
+    w.stop().await;
+}
