@@ -131,13 +131,13 @@ async fn answered_to_set_presence(graph: &Emulator, bob: &str) {
     .unwrap();
     // The callee takes calls once its SIP socket is bound.
     wait_until(Duration::from_secs(10), || udp_bound(5062)).await;
-    // One call a second, 200 ms of talk: Bob's session is set and cleared once per call
-    // (the daemon's writer starts two writes for one user at least 500 ms apart, writer.rs
-    // MIN_GAP: faster calls would collapse into one session).
+    // One call every 1.2 s, 200 ms of talk: Bob's session is set and cleared once per call,
+    // undelayed (the daemon's writer starts two writes for one user at least 500 ms apart,
+    // writer.rs MIN_GAP: faster calls would wait for it, and collapse).
     let caller = tokio::task::spawn_blocking(move || {
         sipp(&[
             "-sf", "uac.xml", "-s", "1002", "-key", "caller", "1001", "-au", "1001", "-ap",
-            "pw1001", "-p", "5061", "-d", "200", "-m", &calls, "-r", "1", "-l", "1",
+            "pw1001", "-p", "5061", "-d", "200", "-m", &calls, "-r", "5", "-rp", "6000", "-l", "1",
         ])
         .status()
         .unwrap()

@@ -26,6 +26,10 @@ use tracing_subscriber::{Layer, Registry};
 
 const CALLS: usize = 100;
 
+fn calls() -> usize {
+    std::env::var("BENCH_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(CALLS)
+}
+
 /// When each NOTIFY came in (the SIP stack's "SIP in" TRACE lines).
 #[derive(Clone, Default)]
 struct Notifies(Arc<Mutex<Vec<Instant>>>);
@@ -136,18 +140,20 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies
         assert!(ok.success(), "register {device}");
     }
     graph.clear_requests();
-    let calls = CALLS.to_string();
+    let count = calls();
+    let calls = count.to_string();
     let mut callee = sipp(&["-sf", "uas.xml", "-p", "5062", "-d", "100", "-m", &calls])
         .spawn()
         .unwrap();
     wait_until(Duration::from_secs(10), || udp_bound(5062)).await;
-    // One call a second, 200 ms of talk: the daemon's writer starts two writes for one user
-    // at least 500 ms apart (writer.rs MIN_GAP), so each call's setPresence and clear go out
-    // undelayed and uncollapsed.
+    // One call every 1.2 s, 200 ms of talk: the daemon's writer starts two writes for one
+    // user at least 500 ms apart (writer.rs MIN_GAP); a set, its clear 500 ms later, and the
+    // next call's set 700 ms after that go out undelayed (one call a second drifts: each
+    // set waits a little for the clear before it, and the waits add up).
     let caller = tokio::task::spawn_blocking(move || {
         sipp(&[
             "-sf", "uac.xml", "-s", "1002", "-key", "caller", "1001", "-au", "1001", "-ap",
-            "pw1001", "-p", "5061", "-d", "200", "-m", &calls, "-r", "1", "-l", "1",
+            "pw1001", "-p", "5061", "-d", "200", "-m", &calls, "-r", "5", "-rp", "6000", "-l", "1",
         ])
         .status()
         .unwrap()
@@ -165,7 +171,7 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies
             .count()
     };
     let until = Instant::now() + Duration::from_secs(10);
-    while cleared() < CALLS && Instant::now() < until {
+    while cleared() < count && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let path = format!("/users/{bob}/presence/setPresence");
@@ -176,6 +182,15 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies
         .map(|r| r.at)
         .collect();
     let arrived = notifies.0.lock().unwrap().clone();
+    if std::env::var_os("BENCH_DEBUG").is_some() {
+        let t0 = arrived[0];
+        for n in &arrived {
+            eprintln!("notify {:>8.1} ms", (*n - t0).as_secs_f64() * 1000.0);
+        }
+        for s in &sets {
+            eprintln!("set    {:>8.1} ms", (*s - t0).as_secs_f64() * 1000.0);
+        }
+    }
     let latencies: Vec<Duration> = sets
         .iter()
         .filter_map(|set| arrived.iter().rev().find(|n| *n <= set).map(|n| *set - *n))
