@@ -27,7 +27,10 @@ use tracing_subscriber::{Layer, Registry};
 const CALLS: usize = 100;
 
 fn calls() -> usize {
-    std::env::var("BENCH_CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(CALLS)
+    std::env::var("BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CALLS)
 }
 
 /// When each NOTIFY came in (the SIP stack's "SIP in" TRACE lines).

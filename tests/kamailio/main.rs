@@ -3,6 +3,9 @@
 //! `tests/pbx/README.md` ("Kamailio") and `docs/sip.md`.
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
+#[path = "../common/mod.rs"]
+mod common;
+mod publish;
 mod sandbox;
 #[path = "../common/sip_watcher.rs"]
 mod sip_watcher;

@@ -60,16 +60,25 @@ pub struct Started {
     pub pusher: Option<Pusher>,
 }
 
-/// Bind the SIP socket and start the connector's tasks; they stop when `cancel` fires
-/// (the subscriptions and publications are ended first).
+/// Bind the SIP socket and start the connector's tasks; they stop when `cancel` fires.
+/// The SIP stack itself (socket, transactions, incoming requests) outlives them until the
+/// subscriptions and publications are ended: it stops once the connector and the publisher
+/// are done.
 pub async fn spawn(
     config: &SipPbxConfig,
     links: SipLinks,
     cancel: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<Started, StackError> {
-    let stack = stack::Stack::start(config, cancel).await?;
-    let presence_server = publish::server(config).await?;
+    let stack_stop = CancellationToken::new();
+    let stack = stack::Stack::start(config, &stack_stop).await?;
+    let presence_server = match publish::server(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            stack_stop.cancel();
+            return Err(e);
+        }
+    };
     let local = stack.local_addr();
     let span = tracing::info_span!("sip", server = %config.next_hop(), local = %local);
     let requests = stack.endpoint.incoming_transactions()?;
@@ -83,7 +92,7 @@ pub async fn spawn(
         pending: pending.clone(),
         notifies: notifies_tx.clone(),
         refusals: Refusals::new("sip"),
-        cancel: cancel.clone(),
+        cancel: stack_stop.clone(),
         tracker: tracker.clone(),
     };
     tracker.spawn(incoming.run(requests).instrument(span.clone()));
@@ -120,7 +129,7 @@ pub async fn spawn(
         cancel: cancel.clone(),
         tracker: tracker.clone(),
     };
-    let pusher = presence_server.map(|server| {
+    let publishing = presence_server.map(|server| {
         let (pusher, queue) = crate::pbx::mailbox::mailbox();
         let publisher = publish::Publisher {
             stack: connector.stack.clone(),
@@ -131,9 +140,17 @@ pub async fn spawn(
             metrics: links.metrics,
             cancel: cancel.clone(),
         };
-        tracker.spawn(publisher.run().instrument(span.clone()));
-        pusher
+        let done = tracker.spawn(publisher.run().instrument(span.clone()));
+        (pusher, done)
     });
-    tracker.spawn(connector.run().instrument(span));
+    let connector_done = tracker.spawn(connector.run().instrument(span));
+    let (pusher, publisher_done) = publishing.unzip();
+    tracker.spawn(async move {
+        let _ = connector_done.await;
+        if let Some(done) = publisher_done {
+            let _ = done.await;
+        }
+        stack_stop.cancel();
+    });
     Ok(Started { local, pusher })
 }

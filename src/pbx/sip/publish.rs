@@ -310,19 +310,46 @@ impl Publisher {
         }
     }
 
-    /// Remove every publication (`Expires: 0`), a few at a time, for at most 3 s in all.
+    /// At shutdown every lamp goes off and every publication is removed, a few at a time,
+    /// for at most 3 s in all. Off first (a modify to "unknown": no dialog, PIDF closed),
+    /// because a server may tell watchers of a removal only later (Kamailio's presence
+    /// module does on its cleanup timer).
     async fn remove_all(&self, book: &mut Book) {
         let all: Vec<_> = book
             .drain()
-            .filter_map(|(k, p)| Some((k, p.etag?)))
+            .filter_map(|(k, p)| Some((k, p.etag?, p.version)))
             .collect();
-        let removals = stream::iter(all).for_each_concurrent(CONCURRENCY * 4, |((ext, package), etag)| async move {
-            let entity = self.config.publish_uri_of(&ext);
-            if let Err(e) = self.send(&entity, package, Some(&etag), None, Duration::ZERO).await {
-                tracing::debug!(extension = %ext, error = %e, "{ext}: the publication could not be removed ({e}); it expires by itself");
-            }
-        });
+        let removals = stream::iter(all).for_each_concurrent(
+            CONCURRENCY * 4,
+            |((ext, package), etag, version)| async move {
+                if let Err(e) = self.remove(&ext, package, &etag, version).await {
+                    tracing::debug!(extension = %ext, error = %e,
+                        "{ext}: the publication could not be removed ({e}); it expires by itself");
+                }
+            },
+        );
         let _ = tokio::time::timeout(Duration::from_secs(3), removals).await;
+    }
+
+    async fn remove(
+        &self,
+        ext: &str,
+        package: Package,
+        etag: &str,
+        version: u32,
+    ) -> Result<(), PublishError> {
+        let entity = self.config.publish_uri_of(ext);
+        let off = match package {
+            Package::Presence => pidf(&entity, "unknown", "unknown (pbx-teams-presence stopped)"),
+            Package::Dialog => dialog_info(&entity, "unknown", version.wrapping_add(1)),
+        };
+        let etag = self
+            .send(&entity, package, Some(etag), Some(&off), EXPIRES)
+            .await?
+            .unwrap_or_else(|| etag.to_owned());
+        self.send(&entity, package, Some(&etag), None, Duration::ZERO)
+            .await
+            .map(|_| ())
     }
 }
 

@@ -2,7 +2,7 @@
 //! a PIDF document (RFC 3863, with an RPID activity, RFC 4480) for phones that watch
 //! `Event: presence`, and a dialog-info document (RFC 4235) for BLF keys that watch
 //! `Event: dialog`: a busy state is one `confirmed` dialog (the lamp lit), any other an idle
-//! entity (one `terminated` dialog, the lamp off).
+//! entity (no dialog, the lamp off).
 
 use std::fmt::Write;
 
@@ -61,16 +61,20 @@ pub fn pidf(entity: &str, state: &str, note: &str) -> String {
     xml
 }
 
-/// `application/dialog-info+xml` (full state) for `entity`, at `version`.
+/// `application/dialog-info+xml` (full state) for `entity`, at `version`: one `confirmed`
+/// dialog when the lamp is lit, none when it is off (idle). Not a `terminated` dialog:
+/// Kamailio's presence module refuses to update a publication whose last state was
+/// `terminated` ("Trying to update an already terminated state"), so the lamp could not
+/// light again.
 pub fn dialog_info(entity: &str, state: &str, version: u32) -> String {
-    let lit = shown(state).lit;
-    let dialog_state = if lit { "confirmed" } else { "terminated" };
+    let dialog = match shown(state).lit {
+        true => "<dialog id=\"teams\"><state>confirmed</state></dialog>\n",
+        false => "",
+    };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <dialog-info xmlns=\"urn:ietf:params:xml:ns:dialog-info\" version=\"{version}\" \
-         state=\"full\" entity=\"{}\">\n\
-         <dialog id=\"teams\"><state>{dialog_state}</state></dialog>\n\
-         </dialog-info>\n",
+         state=\"full\" entity=\"{}\">\n{dialog}</dialog-info>\n",
         escape(entity)
     )
 }
@@ -115,7 +119,7 @@ mod tests {
         assert_eq!(lit.version, 3);
         assert_eq!(lit.dialogs[0].state, DialogState::Confirmed);
         let off = dialog_info::parse(dialog_info(entity, "available", 4).as_bytes()).unwrap();
-        assert_eq!(off.dialogs[0].state, DialogState::Terminated);
+        assert!(off.dialogs.is_empty(), "idle: no dialog");
     }
 
     #[test]
