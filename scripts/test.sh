@@ -32,7 +32,16 @@ echo "== test PBX: install (cached after the first time) and start"
 pbx install && pbx start || {
     echo "test.sh: the test Asterisk needs root or passwordless sudo: sudo tests/pbx/asterisk.sh install" >&2
     exit 1; }
-trap 'pbx stop >/dev/null 2>&1 || true' EXIT
+
+# The real test SIP server (tests/pbx/README.md, "Kamailio"): Kamailio 5.6 and SIPp from
+# Debian's packages (the system service is never started), run on 127.0.0.1:5080; tests
+# start it clean for each scenario. Stopped at exit.
+kam() { $asroot ./tests/pbx/kamailio.sh "$@"; }
+echo "== test SIP server: install Kamailio and SIPp (apt, once)"
+kam install || {
+    echo "test.sh: Kamailio needs root or passwordless sudo: sudo tests/pbx/kamailio.sh install" >&2
+    exit 1; }
+trap 'pbx stop >/dev/null 2>&1 || true; kam stop >/dev/null 2>&1 || true' EXIT
 
 # The Debian package (tests/installed_service.rs installs it into a Debian 12 root booted with
 # systemd 252: tests/systemd/README.md). cargo-deb is pinned: the package's layout is its.

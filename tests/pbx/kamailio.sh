@@ -43,8 +43,9 @@ install() {
     if [ ! -e "$policy" ]; then
       printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
     fi
+    apt-get update -qq >"${TMPDIR:-/tmp}/kamailio-apt.log" 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
-      >"${TMPDIR:-/tmp}/kamailio-apt.log" 2>&1 || { [ -n "$created" ] && rm -f "$policy"; \
+      >>"${TMPDIR:-/tmp}/kamailio-apt.log" 2>&1 || { [ -n "$created" ] && rm -f "$policy"; \
         cat "${TMPDIR:-/tmp}/kamailio-apt.log" >&2; die "apt-get install ${missing[*]} failed"; }
     [ -n "$created" ] && rm -f "$policy"
   fi
