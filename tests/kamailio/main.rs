@@ -53,3 +53,63 @@ async fn kamailio_answered_call_is_speaking_then_idle_and_ringing_is_only_ringin
     );
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_held_call_stays_a_call() {
+    let _kam = Kam::acquire().await;
+    let mut w = Watcher::start(kamailio(), &["1002"]).await;
+    assert_eq!(w.next("1002", 10).await, CallState::Idle);
+    Kam::register("1001").await;
+    Kam::register("1002").await;
+    let callee = Kam::sipp(&["-sf", "uas_hold.xml", "-p", "5082", "-d", "200"]);
+    let caller = Kam::dial(
+        "uac_hold.xml",
+        "1001",
+        "1002",
+        1000,
+        &["-key", "talk_ms", "1000", "-key", "hold_ms", "3000"],
+    );
+    let states = w.states_until("1002", CallState::Idle, 20).await;
+    finish(caller, "call with hold").await;
+    finish(callee, "held callee").await;
+    let speaking_at = states
+        .iter()
+        .position(|s| *s == CallState::Speaking)
+        .unwrap();
+    assert_eq!(
+        &states[speaking_at..],
+        &[CallState::Speaking, CallState::Idle],
+        "from answer to hang-up one call, the hold included: {states:?}"
+    );
+    w.stop().await;
+}
+
+/// Kamailio keeps subscriptions in memory only: restarted mid-call, it forgets them and the
+/// call. The connector notices (a refresh answered 481), subscribes again, and the first
+/// NOTIFY says idle: the call's end is not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kamailio_restarted_mid_call_forgets_subscriptions_and_they_come_back() {
+    let _kam = Kam::acquire().await;
+    let mut w = Watcher::start(kamailio(), &["1002"]).await;
+    assert_eq!(w.next("1002", 10).await, CallState::Idle);
+    Kam::register("1001").await;
+    Kam::register("1002").await;
+    let callee = Kam::answer("1002", 200);
+    let caller = Kam::dial("uac.xml", "1001", "1002", 30_000, &[]);
+    w.states_until("1002", CallState::Speaking, 10).await;
+    Kam::restart().await;
+    drop((caller, callee));
+    assert_eq!(
+        w.states_until("1002", CallState::Idle, 60).await.last(),
+        Some(&CallState::Idle)
+    );
+    Kam::register("1001").await;
+    Kam::register("1002").await;
+    let callee = Kam::answer("1002", 200);
+    let caller = Kam::dial("uac.xml", "1001", "1002", 1000, &[]);
+    w.states_until("1002", CallState::Speaking, 15).await;
+    finish(caller, "call after the restart").await;
+    finish(callee, "callee after the restart").await;
+    w.states_until("1002", CallState::Idle, 10).await;
+    w.stop().await;
+}

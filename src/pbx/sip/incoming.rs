@@ -155,7 +155,9 @@ impl Incoming {
                 Some(self.stack.contact.clone()),
             )
             .ok()?;
-        self.stack.dialogs.match_dialog(tx)
+        let dialog = self.stack.dialogs.match_dialog(tx)?;
+        super::requests::remote_target(&self.stack, &dialog.id(), &request.headers);
+        Some(dialog)
     }
 }
 

@@ -143,9 +143,33 @@ async fn try_subscribe(
                 Some(stack.contact.clone()),
             )
             .map_err(|_| Failure::Transport)?;
+        remote_target(stack, &dialog.id(), &answer.response.headers);
         return Ok((dialog, granted(&answer.response, expires)));
     }
     Err(Failure::Status(423))
+}
+
+/// Send the dialog's later requests (refreshes) to the `Contact` the PBX gave (RFC 6665
+/// section 4.1.2.1 via RFC 3261 section 12.1.2), not to the URI first subscribed to: the
+/// SIP stack keeps the latter unless told (Kamailio answers from `sip:host:5080`).
+pub fn remote_target(
+    stack: &Stack,
+    id: &rsipstack::dialog::DialogId,
+    headers: &rsipstack::sip::Headers,
+) {
+    let contact = headers.iter().find_map(|h| match h {
+        rsipstack::sip::Header::Contact(c) => Some(c.clone()),
+        _ => None,
+    });
+    let Some(contact) = contact else {
+        return;
+    };
+    let Ok(typed) = rsipstack::sip::headers::ToTypedHeader::typed(&contact) else {
+        return;
+    };
+    if let Some(dialog) = stack.dialogs.get_dialog(id) {
+        dialog.set_remote_target(typed.uri, Some(contact));
+    }
 }
 
 /// Refresh a subscription within its dialog.
