@@ -149,7 +149,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         while events.try_recv().is_ok() {}
     }
-    let sent = subscribes.0.lock().unwrap();
+    let sent = subscribes.0.lock().unwrap().clone();
     let in_window = sent
         .iter()
         .filter(|t| **t >= window.0 && **t < window.1)
