@@ -103,6 +103,10 @@ pub(super) fn pbx(ctx: &Ctx<'_>, p: &PbxSection) -> Result<PbxConfig, ConfigErro
             let reason = "has no effect unless pbx.transport = \"tls\"";
             return Err(ctx.invalid("pbx.ca_file", reason));
         }
+        if others && sip.presence_server.is_some() {
+            let reason = "applies only to kind = \"sip\" alone: with \"http\" or \"asterisk\" in pbx.kind, that kind carries the Teams states to the PBX; remove one of them";
+            return Err(ctx.invalid("pbx.presence_server", reason));
+        }
     }
     Ok(config)
 }

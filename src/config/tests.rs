@@ -364,3 +364,55 @@ fn the_state_database_defaults_to_the_units_state_directory() {
     let c = Config::from_str_with(&text, source, &env).unwrap();
     assert_eq!(c.sync.state_db, Path::new("/srv/p.db"));
 }
+
+#[test]
+fn a_presence_server_beside_another_kind_is_refused() {
+    let shown = parse_err(
+        "[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\n[pbx]\nkind = [\"sip\", \"http\"]\ntoken = \"t\"\nregistrar = \"pbx.example.com\"\n\
+         username = \"teams\"\npresence_server = \"pbx.example.com\"\n",
+    );
+    assert!(shown.contains("pbx.presence_server"), "{shown}");
+    assert!(shown.contains("kind = \"sip\" alone"), "{shown}");
+}
+
+/// `--print-config` shows every sip key but the password, and reads back the same config.
+#[test]
+fn print_config_shows_the_sip_keys_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d: OsString = dir.path().as_os_str().to_owned();
+    let env = move |k: &str| (k == "CREDENTIALS_DIRECTORY").then(|| d.clone());
+    std::fs::write(dir.path().join("sip-password"), "cred-s3cret").unwrap();
+    std::fs::write(dir.path().join("client-secret"), "s").unwrap();
+    let pbx = "kind = \"sip\"\nregistrar = \"[::1]\"\nusername = \"u\"\n\
+               proxy = \"edge:5070\"\nlocal_address = \"[::1]:0\"\nsubscribe_rate = 9\n\
+               presence_server = \"p\"\npublish_body = \"dialog-info\"\n\
+               [pbx.watch]\n1001 = \"sip:a@b\"\n";
+    let text = format!("[azure]\ntenant_id = \"t\"\nclient_id = \"c\"\n[pbx]\n{pbx}");
+    let c = Config::from_str_with(&text, Path::new("/etc/p/config.toml"), &env).unwrap();
+    let shown = c.to_string();
+    for part in [
+        "kind = \"sip\"",
+        "registrar = \"[::1]:5060\"",
+        "proxy = \"edge:5070\"",
+        "transport = \"udp\"",
+        "# password: set ([redacted])",
+        "domain = \"[::1]\"",
+        "register = true",
+        "local_address = \"[::1]:0\"",
+        "subscribe_expires = \"10m\"",
+        "subscribe_rate = 9",
+        "watch_uri = \"sip:{extension}@{domain}\"",
+        "presence_server = \"p:5060\"",
+        "publish_entity = \"teams-{extension}\"",
+        "publish_body = \"dialog-info\"",
+        "[pbx.watch]\n\"1001\" = \"sip:a@b\"",
+    ] {
+        assert!(shown.contains(part), "{part} missing in\n{shown}");
+    }
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("devices"),
+        "{shown}"
+    );
+    let again = Config::from_str_with(&shown, Path::new("/etc/p/config.toml"), &env).unwrap();
+    assert_eq!(again, c);
+}
