@@ -79,12 +79,25 @@ async fn a_blf_key_on_teams_1001_follows_alices_teams_presence() {
         shows(&log, "off")
     })
     .await;
+    let changed = std::time::Instant::now();
     w.graph
         .set_user_presence(&w.id(ALICE), "Busy", "InAMeeting");
     eventually(10, "the lamp is lit (Alice in a meeting)", || {
         shows(&log, "lit")
     })
     .await;
+    // A figure, not asserted: from the poll that read the change to the NOTIFY in the
+    // phone's log (seen by a 20 ms poll of the file, so up to 20 ms late).
+    let seen = std::time::Instant::now();
+    if let Some(read) = w
+        .graph_requests("getPresencesByUserId")
+        .iter()
+        .map(|r| r.at)
+        .rfind(|at| *at > changed && *at < seen)
+    {
+        let ms = seen.saturating_duration_since(read).as_secs_f64() * 1000.0;
+        println!("daemon read Alice's change (poll) -> BLF NOTIFY on teams-1001 seen: {ms:.0} ms");
+    }
     w.graph.set_user_presence(&w.id(ALICE), "Away", "Away");
     eventually(10, "the lamp is off again (Alice away)", || {
         shows(&log, "off")
