@@ -20,8 +20,7 @@
 #       crates of Cargo.lock the subset does not cover (added after it was extracted).
 #
 #   scripts/advisory-db.sh find
-#       Print the subset directory CI uses, if there is one: $PTP_ADVISORY_DB, else
-#       ../shared/advisory-db beside this checkout, else /work/shared/advisory-db.
+#       Print the subset directory CI uses, if there is one: $PTP_ADVISORY_DB.
 #
 # Snapshot in use when this was written: rustsec/advisory-db bf5c0d245a92 of 2026-08-21.
 set -euo pipefail
@@ -83,14 +82,8 @@ prepare() {
 }
 
 find_subset() {
-    local d
-    for d in "${PTP_ADVISORY_DB:-}" "$root/../shared/advisory-db" /work/shared/advisory-db; do
-        if [ -n "$d" ] && [ -f "$d/SNAPSHOT" ]; then
-            (cd "$d" && pwd)
-            return 0
-        fi
-    done
-    return 1
+    local d="${PTP_ADVISORY_DB:-}"
+    [ -n "$d" ] && [ -f "$d/SNAPSHOT" ] && (cd "$d" && pwd)
 }
 
 case "${1:-}" in

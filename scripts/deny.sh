@@ -5,7 +5,7 @@
 #
 # Installs the pinned cargo-deny from crates.io when that version is not on PATH (about five
 # minutes on 2 busy cores; once per machine). Advisories need the RustSec subset that
-# scripts/advisory-db.sh finds (shared/advisory-db); without it that one check is skipped,
+# scripts/advisory-db.sh finds ($PTP_ADVISORY_DB); without it that one check is skipped,
 # loudly, and the other three still run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ if subset="$(scripts/advisory-db.sh find)"; then
     checks+=(advisories)
 else
     echo "deny.sh: ADVISORIES SKIPPED: no RustSec subset found (\$PTP_ADVISORY_DB," \
-        "../shared/advisory-db); docs/supply-chain.md says how to make one"
+        "unset); docs/supply-chain.md says how to make one"
 fi
 
 # cargo-deny reads the metadata of every crate in Cargo.lock, for every target platform; the
