@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use rsipstack::dialog::dialog::DialogStateSender;
 use rsipstack::dialog::subscription::ClientSubscriptionDialog;
+use rsipstack::sip::headers::make_header;
 use rsipstack::sip::{HeadersExt, Method, Response, StatusCode, StatusCodeKind};
 use tokio::sync::mpsc;
 
 use super::incoming::Pending;
 use super::notify::seconds;
-use super::stack::{Stack, header, header_value, new_ids, uri};
+use super::stack::{Stack, header_value, new_ids, uri};
 use super::watch::{Failure, SubId};
 
 /// The expiry asked for after a 423 that names no `Min-Expires`.
@@ -98,7 +99,7 @@ async fn try_subscribe(
         let mut request = stack
             .request(Method::Subscribe, &target, &sub.call_id, &sub.tag, seq)
             .map_err(|_| Failure::Transport)?;
-        dialog_headers(&mut request, expires);
+        request.headers.extend(dialog_headers(expires));
         pending.put(&sub.call_id, &sub.tag, request.clone());
         let remember = |r: &rsipstack::sip::Request| pending.put(&sub.call_id, &sub.tag, r.clone());
         let answer = match stack.send(request, &remember).await {
@@ -179,12 +180,7 @@ pub async fn refresh(
     expires: Duration,
     done: mpsc::Sender<Done>,
 ) {
-    let headers = vec![
-        rsipstack::sip::headers::make_header("Event", "dialog".into()),
-        rsipstack::sip::headers::make_header("Accept", "application/dialog-info+xml".into()),
-        rsipstack::sip::headers::make_header("Expires", expires.as_secs().to_string()),
-    ];
-    let outcome = match dialog.subscribe(Some(headers), None).await {
+    let outcome = match dialog.subscribe(Some(dialog_headers(expires)), None).await {
         Ok(Some(resp)) if resp.status_code.kind() == StatusCodeKind::Successful => {
             Done::Refreshed {
                 id,
@@ -217,8 +213,8 @@ pub async fn probe(
     done: mpsc::Sender<Done>,
 ) {
     let headers = vec![
-        rsipstack::sip::headers::make_header("Event", "dialog".into()),
-        rsipstack::sip::headers::make_header("Expires", expires.as_secs().to_string()),
+        make_header("Event", "dialog".into()),
+        make_header("Expires", expires.as_secs().to_string()),
     ];
     if let Ok(Some(resp)) = dialog.subscribe(Some(headers), None).await
         && resp.status_code == StatusCode::CallTransactionDoesNotExist
@@ -235,10 +231,13 @@ pub async fn unsubscribe(stack: Stack, dialog: ClientSubscriptionDialog) {
     stack.dialogs.remove_dialog(&dialog.id());
 }
 
-fn dialog_headers(request: &mut rsipstack::sip::Request, expires: Duration) {
-    header(request, "Event", "dialog");
-    header(request, "Accept", "application/dialog-info+xml");
-    header(request, "Expires", expires.as_secs().to_string());
+/// What every SUBSCRIBE of the dialog package carries, new or refresh.
+fn dialog_headers(expires: Duration) -> Vec<rsipstack::sip::Header> {
+    vec![
+        make_header("Event", "dialog".into()),
+        make_header("Accept", "application/dialog-info+xml".into()),
+        make_header("Expires", expires.as_secs().to_string()),
+    ]
 }
 
 /// The expiry the PBX granted (its `Expires`), else the one asked for.

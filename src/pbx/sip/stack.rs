@@ -252,31 +252,29 @@ struct Wire;
 
 impl rsipstack::transaction::endpoint::MessageInspector for Wire {
     fn before_send(&self, msg: SipMessage, dest: Option<&SipAddr>) -> SipMessage {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let (line, call, cseq) = summary(&msg);
-            let to = dest.map(ToString::to_string).unwrap_or_default();
-            tracing::trace!(direction = "out", peer = %to, call_id = %call, "SIP out to {to}: {line} ({cseq})");
-        }
+        trace_wire("out", "out to", &msg, dest);
         msg
     }
 
     fn after_received(&self, msg: SipMessage, from: Option<&SipAddr>) -> SipMessage {
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let (line, call, cseq) = summary(&msg);
-            let peer = from.map(ToString::to_string).unwrap_or_default();
-            tracing::trace!(direction = "in", peer = %peer, call_id = %call, "SIP in from {peer}: {line} ({cseq})");
-        }
+        trace_wire("in", "in from", &msg, from);
         msg
     }
 }
 
-fn summary(msg: &SipMessage) -> (String, String, String) {
+/// One TRACE line: `SIP in from PEER: START LINE (CSEQ)`, fields direction, peer, call_id.
+fn trace_wire(direction: &'static str, way: &str, msg: &SipMessage, peer: Option<&SipAddr>) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
     let headers = match msg {
         SipMessage::Request(r) => &r.headers,
         SipMessage::Response(r) => &r.headers,
     };
-    let value = |name| header_value(headers, name).unwrap_or("").to_owned();
-    (msg.start_line(), value("Call-ID"), value("CSeq"))
+    let value = |name| header_value(headers, name).unwrap_or("");
+    let (line, call, cseq) = (msg.start_line(), value("Call-ID"), value("CSeq"));
+    let peer = peer.map(ToString::to_string).unwrap_or_default();
+    tracing::trace!(direction, peer = %peer, call_id = %call, "SIP {way} {peer}: {line} ({cseq})");
 }
 
 /// A new Call-ID and tag for a request out of dialog.
