@@ -11,18 +11,19 @@
 
 #[path = "support/pbx.rs"]
 mod pbx_support;
+#[path = "support/wire.rs"]
+mod wire;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use graph_emulator::{Emulator, User};
 use pbx_support::{pbx, repo, report, sipp, udp_bound, wait_until};
 use pbx_teams_presence::service::{self, RunOptions};
-use tracing::field::{Field, Visit};
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
+use wire::WireTimes;
 
 const CALLS: usize = 100;
 
@@ -33,34 +34,9 @@ fn calls() -> usize {
         .unwrap_or(CALLS)
 }
 
-/// When each NOTIFY came in (the SIP stack's "SIP in" TRACE lines).
-#[derive(Clone, Default)]
-struct Notifies(Arc<Mutex<Vec<Instant>>>);
-
-impl<S: tracing::Subscriber> Layer<S> for Notifies {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let at = Instant::now();
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        if text.0.starts_with("SIP in") && text.0.contains(": NOTIFY ") {
-            self.0.lock().unwrap().push(at);
-        }
-    }
-}
-
-struct Text(String);
-
-impl Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    let notifies = Notifies::default();
+    let notifies = WireTimes::new("SIP in", "NOTIFY");
     let only_the_wire =
         Targets::new().with_target("pbx_teams_presence::pbx::sip::stack", tracing::Level::TRACE);
     let lines = std::env::var("BENCH_LOG").ok().map(|level| {
@@ -92,10 +68,7 @@ async fn main() {
     let shutdown = options.shutdown.clone();
     let daemon = tokio::spawn(service::run(options));
     // Subscribed: the first NOTIFY (idle) came in.
-    wait_until(Duration::from_secs(30), || {
-        !notifies.0.lock().unwrap().is_empty()
-    })
-    .await;
+    wait_until(Duration::from_secs(30), || !notifies.times().is_empty()).await;
     notify_to_set_presence(&graph, &bob, &notifies).await;
     shutdown.cancel();
     let _ = daemon.await;
@@ -118,7 +91,7 @@ fn write_config(dir: &Path, graph: &Emulator) {
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }
 
-async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies) {
+async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &WireTimes) {
     for (device, port) in [("1001", "5061"), ("1002", "5062")] {
         let pw = format!("pw{device}");
         let ok = sipp(&[
@@ -184,7 +157,7 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &Notifies
         .filter(|r| r.path.ends_with(&path) && r.status == 200)
         .map(|r| r.at)
         .collect();
-    let arrived = notifies.0.lock().unwrap().clone();
+    let arrived = notifies.times();
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let t0 = arrived[0];
         for n in &arrived {

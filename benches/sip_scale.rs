@@ -9,9 +9,12 @@
 //!    `subscribe_expires` = 300 s (refreshed at 80 %: 240 s); at the default 600 s it is half.
 #![allow(clippy::disallowed_methods)] // the bench is the outside observer: it reads real time
 
+#[path = "support/wire.rs"]
+mod wire;
+
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pbx_teams_presence::config::{HostPort, SipPbxConfig};
@@ -19,38 +22,13 @@ use pbx_teams_presence::pbx::sip::{SipLinks, spawn};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::field::{Field, Visit};
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{Layer, Registry};
+use wire::WireTimes;
 
 const USERS: usize = 5_000;
 const EXPIRES: Duration = Duration::from_secs(300);
-
-/// When each SUBSCRIBE went out (the SIP stack's "SIP out" TRACE lines).
-#[derive(Clone, Default)]
-struct Subscribes(Arc<Mutex<Vec<Instant>>>);
-
-impl<S: tracing::Subscriber> Layer<S> for Subscribes {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        let at = Instant::now();
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        if text.0.starts_with("SIP out") && text.0.contains(": SUBSCRIBE ") {
-            self.0.lock().unwrap().push(at);
-        }
-    }
-}
-
-struct Text(String);
-
-impl Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
 
 fn rss_kib(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -75,7 +53,7 @@ fn kamailio_rss_kib() -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let subscribes = Subscribes::default();
+    let subscribes = WireTimes::new("SIP out", "SUBSCRIBE");
     let wire =
         Targets::new().with_target("pbx_teams_presence::pbx::sip::stack", tracing::Level::TRACE);
     tracing::subscriber::set_global_default(
@@ -161,7 +139,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         while events.try_recv().is_ok() {}
     }
-    let sent = subscribes.0.lock().unwrap().clone();
+    let sent = subscribes.times();
     let in_window = sent
         .iter()
         .filter(|t| **t >= window.0 && **t < window.1)
