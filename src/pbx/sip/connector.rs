@@ -399,5 +399,8 @@ fn say(fact: &Fact) {
             };
             tracing::warn!(extension = %extension, uri = %uri, "{extension}: the PBX {answer} to the dialog subscription for {uri}: no call state from SIP for {extension}; {advice}; trying again in an hour");
         }
+        Fact::Unheard { extension, uri } => {
+            tracing::warn!(extension = %extension, uri = %uri, "{extension}: the PBX granted the dialog subscription for {uri} but sent no NOTIFY within 32 s; subscribing again (said once until its NOTIFYs come)");
+        }
     }
 }

@@ -8,8 +8,9 @@
 //!   not storm the PBX; refreshes go through the same bucket;
 //! - when to refresh: once [`Settings::refresh_percent`] of the granted `Expires` is gone;
 //! - when to subscribe again, in a new dialog: after a failed refresh (481, timeout...), a
-//!   `Subscription-State: terminated`, an unanswered SUBSCRIBE, or [`Input::PbxRestarted`],
-//!   after an exponential backoff with seeded jitter;
+//!   `Subscription-State: terminated`, an unanswered SUBSCRIBE, a granted one that brought no
+//!   NOTIFY within [`Settings::notify_wait`], or [`Input::PbxRestarted`], after an exponential
+//!   backoff with seeded jitter;
 //! - after a refusal (403, 404, 489, 603, terminated with `rejected`/`noresource`): a long wait
 //!   ([`Settings::refused_wait`]) and one [`Fact::Refused`] naming the extension;
 //! - what NOTIFYs change: a full state replaces the user's dialogs, a partial one updates
@@ -176,16 +177,28 @@ impl Watch {
             return self.lost(&ext, None, now, out);
         }
         let refresh = millis(expires) / 100 * Millis::from(self.settings.refresh_percent.min(100));
+        let notify_wait = millis(self.settings.notify_wait);
         let Some(user) = self.users.get_mut(&ext) else {
             return;
+        };
+        let refresh_at = now.saturating_add(refresh.max(1));
+        // Not heard from yet: woken when the first NOTIFY is overdue, if that comes first.
+        let wake = match user.heard {
+            true => refresh_at,
+            false => {
+                user.refresh_at = Some(refresh_at);
+                refresh_at.min(now.saturating_add(notify_wait))
+            }
         };
         user.sub = Sub::Active {
             id,
             expires_at: now.saturating_add(millis(expires)),
         };
-        user.failures = 0;
         user.warned = false;
-        self.set_due(&ext, Some(now.saturating_add(refresh.max(1))));
+        if user.heard {
+            user.failures = 0;
+        }
+        self.set_due(&ext, Some(wake));
     }
 
     fn failed(&mut self, id: SubId, failure: Failure, now: Millis, out: &mut Vec<Command>) {
@@ -209,6 +222,17 @@ impl Watch {
         out: &mut Vec<Command>,
     ) {
         let Some(ext) = self.owner(id) else { return };
+        let Some(user) = self.users.get_mut(&ext) else {
+            return;
+        };
+        if !user.heard {
+            user.heard = true;
+            user.unheard_said = false;
+            user.failures = 0;
+            if let Some(at) = user.refresh_at.take() {
+                self.set_due(&ext, Some(at));
+            }
+        }
         let Some(user) = self.users.get_mut(&ext) else {
             return;
         };
@@ -283,6 +307,27 @@ impl Watch {
         let failures = user.failures;
         self.end_quietly(sub, out);
         let wait = wait.unwrap_or_else(|| self.backoff(failures));
+        self.set_due(ext, Some(now.saturating_add(wait)));
+    }
+
+    /// Granted, but no NOTIFY came: end it (the PBX may hold it) and subscribe again after
+    /// the backoff; said once until the user's NOTIFYs come.
+    fn unheard(&mut self, ext: &Arc<str>, now: Millis, out: &mut Vec<Command>) {
+        let Some(user) = self.users.get_mut(ext) else {
+            return;
+        };
+        if !user.unheard_said {
+            user.unheard_said = true;
+            out.push(Command::Fact(Fact::Unheard {
+                extension: ext.clone(),
+                uri: user.uri.clone(),
+            }));
+        }
+        let sub = std::mem::replace(&mut user.sub, Sub::Idle);
+        user.failures = user.failures.saturating_add(1);
+        let failures = user.failures;
+        self.end(sub, out);
+        let wait = self.backoff(failures);
         self.set_due(ext, Some(now.saturating_add(wait)));
     }
 
@@ -363,8 +408,10 @@ impl Watch {
                 self.agenda.remove(&(due, ext));
                 continue;
             };
+            let heard = self.users.get(&ext).is_some_and(|u| u.heard);
             match sub {
                 Sub::Asking { .. } | Sub::Refreshing { .. } => self.lost(&ext, None, now, out),
+                Sub::Active { .. } if !heard => self.unheard(&ext, now, out),
                 Sub::Idle | Sub::Active { .. } if !self.bucket.take(now) => break,
                 Sub::Idle => self.subscribe(&ext, now, out),
                 Sub::Active { id, expires_at } => self.refresh(&ext, id, expires_at, now, out),

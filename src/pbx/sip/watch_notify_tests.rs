@@ -196,3 +196,77 @@ fn a_full_state_is_taken_whatever_its_version() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_granted_subscription_without_notify_is_made_again_after_32_s() {
+    let (mut w, out) = world(1, settings());
+    let id = subscribed(&out)[0];
+    let granted = Input::Accepted {
+        id,
+        expires: secs(600),
+    };
+    assert!(w.feed(granted).is_empty());
+    assert_eq!(
+        w.w.next_deadline(w.now),
+        Some(T0 + 32 * SEC),
+        "not at 480 s"
+    );
+    let out = w.at(T0 + 32 * SEC);
+    let unheard = Fact::Unheard {
+        extension: "1000".into(),
+        uri: "sip:1000@pbx.example.com".into(),
+    };
+    assert_eq!(
+        out,
+        vec![Command::Fact(unheard), Command::Unsubscribe { id }],
+        "said, and ended on the PBX's side too"
+    );
+    assert_eq!(w.sub(), Sub::Idle);
+    // Again after the backoff; unheard a second time: made again, not said again.
+    let again = w.run_until(T0 + 35 * SEC);
+    let [(_, Command::Subscribe { id: second, .. })] = again.as_slice() else {
+        panic!("{again:?}")
+    };
+    let second = *second;
+    w.feed(Input::Accepted {
+        id: second,
+        expires: secs(600),
+    });
+    let out = w.run_until(w.now + 32 * SEC);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].1, Command::Unsubscribe { id: second });
+    // A subscription heard from is refreshed as usual, and the next silence is said again.
+    let third = subscribed(
+        &w.run_until(w.now + 10 * SEC)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect::<Vec<_>>(),
+    )[0];
+    w.feed(Input::Accepted {
+        id: third,
+        expires: secs(600),
+    });
+    assert_eq!(
+        w.notify(third, sample("asterisk_idle.xml")),
+        [CallState::Idle]
+    );
+    assert_eq!(w.w.next_deadline(w.now), Some(w.now + 480 * SEC));
+    assert_eq!(
+        w.w.user("1000").unwrap().failures,
+        0,
+        "heard: the backoff starts over"
+    );
+}
+
+#[test]
+fn a_notify_before_the_2xx_counts_as_heard() {
+    let (mut w, out) = world(1, settings());
+    let id = subscribed(&out)[0];
+    assert_eq!(w.notify(id, sample("asterisk_idle.xml")), [CallState::Idle]);
+    w.feed(Input::Accepted {
+        id,
+        expires: secs(600),
+    });
+    assert_eq!(w.w.next_deadline(w.now), Some(T0 + 480 * SEC));
+    assert!(w.run_until(T0 + 479 * SEC).is_empty());
+}

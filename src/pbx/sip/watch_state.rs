@@ -58,6 +58,13 @@ pub struct User {
     pub settled: bool,
     /// The call state last reported (`None`: none yet since the start).
     pub reported: Option<CallState>,
+    /// A NOTIFY came in the current subscription.
+    pub heard: bool,
+    /// Granted but not heard from: when to refresh once it is (the agenda holds the
+    /// deadline of the first NOTIFY meanwhile).
+    pub refresh_at: Option<Millis>,
+    /// [`super::watch::Fact::Unheard`] was said (reset by a NOTIFY).
+    pub unheard_said: bool,
 }
 
 impl User {
@@ -72,6 +79,9 @@ impl User {
             version: None,
             settled: false,
             reported: None,
+            heard: false,
+            refresh_at: None,
+            unheard_said: false,
         }
     }
 
@@ -81,6 +91,8 @@ impl User {
         self.sub = sub;
         self.version = None;
         self.settled = false;
+        self.heard = false;
+        self.refresh_at = None;
     }
 
     /// Apply a NOTIFY body of the current subscription. Returns false when it was ignored:

@@ -40,7 +40,8 @@ pub(super) fn world(users: usize, settings: Settings) -> (W, Vec<Command>) {
     (w, out)
 }
 
-/// One user "1000", subscribed and granted 600 s; returns its subscription.
+/// One user "1000", subscribed, granted 600 s and heard from (a NOTIFY saying `pending`,
+/// which changes no state); returns its subscription.
 pub(super) fn granted() -> (W, SubId) {
     let (mut w, out) = world(1, settings());
     let id = subscribed(&out)[0];
@@ -51,7 +52,17 @@ pub(super) fn granted() -> (W, SubId) {
         })
         .is_empty()
     );
+    assert!(w.feed(pending(id)).is_empty());
     (w, id)
+}
+
+/// A NOTIFY without body saying `pending`.
+pub(super) fn pending(id: SubId) -> Input {
+    Input::Notified {
+        id,
+        state: SubState::Pending,
+        body: None,
+    }
 }
 
 pub(super) fn secs(s: u64) -> Duration {
@@ -133,7 +144,8 @@ impl W {
         all
     }
 
-    /// As [`W::run_until`], a PBX granting every SUBSCRIBE and refresh 600 s at once.
+    /// As [`W::run_until`], a PBX granting every SUBSCRIBE and refresh 600 s at once, and
+    /// sending a first NOTIFY (`pending`) for each new one.
     pub(super) fn run_granting(&mut self, until: Millis) -> Vec<(Millis, Command)> {
         let mut all = Vec::new();
         while let Some(next) = self.w.next_deadline(self.now) {
@@ -148,6 +160,9 @@ impl W {
                         expires: secs(600),
                     };
                     assert!(self.feed(granted).is_empty());
+                }
+                if let Command::Subscribe { id, .. } = c {
+                    assert!(self.feed(pending(id)).is_empty());
                 }
                 all.push((self.now, c));
             }
@@ -205,6 +220,7 @@ fn five_thousand_users_at_fifty_a_second_take_a_hundred_seconds() {
             id,
             expires: secs(600),
         });
+        w.feed(pending(id));
     }
     let all = w.run_granting(T0 + 200 * SEC);
     let sends: Vec<Millis> = all

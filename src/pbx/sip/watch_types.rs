@@ -41,6 +41,10 @@ pub struct Settings {
     /// How long a SUBSCRIBE may go unanswered before it counts as timed out (the SIP stack's
     /// own transaction timeout, 32 s, normally answers first).
     pub answer_wait: Duration,
+    /// How long a granted subscription may stay without its first NOTIFY before it counts as
+    /// failed and is made again: a 2xx means the notifier sends one at once (RFC 6665 section
+    /// 4.2.1.1), and by 64*T1 (32 s) its retransmissions over UDP are over.
+    pub notify_wait: Duration,
     /// Seed of the jitter (the adapter passes a random one; tests a fixed one).
     pub seed: u64,
 }
@@ -56,6 +60,7 @@ impl Default for Settings {
             retry_max: Duration::from_secs(300),
             refused_wait: Duration::from_secs(3600),
             answer_wait: Duration::from_secs(40),
+            notify_wait: Duration::from_secs(32),
             seed: 0,
         }
     }
@@ -146,6 +151,9 @@ pub enum Fact {
         uri: Arc<str>,
         why: Refusal,
     },
+    /// A granted subscription brought no NOTIFY within [`Settings::notify_wait`]; it is made
+    /// again (said once until the user's NOTIFYs come).
+    Unheard { extension: Arc<str>, uri: Arc<str> },
 }
 
 /// How the PBX refused.
