@@ -68,6 +68,7 @@ impl Kind {
                 "proxy",
                 "transport",
                 "username",
+                "auth_username",
                 "password",
                 "password_file",
                 "domain",

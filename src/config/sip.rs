@@ -113,8 +113,12 @@ pub struct SipPbxConfig {
     pub transport: SipTransport,
     /// Certificate authorities trusted for `transport = "tls"` besides the system's.
     pub ca_file: Option<CaFile>,
-    /// The daemon's SIP account (the user part of its From/Contact, and the digest user).
+    /// The daemon's SIP account (the user part of its From/Contact, and the digest user
+    /// unless `auth_username` is set).
     pub username: String,
+    /// `pbx.auth_username`: the digest user name when the PBX's differs from the account's
+    /// (3CX's authentication ID); `None`: `username`.
+    pub auth_username: Option<String>,
     /// Digest password: `pbx.password(_file)` or the credential `sip-password`; `None`: the
     /// PBX trusts the daemon's address and challenges nothing.
     pub password: Option<Secret>,
@@ -155,6 +159,7 @@ impl SipPbxConfig {
             transport: SipTransport::Udp,
             ca_file: None,
             username: username.to_owned(),
+            auth_username: None,
             password: None,
             register: true,
             local_address: None,

@@ -46,6 +46,11 @@ pub(super) fn sip(ctx: &Ctx<'_>, p: &PbxSection) -> Result<SipPbxConfig, ConfigE
         transport,
         ca_file,
         username: username(ctx, p.username.as_deref())?,
+        auth_username: p
+            .auth_username
+            .as_deref()
+            .map(|a| ctx.non_empty("pbx.auth_username", a))
+            .transpose()?,
         password: password(ctx, p)?,
         register: p.register.unwrap_or(true),
         local_address: p

@@ -66,7 +66,7 @@ fn every_sip_key_is_read() {
     std::fs::write(dir.path().join("sip-pw"), "file-s3cret\n").unwrap();
     let text = format!(
         "{AZURE}[pbx]\nkind = \"sip\"\nregistrar = \"[2001:db8::1]\"\nproxy = \"edge.example.com:5081\"\n\
-         transport = \"tls\"\nca_file = \"{}\"\nusername = \"teams\"\npassword_file = \"sip-pw\"\n\
+         transport = \"tls\"\nca_file = \"{}\"\nusername = \"teams\"\nauth_username = \"a1b2c3\"\npassword_file = \"sip-pw\"\n\
          domain = \"example.com\"\nregister = false\nlocal_address = \"127.0.0.1:5070\"\n\
          subscribe_expires = \"1h\"\nsubscribe_rate = 1000\nwatch_uri = \"sips:{{extension}}-blf@{{domain}}\"\n\
          presence_server = \"presence.example.com\"\npublish_entity = \"t{{extension}}\"\n\
@@ -82,6 +82,7 @@ fn every_sip_key_is_read() {
     assert_eq!(s.transport, SipTransport::Tls);
     assert_eq!(s.ca_file.as_ref().unwrap().certs.len(), 1);
     assert_eq!(s.password.as_ref().unwrap().expose(), "file-s3cret");
+    assert_eq!(s.auth_username.as_deref(), Some("a1b2c3"));
     assert_eq!((s.domain.as_str(), s.register), ("example.com", false));
     assert_eq!(s.local_address, Some("127.0.0.1:5070".parse().unwrap()));
     assert_eq!(s.subscribe_expires, Duration::from_secs(3600));

@@ -26,6 +26,7 @@ pub fn sip_config(host: &str, port: u16, password_file: &Path) -> SipPbxConfig {
         transport: SipTransport::Udp,
         ca_file: None,
         username: "teams-presence".into(),
+        auth_username: None,
         password: Some(Secret::new(password.trim().to_owned())),
         domain: host.into(),
         register: true,

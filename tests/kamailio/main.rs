@@ -9,6 +9,7 @@ mod publish;
 mod sandbox;
 #[path = "../common/sip_watcher.rs"]
 mod sip_watcher;
+mod transport;
 
 use pbx_teams_presence::config::SipPbxConfig;
 use pbx_teams_presence::sync::types::CallState;

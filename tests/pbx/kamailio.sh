@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test SIP server for the SIP connector: Kamailio 5.6 from Debian 12's packages
-# (kamailio, kamailio-presence-modules), run as a plain process on 127.0.0.1:5080 with
-# kamailio/kamailio.cfg. See tests/pbx/README.md ("Kamailio").
+# (kamailio, kamailio-presence-modules, kamailio-tls-modules), run as a plain process on
+# 127.0.0.1:5080 (UDP, TCP) and 5090 (TLS) with kamailio/kamailio.cfg. See
+# tests/pbx/README.md ("Kamailio").
 #
 #   tests/pbx/kamailio.sh install    # apt packages (kamailio, presence modules, sip-tester); the
 #                                    # system service is never started
@@ -12,14 +13,15 @@
 #   tests/pbx/kamailio.sh sipp ARGS  # host SIPp, scenarios from tests/pbx/sipp/
 #
 # Runtime files: KAM_DIR (default <repo>/target/kamailio): kamailio.cfg (passwords
-# substituted), db/ (db_text tables), kamailio.pid, kamailio.log, sipp logs.
+# substituted), db/ (db_text tables), tls/ (a test CA, ca.pem, and the server's certificate
+# for IP 127.0.0.1, made once), kamailio.pid, kamailio.log, sipp logs.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 KAM_DIR=${KAM_DIR:-$REPO/target/kamailio}
 PORT=5080
-PACKAGES=(kamailio kamailio-presence-modules sip-tester)
+PACKAGES=(kamailio kamailio-presence-modules kamailio-tls-modules sip-tester)
 
 die() { echo "kamailio.sh: $*" >&2; exit 1; }
 secret() { tr -d '\r\n' <"$HERE/credentials/$1"; }
@@ -56,11 +58,41 @@ install() {
   command -v sipp >/dev/null || die "sipp (sip-tester) is not installed"
 }
 
+# The TLS listener's certificate: a test CA of its own (trusted by nobody but the tests,
+# which give ca.pem as pbx.ca_file) and a server certificate for IP 127.0.0.1.
+certificates() {
+  local d="$KAM_DIR/tls"
+  [ -s "$d/server.pem" ] && [ -s "$d/ca.pem" ] && return 0
+  mkdir -p "$d"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  openssl req -x509 "${ec[@]}" -days 3650 -subj "/CN=pbx-teams-presence test SIP CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+  openssl req "${ec[@]}" -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$d/ext" -out "$d/server.pem" 2>/dev/null
+  cat >"$d/tls.cfg" <<EOF
+[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+private_key = $d/server.key
+certificate = $d/server.pem
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+EOF
+}
+
 configure() {
   mkdir -p "$KAM_DIR"
   rm -rf "$KAM_DIR/db"
   cp -r /usr/share/kamailio/dbtext/kamailio "$KAM_DIR/db"
+  certificates || die "cannot make the TLS certificates (openssl)"
   sed -e "s|@SIP_PASSWORD@|$(secret sip_password)|g" -e "s|@DB_DIR@|$KAM_DIR/db|g" \
+    -e "s|@TLS_DIR@|$KAM_DIR/tls|g" \
     "$HERE/kamailio/kamailio.cfg" >"$KAM_DIR/kamailio.cfg"
   kamailio -c -f "$KAM_DIR/kamailio.cfg" >"$KAM_DIR/check.log" 2>&1 \
     || { cat "$KAM_DIR/check.log" >&2; die "kamailio.cfg does not check"; }
@@ -77,7 +109,7 @@ start() {
   for _ in $(seq 1 200); do
     if running && bound; then
       local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-      echo "[kamailio] ready (pid $(pid)) in ${ms} ms: SIP udp+tcp 127.0.0.1:$PORT"
+      echo "[kamailio] ready (pid $(pid)) in ${ms} ms: SIP udp+tcp 127.0.0.1:$PORT, tls 127.0.0.1:5090"
       return 0
     fi
     sleep 0.05
@@ -105,7 +137,8 @@ case "${1:-help}" in
   restart) start ;;
   stop) stop ;;
   status) if running; then echo "running (pid $(pid))"; else echo "stopped"; exit 3; fi ;;
-  env) echo "KAM_SIP=127.0.0.1:$PORT"; echo "KAM_SIP_PASSWORD_FILE=$HERE/credentials/sip_password" ;;
+  env) echo "KAM_SIP=127.0.0.1:$PORT"; echo "KAM_SIP_TLS=127.0.0.1:5090"
+       echo "KAM_SIP_PASSWORD_FILE=$HERE/credentials/sip_password"; echo "KAM_TLS_CA=$KAM_DIR/tls/ca.pem" ;;
   sipp) shift; mkdir -p "$KAM_DIR/sipp"; cd "$HERE/sipp"; exec sipp "$@" ;;
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

@@ -152,7 +152,7 @@ impl Incoming {
                 subscribe,
                 self.notifies.clone(),
                 self.stack.credential.clone(),
-                Some(self.stack.contact.clone()),
+                Some(self.stack.contact()),
             )
             .ok()?;
         let dialog = self.stack.dialogs.match_dialog(tx)?;

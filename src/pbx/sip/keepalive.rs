@@ -2,7 +2,9 @@
 //! expires, and an OPTIONS every [`EVERY`]. Three unanswered OPTIONS in a row make the link
 //! down (`status`, metrics); the first answer after that is news for the core: the PBX may
 //! have restarted and forgotten every subscription, so all are made again. A restart noticed
-//! so is noticed within `3 * EVERY + ANSWER_WAIT`, 35 s at most.
+//! so is noticed within `3 * EVERY + ANSWER_WAIT`, 35 s at most. Over TCP and TLS, each round
+//! first checks the connection (opening it again if it closed): a new connection is a new
+//! Contact, and the same news.
 
 use std::time::Duration;
 
@@ -43,7 +45,14 @@ impl KeepAlive {
         let mut registered_until = crate::clock::monotonic();
         // Not registered yet, registered, refused (said once until it works).
         let mut registered: Option<bool> = None;
+        // Over TCP/TLS: connected (said), not connected (said), nothing said yet.
+        let mut connected: Option<bool> = None;
         loop {
+            if self.connection(&mut connected).await {
+                tracing::info!("SIP: a new connection to the server; subscribing every user again");
+                let _ = self.news.send(News::Restarted).await;
+                registered_until = crate::clock::monotonic();
+            }
             let answered = self.options().await;
             if answered && self.register && crate::clock::monotonic() >= registered_until {
                 let outcome = self.register_once().await;
@@ -78,6 +87,38 @@ impl KeepAlive {
             tokio::select! {
                 () = self.cancel.cancelled() => return,
                 () = tokio::time::sleep(EVERY) => {}
+            }
+        }
+    }
+
+    /// Over TCP/TLS: the connection is open (opened again if it was closed), said when that
+    /// changes. `true` when it is not the connection the Contact named.
+    async fn connection(&self, connected: &mut Option<bool>) -> bool {
+        let server = &self.stack.next_hop;
+        let transport = server.r#type.unwrap_or_default();
+        match self.stack.connect().await {
+            Ok(changed) => {
+                if *connected != Some(true) && transport != rsipstack::sip::Transport::Udp {
+                    let local = self.stack.local_addr();
+                    tracing::info!(local = %local,
+                        "SIP: connected to {} over {transport} from {local}", server.addr);
+                }
+                *connected = Some(true);
+                changed
+            }
+            Err(e) => {
+                if *connected != Some(false) {
+                    let hint = match transport {
+                        rsipstack::sip::Transport::Tls => {
+                            " (a certificate refused: its CA goes in pbx.ca_file, and it must be valid for the host of pbx.proxy or pbx.registrar)"
+                        }
+                        _ => "",
+                    };
+                    tracing::warn!(error = %e,
+                        "SIP: {e}{hint}; trying again every {} s", EVERY.as_secs());
+                }
+                *connected = Some(false);
+                false
             }
         }
     }

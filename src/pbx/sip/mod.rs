@@ -21,6 +21,7 @@ mod publish;
 pub mod publish_body;
 mod requests;
 pub mod stack;
+mod stream;
 pub mod watch;
 mod watch_state;
 mod watch_types;

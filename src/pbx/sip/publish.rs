@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
-use rsipstack::sip::{Method, StatusCodeKind, Transport};
+use rsipstack::sip::{Method, StatusCodeKind};
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -87,7 +87,7 @@ pub async fn server(config: &SipPbxConfig) -> Result<Option<SipAddr>, super::Sta
     };
     let addr = super::stack::resolve(&at.host, at.port, "pbx.presence_server").await?;
     Ok(Some(SipAddr {
-        r#type: Some(Transport::Udp),
+        r#type: Some(super::stream::transport(config.transport)),
         addr: addr.into(),
     }))
 }

@@ -141,7 +141,7 @@ async fn try_subscribe(
                 answer.request,
                 notifies.clone(),
                 stack.credential.clone(),
-                Some(stack.contact.clone()),
+                Some(stack.contact()),
             )
             .map_err(|_| Failure::Transport)?;
         remote_target(stack, &dialog.id(), &answer.response.headers);
@@ -168,8 +168,22 @@ pub fn remote_target(
     let Ok(typed) = rsipstack::sip::headers::ToTypedHeader::typed(&contact) else {
         return;
     };
+    let mut target = typed.uri;
+    // Over TCP/TLS, a Contact without `transport` (Kamailio's `sip:host:5080`) is still
+    // reached over the configured transport, on the open connection.
+    if let Some(t) = stack
+        .next_hop
+        .r#type
+        .filter(|t| *t != rsipstack::sip::Transport::Udp)
+        && !target
+            .params
+            .iter()
+            .any(|p| matches!(p, rsipstack::sip::Param::Transport(_)))
+    {
+        target.params.push(rsipstack::sip::Param::Transport(t));
+    }
     if let Some(dialog) = stack.dialogs.get_dialog(id) {
-        dialog.set_remote_target(typed.uri, Some(contact));
+        dialog.set_remote_target(target, Some(contact));
     }
 }
 

@@ -3,7 +3,7 @@
 //! sends out of dialog: SUBSCRIBE, REGISTER, OPTIONS.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rsipstack::EndpointBuilder;
@@ -41,9 +41,13 @@ pub enum StackError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// `pbx.transport` other than udp (not built yet).
-    #[error("pbx.transport = \"{0}\" is not supported yet; use \"udp\"")]
-    Transport(&'static str),
+    /// The TCP or TLS connection to the SIP server cannot be opened.
+    #[error("cannot connect to {server} over {transport}: {reason}")]
+    Connect {
+        server: String,
+        transport: Transport,
+        reason: String,
+    },
     /// A URI from the config or a template does not parse as SIP.
     #[error("not a SIP URI: {0:?}")]
     Uri(String),
@@ -71,8 +75,8 @@ pub struct Stack {
     pub dialogs: Arc<DialogLayer>,
     /// Where requests go (the proxy, else the registrar), resolved.
     pub next_hop: SipAddr,
-    /// Our Contact.
-    pub contact: sip::Uri,
+    /// Our Contact: over TCP and TLS the address of the open connection (`stream`).
+    contact: Arc<Mutex<sip::Uri>>,
     /// The daemon's own address of record, `sip:username@domain`.
     pub aor: sip::Uri,
     pub credential: Option<Credential>,
@@ -91,9 +95,7 @@ impl Stack {
         config: &SipPbxConfig,
         cancel: &CancellationToken,
     ) -> Result<Stack, StackError> {
-        if config.transport != SipTransport::Udp {
-            return Err(StackError::Transport(config.transport.as_str()));
-        }
+        let transport = super::stream::transport(config.transport);
         let hop = resolve(
             config.next_hop().host.as_str(),
             config.next_hop().port,
@@ -105,8 +107,13 @@ impl Stack {
             None => SocketAddr::new(route_to(hop).await?, 0),
         };
         let transports = TransportLayer::new(cancel.child_token());
-        let udp = bind(local, cancel).await?;
-        transports.add_transport(udp.into());
+        match config.transport {
+            SipTransport::Udp => transports.add_transport(bind(local, cancel).await?.into()),
+            SipTransport::Tcp => {}
+            SipTransport::Tls => {
+                transports.set_tls_config(super::stream::tls_config(config).await?)
+            }
+        }
         let endpoint = EndpointBuilder::new()
             .with_cancel_token(cancel.child_token())
             .with_transport_layer(transports)
@@ -114,35 +121,62 @@ impl Stack {
             .with_user_agent(concat!("pbx-teams-presence/", env!("CARGO_PKG_VERSION")))
             .build();
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
-        let bound = endpoint
-            .get_addrs()
-            .first()
-            .cloned()
-            .ok_or_else(|| StackError::Sip("no local address".into()))?;
-        let contact = uri(&format!("sip:{}@{}", config.username, bound.addr))?;
+        let bound = match config.transport {
+            SipTransport::Udp => endpoint
+                .get_addrs()
+                .first()
+                .map(|a| a.addr.to_string())
+                .ok_or_else(|| StackError::Sip("no local address".into()))?,
+            // The connection's port, once open (`Stack::connect`).
+            SipTransport::Tcp | SipTransport::Tls => {
+                format!("{}:0;transport={}", local.ip(), config.transport.as_str())
+            }
+        };
+        let contact = uri(&format!("sip:{}@{bound}", config.username))?;
         let aor = uri(&format!("sip:{}@{}", config.username, config.domain))?;
         let credential = config.password.as_ref().map(|p| Credential {
             username: config.username.clone(),
             password: p.expose().to_owned(),
             realm: None,
-            auth_username: None,
+            auth_username: config.auth_username.clone(),
         });
-        Ok(Stack {
+        let stack = Stack {
             endpoint: Arc::new(endpoint),
             dialogs,
             next_hop: SipAddr {
-                r#type: Some(Transport::Udp),
+                r#type: Some(transport),
                 addr: hop.into(),
             },
-            contact,
+            contact: Arc::new(Mutex::new(contact)),
             aor,
             credential,
-        })
+        };
+        if let Err(e) = stack.connect().await {
+            // Not fatal: the keep-alive tries again every few seconds and says so.
+            tracing::debug!(error = %e, "SIP: {e}");
+        }
+        Ok(stack)
     }
 
-    /// Where the SIP socket is bound.
+    /// Where the SIP socket is bound (UDP) or the connection comes from (TCP, TLS).
     pub fn local_addr(&self) -> String {
-        self.contact.host_with_port.to_string()
+        self.contact().host_with_port.to_string()
+    }
+
+    /// Our Contact, as of now.
+    pub fn contact(&self) -> sip::Uri {
+        self.contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A new address for our Contact (a new TCP/TLS connection); `true` if it changed.
+    pub(super) fn set_contact_address(&self, address: sip::HostWithPort) -> bool {
+        let mut contact = self.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = contact.host_with_port != address;
+        contact.host_with_port = address;
+        changed
     }
 
     /// A request out of dialog to `target` (From us with a new tag, To the target), ready for
@@ -179,14 +213,14 @@ impl Stack {
         );
         request
             .headers
-            .push(sip::typed::Contact::from(self.contact.clone()).into());
+            .push(sip::typed::Contact::from(self.contact()).into());
         Ok(request)
     }
 
     fn local(&self) -> SipAddr {
         SipAddr {
-            r#type: Some(Transport::Udp),
-            addr: self.contact.host_with_port.clone(),
+            r#type: self.next_hop.r#type,
+            addr: self.contact().host_with_port,
         }
     }
 
