@@ -1,9 +1,10 @@
-//! SIP connector figures, printed (not asserted). Needs the test PBX and root (SIPp runs in
-//! its chroot): `sudo tests/pbx/asterisk.sh install`, then `cargo bench --bench sip`.
+//! SIP connector figures, printed (not asserted). Needs the test servers and root:
+//! `sudo tests/pbx/asterisk.sh install`, `sudo tests/pbx/kamailio.sh install`, then
+//! `cargo bench --bench sip` (`BENCH_SERVER=asterisk` or `kamailio` for one of them).
 //!
 //! p50/p99 from the NOTIFY that says Bob's call is answered (`confirmed`), as the daemon's
 //! SIP stack takes it off the socket, to Bob's setPresence received by the Graph emulator,
-//! over 100 real calls through Asterisk (target p99 < 5 ms). The daemon runs in this
+//! over 100 real calls through Asterisk, then through Kamailio (target p99 < 5 ms). The daemon runs in this
 //! process; the NOTIFY's arrival is read from the SIP stack's TRACE line, the setPresence's
 //! from the emulator's log, both on this process's clock. Only Bob is watched, so every
 //! NOTIFY is his: the setPresence follows the last NOTIFY before it.
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use graph_emulator::{Emulator, User};
-use pbx_support::{pbx, repo, report, sipp, udp_bound, wait_until};
+use pbx_support::{Server, repo, report, udp_bound, wait_until};
 use pbx_teams_presence::service::{self, RunOptions};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -48,11 +49,19 @@ async fn main() {
         .with(notifies.clone().with_filter(only_the_wire))
         .with(lines);
     tracing::subscriber::set_global_default(subscriber).unwrap();
-    let status = pbx(&["restart", "--clean"]).status().unwrap();
+    for server in Server::chosen() {
+        through(server, &notifies).await;
+    }
+}
+
+/// The daemon against `server`, 100 calls from 1001 to Bob (1002).
+async fn through(server: Server, notifies: &WireTimes) {
     assert!(
-        status.success(),
-        "the test Asterisk did not start (root? installed?)"
+        server.start(),
+        "the test {} did not start (root? installed?)",
+        server.name()
     );
+    let seen_before = notifies.times().len();
     let graph = Emulator::start().await.unwrap();
     let bob = graph.add_user(User {
         id: None,
@@ -63,76 +72,121 @@ async fn main() {
     });
     graph.set_user_presence(&bob, "Available", "Available");
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &graph);
+    write_config(dir.path(), &graph, server);
     let options = RunOptions::new(&dir.path().join("config.toml"));
     let shutdown = options.shutdown.clone();
     let daemon = tokio::spawn(service::run(options));
     // Subscribed: the first NOTIFY (idle) came in.
-    wait_until(Duration::from_secs(30), || !notifies.times().is_empty()).await;
-    notify_to_set_presence(&graph, &bob, &notifies).await;
+    wait_until(Duration::from_secs(30), || {
+        notifies.times().len() > seen_before
+    })
+    .await;
+    notify_to_set_presence(server, &graph, &bob, notifies, seen_before).await;
     shutdown.cancel();
     let _ = daemon.await;
-    let _ = pbx(&["stop"]).status();
+    server.stop();
 }
 
-fn write_config(dir: &Path, graph: &Emulator) {
+fn write_config(dir: &Path, graph: &Emulator, server: Server) {
     let base = graph.base_url();
     std::fs::write(dir.join("users.csv"), "1002,bob@contoso.com\n").unwrap();
     let text = format!(
         "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
          [sync]\nstate_db = \"state.db\"\npoll_interval = \"1s\"\n\n[users]\nfile = \"users.csv\"\n\n\
-         [pbx]\nkind = \"sip\"\nregistrar = \"127.0.0.1:5060\"\nusername = \"teams-presence\"\n\
+         [pbx]\nkind = \"sip\"\nregistrar = \"{}\"\nusername = \"teams-presence\"\n\
          password_file = \"{}\"\ndomain = \"127.0.0.1\"\nlocal_address = \"127.0.0.1:0\"\n\n[log]\nlevel = \"warn\"\n",
         graph.tenant_id(),
         graph.client_id(),
         graph.client_secret(),
+        server.sip(),
         repo().join("tests/pbx/credentials/sip_password").display(),
     );
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }
 
-async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &WireTimes) {
-    for (device, port) in [("1001", "5061"), ("1002", "5062")] {
+async fn notify_to_set_presence(
+    server: Server,
+    graph: &Emulator,
+    bob: &str,
+    notifies: &WireTimes,
+    seen_before: usize,
+) {
+    let (caller_port, callee_port) = (server.phone(0), server.phone(1));
+    for (device, port) in [("1001", caller_port), ("1002", callee_port)] {
         let pw = format!("pw{device}");
-        let ok = sipp(&[
-            "-sf",
-            "register.xml",
-            "-s",
-            device,
-            "-au",
-            device,
-            "-ap",
-            &pw,
-            "-key",
-            "expires",
-            "600",
-            "-p",
-            port,
-            "-m",
-            "1",
-        ])
-        .status()
-        .unwrap();
+        let ok = server
+            .sipp(&[
+                "-sf",
+                "register.xml",
+                "-s",
+                device,
+                "-au",
+                device,
+                "-ap",
+                &pw,
+                "-key",
+                "expires",
+                "600",
+                "-p",
+                port,
+                "-m",
+                "1",
+            ])
+            .status()
+            .unwrap();
         assert!(ok.success(), "register {device}");
     }
     graph.clear_requests();
     let count = calls();
     let calls = count.to_string();
-    let mut callee = sipp(&["-sf", "uas.xml", "-p", "5062", "-d", "100", "-m", &calls])
+    let mut callee = server
+        .sipp(&[
+            "-sf",
+            "uas.xml",
+            "-p",
+            callee_port,
+            "-d",
+            "100",
+            "-m",
+            &calls,
+        ])
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(10), || udp_bound(5062)).await;
+    let callee_bound = callee_port.parse().unwrap();
+    wait_until(Duration::from_secs(10), || udp_bound(callee_bound)).await;
     // One call every 1.2 s, 200 ms of talk: the daemon's writer starts two writes for one
     // user at least 500 ms apart (writer.rs MIN_GAP); a set, its clear 500 ms later, and the
     // next call's set 700 ms after that go out undelayed (one call a second drifts: each
     // set waits a little for the clear before it, and the waits add up).
     let caller = tokio::task::spawn_blocking(move || {
-        sipp(&[
-            "-sf", "uac.xml", "-s", "1002", "-key", "caller", "1001", "-au", "1001", "-ap",
-            "pw1001", "-p", "5061", "-d", "200", "-m", &calls, "-r", "5", "-rp", "6000", "-l", "1",
-        ])
-        .status()
-        .unwrap()
+        server
+            .sipp(&[
+                "-sf",
+                "uac.xml",
+                "-s",
+                "1002",
+                "-key",
+                "caller",
+                "1001",
+                "-au",
+                "1001",
+                "-ap",
+                "pw1001",
+                "-p",
+                caller_port,
+                "-d",
+                "200",
+                "-m",
+                &calls,
+                "-r",
+                "5",
+                "-rp",
+                "6000",
+                "-l",
+                "1",
+            ])
+            .status()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -157,7 +211,7 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &WireTime
         .filter(|r| r.path.ends_with(&path) && r.status == 200)
         .map(|r| r.at)
         .collect();
-    let arrived = notifies.times();
+    let arrived = notifies.times().split_off(seen_before);
     if std::env::var_os("BENCH_DEBUG").is_some() {
         let t0 = arrived[0];
         for n in &arrived {
@@ -173,7 +227,8 @@ async fn notify_to_set_presence(graph: &Emulator, bob: &str, notifies: &WireTime
         .collect();
     report(
         &format!(
-            "SIP NOTIFY (confirmed) received -> setPresence received ({} calls, {} cleared)",
+            "SIP NOTIFY (confirmed) received -> setPresence received, through {} ({} calls, {} cleared)",
+            server.name(),
             sets.len(),
             cleared()
         ),

@@ -1,4 +1,5 @@
-//! What the benches against the test PBX share: the sandbox script, SIPp, figures.
+//! What the benches against the test servers share: the sandbox scripts (Asterisk, Kamailio),
+//! SIPp, figures.
 #![allow(clippy::disallowed_methods)] // benches are outside observers: they read real time
 #![allow(dead_code)] // each bench uses some of these
 
@@ -22,11 +23,16 @@ pub fn secret(name: &str) -> String {
 
 /// `tests/pbx/asterisk.sh ARGS` as root.
 pub fn pbx(args: &[&str]) -> Command {
+    as_root("tests/pbx/asterisk.sh", args)
+}
+
+/// A script of the repository with `args`, as root (through `sudo -n` if need be).
+fn as_root(script: &str, args: &[&str]) -> Command {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let script = repo().join("tests/pbx/asterisk.sh");
+    let script = repo().join(script);
     let mut c = if root {
         Command::new(script)
     } else {
@@ -43,6 +49,76 @@ pub fn sipp(args: &[&str]) -> Command {
     all.extend_from_slice(args);
     all.extend_from_slice(&["-timeout", "300", "-timeout_error", "-nostdin", SIP]);
     pbx(&all)
+}
+
+/// A test SIP server the SIP benches place calls through, and its phones 1001 and 1002.
+#[derive(Clone, Copy, Debug)]
+pub enum Server {
+    /// `tests/pbx/asterisk.sh`: 127.0.0.1:5060, phones on 5061 and 5062 (SIPp in its chroot).
+    Asterisk,
+    /// `tests/pbx/kamailio.sh`: 127.0.0.1:5080, phones on 5081 and 5082 (the host's SIPp).
+    Kamailio,
+}
+
+impl Server {
+    /// `BENCH_SERVER` = `asterisk`, `kamailio`, or both (unset).
+    pub fn chosen() -> Vec<Server> {
+        match std::env::var("BENCH_SERVER").as_deref() {
+            Ok("asterisk") => vec![Server::Asterisk],
+            Ok("kamailio") => vec![Server::Kamailio],
+            _ => vec![Server::Asterisk, Server::Kamailio],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Asterisk => "Asterisk",
+            Server::Kamailio => "Kamailio",
+        }
+    }
+
+    pub fn sip(self) -> &'static str {
+        match self {
+            Server::Asterisk => SIP,
+            Server::Kamailio => "127.0.0.1:5080",
+        }
+    }
+
+    /// The SIPp port of phone 1001 (`0`) or 1002 (`1`).
+    pub fn phone(self, which: usize) -> &'static str {
+        match self {
+            Server::Asterisk => ["5061", "5062"][which],
+            Server::Kamailio => ["5081", "5082"][which],
+        }
+    }
+
+    fn script(self, args: &[&str]) -> Command {
+        match self {
+            Server::Asterisk => pbx(args),
+            Server::Kamailio => as_root("tests/pbx/kamailio.sh", args),
+        }
+    }
+
+    /// Started clean (no registrations, no subscriptions).
+    pub fn start(self) -> bool {
+        let args: &[&str] = match self {
+            Server::Asterisk => &["restart", "--clean"],
+            Server::Kamailio => &["start"],
+        };
+        self.script(args).status().is_ok_and(|s| s.success())
+    }
+
+    pub fn stop(self) {
+        let _ = self.script(&["stop"]).status();
+    }
+
+    /// SIPp with `args` against this server.
+    pub fn sipp(self, args: &[&str]) -> Command {
+        let mut all = vec!["sipp"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-timeout", "300", "-timeout_error", "-nostdin", self.sip()]);
+        self.script(&all)
+    }
 }
 
 pub fn report(what: &str, mut v: Vec<Duration>) {
