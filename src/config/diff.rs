@@ -14,7 +14,7 @@ pub enum Change {
     UsersRemoved(Vec<String>),
     /// E-mail or direction changed for these extensions: re-resolve / re-evaluate them.
     UsersChanged(Vec<String>),
-    /// `sync.poll_interval` changed: reset the poll timer.
+    /// `sync.poll_interval` or the budget keys that pace it changed: the poller plans anew.
     PollInterval,
     /// `sync.in_call_expiration` changed: use it for the next setPresence.
     InCallExpiration,
@@ -50,7 +50,13 @@ pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Chang
         Change::RestartRequired("sync.state_db"),
     );
     let request_timeout = o.sync.request_timeout != n.sync.request_timeout;
-    when(o.azure != n.azure || request_timeout, Change::Azure);
+    // The Graph client's request bucket is sized by the budget.
+    let budget = (o.sync.graph_budget, o.sync.graph_budget_window)
+        != (n.sync.graph_budget, n.sync.graph_budget_window);
+    when(
+        o.azure != n.azure || request_timeout || budget,
+        Change::Azure,
+    );
     when(o.pbx != n.pbx, Change::Pbx);
     when(
         o.notifications != n.notifications,
@@ -58,10 +64,7 @@ pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Chang
     );
     when(o.metrics != n.metrics, Change::RestartRequired("metrics"));
     when(o.log != n.log, Change::LogLevel);
-    when(
-        o.sync.poll_interval != n.sync.poll_interval,
-        Change::PollInterval,
-    );
+    when(o.sync.pacing() != n.sync.pacing(), Change::PollInterval);
     when(
         o.sync.in_call_expiration != n.sync.in_call_expiration,
         Change::InCallExpiration,
@@ -120,7 +123,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{AzureCredential, HostPort, Secret, SipPbxConfig, parse_users};
+    use crate::config::{
+        AzureCredential, HostPort, PollInterval, Secret, SipPbxConfig, parse_users,
+    };
     use crate::sync::mapping::Mapping;
     use crate::sync::types::Direction;
 
@@ -189,8 +194,18 @@ token = "p"
             ("nothing", |_| {}, vec![]),
             (
                 "poll",
-                |x| x.0.sync.poll_interval = Duration::from_secs(5),
+                |x| x.0.sync.poll_interval = PollInterval::Every(Duration::from_secs(5)),
                 vec![Change::PollInterval],
+            ),
+            (
+                "share",
+                |x| x.0.sync.poll_budget_share = 0.25,
+                vec![Change::PollInterval],
+            ),
+            (
+                "budget",
+                |x| x.0.sync.graph_budget = 10_000,
+                vec![Change::Azure, Change::PollInterval],
             ),
             (
                 "expiry",
@@ -293,7 +308,7 @@ token = "p"
             (
                 "many at once",
                 |x| {
-                    x.0.sync.poll_interval *= 2;
+                    x.0.sync.poll_interval = PollInterval::Every(Duration::from_secs(60));
                     x.0.azure.tenant_id = "other".into();
                     x.0.sync.state_db = "/y.db".into();
                     x.1.entries.remove(2);

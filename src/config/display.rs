@@ -50,8 +50,21 @@ impl fmt::Display for Config {
             "\n[sync]\nstate_db = {}",
             q(&s.state_db.to_string_lossy())
         )?;
+        match s.poll_interval {
+            crate::config::PollInterval::Auto => writeln!(f, "poll_interval = \"auto\"")?,
+            crate::config::PollInterval::Every(every) => {
+                writeln!(f, "poll_interval = {}", d(every))?
+            }
+        }
+        writeln!(
+            f,
+            "graph_budget = {}\ngraph_budget_window = {}\npoll_budget_share = {}\npoll_min_interval = {}",
+            s.graph_budget,
+            d(s.graph_budget_window),
+            s.poll_budget_share,
+            d(s.poll_min_interval)
+        )?;
         for (key, value) in [
-            ("poll_interval", s.poll_interval),
             ("in_call_expiration", s.in_call_expiration),
             ("resolve_interval", s.resolve_interval),
             ("shutdown_timeout", s.shutdown_timeout),

@@ -19,7 +19,17 @@ pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
 /// unit, `/var/lib/pbx-teams-presence/NAME` for an instance of the template).
 pub const DEFAULT_STATE_DB: &str = "/var/lib/pbx-teams-presence/state.db";
 /// Default `sync.poll_interval`.
-pub const DEFAULT_POLL_INTERVAL: &str = "30s";
+pub const DEFAULT_POLL_INTERVAL: &str = "auto";
+/// Default `sync.graph_budget`: presence requests per `graph_budget_window`, the lower of two
+/// published figures (1,500 per 30 s on the getPresencesByUserId page; the throttling limits
+/// page says 10,000).
+pub const DEFAULT_GRAPH_BUDGET: u32 = 1500;
+/// Default `sync.graph_budget_window`.
+pub const DEFAULT_GRAPH_BUDGET_WINDOW: &str = "30s";
+/// Default `sync.poll_budget_share`.
+pub const DEFAULT_POLL_BUDGET_SHARE: f64 = 0.5;
+/// Default `sync.poll_min_interval`.
+pub const DEFAULT_POLL_MIN_INTERVAL: &str = "1s";
 /// Default `sync.in_call_expiration` (the Graph default:
 /// <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
 pub const DEFAULT_IN_CALL_EXPIRATION: &str = "5m";
@@ -103,6 +113,10 @@ fn default_graph_url() -> String {
 pub(crate) struct SyncSection {
     pub state_db: Option<PathBuf>,
     pub poll_interval: String,
+    pub graph_budget: u32,
+    pub graph_budget_window: String,
+    pub poll_budget_share: f64,
+    pub poll_min_interval: String,
     pub in_call_expiration: String,
     pub resolve_interval: String,
     pub shutdown_timeout: String,
@@ -115,6 +129,10 @@ impl Default for SyncSection {
         SyncSection {
             state_db: None,
             poll_interval: s(DEFAULT_POLL_INTERVAL),
+            graph_budget: DEFAULT_GRAPH_BUDGET,
+            graph_budget_window: s(DEFAULT_GRAPH_BUDGET_WINDOW),
+            poll_budget_share: DEFAULT_POLL_BUDGET_SHARE,
+            poll_min_interval: s(DEFAULT_POLL_MIN_INTERVAL),
             in_call_expiration: s(DEFAULT_IN_CALL_EXPIRATION),
             resolve_interval: s(DEFAULT_RESOLVE_INTERVAL),
             shutdown_timeout: s(DEFAULT_SHUTDOWN_TIMEOUT),

@@ -39,6 +39,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::sync::mapping::Mapping;
+pub use crate::sync::pacing::{PaceSettings, PollInterval};
 
 pub use crate::secret::{Secret, same_secret};
 pub use asterisk::{
@@ -126,8 +127,16 @@ pub struct CertificateCredential {
 pub struct SyncConfig {
     /// SQLite file with the sessions we own and the last pushed states (survives restarts).
     pub state_db: PathBuf,
-    /// How often Teams presence is read for all users.
-    pub poll_interval: Duration,
+    /// How often Teams presence is read for all users: `auto` (as the budget share allows)
+    /// or a fixed interval.
+    pub poll_interval: PollInterval,
+    /// Presence requests Graph allows per `graph_budget_window` (the request budget).
+    pub graph_budget: u32,
+    pub graph_budget_window: Duration,
+    /// The part of the budget polling may use (0 < share <= 1).
+    pub poll_budget_share: f64,
+    /// `auto` never polls faster than this.
+    pub poll_min_interval: Duration,
     /// `expirationDuration` of our setPresence session; refreshed before it runs out
     /// (5m..=4h, the range setPresence accepts:
     /// <https://learn.microsoft.com/en-us/graph/api/presence-setpresence>).
@@ -141,6 +150,19 @@ pub struct SyncConfig {
     pub recovery_grace: Duration,
     /// Timeout of one Graph or token request.
     pub request_timeout: Duration,
+}
+
+impl SyncConfig {
+    /// What the poll pacing reads (`sync::pacing`).
+    pub fn pacing(&self) -> PaceSettings {
+        PaceSettings {
+            interval: self.poll_interval,
+            budget: self.graph_budget,
+            window: self.graph_budget_window,
+            share: self.poll_budget_share,
+            min_interval: self.poll_min_interval,
+        }
+    }
 }
 
 /// `[users]`.

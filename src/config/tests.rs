@@ -67,7 +67,13 @@ fn example_parses_with_its_files_in_place() {
     assert_eq!(secret(&c), "example-secret");
     assert_eq!(http(&c).token.expose(), "example-token");
     assert_eq!(c.users.file, dir.path().join("users.csv"));
-    assert_eq!(c.sync.poll_interval, Duration::from_secs(30));
+    assert_eq!(c.sync.poll_interval, PollInterval::Auto);
+    assert_eq!(
+        (c.sync.graph_budget, c.sync.graph_budget_window),
+        (1500, Duration::from_secs(30))
+    );
+    assert_eq!(c.sync.poll_budget_share, 0.5);
+    assert_eq!(c.sync.poll_min_interval, Duration::from_secs(1));
     assert_eq!(
         http(&c).push_url.as_ref().unwrap().as_str(),
         "http://127.0.0.1:8080/presence"

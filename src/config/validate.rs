@@ -18,7 +18,7 @@ use super::{
     AsteriskPbxConfig, At, AzureConfig, Config, ConfigError, LogConfig, MetricsConfig, SyncConfig,
     UsersConfig,
 };
-use super::{credential, notifications, pbx};
+use super::{PollInterval, credential, notifications, pbx};
 use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
@@ -251,13 +251,54 @@ fn instance_state_db(config: &Path) -> Option<PathBuf> {
         .flatten()
 }
 
+/// `sync.poll_interval`: `"auto"` or a duration of at least a second.
+fn poll_interval(ctx: &Ctx<'_>, value: &str) -> Result<PollInterval, ConfigError> {
+    if value.trim().eq_ignore_ascii_case("auto") {
+        return Ok(PollInterval::Auto);
+    }
+    if let Err(e) = humantime::parse_duration(value) {
+        let reason = format!(
+            "{value:?} is not a duration ({e}) nor \"auto\"; write e.g. \"auto\" or \"30s\""
+        );
+        return Err(ctx.invalid("sync.poll_interval", reason));
+    }
+    ctx.duration("sync.poll_interval", value, SECOND..=FOREVER)
+        .map(PollInterval::Every)
+}
+
+/// `sync.poll_budget_share`: a share of the budget, above 0 and at most 1.
+fn budget_share(ctx: &Ctx<'_>, share: f64) -> Result<f64, ConfigError> {
+    if share > 0.0 && share <= 1.0 {
+        return Ok(share);
+    }
+    Err(ctx.invalid(
+        "sync.poll_budget_share",
+        format!("{share} is not a share of the Graph budget: write a number above 0 and at most 1, e.g. 0.5"),
+    ))
+}
+
 fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
     Ok(SyncConfig {
         state_db: match &s.state_db {
             Some(path) => ctx.path(path),
             None => default_state_db(ctx),
         },
-        poll_interval: ctx.duration("sync.poll_interval", &s.poll_interval, SECOND..=FOREVER)?,
+        poll_interval: poll_interval(ctx, &s.poll_interval)?,
+        graph_budget: match s.graph_budget {
+            0 => return Err(ctx.invalid("sync.graph_budget", "must be at least 1 (presence requests Graph allows per graph_budget_window; 1500 per 30 s by default)")),
+            n => n,
+        },
+        graph_budget_window: ctx.duration(
+            "sync.graph_budget_window",
+            &s.graph_budget_window,
+            SECOND..=10 * MINUTE,
+        )?,
+        poll_budget_share: budget_share(ctx, s.poll_budget_share)?,
+        poll_min_interval: ctx.duration(
+            "sync.poll_min_interval",
+            &s.poll_min_interval,
+            Duration::from_millis(100)..=FOREVER,
+        )?,
         // Graph accepts PT5M..PT4H only
         // (https://learn.microsoft.com/en-us/graph/api/presence-setpresence).
         in_call_expiration: ctx.duration(

@@ -88,6 +88,8 @@ struct Families {
     pbx_connected: Gauge,
     speaking_to_teams: Histogram,
     poll_cycle: Histogram,
+    poll_interval: Gauge<f64, std::sync::atomic::AtomicU64>,
+    poll_budget_used: Gauge<f64, std::sync::atomic::AtomicU64>,
     teams_to_pbx: Histogram,
     subscriptions: Family<One, Gauge>,
     sip_subscriptions: Family<One, Gauge>,
@@ -135,6 +137,8 @@ impl Metrics {
             pbx_connected: Gauge::default(),
             speaking_to_teams: Histogram::new(LATENCY_BUCKETS),
             poll_cycle: Histogram::new(POLL_BUCKETS),
+            poll_interval: Gauge::default(),
+            poll_budget_used: Gauge::default(),
             teams_to_pbx: Histogram::new(LATENCY_BUCKETS),
             subscriptions: Family::default(),
             sip_subscriptions: Family::default(),
@@ -236,6 +240,12 @@ impl Metrics {
         self.inner.poll_cycle.observe(took.as_secs_f64());
     }
 
+    /// The poll interval in effect and the share of the Graph budget polling uses at it.
+    pub fn set_poll_pace(&self, interval: Duration, budget_used: f64) {
+        self.inner.poll_interval.set(interval.as_secs_f64());
+        self.inner.poll_budget_used.set(budget_used);
+    }
+
     /// A Teams change acknowledged by the PBX, this long after the main loop read it.
     pub fn teams_to_pbx(&self, took: Duration) {
         self.inner.teams_to_pbx.observe(took.as_secs_f64());
@@ -275,6 +285,16 @@ fn register(mut f: Families) -> Families {
         "graph_throttled",
         "Answers with status 429 from Graph or the token endpoint",
         f.graph_throttled.clone(),
+    );
+    r.register(
+        "poll_interval_seconds",
+        "The poll interval in effect (sync.poll_interval: auto, or fixed)",
+        f.poll_interval.clone(),
+    );
+    r.register(
+        "poll_budget_used_ratio",
+        "The share of the Graph presence request budget (sync.graph_budget) polling uses at that interval",
+        f.poll_budget_used.clone(),
     );
     r.register(
         "pbx_events",

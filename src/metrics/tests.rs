@@ -26,6 +26,8 @@ fn a_fresh_registry_names_every_family_of_the_contract() {
         ("pbx_connected", "gauge"),
         ("speaking_to_teams_seconds", "histogram"),
         ("poll_cycle_seconds", "histogram"),
+        ("poll_interval_seconds", "gauge"),
+        ("poll_budget_used_ratio", "gauge"),
         ("teams_to_pbx_seconds", "histogram"),
     ] {
         let want = format!("# TYPE {PREFIX}_{family} {kind}");

@@ -9,7 +9,6 @@ use super::error::ServiceError;
 use super::matching::{MatchInfo, Matches};
 use super::outbox::Outbox;
 use crate::config::{AzureCredential, Config, Directory};
-use crate::graph::limits::PRESENCE_REQUESTS_PER_30S;
 use crate::graph::{ClientCredential, GraphSettings};
 use crate::metrics::Metrics;
 use crate::pbx::http::ExtensionSet;
@@ -40,9 +39,16 @@ pub fn graph_settings(config: &Config, metrics: &Metrics) -> GraphSettings {
         max_attempts: 5,
         backoff_base: Duration::from_millis(250),
         backoff_cap: Duration::from_secs(30),
-        presence_budget_per_30s: PRESENCE_REQUESTS_PER_30S,
+        presence_budget_per_30s: budget_per_30s(&config.sync),
         metrics: metrics.clone(),
     }
+}
+
+/// `sync.graph_budget` per `sync.graph_budget_window`, as the Graph client's bucket counts it
+/// (per 30 s).
+fn budget_per_30s(sync: &crate::config::SyncConfig) -> u32 {
+    let per_sec = f64::from(sync.graph_budget) / sync.graph_budget_window.as_secs_f64().max(1.0);
+    (per_sec * 30.0).round().clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 /// The token endpoint for subscription accounts (same tenant and app as [`graph_settings`]).

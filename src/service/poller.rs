@@ -1,6 +1,13 @@
-//! Teams -> PBX by polling: every `sync.poll_interval`, read the presence of every matched user
-//! with getPresencesByUserId (650 ids per request, `graph::limits`) and hand each
-//! chunk to the main loop as soon as it arrives.
+//! Teams -> PBX by polling: read the presence of every matched user with
+//! getPresencesByUserId (650 ids per request, `graph::limits`) and hand each chunk to the
+//! main loop as soon as it arrives.
+//!
+//! How often is the pacing core's ([`crate::sync::pacing`]): `sync.poll_interval = "auto"`
+//! polls as often as the budget share allows, minus what the other Graph requests used (read
+//! off the Graph client's counters each cycle), slower after 429s; a fixed interval is used
+//! as it is. A cycle's requests are spread over its interval. The first cycle, and one started
+//! by new users or users losing their subscription, goes as fast as the budget allows
+//! (catch-up: nobody waits a whole interval to be known).
 //!
 //! Users covered by a healthy change-notification subscription are left out of most cycles:
 //! they are read only every `notifications.reconciliation_interval`, which also proves the
@@ -12,12 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::graph::limits::PRESENCE_IDS_PER_REQUEST;
-use crate::graph::{GraphClient, GraphError, Presence};
+use crate::graph::{GraphClient, GraphError, GraphStats, Presence};
 use crate::metrics::Metrics;
+use crate::sync::pacing::{PaceSettings, Pacer, Plan};
 
 /// What the poller reports to the main loop.
 #[derive(Debug)]
@@ -29,6 +37,10 @@ pub enum Polled {
         users: usize,
         requests: usize,
         elapsed: Duration,
+        /// The cycle's interval (start to next start).
+        interval: Duration,
+        /// The share of the Graph budget the poll uses at that interval (0..=1).
+        budget_used: f64,
     },
     /// A cycle stopped at an error; the next one starts at the next interval.
     Failed(GraphError),
@@ -40,64 +52,101 @@ pub enum Polled {
 pub struct PollInputs {
     pub graph: watch::Receiver<GraphClient>,
     pub ids: watch::Receiver<Arc<Vec<Arc<str>>>>,
-    pub interval: watch::Receiver<Duration>,
+    /// `sync.poll_interval` and the budget keys.
+    pub pacing: watch::Receiver<PaceSettings>,
     /// Users covered by a healthy subscription (empty without notifications).
     pub covered: watch::Receiver<Arc<HashSet<Arc<str>>>>,
     /// How often covered users are read anyway.
     pub reconcile: Duration,
     /// The service clock (tests move it to reach a reconciliation cycle at once).
     pub clock: crate::clock::Clock,
-    /// Each whole cycle's time.
+    /// Each whole cycle's time, the interval and the budget in use.
     pub metrics: Metrics,
 }
 
-/// Poll until cancelled. A change of the id list starts a cycle at once (new users are
-/// known within moments of being matched).
+/// What woke the poller.
+enum Wake {
+    /// The next cycle is due.
+    Due,
+    /// New users, or users who lost their subscription: a catch-up cycle now.
+    CatchUp,
+    /// The pacing keys changed: plan anew from now.
+    Replan,
+    Stop,
+}
+
+/// The pacing core and what it was last told of the Graph client's counters.
+struct Pace {
+    pacer: Pacer,
+    counted: GraphStats,
+}
+
+impl Pace {
+    fn new(inputs: &mut PollInputs) -> Pace {
+        Pace {
+            pacer: Pacer::new(*inputs.pacing.borrow_and_update(), inputs.clock.now()),
+            counted: inputs.graph.borrow().stats(),
+        }
+    }
+
+    /// The plan of a cycle of `requests` starting now, after telling the pacer what the
+    /// other requests did since the last one; said and shown in the metrics.
+    fn plan(&mut self, inputs: &PollInputs, graph: &GraphClient, ids: usize) -> (Plan, f64) {
+        let requests = ids.div_ceil(PRESENCE_IDS_PER_REQUEST);
+        let now = inputs.clock.now();
+        let stats = graph.stats();
+        observe(&mut self.pacer, &self.counted, &stats, now);
+        self.counted = stats;
+        let plan = self.pacer.plan(requests, now);
+        let used = budget_used(self.pacer.settings(), &plan, requests);
+        say(&plan, ids, requests, used);
+        inputs.metrics.set_poll_pace(plan.interval, used);
+        (plan, used)
+    }
+
+    /// The poll's own requests are not "other" requests for the next plan.
+    fn polled(&mut self, report: &Polled) {
+        if let Polled::Done { requests, .. } = report {
+            self.counted.requests += *requests as u64;
+        }
+    }
+}
+
+/// Poll until cancelled.
 pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: CancellationToken) {
-    let mut ticker = new_ticker(*inputs.interval.borrow_and_update());
+    let mut pace = Pace::new(&mut inputs);
+    let mut next = crate::clock::monotonic();
+    let mut catch_up = true;
     let mut last_full: Option<crate::sync::types::Millis> = None;
-    let reconcile = crate::sync::types::millis(inputs.reconcile);
     let mut covered = inputs.covered.borrow_and_update().clone();
     loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-            changed = inputs.ids.changed() => if changed.is_err() { return },
-            changed = inputs.covered.changed() => {
-                if changed.is_err() { return }
-                // Users that lost their subscription are read at once; users that gained
-                // one wait for the next cycle (nothing to read for them now).
-                let before = std::mem::replace(&mut covered, inputs.covered.borrow_and_update().clone());
-                if !lost_coverage(&before, &covered) {
-                    continue;
-                }
-            }
-            changed = inputs.interval.changed() => {
-                if changed.is_err() { return }
-                ticker = new_ticker(*inputs.interval.borrow_and_update());
+        match wake(&mut inputs, &mut covered, next, &cancel).await {
+            Wake::Stop => return,
+            Wake::Replan => {
+                pace = Pace::new(&mut inputs);
+                next = crate::clock::monotonic();
                 continue;
             }
+            Wake::CatchUp => catch_up = true,
+            Wake::Due => {}
         }
-        let all = inputs.ids.borrow_and_update().clone();
-        covered = inputs.covered.borrow_and_update().clone();
-        let now = inputs.clock.now();
-        let full = covered.is_empty() || last_full.is_none_or(|t| now - t + 500 >= reconcile);
-        let ids = if full {
-            last_full = Some(now);
-            all
-        } else {
-            Arc::new(
-                all.iter()
-                    .filter(|id| !covered.contains(*id))
-                    .cloned()
-                    .collect(),
-            )
-        };
+        let ids = to_read(&mut inputs, &mut covered, &mut last_full);
         let graph = inputs.graph.borrow().clone();
+        let (plan, used) = pace.plan(&inputs, &graph, ids.len());
+        let started = crate::clock::monotonic();
+        next = started + plan.interval;
+        let spacing = if catch_up {
+            Duration::ZERO
+        } else {
+            plan.spacing
+        };
+        catch_up = false;
         let report = tokio::select! {
             () = cancel.cancelled() => return,
-            r = cycle(&graph, &ids, &out) => r,
+            r = cycle(&graph, &ids, spacing, &out) => r,
         };
+        pace.polled(&report);
+        let report = with_pace(report, plan.interval, used);
         // A cycle with nothing to read (everybody covered by notifications, nobody matched)
         // is no poll: it would pull the histogram towards 0.
         if let Polled::Done {
@@ -113,21 +162,137 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
     }
 }
 
+/// Waits for the next cycle, or for what starts one early.
+async fn wake(
+    inputs: &mut PollInputs,
+    covered: &mut Arc<HashSet<Arc<str>>>,
+    next: Instant,
+    cancel: &CancellationToken,
+) -> Wake {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Wake::Stop,
+            () = tokio::time::sleep_until(next) => return Wake::Due,
+            changed = inputs.ids.changed() => {
+                return if changed.is_err() { Wake::Stop } else { Wake::CatchUp };
+            }
+            changed = inputs.covered.changed() => {
+                if changed.is_err() { return Wake::Stop }
+                // Users that lost their subscription are read at once; users that gained
+                // one wait for the next cycle (nothing to read for them now).
+                let now = inputs.covered.borrow_and_update().clone();
+                let before = std::mem::replace(covered, now);
+                if lost_coverage(&before, covered) {
+                    return Wake::CatchUp;
+                }
+            }
+            changed = inputs.pacing.changed() => {
+                return if changed.is_err() { Wake::Stop } else { Wake::Replan };
+            }
+        }
+    }
+}
+
+/// The ids of this cycle: everyone on a full cycle (no notifications, or reconciliation
+/// due), else those no healthy subscription covers.
+fn to_read(
+    inputs: &mut PollInputs,
+    covered: &mut Arc<HashSet<Arc<str>>>,
+    last_full: &mut Option<crate::sync::types::Millis>,
+) -> Arc<Vec<Arc<str>>> {
+    let all = inputs.ids.borrow_and_update().clone();
+    *covered = inputs.covered.borrow_and_update().clone();
+    let now = inputs.clock.now();
+    let reconcile = crate::sync::types::millis(inputs.reconcile);
+    let full = covered.is_empty() || last_full.is_none_or(|t| now - t + 500 >= reconcile);
+    if full {
+        *last_full = Some(now);
+        return all;
+    }
+    Arc::new(
+        all.iter()
+            .filter(|id| !covered.contains(*id))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Tells the pacer what the Graph client counted since the last cycle, besides the poll.
+fn observe(
+    pacer: &mut Pacer,
+    before: &GraphStats,
+    now_stats: &GraphStats,
+    now: crate::sync::types::Millis,
+) {
+    // A new client (reloaded `[azure]`) counts from 0.
+    let delta = |b: u64, n: u64| if n >= b { n - b } else { n };
+    pacer.observe(
+        delta(before.requests, now_stats.requests),
+        delta(before.throttled, now_stats.throttled),
+        now,
+    );
+}
+
+/// The share of the budget `requests` every `plan.interval` use.
+fn budget_used(settings: &PaceSettings, plan: &Plan, requests: usize) -> f64 {
+    let per_window = requests as f64 * settings.window.as_secs_f64()
+        / plan.interval.as_secs_f64().max(f64::MIN_POSITIVE);
+    per_window / f64::from(settings.budget.max(1))
+}
+
+/// One INFO line when `auto` changes the interval more than twofold.
+fn say(plan: &Plan, users: usize, requests: usize, used: f64) {
+    if !plan.say {
+        return;
+    }
+    let secs = plan.interval.as_secs_f64();
+    let pct = (used * 100.0).round();
+    tracing::info!(
+        interval_s = secs,
+        users,
+        requests,
+        budget_used_pct = pct,
+        "polling every {secs:.1} s: {users} users in {requests} requests, {pct} % of the Graph budget"
+    );
+}
+
+fn with_pace(report: Polled, interval: Duration, used: f64) -> Polled {
+    match report {
+        Polled::Done {
+            users,
+            requests,
+            elapsed,
+            ..
+        } => Polled::Done {
+            users,
+            requests,
+            elapsed,
+            interval,
+            budget_used: used,
+        },
+        other => other,
+    }
+}
+
 /// Whether a user covered before is not covered now.
 fn lost_coverage(before: &HashSet<Arc<str>>, now: &HashSet<Arc<str>>) -> bool {
     before.iter().any(|id| !now.contains(id))
 }
 
-fn new_ticker(period: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(period.max(Duration::from_millis(100)));
-    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    t
-}
-
-async fn cycle(graph: &GraphClient, ids: &[Arc<str>], out: &mpsc::Sender<Polled>) -> Polled {
+/// One cycle: a request per chunk of ids, `spacing` apart (none: as fast as the budget lets).
+async fn cycle(
+    graph: &GraphClient,
+    ids: &[Arc<str>],
+    spacing: Duration,
+    out: &mpsc::Sender<Polled>,
+) -> Polled {
     let started = crate::clock::monotonic();
     let mut requests = 0;
-    for chunk in ids.chunks(PRESENCE_IDS_PER_REQUEST) {
+    for (i, chunk) in ids.chunks(PRESENCE_IDS_PER_REQUEST).enumerate() {
+        if i > 0 && !spacing.is_zero() {
+            let n = u32::try_from(i).unwrap_or(u32::MAX);
+            tokio::time::sleep_until(started + spacing.saturating_mul(n)).await;
+        }
         requests += 1;
         match graph.get_presences(chunk).await {
             Ok(presences) => {
@@ -142,6 +307,8 @@ async fn cycle(graph: &GraphClient, ids: &[Arc<str>], out: &mpsc::Sender<Polled>
         users: ids.len(),
         requests,
         elapsed: started.elapsed(),
+        interval: Duration::ZERO,
+        budget_used: 0.0,
     }
 }
 

@@ -14,6 +14,10 @@ pub struct StatusReport {
     pub counters: BTreeMap<String, i64>,
     pub errors: Vec<ErrorStatus>,
     pub last_poll_at: Option<String>,
+    /// The poll interval in effect, in seconds, and the share of the Graph budget (percent)
+    /// polling uses at it.
+    pub poll_interval_s: Option<f64>,
+    pub poll_budget_used_pct: Option<f64>,
     /// Connectors that keep a connection (Asterisk): `connected` or `disconnected: why`.
     pub pbx_link: Option<String>,
     pub pbx_link_since: Option<String>,
@@ -118,6 +122,8 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         counters: s.counters.clone(),
         errors,
         last_poll_at: meta_time(MetaKey::LastPollAt),
+        poll_interval_s: meta_number(s, MetaKey::PollIntervalMs).map(|ms| ms / 1000.0),
+        poll_budget_used_pct: meta_number(s, MetaKey::PollBudgetUsedPct),
         pbx_link: meta(MetaKey::PbxLink),
         pbx_link_since: meta_time(MetaKey::PbxLinkSince),
         pbx_listen: meta(MetaKey::PbxListen),
@@ -177,11 +183,17 @@ fn users_table(out: &mut String, users: &[UserStatus]) {
 
 /// The last poll, subscriptions, the PBX link, listeners, counters and recent errors.
 fn footer(out: &mut String, r: &StatusReport) {
-    let _ = writeln!(
+    let _ = write!(
         out,
         "\nlast poll: {}",
         r.last_poll_at.as_deref().unwrap_or("never")
     );
+    match (r.poll_interval_s, r.poll_budget_used_pct) {
+        (Some(every), Some(pct)) => {
+            let _ = writeln!(out, ", every {every:.1} s ({pct:.1} % of the Graph budget)");
+        }
+        _ => out.push('\n'),
+    }
     for sub in &r.subscriptions {
         let _ = writeln!(
             out,
@@ -217,6 +229,11 @@ fn footer(out: &mut String, r: &StatusReport) {
             .map_or(String::new(), |u| format!(" [{u}]"));
         let _ = writeln!(out, "error {} {}{}: {}", e.at, e.component, user, e.message);
     }
+}
+
+/// A number kept under `key`.
+fn meta_number(s: &Snapshot, key: MetaKey) -> Option<f64> {
+    s.meta(key).and_then(|v| v.parse().ok())
 }
 
 /// RFC 3339 UTC, to the millisecond (tells two quick restarts apart).

@@ -340,6 +340,10 @@ pub enum MetaKey {
     LastPollRequests,
     /// How long the last poll cycle took, in milliseconds.
     LastPollMs,
+    /// The poll interval in effect (`auto` or fixed), in milliseconds.
+    PollIntervalMs,
+    /// The share of the Graph budget polling uses at that interval, in percent.
+    PollBudgetUsedPct,
     /// The PBX link (connectors that keep one): `connecting`, `connected`,
     /// `disconnected: why`; empty for connectors without a link.
     PbxLink,
@@ -358,11 +362,13 @@ pub enum MetaKey {
 
 impl MetaKey {
     /// Every key, for tests and tools.
-    pub const ALL: [MetaKey; 10] = [
+    pub const ALL: [MetaKey; 12] = [
         MetaKey::LastPollAt,
         MetaKey::LastPollUsers,
         MetaKey::LastPollRequests,
         MetaKey::LastPollMs,
+        MetaKey::PollIntervalMs,
+        MetaKey::PollBudgetUsedPct,
         MetaKey::PbxLink,
         MetaKey::PbxLinkSince,
         MetaKey::PbxListen,
@@ -378,6 +384,8 @@ impl MetaKey {
             MetaKey::LastPollUsers => "last_poll_users",
             MetaKey::LastPollRequests => "last_poll_requests",
             MetaKey::LastPollMs => "last_poll_ms",
+            MetaKey::PollIntervalMs => "poll_interval_ms",
+            MetaKey::PollBudgetUsedPct => "poll_budget_used_pct",
             MetaKey::PbxLink => "pbx_link",
             MetaKey::PbxLinkSince => "pbx_link_since",
             MetaKey::PbxListen => "pbx_listen",

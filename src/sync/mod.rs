@@ -2,5 +2,6 @@
 pub mod engine;
 mod engine_types;
 pub mod mapping;
+pub mod pacing;
 mod packed;
 pub mod types;

@@ -75,7 +75,8 @@ struct Feeds {
     graph: watch::Sender<GraphClient>,
     /// Every matched user's Teams id (poller, notification manager).
     ids: watch::Sender<Arc<Vec<Arc<str>>>>,
-    interval: watch::Sender<Duration>,
+    /// `sync.poll_interval` and the budget keys (poller).
+    pacing: watch::Sender<crate::sync::pacing::PaceSettings>,
     /// Extensions the HTTP connector accepts events for.
     known: watch::Sender<Arc<ExtensionSet>>,
     /// Extensions whose devices the Asterisk connector follows.

@@ -29,8 +29,8 @@ impl Daemon {
             Change::PollInterval => {
                 self.parts
                     .feeds
-                    .interval
-                    .send_replace(self.config.sync.poll_interval);
+                    .pacing
+                    .send_replace(self.config.sync.pacing());
             }
             Change::InCallExpiration => self.engine.set_settings(engine_settings(&self.config)),
             // Read from the current config when the next round is planned.

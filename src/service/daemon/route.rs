@@ -89,6 +89,8 @@ impl Daemon {
                 users,
                 requests,
                 elapsed,
+                interval,
+                budget_used,
             } => {
                 if self.health.poll_failures > 0 {
                     tracing::info!(
@@ -105,6 +107,10 @@ impl Daemon {
                     .meta(MetaKey::LastPollRequests, requests.to_string());
                 self.out
                     .meta(MetaKey::LastPollMs, elapsed.as_millis().to_string());
+                self.out
+                    .meta(MetaKey::PollIntervalMs, interval.as_millis().to_string());
+                let pct = format!("{:.1}", budget_used * 100.0);
+                self.out.meta(MetaKey::PollBudgetUsedPct, pct);
                 self.maybe_ready(users);
             }
             Polled::Failed(why) => {

@@ -183,7 +183,7 @@ fn feeds(
     Ok(Feeds {
         graph: watch::Sender::new(GraphClient::new(graph_settings(config, metrics))?),
         ids: watch::Sender::new(Arc::new(engine.poll_ids())),
-        interval: watch::Sender::new(config.sync.poll_interval),
+        pacing: watch::Sender::new(config.sync.pacing()),
         known: watch::Sender::new(known_extensions(directory)),
         users: watch::Sender::new(user_extensions(config, directory)),
         covered: watch::Sender::new(Arc::default()),
@@ -350,14 +350,14 @@ impl Start<'_> {
         let inputs = poller::PollInputs {
             graph: feeds.graph.subscribe(),
             ids: feeds.ids.subscribe(),
-            interval: feeds.interval.subscribe(),
+            pacing: feeds.pacing.subscribe(),
             covered: feeds.covered.subscribe(),
             clock: self.options.clock.clone(),
             metrics: self.metrics.clone(),
             reconcile: config
                 .notifications
                 .as_ref()
-                .map_or(config.sync.poll_interval, |n| n.reconciliation_interval),
+                .map_or(std::time::Duration::ZERO, |n| n.reconciliation_interval),
         };
         let cancel = self.stop.root.child_token();
         let span = tracing::info_span!("poller");
