@@ -6,15 +6,15 @@
 //! 3. Peak RSS of the daemon process (the real binary) at 50,000 users (target < 64 MB).
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
+#[path = "support/daemon.rs"]
+mod daemon;
 mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use daemon::{Daemon, PbxReceiver, wait_until};
 use graph_emulator::{Emulator, EmulatorOptions};
 use pbx_teams_presence::service::{self, RunOptions};
 use support::seed;
@@ -131,10 +131,10 @@ async fn poll_cycle(n: usize) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     seed(&graph, n, dir.path());
-    let (push_url, pushed) = pbx_receiver().await;
-    write_config(dir.path(), &graph, "10s", Some(&push_url));
+    let pbx = PbxReceiver::start().await;
+    write_config(dir.path(), &graph, "10s", Some(&pbx.url));
     let started = Instant::now();
-    let mut child = KillOnDrop(spawn(&dir.path().join("config.toml")));
+    let child = Daemon::spawn(&dir.path().join("config.toml"));
     let db = dir.path().join("state.db");
     let polled = |want: usize| {
         pbx_teams_presence::store::read_snapshot(&db)
@@ -166,77 +166,15 @@ async fn poll_cycle(n: usize) {
     .await;
     wait_until(Duration::from_secs(60), || polled(n).is_some()).await;
     let (requests, wall_ms) = polled(n).unwrap();
-    wait_until(Duration::from_secs(60), || {
-        pushed.load(Ordering::Relaxed) >= n
-    })
-    .await;
-    let rss = peak_rss_kib(child.0.id());
+    wait_until(Duration::from_secs(60), || pbx.pushed() >= n).await;
+    let rss = child.peak_rss_kib();
     println!(
         "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); {} updates pushed; daemon peak RSS {:.1} MB",
         first.as_secs_f64(),
-        pushed.load(Ordering::Relaxed),
+        pbx.pushed(),
         rss as f64 / 1024.0
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status();
-    let _ = child.0.wait();
-}
-
-/// A PBX that takes pushes and counts the updates.
-async fn pbx_receiver() -> (String, Arc<AtomicUsize>) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/presence", listener.local_addr().unwrap());
-    let counter = count.clone();
-    let app = axum::Router::new().route(
-        "/presence",
-        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-            let n = body["updates"].as_array().map_or(0, Vec::len);
-            counter.fetch_add(n, Ordering::Relaxed);
-            async {}
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, count)
-}
-
-/// The daemon child is killed if the benchmark fails half-way.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "benchmark setup timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    child.stop();
 }
 
 fn ms(d: Duration) -> f64 {

@@ -1,0 +1,135 @@
+//! Teams -> PBX by polling alone, `sync.poll_interval = "auto"` side by side with the old
+//! default, a fixed 30 s, at each size (`BENCH_USERS`, default 1000,10000,50000; 250000 works
+//! too). Printed, not asserted. Run with `cargo bench --bench polling`.
+//!
+//! Per size and mode, the real binary as a child process against the Graph emulator (its
+//! presence limit the documented 1,500 per 30 s):
+//! - start -> first full poll (matching included) and peak RSS;
+//! - getPresencesByUserId requests in 30 s of steady state, as a share of the budget;
+//! - Teams change -> PBX push: 60 users turned Busy at random moments over two intervals (at
+//!   least 20 s), each latency from the emulator's change to the push received; p50, p99.
+#![allow(clippy::disallowed_methods)] // the bench is the outside observer: it reads real time
+
+#[path = "support/daemon.rs"]
+mod daemon;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use daemon::{Daemon, PbxReceiver, wait_until};
+use graph_emulator::Emulator;
+use support::seed;
+
+const CHANGES: usize = 60;
+const BUDGET_PER_30S: f64 = 1500.0;
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_USERS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 50_000]);
+    for n in sizes {
+        for mode in ["auto", "30s"] {
+            run(n, mode).await;
+        }
+    }
+}
+
+async fn run(n: usize, mode: &str) {
+    let graph = Emulator::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ids = seed(&graph, n, dir.path());
+    let pbx = PbxReceiver::start().await;
+    write_config(dir.path(), &graph, mode, &pbx.url);
+    let started = Instant::now();
+    let daemon = Daemon::spawn(&dir.path().join("config.toml"));
+    wait_until(Duration::from_secs(600), || pbx.pushed() >= n).await;
+    let first = started.elapsed();
+    // Steady state: the requests of 30 s.
+    graph.clear_requests();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let polls = graph
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("getPresencesByUserId"))
+        .count();
+    let interval = interval_s(dir.path()).unwrap_or(30.0);
+    let latencies = changes(&graph, &ids, &pbx, interval).await;
+    let rss = daemon.peak_rss_kib();
+    daemon.stop();
+    let (p50, p99) = percentiles(latencies.clone());
+    println!(
+        "polling {mode:>4}, {n} users: Teams change -> PBX push p50 {p50:.2} s, p99 {p99:.2} s ({} of {CHANGES} changes); \
+         interval {interval:.1} s; {polls} getPresencesByUserId per 30 s ({:.0} % of the budget); \
+         start to first full poll {:.1} s; peak RSS {:.1} MB",
+        latencies.len(),
+        polls as f64 * 100.0 / BUDGET_PER_30S,
+        first.as_secs_f64(),
+        rss as f64 / 1024.0
+    );
+}
+
+/// 60 users turned Busy at random moments over two intervals; each one's delay to the PBX.
+async fn changes(graph: &Emulator, ids: &[String], pbx: &PbxReceiver, interval: f64) -> Vec<f64> {
+    let span = Duration::from_secs_f64((2.0 * interval).max(20.0));
+    let step = (ids.len() / CHANGES).max(1);
+    let mut offsets: Vec<(Duration, usize)> = (0..CHANGES.min(ids.len()))
+        .map(|k| (span.mul_f64(rand::random::<f64>()), k * step))
+        .collect();
+    offsets.sort();
+    let t0 = Instant::now();
+    let mut changed = Vec::new();
+    for (at, i) in offsets {
+        tokio::time::sleep_until((t0 + at).into()).await;
+        graph.set_user_presence(&ids[i], "Busy", "Busy");
+        changed.push((i, Instant::now()));
+    }
+    let extension = |i: usize| (100_000 + i).to_string();
+    let _ = tokio::time::timeout(Duration::from_secs_f64(interval * 2.0 + 30.0), async {
+        while changed
+            .iter()
+            .any(|(i, _)| pbx.got(&extension(*i), "busy").is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    changed
+        .iter()
+        .filter_map(|(i, at)| {
+            pbx.got(&extension(*i), "busy")
+                .map(|p| (p - *at).as_secs_f64())
+        })
+        .collect()
+}
+
+/// The interval in effect, from the state database (`status`).
+fn interval_s(dir: &Path) -> Option<f64> {
+    let snapshot = pbx_teams_presence::store::read_snapshot(&dir.join("state.db")).ok()?;
+    let ms: f64 = snapshot.meta.get("poll_interval_ms")?.parse().ok()?;
+    Some(ms / 1000.0)
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let p = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (p(0.5), p(0.99))
+}
+
+fn write_config(dir: &Path, graph: &Emulator, poll: &str, push: &str) {
+    let base = graph.base_url();
+    let text = format!(
+        "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
+         [sync]\nstate_db = \"state.db\"\npoll_interval = \"{poll}\"\n\n[users]\nfile = \"users.csv\"\n\n\
+         [pbx]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\ntoken = \"bench\"\npush_url = \"{push}\"\n\n[log]\nlevel = \"warn\"\n",
+        graph.tenant_id(),
+        graph.client_id(),
+        graph.client_secret(),
+    );
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}

@@ -1,0 +1,117 @@
+//! The real daemon binary as a child process, and a PBX receiver for its pushes: what the
+//! benches that measure the whole daemon (memory, start-up, Teams -> PBX) share.
+#![allow(clippy::disallowed_methods)] // benches are outside observers: they read real time
+#![allow(dead_code)] // each bench uses some of these
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The daemon child, killed if the benchmark fails half-way.
+pub struct Daemon(pub Child);
+
+impl Daemon {
+    /// `pbx-teams-presence run --config CONFIG`, its log on this process's stderr.
+    pub fn spawn(config: &Path) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+
+    /// Peak resident memory so far (`VmHWM`), KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, then wait for it.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A PBX taking the HTTP connector's pushes (`pbx.push_url`): counts the updates and keeps
+/// when each extension last got each state.
+#[derive(Clone)]
+pub struct PbxReceiver {
+    pub url: String,
+    pub count: Arc<AtomicUsize>,
+    seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
+}
+
+impl PbxReceiver {
+    pub async fn start() -> PbxReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/presence", listener.local_addr().unwrap());
+        let receiver = PbxReceiver {
+            url,
+            count: Arc::default(),
+            seen: Arc::default(),
+        };
+        let r = receiver.clone();
+        let app = axum::Router::new().route(
+            "/presence",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                r.take(&body);
+                async {}
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    fn take(&self, body: &serde_json::Value) {
+        let at = Instant::now();
+        let updates = body["updates"].as_array().cloned().unwrap_or_default();
+        self.count.fetch_add(updates.len(), Ordering::Relaxed);
+        let mut seen = self.seen.lock().unwrap();
+        for u in updates {
+            let (Some(ext), Some(state)) = (u["extension"].as_str(), u["state"].as_str()) else {
+                continue;
+            };
+            seen.insert((ext.to_owned(), state.to_owned()), at);
+        }
+    }
+
+    pub fn pushed(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// When `extension` last got `state`.
+    pub fn got(&self, extension: &str, state: &str) -> Option<Instant> {
+        let seen = self.seen.lock().unwrap();
+        seen.get(&(extension.to_owned(), state.to_owned())).copied()
+    }
+}
+
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "benchmark setup timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
