@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use graph_emulator::{Emulator, User};
-use pbx_support::{pbx, repo, report, secret, sipp, udp_bound, wait_until};
+use pbx_support::{Server, pbx, repo, report, secret, sipp, udp_bound, wait_until};
 use pbx_teams_presence::service::{self, RunOptions};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -87,29 +87,7 @@ fn write_config(dir: &Path, graph: &Emulator) {
 }
 
 async fn answered_to_set_presence(graph: &Emulator, bob: &str) {
-    for (device, port) in [("1001", "5061"), ("1002", "5062")] {
-        let pw = format!("pw{device}");
-        let ok = sipp(&[
-            "-sf",
-            "register.xml",
-            "-s",
-            device,
-            "-au",
-            device,
-            "-ap",
-            &pw,
-            "-key",
-            "expires",
-            "600",
-            "-p",
-            port,
-            "-m",
-            "1",
-        ])
-        .status()
-        .unwrap();
-        assert!(ok.success(), "register {device}");
-    }
+    Server::Asterisk.register_phones();
     graph.clear_requests();
     let trace = repo().join("target/pbx/root/sipp/bench-uas.log");
     let _ = std::fs::remove_file(&trace);

@@ -112,30 +112,7 @@ async fn notify_to_set_presence(
     seen_before: usize,
 ) {
     let (caller_port, callee_port) = (server.phone(0), server.phone(1));
-    for (device, port) in [("1001", caller_port), ("1002", callee_port)] {
-        let pw = format!("pw{device}");
-        let ok = server
-            .sipp(&[
-                "-sf",
-                "register.xml",
-                "-s",
-                device,
-                "-au",
-                device,
-                "-ap",
-                &pw,
-                "-key",
-                "expires",
-                "600",
-                "-p",
-                port,
-                "-m",
-                "1",
-            ])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "register {device}");
-    }
+    server.register_phones();
     graph.clear_requests();
     let count = calls();
     let calls = count.to_string();

@@ -112,6 +112,32 @@ impl Server {
         let _ = self.script(&["stop"]).status();
     }
 
+    /// Phones 1001 and 1002 registered (password `pw<ext>`, contact on their SIPp port).
+    pub fn register_phones(self) {
+        for (which, device) in ["1001", "1002"].into_iter().enumerate() {
+            let pw = format!("pw{device}");
+            let args = [
+                "-sf",
+                "register.xml",
+                "-s",
+                device,
+                "-au",
+                device,
+                "-ap",
+                &pw,
+                "-key",
+                "expires",
+                "600",
+                "-p",
+                self.phone(which),
+                "-m",
+                "1",
+            ];
+            let ok = self.sipp(&args).status().unwrap();
+            assert!(ok.success(), "register {device} at {}", self.name());
+        }
+    }
+
     /// SIPp with `args` against this server.
     pub fn sipp(self, args: &[&str]) -> Command {
         let mut all = vec!["sipp"];
