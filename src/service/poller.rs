@@ -68,8 +68,10 @@ pub struct PollInputs {
 enum Wake {
     /// The next cycle is due.
     Due,
-    /// New users, or users who lost their subscription: a catch-up cycle now.
-    CatchUp,
+    /// New users matched: a catch-up cycle now, for them.
+    NewUsers,
+    /// Users who lost their subscription: a catch-up cycle now, for them.
+    Lost(Vec<Arc<str>>),
     /// The pacing keys changed: plan anew from now.
     Replan,
     Stop,
@@ -79,6 +81,8 @@ enum Wake {
 struct Pace {
     pacer: Pacer,
     counted: GraphStats,
+    /// The last plan's interval and budget share.
+    last: (Duration, f64),
 }
 
 impl Pace {
@@ -86,6 +90,7 @@ impl Pace {
         Pace {
             pacer: Pacer::new(*inputs.pacing.borrow_and_update(), inputs.clock.now()),
             counted: inputs.graph.borrow().stats(),
+            last: (Duration::ZERO, 0.0),
         }
     }
 
@@ -101,7 +106,13 @@ impl Pace {
         let used = budget_used(self.pacer.settings(), &plan, requests);
         say(&plan, ids, requests, used);
         inputs.metrics.set_poll_pace(plan.interval, used);
+        self.last = (plan.interval, used);
         (plan, used)
+    }
+
+    /// The interval and budget share of the last plan (a catch-up's report carries them).
+    fn last(&self) -> (Duration, f64) {
+        self.last
     }
 
     /// The poll's own requests are not "other" requests for the next plan.
@@ -116,50 +127,77 @@ impl Pace {
 pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: CancellationToken) {
     let mut pace = Pace::new(&mut inputs);
     let mut next = crate::clock::monotonic();
-    let mut catch_up = true;
+    // The first cycle reads everyone at once.
+    let mut first = true;
     let mut last_full: Option<crate::sync::types::Millis> = None;
     let mut covered = inputs.covered.borrow_and_update().clone();
+    // The ids as of the last cycle: a catch-up reads only those added since.
+    let mut known: Arc<Vec<Arc<str>>> = Arc::default();
     loop {
-        match wake(&mut inputs, &mut covered, next, &cancel).await {
+        let catch_up = match wake(&mut inputs, &mut covered, next, &cancel).await {
             Wake::Stop => return,
             Wake::Replan => {
                 pace = Pace::new(&mut inputs);
                 next = crate::clock::monotonic();
                 continue;
             }
-            Wake::CatchUp => catch_up = true,
-            Wake::Due => {}
-        }
-        let ids = to_read(&mut inputs, &mut covered, &mut last_full);
-        let graph = inputs.graph.borrow().clone();
-        let (plan, used) = pace.plan(&inputs, &graph, ids.len());
-        let started = crate::clock::monotonic();
-        next = started + plan.interval;
-        let spacing = if catch_up {
-            Duration::ZERO
-        } else {
-            plan.spacing
+            Wake::NewUsers => Some(added(&mut inputs, &mut known)),
+            Wake::Lost(ids) => Some(Arc::new(ids)),
+            Wake::Due => None,
         };
-        catch_up = false;
+        let graph = inputs.graph.borrow().clone();
+        let (ids, spacing, interval, used) = match catch_up {
+            // Between two cycles, as fast as the budget lets; the schedule stays.
+            Some(ids) => {
+                let (interval, used) = pace.last();
+                (ids, Duration::ZERO, interval, used)
+            }
+            None => {
+                let ids = to_read(&mut inputs, &mut covered, &mut last_full);
+                known = inputs.ids.borrow().clone();
+                let (plan, used) = pace.plan(&inputs, &graph, ids.len());
+                next = crate::clock::monotonic() + plan.interval;
+                let spacing = if first { Duration::ZERO } else { plan.spacing };
+                first = false;
+                (ids, spacing, plan.interval, used)
+            }
+        };
         let report = tokio::select! {
             () = cancel.cancelled() => return,
             r = cycle(&graph, &ids, spacing, &out) => r,
         };
         pace.polled(&report);
-        let report = with_pace(report, plan.interval, used);
-        // A cycle with nothing to read (everybody covered by notifications, nobody matched)
-        // is no poll: it would pull the histogram towards 0.
-        if let Polled::Done {
-            elapsed, requests, ..
-        } = &report
-            && *requests > 0
-        {
-            inputs.metrics.poll_cycle(*elapsed);
-        }
-        if out.send(report).await.is_err() {
+        if !send(&inputs.metrics, &out, with_pace(report, interval, used)).await {
             return;
         }
     }
+}
+
+/// The ids matched since the last cycle (and now `known`).
+fn added(inputs: &mut PollInputs, known: &mut Arc<Vec<Arc<str>>>) -> Arc<Vec<Arc<str>>> {
+    let all = inputs.ids.borrow_and_update().clone();
+    let before: HashSet<&Arc<str>> = known.iter().collect();
+    let new: Vec<Arc<str>> = all
+        .iter()
+        .filter(|id| !before.contains(id))
+        .cloned()
+        .collect();
+    drop(before);
+    *known = all;
+    Arc::new(new)
+}
+
+/// Hands a cycle's report to the main loop (`false`: it is gone); a cycle that read nobody
+/// (everybody covered by notifications, nobody matched) is no poll for the histogram.
+async fn send(metrics: &Metrics, out: &mpsc::Sender<Polled>, report: Polled) -> bool {
+    if let Polled::Done {
+        elapsed, requests, ..
+    } = &report
+        && *requests > 0
+    {
+        metrics.poll_cycle(*elapsed);
+    }
+    out.send(report).await.is_ok()
 }
 
 /// Waits for the next cycle, or for what starts one early.
@@ -174,7 +212,7 @@ async fn wake(
             () = cancel.cancelled() => return Wake::Stop,
             () = tokio::time::sleep_until(next) => return Wake::Due,
             changed = inputs.ids.changed() => {
-                return if changed.is_err() { Wake::Stop } else { Wake::CatchUp };
+                return if changed.is_err() { Wake::Stop } else { Wake::NewUsers };
             }
             changed = inputs.covered.changed() => {
                 if changed.is_err() { return Wake::Stop }
@@ -182,8 +220,9 @@ async fn wake(
                 // one wait for the next cycle (nothing to read for them now).
                 let now = inputs.covered.borrow_and_update().clone();
                 let before = std::mem::replace(covered, now);
-                if lost_coverage(&before, covered) {
-                    return Wake::CatchUp;
+                let lost = lost_coverage(&before, covered);
+                if !lost.is_empty() {
+                    return Wake::Lost(lost);
                 }
             }
             changed = inputs.pacing.changed() => {
@@ -275,8 +314,12 @@ fn with_pace(report: Polled, interval: Duration, used: f64) -> Polled {
 }
 
 /// Whether a user covered before is not covered now.
-fn lost_coverage(before: &HashSet<Arc<str>>, now: &HashSet<Arc<str>>) -> bool {
-    before.iter().any(|id| !now.contains(id))
+fn lost_coverage(before: &HashSet<Arc<str>>, now: &HashSet<Arc<str>>) -> Vec<Arc<str>> {
+    before
+        .iter()
+        .filter(|id| !now.contains(*id))
+        .cloned()
+        .collect()
 }
 
 /// One cycle: a request per chunk of ids, `spacing` apart (none: as fast as the budget lets).
@@ -321,16 +364,18 @@ mod tests {
     }
 
     #[test]
-    fn only_users_losing_their_subscription_start_a_poll() {
+    fn only_users_losing_their_subscription_are_read_at_once() {
+        let lost = |a: &[&str], b: &[&str]| lost_coverage(&set(a), &set(b));
         assert!(
-            !lost_coverage(&set(&[]), &set(&["a", "b"])),
+            lost(&[], &["a", "b"]).is_empty(),
             "gained: nothing to read now"
         );
-        assert!(!lost_coverage(&set(&["a"]), &set(&["a", "b"])));
-        assert!(
-            lost_coverage(&set(&["a", "b"]), &set(&["b"])),
-            "a lost it: read a at once"
+        assert!(lost(&["a"], &["a", "b"]).is_empty());
+        assert_eq!(
+            lost(&["a", "b"], &["b"]),
+            vec![Arc::from("a")],
+            "a lost it: read a"
         );
-        assert!(lost_coverage(&set(&["a"]), &set(&[])));
+        assert_eq!(lost(&["a"], &[]).len(), 1);
     }
 }
