@@ -1,6 +1,7 @@
 //! Teams -> PBX by polling alone, `sync.poll_interval = "auto"` side by side with the old
 //! default, a fixed 30 s, at each size (`BENCH_USERS`, default 1000,10000,50000; 250000 works
-//! too). Printed, not asserted. Run with `cargo bench --bench polling`.
+//! too). Printed, not asserted. Run with `cargo bench --bench polling`; `BENCH_MODES=auto`
+//! runs one mode, `BENCH_LOG=info` shows the daemon's log.
 //!
 //! Per size and mode, the real binary as a child process against the Graph emulator (its
 //! presence limit the documented 1,500 per 30 s):
@@ -32,7 +33,8 @@ async fn main() {
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000, 50_000]);
     for n in sizes {
-        for mode in ["auto", "30s"] {
+        let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "auto,30s".into());
+        for mode in modes.split(',') {
             run(n, mode).await;
         }
     }
@@ -131,10 +133,11 @@ fn write_config(dir: &Path, graph: &Emulator, poll: &str, push: &str) {
     let text = format!(
         "[azure]\ntenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nlogin_url = \"{base}\"\ngraph_url = \"{base}\"\n\n\
          [sync]\nstate_db = \"state.db\"\npoll_interval = \"{poll}\"\n\n[users]\nfile = \"users.csv\"\n\n\
-         [pbx]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\ntoken = \"bench\"\npush_url = \"{push}\"\n\n[log]\nlevel = \"warn\"\n",
+         [pbx]\nkind = \"http\"\nlisten = \"127.0.0.1:0\"\ntoken = \"bench\"\npush_url = \"{push}\"\n\n[log]\nlevel = \"{level}\"\n",
         graph.tenant_id(),
         graph.client_id(),
         graph.client_secret(),
+        level = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
     );
     std::fs::write(dir.join("config.toml"), text).unwrap();
 }

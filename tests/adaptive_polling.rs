@@ -188,3 +188,30 @@ async fn a_cycles_requests_are_spread_over_its_interval() {
     }
     w.stop().await.unwrap();
 }
+
+/// A user added to the users file is read at once, alone: the catch-up does not read
+/// everyone again, and the 30 s schedule is not moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_user_is_read_at_once_alone() {
+    let mut w = World::new().await;
+    with_pacing(&w, "poll_interval = \"30s\"");
+    w.start().await;
+    eventually(10, "the first poll", || polls(&w).len() == 1).await;
+    let dave = w.graph.add_user(user(
+        "Dave",
+        "dave@contoso.com",
+        Some("dave@contoso.com"),
+        &[],
+    ));
+    w.graph.set_user_presence(&dave, "Busy", "Busy");
+    w.write_users(&["1004,dave@contoso.com"]);
+    eventually(10, "Dave pushed", || !w.pbx.updates_for("1004").is_empty()).await;
+    let reads = w.graph_requests("getPresencesByUserId");
+    assert_eq!(reads.len(), 2, "one catch-up, no new cycle");
+    let ids = reads[1].body.as_ref().unwrap()["ids"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(ids, vec![serde_json::Value::String(dave)], "Dave alone");
+    w.stop().await.unwrap();
+}
