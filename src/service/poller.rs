@@ -115,11 +115,9 @@ impl Pace {
         self.last
     }
 
-    /// The poll's own requests are not "other" requests for the next plan.
-    fn polled(&mut self, report: &Polled) {
-        if let Polled::Done { requests, .. } = report {
-            self.counted.requests += *requests as u64;
-        }
+    /// A poll request is going out: it is not an "other" request for the next plan.
+    fn sent(&mut self) {
+        self.counted.requests += 1;
     }
 }
 
@@ -146,27 +144,31 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
             Wake::Due => None,
         };
         let graph = inputs.graph.borrow().clone();
-        let (ids, spacing, interval, used) = match catch_up {
-            // Between two cycles, as fast as the budget lets; the schedule stays.
-            Some(ids) => {
-                let (interval, used) = pace.last();
-                (ids, Duration::ZERO, interval, used)
-            }
+        // A catch-up goes between two cycles, as fast as the budget lets; the schedule stays.
+        // So does the first cycle; the others are paced request by request.
+        let (ids, paced) = match catch_up {
+            Some(ids) => (ids, false),
             None => {
                 let ids = to_read(&mut inputs, &mut covered, &mut last_full);
                 known = inputs.ids.borrow().clone();
-                let (plan, used) = pace.plan(&inputs, &graph, ids.len());
+                let (plan, _) = pace.plan(&inputs, &graph, ids.len());
                 next = crate::clock::monotonic() + plan.interval;
-                let spacing = if first { Duration::ZERO } else { plan.spacing };
-                first = false;
-                (ids, spacing, plan.interval, used)
+                (ids, !std::mem::replace(&mut first, false))
             }
         };
-        let report = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = cycle(&graph, &ids, spacing, &out) => r,
+        let gaps = if paced {
+            Gaps::Paced(&inputs)
+        } else {
+            Gaps::Burst
         };
-        pace.polled(&report);
+        let (report, then) = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = cycle(&graph, &ids, gaps, &mut pace, &out) => r,
+        };
+        if paced {
+            next = then;
+        }
+        let (interval, used) = pace.last();
         if !send(&inputs.metrics, &out, with_pace(report, interval, used)).await {
             return;
         }
@@ -322,20 +324,37 @@ fn lost_coverage(before: &HashSet<Arc<str>>, now: &HashSet<Arc<str>>) -> Vec<Arc
         .collect()
 }
 
-/// One cycle: a request per chunk of ids, `spacing` apart (none: as fast as the budget lets).
+/// How a cycle's requests go out.
+enum Gaps<'a> {
+    /// As fast as the budget lets (the first cycle, catch-ups).
+    Burst,
+    /// Each one a plan's spacing after the one before, planned anew before each (writes and
+    /// 429s meanwhile count at once).
+    Paced(&'a PollInputs),
+}
+
+/// One cycle: a request per chunk of ids. Returns its report and, paced, when the next
+/// cycle's first request is due (one spacing after its last).
 async fn cycle(
     graph: &GraphClient,
     ids: &[Arc<str>],
-    spacing: Duration,
+    gaps: Gaps<'_>,
+    pace: &mut Pace,
     out: &mpsc::Sender<Polled>,
-) -> Polled {
+) -> (Polled, Instant) {
     let started = crate::clock::monotonic();
+    let mut sent = started;
     let mut requests = 0;
-    for (i, chunk) in ids.chunks(PRESENCE_IDS_PER_REQUEST).enumerate() {
-        if i > 0 && !spacing.is_zero() {
-            let n = u32::try_from(i).unwrap_or(u32::MAX);
-            tokio::time::sleep_until(started + spacing.saturating_mul(n)).await;
+    let due = |pace: &mut Pace, sent: Instant| match &gaps {
+        Gaps::Paced(inputs) => sent + pace.plan(inputs, graph, ids.len()).0.spacing,
+        Gaps::Burst => sent,
+    };
+    for chunk in ids.chunks(PRESENCE_IDS_PER_REQUEST) {
+        if requests > 0 {
+            tokio::time::sleep_until(due(pace, sent)).await;
         }
+        sent = crate::clock::monotonic();
+        pace.sent();
         requests += 1;
         match graph.get_presences(chunk).await {
             Ok(presences) => {
@@ -343,16 +362,17 @@ async fn cycle(
                     break;
                 }
             }
-            Err(e) => return Polled::Failed(e),
+            Err(e) => return (Polled::Failed(e), due(pace, sent)),
         }
     }
-    Polled::Done {
+    let done = Polled::Done {
         users: ids.len(),
         requests,
         elapsed: started.elapsed(),
         interval: Duration::ZERO,
         budget_used: 0.0,
-    }
+    };
+    (done, due(pace, sent))
 }
 
 #[cfg(test)]

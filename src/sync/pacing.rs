@@ -59,7 +59,8 @@ pub struct PaceSettings {
 pub struct Plan {
     /// From the start of this cycle to the start of the next.
     pub interval: Duration,
-    /// Between two requests of the cycle (`interval / requests`).
+    /// Between two requests, this cycle's last and the next one's first included
+    /// (`interval / requests`; the interval itself for one request or none).
     pub spacing: Duration,
     /// The interval changed by more than 2x since it was last said (INFO line).
     pub say: bool,
@@ -125,10 +126,7 @@ impl Pacer {
             PollInterval::Every(d) => d,
             PollInterval::Auto => self.auto(requests, now),
         };
-        let spacing = match u32::try_from(requests) {
-            Ok(n) if n > 1 => interval / n,
-            _ => Duration::ZERO,
-        };
+        let spacing = interval / u32::try_from(requests.max(1)).unwrap_or(u32::MAX);
         let say = self.settings.interval == PollInterval::Auto
             && self.said.is_none_or(|s| {
                 interval.as_secs_f64() > 2.0 * s.as_secs_f64()
