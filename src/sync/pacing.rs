@@ -9,13 +9,14 @@
 //! interval  = max(min_interval, window * requests / allowance)
 //! ```
 //!
-//! Writes, lookups and subscription calls spend the same budget (Graph counts presence
-//! requests per app and tenant: <https://learn.microsoft.com/en-us/graph/throttling-limits>),
-//! so what they used in the last window is taken off. `factor` is the AIMD answer to
-//! throttling: halved by every observation that brings new 429s (the poller observes before
-//! each request, so in effect by each 429), down to [`MIN_FACTOR`], then raised by [`RECOVERY`] per window
-//! without one, up to 1. The allowance never drops below [`FLOOR`] of the share: polling
-//! slows down under a burst of writes, it does not stop.
+//! Writes spend the same budget (Graph counts presence requests per app and tenant:
+//! <https://learn.microsoft.com/en-us/graph/throttling-limits>), and lookups and subscription
+//! calls are counted with them (a conservative reading), so what they used in the last window is
+//! taken off. `factor` is the AIMD answer to throttling: halved by every observation that
+//! brings new 429s (the poller observes before each request, so in effect by each 429), down
+//! to [`MIN_FACTOR`], then raised by [`RECOVERY`] per window without one, up to 1. The
+//! allowance never drops below [`FLOOR`] of the share: polling slows down under a burst of
+//! writes, it does not stop.
 //!
 //! A fixed `poll_interval` is used as it is. Either way the cycle's requests are spread over
 //! its interval ([`Plan::spacing`]), so that the Teams -> PBX delay is even across users.
