@@ -32,17 +32,10 @@ pub fn transport(t: SipTransport) -> Transport {
 /// and the server's name when the config gives one rather than an address. Reads the system
 /// store (a few hundred files) off the runtime.
 pub async fn tls_config(config: &SipPbxConfig) -> Result<TlsConfig, StackError> {
-    let extra = config
-        .ca_file
-        .as_ref()
-        .map(|ca| ca.certs.clone())
-        .unwrap_or_default();
+    let ca = config.ca_file.clone();
     let ca_certs = tokio::task::spawn_blocking(move || {
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            tracing::warn!(error = %e, "some of the system's trusted CAs cannot be read: {e}");
-        }
-        pem(native.certs.iter().chain(&extra).map(AsRef::as_ref))
+        let certs = crate::pbx::tls::trusted_certs(ca.as_ref());
+        pem(certs.iter().map(AsRef::as_ref))
     })
     .await
     .map_err(|e| StackError::Sip(format!("reading the system's CAs: {e}")))?;
