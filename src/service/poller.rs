@@ -110,7 +110,7 @@ impl Pace {
         (plan, used)
     }
 
-    /// The interval and budget share of the last plan (a catch-up's report carries them).
+    /// The interval and budget share of the last plan (a cycle's report carries them).
     fn last(&self) -> (Duration, f64) {
         self.last
     }
@@ -168,8 +168,7 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
         if paced {
             next = then;
         }
-        let (interval, used) = pace.last();
-        if !send(&inputs.metrics, &out, with_pace(report, interval, used)).await {
+        if !send(&inputs.metrics, &out, report).await {
             return;
         }
     }
@@ -297,24 +296,6 @@ fn say(plan: &Plan, users: usize, requests: usize, used: f64) {
     );
 }
 
-fn with_pace(report: Polled, interval: Duration, used: f64) -> Polled {
-    match report {
-        Polled::Done {
-            users,
-            requests,
-            elapsed,
-            ..
-        } => Polled::Done {
-            users,
-            requests,
-            elapsed,
-            interval,
-            budget_used: used,
-        },
-        other => other,
-    }
-}
-
 /// Whether a user covered before is not covered now.
 fn lost_coverage(before: &HashSet<Arc<str>>, now: &HashSet<Arc<str>>) -> Vec<Arc<str>> {
     before
@@ -365,12 +346,13 @@ async fn cycle(
             Err(e) => return (Polled::Failed(e), due(pace, sent)),
         }
     }
+    let (interval, budget_used) = pace.last();
     let done = Polled::Done {
         users: ids.len(),
         requests,
         elapsed: started.elapsed(),
-        interval: Duration::ZERO,
-        budget_used: 0.0,
+        interval,
+        budget_used,
     };
     (done, due(pace, sent))
 }
