@@ -5,6 +5,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/phones.rs"]
+mod phones;
 mod sandbox;
 mod sip;
 mod sip_daemon;
@@ -13,7 +15,7 @@ mod sip_watcher;
 mod tls;
 
 use common::{ALICE, BOB, CAROL, World, eventually};
-use sandbox::{Pbx, finish};
+use sandbox::{PHONES, Pbx, finish};
 
 /// Alice has a desk phone (1001) and a softphone (1011); Bob and Carol one phone each.
 const DEVICES: &str = "[pbx.devices]\n1001 = [\"PJSIP/1001\", \"PJSIP/1011\"]\n";
@@ -45,10 +47,10 @@ fn in_a_call(w: &World, extension: &str) -> bool {
 async fn answered_call_is_in_a_call_for_both_parties_until_hangup() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 300);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 3000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 300);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 3000, &[]);
     eventually(10, "Alice and Bob in a call", || {
         in_a_call(&w, ALICE) && in_a_call(&w, BOB)
     })
@@ -68,10 +70,10 @@ async fn answered_call_is_in_a_call_for_both_parties_until_hangup() {
 async fn a_call_ringing_but_never_answered_sets_nothing_for_the_callee() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::ring_only("1002");
-    let caller = Pbx::dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.ring_only("1002");
+    let caller = PHONES.dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
     finish(caller, "1001 gives up").await;
     finish(callee, "1002 rang").await;
     // The caller was off-hook (dialling counts as a call); the callee only rang.
@@ -88,11 +90,11 @@ async fn a_call_ringing_but_never_answered_sets_nothing_for_the_callee() {
 async fn a_held_call_is_still_a_call() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 200);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
     // Talk 1 s, hold 3 s (Bob's device is ONHOLD), resume, 1 s more, hang up.
-    let caller = Pbx::dial(
+    let caller = PHONES.dial(
         "uac_hold.xml",
         "1001",
         "1002",
@@ -123,13 +125,13 @@ async fn a_user_with_two_devices_is_in_a_call_on_either() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
     for d in ["1001", "1011", "1002"] {
-        Pbx::register(d).await;
+        PHONES.register(d).await;
     }
     // Bob dials Alice: both her phones ring, the softphone answers, the desk phone is
     // cancelled by Asterisk.
-    let desk = Pbx::ring_only("1001");
-    let soft = Pbx::answer("1011", 500);
-    let caller = Pbx::dial("uac.xml", "1002", "1001", 3000, &[]);
+    let desk = PHONES.ring_only("1001");
+    let soft = PHONES.answer("1011", 500);
+    let caller = PHONES.dial("uac.xml", "1002", "1001", 3000, &[]);
     eventually(10, "Alice in a call on her softphone", || {
         in_a_call(&w, ALICE)
     })
@@ -190,10 +192,10 @@ async fn our_own_in_a_call_does_not_come_back_to_asterisk() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
     Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 100);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 4000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 100);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 4000, &[]);
     eventually(10, "Bob in a call", || in_a_call(&w, BOB)).await;
     // Teams now reports our own Busy/InACall at every poll (each second): it must not be
     // written to Bob's Teams device state, which still says what Teams said before.
@@ -215,20 +217,20 @@ async fn our_own_in_a_call_does_not_come_back_to_asterisk() {
 async fn busy_on_busy_refuses_calls_while_the_callee_is_in_a_teams_meeting() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
     w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
     Pbx::wait_device("Custom:teams-1002", "INUSE", 10).await;
     // 6XXXX is the recipe of docs/asterisk.md: 486 Busy Here while Teams says busy.
-    let refused = Pbx::dial("uac_busy.xml", "1001", "61002", 0, &[]);
+    let refused = PHONES.dial("uac_busy.xml", "1001", "61002", 0, &[]);
     finish(refused, "61002 refused with 486 while Bob is in a meeting").await;
     assert_eq!(w.set_presence_calls(BOB), 0, "Bob's phone never rang");
 
     w.graph
         .set_user_presence(&w.id(BOB), "Available", "Available");
     Pbx::wait_device("Custom:teams-1002", "NOT_INUSE", 10).await;
-    let callee = Pbx::answer("1002", 100);
-    let caller = Pbx::dial("uac.xml", "1001", "61002", 1000, &[]);
+    let callee = PHONES.answer("1002", 100);
+    let caller = PHONES.dial("uac.xml", "1001", "61002", 1000, &[]);
     finish(caller, "61002 put through once Bob is available").await;
     finish(callee, "Bob answers").await;
     w.stop().await.unwrap();
@@ -238,10 +240,10 @@ async fn busy_on_busy_refuses_calls_while_the_callee_is_in_a_teams_meeting() {
 async fn asterisk_killed_mid_call_is_followed_by_reconnect_and_the_right_state() {
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 100);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 30_000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 100);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 30_000, &[]);
     eventually(10, "Alice and Bob in a call", || {
         in_a_call(&w, ALICE) && in_a_call(&w, BOB)
     })
@@ -266,10 +268,10 @@ async fn asterisk_killed_mid_call_is_followed_by_reconnect_and_the_right_state()
     );
     // Subscriptions were made again: a new call is seen. Phones re-register (a SIGKILL can
     // lose the last seconds of astdb, registrations included).
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 100);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 1500, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 100);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 1500, &[]);
     eventually(10, "a call after the restart is seen", || {
         in_a_call(&w, BOB)
     })
@@ -405,10 +407,10 @@ async fn a_user_added_to_the_users_file_is_followed_without_a_restart() {
         w.user_status("1004")["match"] == "matched"
     })
     .await;
-    Pbx::register("1004").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 100);
-    let caller = Pbx::dial("uac.xml", "1004", "1002", 2000, &[]);
+    PHONES.register("1004").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 100);
+    let caller = PHONES.dial("uac.xml", "1004", "1002", 2000, &[]);
     let client = w.graph.client_id();
     eventually(10, "Dave's new phone is followed: in a call", || {
         w.graph.app_session(&dave, &client).is_some()

@@ -11,6 +11,8 @@ use pbx_teams_presence::pbx::asterisk::ami::AmiClient;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+pub use crate::phones::{Phones, finish};
+
 pub const ARI_URL: &str = "http://127.0.0.1:8088/ari";
 /// ARI over TLS, served only after [`Pbx::acquire_tls`].
 pub const ARI_TLS_ADDR: &str = "127.0.0.1:8089";
@@ -53,6 +55,12 @@ fn root_command(args: &[&str]) -> Command {
     c.args(args).stdin(Stdio::null()).kill_on_drop(true);
     c
 }
+
+/// The test server's phones.
+pub const PHONES: Phones = Phones {
+    sipp: Pbx::sipp,
+    port,
+};
 
 /// The SIPp port a device registers from (tests/pbx/README.md).
 pub fn port(device: &str) -> u16 {
@@ -139,51 +147,6 @@ impl Pbx {
             .unwrap()
     }
 
-    /// Register a device (its contact is `127.0.0.1:port`).
-    pub async fn register(device: &str) {
-        let p = port(device).to_string();
-        let pw = format!("pw{device}");
-        let child = Pbx::sipp(&[
-            "-sf",
-            "register.xml",
-            "-s",
-            device,
-            "-au",
-            device,
-            "-ap",
-            &pw,
-            "-key",
-            "expires",
-            "600",
-            "-p",
-            &p,
-        ]);
-        finish(child, &format!("register {device}")).await;
-    }
-
-    /// The callee `device` rings `ring_ms`, answers, and waits for the BYE.
-    pub fn answer(device: &str, ring_ms: u64) -> Child {
-        let (p, d) = (port(device).to_string(), ring_ms.to_string());
-        Pbx::sipp(&["-sf", "uas.xml", "-p", &p, "-d", &d])
-    }
-
-    /// The callee `device` rings and never answers.
-    pub fn ring_only(device: &str) -> Child {
-        let p = port(device).to_string();
-        Pbx::sipp(&["-sf", "uas_ring.xml", "-p", &p])
-    }
-
-    /// `from` dials `number` with `scenario`, `-d ms`, and extra args.
-    pub fn dial(scenario: &str, from: &str, number: &str, ms: u64, extra: &[&str]) -> Child {
-        let (p, d, pw) = (port(from).to_string(), ms.to_string(), format!("pw{from}"));
-        let mut args = vec![
-            "-sf", scenario, "-s", number, "-key", "caller", from, "-au", from, "-ap", &pw, "-p",
-            &p, "-d", &d,
-        ];
-        args.extend_from_slice(extra);
-        Pbx::sipp(&args)
-    }
-
     /// Stop Asterisk (clean shutdown).
     pub async fn stop() {
         let out = root_command(&["stop"]).output().await.unwrap();
@@ -243,18 +206,4 @@ impl Pbx {
         let _ = ami.logoff().await;
         p
     }
-}
-
-/// Wait for a SIPp run and require success.
-pub async fn finish(child: Child, what: &str) {
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: SIPp still running after 60 s"))
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: SIPp failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -5,7 +5,7 @@
 
 use pbx_teams_presence::sync::types::CallState;
 
-use crate::sandbox::{Pbx, credential, finish};
+use crate::sandbox::{PHONES, Pbx, credential, finish};
 use crate::sip_watcher::{Watcher, sip_config};
 
 /// The daemon's SIP account on the test Asterisk.
@@ -22,10 +22,10 @@ async fn sip_answered_call_is_speaking_then_idle_and_ringing_is_only_ringing() {
         CallState::Idle,
         "first NOTIFY: idle"
     );
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 500);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 2000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 500);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 2000, &[]);
     let states = w.states_until("1002", CallState::Speaking, 10).await;
     assert!(states.contains(&CallState::Speaking));
     finish(caller, "1001 calls 1002").await;
@@ -35,8 +35,8 @@ async fn sip_answered_call_is_speaking_then_idle_and_ringing_is_only_ringing() {
         Some(&CallState::Idle)
     );
 
-    let callee = Pbx::ring_only("1002");
-    let caller = Pbx::dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
+    let callee = PHONES.ring_only("1002");
+    let caller = PHONES.dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
     let rang = w.states_until("1002", CallState::Idle, 15).await;
     finish(caller, "1001 gives up").await;
     finish(callee, "1002 rang").await;
@@ -53,10 +53,10 @@ async fn sip_held_call_stays_a_call() {
     let _pbx = Pbx::acquire().await;
     let mut w = Watcher::start(asterisk(), &["1002"]).await;
     assert_eq!(w.next("1002", 10).await, CallState::Idle);
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 200);
-    let caller = Pbx::dial(
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial(
         "uac_hold.xml",
         "1001",
         "1002",
@@ -83,10 +83,10 @@ async fn sip_asterisk_restarted_mid_call_ends_the_call_and_subscriptions_come_ba
     let _pbx = Pbx::acquire().await;
     let mut w = Watcher::start(asterisk(), &["1002"]).await;
     assert_eq!(w.next("1002", 10).await, CallState::Idle);
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 200);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 30_000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 30_000, &[]);
     w.states_until("1002", CallState::Speaking, 10).await;
     Pbx::restart(&["--hard"]).await;
     drop((caller, callee));
@@ -96,10 +96,10 @@ async fn sip_asterisk_restarted_mid_call_ends_the_call_and_subscriptions_come_ba
         Some(&CallState::Idle)
     );
     // And the new subscription follows calls again.
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 200);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 1000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 1000, &[]);
     w.states_until("1002", CallState::Speaking, 15).await;
     finish(caller, "call after the restart").await;
     finish(callee, "callee after the restart").await;

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use crate::common::{ALICE, BOB, World, eventually};
 use crate::in_a_call;
-use crate::sandbox::{Pbx, credential, finish};
+use crate::sandbox::{PHONES, Pbx, credential, finish};
 
 /// `[pbx]` of kind "sip" against the test Asterisk, plus `extra` keys.
 pub fn sip_section(extra: &str) -> String {
@@ -49,10 +49,10 @@ async fn sip_answered_call_is_in_a_call_until_hangup_and_ringing_sets_nothing() 
     let _pbx = Pbx::acquire().await;
     let mut w = world("").await;
     followed(&w, &[ALICE, BOB]).await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 300);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 3000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 300);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 3000, &[]);
     eventually(10, "Alice and Bob in a call", || {
         in_a_call(&w, ALICE) && in_a_call(&w, BOB)
     })
@@ -66,8 +66,8 @@ async fn sip_answered_call_is_in_a_call_until_hangup_and_ringing_sets_nothing() 
     assert_eq!(w.clear_presence_calls(BOB), 1, "one clear for one call");
 
     let sets_before = w.set_presence_calls(BOB);
-    let callee = Pbx::ring_only("1002");
-    let caller = Pbx::dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
+    let callee = PHONES.ring_only("1002");
+    let caller = PHONES.dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
     finish(caller, "1001 gives up").await;
     finish(callee, "1002 rang").await;
     // The caller's own call (dialling counts for the caller) is the fence: cleared after
@@ -93,10 +93,10 @@ async fn sip_session_left_by_a_crash_is_cleared_by_the_first_notify() {
     w.pbx_section = Some(sip_section(""));
     w.write_config("");
     let mut daemon = binary(&w, None);
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 200);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 2000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 2000, &[]);
     eventually(15, "Bob in a call", || in_a_call(&w, BOB)).await;
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -131,10 +131,10 @@ async fn sip_extension_without_hint_is_one_warning_naming_it() {
         text.contains("1999: the PBX answered 404") && w.user_status(ALICE)["pbx_state"] == "idle"
     })
     .await;
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 200);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 1000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 1000, &[]);
     eventually(10, "Bob in a call", || in_a_call(&w, BOB)).await;
     finish(caller, "the call").await;
     finish(callee, "the callee").await;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use super::common::{ALICE, BOB, CAROL, World, eventually};
-use super::sandbox::{ARI_TLS_ADDR, Pbx, finish};
+use super::sandbox::{ARI_TLS_ADDR, PHONES, Pbx, finish};
 use super::{DEVICES, connected, in_a_call};
 
 /// A CA, and Asterisk's certificate for 127.0.0.1 signed by it: `cert.pem`, `key.pem` (what
@@ -63,10 +63,10 @@ async fn with_the_ca_in_ca_file_calls_and_writes_go_over_tls() {
     w.start().await;
     connected(&w).await;
     // Asterisk -> Teams: the events come over wss://.
-    Pbx::register("1001").await;
-    Pbx::register("1002").await;
-    let callee = Pbx::answer("1002", 300);
-    let caller = Pbx::dial("uac.xml", "1001", "1002", 2000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 300);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 2000, &[]);
     eventually(10, "Alice and Bob in a call", || {
         in_a_call(&w, ALICE) && in_a_call(&w, BOB)
     })

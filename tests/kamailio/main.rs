@@ -5,6 +5,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/phones.rs"]
+mod phones;
 mod publish;
 mod sandbox;
 #[path = "../common/sip_watcher.rs"]
@@ -13,7 +15,7 @@ mod transport;
 
 use pbx_teams_presence::config::SipPbxConfig;
 use pbx_teams_presence::sync::types::CallState;
-use sandbox::{Kam, credential, finish};
+use sandbox::{Kam, PHONES, credential, finish};
 use sip_watcher::{Watcher, sip_config};
 
 /// The daemon's SIP account on the test Kamailio.
@@ -30,10 +32,10 @@ async fn kamailio_answered_call_is_speaking_then_idle_and_ringing_is_only_ringin
         CallState::Idle,
         "first NOTIFY: idle"
     );
-    Kam::register("1001").await;
-    Kam::register("1002").await;
-    let callee = Kam::answer("1002", 500);
-    let caller = Kam::dial("uac.xml", "1001", "1002", 2000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 500);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 2000, &[]);
     let states = w.states_until("1002", CallState::Speaking, 10).await;
     assert!(states.contains(&CallState::Speaking));
     finish(caller, "1001 calls 1002").await;
@@ -42,8 +44,8 @@ async fn kamailio_answered_call_is_speaking_then_idle_and_ringing_is_only_ringin
         w.states_until("1002", CallState::Idle, 10).await.last(),
         Some(&CallState::Idle)
     );
-    let callee = Kam::ring_only("1002");
-    let caller = Kam::dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
+    let callee = PHONES.ring_only("1002");
+    let caller = PHONES.dial("uac_cancel.xml", "1001", "1002", 2000, &[]);
     let rang = w.states_until("1002", CallState::Idle, 15).await;
     finish(caller, "1001 gives up").await;
     finish(callee, "1002 rang").await;
@@ -60,10 +62,10 @@ async fn kamailio_held_call_stays_a_call() {
     let _kam = Kam::acquire().await;
     let mut w = Watcher::start(kamailio(), &["1002"]).await;
     assert_eq!(w.next("1002", 10).await, CallState::Idle);
-    Kam::register("1001").await;
-    Kam::register("1002").await;
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
     let callee = Kam::sipp(&["-sf", "uas_hold.xml", "-p", "5082", "-d", "200"]);
-    let caller = Kam::dial(
+    let caller = PHONES.dial(
         "uac_hold.xml",
         "1001",
         "1002",
@@ -93,10 +95,10 @@ async fn kamailio_restarted_mid_call_forgets_subscriptions_and_they_come_back() 
     let _kam = Kam::acquire().await;
     let mut w = Watcher::start(kamailio(), &["1002"]).await;
     assert_eq!(w.next("1002", 10).await, CallState::Idle);
-    Kam::register("1001").await;
-    Kam::register("1002").await;
-    let callee = Kam::answer("1002", 200);
-    let caller = Kam::dial("uac.xml", "1001", "1002", 30_000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 30_000, &[]);
     w.states_until("1002", CallState::Speaking, 10).await;
     Kam::restart().await;
     drop((caller, callee));
@@ -104,10 +106,10 @@ async fn kamailio_restarted_mid_call_forgets_subscriptions_and_they_come_back() 
         w.states_until("1002", CallState::Idle, 60).await.last(),
         Some(&CallState::Idle)
     );
-    Kam::register("1001").await;
-    Kam::register("1002").await;
-    let callee = Kam::answer("1002", 200);
-    let caller = Kam::dial("uac.xml", "1001", "1002", 1000, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 200);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", 1000, &[]);
     w.states_until("1002", CallState::Speaking, 15).await;
     finish(caller, "call after the restart").await;
     finish(callee, "callee after the restart").await;

@@ -6,9 +6,10 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
 use tokio::process::{Child, Command};
+
+pub use crate::phones::{Phones, finish};
 
 pub const SIP: &str = "127.0.0.1:5080";
 
@@ -25,6 +26,12 @@ fn script(args: &[&str]) -> Command {
     c.args(args).stdin(Stdio::null()).kill_on_drop(true);
     c
 }
+
+/// The test server's phones.
+pub const PHONES: Phones = Phones {
+    sipp: Kam::sipp,
+    port,
+};
 
 /// The SIPp port a phone registers from.
 pub fn port(device: &str) -> u16 {
@@ -88,62 +95,4 @@ impl Kam {
             .spawn()
             .unwrap()
     }
-
-    /// Register a phone (its contact is `127.0.0.1:port`).
-    pub async fn register(device: &str) {
-        let (p, pw) = (port(device).to_string(), format!("pw{device}"));
-        let child = Kam::sipp(&[
-            "-sf",
-            "register.xml",
-            "-s",
-            device,
-            "-au",
-            device,
-            "-ap",
-            &pw,
-            "-key",
-            "expires",
-            "600",
-            "-p",
-            &p,
-        ]);
-        finish(child, &format!("register {device}")).await;
-    }
-
-    /// The callee rings `ring_ms`, answers, and waits for the BYE.
-    pub fn answer(device: &str, ring_ms: u64) -> Child {
-        let (p, d) = (port(device).to_string(), ring_ms.to_string());
-        Kam::sipp(&["-sf", "uas.xml", "-p", &p, "-d", &d])
-    }
-
-    /// The callee rings and never answers.
-    pub fn ring_only(device: &str) -> Child {
-        let p = port(device).to_string();
-        Kam::sipp(&["-sf", "uas_ring.xml", "-p", &p])
-    }
-
-    /// `from` dials `number` with `scenario`, `-d ms`, and extra args.
-    pub fn dial(scenario: &str, from: &str, number: &str, ms: u64, extra: &[&str]) -> Child {
-        let (p, d, pw) = (port(from).to_string(), ms.to_string(), format!("pw{from}"));
-        let mut args = vec![
-            "-sf", scenario, "-s", number, "-key", "caller", from, "-au", from, "-ap", &pw, "-p",
-            &p, "-d", &d,
-        ];
-        args.extend_from_slice(extra);
-        Kam::sipp(&args)
-    }
-}
-
-/// Wait for a SIPp run and require success.
-pub async fn finish(child: Child, what: &str) {
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{what}: SIPp still running after 60 s"))
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{what}: SIPp failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -10,7 +10,7 @@ use rustls_pki_types::pem::PemObject;
 use tokio_util::sync::CancellationToken;
 
 use super::kamailio;
-use crate::sandbox::{Kam, finish, repo};
+use crate::sandbox::{Kam, PHONES, finish, repo};
 use crate::sip_watcher::Watcher;
 
 /// The test Kamailio's TLS port and the CA of its certificate (`tests/pbx/kamailio.sh`).
@@ -37,10 +37,10 @@ fn over(transport: SipTransport) -> SipPbxConfig {
 /// 1001 calls 1002, who answers and talks `talk_ms`: speaking (within `secs`), then idle at
 /// the hang-up.
 async fn one_call(w: &mut Watcher, talk_ms: u64, secs: u64) {
-    Kam::register("1001").await;
-    Kam::register("1002").await;
-    let callee = Kam::answer("1002", 300);
-    let caller = Kam::dial("uac.xml", "1001", "1002", talk_ms, &[]);
+    PHONES.register("1001").await;
+    PHONES.register("1002").await;
+    let callee = PHONES.answer("1002", 300);
+    let caller = PHONES.dial("uac.xml", "1001", "1002", talk_ms, &[]);
     w.states_until("1002", CallState::Speaking, secs).await;
     finish(caller, "1001 calls 1002").await;
     finish(callee, "1002 answers").await;
