@@ -96,7 +96,7 @@ impl Pace {
 
     /// The plan of a cycle of `requests` starting now, after telling the pacer what the
     /// other requests did since the last one; said and shown in the metrics.
-    fn plan(&mut self, inputs: &PollInputs, graph: &GraphClient, ids: usize) -> (Plan, f64) {
+    fn plan(&mut self, inputs: &PollInputs, graph: &GraphClient, ids: usize) -> Plan {
         let requests = ids.div_ceil(PRESENCE_IDS_PER_REQUEST);
         let now = inputs.clock.now();
         let stats = graph.stats();
@@ -107,7 +107,7 @@ impl Pace {
         say(&plan, ids, requests, used);
         inputs.metrics.set_poll_pace(plan.interval, used);
         self.last = (plan.interval, used);
-        (plan, used)
+        plan
     }
 
     /// The interval and budget share of the last plan (a cycle's report carries them).
@@ -151,7 +151,7 @@ pub async fn run(mut inputs: PollInputs, out: mpsc::Sender<Polled>, cancel: Canc
             None => {
                 let ids = to_read(&mut inputs, &mut covered, &mut last_full);
                 known = inputs.ids.borrow().clone();
-                let (plan, _) = pace.plan(&inputs, &graph, ids.len());
+                let plan = pace.plan(&inputs, &graph, ids.len());
                 next = crate::clock::monotonic() + plan.interval;
                 (ids, !std::mem::replace(&mut first, false))
             }
@@ -327,7 +327,7 @@ async fn cycle(
     let mut sent = started;
     let mut requests = 0;
     let due = |pace: &mut Pace, sent: Instant| match &gaps {
-        Gaps::Paced(inputs) => sent + pace.plan(inputs, graph, ids.len()).0.spacing,
+        Gaps::Paced(inputs) => sent + pace.plan(inputs, graph, ids.len()).spacing,
         Gaps::Burst => sent,
     };
     for chunk in ids.chunks(PRESENCE_IDS_PER_REQUEST) {
