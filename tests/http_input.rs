@@ -35,8 +35,8 @@ async fn bad_input_is_rejected_and_changes_nothing() {
         vec![r#"{"extension":"1001","state":"idle"}"#; 40_000].join(",")
     );
     assert!(big.len() > 1024 * 1024);
-    let (status, _) = w.post_raw(&big, token).await;
-    assert_eq!(status, 413);
+    // The next post (202 below) shows the listener goes on.
+    refused_before_read(w.try_post_raw(&big, token).await.map(|(s, _)| s), 413);
 
     // Unknown extensions are counted as ignored, known ones accepted.
     let (status, body) = w

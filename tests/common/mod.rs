@@ -467,6 +467,22 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// An oversized body, refused before it was read: the server answered `want`, or it closed
+/// the connection before the client had written it all (a broken pipe or a reset: the close
+/// raced the client's last writes). Any other failure fails the test.
+pub fn refused_before_read(sent: Result<u16, reqwest::Error>, want: u16) {
+    match sent {
+        Ok(status) => assert_eq!(status, want),
+        Err(e) => {
+            let e = format!("{e:?}");
+            assert!(
+                e.contains("BrokenPipe") || e.contains("Reset"),
+                "the post failed otherwise than by the server's close: {e}"
+            );
+        }
+    }
+}
+
 /// What every listen address in the configs written here asks for: loopback, any free port.
 pub const UNBOUND: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
