@@ -62,14 +62,80 @@ async fn users_are_resolved_through_batches_with_inner_429_retried() {
     let stats = client.stats();
     assert_eq!(stats.throttled, 1);
     assert!(stats.retries >= 1);
-    // 25 addresses: 2 chunks x (mail, upn) = 4 GETs in one batch (+1 retry), then
-    // 22 proxy lookups (charles, nobody, 20 fillers) in batches of 20 and 2.
-    let batches: Vec<usize> = fake
-        .seen()
+    // 25 addresses: 2 `mail` GETs (15 + 10) in one batch (+1 retry), then the 23 no `mail`
+    // carries in 2 `userPrincipalName` GETs, then 22 proxy lookups (charles, nobody, 20
+    // fillers) in batches of 20 and 2.
+    assert_eq!(batch_sizes(&fake), vec![2, 1, 2, 20, 2]);
+}
+
+/// The number of requests in each `$batch` the fake received.
+fn batch_sizes(fake: &Fake) -> Vec<usize> {
+    fake.seen()
         .iter()
         .map(|s| s.body["requests"].as_array().unwrap().len())
+        .collect()
+}
+
+#[tokio::test]
+async fn later_stages_wait_for_full_batches_across_steps() {
+    let users = (0..600)
+        .map(|i| {
+            (
+                format!("id-{i}"),
+                format!("m{i}@x.com"),
+                format!("u{i}@x.com"),
+            )
+        })
+        .collect::<Vec<_>>();
+    let fake = Fake {
+        users: users
+            .iter()
+            .map(|(id, mail, upn)| (leak(id), leak(mail), leak(upn), vec![]))
+            .collect(),
+        ..Fake::default()
+    };
+    let (client, fake) = start(fake).await;
+    let mut stages = Stages::default();
+    // Step 1: 300 addresses by mail, 150 of them only known by UPN: they wait.
+    let step1: Vec<String> = (0..150)
+        .map(|i| format!("m{i}@x.com"))
+        .chain((150..300).map(|i| format!("u{i}@x.com")))
         .collect();
-    assert_eq!(batches, vec![4, 1, 20, 2]);
+    let decided = client
+        .resolve_step(&mut stages, &step1, false)
+        .await
+        .unwrap();
+    assert_eq!(decided.len(), 150);
+    assert_eq!(batch_sizes(&fake), vec![20]);
+    // Step 2: 150 more UPN-only addresses fill a UPN batch: 300 decided by UPN.
+    let step2: Vec<String> = (300..450).map(|i| format!("u{i}@x.com")).collect();
+    let decided = client
+        .resolve_step(&mut stages, &step2, false)
+        .await
+        .unwrap();
+    assert_eq!(decided.len(), 300);
+    assert!(decided.iter().all(|(_, m)| matches!(
+        m,
+        UserMatch::Matched {
+            via: MatchedBy::Upn,
+            ..
+        }
+    )));
+    assert_eq!(batch_sizes(&fake), vec![20, 10, 20]);
+    // Last step: one unknown address goes through every stage at once.
+    let decided = client
+        .resolve_step(&mut stages, &["nobody@x.com".to_owned()], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        decided,
+        vec![("nobody@x.com".to_owned(), UserMatch::NotFound)]
+    );
+    assert_eq!(batch_sizes(&fake), vec![20, 10, 20, 1, 1, 1]);
+}
+
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@
 
 mod aadsts;
 mod auth;
+mod batch;
 mod budget;
 mod client_cert;
 pub mod delegated;
@@ -49,7 +50,7 @@ pub use client_cert::{CertificateError, ClientCertificate, EXPIRY_WARNING};
 pub use error::GraphError;
 pub use presence::{ClearOutcome, Presence};
 pub use probe::{ProbeReport, ProbeStep};
-pub use users::{MatchedBy, UserMatch};
+pub use users::{MatchedBy, Stages, UserMatch};
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;

@@ -1,22 +1,18 @@
 //! E-mail address -> Entra user id: `$filter` queries of up to 15 values, packed into
-//! `$batch` requests of up to 20. Sources:
+//! `$batch` requests of up to 20, in three stages: `mail` for every address, then
+//! `userPrincipalName` for those no `mail` carries, then `proxyAddresses` for the rest. Most
+//! directories match by `mail`, so N addresses cost about N/300 `$batch` requests; the later
+//! stages are packed across calls ([`Stages`]), not per call. Sources:
 //! - JSON batching: <https://learn.microsoft.com/en-us/graph/json-batching>
 //! - List users: <https://learn.microsoft.com/en-us/graph/api/user-list>
 //! - `$filter`: <https://learn.microsoft.com/en-us/graph/filter-query-parameter>
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::Method;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use url::Url;
 
-use super::budget::parse_retry_after;
-use super::error::ErrorBody;
-use super::http::Request;
-use super::{Counters, GraphClient, GraphError, join};
+use super::{GraphClient, GraphError};
 
 /// Values per `in (...)` clause.
 pub(crate) const FILTER_CHUNK: usize = super::limits::FILTER_IN_MAX_VALUES;
@@ -77,43 +73,6 @@ pub(crate) struct DirUser {
     pub upn: Option<String>,
     #[serde(default, rename = "proxyAddresses")]
     pub proxy_addresses: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct UserPage {
-    #[serde(default)]
-    value: Vec<DirUser>,
-    #[serde(rename = "@odata.nextLink")]
-    next_link: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BatchAnswer {
-    responses: Vec<BatchItem>,
-}
-
-#[derive(Deserialize)]
-struct BatchItem {
-    id: String,
-    status: u16,
-    #[serde(default)]
-    headers: HashMap<String, Value>,
-    #[serde(default)]
-    body: Value,
-}
-
-impl BatchItem {
-    fn retry_after(&self) -> Option<Duration> {
-        let (_, value) = self
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?;
-        match value {
-            Value::String(s) => parse_retry_after(s),
-            Value::Number(n) => parse_retry_after(&n.to_string()),
-            _ => None,
-        }
-    }
 }
 
 /// An OData string literal: quoted, with `'` doubled.
@@ -223,60 +182,82 @@ impl Index {
     }
 }
 
-/// One `$batch` round, sorted out.
-#[derive(Default)]
-struct Round {
-    pages: Vec<UserPage>,
-    /// Indexes (into the URL list) to send again.
-    retry: Vec<usize>,
-    /// Indexes whose lookup was refused (tolerant mode only).
-    rejected: Vec<usize>,
-    wait: Duration,
-    throttled: u64,
-    last_status: u16,
+/// The lookup stages, in order: an address goes to the next one only when the previous found
+/// no user carrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Mail,
+    Upn,
+    ProxyAddress,
+}
+
+impl Stage {
+    /// The relative URLs that look `addresses` up.
+    fn urls(self, addresses: &[String]) -> Vec<String> {
+        let by = |property| {
+            addresses
+                .chunks(FILTER_CHUNK)
+                .map(|chunk| users_url(&in_filter(property, chunk)))
+                .collect()
+        };
+        match self {
+            Stage::Mail => by("mail"),
+            Stage::Upn => by("userPrincipalName"),
+            Stage::ProxyAddress => addresses
+                .iter()
+                .map(|a| users_url(&proxy_filter(a)))
+                .collect(),
+        }
+    }
+
+    /// Addresses per full `$batch`: a later stage waits for this many (or the last call).
+    fn batch_size(self) -> usize {
+        match self {
+            Stage::Mail | Stage::Upn => FILTER_CHUNK * BATCH_MAX,
+            Stage::ProxyAddress => BATCH_MAX,
+        }
+    }
+}
+
+/// Addresses waiting for the `userPrincipalName` and the `proxyAddresses` stages, carried
+/// from one [`GraphClient::resolve_step`] to the next so that those stages send full
+/// `$batch`es.
+#[derive(Debug, Default)]
+pub struct Stages {
+    upn: Vec<String>,
+    proxy: Vec<String>,
+}
+
+impl Stages {
+    /// Takes the addresses of `pending` that fill whole batches of `stage` (all of them when
+    /// `last`).
+    fn take(pending: &mut Vec<String>, stage: Stage, last: bool) -> Vec<String> {
+        let n = if last {
+            pending.len()
+        } else {
+            pending.len() - pending.len() % stage.batch_size()
+        };
+        pending.drain(..n).collect()
+    }
 }
 
 impl GraphClient {
     /// The Entra user for each address in `emails` (trimmed and lowercased, one entry per
-    /// input, in order): `mail` and `userPrincipalName` first, then `proxyAddresses` for the
-    /// rest (List users and `$filter` pages).
+    /// input, in order), through the three stages (List users and `$filter` pages).
     pub async fn resolve_users(
         &self,
         emails: &[String],
     ) -> Result<Vec<(String, UserMatch)>, GraphError> {
         let wanted: Vec<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
-        let mut unique: Vec<String> = wanted.iter().filter(|e| !e.is_empty()).cloned().collect();
-        unique.sort();
-        unique.dedup();
-        let mut index = Index::for_addresses(&unique);
-        let mut urls = Vec::new();
-        for chunk in unique.chunks(FILTER_CHUNK) {
-            urls.push(users_url(&in_filter("mail", chunk)));
-            urls.push(users_url(&in_filter("userPrincipalName", chunk)));
-        }
-        self.query_all(&urls, false, &mut index).await?;
-        let unmatched: Vec<&String> = unique
-            .iter()
-            .filter(|e| index.decide(e) == UserMatch::NotFound)
-            .collect();
-        let proxies: Vec<String> = unmatched
-            .iter()
-            .map(|e| users_url(&proxy_filter(e)))
-            .collect();
-        // Whether Graph accepts this filter without advanced-query headers is UNVERIFIED:
-        // a 400 makes those addresses Unchecked instead of failing the whole lookup.
-        let rejected = self.query_all(&proxies, true, &mut index).await?;
-        let unchecked: std::collections::HashSet<&str> = rejected
-            .iter()
-            .filter_map(|&i| unmatched.get(i).map(|e| e.as_str()))
+        let answers: HashMap<String, UserMatch> = self
+            .resolve_step(&mut Stages::default(), &wanted, true)
+            .await?
+            .into_iter()
             .collect();
         let result: Vec<(String, UserMatch)> = wanted
             .into_iter()
             .map(|e| {
-                let m = match index.decide(&e) {
-                    UserMatch::NotFound if unchecked.contains(e.as_str()) => UserMatch::Unchecked,
-                    m => m,
-                };
+                let m = answers.get(&e).cloned().unwrap_or(UserMatch::NotFound);
                 (e, m)
             })
             .collect();
@@ -293,161 +274,78 @@ impl GraphClient {
         Ok(result)
     }
 
-    /// Runs the relative GET `urls` in `$batch`es of 20 and indexes the users found, one batch
-    /// at a time (nothing of a batch is kept once indexed).
-    async fn query_all(
+    /// One step of a lookup round: `emails` by `mail`; those not found wait in `stages`
+    /// until a later step fills a `$batch` of the next stage, or until the `last` step.
+    /// Returns the addresses decided in this step (each address once per round, lowercased;
+    /// empty ones are skipped).
+    pub async fn resolve_step(
         &self,
-        urls: &[String],
-        tolerant: bool,
-        index: &mut Index,
-    ) -> Result<Vec<usize>, GraphError> {
-        let mut rejected = Vec::new();
-        for (n, chunk) in urls.chunks(BATCH_MAX).enumerate() {
-            let (users, refused) = self.run_batch(chunk, tolerant).await?;
-            for user in users {
-                index.add(&user);
-            }
-            rejected.extend(refused.into_iter().map(|i| n * BATCH_MAX + i));
-        }
-        Ok(rejected)
+        stages: &mut Stages,
+        emails: &[String],
+        last: bool,
+    ) -> Result<Vec<(String, UserMatch)>, GraphError> {
+        let mut unique: Vec<String> = emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut decided = Vec::new();
+        let found = self.lookup(Stage::Mail, &unique).await?;
+        split(found, &mut decided, &mut stages.upn);
+        let upn = Stages::take(&mut stages.upn, Stage::Upn, last);
+        let found = self.lookup(Stage::Upn, &upn).await?;
+        split(found, &mut decided, &mut stages.proxy);
+        let proxy = Stages::take(&mut stages.proxy, Stage::ProxyAddress, last);
+        decided.extend(self.lookup(Stage::ProxyAddress, &proxy).await?);
+        Ok(decided)
     }
 
-    /// One `$batch` of up to 20 GETs; inner 429/5xx are sent again after Retry-After (JSON
-    /// batching page).
-    async fn run_batch(
+    /// One stage for `addresses` (lowercased, unique): the decision for each.
+    async fn lookup(
         &self,
-        urls: &[String],
-        tolerant: bool,
-    ) -> Result<(Vec<DirUser>, Vec<usize>), GraphError> {
-        let inner = &self.inner;
-        let batch_url = join(&inner.api_root, &["$batch"])?;
-        let mut pending: Vec<usize> = (0..urls.len()).collect();
-        let mut users = Vec::new();
-        let mut rejected = Vec::new();
-        let mut round_no = 1;
-        while !pending.is_empty() {
-            let requests: Vec<Value> = pending
-                .iter()
-                .map(|&i| json!({"id": i.to_string(), "method": "GET", "url": urls[i]}))
-                .collect();
-            let body = json!({ "requests": requests });
-            let request = Request {
-                op: "batch",
-                method: Method::POST,
-                url: batch_url.clone(),
-                body: Some(&body),
-                presence: false,
-                user: None,
-                token: None,
-            };
-            let bytes = inner.send(&request).await?;
-            let answer: BatchAnswer = serde_json::from_slice(&bytes)
-                .map_err(|e| GraphError::InvalidResponse(format!("$batch: {e}")))?;
-            let round = self.sort_round(answer, &pending, round_no, tolerant)?;
-            Counters::bump(&inner.counters.throttled, round.throttled);
-            inner.metrics.graph_throttled(round.throttled);
-            rejected.extend(&round.rejected);
-            for page in round.pages {
-                users.extend(page.value);
-                if let Some(link) = page.next_link {
-                    users.extend(self.follow(&link).await?);
-                }
-            }
-            if !round.retry.is_empty() {
-                if round_no >= inner.max_attempts {
-                    Counters::bump(&inner.counters.errors, 1);
-                    return Err(match round.throttled {
-                        0 => GraphError::Unavailable {
-                            status: round.last_status,
-                        },
-                        _ => GraphError::Throttled {
-                            retry_after: round.wait,
-                        },
-                    });
-                }
-                tracing::debug!(
-                    count = round.retry.len(),
-                    wait_ms = round.wait.as_millis(),
-                    "retrying inner $batch requests"
-                );
-                Counters::bump(&inner.counters.retries, round.retry.len() as u64);
-                tokio::time::sleep(round.wait).await;
-                round_no += 1;
-            }
-            pending = round.retry;
+        stage: Stage,
+        addresses: &[String],
+    ) -> Result<Vec<(String, UserMatch)>, GraphError> {
+        if addresses.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok((users, rejected))
+        let mut index = Index::for_addresses(addresses);
+        // Whether Graph accepts the proxyAddresses filter without advanced-query headers is
+        // UNVERIFIED: a 400 makes those addresses Unchecked instead of failing the round.
+        let tolerant = stage == Stage::ProxyAddress;
+        let rejected = self
+            .query_all(&stage.urls(addresses), tolerant, &mut index)
+            .await?;
+        let unchecked: HashSet<&str> = rejected
+            .iter()
+            .filter_map(|&i| addresses.get(i).map(String::as_str))
+            .collect();
+        Ok(addresses
+            .iter()
+            .map(|a| {
+                let m = match index.decide(a) {
+                    UserMatch::NotFound if unchecked.contains(a.as_str()) => UserMatch::Unchecked,
+                    m => m,
+                };
+                (a.clone(), m)
+            })
+            .collect())
     }
+}
 
-    /// Sorts one batch answer into pages, requests to retry, and errors.
-    fn sort_round(
-        &self,
-        answer: BatchAnswer,
-        pending: &[usize],
-        round_no: u32,
-        tolerant: bool,
-    ) -> Result<Round, GraphError> {
-        let mut round = Round::default();
-        let mut seen = 0;
-        for item in answer.responses {
-            let Some(index) = item.id.parse().ok().filter(|i| pending.contains(i)) else {
-                continue;
-            };
-            seen += 1;
-            match item.status {
-                200..=299 => round.pages.push(
-                    serde_json::from_value(item.body)
-                        .map_err(|e| GraphError::InvalidResponse(format!("users page: {e}")))?,
-                ),
-                status @ (429 | 500..=599) if status != 501 => {
-                    let wait = item
-                        .retry_after()
-                        .unwrap_or_else(|| self.inner.backoff.delay(round_no));
-                    round.wait = round.wait.max(wait);
-                    round.throttled += u64::from(status == 429);
-                    round.last_status = status;
-                    round.retry.push(index);
-                }
-                400 if tolerant => {
-                    let error = ErrorBody::from_value(&item.body);
-                    tracing::warn!(code = %error.code, graph_message = %error.message,
-                        "proxyAddresses lookup rejected ({}: {}); skipping it", error.code, error.message);
-                    round.rejected.push(index);
-                }
-                status => {
-                    Counters::bump(&self.inner.counters.errors, 1);
-                    return Err(ErrorBody::from_value(&item.body).into_error(status));
-                }
-            }
+/// Decided answers go to `decided`; addresses nobody carries wait for the next stage.
+fn split(
+    found: Vec<(String, UserMatch)>,
+    decided: &mut Vec<(String, UserMatch)>,
+    next: &mut Vec<String>,
+) {
+    for (address, m) in found {
+        match m {
+            UserMatch::NotFound => next.push(address),
+            m => decided.push((address, m)),
         }
-        if seen != pending.len() {
-            return Err(GraphError::InvalidResponse(format!(
-                "$batch answered {seen} of {} requests",
-                pending.len()
-            )));
-        }
-        Ok(round)
-    }
-
-    /// Follows `@odata.nextLink` pages (List users page); only on the Graph host, so the token
-    /// stays there.
-    async fn follow(&self, first: &str) -> Result<Vec<DirUser>, GraphError> {
-        let mut users = Vec::new();
-        let mut next = Some(first.to_string());
-        while let Some(link) = next {
-            let url = Url::parse(&link)
-                .ok()
-                .filter(|u| u.origin() == self.inner.graph_origin)
-                .ok_or_else(|| {
-                    GraphError::InvalidResponse(format!("nextLink off the Graph host: {link}"))
-                })?;
-            let request = Request::get("users", url);
-            let page: UserPage = serde_json::from_slice(&self.inner.send(&request).await?)
-                .map_err(|e| GraphError::InvalidResponse(format!("users page: {e}")))?;
-            users.extend(page.value);
-            next = page.next_link;
-        }
-        Ok(users)
     }
 }
 

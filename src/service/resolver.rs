@@ -8,10 +8,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::matching::Lookup;
-use crate::graph::{GraphClient, GraphError, UserMatch};
+use crate::graph::{GraphClient, GraphError, Stages, UserMatch};
 
-/// E-mails per lookup call: the Graph client's working set (its address index, the users of
-/// each `$batch` answer) stays that of 1,500 users, whatever the size of the directory.
+/// E-mails per lookup step: the Graph client's working set (its address index, the users of
+/// each `$batch` answer) stays that of 1,500 users, whatever the size of the directory. A
+/// multiple of 300, so the `mail` stage sends only full `$batch`es (20 requests of 15).
 const CHUNK: usize = 1500;
 
 /// What the resolver reports.
@@ -105,12 +106,16 @@ impl Resolver {
     }
 
     async fn round(&self, lookup: Lookup) -> Result<(), GraphError> {
-        for chunk in lookup.emails.chunks(CHUNK) {
+        let mut stages = Stages::default();
+        let chunks = lookup.emails.chunks(CHUNK).count();
+        for (n, chunk) in lookup.emails.chunks(CHUNK).enumerate() {
             if *self.current.borrow() != lookup.generation {
                 break;
             }
             let graph = self.graph.borrow().clone();
-            let results = graph.resolve_users(chunk).await?;
+            let results = graph
+                .resolve_step(&mut stages, chunk, n + 1 == chunks)
+                .await?;
             let answer = Matched::Chunk {
                 generation: lookup.generation,
                 results,
