@@ -78,25 +78,28 @@ fn batch_sizes(fake: &Fake) -> Vec<usize> {
 
 #[tokio::test]
 async fn later_stages_wait_for_full_batches_across_steps() {
-    let users = (0..600)
+    // m0..m149 have mail = UPN; u150..u449 only a UPN; "held" is a mail whose user has
+    // another UPN, and another user's UPN.
+    let mut users: Vec<Directory> = (0..150)
         .map(|i| {
             (
                 format!("id-{i}"),
                 format!("m{i}@x.com"),
-                format!("u{i}@x.com"),
+                format!("m{i}@x.com"),
             )
         })
-        .collect::<Vec<_>>();
-    let fake = Fake {
-        users: users
-            .iter()
-            .map(|(id, mail, upn)| (leak(id), leak(mail), leak(upn), vec![]))
-            .collect(),
+        .chain((150..450).map(|i| (format!("id-{i}"), String::new(), format!("u{i}@x.com"))))
+        .map(|(id, mail, upn)| (leak(&id), leak(&mail), leak(&upn), vec![]))
+        .collect();
+    users.push(("id-h1", "held@x.com", "h1@x.com", vec![]));
+    users.push(("id-h2", "", "held@x.com", vec![]));
+    let (client, fake) = start(Fake {
+        users,
         ..Fake::default()
-    };
-    let (client, fake) = start(fake).await;
+    })
+    .await;
     let mut stages = Stages::default();
-    // Step 1: 300 addresses by mail, 150 of them only known by UPN: they wait.
+    // Step 1: 300 addresses by mail; the 150 UPN-only ones wait for a full UPN batch.
     let step1: Vec<String> = (0..150)
         .map(|i| format!("m{i}@x.com"))
         .chain((150..300).map(|i| format!("u{i}@x.com")))
@@ -122,17 +125,25 @@ async fn later_stages_wait_for_full_batches_across_steps() {
         }
     )));
     assert_eq!(batch_sizes(&fake), vec![20, 10, 20]);
-    // Last step: one unknown address goes through every stage at once.
-    let decided = client
-        .resolve_step(&mut stages, &["nobody@x.com".to_owned()], true)
-        .await
-        .unwrap();
+    // Last step: an unknown address goes through every stage at once; the held one
+    // through two, and comes out ambiguous.
+    let last = ids(&["nobody@x.com", "held@x.com"]);
+    let mut decided = client.resolve_step(&mut stages, &last, true).await.unwrap();
+    decided.sort_by(|a, b| a.0.cmp(&b.0));
+    let dup = UserMatch::Duplicate {
+        ids: ids(&["id-h1", "id-h2"]),
+    };
     assert_eq!(
         decided,
-        vec![("nobody@x.com".to_owned(), UserMatch::NotFound)]
+        vec![
+            ("held@x.com".to_owned(), dup),
+            ("nobody@x.com".to_owned(), UserMatch::NotFound)
+        ]
     );
     assert_eq!(batch_sizes(&fake), vec![20, 10, 20, 1, 1, 1]);
 }
+
+type Directory = (&'static str, &'static str, &'static str, Vec<&'static str>);
 
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_owned().into_boxed_str())

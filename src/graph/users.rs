@@ -226,6 +226,11 @@ impl Stage {
 pub struct Stages {
     upn: Vec<String>,
     proxy: Vec<String>,
+    /// Addresses `mail` matched to a user whose UPN is another address: another user may
+    /// have this one as UPN (the ambiguity real directories have), so they go through the
+    /// UPN stage too, their `mail` answer held here meanwhile. UPNs are unique: a user whose
+    /// UPN is the address itself (the usual case) needs no such check.
+    held: HashMap<String, UserMatch>,
 }
 
 impl Stages {
@@ -292,11 +297,24 @@ impl GraphClient {
         unique.sort_unstable();
         unique.dedup();
         let mut decided = Vec::new();
-        let found = self.lookup(Stage::Mail, &unique).await?;
-        split(found, &mut decided, &mut stages.upn);
+        for (address, m) in self.lookup(Stage::Mail, &unique).await? {
+            match m {
+                UserMatch::NotFound => stages.upn.push(address),
+                UserMatch::Matched { ref upn, .. } if upn.to_lowercase() != address => {
+                    stages.upn.push(address.clone());
+                    stages.held.insert(address, m);
+                }
+                m => decided.push((address, m)),
+            }
+        }
         let upn = Stages::take(&mut stages.upn, Stage::Upn, last);
-        let found = self.lookup(Stage::Upn, &upn).await?;
-        split(found, &mut decided, &mut stages.proxy);
+        for (address, m) in self.lookup(Stage::Upn, &upn).await? {
+            match (stages.held.remove(&address), m) {
+                (None, UserMatch::NotFound) => stages.proxy.push(address),
+                (None, m) => decided.push((address, m)),
+                (Some(held), m) => decided.push((address, both(held, m))),
+            }
+        }
         let proxy = Stages::take(&mut stages.proxy, Stage::ProxyAddress, last);
         decided.extend(self.lookup(Stage::ProxyAddress, &proxy).await?);
         Ok(decided)
@@ -335,17 +353,22 @@ impl GraphClient {
     }
 }
 
-/// Decided answers go to `decided`; addresses nobody carries wait for the next stage.
-fn split(
-    found: Vec<(String, UserMatch)>,
-    decided: &mut Vec<(String, UserMatch)>,
-    next: &mut Vec<String>,
-) {
-    for (address, m) in found {
-        match m {
-            UserMatch::NotFound => next.push(address),
-            m => decided.push((address, m)),
-        }
+/// The `mail` answer held for an address, with what the UPN stage found for it: the same
+/// user, or nobody, leaves it as it was; another user makes the address ambiguous.
+fn both(held: UserMatch, upn: UserMatch) -> UserMatch {
+    let ids = |m: UserMatch| match m {
+        UserMatch::Matched { id, .. } => vec![id],
+        UserMatch::Duplicate { ids } => ids,
+        UserMatch::NotFound | UserMatch::Unchecked => Vec::new(),
+    };
+    let mut all = ids(held.clone());
+    all.extend(ids(upn));
+    all.sort();
+    all.dedup();
+    if all.len() > 1 {
+        UserMatch::Duplicate { ids: all }
+    } else {
+        held
     }
 }
 
