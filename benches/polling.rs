@@ -5,7 +5,7 @@
 //!
 //! Per size and mode, the real binary as a child process against the Graph emulator (its
 //! presence limit the documented 1,500 per 30 s):
-//! - start -> first full poll (matching included) and peak RSS;
+//! - start -> first full poll (matching included, its `$batch` requests counted) and peak RSS;
 //! - then a warm-up of one interval (at least the 30 s budget window: the start-up's lookups
 //!   count against the share until they leave it), and in steady state:
 //!   - Teams change -> PBX push: 60 users turned Busy at random moments over two intervals
@@ -52,7 +52,9 @@ async fn run(n: usize, mode: &str) {
     let daemon = Daemon::spawn(&dir.path().join("config.toml"));
     wait_until(Duration::from_secs(600), || pbx.pushed() >= n).await;
     let first = started.elapsed();
-    let throttled = graph.requests().iter().filter(|r| r.status == 429).count();
+    let start_log = graph.requests();
+    let throttled = start_log.iter().filter(|r| r.status == 429).count();
+    let lookups = start_log.iter().filter(|r| r.path.ends_with("$batch")).count();
     // Steady state: the start-up's lookups have left the budget window, and the first
     // regular cycle after the catch-up is over.
     let warm = Duration::from_secs_f64(interval_s(dir.path()).unwrap_or(30.0).max(30.0) + 2.0);
@@ -76,7 +78,7 @@ async fn run(n: usize, mode: &str) {
     println!(
         "polling {mode:>4}, {n} users: Teams change -> PBX push p50 {p50:.2} s, p99 {p99:.2} s ({} of {CHANGES} changes); \
          interval {interval:.1} s; {polls:.0} getPresencesByUserId per 30 s ({:.0} % of the budget), {throttled} answers 429; \
-         start to first full poll {:.1} s; peak RSS {:.1} MB",
+         start to first full poll {:.1} s ({lookups} $batch lookups); peak RSS {:.1} MB",
         latencies.len(),
         polls * 100.0 / BUDGET_PER_30S,
         first.as_secs_f64(),

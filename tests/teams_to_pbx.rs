@@ -235,3 +235,53 @@ async fn pushes_carry_the_push_token_and_never_the_pbx_token() {
         w.stop().await.unwrap();
     }
 }
+
+/// A restart with a warm store looks up only the addresses it has no match for (a new user,
+/// a changed e-mail); the cached matches serve until `sync.resolve_interval` has passed since
+/// the last full round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_restart_looks_up_only_new_and_changed_addresses() {
+    let mut w = World::new().await;
+    let ids: Vec<String> = ["dave", "eve", "erin"]
+        .iter()
+        .map(|name| {
+            let mail = format!("{name}@contoso.com");
+            w.graph.add_user(user(name, &mail, Some(&mail), &[]))
+        })
+        .collect();
+    w.write_users(&["1005,eve@contoso.com"]);
+    w.start().await;
+    let looked_up = |w: &World| {
+        pbx_teams_presence::store::read_snapshot(&w.db_path())
+            .is_ok_and(|s| s.meta.contains_key("looked_up_at"))
+    };
+    eventually(10, "a full round recorded", || looked_up(&w)).await;
+    w.stop().await.unwrap();
+
+    w.write_users(&["1004,dave@contoso.com", "1005,erin@contoso.com"]);
+    w.graph.clear_requests();
+    w.start().await;
+    eventually(10, "the new and the changed address matched", || {
+        w.user_status("1004")["match"] == "matched"
+            && w.user_status("1005")["teams_id"] == ids[2].as_str()
+    })
+    .await;
+    assert_eq!(
+        w.user_status(CAROL)["match"],
+        "matched",
+        "kept from the store"
+    );
+    assert_eq!(w.graph_requests("$batch").len(), 1, "one lookup, by mail");
+    let looked: Vec<String> = w
+        .graph_requests("/users")
+        .iter()
+        .map(|r| r.query.clone())
+        .collect();
+    assert_eq!(looked.len(), 1, "{looked:?}");
+    assert!(
+        looked[0].contains("dave") && looked[0].contains("erin"),
+        "{looked:?}"
+    );
+    assert!(!looked[0].contains("alice"), "{looked:?}");
+    w.stop().await.unwrap();
+}

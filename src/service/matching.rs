@@ -117,11 +117,40 @@ pub struct Matching {
     generation: u64,
     /// Whether a round runs.
     busy: bool,
+    /// Whether the running round is a full one (every address).
+    full: bool,
     /// True once a round went through (READY=1 waits for it).
     pub matched_once: bool,
     /// When the next full round is due (`sync.resolve_interval`, sooner after a failure).
     next_at: Millis,
     failures: u32,
+}
+
+/// How a lookup round ended, for the main loop.
+#[derive(Debug, Default)]
+pub struct RoundEnd {
+    /// The e-mails whose match changed (to apply now).
+    pub changed: HashSet<String>,
+    /// The retry delay, when the round failed.
+    pub retry: Option<Duration>,
+    /// A full round went through: the store records when, so a restart does not look every
+    /// address up again before `sync.resolve_interval` has passed.
+    pub full: bool,
+}
+
+/// When the first full lookup round is due at start: `every` after the last one a previous
+/// run finished (`looked_up`, from the store), or at once when there is none for this tenant,
+/// nothing cached, or the clock went back.
+pub fn first_full_round(
+    cached: bool,
+    looked_up: Option<Millis>,
+    now: Millis,
+    every: Duration,
+) -> Millis {
+    match looked_up {
+        Some(at) if cached && at <= now => (at + millis(every)).max(now),
+        _ => now,
+    }
 }
 
 /// A lookup round for the resolver task.
@@ -189,6 +218,7 @@ impl Matching {
             self.next_at = now + millis(every);
             // A full round: every address, whatever was waiting.
             self.waiting = all_emails(directory);
+            self.full = true;
         }
         if self.waiting.is_empty() {
             return None;
@@ -229,17 +259,18 @@ impl Matching {
         changed
     }
 
-    /// The round ended. Returns the e-mails whose match changed (to apply now), and the
-    /// retry delay when the round failed.
+    /// The round ended: what changed, whether it was a full round, and when to retry if it
+    /// failed.
     pub fn on_done(
         &mut self,
         generation: u64,
         result: &Result<(), GraphError>,
         now: Millis,
-    ) -> (HashSet<String>, Option<Duration>) {
+    ) -> RoundEnd {
         self.busy = false;
+        let full = std::mem::take(&mut self.full);
         if generation != self.generation {
-            return (HashSet::new(), None);
+            return RoundEnd::default();
         }
         let retry = match result {
             Ok(()) => {
@@ -254,7 +285,11 @@ impl Matching {
                 Some(wait)
             }
         };
-        (std::mem::take(&mut self.changes), retry)
+        RoundEnd {
+            changed: std::mem::take(&mut self.changes),
+            retry,
+            full: full && result.is_ok(),
+        }
     }
 }
 
@@ -286,8 +321,9 @@ mod tests {
         );
         let changed = m.on_chunk(first.generation, vec![("a@x.com".into(), matched("id-a"))]);
         assert_eq!(changed.len(), 1);
-        let (changes, retry) = m.on_done(first.generation, &Ok(()), 2);
-        assert!(changes.contains("a@x.com") && retry.is_none() && m.matched_once);
+        let end = m.on_done(first.generation, &Ok(()), 2);
+        assert!(end.changed.contains("a@x.com") && end.retry.is_none() && m.matched_once);
+        assert!(end.full, "the first round is a full one");
         let next = m.next_round(&dir, 3, Duration::from_secs(3600)).unwrap();
         assert_eq!(next.emails, ["c@x.com"]);
     }
@@ -302,8 +338,8 @@ mod tests {
             m.on_chunk(old.generation, vec![("a@x.com".into(), matched("old"))])
                 .is_empty()
         );
-        let (changes, _) = m.on_done(old.generation, &Ok(()), 1);
-        assert!(changes.is_empty() && !m.matched_once);
+        let end = m.on_done(old.generation, &Ok(()), 1);
+        assert!(end.changed.is_empty() && !m.matched_once && !end.full);
         let new = m.next_round(&dir, 2, Duration::from_secs(3600)).unwrap();
         assert_eq!((new.generation, new.emails.len()), (old.generation + 1, 1));
     }
@@ -322,13 +358,46 @@ mod tests {
             m.on_chunk(r.generation, vec![("a@x.com".into(), UserMatch::Unchecked)])
                 .is_empty()
         );
-        let (_, retry) = m.on_done(
+        let end = m.on_done(
             r.generation,
             &Err(GraphError::InvalidSettings("x".into())),
             3_600_000,
         );
-        let wait = retry.unwrap();
+        assert!(!end.full, "a failed round is not recorded");
+        let wait = end.retry.unwrap();
         assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(300));
         assert_eq!(m.matches["a@x.com"].teams_id.as_deref(), Some("id-a"));
+    }
+
+    #[test]
+    fn a_warm_start_looks_up_only_new_addresses_until_the_interval_has_passed() {
+        let hour = Duration::from_secs(3600);
+        let dir = parse_users("1001,a@x.com\n1002,b@x.com\n", Path::new("/u.csv")).unwrap();
+        let cached = Matches::from([(
+            "a@x.com".to_owned(),
+            MatchInfo::from_graph(&matched("id-a")),
+        )]);
+        // Looked up 10 minutes before this start: the next full round in 50 minutes.
+        let now = 10 * 3_600_000;
+        let due = first_full_round(true, Some(now - 600_000), now, hour);
+        assert_eq!(due, now + 3_000_000);
+        let mut m = Matching::new(cached, due);
+        m.want_unresolved(&dir);
+        let r = m.next_round(&dir, now, hour).unwrap();
+        assert_eq!(r.emails, ["b@x.com"], "only the address without a match");
+        assert!(!m.on_done(r.generation, &Ok(()), now).full);
+        assert!(m.next_round(&dir, due - 1, hour).is_none());
+        let r = m.next_round(&dir, due, hour).unwrap();
+        assert_eq!(r.emails.len(), 2, "then every address");
+        assert!(m.on_done(r.generation, &Ok(()), due).full);
+        // At once: nothing cached, no record (another tenant), a clock that went back, or
+        // a record older than the interval.
+        assert_eq!(first_full_round(false, Some(now - 1), now, hour), now);
+        assert_eq!(first_full_round(true, None, now, hour), now);
+        assert_eq!(first_full_round(true, Some(now + 1), now, hour), now);
+        assert_eq!(
+            first_full_round(true, Some(now - 7_200_000), now, hour),
+            now
+        );
     }
 }

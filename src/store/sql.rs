@@ -17,13 +17,23 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             extension,
             email,
             direction,
-        } => exec(
-            conn,
-            "INSERT INTO users (extension, email, direction) VALUES (?1, ?2, ?3)
-             ON CONFLICT (extension) DO UPDATE SET email = excluded.email,
-                                                   direction = excluded.direction",
-            params![extension, email, direction],
-        ),
+        } => {
+            // A match belongs to the e-mail it was found for: a new e-mail forgets it, so a
+            // restart never takes the old address's Teams user for the new one.
+            exec(
+                conn,
+                "DELETE FROM matches WHERE extension = ?1
+                 AND EXISTS (SELECT 1 FROM users WHERE extension = ?1 AND email <> ?2)",
+                params![extension, email],
+            )?;
+            exec(
+                conn,
+                "INSERT INTO users (extension, email, direction) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (extension) DO UPDATE SET email = excluded.email,
+                                                       direction = excluded.direction",
+                params![extension, email, direction],
+            )
+        }
         Write::RemoveUser { extension } => remove_user(conn, extension),
         Write::SetMatch {
             extension,

@@ -164,6 +164,31 @@ async fn newer_schema_is_refused() {
     ));
 }
 
+/// A match belongs to its e-mail: upserting the same e-mail keeps it, a new one forgets it.
+#[tokio::test]
+async fn a_changed_email_forgets_the_match() {
+    let store = Store::open_in_memory().unwrap();
+    for w in everything_about("1001") {
+        store.write(w).await;
+    }
+    store.write(upsert("1001")).await;
+    let user = |s: &Snapshot| s.users[0].clone();
+    let kept = user(&store.snapshot().await.unwrap());
+    assert_eq!(kept.teams_id.as_deref(), Some("id-1001"));
+    store
+        .write(Write::UpsertUser {
+            extension: "1001".into(),
+            email: "new@example.com".into(),
+            direction: "both".into(),
+        })
+        .await;
+    let moved = user(&store.snapshot().await.unwrap());
+    assert_eq!(moved.email, "new@example.com");
+    assert_eq!((moved.teams_id, moved.match_status), (None, None));
+    // The rest of what is known about the extension stays.
+    assert_eq!(moved.pbx_state, kept.pbx_state);
+}
+
 /// Writes land in the order they were sent; a write before the user is upserted is kept.
 #[tokio::test]
 async fn writes_apply_in_order() {

@@ -13,7 +13,8 @@ use crate::sync::types::{MatchStatus, Millis};
 /// been upserted yet is kept: it shows up in the snapshot once the user is upserted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    /// A user from the users file: add it, or update its e-mail and direction.
+    /// A user from the users file: add it, or update its e-mail and direction. A changed
+    /// e-mail forgets the user's match (it was the old address's).
     UpsertUser {
         /// PBX extension, the key of everything per user.
         extension: String,
@@ -358,11 +359,16 @@ pub enum MetaKey {
     /// When this run of the daemon was up (its listeners bound), epoch milliseconds: tells
     /// one run from the next.
     StartedAt,
+    /// When the last full lookup round (every address) went through, epoch milliseconds.
+    LookedUpAt,
+    /// The directory that round read: the tenant and the Graph URL. A start with another
+    /// one looks every address up at once.
+    LookedUpIn,
 }
 
 impl MetaKey {
     /// Every key, for tests and tools.
-    pub const ALL: [MetaKey; 12] = [
+    pub const ALL: [MetaKey; 14] = [
         MetaKey::LastPollAt,
         MetaKey::LastPollUsers,
         MetaKey::LastPollRequests,
@@ -375,6 +381,8 @@ impl MetaKey {
         MetaKey::WebhookListen,
         MetaKey::MetricsListen,
         MetaKey::StartedAt,
+        MetaKey::LookedUpAt,
+        MetaKey::LookedUpIn,
     ];
 
     /// The key's name in the `meta` table.
@@ -392,6 +400,8 @@ impl MetaKey {
             MetaKey::WebhookListen => "webhook_listen",
             MetaKey::MetricsListen => "metrics_listen",
             MetaKey::StartedAt => "started_at",
+            MetaKey::LookedUpAt => "looked_up_at",
+            MetaKey::LookedUpIn => "looked_up_in",
         }
     }
 }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Daemon;
+use crate::config::Config;
 use crate::metrics::UserCounts;
 use crate::service::build::direction_name;
 use crate::service::matching::{self, MatchInfo};
 use crate::service::resolver::Matched;
-use crate::store::{Snapshot, UserRow, Write};
+use crate::store::{MetaKey, Snapshot, UserRow, Write};
 use crate::sync::types::{MatchStatus, Millis};
 
 impl Daemon {
@@ -34,16 +35,22 @@ impl Daemon {
             }
             Matched::Done { generation, result } => {
                 let now = self.clock.now();
-                let (changed, retry) = self.matching.on_done(generation, &result, now);
-                if let (Err(e), Some(wait)) = (&result, retry) {
+                let end = self.matching.on_done(generation, &result, now);
+                if let (Err(e), Some(wait)) = (&result, end.retry) {
                     tracing::warn!(error = %e, retry_in = ?wait,
                         "matching users to Teams failed ({e}); keeping the cached matches, next try in {}",
                         humantime::format_duration(wait));
                     self.out.error("match", None, e.to_string(), now);
                 }
-                if !changed.is_empty() {
+                if !end.changed.is_empty() {
                     self.apply_matches(now);
-                    self.save_matches(|email| changed.contains(email), Say::Changes);
+                    self.save_matches(|email| end.changed.contains(email), Say::Changes);
+                }
+                if end.full {
+                    // After the matches it vouches for (same outbox, in order).
+                    self.out
+                        .meta(MetaKey::LookedUpIn, looked_up_in(&self.config));
+                    self.out.meta(MetaKey::LookedUpAt, now.to_string());
                 }
                 self.start_lookup();
             }
@@ -165,4 +172,9 @@ fn set_match(extension: &str, m: &MatchInfo, at: Millis) -> Write {
         detail: m.detail.clone(),
         at,
     }
+}
+
+/// The directory a lookup round reads, as [`MetaKey::LookedUpIn`] records it.
+pub(super) fn looked_up_in(config: &Config) -> String {
+    format!("{} at {}", config.azure.tenant_id, config.azure.graph_url)
 }

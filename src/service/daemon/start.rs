@@ -109,8 +109,18 @@ fn core(
     let mut engine = Engine::new(engine_settings(config), config.mapping.clone());
     engine.set_users(matching::user_specs(directory, &matches), now);
     restore(&mut engine, snapshot, now);
-    // The first full lookup round is due at once.
-    let matching = Matching::new(matches, now);
+    // Addresses without a cached match are looked up at once, the others again when
+    // `sync.resolve_interval` has passed since the last full round.
+    let looked_up = snapshot.meta_time(MetaKey::LookedUpAt).filter(|_| {
+        snapshot.meta(MetaKey::LookedUpIn) == Some(super::matched::looked_up_in(config).as_str())
+    });
+    let every = config.sync.resolve_interval;
+    let due = matching::first_full_round(!matches.is_empty(), looked_up, now, every);
+    let mut matching = Matching::new(matches, due);
+    // A warm start's cached matches count as a round that went through (READY=1 waits for
+    // one); new addresses are still looked up first (READY also waits for no round to run).
+    matching.matched_once = due > now;
+    matching.want_unresolved(directory);
     (engine, matching)
 }
 
