@@ -54,15 +54,21 @@ async fn run(n: usize, mode: &str) {
     let first = started.elapsed();
     let start_log = graph.requests();
     let throttled = start_log.iter().filter(|r| r.status == 429).count();
-    let lookups = start_log.iter().filter(|r| r.path.ends_with("$batch")).count();
+    let lookups = start_log
+        .iter()
+        .filter(|r| r.path.ends_with("$batch"))
+        .count();
     // Steady state: the start-up's lookups have left the budget window, and the first
     // regular cycle after the catch-up is over.
     let warm = Duration::from_secs_f64(interval_s(dir.path()).unwrap_or(30.0).max(30.0) + 2.0);
     tokio::time::sleep(warm).await;
     graph.clear_requests();
     let steady = Instant::now();
+    let cpu_before = daemon.cpu_seconds();
     let interval = interval_s(dir.path()).unwrap_or(30.0);
     let latencies = changes(&graph, &ids, &pbx, interval).await;
+    let cpu_per_cycle =
+        (daemon.cpu_seconds() - cpu_before) * interval / steady.elapsed().as_secs_f64();
     let log = graph.requests();
     let polls = log
         .iter()
@@ -72,18 +78,92 @@ async fn run(n: usize, mode: &str) {
         / steady.elapsed().as_secs_f64();
     let throttled = throttled + log.iter().filter(|r| r.status == 429).count();
     let interval = interval_s(dir.path()).unwrap_or(interval);
+    let churn = churn(&graph, &ids, &pbx, dir.path()).await;
     let rss = daemon.peak_rss_kib();
     daemon.stop();
     let (p50, p99) = percentiles(latencies.clone());
     println!(
         "polling {mode:>4}, {n} users: Teams change -> PBX push p50 {p50:.2} s, p99 {p99:.2} s ({} of {CHANGES} changes); \
          interval {interval:.1} s; {polls:.0} getPresencesByUserId per 30 s ({:.0} % of the budget), {throttled} answers 429; \
-         start to first full poll {:.1} s ({lookups} $batch lookups); peak RSS {:.1} MB",
+         start to first full poll {:.1} s ({lookups} $batch lookups); daemon CPU per cycle {cpu_per_cycle:.3} s; peak RSS {:.1} MB",
         latencies.len(),
         polls * 100.0 / BUDGET_PER_30S,
         first.as_secs_f64(),
         rss as f64 / 1024.0
     );
+    println!(
+        "polling {mode:>4}, {n} users: {} users changed at once (10 %): all pushed in {:.2} s, all committed to the state database in {:.2} s; \
+         longest gap between getPresencesByUserId requests meanwhile {:.0} ms (spacing planned {:.0} ms)",
+        churn.users,
+        churn.pushed.as_secs_f64(),
+        churn.committed.as_secs_f64(),
+        churn.longest_gap.as_secs_f64() * 1000.0,
+        churn.spacing.as_secs_f64() * 1000.0,
+    );
+}
+
+/// What a change of 10 % of the users at once costs.
+struct Churn {
+    users: usize,
+    pushed: Duration,
+    committed: Duration,
+    longest_gap: Duration,
+    spacing: Duration,
+}
+
+/// Every tenth user turns Away at once: how long until every one is pushed to the PBX and
+/// committed to the state database, and whether the poll requests kept their pace meanwhile
+/// (the longest gap between two of them, against the spacing before).
+async fn churn(graph: &Emulator, ids: &[String], pbx: &PbxReceiver, dir: &Path) -> Churn {
+    let before_gaps = gaps(graph);
+    let spacing = before_gaps.iter().sum::<Duration>() / (before_gaps.len().max(1) as u32);
+    graph.clear_requests();
+    let changed: Vec<&String> = ids.iter().step_by(10).collect();
+    let before = pbx.pushed();
+    let t0 = Instant::now();
+    for id in &changed {
+        graph.set_user_presence(id, "Away", "Away");
+    }
+    wait_until(Duration::from_secs(600), || {
+        pbx.pushed() >= before + changed.len()
+    })
+    .await;
+    let pushed = t0.elapsed();
+    let db = rusqlite::Connection::open_with_flags(
+        dir.join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let away = || -> usize {
+        db.query_row(
+            "SELECT count(*) FROM teams WHERE availability = 'Away'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    wait_until(Duration::from_secs(600), || away() >= changed.len()).await;
+    let committed = t0.elapsed();
+    Churn {
+        users: changed.len(),
+        pushed,
+        committed,
+        longest_gap: gaps(graph).into_iter().max().unwrap_or_default(),
+        spacing,
+    }
+}
+
+/// The gaps between consecutive getPresencesByUserId requests in the emulator's log (the
+/// last 100 of them at most, for the spacing in effect).
+fn gaps(graph: &Emulator) -> Vec<Duration> {
+    let at: Vec<Instant> = graph
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("getPresencesByUserId"))
+        .map(|r| r.at)
+        .collect();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps[gaps.len().saturating_sub(100)..].to_vec()
 }
 
 /// 60 users turned Busy at random moments over two intervals; each one's delay to the PBX.

@@ -38,6 +38,27 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// CPU time used so far, user and system (`/proc/PID/stat` fields 14 and 15), seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf only reads a constant of the system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        // Fields 14 and 15 of the man page are 11 and 12 after the name and the state.
+        (ticks(11) + ticks(12)) / per_second.max(1.0)
+    }
+
     /// SIGTERM, then wait for it.
     pub fn stop(mut self) {
         let _ = Command::new("kill")
