@@ -38,25 +38,9 @@ impl Daemon {
             .unwrap_or(0)
     }
 
-    /// CPU time used so far, user and system (`/proc/PID/stat` fields 14 and 15), seconds.
+    /// CPU time the daemon used so far, seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap_or_default();
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // SAFETY: sysconf only reads a constant of the system.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        // Fields 14 and 15 of the man page are 11 and 12 after the name and the state.
-        (ticks(11) + ticks(12)) / per_second.max(1.0)
+        cpu_seconds_of(self.0.id())
     }
 
     /// SIGTERM, then wait for it.
@@ -135,4 +119,25 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "benchmark setup timed out");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// CPU time process `pid` used so far, user and system (`/proc/PID/stat` fields 14 and 15),
+/// seconds.
+pub fn cpu_seconds_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // Fields 14 and 15 of proc(5) are 11 and 12 after the name and the state.
+    (ticks(11) + ticks(12)) / per_second.max(1.0)
 }
