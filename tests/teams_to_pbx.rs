@@ -285,3 +285,38 @@ async fn a_warm_restart_looks_up_only_new_and_changed_addresses() {
     assert!(!looked[0].contains("alice"), "{looked:?}");
     w.stop().await.unwrap();
 }
+
+/// `Offline = "keep"` with the HTTP connector: signing out of Teams pushes nothing, and
+/// coming back to the state the PBX still shows pushes nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_state_mapped_to_keep_is_not_pushed() {
+    let mut w = World::new().await;
+    w.write_config(
+        "[mapping.availability]\nOffline = \"keep\"\n[mapping.activity]\nOffline = \"keep\"\n",
+    );
+    w.start().await;
+    eventually(10, "first pushes", || w.pbx.updates().len() == 3).await;
+    w.graph.set_user_presence(&w.id(BOB), "Offline", "Offline");
+    eventually(10, "Bob's Offline read", || {
+        w.user_status(BOB)["teams"]["availability"] == "Offline"
+    })
+    .await;
+    w.graph
+        .set_user_presence(&w.id(BOB), "Available", "Available");
+    // Pushes go out in order: once Alice's later change is there, anything for Bob would be.
+    w.graph.set_user_presence(&w.id(ALICE), "Busy", "Busy");
+    eventually(10, "Alice's push", || w.pbx.updates_for(ALICE).len() == 2).await;
+    let bob: Vec<Value> = w
+        .pbx
+        .updates_for(BOB)
+        .iter()
+        .map(|u| u["state"].clone())
+        .collect();
+    assert_eq!(
+        bob,
+        ["available"],
+        "Bob's Offline and return were not pushed"
+    );
+    assert_eq!(w.user_status(BOB)["pushed_state"], "available");
+    w.stop().await.unwrap();
+}

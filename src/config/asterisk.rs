@@ -14,6 +14,7 @@ use super::file::{PbxSection, StateSection};
 use super::secret::{self, SecretSpec};
 use super::validate::Ctx;
 use super::{ConfigError, Secret};
+use crate::sync::mapping::KEEP;
 
 /// Default `pbx.ari_url`: Asterisk's HTTP server on the same host.
 pub const DEFAULT_ARI_URL: &str = "http://127.0.0.1:8088/ari";
@@ -306,6 +307,9 @@ fn states(
         .collect();
     for (name, rule) in table {
         let key = format!("pbx.states.{name}");
+        if name == KEEP {
+            return Err(ctx.invalid(&key, "\"keep\" is reserved: a Teams state mapped to keep pushes nothing, so it needs no Asterisk state"));
+        }
         let entry = out.get(name).cloned();
         let device = match (&rule.device, &entry) {
             (Some(d), _) => one_of(

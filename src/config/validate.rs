@@ -19,7 +19,7 @@ use super::{
     UsersConfig,
 };
 use super::{PollInterval, credential, notifications, pbx};
-use crate::sync::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
+use crate::sync::mapping::{KEEP, KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
 
 /// Keys whose values must never be repeated in an error message.
 const SECRET_KEYS: &[&str] = &[
@@ -170,7 +170,7 @@ fn every_state_written(
     a: &AsteriskPbxConfig,
 ) -> Result<(), ConfigError> {
     for (table, teams, state) in mapping.rules() {
-        if !a.states.contains_key(state) {
+        if state != KEEP && !a.states.contains_key(state) {
             let reason = format!(
                 "maps to {state:?}, which [pbx.states] does not define; add [pbx.states.{state}] with device and presence"
             );

@@ -12,7 +12,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::mapping::Mapping;
+use super::mapping::{KEEP, Mapping};
 use super::packed::{Owners, Packed};
 use super::types::{
     CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence, millis,
@@ -98,15 +98,27 @@ impl Engine {
         self.settings = settings;
     }
 
-    /// Replace the mapping (hot reload) and push every user whose PBX state name changed.
+    /// Replace the mapping (hot reload) and push every user whose PBX state name changed,
+    /// and every user whose Teams state was kept from the PBX and no longer is.
     pub fn set_mapping(&mut self, mapping: Mapping) -> Vec<Command> {
         let old = std::mem::replace(&mut self.mapping, mapping);
         let mut commands = Vec::new();
-        for (ext, user) in &self.users {
+        for (ext, user) in &mut self.users {
+            let teams = user.teams.as_ref().map(Packed::unpack);
+            // Not for what may be our own "In a call" (the next read tells it apart).
+            if let Some(teams) = teams.filter(|t| old.keeps(t) && !self.mapping.keeps(t))
+                && user.direction.teams_to_pbx()
+                && !is_in_call_echo(&teams)
+            {
+                user.pushed = Some(Packed::pack(&teams));
+                commands.push(push_command(&self.mapping, ext, user, teams));
+                continue;
+            }
             let Some(pushed) = user.pushed.as_ref().map(Packed::unpack) else {
                 continue;
             };
-            if old.state_for(&pushed) != self.mapping.state_for(&pushed) {
+            let state = self.mapping.state_for(&pushed);
+            if old.state_for(&pushed) != state && state != KEEP {
                 commands.push(push_command(&self.mapping, ext, user, pushed));
             }
         }
@@ -260,7 +272,11 @@ impl Engine {
                 let previous = user.teams.replace(packed.clone()).map(|p| p.unpack());
                 outcome.changed.push((ext.clone(), previous));
             }
-            if echo || !user.direction.teams_to_pbx() || user.pushed.as_ref() == Some(&packed) {
+            if echo
+                || !user.direction.teams_to_pbx()
+                || user.pushed.as_ref() == Some(&packed)
+                || self.mapping.keeps(presence)
+            {
                 continue;
             }
             user.pushed = Some(packed);

@@ -62,6 +62,10 @@ pub const DEFAULT_STATES: &[&str] = &[
 /// What a presence maps to when no rule matches.
 pub const UNKNOWN_STATE: &str = "unknown";
 
+/// The mapped value that pushes nothing: the PBX keeps what it shows (e.g. `Offline = "keep"`
+/// for a user signed out of Teams but at their desk phone). No default rule uses it.
+pub const KEEP: &str = "keep";
+
 /// Default rules by activity. Chosen after a survey of other PBX-Teams presence products: calls
 /// and conference calls are a call; presenting and focusing are do-not-disturb (Swyx maps
 /// Focusing to DND, XPhone Connect and estos ProCall map screen sharing to DND); meetings stay
@@ -137,6 +141,11 @@ impl Mapping {
             .map_or(UNKNOWN_STATE, String::as_str)
     }
 
+    /// Whether a presence maps to [`KEEP`].
+    pub fn keeps(&self, presence: &TeamsPresence) -> bool {
+        self.state_for(presence) == KEEP
+    }
+
     /// Every rule, activity rules first, for docs and `check`.
     pub fn rules(&self) -> impl Iterator<Item = (&'static str, &str, &str)> {
         let act = self
@@ -184,6 +193,20 @@ mod tests {
         assert_eq!(m.state_for(&p("Busy", "InAMeeting")), "busy");
         assert_eq!(m.state_for(&p("Away", "Inactive")), "xa");
         assert_eq!(m.state_for(&p("Busy", "InACall")), "in_call");
+    }
+
+    #[test]
+    fn keep_is_a_rule_like_any_other_and_no_default() {
+        let avail = BTreeMap::from([("Offline".to_owned(), KEEP.to_owned())]);
+        let m = Mapping::with_overrides(&BTreeMap::new(), &avail);
+        // Offline/Offline: the activity rule wins; Offline/Inactive falls to availability.
+        assert!(!m.keeps(&p("Offline", "Offline")));
+        assert!(m.keeps(&p("Offline", "Inactive")));
+        assert!(
+            Mapping::default()
+                .rules()
+                .all(|(_, _, state)| state != KEEP)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! PBX and `docs/asterisk.md` for what is being proven.
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
+mod behaviours;
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../common/phones.rs"]

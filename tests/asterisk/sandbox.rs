@@ -193,6 +193,22 @@ impl Pbx {
     }
 
     /// AMI `PresenceState`: (value, message), what phones subscribed to presence get.
+    /// Waits until `provider`'s presence state is `(state, message)`.
+    pub async fn wait_presence(provider: &str, want: (&str, &str), secs: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = Pbx::presence(provider).await;
+            if (got.0.as_str(), got.1.as_str()) == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{provider} is {got:?}, not {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn presence(provider: &str) -> (String, String) {
         let mut ami = AmiClient::connect(
             AMI_ADDR,

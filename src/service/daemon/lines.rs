@@ -41,6 +41,8 @@ pub(super) enum Told<'a> {
     State(&'a str),
     /// The change is Teams showing our own "In a call": nothing is pushed.
     OwnCall,
+    /// The mapping says `keep` for this Teams state: the PBX keeps what it shows.
+    Kept,
     /// The user's direction is PBX -> Teams only, or the state is already there.
     Nothing,
 }
@@ -62,6 +64,7 @@ pub(super) fn teams_changed(
             "",
             Cow::Borrowed("our own In a call, not pushed to the PBX"),
         ),
+        Told::Kept => ("", Cow::Borrowed("mapped to keep, the PBX keeps its state")),
         Told::Nothing => ("", Cow::Borrowed("nothing new for the PBX")),
     };
     tracing::info!(

@@ -49,7 +49,8 @@ impl Daemon {
             let outcome = self.engine.on_teams_presence(&p.id, &presence, now);
             for (extension, previous) in &outcome.changed {
                 let via = if notified { "notification" } else { "poll" };
-                let told = told(extension, outcome.echo, &outcome.commands);
+                let kept = self.engine.mapping().keeps(&presence);
+                let told = told(extension, outcome.echo, kept, &outcome.commands);
                 let who = self.who(extension);
                 lines::teams_changed(who, &p.id, previous.as_ref(), &presence, via, &told);
                 self.out.write(Write::SetTeams {
@@ -278,7 +279,7 @@ impl Daemon {
 }
 
 /// What the PBX is told about one extension's Teams change, read off the engine's commands.
-fn told<'a>(extension: &str, echo: bool, commands: &'a [Command]) -> Told<'a> {
+fn told<'a>(extension: &str, echo: bool, kept: bool, commands: &'a [Command]) -> Told<'a> {
     let pushed = commands.iter().find_map(|c| match c {
         Command::PushToPbx {
             extension: e,
@@ -290,6 +291,7 @@ fn told<'a>(extension: &str, echo: bool, commands: &'a [Command]) -> Told<'a> {
     match pushed {
         Some(state) => Told::State(state),
         None if echo => Told::OwnCall,
+        None if kept => Told::Kept,
         None => Told::Nothing,
     }
 }
