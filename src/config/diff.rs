@@ -18,6 +18,8 @@ pub enum Change {
     PollInterval,
     /// `sync.in_call_expiration` changed: use it for the next setPresence.
     InCallExpiration,
+    /// `sync.pbx_dnd_to_teams` changed: write or clear the DND of phones in DND now.
+    DndToTeams,
     /// `sync.resolve_interval` changed: reset the resolve timer.
     ResolveInterval,
     /// The mapping table changed: re-map the last known Teams states and push what differs.
@@ -68,6 +70,10 @@ pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Chang
     when(
         o.sync.in_call_expiration != n.sync.in_call_expiration,
         Change::InCallExpiration,
+    );
+    when(
+        o.sync.pbx_dnd_to_teams != n.sync.pbx_dnd_to_teams,
+        Change::DndToTeams,
     );
     when(
         o.sync.resolve_interval != n.sync.resolve_interval,
@@ -216,6 +222,11 @@ token = "p"
                 "resolve",
                 |x| x.0.sync.resolve_interval *= 2,
                 vec![Change::ResolveInterval],
+            ),
+            (
+                "dnd",
+                |x| x.0.sync.pbx_dnd_to_teams = crate::sync::types::DndToTeams::Session,
+                vec![Change::DndToTeams],
             ),
             ("shutdown only", |x| x.0.sync.shutdown_timeout /= 2, vec![]),
             ("grace only", |x| x.0.sync.recovery_grace *= 2, vec![]),

@@ -64,6 +64,7 @@ impl fmt::Display for Config {
             s.poll_budget_share,
             d(s.poll_min_interval)
         )?;
+        writeln!(f, "pbx_dnd_to_teams = {}", q(s.pbx_dnd_to_teams.as_str()))?;
         for (key, value) in [
             ("in_call_expiration", s.in_call_expiration),
             ("resolve_interval", s.resolve_interval),

@@ -122,6 +122,7 @@ pub(crate) struct SyncSection {
     pub shutdown_timeout: String,
     pub recovery_grace: String,
     pub request_timeout: String,
+    pub pbx_dnd_to_teams: String,
 }
 
 impl Default for SyncSection {
@@ -138,6 +139,7 @@ impl Default for SyncSection {
             shutdown_timeout: s(DEFAULT_SHUTDOWN_TIMEOUT),
             recovery_grace: s(DEFAULT_RECOVERY_GRACE),
             request_timeout: s(DEFAULT_REQUEST_TIMEOUT),
+            pbx_dnd_to_teams: s("off"),
         }
     }
 }

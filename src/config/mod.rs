@@ -40,6 +40,7 @@ use url::Url;
 
 use crate::sync::mapping::Mapping;
 pub use crate::sync::pacing::{PaceSettings, PollInterval};
+use crate::sync::types::DndToTeams;
 
 pub use crate::secret::{Secret, same_secret};
 pub use asterisk::{
@@ -150,6 +151,8 @@ pub struct SyncConfig {
     pub recovery_grace: Duration,
     /// Timeout of one Graph or token request.
     pub request_timeout: Duration,
+    /// Whether the phone's Do Not Disturb shows in Teams, and how.
+    pub pbx_dnd_to_teams: DndToTeams,
 }
 
 impl SyncConfig {

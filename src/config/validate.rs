@@ -20,6 +20,7 @@ use super::{
 };
 use super::{PollInterval, credential, notifications, pbx};
 use crate::sync::mapping::{KEEP, KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES, Mapping};
+use crate::sync::types::DndToTeams;
 
 /// Keys whose values must never be repeated in an error message.
 const SECRET_KEYS: &[&str] = &[
@@ -326,6 +327,12 @@ fn sync(ctx: &Ctx<'_>, s: &SyncSection) -> Result<SyncConfig, ConfigError> {
             &s.request_timeout,
             SECOND..=MINUTE,
         )?,
+        pbx_dnd_to_teams: DndToTeams::parse(&s.pbx_dnd_to_teams).ok_or_else(|| {
+            ctx.invalid(
+                "sync.pbx_dnd_to_teams",
+                format!("{:?} is not off, session or preferred", s.pbx_dnd_to_teams),
+            )
+        })?,
     })
 }
 

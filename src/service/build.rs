@@ -67,6 +67,7 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
     EngineSettings {
         in_call_expiration: config.sync.in_call_expiration,
         recovery_grace: config.sync.recovery_grace,
+        dnd_to_teams: config.sync.pbx_dnd_to_teams,
     }
 }
 

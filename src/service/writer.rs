@@ -18,27 +18,39 @@ use crate::backoff::Backoff;
 use crate::clock::monotonic;
 use crate::graph::{ClearOutcome, GraphClient, GraphError};
 use crate::metrics::Metrics;
-use crate::sync::engine::IN_CALL;
+use crate::sync::types::SessionPresence;
 
 /// What we want the app's session of one Teams user to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wanted {
-    /// Busy/InACall for `expiration` (written again on every new value: that is the refresh).
-    InCall {
+    /// The session says `presence` for `expiration` (written again on every new value: that
+    /// is the refresh).
+    Session {
         extension: String,
+        presence: SessionPresence,
         expiration: Duration,
         /// When the main loop took the PBX event that asked for it (`None`: a refresh):
         /// Graph's answer is measured from then (`speaking_to_teams_seconds`).
         since: Option<Instant>,
     },
-    /// No session.
-    Clear { extension: String },
+    /// No session (it said `presence`).
+    Clear {
+        extension: String,
+        presence: SessionPresence,
+    },
 }
 
 impl Wanted {
+    /// What the session says, or said before this clear.
+    pub fn presence(&self) -> SessionPresence {
+        match self {
+            Wanted::Session { presence, .. } | Wanted::Clear { presence, .. } => *presence,
+        }
+    }
+
     pub fn extension(&self) -> &str {
         match self {
-            Wanted::InCall { extension, .. } | Wanted::Clear { extension } => extension,
+            Wanted::Session { extension, .. } | Wanted::Clear { extension, .. } => extension,
         }
     }
 }
@@ -48,8 +60,8 @@ impl Wanted {
 pub struct Written {
     pub teams_id: String,
     pub wanted: Wanted,
-    /// An "In a call" written again while the last one that landed was "In a call" too (the
-    /// refresh during a call), or a clear after a clear: nothing changed in Teams.
+    /// A session written again with what the last one that landed said (the refresh during a
+    /// call), or a clear after a clear: nothing changed in Teams.
     pub repeat: bool,
     pub result: Result<(), GraphError>,
 }
@@ -95,11 +107,11 @@ impl Writers {
         self.staged.push((teams_id.to_owned(), wanted));
     }
 
-    /// Whether a staged state writes an "In a call" session (its row must be committed first).
+    /// Whether a staged state writes a session (its row must be committed first).
     pub fn opens_session(&self) -> bool {
         self.staged
             .iter()
-            .any(|(_, w)| matches!(w, Wanted::InCall { .. }))
+            .any(|(_, w)| matches!(w, Wanted::Session { .. }))
     }
 
     /// Hand every staged state to its writer (the latest replaces anything still waiting).
@@ -175,7 +187,7 @@ const MIN_GAP: Duration = Duration::from_millis(500);
 /// What a write that landed left in Teams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Landed {
-    InCall,
+    Session(SessionPresence),
     Cleared,
 }
 
@@ -190,7 +202,7 @@ async fn run(
     // What the last write that landed left in Teams; `None` at start and after a failure (a
     // timeout may have landed: Teams is unknown, so the next write goes out). After a clear,
     // a clear wanted again (a call that began and ended within MIN_GAP) has nothing to clear;
-    // after "In a call", the next one is a refresh.
+    // after a session, the next one saying the same is a refresh.
     let mut landed: Option<Landed> = None;
     // `changed` still reports a value sent just before the sender was dropped, so a final
     // Clear queued at shutdown is written before the task ends.
@@ -222,7 +234,7 @@ async fn run(
             let result = write(&client, &teams_id, &wanted).await;
             if let (
                 Ok(()),
-                Wanted::InCall {
+                Wanted::Session {
                     since: Some(at), ..
                 },
             ) = (&result, &wanted)
@@ -230,12 +242,12 @@ async fn run(
                 metrics.speaking_to_teams(monotonic().saturating_duration_since(*at));
             }
             let transient = matches!(&result, Err(e) if e.is_transient());
-            let repeat = !clear && landed == Some(Landed::InCall);
-            landed = result.is_ok().then_some(if clear {
-                Landed::Cleared
-            } else {
-                Landed::InCall
-            });
+            let now = match &wanted {
+                Wanted::Session { presence, .. } => Landed::Session(*presence),
+                Wanted::Clear { .. } => Landed::Cleared,
+            };
+            let repeat = !clear && landed == Some(now);
+            landed = result.is_ok().then_some(now);
             if !transient || failures == 0 {
                 let written = Written {
                     teams_id: teams_id.clone(),
@@ -265,9 +277,14 @@ async fn run(
 
 async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<(), GraphError> {
     match wanted {
-        Wanted::InCall { expiration, .. } => {
+        Wanted::Session {
+            presence,
+            expiration,
+            ..
+        } => {
+            let (availability, activity) = presence.pair();
             client
-                .set_presence(teams_id, IN_CALL.0, IN_CALL.1, *expiration)
+                .set_presence(teams_id, availability, activity, *expiration)
                 .await
         }
         // Cleared, or no session left to clear: either way the user is not "In a call".

@@ -10,17 +10,21 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::mapping::{KEEP, Mapping};
 use super::packed::{Owners, Packed};
 use super::types::{
-    CallState, Command, Direction, Extension, Millis, PbxEvent, TeamsPresence, millis,
+    CallState, Command, Direction, Extension, Millis, PbxEvent, SessionPresence, TeamsPresence,
 };
 
 pub use super::engine_types::{
     EngineSettings, PbxOutcome, Restored, TeamsOutcome, UserSpec, refresh_after,
 };
+pub use sessions::ECHO_GRACE;
+use sessions::{Session, is_in_call_echo};
+
+#[path = "sessions.rs"]
+mod sessions;
 
 /// A directory entry as the engine keeps it: the extension is the map key, not repeated here
 /// (50,000 users: every byte per user counts).
@@ -40,14 +44,6 @@ struct User {
     mark: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Session {
-    /// Written by us; refreshed at `refresh_at` while the call lasts.
-    Active { refresh_at: Millis },
-    /// Found in the store after a restart; cleared at `clear_at` unless a call is reported.
-    Recovered { clear_at: Millis },
-}
-
 /// The sync core. Owns the state of every user; the service feeds it and executes commands.
 #[derive(Debug)]
 pub struct Engine {
@@ -57,23 +53,13 @@ pub struct Engine {
     /// Teams id -> extensions that map to it.
     by_teams_id: HashMap<Arc<str>, Owners>,
     sessions: HashMap<String, Session>,
-    /// When recent sessions ended: a poll that was already in flight, or Graph lagging behind
-    /// the clear, still reports our "In a call" for a moment; that echo is not a Teams call.
-    ended: HashMap<String, Millis>,
+    /// When recent sessions ended (or changed) and what they said: a poll that was already in
+    /// flight, or Graph lagging behind the clear, still reports it for a moment; that echo is
+    /// not a Teams state of the user.
+    ended: HashMap<String, (Millis, SessionPresence)>,
     /// The current mark of [`Engine::set_users`].
     mark: bool,
 }
-
-/// How long after one of our sessions ended a Busy/InACall from Teams is still taken as its
-/// echo: a poll sent before the clear landed answers with the old state, and Graph itself
-/// can lag. A real Teams call is pushed at the first poll after this.
-pub const ECHO_GRACE: Duration = Duration::from_secs(10);
-
-/// The pair written for "In a call": a pair setPresence accepts
-/// (<https://learn.microsoft.com/en-us/graph/api/presence-setpresence>), and Teams' "In a call" in
-/// the state table of
-/// <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>.
-pub const IN_CALL: (&str, &str) = ("Busy", "InACall");
 
 impl Engine {
     pub fn new(settings: EngineSettings, mapping: Mapping) -> Engine {
@@ -171,11 +157,11 @@ impl Engine {
         for (teams_id, extension) in before {
             self.reconcile_session(&teams_id, Some(extension), now, &mut commands);
         }
-        // Only users on a call can need a new session.
+        // Only users on a call or in DND can need a new session.
         let speaking: Vec<Arc<str>> = self
             .users
             .values()
-            .filter(|u| u.call == CallState::Speaking)
+            .filter(|u| u.call == CallState::Speaking || u.dnd == Some(true))
             .filter_map(|u| u.teams_id.clone())
             .collect();
         for teams_id in speaking {
@@ -214,15 +200,6 @@ impl Engine {
         }
     }
 
-    /// A session recorded before a restart: it is cleared as soon as the PBX has reported every
-    /// extension of the user not speaking, kept (re-written) when one is reported speaking, and
-    /// cleared after the recovery grace when the PBX says nothing.
-    pub fn restore_session(&mut self, teams_id: &str, now: Millis) {
-        let clear_at = now + millis(self.settings.recovery_grace);
-        self.sessions
-            .insert(teams_id.to_owned(), Session::Recovered { clear_at });
-    }
-
     /// A call state reported by the PBX.
     pub fn on_pbx_event(&mut self, event: &PbxEvent, now: Millis) -> PbxOutcome {
         let Some(user) = self.users.get_mut(&event.extension) else {
@@ -231,6 +208,10 @@ impl Engine {
         let previous = user.call;
         user.call = event.state;
         user.reported = true;
+        // The first report of a phone not in DND is no change worth a line.
+        let dnd_changed = event
+            .dnd
+            .filter(|&on| user.dnd != Some(on) && (on || user.dnd.is_some()));
         if event.dnd.is_some() {
             user.dnd = event.dnd;
         }
@@ -241,6 +222,7 @@ impl Engine {
         }
         PbxOutcome {
             previous: Some(previous),
+            dnd_changed,
             known: true,
             commands,
         }
@@ -257,12 +239,7 @@ impl Engine {
         let Some(extensions) = self.by_teams_id.get(teams_id) else {
             return outcome;
         };
-        let ours = self.sessions.contains_key(teams_id)
-            || self
-                .ended
-                .get(teams_id)
-                .is_some_and(|t| now - t < millis(ECHO_GRACE));
-        let echo = ours && is_in_call_echo(presence);
+        let echo = self.own_echo(teams_id, presence, now);
         for ext in extensions.iter() {
             let Some(user) = self.users.get_mut(ext) else {
                 continue;
@@ -288,50 +265,6 @@ impl Engine {
         outcome
     }
 
-    /// Time passes: refresh running sessions, clear recovered ones nobody claimed.
-    pub fn on_tick(&mut self, now: Millis) -> Vec<Command> {
-        self.ended.retain(|_, t| now - *t < millis(ECHO_GRACE));
-        let due: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| match s {
-                Session::Active { refresh_at } => *refresh_at <= now,
-                Session::Recovered { clear_at } => *clear_at <= now,
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        let mut commands = Vec::new();
-        for teams_id in due {
-            if let Some(ext) = self.speaking_extension(&teams_id) {
-                self.start_session(&teams_id, ext, now, &mut commands);
-            } else {
-                self.end_session(&teams_id, now, &mut commands);
-            }
-        }
-        commands
-    }
-
-    /// When [`Engine::on_tick`] next has work, if ever.
-    pub fn next_deadline(&self) -> Option<Millis> {
-        self.sessions
-            .values()
-            .map(|s| match s {
-                Session::Active { refresh_at } => *refresh_at,
-                Session::Recovered { clear_at } => *clear_at,
-            })
-            .min()
-    }
-
-    /// Shutting down: clear every session so nobody is left "In a call".
-    pub fn shutdown(&mut self, now: Millis) -> Vec<Command> {
-        let ids: Vec<String> = self.sessions.keys().cloned().collect();
-        let mut commands = Vec::new();
-        for teams_id in ids {
-            self.end_session(&teams_id, now, &mut commands);
-        }
-        commands
-    }
-
     /// The Teams ids to poll: matched users that want Teams -> PBX.
     pub fn poll_ids(&self) -> Vec<Arc<str>> {
         self.by_teams_id
@@ -345,16 +278,6 @@ impl Engine {
             })
             .map(|(id, _)| id.clone())
             .collect()
-    }
-
-    /// "In a call" sessions held (written, or left by a crash and not yet cleared).
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Whether the Teams user has an "In a call" session written by us.
-    pub fn has_session(&self, teams_id: &str) -> bool {
-        self.sessions.contains_key(teams_id)
     }
 
     /// The PBX state of an extension, if it is in the directory.
@@ -385,110 +308,6 @@ impl Engine {
             }
         }
     }
-
-    /// Sessions and an extension of theirs, taken before the directory changes.
-    fn session_owners(&self) -> Vec<(String, Extension)> {
-        let owner = |id: &String| {
-            self.by_teams_id
-                .get(id.as_str())
-                .and_then(|e| e.first().cloned())
-                .unwrap_or_default()
-        };
-        self.sessions
-            .keys()
-            .map(|id| (id.clone(), owner(id)))
-            .collect()
-    }
-
-    /// Start or end the session of `teams_id` so that it matches the PBX call states.
-    fn reconcile_session(
-        &mut self,
-        teams_id: &str,
-        hint: Option<Extension>,
-        now: Millis,
-        commands: &mut Vec<Command>,
-    ) {
-        let session = self.sessions.get(teams_id).copied();
-        match (self.speaking_extension(teams_id), session) {
-            (Some(ext), None | Some(Session::Recovered { .. })) => {
-                self.start_session(teams_id, ext, now, commands)
-            }
-            (None, Some(Session::Active { .. })) => {
-                self.end_session_for(teams_id, hint.unwrap_or_default(), now, commands)
-            }
-            (None, Some(Session::Recovered { .. })) if self.all_reported(teams_id) => {
-                self.end_session_for(teams_id, hint.unwrap_or_default(), now, commands)
-            }
-            _ => {}
-        }
-    }
-
-    /// An extension of `teams_id` that is speaking and allowed to write to Teams.
-    fn speaking_extension(&self, teams_id: &str) -> Option<Extension> {
-        self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
-            let user = self.users.get(ext)?;
-            (user.call == CallState::Speaking && user.direction.pbx_to_teams()).then(|| ext.clone())
-        })
-    }
-
-    /// Whether the PBX has reported every extension of `teams_id` that writes to Teams.
-    fn all_reported(&self, teams_id: &str) -> bool {
-        self.by_teams_id.get(teams_id).is_some_and(|exts| {
-            exts.iter().all(|ext| {
-                self.users
-                    .get(ext)
-                    .is_none_or(|u| u.reported || !u.direction.pbx_to_teams())
-            })
-        })
-    }
-
-    fn start_session(
-        &mut self,
-        teams_id: &str,
-        ext: Extension,
-        now: Millis,
-        out: &mut Vec<Command>,
-    ) {
-        let refresh_at = now + millis(refresh_after(self.settings.in_call_expiration));
-        self.sessions
-            .insert(teams_id.to_owned(), Session::Active { refresh_at });
-        out.push(Command::SetInCall {
-            extension: ext,
-            teams_id: teams_id.to_owned(),
-            expiration: self.settings.in_call_expiration,
-        });
-    }
-
-    fn end_session(&mut self, teams_id: &str, now: Millis, out: &mut Vec<Command>) {
-        let ext = self
-            .by_teams_id
-            .get(teams_id)
-            .and_then(|e| e.first().cloned());
-        self.end_session_for(teams_id, ext.unwrap_or_default(), now, out);
-    }
-
-    fn end_session_for(
-        &mut self,
-        teams_id: &str,
-        extension: Extension,
-        now: Millis,
-        out: &mut Vec<Command>,
-    ) {
-        if self.sessions.remove(teams_id).is_some() {
-            self.ended.insert(teams_id.to_owned(), now);
-            out.push(Command::ClearInCall {
-                extension,
-                teams_id: teams_id.to_owned(),
-            });
-        }
-    }
-}
-
-/// Our own "In a call" as Teams reports it back: Busy/InACall, and sometimes Busy/Busy
-/// (reported in <https://learn.microsoft.com/en-us/answers/questions/2237086>).
-fn is_in_call_echo(presence: &TeamsPresence) -> bool {
-    presence.availability == IN_CALL.0
-        && (presence.activity == IN_CALL.1 || presence.activity == "Busy")
 }
 
 fn push_command(

@@ -3,6 +3,10 @@
 use std::time::Duration;
 
 use super::*;
+use crate::sync::types::DndToTeams;
+
+#[path = "dnd_tests.rs"]
+mod dnd;
 
 const MIN: Millis = 60_000;
 
@@ -10,6 +14,7 @@ fn engine() -> Engine {
     let settings = EngineSettings {
         in_call_expiration: Duration::from_secs(300),
         recovery_grace: Duration::from_secs(15),
+        dnd_to_teams: DndToTeams::Off,
     };
     let mut e = Engine::new(settings, Mapping::default());
     let cmds = e.set_users(
@@ -59,17 +64,27 @@ fn ev(ext: &str, state: CallState) -> PbxEvent {
 }
 
 fn set(ext: &str, id: &str) -> Command {
-    Command::SetInCall {
+    set_as(ext, id, SessionPresence::InCall)
+}
+
+fn set_as(ext: &str, id: &str, presence: SessionPresence) -> Command {
+    Command::SetSession {
         extension: ext.into(),
         teams_id: id.into(),
+        presence,
         expiration: Duration::from_secs(300),
     }
 }
 
 fn clear(ext: &str, id: &str) -> Command {
-    Command::ClearInCall {
+    clear_as(ext, id, SessionPresence::InCall)
+}
+
+fn clear_as(ext: &str, id: &str, presence: SessionPresence) -> Command {
+    Command::ClearSession {
         extension: ext.into(),
         teams_id: id.into(),
+        presence,
     }
 }
 

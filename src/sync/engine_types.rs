@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::types::{CallState, Command, Direction, Extension, TeamsPresence};
+use super::types::{CallState, Command, Direction, DndToTeams, Extension, TeamsPresence};
 
 /// Settings of the core, from the config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct EngineSettings {
     /// After a crash, how long a recorded session waits for the PBX to report a call before it
     /// is cleared.
     pub recovery_grace: Duration,
+    /// Whether the phone's DND goes to Teams, and how.
+    pub dnd_to_teams: DndToTeams,
 }
 
 /// One directory entry as the core needs it.
@@ -43,6 +45,8 @@ pub struct Restored {
 pub struct PbxOutcome {
     /// `None` when the extension is not in the directory (the event is ignored).
     pub previous: Option<CallState>,
+    /// The phone's DND, when the event changed it (`Some(true)`: DND turned on).
+    pub dnd_changed: Option<bool>,
     pub known: bool,
     pub commands: Vec<Command>,
 }

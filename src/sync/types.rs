@@ -112,19 +112,90 @@ impl Direction {
     }
 }
 
+/// What the app's presence session of a user says, written with setPresence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionPresence {
+    /// The PBX reports the user speaking.
+    InCall,
+    /// The phone is in Do Not Disturb (`sync.pbx_dnd_to_teams = "session"`).
+    Dnd,
+}
+
+impl SessionPresence {
+    /// The (availability, activity) pair written: both are pairs setPresence accepts
+    /// (<https://learn.microsoft.com/en-us/graph/api/presence-setpresence>), and the only one
+    /// with DoNotDisturb is DoNotDisturb/Presenting. Busy/InACall is Teams' "In a call" in the
+    /// state table of
+    /// <https://learn.microsoft.com/en-us/graph/cloud-communications-manage-presence-state>.
+    pub fn pair(self) -> (&'static str, &'static str) {
+        match self {
+            SessionPresence::InCall => ("Busy", "InACall"),
+            SessionPresence::Dnd => ("DoNotDisturb", "Presenting"),
+        }
+    }
+
+    /// As the journal says it.
+    pub fn shown(self) -> &'static str {
+        match self {
+            SessionPresence::InCall => "In a call",
+            SessionPresence::Dnd => "Do not disturb",
+        }
+    }
+
+    /// Whether Teams reporting `presence` can be this session showing through: its own pair,
+    /// or the same availability with the plain activity (our "In a call" comes back as
+    /// Busy/Busy too, reported in <https://learn.microsoft.com/en-us/answers/questions/2237086>).
+    pub fn is_echo(self, presence: &TeamsPresence) -> bool {
+        let (availability, activity) = self.pair();
+        presence.availability == availability
+            && (presence.activity == activity || presence.activity == availability)
+    }
+}
+
+/// `sync.pbx_dnd_to_teams`: whether and how the phone's Do Not Disturb shows in Teams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DndToTeams {
+    /// Not at all (the default).
+    #[default]
+    Off,
+    /// The app's own presence session says DoNotDisturb/Presenting.
+    Session,
+    /// setUserPreferredPresence DoNotDisturb: a real "Do not disturb" in Teams.
+    Preferred,
+}
+
+impl DndToTeams {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DndToTeams::Off => "off",
+            DndToTeams::Session => "session",
+            DndToTeams::Preferred => "preferred",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DndToTeams> {
+        [DndToTeams::Off, DndToTeams::Session, DndToTeams::Preferred]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 /// What the core asks the adapters to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Write "In a call" (Busy/InACall) for the app's session, valid for `expiration`.
-    SetInCall {
+    /// Write the app's presence session (on behalf of `extension`), valid for `expiration`.
+    SetSession {
         extension: Extension,
         teams_id: String,
+        presence: SessionPresence,
         expiration: Duration,
     },
     /// Remove the app's session (the user goes back to whatever Teams says).
-    ClearInCall {
+    ClearSession {
         extension: Extension,
         teams_id: String,
+        /// What the session said (for the journal).
+        presence: SessionPresence,
     },
     /// Tell the PBX about a Teams presence change.
     PushToPbx {

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::sync::types::{CallState, TeamsPresence};
+use crate::sync::types::{CallState, SessionPresence, TeamsPresence};
 
 /// Who a line is about: the extension, and the Teams account when known.
 #[derive(Clone, Copy)]
@@ -85,34 +85,57 @@ pub(super) fn pbx_changed(who: Who<'_>, from: CallState, to: CallState) {
         "{who}: PBX {from} -> {to}");
 }
 
-/// `1001 alice@contoso.com: speaking -> In a call written to Teams`, or the clear.
-/// A refresh of a running call (`repeat`) is DEBUG: one INFO line per change.
-pub(super) fn session_written(who: Who<'_>, teams_user: &str, cleared: bool, repeat: bool) {
+/// `1001 alice@contoso.com: PBX DND on`
+pub(super) fn dnd_changed(who: Who<'_>, on: bool) {
+    let dnd = if on { "on" } else { "off" };
+    tracing::info!(
+        extension = who.extension,
+        email = who.email,
+        dnd,
+        "{who}: PBX DND {dnd}"
+    );
+}
+
+/// `1001 alice@contoso.com: speaking -> In a call written to Teams` (or `DND on -> Do not
+/// disturb written to Teams`), or the clear. A refresh of a running session (`repeat`) is
+/// DEBUG: one INFO line per change.
+pub(super) fn session_written(
+    who: Who<'_>,
+    teams_user: &str,
+    said: SessionPresence,
+    cleared: bool,
+    repeat: bool,
+) {
+    let shown = said.shown();
     if repeat {
+        let again = if cleared {
+            "cleared again"
+        } else {
+            "refreshed"
+        };
         tracing::debug!(
             extension = who.extension,
             email = who.email,
             teams_user,
-            "{who}: In a call {} (no change in Teams)",
-            if cleared {
-                "cleared again"
-            } else {
-                "refreshed"
-            }
+            "{who}: {shown} {again} (no change in Teams)"
         );
     } else if cleared {
         tracing::info!(
             extension = who.extension,
             email = who.email,
             teams_user,
-            "{who}: In a call cleared in Teams"
+            "{who}: {shown} cleared in Teams"
         );
     } else {
+        let why = match said {
+            SessionPresence::InCall => "speaking",
+            SessionPresence::Dnd => "DND on",
+        };
         tracing::info!(
             extension = who.extension,
             email = who.email,
             teams_user,
-            "{who}: speaking -> In a call written to Teams"
+            "{who}: {why} -> {shown} written to Teams"
         );
     }
 }
@@ -121,13 +144,15 @@ pub(super) fn session_written(who: Who<'_>, teams_user: &str, cleared: bool, rep
 pub(super) fn session_failed(
     who: Who<'_>,
     teams_user: &str,
+    said: SessionPresence,
     cleared: bool,
     why: &dyn fmt::Display,
 ) {
+    let shown = said.shown();
     let what = if cleared {
-        "clearing In a call in Teams"
+        format!("clearing {shown} in Teams")
     } else {
-        "writing In a call to Teams"
+        format!("writing {shown} to Teams")
     };
     tracing::warn!(extension = who.extension, email = who.email, teams_user, error = %why,
         "{who}: {what} failed: {why}");

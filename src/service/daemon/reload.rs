@@ -33,6 +33,11 @@ impl Daemon {
                     .send_replace(self.config.sync.pacing());
             }
             Change::InCallExpiration => self.engine.set_settings(engine_settings(&self.config)),
+            Change::DndToTeams => {
+                self.engine.set_settings(engine_settings(&self.config));
+                let commands = self.engine.reconcile_all(self.clock.now());
+                self.execute(commands);
+            }
             // Read from the current config when the next round is planned.
             Change::ResolveInterval => {}
             // The reloader watches the new file and sets the log filter itself.

@@ -28,6 +28,9 @@ impl Daemon {
             if previous != event.state {
                 lines::pbx_changed(self.who(&event.extension), previous, event.state);
             }
+            if let Some(on) = outcome.dnd_changed {
+                lines::dnd_changed(self.who(&event.extension), on);
+            }
             self.out.write(Write::SetPbx {
                 extension: event.extension.clone(),
                 state: event.state.as_str().to_owned(),
@@ -145,7 +148,8 @@ impl Daemon {
         let clear = matches!(w.wanted, Wanted::Clear { .. });
         match &w.result {
             Ok(()) => {
-                lines::session_written(self.who(extension), &w.teams_id, clear, w.repeat);
+                let said = w.wanted.presence();
+                lines::session_written(self.who(extension), &w.teams_id, said, clear, w.repeat);
                 if clear && !self.engine.has_session(&w.teams_id) {
                     self.out.write(Write::CloseSession {
                         teams_id: w.teams_id.clone(),
@@ -159,7 +163,8 @@ impl Daemon {
                 self.out.count(counter, 1);
             }
             Err(why) => {
-                lines::session_failed(self.who(extension), &w.teams_id, clear, why);
+                let said = w.wanted.presence();
+                lines::session_failed(self.who(extension), &w.teams_id, said, clear, why);
                 let now = self.clock.now();
                 self.out
                     .error("graph", Some(extension), why.to_string(), now);
@@ -224,9 +229,10 @@ impl Daemon {
         let now = self.clock.now();
         for command in commands {
             match command {
-                Command::SetInCall {
+                Command::SetSession {
                     extension,
                     teams_id,
+                    presence,
                     expiration,
                 } => {
                     // Queued for the store before the write to Teams goes out (end of the
@@ -236,20 +242,25 @@ impl Daemon {
                         teams_id: teams_id.clone(),
                         expires_at: now + millis(expiration),
                     });
-                    let wanted = Wanted::InCall {
+                    let wanted = Wanted::Session {
                         extension,
+                        presence,
                         expiration,
                         since: origin.pbx(),
                     };
                     self.parts.writers.want(&teams_id, wanted);
                 }
-                Command::ClearInCall {
+                Command::ClearSession {
                     extension,
                     teams_id,
-                } => self
-                    .parts
-                    .writers
-                    .want(&teams_id, Wanted::Clear { extension }),
+                    presence,
+                } => self.parts.writers.want(
+                    &teams_id,
+                    Wanted::Clear {
+                        extension,
+                        presence,
+                    },
+                ),
                 Command::PushToPbx {
                     extension,
                     email,
