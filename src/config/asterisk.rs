@@ -26,6 +26,8 @@ pub const DEFAULT_DEVICE: &str = "PJSIP/{extension}";
 pub const DEFAULT_DEVICE_STATE: &str = "Custom:teams-{extension}";
 /// Default `pbx.presence_state`: what phones subscribed to presence show.
 pub const DEFAULT_PRESENCE_STATE: &str = "CustomPresence:{extension}";
+/// Default `pbx.dnd_device`: FreePBX's DND feature code sets it `BUSY` while DND is on.
+pub const DEFAULT_DND_DEVICE: &str = "Custom:DND{extension}";
 /// The placeholder of templates.
 pub const EXTENSION: &str = "{extension}";
 
@@ -127,6 +129,9 @@ pub struct AsteriskPbxConfig {
     pub device_state: Option<Template>,
     /// Where it goes as a presence state; `None` = not written.
     pub presence_state: Option<Template>,
+    /// The device whose state says the phone is in DND (`INUSE` or `BUSY`); `None` = not
+    /// read (always when `sync.pbx_dnd_to_teams` is off).
+    pub dnd_device: Option<Template>,
     /// PBX state name -> what is written (defaults overlaid with `[pbx.states]`).
     pub states: BTreeMap<String, AsteriskState>,
     /// AMI, for users from voicemail boxes.
@@ -148,6 +153,11 @@ impl AsteriskPbxConfig {
                 .map(|t| t.expand(extension))
                 .collect(),
         }
+    }
+
+    /// The device that says whether `extension`'s phone is in DND, if read.
+    pub fn dnd_device_of(&self, extension: &str) -> Option<String> {
+        self.dnd_device.as_ref().map(|t| t.expand(extension))
     }
 
     /// Whether `device` is one the daemon writes (and so must never read as call state).
@@ -208,6 +218,10 @@ pub(super) fn asterisk(ctx: &Ctx<'_>, p: &PbxSection) -> Result<AsteriskPbxConfi
         DEFAULT_PRESENCE_STATE,
         "CustomPresence:",
     )?;
+    let dnd_device = match p.dnd_device.as_deref().unwrap_or(DEFAULT_DND_DEVICE) {
+        "" => None,
+        text => Some(template(ctx, "pbx.dnd_device", text)?),
+    };
     let config = AsteriskPbxConfig {
         ari_url,
         ari_username: name("pbx.ari_username", &p.ari_username)?,
@@ -217,6 +231,7 @@ pub(super) fn asterisk(ctx: &Ctx<'_>, p: &PbxSection) -> Result<AsteriskPbxConfi
         devices: devices(ctx, &p.devices)?,
         device_state,
         presence_state,
+        dnd_device,
         states: states(ctx, &p.states)?,
         ami: ami(ctx, p)?,
         users_from_voicemail: p.users_from_voicemail.unwrap_or(false),
@@ -412,6 +427,13 @@ fn no_loops(ctx: &Ctx<'_>, c: &AsteriskPbxConfig) -> Result<(), ConfigError> {
         if let Some(d) = list.iter().find(|d| own.matches(d)) {
             return Err(ctx.invalid(&format!("pbx.devices.{extension}"), reason(d)));
         }
+    }
+    if let Some(t) = c
+        .dnd_device
+        .as_ref()
+        .filter(|t| own.matches(&t.expand("1")))
+    {
+        return Err(ctx.invalid("pbx.dnd_device", reason(t.as_str())));
     }
     Ok(())
 }

@@ -227,6 +227,7 @@ fn asterisk(f: &mut fmt::Formatter<'_>, a: &AsteriskPbxConfig, reads_calls: bool
     }
     writeln!(f, "device_state = {}", template(&a.device_state))?;
     writeln!(f, "presence_state = {}", template(&a.presence_state))?;
+    writeln!(f, "dnd_device = {}", template(&a.dnd_device))?;
     match &a.ami {
         Some(ami) => {
             writeln!(f, "ami_address = {}", q(&ami.address))?;

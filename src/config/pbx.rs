@@ -56,6 +56,7 @@ impl Kind {
                 "devices",
                 "device_state",
                 "presence_state",
+                "dnd_device",
                 "states",
                 "ami_address",
                 "ami_username",

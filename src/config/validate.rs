@@ -139,7 +139,7 @@ pub(crate) fn validate(
         env,
     };
     let file: FileConfig = toml::from_str(text).map_err(|e| syntax_error(&ctx, &e))?;
-    let config = Config {
+    let mut config = Config {
         source: source.to_owned(),
         azure: azure(&ctx, &file.azure)?,
         sync: sync(&ctx, &file.sync)?,
@@ -158,6 +158,12 @@ pub(crate) fn validate(
             .map(|m| metrics(&ctx, m))
             .transpose()?,
     };
+    if let Some(a) = &mut config.pbx.asterisk
+        && config.sync.pbx_dnd_to_teams == DndToTeams::Off
+    {
+        // Nobody reads it: not subscribed to, not read at every connect.
+        a.dnd_device = None;
+    }
     if let Some(a) = &config.pbx.asterisk {
         every_state_written(&ctx, &config.mapping, a)?;
     }

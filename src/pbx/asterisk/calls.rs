@@ -5,11 +5,19 @@
 //! held party is still in a call; `RINGINUSE`: a call waiting while in a call, Asterisk's
 //! `devicestate.h` says "ringing *and* in use"), *ringing* when one rings (`RINGING`), idle
 //! otherwise (`NOT_INUSE`, `UNAVAILABLE`, `UNKNOWN`, `INVALID`).
+//!
+//! A user's phone is in DND while its DND device (`pbx.dnd_device`, FreePBX's
+//! `Custom:DND{extension}`) is `INUSE` or `BUSY`; its events carry `dnd` then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::sync::types::{CallState, PbxEvent};
+
+/// Whether a DND device's state means DND on.
+pub fn dnd_of(device_state: &str) -> bool {
+    matches!(device_state, "INUSE" | "BUSY")
+}
 
 /// What one device state means for its user.
 pub fn call_state_of(device_state: &str) -> CallState {
@@ -39,7 +47,11 @@ pub struct DeviceBook {
     /// Last known state per device (absent: never read, counts as idle).
     states: HashMap<Arc<str>, CallState>,
     /// What each user was last reported as.
-    reported: HashMap<Arc<str>, CallState>,
+    reported: HashMap<Arc<str>, (CallState, Option<bool>)>,
+    /// DND device -> the extension it is the DND of.
+    dnd_owner: HashMap<Arc<str>, Arc<str>>,
+    /// Extension -> DND on, for users with a DND device (absent until read: off).
+    dnd: HashMap<Arc<str>, bool>,
 }
 
 impl DeviceBook {
@@ -67,8 +79,26 @@ impl DeviceBook {
         book
     }
 
+    /// The book with a DND device per user (`(extension, device)`; extensions not in the book
+    /// are skipped).
+    pub fn with_dnd(mut self, devices: impl IntoIterator<Item = (String, String)>) -> DeviceBook {
+        for (extension, device) in devices {
+            if let Some((ext, _)) = self.devices.get_key_value(extension.as_str()) {
+                let ext = ext.clone();
+                self.dnd_owner.insert(Arc::from(device), ext.clone());
+                self.dnd.insert(ext, false);
+            }
+        }
+        self
+    }
+
     /// Carry over what an older book knew (after a users change): device states and reports.
     pub fn adopt(&mut self, old: DeviceBook) {
+        for (extension, on) in old.dnd {
+            if let Some(v) = self.dnd.get_mut(&extension) {
+                *v = on;
+            }
+        }
         for (name, state) in old.states {
             if let Some((k, _)) = self.owners.get_key_value(&name) {
                 self.states.insert(k.clone(), state);
@@ -81,14 +111,21 @@ impl DeviceBook {
         }
     }
 
-    /// Every device name, for subscribing and reading.
+    /// Every device name (DND devices too), for subscribing and reading.
     pub fn device_names(&self) -> impl Iterator<Item = &str> {
-        self.owners.keys().map(|k| &**k)
+        self.owners
+            .keys()
+            .chain(
+                self.dnd_owner
+                    .keys()
+                    .filter(|d| !self.owners.contains_key(*d)),
+            )
+            .map(|k| &**k)
     }
 
     /// Devices not in `old` (to subscribe after a users change).
     pub fn new_devices<'a>(&'a self, old: &'a DeviceBook) -> impl Iterator<Item = &'a str> {
-        self.device_names().filter(|d| !old.owners.contains_key(*d))
+        self.device_names().filter(|d| !old.knows_device(d))
     }
 
     /// Every extension in the book.
@@ -97,19 +134,23 @@ impl DeviceBook {
     }
 
     pub fn knows_device(&self, name: &str) -> bool {
-        self.owners.contains_key(name)
+        self.owners.contains_key(name) || self.dnd_owner.contains_key(name)
     }
 
-    /// A device changed. Returns an event per user whose call state changed; devices that
-    /// are not ours are ignored (nothing changes).
+    /// A device changed. Returns an event per user whose call state or DND changed; devices
+    /// that are not ours are ignored (nothing changes).
     pub fn on_device(&mut self, name: &str, device_state: &str) -> Vec<PbxEvent> {
-        let Some((name, owners)) = self.owners.get_key_value(name) else {
-            return Vec::new();
-        };
-        self.states
-            .insert(name.clone(), call_state_of(device_state));
-        let owners = owners.clone();
-        owners
+        let mut touched: Vec<Arc<str>> = Vec::new();
+        if let Some(ext) = self.dnd_owner.get(name).cloned() {
+            self.dnd.insert(ext.clone(), dnd_of(device_state));
+            touched.push(ext);
+        }
+        if let Some((name, owners)) = self.owners.get_key_value(name) {
+            let (name, owners) = (name.clone(), owners.clone());
+            self.states.insert(name, call_state_of(device_state));
+            touched.extend(owners);
+        }
+        touched
             .iter()
             .filter_map(|ext| self.report_if_changed(ext))
             .collect()
@@ -119,14 +160,7 @@ impl DeviceBook {
     /// ignores repeats, and a user left "speaking" by a lost event is corrected).
     pub fn full_report(&mut self) -> Vec<PbxEvent> {
         let extensions: Vec<Arc<str>> = self.devices.keys().cloned().collect();
-        extensions
-            .iter()
-            .map(|ext| {
-                let state = self.user_state(ext);
-                self.reported.insert(ext.clone(), state);
-                event(ext, state)
-            })
-            .collect()
+        extensions.iter().map(|ext| self.report(ext)).collect()
     }
 
     /// The given users' current state (new users after a reload).
@@ -140,15 +174,16 @@ impl DeviceBook {
                 continue;
             };
             let ext = ext.clone();
-            let state = self.user_state(&ext);
-            self.reported.insert(ext.clone(), state);
-            out.push(event(&ext, state));
+            out.push(self.report(&ext));
         }
         out
     }
 
     /// Record a device state read without an event (resync); reports nothing by itself.
     pub fn set_state(&mut self, name: &str, device_state: &str) {
+        if let Some(ext) = self.dnd_owner.get(name).cloned() {
+            self.dnd.insert(ext, dnd_of(device_state));
+        }
         if let Some((k, _)) = self.owners.get_key_value(name) {
             self.states.insert(k.clone(), call_state_of(device_state));
         }
@@ -165,20 +200,22 @@ impl DeviceBook {
     }
 
     fn report_if_changed(&mut self, extension: &Arc<str>) -> Option<PbxEvent> {
-        let state = self.user_state(extension);
-        if self.reported.get(extension) == Some(&state) {
+        let now = (self.user_state(extension), self.dnd.get(extension).copied());
+        if self.reported.get(extension) == Some(&now) {
             return None;
         }
-        self.reported.insert(extension.clone(), state);
-        Some(event(extension, state))
+        Some(self.report(extension))
     }
-}
 
-fn event(extension: &str, state: CallState) -> PbxEvent {
-    PbxEvent {
-        extension: extension.into(),
-        state,
-        dnd: None,
+    /// The user's state now, remembered as reported.
+    fn report(&mut self, extension: &Arc<str>) -> PbxEvent {
+        let (state, dnd) = (self.user_state(extension), self.dnd.get(extension).copied());
+        self.reported.insert(extension.clone(), (state, dnd));
+        PbxEvent {
+            extension: extension.to_string(),
+            state,
+            dnd,
+        }
     }
 }
 
@@ -282,5 +319,29 @@ mod tests {
         let mut got = states(&b.on_device("PJSIP/lobby", "INUSE"));
         got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_dnd_device_in_use_or_busy_is_dnd_reported_with_the_call_state() {
+        let mut b = book().with_dnd([
+            ("1002".to_owned(), "Custom:DND1002".to_owned()),
+            ("9999".to_owned(), "Custom:DND9999".to_owned()),
+        ]);
+        let names: Vec<&str> = b.device_names().collect();
+        assert!(names.contains(&"Custom:DND1002") && !names.contains(&"Custom:DND9999"));
+        b.on_device("PJSIP/1002", "INUSE");
+        let e = b.on_device("Custom:DND1002", "BUSY");
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].state, e[0].dnd), (CallState::Speaking, Some(true)));
+        assert!(
+            b.on_device("Custom:DND1002", "INUSE").is_empty(),
+            "still DND"
+        );
+        let e = b.on_device("Custom:DND1002", "NOT_INUSE");
+        assert_eq!(e[0].dnd, Some(false));
+        // Users without a DND device say nothing about DND.
+        let all = b.full_report();
+        let dnd: Vec<_> = all.iter().map(|e| (e.extension.as_str(), e.dnd)).collect();
+        assert!(dnd.contains(&("1001", None)) && dnd.contains(&("1002", Some(false))));
     }
 }

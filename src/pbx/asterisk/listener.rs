@@ -58,6 +58,11 @@ fn book_of(config: &AsteriskPbxConfig, users: &[String]) -> DeviceBook {
             .collect();
         (ext.clone(), devices)
     }))
+    .with_dnd(
+        users
+            .iter()
+            .filter_map(|ext| Some((ext.clone(), config.dnd_device_of(ext)?))),
+    )
 }
 
 impl Listener {
