@@ -100,3 +100,58 @@ async fn off_writes_nothing_and_a_reload_to_session_writes_the_dnd_there_is() {
     w.stop().await.unwrap();
     assert!(session(&w, BOB).is_none(), "the stop cleared it");
 }
+
+fn preferred_rows(w: &World) -> usize {
+    pbx_teams_presence::store::read_snapshot(&w.db_path()).map_or(0, |s| s.preferred.len())
+}
+
+/// `preferred`: DND on the phone is the user's preferred presence DoNotDisturb (a real "Do not
+/// disturb" in Teams), recorded in the store while it is ours; DND off clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_mode_sets_the_teams_status_and_clears_it() {
+    let mut w = World::new().await;
+    dnd_mode(&w, "preferred");
+    w.start().await;
+    let bob = w.id(BOB);
+    event(&w, BOB, "idle", true).await;
+    eventually(5, "DND status set", || {
+        w.graph.preferred(&bob) == pair("DoNotDisturb", "DoNotDisturb")
+    })
+    .await;
+    assert_eq!(w.graph.presence(&bob), pair("DoNotDisturb", "DoNotDisturb"));
+    assert!(
+        session(&w, BOB).is_none(),
+        "no app session for DND in this mode"
+    );
+    eventually(5, "recorded", || preferred_rows(&w) == 1).await;
+    event(&w, BOB, "idle", false).await;
+    eventually(5, "DND status cleared", || {
+        w.graph.preferred(&bob).is_none()
+    })
+    .await;
+    eventually(5, "forgotten", || preferred_rows(&w) == 0).await;
+    w.stop().await.unwrap();
+}
+
+/// A status the user picked in Teams after our DND is theirs: DND off on the phone leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_mode_leaves_a_status_the_user_changed() {
+    let mut w = World::new().await;
+    dnd_mode(&w, "preferred");
+    w.start().await;
+    let bob = w.id(BOB);
+    event(&w, BOB, "idle", true).await;
+    eventually(5, "DND status set", || w.graph.preferred(&bob).is_some()).await;
+    eventually(5, "recorded", || preferred_rows(&w) == 1).await;
+    w.graph.set_user_preferred(&bob, Some(("Away", "Away")));
+    event(&w, BOB, "idle", false).await;
+    eventually(5, "forgotten, not cleared", || preferred_rows(&w) == 0).await;
+    assert_eq!(w.graph.preferred(&bob), pair("Away", "Away"));
+    assert!(w.graph_requests("clearUserPreferredPresence").is_empty());
+    w.stop().await.unwrap();
+    assert_eq!(
+        w.graph.preferred(&bob),
+        pair("Away", "Away"),
+        "the stop left it too"
+    );
+}

@@ -201,6 +201,17 @@ impl Emulator {
         self.shared.set_user_presence(id, availability, activity);
     }
 
+    /// Sets the status the user picks in their Teams client (their preferred presence, which
+    /// beats every session); `None` is "Reset status". Unknown users are ignored.
+    pub fn set_user_preferred(&self, id: &str, pair: Option<(&str, &str)>) {
+        self.shared.set_user_preferred(id, pair);
+    }
+
+    /// The user's preferred presence (set by setUserPreferredPresence or by the user), if any.
+    pub fn preferred(&self, id: &str) -> Option<(String, String)> {
+        self.shared.preferred(id)
+    }
+
     /// The aggregated (availability, activity) Graph would report now; None for unknown users.
     pub fn presence(&self, id: &str) -> Option<(String, String)> {
         self.shared.presence(id)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::assertion::KeyCredential;
 use crate::model::{AppSession, Delivery, Fault, LoggedRequest, SubscriptionInfo, User};
+use crate::presence::Preferred;
 use crate::state::{App, Shared};
 
 impl Shared {
@@ -50,6 +51,31 @@ impl Shared {
         st.presence_mut(&id).client =
             signed_in.then(|| (availability.to_owned(), activity.to_owned()));
         true
+    }
+
+    /// The status the user picks in the Teams client: their preferred presence (it beats every
+    /// session), without expiry; `None` resets it ("Reset status").
+    pub(crate) fn set_user_preferred(&self, id: &str, pair: Option<(&str, &str)>) -> bool {
+        let mut st = self.lock();
+        let Some(id) = st.directory.resolve(id).map(str::to_owned) else {
+            return false;
+        };
+        let expires_at = st.now() + Duration::from_secs(365 * 86_400);
+        st.presence_mut(&id).preferred = pair.map(|(availability, activity)| Preferred {
+            availability: availability.to_owned(),
+            activity: activity.to_owned(),
+            expires_at,
+        });
+        true
+    }
+
+    /// The user's preferred presence, while it has not expired.
+    pub(crate) fn preferred(&self, id: &str) -> Option<(String, String)> {
+        let st = self.lock();
+        let id = st.directory.resolve(id)?;
+        let now = st.now();
+        let p = st.presence.get(id)?.preferred.as_ref()?;
+        (p.expires_at > now).then(|| (p.availability.clone(), p.activity.clone()))
     }
 
     pub(crate) fn presence(&self, id: &str) -> Option<(String, String)> {

@@ -144,6 +144,39 @@ impl GraphClient {
         }
     }
 
+    /// Sets the user's preferred presence, which beats every session, for `expiration`
+    /// (<https://learn.microsoft.com/en-us/graph/api/presence-setuserpreferredpresence>: its
+    /// pairs include DoNotDisturb/DoNotDisturb; it shows only while the user has a session).
+    pub async fn set_preferred_presence(
+        &self,
+        user_id: &str,
+        availability: &str,
+        activity: &str,
+        expiration: Duration,
+    ) -> Result<(), GraphError> {
+        let body = json!({
+            "availability": availability,
+            "activity": activity,
+            "expirationDuration": iso8601(expiration),
+        });
+        self.presence_post(user_id, "setUserPreferredPresence", &body)
+            .await?;
+        tracing::debug!(
+            user = user_id,
+            availability,
+            activity,
+            "preferred presence set"
+        );
+        Ok(())
+    }
+
+    /// Removes the user's preferred presence, whoever set it
+    /// (<https://learn.microsoft.com/en-us/graph/api/presence-clearuserpreferredpresence>).
+    pub async fn clear_preferred_presence(&self, user_id: &str) -> Result<(), GraphError> {
+        self.presence_post(user_id, "clearUserPreferredPresence", &json!({}))
+            .await
+    }
+
     /// `POST /users/{id}/presence/{action}`; the answer has no body (setPresence page).
     async fn presence_post(
         &self,

@@ -153,6 +153,12 @@ pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
             engine.restore_session(&s.teams_id, now);
         }
     }
+    for p in &snapshot.preferred {
+        tracing::warn!(extension = %p.extension, teams_user = %p.teams_id,
+            "{}: a Do not disturb set in Teams survived the last run; it is cleared unless the PBX reports the phone in DND",
+            p.extension);
+        engine.restore_preferred(&p.teams_id, now);
+    }
 }
 
 pub fn known_extensions(directory: &Directory) -> Arc<ExtensionSet> {

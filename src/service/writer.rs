@@ -18,6 +18,7 @@ use crate::backoff::Backoff;
 use crate::clock::monotonic;
 use crate::graph::{ClearOutcome, GraphClient, GraphError};
 use crate::metrics::Metrics;
+use crate::sync::engine::PREFERRED_DND;
 use crate::sync::types::SessionPresence;
 
 /// What we want the app's session of one Teams user to be.
@@ -38,19 +39,51 @@ pub enum Wanted {
         extension: String,
         presence: SessionPresence,
     },
+    /// The user's preferred presence DoNotDisturb for `expiration`; `checked`: only if
+    /// Teams still shows DoNotDisturb.
+    PreferredDnd {
+        extension: String,
+        expiration: Duration,
+        checked: bool,
+    },
+    /// The preferred DND we set cleared, if Teams still shows DoNotDisturb.
+    ClearPreferred { extension: String },
+}
+
+/// The independent writes of one Teams user: its app session, and its preferred presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Session,
+    Preferred,
 }
 
 impl Wanted {
-    /// What the session says, or said before this clear.
+    /// What the session says, or said before this clear (the preferred DND: DND).
     pub fn presence(&self) -> SessionPresence {
         match self {
             Wanted::Session { presence, .. } | Wanted::Clear { presence, .. } => *presence,
+            Wanted::PreferredDnd { .. } | Wanted::ClearPreferred { .. } => SessionPresence::Dnd,
         }
+    }
+
+    pub fn lane(&self) -> Lane {
+        match self {
+            Wanted::Session { .. } | Wanted::Clear { .. } => Lane::Session,
+            Wanted::PreferredDnd { .. } | Wanted::ClearPreferred { .. } => Lane::Preferred,
+        }
+    }
+
+    /// Whether this write takes something away (a session, a preferred DND).
+    pub fn clears(&self) -> bool {
+        matches!(self, Wanted::Clear { .. } | Wanted::ClearPreferred { .. })
     }
 
     pub fn extension(&self) -> &str {
         match self {
-            Wanted::Session { extension, .. } | Wanted::Clear { extension, .. } => extension,
+            Wanted::Session { extension, .. }
+            | Wanted::Clear { extension, .. }
+            | Wanted::PreferredDnd { extension, .. }
+            | Wanted::ClearPreferred { extension } => extension,
         }
     }
 }
@@ -63,6 +96,8 @@ pub struct Written {
     /// A session written again with what the last one that landed said (the refresh during a
     /// call), or a clear after a clear: nothing changed in Teams.
     pub repeat: bool,
+    /// A checked preferred DND write found the user's status changed since: left as it is.
+    pub left: bool,
     pub result: Result<(), GraphError>,
 }
 
@@ -71,7 +106,7 @@ pub struct Writers {
     graph: watch::Receiver<GraphClient>,
     outcomes: mpsc::Sender<Written>,
     tracker: TaskTracker,
-    senders: HashMap<String, watch::Sender<Option<Wanted>>>,
+    senders: HashMap<(String, Lane), watch::Sender<Option<Wanted>>>,
     /// Wanted states of the main loop's current step, not yet handed over.
     staged: Vec<(String, Wanted)>,
     /// Held by every writer; closed once the last one is gone.
@@ -107,11 +142,12 @@ impl Writers {
         self.staged.push((teams_id.to_owned(), wanted));
     }
 
-    /// Whether a staged state writes a session (its row must be committed first).
+    /// Whether a staged state writes a session or a preferred DND (its row must be committed
+    /// first).
     pub fn opens_session(&self) -> bool {
         self.staged
             .iter()
-            .any(|(_, w)| matches!(w, Wanted::Session { .. }))
+            .any(|(_, w)| matches!(w, Wanted::Session { .. } | Wanted::PreferredDnd { .. }))
     }
 
     /// Hand every staged state to its writer (the latest replaces anything still waiting).
@@ -124,7 +160,8 @@ impl Writers {
     }
 
     fn send(&mut self, teams_id: &str, wanted: Wanted) {
-        if let Some(tx) = self.senders.get(teams_id)
+        let key = (teams_id.to_owned(), wanted.lane());
+        if let Some(tx) = self.senders.get(&key)
             && tx.send(Some(wanted.clone())).is_ok()
         {
             return;
@@ -156,7 +193,7 @@ impl Writers {
             }
             .instrument(span),
         );
-        self.senders.insert(teams_id.to_owned(), tx);
+        self.senders.insert(key, tx);
     }
 
     /// Stop taking work: every writer finishes what it was asked, then ends. The future
@@ -189,6 +226,8 @@ const MIN_GAP: Duration = Duration::from_millis(500);
 enum Landed {
     Session(SessionPresence),
     Cleared,
+    /// The preferred lane: every write goes out (the engine sends only changes and refreshes).
+    Preferred,
 }
 
 async fn run(
@@ -214,14 +253,15 @@ async fn run(
         let Some(wanted) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let clear = matches!(wanted, Wanted::Clear { .. });
-        if clear && landed == Some(Landed::Cleared) {
+        let clear = wanted.clears();
+        if matches!(wanted, Wanted::Clear { .. }) && landed == Some(Landed::Cleared) {
             // Still told to the main loop: a session it opened meanwhile (and never had
             // written) is closed in the store.
             let written = Written {
                 teams_id: teams_id.clone(),
                 wanted,
                 repeat: true,
+                left: false,
                 result: Ok(()),
             };
             let _ = outcomes.send(written).await;
@@ -232,6 +272,8 @@ async fn run(
         loop {
             let client = graph.borrow().clone();
             let result = write(&client, &teams_id, &wanted).await;
+            let left = matches!(result, Ok(Done::Left));
+            let result = result.map(drop);
             if let (
                 Ok(()),
                 Wanted::Session {
@@ -245,14 +287,16 @@ async fn run(
             let now = match &wanted {
                 Wanted::Session { presence, .. } => Landed::Session(*presence),
                 Wanted::Clear { .. } => Landed::Cleared,
+                Wanted::PreferredDnd { .. } | Wanted::ClearPreferred { .. } => Landed::Preferred,
             };
-            let repeat = !clear && landed == Some(now);
+            let repeat = !clear && now != Landed::Preferred && landed == Some(now);
             landed = result.is_ok().then_some(now);
             if !transient || failures == 0 {
                 let written = Written {
                     teams_id: teams_id.clone(),
                     wanted: wanted.clone(),
                     repeat,
+                    left,
                     result,
                 };
                 let _ = outcomes.send(written).await;
@@ -275,7 +319,15 @@ async fn run(
     }
 }
 
-async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<(), GraphError> {
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Written,
+    /// A checked preferred DND write found another status in Teams: nothing done.
+    Left,
+}
+
+async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<Done, GraphError> {
     match wanted {
         Wanted::Session {
             presence,
@@ -285,12 +337,43 @@ async fn write(client: &GraphClient, teams_id: &str, wanted: &Wanted) -> Result<
             let (availability, activity) = presence.pair();
             client
                 .set_presence(teams_id, availability, activity, *expiration)
-                .await
+                .await?;
         }
         // Cleared, or no session left to clear: either way the user is not "In a call".
-        Wanted::Clear { .. } => client
-            .clear_presence(teams_id)
-            .await
-            .map(|_: ClearOutcome| ()),
+        Wanted::Clear { .. } => {
+            client
+                .clear_presence(teams_id)
+                .await
+                .map(|_: ClearOutcome| ())?;
+        }
+        Wanted::PreferredDnd {
+            expiration,
+            checked,
+            ..
+        } => {
+            if *checked && !shows_dnd(client, teams_id).await? {
+                return Ok(Done::Left);
+            }
+            let (availability, activity) = PREFERRED_DND;
+            client
+                .set_preferred_presence(teams_id, availability, activity, *expiration)
+                .await?;
+        }
+        Wanted::ClearPreferred { .. } => {
+            if !shows_dnd(client, teams_id).await? {
+                return Ok(Done::Left);
+            }
+            client.clear_preferred_presence(teams_id).await?;
+        }
     }
+    Ok(Done::Written)
+}
+
+/// Whether Teams shows the user DoNotDisturb now (a preferred DND is the user's own status
+/// too: one that is not DND any more was changed by the user, and is theirs).
+async fn shows_dnd(client: &GraphClient, teams_id: &str) -> Result<bool, GraphError> {
+    let now = client.get_presences(&[teams_id]).await?;
+    Ok(now
+        .first()
+        .is_some_and(|p| p.availability == PREFERRED_DND.0))
 }

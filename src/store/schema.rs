@@ -88,6 +88,13 @@ const MIGRATIONS: &[&str] = &[
         account  TEXT NOT NULL
     );
     CREATE INDEX coverage_account ON coverage (account);",
+    // 3: the phone's DND as the user's preferred presence: the ones we set, so a restart
+    // after a crash clears (or keeps) them instead of leaving the user in DND.
+    "CREATE TABLE preferred (
+        teams_id   TEXT PRIMARY KEY NOT NULL,
+        extension  TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes and reads.

@@ -95,6 +95,21 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             "DELETE FROM sessions WHERE teams_id = ?1",
             params![teams_id],
         ),
+        Write::OpenPreferred {
+            extension,
+            teams_id,
+            expires_at,
+        } => exec(
+            conn,
+            "INSERT OR REPLACE INTO preferred (teams_id, extension, expires_at)
+             VALUES (?1, ?2, ?3)",
+            params![teams_id, extension, expires_at],
+        ),
+        Write::ClosePreferred { teams_id } => exec(
+            conn,
+            "DELETE FROM preferred WHERE teams_id = ?1",
+            params![teams_id],
+        ),
         Write::RecordError {
             component,
             user,
@@ -219,6 +234,14 @@ fn record_error(
     )
 }
 
+fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        extension: row.get(0)?,
+        teams_id: row.get(1)?,
+        expires_at: row.get(2)?,
+    })
+}
+
 /// Reads everything; call it inside a transaction when another connection may write.
 pub fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
     Ok(Snapshot {
@@ -226,13 +249,12 @@ pub fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
         sessions: collect(
             conn,
             "SELECT extension, teams_id, expires_at FROM sessions ORDER BY extension",
-            |row| {
-                Ok(SessionRow {
-                    extension: row.get(0)?,
-                    teams_id: row.get(1)?,
-                    expires_at: row.get(2)?,
-                })
-            },
+            session_row,
+        )?,
+        preferred: collect(
+            conn,
+            "SELECT extension, teams_id, expires_at FROM preferred ORDER BY extension",
+            session_row,
         )?,
         counters: collect(conn, "SELECT name, value FROM counters", pair)?
             .into_iter()

@@ -95,6 +95,22 @@ pub enum Write {
         /// The Entra object id the session was set on.
         teams_id: String,
     },
+    /// A preferred DND was set on this Teams user by us (replaces an earlier one). Kept so a
+    /// restart after a crash can clear it.
+    OpenPreferred {
+        /// PBX extension of the user.
+        extension: String,
+        /// The Entra object id.
+        teams_id: String,
+        /// When Graph lets it expire on its own.
+        expires_at: Millis,
+    },
+    /// The preferred DND of this Teams user is no longer ours to clear (cleared, or the user
+    /// changed their status since).
+    ClosePreferred {
+        /// The Entra object id.
+        teams_id: String,
+    },
     /// Something went wrong; shown by `status`. Only the last [`ERRORS_KEPT`] are kept.
     RecordError {
         /// Which part failed, e.g. `graph`, `pbx`.
@@ -195,6 +211,8 @@ impl Write {
             Write::SetPbx { .. } => "set_pbx",
             Write::OpenSession { .. } => "open_session",
             Write::CloseSession { .. } => "close_session",
+            Write::OpenPreferred { .. } => "open_preferred",
+            Write::ClosePreferred { .. } => "close_preferred",
             Write::RecordError { .. } => "record_error",
             Write::AddCounter { .. } => "add_counter",
             Write::SetMeta { .. } => "set_meta",
@@ -215,8 +233,10 @@ impl Write {
             | Write::SetTeams { extension, .. }
             | Write::SetPushed { extension, .. }
             | Write::SetPbx { extension, .. }
-            | Write::OpenSession { extension, .. } => Some(extension),
+            | Write::OpenSession { extension, .. }
+            | Write::OpenPreferred { extension, .. } => Some(extension),
             Write::CloseSession { .. }
+            | Write::ClosePreferred { .. }
             | Write::RecordError { .. }
             | Write::AddCounter { .. }
             | Write::SetMeta { .. }
@@ -237,6 +257,8 @@ pub struct Snapshot {
     /// Every open "In a call" session, including those of users no longer upserted (a
     /// restart must still clear them), ordered by extension.
     pub sessions: Vec<SessionRow>,
+    /// Every preferred DND we set and still answer for, ordered by extension.
+    pub preferred: Vec<SessionRow>,
     /// Named counters.
     pub counters: BTreeMap<String, i64>,
     /// The newest errors first, at most [`ERRORS_SHOWN`].

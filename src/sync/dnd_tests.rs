@@ -110,3 +110,75 @@ fn the_session_is_refreshed_as_dnd_and_a_mode_change_clears_it() {
     );
     assert!(!e.has_session("id-bob"));
 }
+
+fn preferred_engine() -> Engine {
+    let mut e = engine();
+    let mut settings = e.settings.clone();
+    settings.dnd_to_teams = DndToTeams::Preferred;
+    e.set_settings(settings);
+    e
+}
+
+fn set_preferred(ext: &str, id: &str, checked: bool) -> Command {
+    Command::SetPreferredDnd {
+        extension: ext.into(),
+        teams_id: id.into(),
+        expiration: Duration::from_secs(300),
+        checked,
+    }
+}
+
+fn clear_preferred(ext: &str, id: &str) -> Command {
+    Command::ClearPreferredDnd {
+        extension: ext.into(),
+        teams_id: id.into(),
+    }
+}
+
+#[test]
+fn preferred_sets_dnd_refreshes_it_checked_and_clears_it_while_calls_stay_sessions() {
+    let mut e = preferred_engine();
+    let out = e.on_pbx_event(&dnd("1002", CallState::Idle, true), 0);
+    assert_eq!(out.commands, vec![set_preferred("1002", "id-bob", false)]);
+    // A call under DND is still "In a call" in the app's session.
+    let out = e.on_pbx_event(&dnd("1002", CallState::Speaking, true), 1);
+    assert_eq!(out.commands, vec![set("1002", "id-bob")]);
+    let out = e.on_pbx_event(&dnd("1002", CallState::Idle, true), 2);
+    assert_eq!(out.commands, vec![clear("1002", "id-bob")]);
+    // Refreshed before it expires, only if Teams still shows it (checked).
+    let due = e.next_deadline().unwrap();
+    assert_eq!(e.on_tick(due), vec![set_preferred("1002", "id-bob", true)]);
+    // Our DoNotDisturb read back from Teams is not the user's.
+    let out = e.on_teams_presence("id-bob", &p("DoNotDisturb", "DoNotDisturb"), due);
+    assert!(out.echo && out.commands.is_empty());
+    let out = e.on_pbx_event(&dnd("1002", CallState::Idle, false), due + 1);
+    assert_eq!(out.commands, vec![clear_preferred("1002", "id-bob")]);
+    assert!(!e.has_preferred("id-bob") && e.next_deadline().is_none());
+}
+
+#[test]
+fn a_preferred_dnd_the_user_replaced_is_left_alone() {
+    let mut e = preferred_engine();
+    e.on_pbx_event(&dnd("1002", CallState::Idle, true), 0);
+    e.preferred_left("id-bob");
+    assert!(e.next_deadline().is_none(), "no refresh");
+    let out = e.on_pbx_event(&dnd("1002", CallState::Idle, false), 1);
+    assert!(out.commands.is_empty(), "no clear");
+    // DND again later: ours again.
+    let out = e.on_pbx_event(&dnd("1002", CallState::Idle, true), 2);
+    assert_eq!(out.commands, vec![set_preferred("1002", "id-bob", false)]);
+    assert_eq!(e.shutdown(3), vec![clear_preferred("1002", "id-bob")]);
+}
+
+#[test]
+fn a_preferred_dnd_left_by_a_crash_is_kept_checked_or_cleared() {
+    let mut e = preferred_engine();
+    e.restore_preferred("id-bob", 0);
+    e.restore_preferred("id-dave", 0);
+    // Bob's phone is reported in DND: kept (checked, the user may have changed it since).
+    let out = e.on_pbx_event(&dnd("1002", CallState::Idle, true), 1);
+    assert_eq!(out.commands, vec![set_preferred("1002", "id-bob", true)]);
+    // Dave (Teams -> PBX only) is never reported: cleared after the grace.
+    let grace = millis(Duration::from_secs(15));
+    assert_eq!(e.on_tick(grace), vec![clear_preferred("1004", "id-dave")]);
+}

@@ -23,8 +23,12 @@ pub use super::engine_types::{
 pub use sessions::ECHO_GRACE;
 use sessions::{Session, is_in_call_echo};
 
+#[path = "preferred.rs"]
+mod preferred;
 #[path = "sessions.rs"]
 mod sessions;
+pub use preferred::PREFERRED_DND;
+use preferred::Preferred;
 
 /// A directory entry as the engine keeps it: the extension is the map key, not repeated here
 /// (50,000 users: every byte per user counts).
@@ -53,6 +57,8 @@ pub struct Engine {
     /// Teams id -> extensions that map to it.
     by_teams_id: HashMap<Arc<str>, Owners>,
     sessions: HashMap<String, Session>,
+    /// Preferred DNDs we answer for (`pbx_dnd_to_teams = "preferred"`), by Teams id.
+    preferred: HashMap<String, Preferred>,
     /// When recent sessions ended (or changed) and what they said: a poll that was already in
     /// flight, or Graph lagging behind the clear, still reports it for a moment; that echo is
     /// not a Teams state of the user.
@@ -69,6 +75,7 @@ impl Engine {
             users: HashMap::new(),
             by_teams_id: HashMap::new(),
             sessions: HashMap::new(),
+            preferred: HashMap::new(),
             ended: HashMap::new(),
             mark: false,
         }
@@ -155,7 +162,7 @@ impl Engine {
         self.reindex();
         let mut commands = Vec::new();
         for (teams_id, extension) in before {
-            self.reconcile_session(&teams_id, Some(extension), now, &mut commands);
+            self.reconcile(&teams_id, Some(extension), now, &mut commands);
         }
         // Only users on a call or in DND can need a new session.
         let speaking: Vec<Arc<str>> = self
@@ -165,7 +172,7 @@ impl Engine {
             .filter_map(|u| u.teams_id.clone())
             .collect();
         for teams_id in speaking {
-            self.reconcile_session(&teams_id, None, now, &mut commands);
+            self.reconcile(&teams_id, None, now, &mut commands);
         }
         commands
     }
@@ -218,7 +225,7 @@ impl Engine {
         let mut commands = Vec::new();
         if let Some(teams_id) = user.teams_id.clone() {
             let ext = event.extension.clone();
-            self.reconcile_session(&teams_id, Some(ext), now, &mut commands);
+            self.reconcile(&teams_id, Some(ext), now, &mut commands);
         }
         PbxOutcome {
             previous: Some(previous),
@@ -239,7 +246,8 @@ impl Engine {
         let Some(extensions) = self.by_teams_id.get(teams_id) else {
             return outcome;
         };
-        let echo = self.own_echo(teams_id, presence, now);
+        let echo =
+            self.own_echo(teams_id, presence, now) || self.preferred_echo(teams_id, presence);
         for ext in extensions.iter() {
             let Some(user) = self.users.get_mut(ext) else {
                 continue;

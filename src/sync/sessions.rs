@@ -56,32 +56,52 @@ impl Engine {
                 None => self.end_session(&teams_id, now, &mut commands),
             }
         }
+        self.preferred_tick(now, &mut commands);
         commands
     }
 
     /// When [`Engine::on_tick`] next has work, if ever.
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.sessions.values().map(deadline).min()
+        let sessions = self.sessions.values().map(deadline).min();
+        sessions.into_iter().chain(self.preferred_deadline()).min()
     }
 
-    /// Shutting down: clear every session so nobody is left "In a call" (or in DND).
+    /// Shutting down: clear every session so nobody is left "In a call" (or in DND), and
+    /// every preferred DND we set (nobody would refresh it).
     pub fn shutdown(&mut self, now: Millis) -> Vec<Command> {
         let ids: Vec<String> = self.sessions.keys().cloned().collect();
         let mut commands = Vec::new();
         for teams_id in ids {
             self.end_session(&teams_id, now, &mut commands);
         }
+        self.clear_all_preferred(&mut commands);
         commands
     }
 
-    /// Every session made to match the PBX states again (after a settings change).
+    /// Every session and preferred DND made to match the PBX states again (after a settings
+    /// change).
     pub fn reconcile_all(&mut self, now: Millis) -> Vec<Command> {
-        let ids: Vec<_> = self.by_teams_id.keys().map(|id| id.to_string()).collect();
+        let mut ids: Vec<String> = self.by_teams_id.keys().map(|id| id.to_string()).collect();
+        ids.extend(self.preferred.keys().cloned());
+        ids.sort_unstable();
+        ids.dedup();
         let mut commands = Vec::new();
         for teams_id in ids {
-            self.reconcile_session(&teams_id, None, now, &mut commands);
+            self.reconcile(&teams_id, None, now, &mut commands);
         }
         commands
+    }
+
+    /// The session and the preferred DND of `teams_id`, made to match its phones.
+    pub(super) fn reconcile(
+        &mut self,
+        teams_id: &str,
+        hint: Option<Extension>,
+        now: Millis,
+        commands: &mut Vec<Command>,
+    ) {
+        self.reconcile_session(teams_id, hint.clone(), now, commands);
+        self.reconcile_preferred(teams_id, hint, now, commands);
     }
 
     /// Sessions held (written, or left by a crash and not yet cleared).
@@ -114,7 +134,8 @@ impl Engine {
             }
     }
 
-    /// Sessions and an extension of theirs, taken before the directory changes.
+    /// Sessions and preferred DNDs, with an extension of theirs, taken before the directory
+    /// changes.
     pub(super) fn session_owners(&self) -> Vec<(String, Extension)> {
         let owner = |id: &String| {
             self.by_teams_id
@@ -122,10 +143,10 @@ impl Engine {
                 .and_then(|e| e.first().cloned())
                 .unwrap_or_default()
         };
-        self.sessions
-            .keys()
-            .map(|id| (id.clone(), owner(id)))
-            .collect()
+        let mut ids: Vec<&String> = self.sessions.keys().chain(self.preferred.keys()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|id| (id.clone(), owner(id))).collect()
     }
 
     /// Start, change or end the session of `teams_id` so that it matches the PBX states.
@@ -175,7 +196,7 @@ impl Engine {
     }
 
     /// Whether the PBX has reported every extension of `teams_id` that writes to Teams.
-    fn all_reported(&self, teams_id: &str) -> bool {
+    pub(super) fn all_reported(&self, teams_id: &str) -> bool {
         self.by_teams_id.get(teams_id).is_some_and(|exts| {
             exts.iter().all(|ext| {
                 self.users

@@ -197,6 +197,20 @@ pub enum Command {
         /// What the session said (for the journal).
         presence: SessionPresence,
     },
+    /// Set the user's preferred presence to DoNotDisturb for `expiration`; `checked`: only if
+    /// Teams still shows DoNotDisturb (a refresh, or one a crash left: the user may have
+    /// changed it since).
+    SetPreferredDnd {
+        extension: Extension,
+        teams_id: String,
+        expiration: Duration,
+        checked: bool,
+    },
+    /// Clear the preferred DND we set, if Teams still shows DoNotDisturb.
+    ClearPreferredDnd {
+        extension: Extension,
+        teams_id: String,
+    },
     /// Tell the PBX about a Teams presence change.
     PushToPbx {
         extension: Extension,

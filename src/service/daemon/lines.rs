@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::service::writer::Wanted;
 use crate::sync::types::{CallState, SessionPresence, TeamsPresence};
 
 /// Who a line is about: the extension, and the Teams account when known.
@@ -153,6 +154,57 @@ pub(super) fn session_failed(
         format!("clearing {shown} in Teams")
     } else {
         format!("writing {shown} to Teams")
+    };
+    tracing::warn!(extension = who.extension, email = who.email, teams_user, error = %why,
+        "{who}: {what} failed: {why}");
+}
+
+/// `1002 bob@contoso.com: DND on -> Do not disturb set as the Teams status`, or its clear.
+/// A refresh (a checked set) is DEBUG.
+pub(super) fn preferred_written(who: Who<'_>, teams_user: &str, wanted: &Wanted) {
+    match wanted {
+        Wanted::PreferredDnd { checked: true, .. } => tracing::debug!(
+            extension = who.extension,
+            email = who.email,
+            teams_user,
+            "{who}: Do not disturb status refreshed in Teams"
+        ),
+        Wanted::ClearPreferred { .. } => tracing::info!(
+            extension = who.extension,
+            email = who.email,
+            teams_user,
+            "{who}: Do not disturb status cleared in Teams"
+        ),
+        _ => tracing::info!(
+            extension = who.extension,
+            email = who.email,
+            teams_user,
+            "{who}: DND on -> Do not disturb set as the Teams status"
+        ),
+    }
+}
+
+/// `1002 bob@contoso.com: the Teams status is no longer the Do not disturb we set ...`
+pub(super) fn preferred_left(who: Who<'_>, teams_user: &str) {
+    tracing::info!(
+        extension = who.extension,
+        email = who.email,
+        teams_user,
+        "{who}: the Teams status is no longer the Do not disturb we set (the user changed it); left as it is"
+    );
+}
+
+/// `1002 bob@contoso.com: setting Do not disturb as the Teams status failed: <why>`
+pub(super) fn preferred_failed(
+    who: Who<'_>,
+    teams_user: &str,
+    cleared: bool,
+    why: &dyn fmt::Display,
+) {
+    let what = if cleared {
+        "clearing the Do not disturb status in Teams"
+    } else {
+        "setting Do not disturb as the Teams status"
     };
     tracing::warn!(extension = who.extension, email = who.email, teams_user, error = %why,
         "{who}: {what} failed: {why}");

@@ -13,6 +13,7 @@ mod matched;
 mod reload;
 mod route;
 mod start;
+mod written;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use crate::graph::Presence;
 use crate::pbx::{LinkState, PbxUpdate};
 use crate::service::poller::Polled;
 use crate::service::systemd;
-use crate::service::writer::{Wanted, Written};
+use crate::service::writer::Wanted;
 use crate::store::{MetaKey, Write};
 use crate::sync::types::{Command, Millis, PbxEvent, TeamsPresence, millis};
 
@@ -143,36 +143,6 @@ impl Daemon {
         systemd::ready(&format!("in sync: {polled} Teams users polled"));
     }
 
-    pub(super) fn on_written(&mut self, w: Written) {
-        let extension = w.wanted.extension();
-        let clear = matches!(w.wanted, Wanted::Clear { .. });
-        match &w.result {
-            Ok(()) => {
-                let said = w.wanted.presence();
-                lines::session_written(self.who(extension), &w.teams_id, said, clear, w.repeat);
-                if clear && !self.engine.has_session(&w.teams_id) {
-                    self.out.write(Write::CloseSession {
-                        teams_id: w.teams_id.clone(),
-                    });
-                }
-                let counter = if clear {
-                    "clear_presence"
-                } else {
-                    "set_presence"
-                };
-                self.out.count(counter, 1);
-            }
-            Err(why) => {
-                let said = w.wanted.presence();
-                lines::session_failed(self.who(extension), &w.teams_id, said, clear, why);
-                let now = self.clock.now();
-                self.out
-                    .error("graph", Some(extension), why.to_string(), now);
-                self.out.count("write_errors", 1);
-            }
-        }
-    }
-
     pub(super) fn on_delivered(&mut self, batch: Vec<PbxUpdate>) {
         let now = self.clock.now();
         self.out.count("pushes_delivered", batch.len());
@@ -261,6 +231,32 @@ impl Daemon {
                         presence,
                     },
                 ),
+                Command::SetPreferredDnd {
+                    extension,
+                    teams_id,
+                    expiration,
+                    checked,
+                } => {
+                    // Like a session: on its way to the store before it is written.
+                    self.out.write(Write::OpenPreferred {
+                        extension: extension.clone(),
+                        teams_id: teams_id.clone(),
+                        expires_at: now + millis(expiration),
+                    });
+                    let wanted = Wanted::PreferredDnd {
+                        extension,
+                        expiration,
+                        checked,
+                    };
+                    self.parts.writers.want(&teams_id, wanted);
+                }
+                Command::ClearPreferredDnd {
+                    extension,
+                    teams_id,
+                } => self
+                    .parts
+                    .writers
+                    .want(&teams_id, Wanted::ClearPreferred { extension }),
                 Command::PushToPbx {
                     extension,
                     email,
