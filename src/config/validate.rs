@@ -158,6 +158,10 @@ pub(crate) fn validate(
             .map(|m| metrics(&ctx, m))
             .transpose()?,
     };
+    if config.pbx.sip.is_some() && config.sync.pbx_dnd_to_teams != DndToTeams::Off {
+        let reason = "has no effect with \"sip\" in pbx.kind: SIP dialog-info carries no DND and reads the calls alone; set it to \"off\" or read calls with the asterisk or http connector";
+        return Err(ctx.invalid("sync.pbx_dnd_to_teams", reason));
+    }
     if let Some(a) = &mut config.pbx.asterisk
         && config.sync.pbx_dnd_to_teams == DndToTeams::Off
     {
