@@ -164,6 +164,11 @@ fn users_table(out: &mut String, users: &[UserStatus]) {
             .teams
             .as_ref()
             .map_or("-".into(), |t| format!("{}/{}", t.availability, t.activity));
+        // The phone's DND shows with its call state: `idle+dnd`.
+        let pbx = match (u.pbx_state.as_deref(), u.dnd) {
+            (Some(state), Some(true)) => format!("{state}+dnd"),
+            (state, _) => state.unwrap_or("-").to_owned(),
+        };
         let via = u
             .covered_by
             .as_deref()
@@ -175,7 +180,7 @@ fn users_table(out: &mut String, users: &[UserStatus]) {
             u.email,
             u.match_status,
             teams,
-            u.pbx_state.as_deref().unwrap_or("-"),
+            pbx,
             if u.in_call_session { "yes" } else { "no" }
         );
     }
