@@ -2,7 +2,8 @@
 //!
 //! 1. p50/p99 from a `speaking` event accepted by the HTTP connector to the setPresence
 //!    request received by the Graph emulator (target p99 < 5 ms).
-//! 2. One full poll cycle for 10,000 and 50,000 users: Graph requests used and wall time.
+//! 2. One full poll cycle for 10,000 and 50,000 users: Graph requests used and the daemon's CPU
+//!    time (the requests are spread over the interval, so wall time is the interval).
 //! 3. Peak RSS of the daemon process (the real binary) at 50,000 users (target < 64 MB).
 #![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
 
@@ -153,7 +154,10 @@ async fn poll_cycle(n: usize) {
         .iter()
         .filter(|r| r.path.contains("$batch"))
         .count();
-    // A second cycle, with nothing left to match: the steady state.
+    // A second cycle, with nothing left to match: the steady state. Its requests are spread
+    // over the interval, so its wall time is the interval: the daemon's CPU time tells the
+    // cost.
+    let cpu = child.cpu_seconds();
     graph.clear_requests();
     wait_until(Duration::from_secs(60), || {
         graph
@@ -165,11 +169,12 @@ async fn poll_cycle(n: usize) {
     })
     .await;
     wait_until(Duration::from_secs(60), || polled(n).is_some()).await;
-    let (requests, wall_ms) = polled(n).unwrap();
+    let (requests, _) = polled(n).unwrap();
+    let cpu_ms = (child.cpu_seconds() - cpu) * 1000.0;
     wait_until(Duration::from_secs(60), || pbx.pushed() >= n).await;
     let rss = child.peak_rss_kib();
     println!(
-        "poll cycle, {n} users: {requests} getPresencesByUserId requests, {wall_ms} ms wall; start to first full poll {:.1} s ({lookups} $batch lookups); {} updates pushed; daemon peak RSS {:.1} MB",
+        "poll cycle, {n} users: {requests} getPresencesByUserId requests, daemon CPU {cpu_ms:.0} ms; start to first full poll {:.1} s ({lookups} $batch lookups); {} updates pushed; daemon peak RSS {:.1} MB",
         first.as_secs_f64(),
         pbx.pushed(),
         rss as f64 / 1024.0
