@@ -4,7 +4,7 @@
 //! lookups.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,7 +110,9 @@ pub fn all_emails(directory: &Directory) -> Vec<String> {
 pub struct Matching {
     pub matches: Matches,
     /// E-mails whose match changed in the running round.
-    changes: HashSet<String>,
+    /// A list, not a set (no hash table of every address after the first round); sorted and
+    /// made unique when the round ends.
+    changes: Vec<String>,
     /// E-mails for the next round (sorted and made unique when it starts).
     waiting: Vec<String>,
     /// The round generation; answers of an older one (before an `[azure]` change) are dropped.
@@ -223,23 +225,23 @@ impl Matching {
                 continue;
             }
             self.matches.insert(email.clone(), info.clone());
-            self.changes.insert(email.clone());
+            self.changes.push(email.clone());
             changed.push((email, info));
         }
         changed
     }
 
-    /// The round ended. Returns the e-mails whose match changed (to apply now), and the
-    /// retry delay when the round failed.
+    /// The round ended. Returns the e-mails whose match changed (to apply now), sorted, and
+    /// the retry delay when the round failed.
     pub fn on_done(
         &mut self,
         generation: u64,
         result: &Result<(), GraphError>,
         now: Millis,
-    ) -> (HashSet<String>, Option<Duration>) {
+    ) -> (Vec<String>, Option<Duration>) {
         self.busy = false;
         if generation != self.generation {
-            return (HashSet::new(), None);
+            return (Vec::new(), None);
         }
         let retry = match result {
             Ok(()) => {
@@ -254,7 +256,10 @@ impl Matching {
                 Some(wait)
             }
         };
-        (std::mem::take(&mut self.changes), retry)
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.sort_unstable();
+        changes.dedup();
+        (changes, retry)
     }
 }
 
@@ -287,7 +292,7 @@ mod tests {
         let changed = m.on_chunk(first.generation, vec![("a@x.com".into(), matched("id-a"))]);
         assert_eq!(changed.len(), 1);
         let (changes, retry) = m.on_done(first.generation, &Ok(()), 2);
-        assert!(changes.contains("a@x.com") && retry.is_none() && m.matched_once);
+        assert!(changes == ["a@x.com"] && retry.is_none() && m.matched_once);
         let next = m.next_round(&dir, 3, Duration::from_secs(3600)).unwrap();
         assert_eq!(next.emails, ["c@x.com"]);
     }

@@ -43,7 +43,9 @@ impl Daemon {
                 }
                 if !changed.is_empty() {
                     self.apply_matches(now);
-                    self.save_matches(|email| changed.contains(email), Say::Changes);
+                    let changed =
+                        |email: &str| changed.binary_search_by(|c| (**c).cmp(email)).is_ok();
+                    self.save_matches(changed, Say::Changes);
                 }
                 self.start_lookup();
             }
@@ -160,7 +162,7 @@ fn log_match(extension: &str, email: &str, info: &MatchInfo) {
 fn set_match(extension: &str, m: &MatchInfo, at: Millis) -> Write {
     Write::SetMatch {
         extension: extension.to_owned(),
-        teams_id: m.teams_id.as_deref().map(str::to_owned),
+        teams_id: m.teams_id.clone(),
         status: m.status,
         detail: m.detail.clone(),
         at,
