@@ -15,8 +15,20 @@ pub struct Daemon(pub Child);
 
 impl Daemon {
     /// `pbx-teams-presence run --config CONFIG`, its log on this process's stderr.
+    /// `BENCH_WRAP` (e.g. `heaptrack -o /tmp/daemon`) runs it under that command instead.
     pub fn spawn(config: &Path) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+        let bin = env!("CARGO_BIN_EXE_pbx-teams-presence");
+        let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut command = match words.next() {
+            Some(wrapper) => {
+                let mut c = Command::new(wrapper);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(config)
             .stdout(Stdio::null())
@@ -26,10 +38,27 @@ impl Daemon {
         Daemon(child)
     }
 
+    /// The daemon's pid: the child's, or under `BENCH_WRAP` the wrapper's child that runs the
+    /// daemon (the child's if none does).
+    fn daemon_pid(&self) -> String {
+        let pid = self.0.id().to_string();
+        if std::env::var_os("BENCH_WRAP").is_none() {
+            return pid;
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let daemon = |c: &&str| {
+            std::fs::read_to_string(format!("/proc/{c}/cmdline"))
+                .is_ok_and(|l| l.contains("pbx-teams-presence"))
+        };
+        let found = children.split_whitespace().find(daemon).map(str::to_owned);
+        found.unwrap_or(pid)
+    }
+
     /// Peak resident memory so far (`VmHWM`), KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.daemon_pid()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -40,13 +69,13 @@ impl Daemon {
 
     /// CPU time the daemon used so far, seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds_of(self.0.id())
+        self.daemon_pid().parse().map_or(0.0, cpu_seconds_of)
     }
 
-    /// SIGTERM, then wait for it.
+    /// SIGTERM to the daemon, then wait for the child (under `BENCH_WRAP`, the wrapper).
     pub fn stop(mut self) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+            .args(["-TERM", &self.daemon_pid()])
             .status();
         let _ = self.0.wait();
     }

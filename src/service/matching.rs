@@ -4,7 +4,7 @@
 //! lookups.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,7 +110,9 @@ pub fn all_emails(directory: &Directory) -> Vec<String> {
 pub struct Matching {
     pub matches: Matches,
     /// E-mails whose match changed in the running round.
-    changes: HashSet<String>,
+    /// A list, not a set (no hash table of every address after the first round); sorted and
+    /// made unique when the round ends.
+    changes: Vec<String>,
     /// E-mails for the next round (sorted and made unique when it starts).
     waiting: Vec<String>,
     /// The round generation; answers of an older one (before an `[azure]` change) are dropped.
@@ -129,8 +131,8 @@ pub struct Matching {
 /// How a lookup round ended, for the main loop.
 #[derive(Debug, Default)]
 pub struct RoundEnd {
-    /// The e-mails whose match changed (to apply now).
-    pub changed: HashSet<String>,
+    /// The e-mails whose match changed (to apply now), sorted.
+    pub changed: Vec<String>,
     /// The retry delay, when the round failed.
     pub retry: Option<Duration>,
     /// A full round went through: the store records when, so a restart does not look every
@@ -253,14 +255,14 @@ impl Matching {
                 continue;
             }
             self.matches.insert(email.clone(), info.clone());
-            self.changes.insert(email.clone());
+            self.changes.push(email.clone());
             changed.push((email, info));
         }
         changed
     }
 
-    /// The round ended: what changed, whether it was a full round, and when to retry if it
-    /// failed.
+    /// The round ended: what changed (sorted), whether it was a full round, and when to retry
+    /// if it failed.
     pub fn on_done(
         &mut self,
         generation: u64,
@@ -285,8 +287,11 @@ impl Matching {
                 Some(wait)
             }
         };
+        let mut changed = std::mem::take(&mut self.changes);
+        changed.sort_unstable();
+        changed.dedup();
         RoundEnd {
-            changed: std::mem::take(&mut self.changes),
+            changed,
             retry,
             full: full && result.is_ok(),
         }
@@ -322,7 +327,7 @@ mod tests {
         let changed = m.on_chunk(first.generation, vec![("a@x.com".into(), matched("id-a"))]);
         assert_eq!(changed.len(), 1);
         let end = m.on_done(first.generation, &Ok(()), 2);
-        assert!(end.changed.contains("a@x.com") && end.retry.is_none() && m.matched_once);
+        assert!(end.changed == ["a@x.com"] && end.retry.is_none() && m.matched_once);
         assert!(end.full, "the first round is a full one");
         let next = m.next_round(&dir, 3, Duration::from_secs(3600)).unwrap();
         assert_eq!(next.emails, ["c@x.com"]);

@@ -45,7 +45,7 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             conn,
             "INSERT OR REPLACE INTO matches (extension, teams_id, status, detail, at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![extension, teams_id, status.as_str(), detail, at],
+            params![extension, teams_id.as_deref(), status.as_str(), detail, at],
         ),
         Write::SetTeams {
             extension,

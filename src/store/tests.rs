@@ -56,7 +56,7 @@ fn everything_about(ext: &str) -> Vec<Write> {
         upsert(ext),
         Write::SetMatch {
             extension: ext.into(),
-            teams_id: Some(format!("id-{ext}")),
+            teams_id: Some(format!("id-{ext}").into()),
             status: crate::sync::types::MatchStatus::Matched,
             detail: None,
             at: 1,

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -34,8 +35,9 @@ pub enum Write {
     SetMatch {
         /// PBX extension of the user.
         extension: String,
-        /// The Entra object id, when found.
-        teams_id: Option<String>,
+        /// The Entra object id, when found (shared with the daemon's match: the first lookup
+        /// round queues one of these per user).
+        teams_id: Option<Arc<str>>,
         /// Found, or why not.
         status: MatchStatus,
         /// Why, when it is not `matched`.

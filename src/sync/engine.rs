@@ -5,16 +5,17 @@
 //! any of them is speaking.
 //!
 //! The types going in and out are in `engine_types` (re-exported here); the compact per-user
-//! storage (`Packed` presences, the `Owners` of a Teams id) is in `packed`.
+//! storage (`Packed` presences, the `Owners` of a Teams id) is in `packed`, the sorted
+//! [`Table`] that holds the users and the Teams ids in `table`.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use super::mapping::{KEEP, Mapping};
 use super::packed::{Owners, Packed};
+use super::table::Table;
 use super::types::{
-    CallState, Command, Direction, Extension, Millis, PbxEvent, SessionPresence, TeamsPresence,
+    CallState, Command, Direction, Millis, PbxEvent, SessionPresence, TeamsPresence,
 };
 
 pub use super::engine_types::{
@@ -53,9 +54,10 @@ struct User {
 pub struct Engine {
     settings: EngineSettings,
     mapping: Mapping,
-    users: HashMap<Extension, User>,
-    /// Teams id -> extensions that map to it.
-    by_teams_id: HashMap<Arc<str>, Owners>,
+    /// Extension -> user.
+    users: Table<User>,
+    /// Teams id -> extensions that map to it (the `users` keys, shared).
+    by_teams_id: Table<Owners>,
     sessions: HashMap<String, Session>,
     /// Preferred DNDs we answer for (`pbx_dnd_to_teams = "preferred"`), by Teams id.
     preferred: HashMap<String, Preferred>,
@@ -72,8 +74,8 @@ impl Engine {
         Engine {
             settings,
             mapping,
-            users: HashMap::new(),
-            by_teams_id: HashMap::new(),
+            users: Table::default(),
+            by_teams_id: Table::default(),
             sessions: HashMap::new(),
             preferred: HashMap::new(),
             ended: HashMap::new(),
@@ -96,7 +98,7 @@ impl Engine {
     pub fn set_mapping(&mut self, mapping: Mapping) -> Vec<Command> {
         let old = std::mem::replace(&mut self.mapping, mapping);
         let mut commands = Vec::new();
-        for (ext, user) in &mut self.users {
+        for (ext, user) in self.users.iter_mut() {
             let teams = user.teams.as_ref().map(Packed::unpack);
             // Not for what may be our own "In a call" (the next read tells it apart).
             if let Some(teams) = teams.filter(|t| old.keeps(t) && !self.mapping.keeps(t))
@@ -127,8 +129,10 @@ impl Engine {
     ) -> Vec<Command> {
         let before = self.session_owners();
         // Updated in place (no second map of 50,000 users): entries touched by this call get
-        // the new mark, the others are gone from the directory.
+        // the new mark, the others are gone from the directory. New users are added at the
+        // end, in one go.
         self.mark = !self.mark;
+        let mut new = Vec::new();
         for spec in specs {
             match self.users.get_mut(&spec.extension) {
                 Some(old) => {
@@ -153,12 +157,13 @@ impl Engine {
                         pushed: None,
                         mark: self.mark,
                     };
-                    self.users.insert(spec.extension, user);
+                    new.push((Arc::from(spec.extension), user));
                 }
             }
         }
+        self.users.extend(new);
         let mark = self.mark;
-        self.users.retain(|_, u| u.mark == mark);
+        self.users.retain(|u| u.mark == mark);
         self.reindex();
         let mut commands = Vec::new();
         for (teams_id, extension) in before {
@@ -189,7 +194,7 @@ impl Engine {
     /// it again, for every user, the Teams state it was last told. Nothing new is decided.
     pub fn repush_all(&self) -> Vec<Command> {
         let mut commands = Vec::new();
-        for (ext, user) in &self.users {
+        for (ext, user) in self.users.iter() {
             if let Some(p) = &user.pushed
                 && user.direction.teams_to_pbx()
             {
@@ -255,7 +260,7 @@ impl Engine {
             let packed = Packed::pack(presence);
             if user.teams.as_ref() != Some(&packed) {
                 let previous = user.teams.replace(packed.clone()).map(|p| p.unpack());
-                outcome.changed.push((ext.clone(), previous));
+                outcome.changed.push((ext.to_string(), previous));
             }
             if echo
                 || !user.direction.teams_to_pbx()
@@ -305,16 +310,21 @@ impl Engine {
 
     fn reindex(&mut self) {
         self.by_teams_id.clear();
-        for (ext, user) in &self.users {
-            if let Some(id) = &user.teams_id {
-                match self.by_teams_id.entry(id.clone()) {
-                    Entry::Occupied(mut owners) => owners.get_mut().push(ext.clone()),
-                    Entry::Vacant(slot) => {
-                        slot.insert(Owners::One(ext.clone()));
-                    }
-                }
+        let mut pairs: Vec<(Arc<str>, Owners)> = self
+            .users
+            .iter()
+            .filter_map(|(ext, u)| Some((u.teams_id.clone()?, Owners::One(Arc::clone(ext)))))
+            .collect();
+        // By Teams id, then by extension: a shared id's owners are pushed in order.
+        pairs.sort_unstable_by(|a, b| (&a.0, a.1.first()).cmp(&(&b.0, b.1.first())));
+        pairs.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same && let Some(ext) = later.1.first() {
+                kept.1.push(Arc::clone(ext));
             }
-        }
+            same
+        });
+        self.by_teams_id = Table::from_sorted(pairs);
     }
 }
 

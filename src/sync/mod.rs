@@ -4,4 +4,5 @@ mod engine_types;
 pub mod mapping;
 pub mod pacing;
 mod packed;
+mod table;
 pub mod types;

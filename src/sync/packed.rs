@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 
 use super::mapping::{KNOWN_ACTIVITIES, KNOWN_AVAILABILITIES};
-use super::types::{Extension, TeamsPresence};
+use std::sync::Arc;
+
+use super::types::TeamsPresence;
 
 /// A Teams presence in two bytes when both values are documented ones (nearly always), boxed
 /// otherwise: two of them per user, for 50,000 users.
@@ -51,19 +53,20 @@ impl Packed {
     }
 }
 
-/// The extensions of one Teams user, sorted: almost always one, so no vector for it.
+/// The extensions of one Teams user, sorted: almost always one, so no vector for it. Each is
+/// the engine's own key of the user (shared, not copied).
 #[derive(Debug, Clone)]
 pub(super) enum Owners {
-    One(Extension),
-    Many(Vec<Extension>),
+    One(Arc<str>),
+    Many(Vec<Arc<str>>),
 }
 
 impl Owners {
     /// Add an extension, keeping them sorted so that "the first" is the same on every run.
-    pub(super) fn push(&mut self, extension: Extension) {
+    pub(super) fn push(&mut self, extension: Arc<str>) {
         match self {
             Owners::One(one) => {
-                let mut all = vec![std::mem::take(one), extension];
+                let mut all = vec![Arc::clone(one), extension];
                 all.sort();
                 *self = Owners::Many(all);
             }
@@ -74,14 +77,14 @@ impl Owners {
         }
     }
 
-    pub(super) fn iter(&self) -> std::slice::Iter<'_, Extension> {
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
         match self {
             Owners::One(one) => std::slice::from_ref(one).iter(),
             Owners::Many(all) => all.iter(),
         }
     }
 
-    pub(super) fn first(&self) -> Option<&Extension> {
+    pub(super) fn first(&self) -> Option<&Arc<str>> {
         self.iter().next()
     }
 }

@@ -108,7 +108,7 @@ impl Engine {
         }
         self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
             let user = self.users.get(ext)?;
-            (user.direction.pbx_to_teams() && user.dnd == Some(true)).then(|| ext.clone())
+            (user.direction.pbx_to_teams() && user.dnd == Some(true)).then(|| ext.to_string())
         })
     }
 
@@ -139,7 +139,7 @@ impl Engine {
             .or_else(|| {
                 self.by_teams_id
                     .get(teams_id)
-                    .and_then(|e| e.first().cloned())
+                    .and_then(|e| e.first().map(|ext| ext.to_string()))
             })
             .unwrap_or_default();
         out.push(Command::ClearPreferredDnd {

@@ -81,7 +81,11 @@ impl Engine {
     /// Every session and preferred DND made to match the PBX states again (after a settings
     /// change).
     pub fn reconcile_all(&mut self, now: Millis) -> Vec<Command> {
-        let mut ids: Vec<String> = self.by_teams_id.keys().map(|id| id.to_string()).collect();
+        let mut ids: Vec<String> = self
+            .by_teams_id
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect();
         ids.extend(self.preferred.keys().cloned());
         ids.sort_unstable();
         ids.dedup();
@@ -140,7 +144,7 @@ impl Engine {
         let owner = |id: &String| {
             self.by_teams_id
                 .get(id.as_str())
-                .and_then(|e| e.first().cloned())
+                .and_then(|e| e.first().map(|ext| ext.to_string()))
                 .unwrap_or_default()
         };
         let mut ids: Vec<&String> = self.sessions.keys().chain(self.preferred.keys()).collect();
@@ -184,7 +188,7 @@ impl Engine {
         let writing = |test: &dyn Fn(&User) -> bool| {
             extensions.iter().find_map(|ext| {
                 let user = self.users.get(ext)?;
-                (user.direction.pbx_to_teams() && test(user)).then(|| ext.clone())
+                (user.direction.pbx_to_teams() && test(user)).then(|| ext.to_string())
             })
         };
         if self.settings.dnd_to_teams == DndToTeams::Session
@@ -246,7 +250,7 @@ impl Engine {
         let ext = self
             .by_teams_id
             .get(teams_id)
-            .and_then(|e| e.first().cloned());
+            .and_then(|e| e.first().map(|ext| ext.to_string()));
         self.end_session_for(teams_id, ext.unwrap_or_default(), now, out);
     }
 

@@ -44,7 +44,9 @@ impl Daemon {
                 }
                 if !end.changed.is_empty() {
                     self.apply_matches(now);
-                    self.save_matches(|email| end.changed.contains(email), Say::Changes);
+                    let changed =
+                        |email: &str| end.changed.binary_search_by(|c| (**c).cmp(email)).is_ok();
+                    self.save_matches(changed, Say::Changes);
                 }
                 if end.full {
                     // After the matches it vouches for (same outbox, in order).
@@ -167,7 +169,7 @@ fn log_match(extension: &str, email: &str, info: &MatchInfo) {
 fn set_match(extension: &str, m: &MatchInfo, at: Millis) -> Write {
     Write::SetMatch {
         extension: extension.to_owned(),
-        teams_id: m.teams_id.as_deref().map(str::to_owned),
+        teams_id: m.teams_id.clone(),
         status: m.status,
         detail: m.detail.clone(),
         at,
