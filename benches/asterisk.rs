@@ -42,6 +42,7 @@ async fn main() {
             user_principal_name: mail.into(),
             mail: Some(mail.into()),
             proxy_addresses: vec![],
+            ..Default::default()
         });
         graph.set_user_presence(&id, "Available", "Available");
         ids.push(id);

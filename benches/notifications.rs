@@ -48,6 +48,7 @@ fn add(graph: &Emulator, email: &str) -> String {
         user_principal_name: email.into(),
         mail: Some(email.into()),
         proxy_addresses: vec![],
+        ..Default::default()
     });
     graph.set_user_presence(&id, "Available", "Available");
     id

@@ -69,6 +69,7 @@ async fn through(server: Server, notifies: &WireTimes) {
         user_principal_name: "bob@contoso.com".into(),
         mail: Some("bob@contoso.com".into()),
         proxy_addresses: vec![],
+        ..Default::default()
     });
     graph.set_user_presence(&bob, "Available", "Available");
     let dir = tempfile::tempdir().unwrap();

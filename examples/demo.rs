@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
             user_principal_name: email.into(),
             mail: Some(email.into()),
             proxy_addresses: vec![],
+            ..Default::default()
         });
         graph.set_user_presence(&id, "Available", "Available");
         ids.push(id);

@@ -173,6 +173,43 @@ fn consent_url(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a passed probe step, or adds the failed one to `problems` with its advice;
+/// `skip`: not checked (it needs the token that failed).
+fn report_step(step: &graph::ProbeStep, skip: bool, problems: &mut Vec<String>) {
+    match &step.result {
+        Ok(detail) if detail.is_empty() => println!("ok: {}", step.name),
+        Ok(detail) => println!("ok: {} ({detail})", step.name),
+        Err(_) if skip => println!("not checked: {} (needs a token)", step.name),
+        Err(why) => {
+            let why = why.to_string();
+            let advice = step.advice.trim();
+            if advice.is_empty() || why.contains(advice) {
+                problems.push(format!("{}: {why}", step.name));
+            } else {
+                problems.push(format!("{}: {why}; {advice}", step.name));
+            }
+        }
+    }
+}
+
+/// Lists the group's users that have no usable extension (they are left out, not an error).
+fn list_without_extension(g: &config::EntraGroupConfig, members: &[graph::GroupMember]) {
+    let regex = g
+        .extension_regex
+        .as_ref()
+        .map(config::ExtensionRegex::regex);
+    for m in members {
+        let value = m.attribute_value.as_deref();
+        if value.and_then(|v| graph::extension_of(v, regex)).is_none() {
+            let seen = value.map_or("empty".to_owned(), |v| format!("{v:?}"));
+            println!(
+                "note: group member {} has no usable extension in {} ({seen}): left out",
+                m.upn, g.extension_attribute
+            );
+        }
+    }
+}
+
 fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
     let mut problems = Vec::new();
     let config = Config::load(path)?;
@@ -180,34 +217,35 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
     if print_config {
         println!("{config}");
     }
-    let directory = config::load_users(&config.users.file)?;
-    println!(
-        "users: {} entries in {}",
-        directory.entries.len(),
-        config.users.file.display()
-    );
+    let directory = if config.users.file_optional && !config.users.file.exists() {
+        println!(
+            "users: no users file at {} (optional: users come from the Entra group)",
+            config.users.file.display()
+        );
+        config::Directory::default()
+    } else {
+        let directory = config::load_users(&config.users.file)?;
+        println!(
+            "users: {} entries in {}",
+            directory.entries.len(),
+            config.users.file.display()
+        );
+        directory
+    };
     credential(&config.azure.credential, &mut problems);
     let client = GraphClient::new(service::graph_settings_for(&config))?;
     let rt = runtime()?;
     let report = rt.block_on(client.probe());
+    let no_token = report.token.result.is_err();
     for step in report.steps() {
-        match &step.result {
-            Ok(detail) if detail.is_empty() => println!("ok: {}", step.name),
-            Ok(detail) => println!("ok: {} ({detail})", step.name),
-            // Without a token nothing else can be checked: one problem, not four.
-            Err(_) if report.token.result.is_err() && step.name != report.token.name => {
-                println!("not checked: {} (needs a token)", step.name);
-            }
-            Err(why) => {
-                let why = why.to_string();
-                let advice = step.advice.trim();
-                if advice.is_empty() || why.contains(advice) {
-                    problems.push(format!("{}: {why}", step.name));
-                } else {
-                    problems.push(format!("{}: {why}; {advice}", step.name));
-                }
-            }
-        }
+        // Without a token nothing else can be checked: one problem, not four.
+        let skip = no_token && step.name != report.token.name;
+        report_step(step, skip, &mut problems);
+    }
+    if let Some(g) = &config.users.entra_group {
+        let (step, members) = rt.block_on(client.probe_group(&g.group, g.extension_attribute));
+        report_step(&step, no_token, &mut problems);
+        list_without_extension(g, &members);
     }
     if report.token.result.is_ok() {
         let emails = service::directory_emails(&directory);

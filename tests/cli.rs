@@ -242,3 +242,75 @@ async fn check_reads_the_credentials_directory_beside_the_config() {
     );
     assert!(text.contains("credential: client secret"), "{text}");
 }
+
+/// The config with `[users]` naming the Entra group `pbx-users` (no users file) instead of the
+/// file; the group holds Alice (no phone) and Dave (an office number).
+async fn group_world() -> World {
+    let w = World::new().await;
+    let mut dave = user("Dave", "dave@contoso.com", Some("dave@contoso.com"), &[]);
+    dave.business_phones = vec!["+49 30 1234-5678".into()];
+    let dave = w.graph.add_user(dave);
+    w.graph.add_group(graph_emulator::Group {
+        id: None,
+        display_name: "PBX users".into(),
+        mail_nickname: "pbx-users".into(),
+        mail: None,
+        members: vec![w.id(ALICE), dave],
+    });
+    let config = std::fs::read_to_string(w.config_path()).unwrap().replace(
+        "[users]\nfile = \"users.csv\"\n",
+        "[users]\nentra_group = \"pbx-users\"\nextension_regex = '(\\d{4})$'\n",
+    );
+    write_atomically(&w.config_path(), &config);
+    std::fs::remove_file(w.dir.path().join("users.csv")).unwrap();
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reads_the_group_and_lists_members_without_an_extension() {
+    let w = group_world().await;
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("users: no users file"), "{text}");
+    assert!(
+        text.contains("ok: group members (GroupMember.Read.All) (2 users in group pbx-users, 1 with businessPhones)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: group member alice@contoso.com has no usable extension"),
+        "{text}"
+    );
+    assert!(!text.contains("dave@contoso.com has no"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_says_to_grant_group_member_read_all() {
+    let w = group_world().await;
+    let roles = ["Presence.ReadWrite.All", "User.Read.All"];
+    w.graph
+        .add_app("11111111-2222-3333-4444-555555555555", "s3cret", &roles);
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    let config = config
+        .replace(&w.graph.client_id(), "11111111-2222-3333-4444-555555555555")
+        .replace(&w.graph.client_secret(), "s3cret");
+    write_atomically(&w.config_path(), &config);
+    let path = w.config_path();
+    let out = tokio::task::spawn_blocking(move || run(&path, &["check"]))
+        .await
+        .unwrap();
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    let problem = text
+        .lines()
+        .find(|l| l.starts_with("problem: group members"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        problem.contains("grant the Application permission GroupMember.Read.All"),
+        "{problem}"
+    );
+    assert!(problem.contains("admin consent"), "{problem}");
+}

@@ -17,6 +17,7 @@ pub fn seed(graph: &Emulator, n: usize, dir: &Path) -> Vec<String> {
             user_principal_name: email.clone(),
             mail: Some(email.clone()),
             proxy_addresses: vec![],
+            ..Default::default()
         });
         graph.set_user_presence(&id, "Available", "Available");
         ids.push(id);

@@ -203,6 +203,10 @@ struct UserBody {
     mail: Option<String>,
     #[serde(default)]
     proxy_addresses: Vec<String>,
+    #[serde(default)]
+    business_phones: Vec<String>,
+    mobile_phone: Option<String>,
+    employee_id: Option<String>,
 }
 
 async fn add_user(State(s): State<AppState>, Json(b): Json<UserBody>) -> Response {
@@ -212,6 +216,10 @@ async fn add_user(State(s): State<AppState>, Json(b): Json<UserBody>) -> Respons
         user_principal_name: b.user_principal_name,
         mail: b.mail,
         proxy_addresses: b.proxy_addresses,
+        business_phones: b.business_phones,
+        mobile_phone: b.mobile_phone,
+        employee_id: b.employee_id,
+        ..User::default()
     });
     ok(json!({"id": id}))
 }

@@ -38,6 +38,9 @@ const OTHER_PROPS: &[&str] = &[
     "imAddresses",
     "onPremisesSipEnabled",
     "createdDateTime",
+    // The whole complex type only: its single attributes are neither selectable nor filterable
+    // (user resource: <https://learn.microsoft.com/en-us/graph/api/resources/user>).
+    "onPremisesExtensionAttributes",
 ];
 
 /// The canonical spelling of a selectable property, matched case-insensitively.
@@ -169,12 +172,26 @@ pub(crate) fn user_json(u: &User, props: &[&str]) -> Value {
             "userPrincipalName" => json!(u.user_principal_name),
             "mail" => json!(u.mail),
             "proxyAddresses" => json!(u.proxy_addresses),
-            "businessPhones" | "otherMails" | "imAddresses" => json!([]),
+            "businessPhones" => json!(u.business_phones),
+            "mobilePhone" => json!(u.mobile_phone),
+            "employeeId" => json!(u.employee_id),
+            "onPremisesExtensionAttributes" => extension_attributes(u),
+            "otherMails" | "imAddresses" => json!([]),
             "accountEnabled" => json!(true),
             "userType" => json!("Member"),
             _ => Value::Null,
         };
         m.insert((*p).to_owned(), v);
+    }
+    Value::Object(m)
+}
+
+/// `onPremisesExtensionAttributes`: an object with `extensionAttribute1..15`, null where unset
+/// (<https://learn.microsoft.com/en-us/graph/api/resources/onpremisesextensionattributes>).
+fn extension_attributes(u: &User) -> Value {
+    let mut m = Map::new();
+    for (i, v) in u.extension_attributes.iter().enumerate() {
+        m.insert(format!("extensionAttribute{}", i + 1), json!(v));
     }
     Value::Object(m)
 }

@@ -9,6 +9,9 @@
 //! - get presence: <https://learn.microsoft.com/en-us/graph/api/presence-get>
 //! - setPresence, clearPresence, setUserPreferredPresence, clearUserPreferredPresence: the
 //!   pages linked from `presence_api`
+//! - List groups: <https://learn.microsoft.com/en-us/graph/api/group-list>
+//! - List group transitive members:
+//!   <https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers>
 //! - the 401 report (request-id = client-request-id when the client sent none):
 //!   <https://github.com/besscroft/diyfile/issues/1>
 
@@ -21,7 +24,7 @@ use crate::model::{FaultKind, LoggedRequest};
 use crate::odata::{Ctx, GraphResponse};
 use crate::state::{Caller, Shared, State, TokenProblem};
 use crate::util::{graph_date, guid};
-use crate::{batch, presence_api, users_api};
+use crate::{batch, groups_api, presence_api, users_api};
 
 /// Application roles that may read users (List users); `User.ReadBasic.All` is added unless
 /// `strict_user_readbasic` (the User.ReadBasic.All report, UNVERIFIED).
@@ -29,6 +32,23 @@ const USERS_READ: &[&str] = &[
     "User.Read.All",
     "User.ReadWrite.All",
     "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+/// Application roles that may list group transitive members (least privileged first; the
+/// page names no Directory.ReadWrite.All): List group transitive members.
+const GROUP_MEMBERS_READ: &[&str] = &[
+    "GroupMember.Read.All",
+    "Directory.Read.All",
+    "Group.Read.All",
+    "Group.ReadWrite.All",
+    "GroupMember.ReadWrite.All",
+];
+/// Application roles that may list groups: List groups.
+const GROUPS_READ: &[&str] = &[
+    "GroupMember.Read.All",
+    "Group.Read.All",
+    "Directory.Read.All",
+    "Group.ReadWrite.All",
     "Directory.ReadWrite.All",
 ];
 /// Application roles that may read presence (getPresencesByUserId, get presence).
@@ -73,6 +93,8 @@ impl GraphRequest {
 pub(crate) enum Route {
     ListUsers,
     GetUser(String),
+    ListGroups,
+    GroupTransitiveMembers(String),
     GetPresence(String),
     PresenceAction(String, String),
     GetPresencesByUserId,
@@ -89,6 +111,8 @@ impl Route {
         match self {
             Route::ListUsers => "listUsers",
             Route::GetUser(_) => "getUser",
+            Route::ListGroups => "listGroups",
+            Route::GroupTransitiveMembers(_) => "groupTransitiveMembers",
             Route::GetPresence(_) => "getPresence",
             Route::PresenceAction(_, a) => a,
             Route::GetPresencesByUserId => "getPresencesByUserId",
@@ -124,6 +148,15 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Route {
         ["users"] if get => Route::ListUsers,
         ["users", "delta"] => Route::Unsupported(format!("/{}", s.join("/"))),
         ["users", k] if get => Route::GetUser((*k).to_owned()),
+        ["groups"] if get => Route::ListGroups,
+        // Segment names are matched regardless of case (the page's OData-cast example writes
+        // `transitivemembers`); a cast segment after it is not modelled.
+        ["groups", k, t] if get && t.eq_ignore_ascii_case("transitiveMembers") => {
+            Route::GroupTransitiveMembers((*k).to_owned())
+        }
+        ["groups", _, t, _] if get && t.eq_ignore_ascii_case("transitiveMembers") => {
+            Route::Unsupported(format!("/{}", s.join("/")))
+        }
         ["users", k, "presence"] | ["communications", "presences", k] if get => {
             Route::GetPresence((*k).to_owned())
         }
@@ -145,7 +178,9 @@ fn known_shape(s: &[&str]) -> bool {
         ["users"]
         | ["users", _]
         | ["users", _, "presence"]
-        | ["communications", "presences", _] => true,
+        | ["communications", "presences", _]
+        | ["groups"] => true,
+        ["groups", _, t] => t.eq_ignore_ascii_case("transitiveMembers"),
         ["communications", "getPresencesByUserId"] | ["$batch"] => true,
         ["users", _, "presence", a] | ["communications", "presences", _, a] => ACTIONS.contains(a),
         _ => false,
@@ -286,6 +321,8 @@ fn required_roles(st: &State, route: &Route) -> Vec<&'static str> {
             }
             r
         }
+        Route::ListGroups => GROUPS_READ.to_vec(),
+        Route::GroupTransitiveMembers(_) => GROUP_MEMBERS_READ.to_vec(),
         Route::GetPresence(_) | Route::GetPresencesByUserId => PRESENCE_READ.to_vec(),
         Route::PresenceAction(..) => PRESENCE_WRITE.to_vec(),
         _ => Vec::new(),
@@ -370,6 +407,13 @@ fn dispatch(
     match route {
         Route::ListUsers => users_api::list(st, base, req),
         Route::GetUser(k) => users_api::get(st, base, &k, req),
+        Route::ListGroups => groups_api::list(st, base, req),
+        Route::GroupTransitiveMembers(k) => {
+            // Members the caller may not read come with limited information (groups_api).
+            let user_roles = required_roles(st, &Route::ListUsers);
+            let read_users = permitted(st, caller, &Route::ListUsers, &user_roles);
+            groups_api::transitive_members(st, base, &k, req, read_users)
+        }
         Route::GetPresence(k) => presence_api::get(st, base, &k),
         Route::GetPresencesByUserId => presence_api::get_many(st, req.body.as_ref()),
         Route::PresenceAction(k, a) => presence_api::action(st, &k, &a, client, req.body.as_ref()),

@@ -12,7 +12,8 @@
 //! - `graph`: one entry point for every Graph request (HTTP or `$batch`): faults, auth,
 //!   permissions, rate limits, routing. `users_api`, `presence_api`, `batch` answer.
 //! - `directory`, `filter`, `presence`: users with indexes, the `$filter` subset, and the
-//!   pure presence aggregation.
+//!   pure presence aggregation. `groups` holds groups with nested members; `groups_api`
+//!   answers `/groups` and `/groups/{id}/transitiveMembers`.
 //! - `state`: all state behind one mutex; `ops`: operations shared with `control`.
 //! - `delegated`: the device-code and refresh-token grants; `subscriptions`: `/subscriptions`;
 //!   `notify`: validation handshake, change/lifecycle notifications, encryption, delivery;
@@ -26,6 +27,8 @@ mod delegated;
 mod directory;
 mod filter;
 mod graph;
+mod groups;
+mod groups_api;
 mod model;
 mod notify;
 mod odata;
@@ -49,18 +52,20 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use model::{
-    AppSession, Delivery, DeliveryKind, EmulatorOptions, Fault, FaultKind, LoggedRequest,
+    AppSession, Delivery, DeliveryKind, EmulatorOptions, Fault, FaultKind, Group, LoggedRequest,
     SubscriptionInfo, User,
 };
 pub use trust::TokenForgery;
 
 use state::{Shared, State};
 
-/// Roles of the default app: everything the daemon needs.
+/// Roles of the default app: everything the daemon needs (GroupMember.Read.All for users
+/// from an Entra group).
 pub const DEFAULT_ROLES: &[&str] = &[
     "Presence.ReadWrite.All",
     "User.ReadBasic.All",
     "User.Read.All",
+    "GroupMember.Read.All",
 ];
 
 /// Stops the server when the last [`Emulator`] clone is dropped or `shutdown` is called.
@@ -192,6 +197,23 @@ impl Emulator {
     /// `user.id` is None.
     pub fn add_user(&self, user: User) -> String {
         self.shared.add_user(user)
+    }
+
+    /// Adds a group (or replaces the one with the same id); returns its id, generated when
+    /// `group.id` is None. Members may name users or groups added later.
+    pub fn add_group(&self, group: Group) -> String {
+        self.shared.lock().groups.add(group)
+    }
+
+    /// Makes `member` (a user or group id) a direct member of group `group`; false for an
+    /// unknown group.
+    pub fn add_group_member(&self, group: &str, member: &str) -> bool {
+        self.shared.lock().groups.add_member(group, member)
+    }
+
+    /// Removes `member` from the direct members of group `group`; false when it was none.
+    pub fn remove_group_member(&self, group: &str, member: &str) -> bool {
+        self.shared.lock().groups.remove_member(group, member)
     }
 
     /// Sets what the user's own Teams client session shows (one session in the aggregation:

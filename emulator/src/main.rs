@@ -55,6 +55,7 @@ fn seed_user(i: usize) -> User {
             format!("smtp:user{i:04}@contoso.onmicrosoft.com"),
         ],
         user_principal_name: upn,
+        ..Default::default()
     }
 }
 

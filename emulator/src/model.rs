@@ -105,6 +105,33 @@ pub struct User {
     pub mail: Option<String>,
     /// `proxyAddresses`, e.g. `SMTP:a@contoso.com`, `smtp:alias@contoso.com`.
     pub proxy_addresses: Vec<String>,
+    /// `businessPhones`: a string collection that holds one number at most (user resource:
+    /// <https://learn.microsoft.com/en-us/graph/api/resources/user>).
+    pub business_phones: Vec<String>,
+    /// `mobilePhone`, the primary cellular number (user resource).
+    pub mobile_phone: Option<String>,
+    /// `employeeId`, returned only on `$select` (user resource).
+    pub employee_id: Option<String>,
+    /// `onPremisesExtensionAttributes.extensionAttribute1..15`: index 0 is extensionAttribute1
+    /// (<https://learn.microsoft.com/en-us/graph/api/resources/onpremisesextensionattributes>).
+    pub extension_attributes: [Option<String>; 15],
+}
+
+/// A directory group, as a test seeds it with [`crate::Emulator::add_group`]
+/// (group resource: <https://learn.microsoft.com/en-us/graph/api/resources/group>).
+#[derive(Debug, Clone, Default)]
+pub struct Group {
+    /// Object id; None makes the emulator generate a GUID.
+    pub id: Option<String>,
+    /// `displayName`.
+    pub display_name: String,
+    /// `mailNickname`, the mail alias; `$filter=mailNickname eq '…'` finds the group.
+    pub mail_nickname: String,
+    /// `mail`, for mail-enabled groups.
+    pub mail: Option<String>,
+    /// Direct members: object ids of users or of other groups (nested groups). Ids that name
+    /// neither when a request comes are skipped, like deleted objects.
+    pub members: Vec<String>,
 }
 
 /// The setPresence session an app holds for a user (one per app: sessionId = app id, see

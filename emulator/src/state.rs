@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::assertion::KeyCredential;
 use crate::delegated::{DeviceCode, RefreshGrant};
 use crate::directory::Directory;
+use crate::groups::Groups;
 use crate::model::{Delivery, EmulatorOptions, Fault, FaultKind, LoggedRequest};
 use crate::presence::PresenceState;
 use crate::subscriptions::Subscription;
@@ -85,6 +86,8 @@ pub(crate) struct State {
     pub apps: HashMap<String, App>,
     pub tokens: HashMap<String, TokenInfo>,
     pub directory: Directory,
+    /// Groups and their direct members (`groups.rs`).
+    pub groups: Groups,
     /// Presence by canonical user id.
     pub presence: HashMap<String, PresenceState>,
     pub log: VecDeque<LoggedRequest>,
@@ -143,6 +146,7 @@ impl State {
             apps: HashMap::new(),
             tokens: HashMap::new(),
             directory: Directory::default(),
+            groups: Groups::default(),
             presence: HashMap::new(),
             log: VecDeque::new(),
             device_codes: HashMap::new(),

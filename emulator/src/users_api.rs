@@ -24,7 +24,7 @@ const MAX_IN_VALUES: usize = 15;
 const MAX_ADVANCED_URL: usize = 2048;
 
 /// Query options by lowercase name without `$` (Graph accepts both spellings).
-fn options(query: &str) -> HashMap<String, String> {
+pub(crate) fn options(query: &str) -> HashMap<String, String> {
     url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.trim_start_matches('$').to_lowercase(), v.into_owned()))
         .collect()
@@ -114,7 +114,7 @@ fn filtered(
     Ok(Some(st.directory.matching(&clauses)))
 }
 
-fn next_link(base: &str, req: &GraphRequest, next: usize) -> String {
+pub(crate) fn next_link(base: &str, req: &GraphRequest, next: usize) -> String {
     let mut ser = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in url::form_urlencoded::parse(req.query.as_bytes()) {
         if k.trim_start_matches('$').to_lowercase() != "skiptoken" {

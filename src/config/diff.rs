@@ -30,7 +30,8 @@ pub enum Change {
     Pbx,
     /// `log.level` changed: swap the tracing filter.
     LogLevel,
-    /// `users.file` points elsewhere: watch the new file.
+    /// `[users]` changed: `users.file` points elsewhere (watch the new file), or the Entra
+    /// group keys (`entra_group`, `extension_attribute`, `extension_regex`) changed.
     UsersFile,
     /// A key that only takes effect on restart changed (e.g. `sync.state_db`): warn.
     RestartRequired(&'static str),
@@ -284,6 +285,17 @@ token = "p"
             (
                 "users file",
                 |x| x.0.users.file = "/other.csv".into(),
+                vec![Change::UsersFile],
+            ),
+            (
+                "entra group",
+                |x| {
+                    x.0.users.entra_group = Some(crate::config::EntraGroupConfig {
+                        group: "pbx-users".into(),
+                        extension_attribute: crate::graph::ExtensionAttribute::MobilePhone,
+                        extension_regex: None,
+                    })
+                },
                 vec![Change::UsersFile],
             ),
             (

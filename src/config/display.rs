@@ -79,6 +79,17 @@ impl fmt::Display for Config {
             "\n[users]\nfile = {}",
             q(&self.users.file.to_string_lossy())
         )?;
+        if let Some(g) = &self.users.entra_group {
+            writeln!(f, "entra_group = {}", q(&g.group))?;
+            writeln!(
+                f,
+                "extension_attribute = {}",
+                q(&g.extension_attribute.to_string())
+            )?;
+            if let Some(re) = &g.extension_regex {
+                writeln!(f, "extension_regex = {}", q(re.as_str()))?;
+            }
+        }
         pbx(f, &self.pbx)?;
         for table in ["activity", "availability"] {
             writeln!(f, "\n[mapping.{table}]")?;

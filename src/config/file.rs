@@ -144,17 +144,27 @@ impl Default for SyncSection {
     }
 }
 
-/// `[users]`: where the extension -> e-mail list lives.
+/// `[users]`: where the extension -> e-mail list lives, and the optional Entra group whose
+/// members are users too.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct UsersSection {
     pub file: PathBuf,
+    /// Object id or mail nickname of the group.
+    pub entra_group: Option<String>,
+    /// The user property the extension is read from (default `businessPhones`).
+    pub extension_attribute: Option<String>,
+    /// A regex whose first group cuts the extension out of that property's value.
+    pub extension_regex: Option<String>,
 }
 
 impl Default for UsersSection {
     fn default() -> Self {
         UsersSection {
             file: PathBuf::from(DEFAULT_USERS_FILE),
+            entra_group: None,
+            extension_attribute: None,
+            extension_regex: None,
         }
     }
 }

@@ -14,6 +14,7 @@ mod ca;
 mod credential;
 mod diff;
 mod display;
+mod entra_group;
 mod file;
 mod notifications;
 mod pbx;
@@ -48,6 +49,7 @@ pub use asterisk::{
 };
 pub use ca::CaFile;
 pub use diff::{Change, diff};
+pub use entra_group::{EntraGroupConfig, ExtensionRegex};
 pub use file::{
     DEFAULT_GRAPH_URL, DEFAULT_IN_CALL_EXPIRATION, DEFAULT_LOGIN_URL, DEFAULT_POLL_INTERVAL,
     DEFAULT_STATE_DB, DEFAULT_USERS_FILE,
@@ -168,11 +170,18 @@ impl SyncConfig {
     }
 }
 
-/// `[users]`.
+/// `[users]`: the users file, and optionally an Entra group whose members are users too (the
+/// file wins where both name an extension).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsersConfig {
     /// The users file (`extension,email[,direction]`), resolved against the config directory.
     pub file: PathBuf,
+    /// True when `users.file` is not written and `entra_group` is set: the file (the default
+    /// path) is then optional, its absence meaning "no users from a file". False: the file
+    /// must exist.
+    pub file_optional: bool,
+    /// `users.entra_group` with how extensions are read; None without the key.
+    pub entra_group: Option<EntraGroupConfig>,
 }
 
 /// `[pbx]`: the connectors `kind` lists, each with only its own keys. At least one is set,

@@ -145,6 +145,8 @@ pub(crate) fn validate(
         sync: sync(&ctx, &file.sync)?,
         users: UsersConfig {
             file: ctx.path(&file.users.file),
+            file_optional: file.users.entra_group.is_some() && !ctx.written("users.file"),
+            entra_group: super::entra_group::entra_group(&ctx, &file.users)?,
         },
         pbx: pbx::pbx(&ctx, &file.pbx)?,
         mapping: mapping(&ctx, &file.mapping)?,

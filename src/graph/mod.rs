@@ -21,6 +21,7 @@ mod budget;
 mod client_cert;
 pub mod delegated;
 mod error;
+mod groups;
 mod http;
 pub mod jwks;
 pub mod limits;
@@ -48,6 +49,9 @@ pub use aadsts::{consent_url, explain_aadsts};
 pub use auth::Bearer;
 pub use client_cert::{CertificateError, ClientCertificate, EXPIRY_WARNING};
 pub use error::GraphError;
+pub use groups::{
+    EXTENSION_ATTRIBUTE_NAMES, ExtensionAttribute, GroupMember, UnknownAttribute, extension_of,
+};
 pub use presence::{ClearOutcome, Presence};
 pub use probe::{ProbeReport, ProbeStep};
 pub use users::{MatchedBy, Stages, UserMatch};

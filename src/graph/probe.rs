@@ -1,12 +1,12 @@
 //! The `check` command's tour: token, user read, presence read, presence write, each with
-//! advice a human can follow.
+//! advice a human can follow; with `users.entra_group`, reading the group's members too.
 
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::http::Request;
 use super::presence::ClearOutcome;
-use super::{GraphClient, GraphError, consent_url, join};
+use super::{ExtensionAttribute, GraphClient, GraphError, GroupMember, consent_url, join};
 
 /// One checked capability.
 #[derive(Debug, Clone)]
@@ -145,6 +145,55 @@ impl GraphClient {
             presence_read,
             presence_write,
         }
+    }
+
+    /// Checks that the members of `group` (object id or mail nickname) can be read, as
+    /// `users.entra_group` needs: GroupMember.Read.All, application
+    /// (<https://learn.microsoft.com/en-us/graph/api/group-list-transitivemembers>). On success
+    /// the step says how many users the group holds and how many of them have `attribute`;
+    /// the members come along for the caller to list (empty on failure).
+    pub async fn probe_group(
+        &self,
+        group: &str,
+        attribute: ExtensionAttribute,
+    ) -> (ProbeStep, Vec<GroupMember>) {
+        let consent = consent_url(
+            &self.inner.login_url,
+            &self.inner.tenant_id,
+            &self.inner.client_id,
+        );
+        let result = self.group_members(group, attribute).await;
+        let advice = match &result {
+            Err(GraphError::Forbidden { code, .. }) if code == "LimitedInformation" => format!(
+                "grant the Application permission User.Read.All to the app and give admin \
+                 consent: {consent}"
+            ),
+            Err(GraphError::NotFound { .. } | GraphError::InvalidSettings(_)) => {
+                "check users.entra_group: the group's object id, or a mail nickname only one \
+                 group has"
+                    .to_string()
+            }
+            _ => format!(
+                "grant the Application permission GroupMember.Read.All to the app and give \
+                 admin consent: {consent}"
+            ),
+        };
+        let (result, members) = match result {
+            Ok(members) => {
+                let with = members
+                    .iter()
+                    .filter(|m| m.attribute_value.is_some())
+                    .count();
+                let seen = format!(
+                    "{} users in group {group}, {with} with {attribute}",
+                    members.len()
+                );
+                (Ok(seen), members)
+            }
+            Err(e) => (Err(e), Vec::new()),
+        };
+        let step = ProbeStep::new("group members (GroupMember.Read.All)", result, advice);
+        (step, members)
     }
 
     /// `GET /users?$top=1&$select=id`: the id of some user, if the directory has any.

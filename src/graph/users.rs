@@ -22,7 +22,7 @@ pub(crate) const BATCH_MAX: usize = super::limits::BATCH_MAX_REQUESTS;
 const SELECT: &str = "id,mail,userPrincipalName,proxyAddresses";
 /// Everything but RFC 3986 unreserved characters is encoded in query values ('+' included,
 /// which would otherwise read as a space).
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -452,6 +452,7 @@ pub fn user(name: &str, upn: &str, mail: Option<&str>, proxies: &[&str]) -> User
         user_principal_name: upn.into(),
         mail: mail.map(Into::into),
         proxy_addresses: proxies.iter().map(|s| (*s).into()).collect(),
+        ..Default::default()
     }
 }
 

@@ -43,6 +43,7 @@ pub fn user(i: usize) -> User {
             format!("smtp:alias{i}@contoso.com"),
         ],
         user_principal_name: upn,
+        ..Default::default()
     }
 }
 
