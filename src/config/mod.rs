@@ -300,6 +300,10 @@ impl Config {
 /// Loads the config at `path` and the users file it names: what a (re)load needs for [`diff`].
 pub fn load_all(path: &Path) -> Result<(Config, Directory), ConfigError> {
     let config = Config::load(path)?;
+    // With users from an Entra group and no `users.file` line, a missing file is no users.
+    if config.users.file_optional && !config.users.file.exists() {
+        return Ok((config, Directory::default()));
+    }
     let users = load_users(&config.users.file)?;
     Ok((config, users))
 }

@@ -6,6 +6,7 @@ mod build;
 mod connector;
 mod daemon;
 mod error;
+mod group;
 mod matching;
 mod notify;
 mod outbox;

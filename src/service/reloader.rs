@@ -1,5 +1,6 @@
 //! The reloader task: watches the config and users files, re-reads them when they change (off
-//! the runtime), reads the voicemail boxes (over AMI, when configured), and hands the main loop
+//! the runtime), reads the voicemail boxes (over AMI, when configured) and the Entra group's
+//! members (`users.entra_group`, also every `sync.resolve_interval`), and hands the main loop
 //! a validated config with the list of what changed. An invalid change is logged with its
 //! reason and the last good config stays in force. The waits (disk, network) happen here, so
 //! the main loop only applies what arrives.
@@ -13,11 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use tokio::sync::watch;
+
+use super::group::{self, GroupUsers};
 use super::{LogReload, voicemail};
 use crate::clock::Clock;
 use crate::config::{self, Change, Config, Directory, FileWatch};
+use crate::graph::GraphClient;
 use crate::pbx::asterisk::ami::VoicemailUser;
-use crate::store::{Store, Write};
+use crate::store::{MetaKey, Store, Write};
 
 /// How long one config change must be quiet before it is applied (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -37,6 +42,10 @@ pub struct Reloader {
     pub directory: Arc<Directory>,
     /// The voicemail boxes last read (kept when a later read fails: nobody is dropped).
     pub voicemail: Vec<VoicemailUser>,
+    /// The Entra group's members last read (kept when a later read fails, likewise).
+    pub group: GroupUsers,
+    /// The Graph client the group is read with.
+    pub graph: watch::Receiver<GraphClient>,
     pub log_reload: Option<LogReload>,
     pub store: Store,
     pub clock: Clock,
@@ -51,8 +60,12 @@ impl Reloader {
     async fn run(mut self, cancel: CancellationToken) {
         let mut watch = watch_config(&self.config);
         loop {
+            // The group changes in Entra, not in a file: read again every resolve_interval.
+            let reread = self.config.users.entra_group.is_some();
+            let every = self.config.sync.resolve_interval;
             tokio::select! {
                 () = cancel.cancelled() => return,
+                () = tokio::time::sleep(every), if reread => {}
                 changed = changed(&mut watch) => {
                     if changed.is_none() {
                         tracing::warn!("the config file watcher stopped; changes need a restart");
@@ -100,7 +113,9 @@ impl Reloader {
             }
             None => self.voicemail.clear(),
         }
-        let directory = voicemail::merge(file_users, &self.voicemail);
+        let local = voicemail::merge(file_users, &self.voicemail);
+        self.read_group(&config, &local).await;
+        let directory = group::merge(local, &self.group.entries).0;
         let changes = config::diff((&self.config, &self.directory), (&config, &directory));
         if changes.is_empty() {
             return None;
@@ -115,6 +130,37 @@ impl Reloader {
             directory: Arc::clone(&self.directory),
             changes,
         })
+    }
+
+    /// Reads the group again; what it found is said when it changed, and a failed read keeps
+    /// the members read before.
+    async fn read_group(&mut self, config: &Config, local: &Directory) {
+        let graph = self.graph.borrow().clone();
+        match group::fetch(config, &graph).await {
+            None => self.group = GroupUsers::default(),
+            Some(Ok(users)) => {
+                if users != self.group {
+                    let name = config
+                        .users
+                        .entra_group
+                        .as_ref()
+                        .map_or("", |g| g.group.as_str());
+                    group::say(name, &users, group::merge(local.clone(), &users.entries).1);
+                    let unusable = group::shown(&users.unusable);
+                    self.store
+                        .write(Write::SetMeta {
+                            key: MetaKey::GroupUnusable,
+                            value: unusable,
+                        })
+                        .await;
+                }
+                self.group = users;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "users.entra_group not read ({e}); the members read before are kept");
+                self.record(format!("users.entra_group: {e}")).await;
+            }
+        }
     }
 
     fn set_log_level(&self) {

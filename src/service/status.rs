@@ -32,6 +32,8 @@ pub struct StatusReport {
     pub subscriptions: Vec<SubscriptionStatus>,
     /// Subscription accounts signed in (holding a refresh token).
     pub accounts_signed_in: Vec<String>,
+    /// Members of `users.entra_group` without a usable extension (not synced).
+    pub group_unusable: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,6 +127,7 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
         poll_interval_s: meta_number(s, MetaKey::PollIntervalMs).map(|ms| ms / 1000.0),
         poll_budget_used_pct: meta_number(s, MetaKey::PollBudgetUsedPct),
         pbx_link: meta(MetaKey::PbxLink),
+        group_unusable: meta(MetaKey::GroupUnusable),
         pbx_link_since: meta_time(MetaKey::PbxLinkSince),
         pbx_listen: meta(MetaKey::PbxListen),
         webhook_listen: meta(MetaKey::WebhookListen),
@@ -208,6 +211,12 @@ fn footer(out: &mut String, r: &StatusReport) {
             sub.users,
             sub.expires_at,
             if sub.rich { ", rich" } else { "" }
+        );
+    }
+    if let Some(names) = &r.group_unusable {
+        let _ = writeln!(
+            out,
+            "Entra group members without a usable extension (not synced): {names}"
         );
     }
     if let Some(link) = &r.pbx_link {

@@ -388,11 +388,14 @@ pub enum MetaKey {
     /// The directory that round read: the tenant and the Graph URL. A start with another
     /// one looks every address up at once.
     LookedUpIn,
+    /// Members of `users.entra_group` without a usable extension (their UPNs, at most 20
+    /// named); empty when there are none.
+    GroupUnusable,
 }
 
 impl MetaKey {
     /// Every key, for tests and tools.
-    pub const ALL: [MetaKey; 14] = [
+    pub const ALL: [MetaKey; 15] = [
         MetaKey::LastPollAt,
         MetaKey::LastPollUsers,
         MetaKey::LastPollRequests,
@@ -407,6 +410,7 @@ impl MetaKey {
         MetaKey::StartedAt,
         MetaKey::LookedUpAt,
         MetaKey::LookedUpIn,
+        MetaKey::GroupUnusable,
     ];
 
     /// The key's name in the `meta` table.
@@ -426,6 +430,7 @@ impl MetaKey {
             MetaKey::StartedAt => "started_at",
             MetaKey::LookedUpAt => "looked_up_at",
             MetaKey::LookedUpIn => "looked_up_in",
+            MetaKey::GroupUnusable => "group_unusable",
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::service::build::{
 };
 use crate::service::connector::{ConnectorLinks, PbxHandle};
 use crate::service::error::ServiceError;
+use crate::service::group::{self, GroupUsers};
 use crate::service::matching::{self, Matching};
 use crate::service::outbox::Outbox;
 use crate::service::poller::Polled;
@@ -42,21 +43,26 @@ impl Daemon {
             .await
             .map_err(ServiceError::join("loading the config"))??;
         let boxes = first_voicemail_read(&config).await;
-        let directory = Arc::new(voicemail::merge(file_users, &boxes));
         let store = open_store(&config).await?;
         let snapshot = store.snapshot().await?;
+        let metrics = Metrics::new();
+        let graph = GraphClient::new(graph_settings(&config, &metrics))?;
+        let local = voicemail::merge(file_users, &boxes);
+        let group = first_group_read(&config, &graph, &snapshot, &local).await;
+        let directory = Arc::new(group::merge(local, &group.entries).0);
         let mut out = Outbox::new(store.clone());
+        out.meta(MetaKey::GroupUnusable, group::shown(&group.unusable));
         forget_departed(&mut out, &snapshot, &directory);
         let now = options.clock.now();
         let (engine, matching) = core(&config, &directory, &snapshot, now);
-        let metrics = Metrics::new();
         let stop = Stop {
             trigger: options.shutdown.clone(),
             root: CancellationToken::new(),
             tracker: TaskTracker::new(),
         };
         let (tx, rx) = channels();
-        let feeds = feeds(&config, &directory, &engine, &metrics)?;
+        let feeds = feeds(&config, graph, &directory, &engine);
+        let graph = feeds.graph.subscribe();
         let start = Start {
             options: &options,
             config: &config,
@@ -66,7 +72,15 @@ impl Daemon {
         };
         let reloaded = tx.reloaded.clone();
         let parts = start.parts(feeds, tx, &snapshot, &mut out).await?;
-        start.reloader(Arc::clone(&directory), boxes, reloaded);
+        start.reloader(
+            Sources {
+                directory: Arc::clone(&directory),
+                boxes,
+                group,
+                graph,
+            },
+            reloaded,
+        );
         let mut daemon = Daemon {
             clock: options.clock,
             config,
@@ -122,6 +136,45 @@ fn core(
     matching.matched_once = due > now;
     matching.want_unresolved(directory);
     (engine, matching)
+}
+
+/// What the directory was made of at start, for the reloader.
+struct Sources {
+    directory: Arc<Directory>,
+    boxes: Vec<VoicemailUser>,
+    group: GroupUsers,
+    graph: watch::Receiver<GraphClient>,
+}
+
+/// The Entra group's members at start (none when no group is configured). When the read
+/// fails, the members the store remembers stand in until the reloader's next read.
+async fn first_group_read(
+    config: &Config,
+    graph: &GraphClient,
+    snapshot: &Snapshot,
+    local: &Directory,
+) -> GroupUsers {
+    match group::fetch(config, graph).await {
+        None => GroupUsers::default(),
+        Some(Ok(users)) => {
+            let group = config
+                .users
+                .entra_group
+                .as_ref()
+                .map_or("", |g| g.group.as_str());
+            group::say(group, &users, group::merge(local.clone(), &users.entries).1);
+            users
+        }
+        Some(Err(e)) => {
+            let entries = group::remembered(snapshot, local);
+            tracing::warn!(error = %e, remembered = entries.len(),
+                "users.entra_group not read ({e}); the {} members the last run had stand in until the next read", entries.len());
+            GroupUsers {
+                entries,
+                unusable: Vec::new(),
+            }
+        }
+    }
 }
 
 /// The voicemail boxes at start (none when not configured, or when the read fails: the users
@@ -184,20 +237,15 @@ fn channels() -> (Senders, Inputs) {
     (senders, inputs)
 }
 
-fn feeds(
-    config: &Config,
-    directory: &Directory,
-    engine: &Engine,
-    metrics: &Metrics,
-) -> Result<Feeds, ServiceError> {
-    Ok(Feeds {
-        graph: watch::Sender::new(GraphClient::new(graph_settings(config, metrics))?),
+fn feeds(config: &Config, graph: GraphClient, directory: &Directory, engine: &Engine) -> Feeds {
+    Feeds {
+        graph: watch::Sender::new(graph),
         ids: watch::Sender::new(Arc::new(engine.poll_ids())),
         pacing: watch::Sender::new(config.sync.pacing()),
         known: watch::Sender::new(known_extensions(directory)),
         users: watch::Sender::new(user_extensions(config, directory)),
         covered: watch::Sender::new(Arc::default()),
-    })
+    }
 }
 
 /// What starting the components needs.
@@ -336,17 +384,14 @@ impl Start<'_> {
     }
 
     /// The reloader starts from the config and directory in force.
-    fn reloader(
-        &self,
-        directory: Arc<Directory>,
-        boxes: Vec<VoicemailUser>,
-        out: mpsc::Sender<Reloaded>,
-    ) {
+    fn reloader(&self, sources: Sources, out: mpsc::Sender<Reloaded>) {
         let reloader = Reloader {
             path: self.options.config_path.clone(),
             config: self.config.clone(),
-            directory,
-            voicemail: boxes,
+            directory: sources.directory,
+            voicemail: sources.boxes,
+            group: sources.group,
+            graph: sources.graph,
             log_reload: self.options.log_reload.clone(),
             store: self.store.clone(),
             clock: self.options.clock.clone(),
