@@ -370,3 +370,35 @@ async fn each_change_is_logged_once_with_its_fields() {
     );
     assert!(!text.contains(&w.token), "the PBX token is in the log");
 }
+
+/// A Do not disturb status set with `pbx_dnd_to_teams = "preferred"`, then SIGKILL: the
+/// store remembers it, and the next start clears it once the PBX reports the phone out of DND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dnd_status_left_by_a_crash_is_cleared_when_the_pbx_reports_dnd_off() {
+    let mut w = World::new().await;
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
+    let config = config.replacen("[sync]\n", "[sync]\npbx_dnd_to_teams = \"preferred\"\n", 1);
+    write_atomically(&w.config_path(), &config);
+    let bob = w.id(BOB);
+    let dnd = |on: bool| format!(r#"{{"extension":"{BOB}","state":"idle","dnd":{on}}}"#);
+    let mut child = spawn_binary(&mut w).await;
+    assert_eq!(w.post_raw(&dnd(true), Some(&w.token)).await.0, 202);
+    eventually(10, "DND status set", || w.graph.preferred(&bob).is_some()).await;
+    let recorded = |w: &World| {
+        pbx_teams_presence::store::read_snapshot(&w.db_path()).map_or(0, |s| s.preferred.len())
+    };
+    eventually(10, "recorded", || recorded(&w) == 1).await;
+    signal(&child, "-KILL");
+    let _ = child.0.wait();
+    assert!(w.graph.preferred(&bob).is_some(), "left by the crash");
+
+    child = spawn_binary(&mut w).await;
+    assert_eq!(w.post_raw(&dnd(false), Some(&w.token)).await.0, 202);
+    eventually(10, "cleared after the restart", || {
+        w.graph.preferred(&bob).is_none()
+    })
+    .await;
+    eventually(10, "and forgotten", || recorded(&w) == 0).await;
+    signal(&child, "-TERM");
+    assert!(child.0.wait().unwrap().success());
+}
