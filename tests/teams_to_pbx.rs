@@ -303,15 +303,7 @@ async fn a_teams_state_mapped_to_keep_is_not_pushed() {
     .await;
     w.graph
         .set_user_presence(&w.id(BOB), "Available", "Available");
-    // Pushes go out in order: once Alice's later change is there, anything for Bob would be.
-    w.graph.set_user_presence(&w.id(ALICE), "Busy", "Busy");
-    eventually(10, "Alice's push", || w.pbx.updates_for(ALICE).len() == 2).await;
-    let bob: Vec<Value> = w
-        .pbx
-        .updates_for(BOB)
-        .iter()
-        .map(|u| u["state"].clone())
-        .collect();
+    let bob = pushed_states_after_a_barrier(&w, BOB).await;
     assert_eq!(
         bob,
         ["available"],

@@ -456,6 +456,22 @@ pub fn user(name: &str, upn: &str, mail: Option<&str>, proxies: &[&str]) -> User
     }
 }
 
+/// The PBX states pushed to `extension` so far, once everything queued before now has gone:
+/// pushes go out in order, so after a later change of Alice's (to Busy) has been pushed,
+/// anything for `extension` before it has been too. Alice must be Available, pushed once.
+pub async fn pushed_states_after_a_barrier(w: &World, extension: &str) -> Vec<Value> {
+    w.graph.set_user_presence(&w.id(ALICE), "Busy", "Busy");
+    eventually(10, "Alice's push (the barrier)", || {
+        w.pbx.updates_for(ALICE).len() == 2
+    })
+    .await;
+    w.pbx
+        .updates_for(extension)
+        .iter()
+        .map(|u| u["state"].clone())
+        .collect()
+}
+
 /// Wait until `cond` holds, or fail the test after `secs` seconds with `what`.
 pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
