@@ -43,7 +43,14 @@ async fn main() {
 }
 
 async fn run(n: usize, mode: &str) {
-    let graph = Emulator::start().await.unwrap();
+    // The request log holds the whole start (250,000 users: 834 `$batch`es of 21 entries).
+    let options = graph_emulator::EmulatorOptions {
+        request_log_limit: 100_000,
+        ..Default::default()
+    };
+    let graph = Emulator::start_with("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ids = seed(&graph, n, dir.path());
     let pbx = PbxReceiver::start().await;
@@ -69,10 +76,9 @@ async fn run(n: usize, mode: &str) {
     let emulator_before = daemon::cpu_seconds_of(std::process::id());
     let interval = interval_s(dir.path()).unwrap_or(30.0);
     let latencies = changes(&graph, &ids, &pbx, interval).await;
-    let per_cycle = interval / steady.elapsed().as_secs_f64();
-    let cpu_per_cycle = (daemon.cpu_seconds() - cpu_before) * per_cycle;
-    let emulator_per_cycle =
-        (daemon::cpu_seconds_of(std::process::id()) - emulator_before) * per_cycle;
+    let seconds = steady.elapsed().as_secs_f64();
+    let daemon_cpu = (daemon.cpu_seconds() - cpu_before) / seconds;
+    let emulator_cpu = (daemon::cpu_seconds_of(std::process::id()) - emulator_before) / seconds;
     let log = graph.requests();
     let polls = log
         .iter()
@@ -82,6 +88,8 @@ async fn run(n: usize, mode: &str) {
         / steady.elapsed().as_secs_f64();
     let throttled = throttled + log.iter().filter(|r| r.status == 429).count();
     let interval = interval_s(dir.path()).unwrap_or(interval);
+    // CPU seconds per second of the steady state, times the interval in effect.
+    let (cpu_per_cycle, emulator_per_cycle) = (daemon_cpu * interval, emulator_cpu * interval);
     let churn = churn(&graph, &ids, &pbx, dir.path()).await;
     let rss = daemon.peak_rss_kib();
     daemon.stop();
