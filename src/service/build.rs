@@ -1,7 +1,7 @@
 //! Building the parts from the config and the store, at start and on reload: plain functions
 //! of the config, the directory and the store's snapshot.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ pub async fn open_store(config: &Config) -> Result<Store, ServiceError> {
 /// them at once, before Graph has answered.
 pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
     let wanted: HashSet<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
-    let mut matches = HashMap::new();
+    let mut pairs = Vec::new();
     for row in &snapshot.users {
         let Some(status) = &row.match_status else {
             continue;
@@ -92,10 +92,10 @@ pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
         if wanted.contains(row.email.as_str()) {
             let info =
                 MatchInfo::from_store(row.teams_id.clone(), *status, row.match_detail.clone());
-            matches.insert(row.email.clone(), info);
+            pairs.push((row.email.clone(), info));
         }
     }
-    matches
+    Matches::from_pairs(pairs)
 }
 
 /// The extensions of `before` that `directory` no longer lists, each removed from the store

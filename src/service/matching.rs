@@ -4,7 +4,6 @@
 //! lookups.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use crate::backoff::Backoff;
 use crate::config::Directory;
 use crate::graph::{GraphError, MatchedBy, UserMatch};
 use crate::sync::engine::UserSpec;
+use crate::sync::table::Table;
 use crate::sync::types::{MatchStatus, Millis, millis};
 
 /// Retries of a failed lookup round: 5 s doubling up to 5 min, with jitter.
@@ -80,8 +80,42 @@ impl MatchInfo {
     }
 }
 
-/// E-mail (lowercase) -> match.
-pub type Matches = HashMap<String, MatchInfo>;
+/// E-mail (lowercase) -> match, one sorted vector (a hash map of 250,000 addresses would grow
+/// to 524,288 buckets). Filled in bulk: a round's answers are merged in batches.
+#[derive(Debug, Default)]
+pub struct Matches(Table<MatchInfo>);
+
+impl Matches {
+    /// Matches from (e-mail, match) pairs in any order; a repeated e-mail takes the last.
+    pub fn from_pairs(pairs: Vec<(String, MatchInfo)>) -> Matches {
+        let mut m = Matches::default();
+        m.extend(pairs.into_iter().map(|(k, v)| (Arc::from(k), v)).collect());
+        m
+    }
+
+    pub fn get(&self, email: &str) -> Option<&MatchInfo> {
+        self.0.get(email)
+    }
+
+    pub fn contains_key(&self, email: &str) -> bool {
+        self.0.contains_key(email)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().next().is_none()
+    }
+
+    fn extend(&mut self, more: Vec<(Arc<str>, MatchInfo)>) {
+        self.0.extend(more);
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Answers of a running round merged into [`Matches`] at once, at the latest.
+const MERGE_EVERY: usize = 32_768;
 
 /// The core's view of the directory.
 pub fn user_specs<'a>(
@@ -109,10 +143,12 @@ pub fn all_emails(directory: &Directory) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct Matching {
     pub matches: Matches,
-    /// E-mails whose match changed in the running round.
-    /// A list, not a set (no hash table of every address after the first round); sorted and
-    /// made unique when the round ends.
-    changes: Vec<String>,
+    /// Answers of the running round not merged into `matches` yet (a round's addresses are
+    /// unique, so the round compares its answers with the matches from before it).
+    pending: Vec<(Arc<str>, MatchInfo)>,
+    /// E-mails whose match changed in the running round: the keys of `pending` (shared, not
+    /// copied); sorted and made unique when the round ends.
+    changes: Vec<Arc<str>>,
     /// E-mails for the next round (sorted and made unique when it starts).
     waiting: Vec<String>,
     /// The round generation; answers of an older one (before an `[azure]` change) are dropped.
@@ -132,7 +168,7 @@ pub struct Matching {
 #[derive(Debug, Default)]
 pub struct RoundEnd {
     /// The e-mails whose match changed (to apply now), sorted.
-    pub changed: Vec<String>,
+    pub changed: Vec<Arc<str>>,
     /// The retry delay, when the round failed.
     pub retry: Option<Duration>,
     /// A full round went through: the store records when, so a restart does not look every
@@ -192,6 +228,7 @@ impl Matching {
     pub fn restart(&mut self, directory: &Directory) {
         self.generation += 1;
         self.matches.clear();
+        self.pending.clear();
         self.changes.clear();
         self.waiting = all_emails(directory);
     }
@@ -235,16 +272,12 @@ impl Matching {
         })
     }
 
-    /// Answers of the running round: remembered; returns the ones that changed, for the log.
-    pub fn on_chunk(
-        &mut self,
-        generation: u64,
-        results: Vec<(String, UserMatch)>,
-    ) -> Vec<(String, MatchInfo)> {
+    /// Answers of the running round: remembered; returns how many changed a match.
+    pub fn on_chunk(&mut self, generation: u64, results: Vec<(String, UserMatch)>) -> usize {
         if generation != self.generation {
-            return Vec::new();
+            return 0;
         }
-        let mut changed = Vec::new();
+        let mut changed = 0;
         for (email, m) in results {
             // Nothing learnt: keep the match this address had (a user on a call stays matched).
             if m == UserMatch::Unchecked && self.matches.contains_key(&email) {
@@ -254,11 +287,21 @@ impl Matching {
             if self.matches.get(&email) == Some(&info) {
                 continue;
             }
-            self.matches.insert(email.clone(), info.clone());
-            self.changes.push(email.clone());
-            changed.push((email, info));
+            let email: Arc<str> = Arc::from(email);
+            self.changes.push(Arc::clone(&email));
+            self.pending.push((email, info));
+            changed += 1;
+        }
+        if self.pending.len() >= MERGE_EVERY {
+            self.merge();
         }
         changed
+    }
+
+    /// The round's answers so far into `matches`.
+    fn merge(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.matches.extend(pending);
     }
 
     /// The round ended: what changed (sorted), whether it was a full round, and when to retry
@@ -274,6 +317,7 @@ impl Matching {
         if generation != self.generation {
             return RoundEnd::default();
         }
+        self.merge();
         let retry = match result {
             Ok(()) => {
                 self.matched_once = true;
@@ -316,7 +360,7 @@ mod tests {
     #[test]
     fn one_round_at_a_time_and_what_waits_goes_with_the_next() {
         let dir = parse_users("1001,a@x.com\n1002,b@x.com\n", Path::new("/u.csv")).unwrap();
-        let mut m = Matching::new(Matches::new(), 0);
+        let mut m = Matching::new(Matches::default(), 0);
         let first = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
         assert_eq!(first.emails, ["a@x.com", "b@x.com"]);
         m.want(["c@x.com".to_owned()]);
@@ -325,9 +369,9 @@ mod tests {
             "one round runs"
         );
         let changed = m.on_chunk(first.generation, vec![("a@x.com".into(), matched("id-a"))]);
-        assert_eq!(changed.len(), 1);
+        assert_eq!(changed, 1);
         let end = m.on_done(first.generation, &Ok(()), 2);
-        assert!(end.changed == ["a@x.com"] && end.retry.is_none() && m.matched_once);
+        assert!(end.changed == [Arc::from("a@x.com")] && end.retry.is_none() && m.matched_once);
         assert!(end.full, "the first round is a full one");
         let next = m.next_round(&dir, 3, Duration::from_secs(3600)).unwrap();
         assert_eq!(next.emails, ["c@x.com"]);
@@ -336,13 +380,10 @@ mod tests {
     #[test]
     fn answers_of_an_older_generation_are_dropped() {
         let dir = parse_users("1001,a@x.com\n", Path::new("/u.csv")).unwrap();
-        let mut m = Matching::new(Matches::new(), 0);
+        let mut m = Matching::new(Matches::default(), 0);
         let old = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
         m.restart(&dir);
-        assert!(
-            m.on_chunk(old.generation, vec![("a@x.com".into(), matched("old"))])
-                .is_empty()
-        );
+        assert!(m.on_chunk(old.generation, vec![("a@x.com".into(), matched("old"))]) == 0);
         let end = m.on_done(old.generation, &Ok(()), 1);
         assert!(end.changed.is_empty() && !m.matched_once && !end.full);
         let new = m.next_round(&dir, 2, Duration::from_secs(3600)).unwrap();
@@ -352,17 +393,14 @@ mod tests {
     #[test]
     fn an_unchecked_answer_keeps_the_old_match_and_a_failure_retries_sooner() {
         let dir = parse_users("1001,a@x.com\n", Path::new("/u.csv")).unwrap();
-        let mut m = Matching::new(Matches::new(), 0);
+        let mut m = Matching::new(Matches::default(), 0);
         let r = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
         m.on_chunk(r.generation, vec![("a@x.com".into(), matched("id-a"))]);
         m.on_done(r.generation, &Ok(()), 0);
         let r = m
             .next_round(&dir, 3_600_000, Duration::from_secs(3600))
             .unwrap();
-        assert!(
-            m.on_chunk(r.generation, vec![("a@x.com".into(), UserMatch::Unchecked)])
-                .is_empty()
-        );
+        assert!(m.on_chunk(r.generation, vec![("a@x.com".into(), UserMatch::Unchecked)]) == 0);
         let end = m.on_done(
             r.generation,
             &Err(GraphError::InvalidSettings("x".into())),
@@ -371,14 +409,17 @@ mod tests {
         assert!(!end.full, "a failed round is not recorded");
         let wait = end.retry.unwrap();
         assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(300));
-        assert_eq!(m.matches["a@x.com"].teams_id.as_deref(), Some("id-a"));
+        assert_eq!(
+            m.matches.get("a@x.com").unwrap().teams_id.as_deref(),
+            Some("id-a")
+        );
     }
 
     #[test]
     fn a_warm_start_looks_up_only_new_addresses_until_the_interval_has_passed() {
         let hour = Duration::from_secs(3600);
         let dir = parse_users("1001,a@x.com\n1002,b@x.com\n", Path::new("/u.csv")).unwrap();
-        let cached = Matches::from([(
+        let cached = Matches::from_pairs(vec![(
             "a@x.com".to_owned(),
             MatchInfo::from_graph(&matched("id-a")),
         )]);
@@ -404,5 +445,30 @@ mod tests {
             first_full_round(true, Some(now - 7_200_000), now, hour),
             now
         );
+    }
+
+    #[test]
+    fn a_round_larger_than_a_merge_batch_keeps_every_answer_and_change() {
+        let n = MERGE_EVERY + 5_000;
+        let users: String = (0..n).map(|i| format!("{i},u{i}@x.com\n")).collect();
+        let dir = parse_users(&users, Path::new("/u.csv")).unwrap();
+        let mut m = Matching::new(Matches::default(), 0);
+        let round = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
+        let mut total = 0;
+        for chunk in round.emails.chunks(1500) {
+            let answers = chunk
+                .iter()
+                .map(|e| (e.clone(), matched(&format!("id-{e}"))))
+                .collect();
+            total += m.on_chunk(round.generation, answers);
+        }
+        let end = m.on_done(round.generation, &Ok(()), 1);
+        assert_eq!((total, end.changed.len()), (n, n));
+        let last = format!("u{}@x.com", n - 1);
+        assert_eq!(
+            m.matches.get(&last).unwrap().teams_id.as_deref(),
+            Some(format!("id-{last}").as_str())
+        );
+        assert!(end.changed.windows(2).all(|w| w[0] < w[1]), "sorted");
     }
 }

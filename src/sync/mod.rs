@@ -4,5 +4,5 @@ mod engine_types;
 pub mod mapping;
 pub mod pacing;
 mod packed;
-mod table;
+pub(crate) mod table;
 pub mod types;

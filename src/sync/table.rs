@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 /// Entries sorted by key, keys unique.
 #[derive(Debug, Clone)]
-pub(super) struct Table<V> {
+pub(crate) struct Table<V> {
     entries: Vec<Entry<V>>,
 }
 
@@ -57,7 +57,7 @@ impl<V> Default for Table<V> {
 
 impl<V> Table<V> {
     /// A table of `entries` already sorted by key, keys unique (checked in debug builds).
-    pub(super) fn from_sorted(entries: Vec<(Arc<str>, V)>) -> Table<V> {
+    pub(crate) fn from_sorted(entries: Vec<(Arc<str>, V)>) -> Table<V> {
         debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
         Table {
             entries: entries.into_iter().map(Entry::new).collect(),
@@ -69,23 +69,23 @@ impl<V> Table<V> {
         self.entries.binary_search_by(|e| e.order(p, key))
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<&V> {
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
         let at = self.position(key).ok()?;
         self.entries.get(at).map(|e| &e.value)
     }
 
-    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut V> {
         let at = self.position(key).ok()?;
         self.entries.get_mut(at).map(|e| &mut e.value)
     }
 
-    pub(super) fn contains_key(&self, key: &str) -> bool {
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
         self.position(key).is_ok()
     }
 
     /// Adds the entries (in any order); a key already in the table, or repeated among them,
     /// takes the value that comes last. One sort for the whole lot.
-    pub(super) fn extend(&mut self, more: Vec<(Arc<str>, V)>) {
+    pub(crate) fn extend(&mut self, more: Vec<(Arc<str>, V)>) {
         if more.is_empty() {
             return;
         }
@@ -111,28 +111,28 @@ impl<V> Table<V> {
         self.entries.shrink_to_fit();
     }
 
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
         self.entries.retain(|e| keep(&e.value));
         self.entries.shrink_to_fit();
     }
 
-    pub(super) fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.entries = Vec::new();
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &V)> {
         self.entries.iter().map(|e| (&e.key, &e.value))
     }
 
-    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut V)> {
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut V)> {
         self.entries.iter_mut().map(|e| (&e.key, &mut e.value))
     }
 
-    pub(super) fn values(&self) -> impl Iterator<Item = &V> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|e| &e.value)
     }
 
-    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
         self.entries.iter_mut().map(|e| &mut e.value)
     }
 }
