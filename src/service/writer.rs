@@ -53,9 +53,12 @@ pub enum Wanted {
 /// The independent writes of one Teams user: its app session, and its preferred presence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lane {
-    Session,
-    Preferred,
+    Session = 0,
+    Preferred = 1,
 }
+
+/// One Teams user's writers, by [`Lane`].
+type Lanes = [Option<watch::Sender<Option<Wanted>>>; 2];
 
 impl Wanted {
     /// What the session says, or said before this clear (the preferred DND: DND).
@@ -106,7 +109,7 @@ pub struct Writers {
     graph: watch::Receiver<GraphClient>,
     outcomes: mpsc::Sender<Written>,
     tracker: TaskTracker,
-    senders: HashMap<(String, Lane), watch::Sender<Option<Wanted>>>,
+    senders: HashMap<String, Lanes>,
     /// Wanted states of the main loop's current step, not yet handed over.
     staged: Vec<(String, Wanted)>,
     /// Held by every writer; closed once the last one is gone.
@@ -160,8 +163,8 @@ impl Writers {
     }
 
     fn send(&mut self, teams_id: &str, wanted: Wanted) {
-        let key = (teams_id.to_owned(), wanted.lane());
-        if let Some(tx) = self.senders.get(&key)
+        let lane = wanted.lane() as usize;
+        if let Some(tx) = self.senders.get(teams_id).and_then(|l| l[lane].as_ref())
             && tx.send(Some(wanted.clone())).is_ok()
         {
             return;
@@ -193,7 +196,7 @@ impl Writers {
             }
             .instrument(span),
         );
-        self.senders.insert(key, tx);
+        self.senders.entry(teams_id.to_owned()).or_default()[lane] = Some(tx);
     }
 
     /// Stop taking work: every writer finishes what it was asked, then ends. The future
