@@ -22,7 +22,7 @@ pub use super::engine_types::{
     EngineSettings, PbxOutcome, Restored, TeamsOutcome, UserSpec, refresh_after,
 };
 pub use sessions::ECHO_GRACE;
-use sessions::{Session, is_in_call_echo};
+use sessions::Session;
 
 #[path = "preferred.rs"]
 mod preferred;
@@ -103,7 +103,7 @@ impl Engine {
             // Not for what may be our own "In a call" (the next read tells it apart).
             if let Some(teams) = teams.filter(|t| old.keeps(t) && !self.mapping.keeps(t))
                 && user.direction.teams_to_pbx()
-                && !is_in_call_echo(&teams)
+                && !SessionPresence::InCall.is_echo(&teams)
             {
                 user.pushed = Some(Packed::pack(&teams));
                 commands.push(push_command(&self.mapping, ext, user, teams));

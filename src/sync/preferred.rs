@@ -106,10 +106,7 @@ impl Engine {
         if self.settings.dnd_to_teams != DndToTeams::Preferred {
             return None;
         }
-        self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
-            let user = self.users.get(ext)?;
-            (user.direction.pbx_to_teams() && user.dnd == Some(true)).then(|| ext.to_string())
-        })
+        self.writing_extension(teams_id, |u| u.dnd == Some(true))
     }
 
     fn set_preferred(
@@ -135,13 +132,7 @@ impl Engine {
         if self.preferred.remove(teams_id).is_none() {
             return;
         }
-        let extension = hint
-            .or_else(|| {
-                self.by_teams_id
-                    .get(teams_id)
-                    .and_then(|e| e.first().map(|ext| ext.to_string()))
-            })
-            .unwrap_or_default();
+        let extension = hint.unwrap_or_else(|| self.first_owner(teams_id));
         out.push(Command::ClearPreferredDnd {
             extension,
             teams_id: teams_id.to_owned(),

@@ -141,16 +141,33 @@ impl Engine {
     /// Sessions and preferred DNDs, with an extension of theirs, taken before the directory
     /// changes.
     pub(super) fn session_owners(&self) -> Vec<(String, Extension)> {
-        let owner = |id: &String| {
-            self.by_teams_id
-                .get(id.as_str())
-                .and_then(|e| e.first().map(|ext| ext.to_string()))
-                .unwrap_or_default()
-        };
         let mut ids: Vec<&String> = self.sessions.keys().chain(self.preferred.keys()).collect();
         ids.sort_unstable();
         ids.dedup();
-        ids.into_iter().map(|id| (id.clone(), owner(id))).collect()
+        ids.into_iter()
+            .map(|id| (id.clone(), self.first_owner(id)))
+            .collect()
+    }
+
+    /// The first extension of `teams_id` ("" once none is left): the one a write is made on
+    /// behalf of when no event names one.
+    pub(super) fn first_owner(&self, teams_id: &str) -> Extension {
+        self.by_teams_id
+            .get(teams_id)
+            .and_then(|e| e.first().map(|ext| ext.to_string()))
+            .unwrap_or_default()
+    }
+
+    /// An extension of `teams_id` allowed to write to Teams whose user passes `test`.
+    pub(super) fn writing_extension(
+        &self,
+        teams_id: &str,
+        test: impl Fn(&User) -> bool,
+    ) -> Option<Extension> {
+        self.by_teams_id.get(teams_id)?.iter().find_map(|ext| {
+            let user = self.users.get(ext)?;
+            (user.direction.pbx_to_teams() && test(user)).then(|| ext.to_string())
+        })
     }
 
     /// Start, change or end the session of `teams_id` so that it matches the PBX states.
@@ -171,10 +188,12 @@ impl Engine {
                 self.start_session(teams_id, ext, p, now, commands)
             }
             (None, Some(Session::Active { .. })) => {
-                self.end_session_by(teams_id, hint, now, commands)
+                let ext = hint.unwrap_or_else(|| self.first_owner(teams_id));
+                self.end_session_for(teams_id, ext, now, commands)
             }
             (None, Some(Session::Recovered { .. })) if self.all_reported(teams_id) => {
-                self.end_session_by(teams_id, hint, now, commands)
+                let ext = hint.unwrap_or_else(|| self.first_owner(teams_id));
+                self.end_session_for(teams_id, ext, now, commands)
             }
             _ => {}
         }
@@ -184,19 +203,13 @@ impl Engine {
     /// its extensions is in DND (and DND goes to Teams as a session), else "In a call" when
     /// one is speaking. Only extensions allowed to write to Teams count.
     fn wanted_session(&self, teams_id: &str) -> Option<(Extension, SessionPresence)> {
-        let extensions = self.by_teams_id.get(teams_id)?;
-        let writing = |test: &dyn Fn(&User) -> bool| {
-            extensions.iter().find_map(|ext| {
-                let user = self.users.get(ext)?;
-                (user.direction.pbx_to_teams() && test(user)).then(|| ext.to_string())
-            })
-        };
         if self.settings.dnd_to_teams == DndToTeams::Session
-            && let Some(ext) = writing(&|u| u.dnd == Some(true))
+            && let Some(ext) = self.writing_extension(teams_id, |u| u.dnd == Some(true))
         {
             return Some((ext, SessionPresence::Dnd));
         }
-        writing(&|u| u.call == CallState::Speaking).map(|ext| (ext, SessionPresence::InCall))
+        self.writing_extension(teams_id, |u| u.call == CallState::Speaking)
+            .map(|ext| (ext, SessionPresence::InCall))
     }
 
     /// Whether the PBX has reported every extension of `teams_id` that writes to Teams.
@@ -232,26 +245,9 @@ impl Engine {
         });
     }
 
-    /// Ends the session on behalf of `hint`, or of the user's first extension.
-    fn end_session_by(
-        &mut self,
-        teams_id: &str,
-        hint: Option<Extension>,
-        now: Millis,
-        out: &mut Vec<Command>,
-    ) {
-        match hint {
-            Some(ext) => self.end_session_for(teams_id, ext, now, out),
-            None => self.end_session(teams_id, now, out),
-        }
-    }
-
     fn end_session(&mut self, teams_id: &str, now: Millis, out: &mut Vec<Command>) {
-        let ext = self
-            .by_teams_id
-            .get(teams_id)
-            .and_then(|e| e.first().map(|ext| ext.to_string()));
-        self.end_session_for(teams_id, ext.unwrap_or_default(), now, out);
+        let ext = self.first_owner(teams_id);
+        self.end_session_for(teams_id, ext, now, out);
     }
 
     fn end_session_for(
@@ -281,9 +277,4 @@ fn deadline(session: &Session) -> Millis {
         Session::Active { refresh_at, .. } => *refresh_at,
         Session::Recovered { clear_at } => *clear_at,
     }
-}
-
-/// Our own "In a call" as Teams reports it back (see [`SessionPresence::is_echo`]).
-pub(super) fn is_in_call_echo(presence: &TeamsPresence) -> bool {
-    SessionPresence::InCall.is_echo(presence)
 }
