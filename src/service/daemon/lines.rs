@@ -141,19 +141,20 @@ pub(super) fn session_written(
     }
 }
 
-/// `1001 alice@contoso.com: writing In a call to Teams failed: <why>`
-pub(super) fn session_failed(
+/// `1001 alice@contoso.com: writing In a call to Teams failed: <why>`, or the clear, or the
+/// preferred DND's set or clear.
+pub(super) fn write_failed(
     who: Who<'_>,
     teams_user: &str,
-    said: SessionPresence,
-    cleared: bool,
+    wanted: &Wanted,
     why: &dyn fmt::Display,
 ) {
-    let shown = said.shown();
-    let what = if cleared {
-        format!("clearing {shown} in Teams")
-    } else {
-        format!("writing {shown} to Teams")
+    let shown = wanted.presence().shown();
+    let what = match wanted {
+        Wanted::Session { .. } => format!("writing {shown} to Teams"),
+        Wanted::Clear { .. } => format!("clearing {shown} in Teams"),
+        Wanted::PreferredDnd { .. } => "setting Do not disturb as the Teams status".to_owned(),
+        Wanted::ClearPreferred { .. } => "clearing the Do not disturb status in Teams".to_owned(),
     };
     tracing::warn!(extension = who.extension, email = who.email, teams_user, error = %why,
         "{who}: {what} failed: {why}");
@@ -192,22 +193,6 @@ pub(super) fn preferred_left(who: Who<'_>, teams_user: &str) {
         teams_user,
         "{who}: the Teams status is no longer the Do not disturb we set (the user changed it); left as it is"
     );
-}
-
-/// `1002 bob@contoso.com: setting Do not disturb as the Teams status failed: <why>`
-pub(super) fn preferred_failed(
-    who: Who<'_>,
-    teams_user: &str,
-    cleared: bool,
-    why: &dyn fmt::Display,
-) {
-    let what = if cleared {
-        "clearing the Do not disturb status in Teams"
-    } else {
-        "setting Do not disturb as the Teams status"
-    };
-    tracing::warn!(extension = who.extension, email = who.email, teams_user, error = %why,
-        "{who}: {what} failed: {why}");
 }
 
 #[cfg(test)]

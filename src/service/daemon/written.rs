@@ -9,74 +9,63 @@ use crate::store::Write;
 
 impl Daemon {
     pub(super) fn on_written(&mut self, w: Written) {
+        let extension = w.wanted.extension();
+        if let Err(why) = &w.result {
+            lines::write_failed(self.who(extension), &w.teams_id, &w.wanted, why);
+            let now = self.clock.now();
+            self.out
+                .error("graph", Some(extension), why.to_string(), now);
+            self.out.count("write_errors", 1);
+            return;
+        }
         match w.wanted.lane() {
             Lane::Session => self.session_written(&w),
             Lane::Preferred => self.preferred_written(&w),
         }
     }
 
+    /// A session write that landed.
     fn session_written(&mut self, w: &Written) {
-        let extension = w.wanted.extension();
         let clear = w.wanted.clears();
         let said = w.wanted.presence();
-        match &w.result {
-            Ok(()) => {
-                lines::session_written(self.who(extension), &w.teams_id, said, clear, w.repeat);
-                if clear && !self.engine.has_session(&w.teams_id) {
-                    self.out.write(Write::CloseSession {
-                        teams_id: w.teams_id.clone(),
-                    });
-                }
-                let counter = if clear {
-                    "clear_presence"
-                } else {
-                    "set_presence"
-                };
-                self.out.count(counter, 1);
-            }
-            Err(why) => {
-                lines::session_failed(self.who(extension), &w.teams_id, said, clear, why);
-                self.write_failed(extension, why);
-            }
+        let who = self.who(w.wanted.extension());
+        lines::session_written(who, &w.teams_id, said, clear, w.repeat);
+        if clear && !self.engine.has_session(&w.teams_id) {
+            self.out.write(Write::CloseSession {
+                teams_id: w.teams_id.clone(),
+            });
         }
+        let counter = if clear {
+            "clear_presence"
+        } else {
+            "set_presence"
+        };
+        self.out.count(counter, 1);
     }
 
+    /// A preferred DND write that landed, or found the user's own status.
     fn preferred_written(&mut self, w: &Written) {
-        let extension = w.wanted.extension();
+        let who = self.who(w.wanted.extension());
         let clear = w.wanted.clears();
-        match &w.result {
-            Ok(()) if w.left => {
-                lines::preferred_left(self.who(extension), &w.teams_id);
-                self.engine.preferred_left(&w.teams_id);
-                self.out.write(Write::ClosePreferred {
-                    teams_id: w.teams_id.clone(),
-                });
-            }
-            Ok(()) => {
-                lines::preferred_written(self.who(extension), &w.teams_id, &w.wanted);
-                if clear && !self.engine.has_preferred(&w.teams_id) {
-                    self.out.write(Write::ClosePreferred {
-                        teams_id: w.teams_id.clone(),
-                    });
-                }
-                let counter = if clear {
-                    "clear_preferred_presence"
-                } else {
-                    "set_preferred_presence"
-                };
-                self.out.count(counter, 1);
-            }
-            Err(why) => {
-                lines::preferred_failed(self.who(extension), &w.teams_id, clear, why);
-                self.write_failed(extension, why);
-            }
+        if w.left {
+            lines::preferred_left(who, &w.teams_id);
+            self.engine.preferred_left(&w.teams_id);
+            self.out.write(Write::ClosePreferred {
+                teams_id: w.teams_id.clone(),
+            });
+            return;
         }
-    }
-
-    fn write_failed(&mut self, extension: &str, why: &dyn std::fmt::Display) {
-        let now = self.clock.now();
-        self.out
-            .error("graph", Some(extension), why.to_string(), now);
-        self.out.count("write_errors", 1);
+        lines::preferred_written(who, &w.teams_id, &w.wanted);
+        if clear && !self.engine.has_preferred(&w.teams_id) {
+            self.out.write(Write::ClosePreferred {
+                teams_id: w.teams_id.clone(),
+            });
+        }
+        let counter = if clear {
+            "clear_preferred_presence"
+        } else {
+            "set_preferred_presence"
+        };
+        self.out.count(counter, 1);
     }
 }
