@@ -92,8 +92,14 @@ pub fn remembered(snapshot: &Snapshot, dir: &Directory) -> Vec<UserEntry> {
         .collect()
 }
 
-/// The journal's line for a read, said when what it found changed.
-pub fn say(group: &str, users: &GroupUsers, conflicts: usize) {
+/// The journal's line for a read, said when what it found changed; `conflicts` is what
+/// [`merge`] returned for it.
+pub fn say(config: &Config, users: &GroupUsers, conflicts: usize) {
+    let group = config
+        .users
+        .entra_group
+        .as_ref()
+        .map_or("", |g| g.group.as_str());
     let n = users.entries.len();
     tracing::info!(
         group,

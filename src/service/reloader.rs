@@ -114,8 +114,11 @@ impl Reloader {
             None => self.voicemail.clear(),
         }
         let local = voicemail::merge(file_users, &self.voicemail);
-        self.read_group(&config, &local).await;
-        let directory = group::merge(local, &self.group.entries).0;
+        let fresh = self.read_group(&config).await;
+        let (directory, conflicts) = group::merge(local, &self.group.entries);
+        if fresh {
+            group::say(&config, &self.group, conflicts);
+        }
         let changes = config::diff((&self.config, &self.directory), (&config, &directory));
         if changes.is_empty() {
             return None;
@@ -132,20 +135,18 @@ impl Reloader {
         })
     }
 
-    /// Reads the group again; what it found is said when it changed, and a failed read keeps
-    /// the members read before.
-    async fn read_group(&mut self, config: &Config, local: &Directory) {
+    /// Reads the group again; a failed read keeps the members read before. True when the
+    /// read found something else than before (to be said once merged).
+    async fn read_group(&mut self, config: &Config) -> bool {
         let graph = self.graph.borrow().clone();
         match group::fetch(config, &graph).await {
-            None => self.group = GroupUsers::default(),
+            None => {
+                self.group = GroupUsers::default();
+                false
+            }
             Some(Ok(users)) => {
-                if users != self.group {
-                    let name = config
-                        .users
-                        .entra_group
-                        .as_ref()
-                        .map_or("", |g| g.group.as_str());
-                    group::say(name, &users, group::merge(local.clone(), &users.entries).1);
+                let changed = users != self.group;
+                if changed {
                     let unusable = group::shown(&users.unusable);
                     self.store
                         .write(Write::SetMeta {
@@ -155,10 +156,12 @@ impl Reloader {
                         .await;
                 }
                 self.group = users;
+                changed
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "users.entra_group not read ({e}); the members read before are kept");
                 self.record(format!("users.entra_group: {e}")).await;
+                false
             }
         }
     }

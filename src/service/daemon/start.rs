@@ -48,8 +48,12 @@ impl Daemon {
         let metrics = Metrics::new();
         let graph = GraphClient::new(graph_settings(&config, &metrics))?;
         let local = voicemail::merge(file_users, &boxes);
-        let group = first_group_read(&config, &graph, &snapshot, &local).await;
-        let directory = Arc::new(group::merge(local, &group.entries).0);
+        let (group, read) = first_group_read(&config, &graph, &snapshot, &local).await;
+        let (directory, conflicts) = group::merge(local, &group.entries);
+        if read {
+            group::say(&config, &group, conflicts);
+        }
+        let directory = Arc::new(directory);
         let mut out = Outbox::new(store.clone());
         out.meta(MetaKey::GroupUnusable, group::shown(&group.unusable));
         forget_departed(&mut out, &snapshot, &directory);
@@ -146,33 +150,27 @@ struct Sources {
     graph: watch::Receiver<GraphClient>,
 }
 
-/// The Entra group's members at start (none when no group is configured). When the read
-/// fails, the members the store remembers stand in until the reloader's next read.
+/// The Entra group's members at start (none when no group is configured), and whether they
+/// were read now. When the read fails, the members the store remembers stand in until the
+/// reloader's next read.
 async fn first_group_read(
     config: &Config,
     graph: &GraphClient,
     snapshot: &Snapshot,
     local: &Directory,
-) -> GroupUsers {
+) -> (GroupUsers, bool) {
     match group::fetch(config, graph).await {
-        None => GroupUsers::default(),
-        Some(Ok(users)) => {
-            let group = config
-                .users
-                .entra_group
-                .as_ref()
-                .map_or("", |g| g.group.as_str());
-            group::say(group, &users, group::merge(local.clone(), &users.entries).1);
-            users
-        }
+        None => (GroupUsers::default(), false),
+        Some(Ok(users)) => (users, true),
         Some(Err(e)) => {
             let entries = group::remembered(snapshot, local);
             tracing::warn!(error = %e, remembered = entries.len(),
                 "users.entra_group not read ({e}); the {} members the last run had stand in until the next read", entries.len());
-            GroupUsers {
+            let remembered = GroupUsers {
                 entries,
                 unusable: Vec::new(),
-            }
+            };
+            (remembered, false)
         }
     }
 }
