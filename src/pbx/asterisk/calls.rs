@@ -200,17 +200,24 @@ impl DeviceBook {
     }
 
     fn report_if_changed(&mut self, extension: &Arc<str>) -> Option<PbxEvent> {
-        let now = (self.user_state(extension), self.dnd.get(extension).copied());
-        if self.reported.get(extension) == Some(&now) {
-            return None;
-        }
-        Some(self.report(extension))
+        let now = self.now(extension);
+        (self.reported.get(extension) != Some(&now)).then(|| self.report_as(extension, now))
+    }
+
+    /// The user's call state and DND now.
+    fn now(&self, extension: &str) -> (CallState, Option<bool>) {
+        (self.user_state(extension), self.dnd.get(extension).copied())
     }
 
     /// The user's state now, remembered as reported.
     fn report(&mut self, extension: &Arc<str>) -> PbxEvent {
-        let (state, dnd) = (self.user_state(extension), self.dnd.get(extension).copied());
-        self.reported.insert(extension.clone(), (state, dnd));
+        let now = self.now(extension);
+        self.report_as(extension, now)
+    }
+
+    fn report_as(&mut self, extension: &Arc<str>, now: (CallState, Option<bool>)) -> PbxEvent {
+        let (state, dnd) = now;
+        self.reported.insert(extension.clone(), now);
         PbxEvent {
             extension: extension.to_string(),
             state,
