@@ -48,13 +48,10 @@ async fn members_of_a_group_and_its_nested_groups_are_users() {
         members: vec![dave.clone(), erin.clone(), clash.clone(), nested],
     });
     w.write_config("");
-    let config = std::fs::read_to_string(w.config_path()).unwrap();
-    let config = config.replacen(
-        "[users]\n",
-        "[users]\nentra_group = \"sales\"\nextension_regex = '(\\d{4})$'\n",
-        1,
+    w.add_to_section(
+        "users",
+        "entra_group = \"sales\"\nextension_regex = '(\\d{4})$'",
     );
-    write_atomically(&w.config_path(), &config);
     w.start().await;
     eventually(10, "group members matched", || {
         w.user_status("2001")["match"] == "matched" && w.user_status("2002")["match"] == "matched"
@@ -78,6 +75,7 @@ async fn members_of_a_group_and_its_nested_groups_are_users() {
     let session = |w: &World| w.graph.app_session(&dave, &w.graph.client_id());
     eventually(5, "in a call", || session(&w).is_some()).await;
     assert!(w.graph.remove_group_member(&sales, &dave));
+    let config = std::fs::read_to_string(w.config_path()).unwrap();
     write_atomically(&w.config_path(), &format!("{config}\n"));
     eventually(10, "Dave forgotten", || session(&w).is_none()).await;
     eventually(5, "and gone from status", || {

@@ -376,9 +376,7 @@ async fn each_change_is_logged_once_with_its_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dnd_status_left_by_a_crash_is_cleared_when_the_pbx_reports_dnd_off() {
     let mut w = World::new().await;
-    let config = std::fs::read_to_string(w.config_path()).unwrap();
-    let config = config.replacen("[sync]\n", "[sync]\npbx_dnd_to_teams = \"preferred\"\n", 1);
-    write_atomically(&w.config_path(), &config);
+    w.add_to_section("sync", "pbx_dnd_to_teams = \"preferred\"");
     let bob = w.id(BOB);
     let dnd = |on: bool| format!(r#"{{"extension":"{BOB}","state":"idle","dnd":{on}}}"#);
     let mut child = spawn_binary(&mut w).await;

@@ -7,13 +7,7 @@ use common::*;
 
 /// The world's config with `[sync] pbx_dnd_to_teams = MODE`.
 fn dnd_mode(w: &World, mode: &str) {
-    let config = std::fs::read_to_string(w.config_path()).unwrap();
-    let config = config.replacen(
-        "[sync]\n",
-        &format!("[sync]\npbx_dnd_to_teams = \"{mode}\"\n"),
-        1,
-    );
-    write_atomically(&w.config_path(), &config);
+    w.add_to_section("sync", &format!("pbx_dnd_to_teams = \"{mode}\""));
 }
 
 async fn event(w: &World, extension: &str, state: &str, dnd: bool) {

@@ -46,9 +46,7 @@ async fn the_phones_dnd_feature_code_shows_in_teams() {
     let mut w = World::new().await;
     w.pbx_section = Some(format!("{}{DEVICES}", Pbx::pbx_section("")));
     w.write_config("");
-    let config = std::fs::read_to_string(w.config_path()).unwrap();
-    let config = config.replacen("[sync]\n", "[sync]\npbx_dnd_to_teams = \"session\"\n", 1);
-    crate::common::write_atomically(&w.config_path(), &config);
+    w.add_to_section("sync", "pbx_dnd_to_teams = \"session\"");
     w.start().await;
     connected(&w).await;
     PHONES.register("1002").await;

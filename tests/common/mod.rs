@@ -206,6 +206,16 @@ impl World {
         write_atomically(&self.dir.path().join("users.csv"), &text);
     }
 
+    /// Adds `keys` (TOML lines) at the top of `[section]` of the config file as written: for
+    /// keys of a section the config already has (`sync`, `users`), which `extra` cannot add.
+    pub fn add_to_section(&self, section: &str, keys: &str) {
+        let config = std::fs::read_to_string(self.config_path()).unwrap();
+        let header = format!("[{section}]\n");
+        assert!(config.contains(&header), "no [{section}] in the config");
+        let config = config.replacen(&header, &format!("{header}{keys}\n"), 1);
+        write_atomically(&self.config_path(), &config);
+    }
+
     /// The config file, with `extra` TOML appended (sections of its own).
     pub fn write_config(&self, extra: &str) {
         let base = self.graph.base_url();
