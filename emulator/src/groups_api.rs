@@ -24,7 +24,7 @@ use crate::groups::Member;
 use crate::model::Group;
 use crate::odata::GraphResponse;
 use crate::state::State;
-use crate::users_api::{next_link, options};
+use crate::users_api::{next_link, options, selection};
 
 const DEFAULT_TOP: usize = 100;
 const MAX_TOP: usize = 999;
@@ -113,32 +113,6 @@ fn nickname_filter(filter: &str) -> Option<String> {
         return None;
     }
     Some(inner.replace("''", "'"))
-}
-
-/// The selected names, each checked by `known` (canonical spelling), or `defaults`.
-fn selection(
-    opts: &HashMap<String, String>,
-    defaults: &[&'static str],
-    known: impl Fn(&str) -> Option<&'static str>,
-    on_type: &str,
-) -> Result<Vec<&'static str>, GraphResponse> {
-    let Some(sel) = opts.get("select") else {
-        return Ok(defaults.to_vec());
-    };
-    let mut out: Vec<&'static str> = Vec::new();
-    for name in sel.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let p = known(name).ok_or_else(|| {
-            GraphResponse::error(
-                400,
-                "Request_BadRequest",
-                &format!("Could not find a property named '{name}' on type '{on_type}'."),
-            )
-        })?;
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    Ok(out)
 }
 
 /// One page of `entries` as an OData collection, with `@odata.nextLink` when more follow.

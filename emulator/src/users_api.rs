@@ -30,19 +30,23 @@ pub(crate) fn options(query: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn selection(opts: &HashMap<String, String>) -> Result<Vec<&'static str>, GraphResponse> {
+/// The selected names, each checked by `known` (canonical spelling), or `defaults`.
+pub(crate) fn selection(
+    opts: &HashMap<String, String>,
+    defaults: &[&'static str],
+    known: impl Fn(&str) -> Option<&'static str>,
+    on_type: &str,
+) -> Result<Vec<&'static str>, GraphResponse> {
     let Some(sel) = opts.get("select") else {
-        return Ok(DEFAULT_PROPS.to_vec());
+        return Ok(defaults.to_vec());
     };
     let mut out: Vec<&'static str> = Vec::new();
     for name in sel.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let p = canonical_prop(name).ok_or_else(|| {
+        let p = known(name).ok_or_else(|| {
             GraphResponse::error(
                 400,
                 "Request_BadRequest",
-                &format!(
-                    "Could not find a property named '{name}' on type 'microsoft.graph.user'."
-                ),
+                &format!("Could not find a property named '{name}' on type '{on_type}'."),
             )
         })?;
         if !out.contains(&p) {
@@ -151,7 +155,7 @@ fn try_list(st: &State, base: &str, req: &GraphRequest) -> Result<GraphResponse,
         )
         .with_header("x-emulator-unsupported", "1"));
     }
-    let props = selection(&opts)?;
+    let props = selection(&opts, DEFAULT_PROPS, canonical_prop, "microsoft.graph.user")?;
     let top = match opts.get("top") {
         None => DEFAULT_TOP,
         Some(t) => t.parse::<usize>().ok().filter(|t| (1..=MAX_TOP).contains(t)).ok_or_else(|| {
@@ -198,7 +202,7 @@ fn try_list(st: &State, base: &str, req: &GraphRequest) -> Result<GraphResponse,
 /// report).
 pub(crate) fn get(st: &State, base: &str, key: &str, req: &GraphRequest) -> GraphResponse {
     let opts = options(&req.query);
-    let props = match selection(&opts) {
+    let props = match selection(&opts, DEFAULT_PROPS, canonical_prop, "microsoft.graph.user") {
         Ok(p) => p,
         Err(r) => return r,
     };
