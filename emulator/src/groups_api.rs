@@ -24,7 +24,7 @@ use crate::groups::Member;
 use crate::model::Group;
 use crate::odata::GraphResponse;
 use crate::state::State;
-use crate::users_api::{next_link, options, selection};
+use crate::users_api::{next_link, options, selection, skip_token};
 
 const DEFAULT_TOP: usize = 100;
 const MAX_TOP: usize = 999;
@@ -91,13 +91,7 @@ fn paging(opts: &HashMap<String, String>) -> Result<(usize, usize), GraphRespons
                 )
             })?,
     };
-    let skip = match opts.get("skiptoken") {
-        None => 0,
-        Some(t) => t
-            .strip_prefix("emu")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| GraphResponse::bad_request("Invalid $skiptoken."))?,
-    };
+    let skip = skip_token(opts)?;
     Ok((skip, top))
 }
 

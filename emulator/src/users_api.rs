@@ -129,6 +129,17 @@ pub(crate) fn next_link(base: &str, req: &GraphRequest, next: usize) -> String {
     format!("{base}{}?{}", req.raw_path, ser.finish())
 }
 
+/// Where the page a [`next_link`] names starts (0 without `$skiptoken`).
+pub(crate) fn skip_token(opts: &HashMap<String, String>) -> Result<usize, GraphResponse> {
+    match opts.get("skiptoken") {
+        None => Ok(0),
+        Some(t) => t
+            .strip_prefix("emu")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| GraphResponse::bad_request("Invalid $skiptoken.")),
+    }
+}
+
 /// GET /users (List users): `$filter` (see [`crate::filter`]), `$select`, `$top` +
 /// `@odata.nextLink` (JSON batching), `$count=true` with `ConsistencyLevel: eventual` ->
 /// `@odata.count` (List users).
@@ -174,13 +185,7 @@ fn try_list(st: &State, base: &str, req: &GraphRequest) -> Result<GraphResponse,
             "$count is not currently supported.",
         ));
     }
-    let skip = match opts.get("skiptoken") {
-        None => 0,
-        Some(t) => t
-            .strip_prefix("emu")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| GraphResponse::bad_request("Invalid $skiptoken."))?,
-    };
+    let skip = skip_token(&opts)?;
     let hits = filtered(st, req, &opts)?;
     let total = hits.as_ref().map_or(st.directory.len(), Vec::len);
     let end = (skip + top).min(total);
