@@ -5,8 +5,8 @@ use std::time::Duration;
 use super::*;
 use crate::sync::types::DndToTeams;
 
-#[path = "dnd_tests.rs"]
-mod dnd;
+#[path = "behaviour_tests.rs"]
+mod behaviour;
 
 const MIN: Millis = 60_000;
 
@@ -378,50 +378,6 @@ fn mapping_change_repushes_users_whose_state_name_changed() {
     let cmds = e.set_mapping(Mapping::with_overrides(&act, &Default::default()));
     assert_eq!(cmds.len(), 1);
     assert!(matches!(&cmds[0], Command::PushToPbx { state, .. } if state == "busy"));
-}
-
-/// `Offline = "keep"` (the ovice behaviour): signing out of Teams pushes nothing, coming
-/// back to the state the PBX still shows pushes nothing either, and a mapping that stops
-/// keeping pushes the state that was kept.
-#[test]
-fn a_state_mapped_to_keep_pushes_nothing() {
-    let mut e = engine();
-    let keep_offline = || {
-        let avail = std::collections::BTreeMap::from([("Offline".to_owned(), "keep".to_owned())]);
-        let act = std::collections::BTreeMap::from([("OffWork".to_owned(), "keep".to_owned())]);
-        Mapping::with_overrides(&act, &avail)
-    };
-    assert!(e.set_mapping(keep_offline()).is_empty());
-    let pushed = |o: TeamsOutcome| o.commands.len();
-    assert_eq!(
-        pushed(e.on_teams_presence("id-bob", &p("Available", "Available"), 0)),
-        1
-    );
-    let signed_out = e.on_teams_presence("id-bob", &p("Offline", "Inactive"), 1);
-    assert_eq!(signed_out.changed.len(), 1, "the change is seen");
-    assert!(signed_out.commands.is_empty(), "but nothing is pushed");
-    assert!(
-        e.on_teams_presence("id-bob", &p("Offline", "Inactive"), 2)
-            .commands
-            .is_empty()
-    );
-    assert_eq!(
-        pushed(e.on_teams_presence("id-bob", &p("Available", "Available"), 3)),
-        0
-    );
-    assert_eq!(
-        pushed(e.on_teams_presence("id-bob", &p("Offline", "OffWork"), 4)),
-        0
-    );
-    let cmds = e.set_mapping(Mapping::default());
-    assert_eq!(cmds.len(), 1);
-    assert!(matches!(&cmds[0], Command::PushToPbx { state, .. } if state == "offline"));
-    assert_eq!(
-        pushed(e.on_teams_presence("id-bob", &p("Offline", "OffWork"), 5)),
-        0
-    );
-    // Mapping the pushed state to keep pushes nothing either.
-    assert!(e.set_mapping(keep_offline()).is_empty());
 }
 
 #[test]

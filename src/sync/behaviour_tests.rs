@@ -1,5 +1,6 @@
-//! The phone's Do Not Disturb in Teams (`sync.pbx_dnd_to_teams = "session"`): scenarios on
-//! the engine of `engine_tests`, with fake time.
+//! Teams states mapped to `keep`, and the phone's Do Not Disturb in Teams
+//! (`sync.pbx_dnd_to_teams`, both modes): scenarios on the engine of `engine_tests`, with fake
+//! time.
 
 use super::*;
 use crate::sync::types::millis;
@@ -181,4 +182,48 @@ fn a_preferred_dnd_left_by_a_crash_is_kept_checked_or_cleared() {
     // Dave (Teams -> PBX only) is never reported: cleared after the grace.
     let grace = millis(Duration::from_secs(15));
     assert_eq!(e.on_tick(grace), vec![clear_preferred("1004", "id-dave")]);
+}
+
+/// `Offline = "keep"` (the ovice behaviour): signing out of Teams pushes nothing, coming
+/// back to the state the PBX still shows pushes nothing either, and a mapping that stops
+/// keeping pushes the state that was kept.
+#[test]
+fn a_state_mapped_to_keep_pushes_nothing() {
+    let mut e = engine();
+    let keep_offline = || {
+        let avail = std::collections::BTreeMap::from([("Offline".to_owned(), "keep".to_owned())]);
+        let act = std::collections::BTreeMap::from([("OffWork".to_owned(), "keep".to_owned())]);
+        Mapping::with_overrides(&act, &avail)
+    };
+    assert!(e.set_mapping(keep_offline()).is_empty());
+    let pushed = |o: TeamsOutcome| o.commands.len();
+    assert_eq!(
+        pushed(e.on_teams_presence("id-bob", &p("Available", "Available"), 0)),
+        1
+    );
+    let signed_out = e.on_teams_presence("id-bob", &p("Offline", "Inactive"), 1);
+    assert_eq!(signed_out.changed.len(), 1, "the change is seen");
+    assert!(signed_out.commands.is_empty(), "but nothing is pushed");
+    assert!(
+        e.on_teams_presence("id-bob", &p("Offline", "Inactive"), 2)
+            .commands
+            .is_empty()
+    );
+    assert_eq!(
+        pushed(e.on_teams_presence("id-bob", &p("Available", "Available"), 3)),
+        0
+    );
+    assert_eq!(
+        pushed(e.on_teams_presence("id-bob", &p("Offline", "OffWork"), 4)),
+        0
+    );
+    let cmds = e.set_mapping(Mapping::default());
+    assert_eq!(cmds.len(), 1);
+    assert!(matches!(&cmds[0], Command::PushToPbx { state, .. } if state == "offline"));
+    assert_eq!(
+        pushed(e.on_teams_presence("id-bob", &p("Offline", "OffWork"), 5)),
+        0
+    );
+    // Mapping the pushed state to keep pushes nothing either.
+    assert!(e.set_mapping(keep_offline()).is_empty());
 }
