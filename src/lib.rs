@@ -24,7 +24,9 @@
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod fence;
 pub mod graph;
+pub mod ha;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -270,7 +270,7 @@ async fn requests(State(s): State<AppState>) -> Response {
     let list: Vec<Value> = s
         .requests()
         .into_iter()
-        .map(|r| json!({"method": r.method, "path": r.path, "query": r.query, "status": r.status, "client_id": r.client_id, "in_batch": r.in_batch, "body": r.body}))
+        .map(|r| json!({"method": r.method, "path": r.path, "query": r.query, "status": r.status, "client_id": r.client_id, "in_batch": r.in_batch, "user_agent": r.user_agent, "body": r.body}))
         .collect();
     ok(json!({"value": list}))
 }

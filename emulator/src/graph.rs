@@ -236,6 +236,7 @@ pub(crate) async fn handle(shared: &Shared, req: GraphRequest) -> GraphResponse 
         None => process(shared, &req, route).await,
     };
     let resp = resp.finish(&ctx);
+    let user_agent = req.header("user-agent").map(str::to_owned);
     let entry = LoggedRequest {
         method: req.method,
         path: req.raw_path,
@@ -245,6 +246,7 @@ pub(crate) async fn handle(shared: &Shared, req: GraphRequest) -> GraphResponse 
         client_id,
         at,
         in_batch: req.in_batch,
+        user_agent,
     };
     shared.lock().push_log(entry);
     resp

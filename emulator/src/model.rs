@@ -166,6 +166,8 @@ pub struct LoggedRequest {
     pub at: Instant,
     /// True for a request carried inside a `$batch`.
     pub in_batch: bool,
+    /// The `User-Agent` header, when sent (the daemon names its node and leader epoch there).
+    pub user_agent: Option<String>,
 }
 
 /// A fault to apply to the next `times` requests that match.

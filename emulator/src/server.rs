@@ -180,6 +180,7 @@ async fn aad_endpoint(
         client_id: answer.client_id.clone(),
         at,
         in_batch: false,
+        user_agent: None,
     };
     shared.lock().push_log(entry);
     respond(answer.status, &hdrs, Some(&answer.body))
@@ -227,6 +228,7 @@ async fn signing_keys(
         client_id: None,
         at,
         in_batch: false,
+        user_agent: None,
     });
     let json = (
         "Content-Type".to_owned(),

@@ -101,6 +101,15 @@ impl fmt::Display for Config {
             Some(n) => notifications(f, n)?,
             None => writeln!(f, "\n[notifications]\nenabled = false")?,
         }
+        match &self.ha {
+            Some(h) => writeln!(
+                f,
+                "\n[ha]\nenabled = true\nnode = {}\nlease = {}",
+                q(&h.node),
+                q(&humantime::format_duration(h.lease).to_string())
+            )?,
+            None => writeln!(f, "\n[ha]\nenabled = false")?,
+        }
         writeln!(f, "\n[log]\nlevel = {}", q(&self.log.level))?;
         match &self.metrics {
             Some(m) => writeln!(f, "\n[metrics]\nlisten = {}", q(&m.listen.to_string())),

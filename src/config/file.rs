@@ -72,6 +72,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub notifications: super::notifications::NotificationsSection,
     #[serde(default)]
+    pub ha: super::ha::HaSection,
+    #[serde(default)]
     pub log: LogSection,
     /// Absent: no metrics listener.
     pub metrics: Option<MetricsSection>,

@@ -16,6 +16,7 @@ mod diff;
 mod display;
 mod entra_group;
 mod file;
+mod ha;
 mod notifications;
 mod pbx;
 mod secret;
@@ -54,6 +55,7 @@ pub use file::{
     DEFAULT_GRAPH_URL, DEFAULT_IN_CALL_EXPIRATION, DEFAULT_LOGIN_URL, DEFAULT_POLL_INTERVAL,
     DEFAULT_STATE_DB, DEFAULT_USERS_FILE,
 };
+pub use ha::{DEFAULT_LEASE, HaConfig};
 pub use notifications::{NotificationsConfig, TlsFiles};
 pub use secret::EnvLookup;
 pub use sip::{
@@ -82,6 +84,9 @@ pub struct Config {
     pub mapping: Mapping,
     /// Change notifications; `None` unless `notifications.enabled`.
     pub notifications: Option<NotificationsConfig>,
+    /// Leader election among nodes sharing one PostgreSQL database; `None` unless
+    /// `ha.enabled`.
+    pub ha: Option<HaConfig>,
     /// Logging filter.
     pub log: LogConfig,
     /// `GET /metrics` for Prometheus; `None` without a `[metrics]` section.

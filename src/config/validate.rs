@@ -151,6 +151,7 @@ pub(crate) fn validate(
         pbx: pbx::pbx(&ctx, &file.pbx)?,
         mapping: mapping(&ctx, &file.mapping)?,
         notifications: notifications::notifications(&ctx, &file.notifications)?,
+        ha: super::ha::ha(&ctx, &file.ha)?,
         log: LogConfig {
             level: log_level(&ctx, &file.log.level)?,
         },
