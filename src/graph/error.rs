@@ -46,6 +46,9 @@ pub enum GraphError {
         /// Graph's message, for the log.
         message: String,
     },
+    /// Not sent: this node is not (or no longer surely) the leader (`[ha]`).
+    #[error(transparent)]
+    NotLeader(#[from] crate::fence::Fenced),
     /// Graph kept answering 429: slow down and try again after `retry_after`.
     #[error("throttled by Graph; retry after {retry_after:?}")]
     Throttled {

@@ -118,6 +118,12 @@ pub(crate) fn next_step(
     }
 }
 
+/// Whether `req` changes something in Graph (a presence, a subscription): only the leader
+/// sends those. `$batch` POSTs carry lookups only.
+fn changes_graph(req: &Request<'_>) -> bool {
+    req.method != Method::GET && req.op != "batch"
+}
+
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -139,6 +145,10 @@ impl Inner {
                 Some(t) => t.clone(),
                 None => self.auth.token().await?,
             };
+            if changes_graph(req) {
+                // The last moment before the request leaves (the budget may have waited).
+                self.fence.check()?;
+            }
             Counters::bump(&self.counters.requests, 1);
             let failure = match self
                 .send_once(req, token.secret(), &client_request_id)
@@ -200,7 +210,8 @@ impl Inner {
             .http
             .request(req.method.clone(), req.url.clone())
             .bearer_auth(token)
-            .header("client-request-id", client_request_id);
+            .header("client-request-id", client_request_id)
+            .header(reqwest::header::USER_AGENT, self.fence.user_agent());
         if let Some(body) = req.body {
             builder = builder.json(body);
         }

@@ -89,6 +89,9 @@ pub struct GraphSettings {
     pub presence_budget_per_30s: u32,
     /// Where every request is counted, by operation and status.
     pub metrics: Metrics,
+    /// Checked right before each request that changes something in Graph; its node and
+    /// epoch go into every request's `User-Agent`.
+    pub fence: crate::fence::Fence,
 }
 
 impl fmt::Debug for GraphSettings {
@@ -196,6 +199,8 @@ struct Inner {
     counters: Arc<Counters>,
     /// Every request by operation and status, for Prometheus.
     metrics: Metrics,
+    /// The leader's right to write (`[ha]`); always open on a single node.
+    fence: crate::fence::Fence,
     /// Kept for `consent_url` hints in the probe.
     login_url: Url,
     /// Kept for `consent_url` hints in the probe.
@@ -237,6 +242,7 @@ impl GraphClient {
             max_attempts: settings.max_attempts,
             counters,
             metrics: settings.metrics,
+            fence: settings.fence,
             login_url: settings.login_url,
             tenant_id: settings.tenant_id,
         };
@@ -309,6 +315,7 @@ pub(crate) fn test_settings(base: &Url) -> GraphSettings {
         backoff_cap: Duration::from_millis(20),
         presence_budget_per_30s: limits::PRESENCE_REQUESTS_PER_30S,
         metrics: Metrics::default(),
+        fence: crate::fence::Fence::open(),
     }
 }
 

@@ -93,6 +93,9 @@ struct Families {
     teams_to_pbx: Histogram,
     subscriptions: Family<One, Gauge>,
     sip_subscriptions: Family<One, Gauge>,
+    ha_leader: Gauge,
+    ha_epoch: Gauge,
+    ha_lease_remaining: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for Families {
@@ -142,6 +145,9 @@ impl Metrics {
             teams_to_pbx: Histogram::new(LATENCY_BUCKETS),
             subscriptions: Family::default(),
             sip_subscriptions: Family::default(),
+            ha_leader: Gauge::default(),
+            ha_epoch: Gauge::default(),
+            ha_lease_remaining: Gauge::default(),
             registry,
         };
         let metrics = Metrics {
@@ -252,6 +258,14 @@ impl Metrics {
     }
 
     /// Subscriptions held, by whether their users count as covered.
+    /// `[ha]`: whether this node leads, the epoch of the lease (its own term, or the
+    /// holder's as last seen) and how long the lease has left as this node knows it.
+    pub fn set_ha(&self, leading: bool, epoch: i64, remaining: Duration) {
+        self.inner.ha_leader.set(i64::from(leading));
+        self.inner.ha_epoch.set(epoch);
+        self.inner.ha_lease_remaining.set(remaining.as_secs_f64());
+    }
+
     pub fn set_subscriptions(&self, healthy: usize, unhealthy: usize) {
         for (state, n) in [("healthy", healthy), ("unhealthy", unhealthy)] {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
@@ -266,6 +280,21 @@ impl Metrics {
 /// Register every family but `build_info` (already in).
 fn register(mut f: Families) -> Families {
     let r = &mut f.registry;
+    r.register(
+        "ha_leader",
+        "[ha]: 1 while this node holds the leader lease, else 0 (0 without [ha])",
+        f.ha_leader.clone(),
+    );
+    r.register(
+        "ha_epoch",
+        "[ha]: the lease's epoch: this node's term while it leads, else the holder's as last seen",
+        f.ha_epoch.clone(),
+    );
+    r.register(
+        "ha_lease_remaining_seconds",
+        "[ha]: how long the lease has left as this node last saw it (its own fence while it leads)",
+        f.ha_lease_remaining.clone(),
+    );
     r.register(
         "users",
         "Directory entries by the state of their match to a Teams user",

@@ -37,6 +37,8 @@ pub struct PushSettings {
     pub timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Checked before each push (`[ha]`: only the leader pushes).
+    pub fence: crate::fence::Fence,
 }
 
 impl std::fmt::Debug for PushSettings {
@@ -114,6 +116,10 @@ async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = queue.take_into(&mut pending) => {}
+        }
+        if let Err(fenced) = settings.fence.check() {
+            tracing::info!(node = %fenced.node, "no more pushes to the PBX: {fenced}");
+            return;
         }
         let batch: Vec<PbxUpdate> = pending.values().take(MAX_BATCH).cloned().collect();
         let sent = send(&client, &settings, &batch).await;
@@ -222,6 +228,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             backoff_base: Duration::from_millis(10),
             backoff_cap: Duration::from_millis(50),
+            fence: crate::fence::Fence::open(),
         }
     }
 
@@ -302,6 +309,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(1),
+            fence: crate::fence::Fence::open(),
         };
         let debug = format!("{settings:?}");
         assert!(!debug.contains("t0ken") && !debug.contains("s3cret") && !debug.contains("pw@"));

@@ -9,6 +9,7 @@ use super::error::ServiceError;
 use super::matching::{MatchInfo, Matches};
 use super::outbox::Outbox;
 use crate::config::{AzureCredential, Config, Directory};
+use crate::fence::Fence;
 use crate::graph::{ClientCredential, GraphSettings};
 use crate::metrics::Metrics;
 use crate::pbx::http::ExtensionSet;
@@ -18,11 +19,12 @@ use crate::sync::types::{Direction, Millis, TeamsPresence};
 
 /// The Graph client's settings for `check` and `login` (their requests are counted nowhere).
 pub fn graph_settings_for(config: &Config) -> GraphSettings {
-    graph_settings(config, &Metrics::default())
+    graph_settings(config, &Metrics::default(), &Fence::open())
 }
 
-/// The daemon's Graph client settings: every request counted in `metrics`.
-pub fn graph_settings(config: &Config, metrics: &Metrics) -> GraphSettings {
+/// The daemon's Graph client settings: every request counted in `metrics`, every write
+/// checked against `fence`.
+pub fn graph_settings(config: &Config, metrics: &Metrics, fence: &Fence) -> GraphSettings {
     let azure = &config.azure;
     GraphSettings {
         login_url: azure.login_url.clone(),
@@ -41,6 +43,7 @@ pub fn graph_settings(config: &Config, metrics: &Metrics) -> GraphSettings {
         backoff_cap: Duration::from_secs(30),
         presence_budget_per_30s: budget_per_30s(&config.sync),
         metrics: metrics.clone(),
+        fence: fence.clone(),
     }
 }
 

@@ -51,6 +51,10 @@ pub struct ConnectorLinks {
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub status: mpsc::Sender<LinkState>,
     pub metrics: Metrics,
+    /// Whether the HTTP connector binds `pbx.listen` itself (under `[ha]` the node does).
+    pub serve_http: bool,
+    /// Checked by the pushers before each write to the PBX (`[ha]`: only the leader writes).
+    pub fence: crate::fence::Fence,
 }
 
 /// The main loop's side of the connector task.
@@ -226,12 +230,15 @@ impl Connector {
         tracker: &TaskTracker,
     ) -> Result<(), ConnectorError> {
         if let Some(cfg) = &self.config.http {
-            let listener = start_listener(cfg, links, cancel, tracker).await?;
-            let bound = listener.bound;
-            self.http = Some(listener);
+            if links.serve_http {
+                self.http = Some(start_listener(cfg, links, cancel, tracker).await?);
+            }
             self.pusher = start_pusher(cfg, links, &self.push, tracker)?;
-            tracing::info!(kind = "http", listen = %bound, push = self.pusher.is_some(),
-                "PBX connector started: HTTP events on {bound}, pushes to the PBX {}", on_off(self.pusher.is_some()));
+            let listen = self
+                .bound()
+                .map_or("the node's listener".to_owned(), |b| b.to_string());
+            tracing::info!(kind = "http", listen = %listen, push = self.pusher.is_some(),
+                "PBX connector started: HTTP events on {listen}, pushes to the PBX {}", on_off(self.pusher.is_some()));
         }
         if let Some(cfg) = &self.config.asterisk {
             let asterisk_links = AsteriskLinks {
@@ -240,6 +247,7 @@ impl Connector {
                 delivered: links.delivered.clone(),
                 status: links.status.clone(),
                 metrics: links.metrics.clone(),
+                fence: links.fence.clone(),
             };
             let role = Role::of(&self.config);
             let pusher = asterisk::spawn(cfg, role, asterisk_links, &self.push, tracker)?;
@@ -390,6 +398,7 @@ fn start_pusher(
         timeout: cfg.push_timeout,
         backoff_base: Duration::from_millis(200),
         backoff_cap: Duration::from_secs(30),
+        fence: links.fence.clone(),
     };
     let delivered = links.delivered.clone();
     let metrics = links.metrics.clone();

@@ -7,6 +7,7 @@ mod connector;
 mod daemon;
 mod error;
 mod group;
+mod ha;
 mod matching;
 mod notify;
 mod outbox;
@@ -49,6 +50,14 @@ pub struct RunOptions {
     /// again after a reload moves it). Port 0 in the config picks a free port; tests read the
     /// address back here instead of guessing one.
     pub bound: watch::Sender<Bound>,
+    /// The leader's right to act outward: open on a single node; under `[ha]` the node's
+    /// lease task opens it for each term.
+    pub fence: crate::fence::Fence,
+    /// Under `[ha]`: the term this daemon runs for (set by the node, `ha.rs`).
+    pub ha: Option<ha::HaTerm>,
+    /// Under `[ha]`: the node's metrics registry (its listener serves both roles); `None`:
+    /// the daemon makes its own.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The addresses the daemon's listeners are bound to (`None`: that listener is off).
@@ -71,6 +80,9 @@ impl RunOptions {
             log_reload: None,
             notify_tick: std::time::Duration::from_secs(30),
             bound: watch::Sender::new(Bound::default()),
+            fence: crate::fence::Fence::open(),
+            ha: None,
+            metrics: None,
         }
     }
 }

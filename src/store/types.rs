@@ -391,11 +391,14 @@ pub enum MetaKey {
     /// Members of `users.entra_group` without a usable extension (their UPNs, at most 20
     /// named); empty when there are none.
     GroupUnusable,
+    /// Under `[ha]`: the id of the last inbox row (PBX events any node accepted) the leader
+    /// has applied; the next leader goes on after it.
+    InboxApplied,
 }
 
 impl MetaKey {
     /// Every key, for tests and tools.
-    pub const ALL: [MetaKey; 15] = [
+    pub const ALL: [MetaKey; 16] = [
         MetaKey::LastPollAt,
         MetaKey::LastPollUsers,
         MetaKey::LastPollRequests,
@@ -411,6 +414,7 @@ impl MetaKey {
         MetaKey::LookedUpAt,
         MetaKey::LookedUpIn,
         MetaKey::GroupUnusable,
+        MetaKey::InboxApplied,
     ];
 
     /// The key's name in the `meta` table.
@@ -431,6 +435,7 @@ impl MetaKey {
             MetaKey::LookedUpAt => "looked_up_at",
             MetaKey::LookedUpIn => "looked_up_in",
             MetaKey::GroupUnusable => "group_unusable",
+            MetaKey::InboxApplied => "inbox_applied",
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct AsteriskLinks {
     pub status: mpsc::Sender<LinkState>,
     /// Pushes counted, changes' way to Asterisk measured.
     pub metrics: Metrics,
+    /// Checked before each write to Asterisk (`[ha]`: only the leader writes).
+    pub fence: crate::fence::Fence,
 }
 
 /// What the connector does on Asterisk.
@@ -103,6 +105,7 @@ pub fn spawn(
         queue,
         delivered: links.delivered,
         metrics: links.metrics,
+        fence: links.fence,
         cancel: cancel.clone(),
     };
     tracker.spawn(writer.run().instrument(span));

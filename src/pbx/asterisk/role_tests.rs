@@ -121,6 +121,7 @@ async fn run(role: Role) -> Seen {
         delivered,
         status,
         metrics: crate::metrics::Metrics::default(),
+        fence: crate::fence::Fence::open(),
     };
     let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
     let pusher = spawn(&asterisk(&url), role, links, &cancel, &tracker).unwrap();

@@ -27,6 +27,7 @@ pub struct Writer {
     pub queue: PushQueue,
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub metrics: Metrics,
+    pub fence: crate::fence::Fence,
     pub cancel: CancellationToken,
 }
 
@@ -39,6 +40,10 @@ impl Writer {
             tokio::select! {
                 () = self.cancel.cancelled() => return,
                 () = self.queue.take_into(&mut pending) => {}
+            }
+            if let Err(fenced) = self.fence.check() {
+                tracing::info!(node = %fenced.node, "Teams states no longer written to Asterisk: {fenced}");
+                return;
             }
             let batch: Vec<PbxUpdate> = pending.values().take(BATCH).cloned().collect();
             let results: Vec<(PbxUpdate, Result<(), AriError>)> = stream::iter(batch)

@@ -8,6 +8,7 @@
 //! In-a-call session and the writers finish, within `sync.shutdown_timeout` -> every task
 //! ends -> the store commits and closes.
 
+mod ha;
 mod lines;
 mod matched;
 mod reload;
@@ -34,6 +35,7 @@ use super::systemd;
 use super::writer::{Writers, Written};
 use crate::clock::{self, Clock};
 use crate::config::{Config, Directory};
+use crate::fence::Fence;
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::pbx::http::ExtensionSet;
@@ -59,6 +61,10 @@ pub(super) struct Daemon {
     stop: Stop,
     /// Where the main loop records what it sees (events, sessions, matches, the PBX link).
     metrics: Metrics,
+    /// The leader's right to act outward (`[ha]`; always open on a single node).
+    fence: Fence,
+    /// Under `[ha]`: the term this daemon leads for.
+    options_ha: Option<super::ha::HaTerm>,
 }
 
 /// The components the main loop hands work to.
@@ -95,6 +101,8 @@ struct Inputs {
     written: mpsc::Receiver<Written>,
     matched: mpsc::Receiver<Matched>,
     reloaded: mpsc::Receiver<Reloaded>,
+    /// Under `[ha]`: PBX events any node accepted, in order.
+    inbox: mpsc::Receiver<super::ha::InboxBatch>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +135,7 @@ impl Daemon {
                 Some(link) = self.rx.link.recv() => self.on_link(link),
                 Some(reloaded) = self.rx.reloaded.recv() => self.on_reloaded(reloaded),
                 Some(matched) = self.rx.matched.recv() => self.on_matched(matched),
+                Some(batch) = self.rx.inbox.recv() => self.on_inbox(batch),
                 _ = tick.tick() => self.on_tick(),
                 _ = watchdog.tick() => systemd::watchdog(),
             }
@@ -138,10 +147,16 @@ impl Daemon {
     /// The ordered stop (module doc), on one budget: `sync.shutdown_timeout`, at most 10 s;
     /// the session clears get all of it but half a second.
     async fn shutdown(mut self) -> Result<(), ServiceError> {
-        systemd::stopping();
+        if self.options_ha.is_none() {
+            // Under [ha] the node says so: a step-down is no stop of the service.
+            systemd::stopping();
+        }
         let budget = self.config.sync.shutdown_timeout;
         let until = clock::monotonic() + budget;
         self.stop.root.cancel();
+        if self.hands_over() {
+            return self.stop_quietly(until).await;
+        }
         let commands = self.engine.shutdown(self.clock.now());
         let sessions = commands.len();
         self.execute(commands);

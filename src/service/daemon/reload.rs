@@ -62,7 +62,7 @@ impl Daemon {
     /// A new tenant or app: a new Graph client, and every user looked up again (answers still
     /// coming for the old one are dropped).
     fn apply_azure(&mut self) {
-        match GraphClient::new(graph_settings(&self.config, &self.metrics)) {
+        match GraphClient::new(graph_settings(&self.config, &self.metrics, &self.fence)) {
             Ok(client) => {
                 self.parts.feeds.graph.send_replace(client);
                 self.matching.restart(&self.directory);

@@ -21,6 +21,7 @@ use crate::service::build::{
 use crate::service::connector::{ConnectorLinks, PbxHandle};
 use crate::service::error::ServiceError;
 use crate::service::group::{self, GroupUsers};
+use crate::service::ha::InboxBatch;
 use crate::service::matching::{self, Matching};
 use crate::service::outbox::Outbox;
 use crate::service::poller::Polled;
@@ -45,8 +46,9 @@ impl Daemon {
         let boxes = first_voicemail_read(&config).await;
         let store = open_store(&config).await?;
         let snapshot = store.snapshot().await?;
-        let metrics = Metrics::new();
-        let graph = GraphClient::new(graph_settings(&config, &metrics))?;
+        // Under [ha] the node's registry, which its metrics listener serves in both roles.
+        let metrics = options.metrics.clone().unwrap_or_default();
+        let graph = GraphClient::new(graph_settings(&config, &metrics, &options.fence))?;
         let local = voicemail::merge(file_users, &boxes);
         let (group, read) = first_group_read(&config, &graph, &snapshot, &local).await;
         let (directory, conflicts) = group::merge(local, &group.entries);
@@ -97,6 +99,8 @@ impl Daemon {
             health: Health::default(),
             stop,
             metrics,
+            fence: options.fence.clone(),
+            options_ha: options.ha.clone(),
         };
         daemon.begin(&snapshot).await;
         Ok(daemon)
@@ -108,6 +112,7 @@ impl Daemon {
         // run's start sees this run's addresses.
         self.out
             .meta(MetaKey::StartedAt, self.clock.now().to_string());
+        self.inherit_calls(snapshot);
         self.start_lookup();
         self.count_users();
         self.save_directory_since(snapshot);
@@ -204,6 +209,7 @@ struct Senders {
     written: mpsc::Sender<Written>,
     matched: mpsc::Sender<Matched>,
     reloaded: mpsc::Sender<Reloaded>,
+    inbox: mpsc::Sender<InboxBatch>,
 }
 
 fn channels() -> (Senders, Inputs) {
@@ -214,6 +220,7 @@ fn channels() -> (Senders, Inputs) {
     let (written, written_rx) = mpsc::channel(QUEUE);
     let (matched, matched_rx) = mpsc::channel(16);
     let (reloaded, reloaded_rx) = mpsc::channel(4);
+    let (inbox, inbox_rx) = mpsc::channel(16);
     let senders = Senders {
         pbx,
         link,
@@ -222,6 +229,7 @@ fn channels() -> (Senders, Inputs) {
         written,
         matched,
         reloaded,
+        inbox,
     };
     let inputs = Inputs {
         pbx: pbx_rx,
@@ -231,6 +239,7 @@ fn channels() -> (Senders, Inputs) {
         written: written_rx,
         matched: matched_rx,
         reloaded: reloaded_rx,
+        inbox: inbox_rx,
     };
     (senders, inputs)
 }
@@ -247,11 +256,11 @@ fn feeds(config: &Config, graph: GraphClient, directory: &Directory, engine: &En
 }
 
 /// What starting the components needs.
-struct Start<'a> {
-    options: &'a RunOptions,
+pub(super) struct Start<'a> {
+    pub(super) options: &'a RunOptions,
     config: &'a Config,
     store: &'a Store,
-    stop: &'a Stop,
+    pub(super) stop: &'a Stop,
     metrics: &'a Metrics,
 }
 
@@ -272,6 +281,9 @@ impl Start<'_> {
             delivered: tx.delivered,
             status: tx.link,
             metrics: self.metrics.clone(),
+            // Under [ha] the node serves POST /pbx/events in both roles (service/ha/inbox.rs).
+            serve_http: self.options.ha.is_none(),
+            fence: self.options.fence.clone(),
         };
         let bound = self.options.bound.clone();
         let store = self.store.clone();
@@ -294,7 +306,8 @@ impl Start<'_> {
         let (suspects, webhook) = self.notify(snapshot, &feeds, &tx.polled, out).await?;
         let metrics = self.metrics_server().await?;
         // Every listener is bound: say where, once.
-        let pbx_bound = pbx.first_bound();
+        // Under [ha] the node's own listener (already reported).
+        let pbx_bound = pbx.first_bound().or(self.options.bound.borrow().pbx);
         let value = pbx_bound.map(|a| a.to_string()).unwrap_or_default();
         out.meta(MetaKey::PbxListen, value);
         let value = metrics.map(|a| a.to_string()).unwrap_or_default();
@@ -305,6 +318,7 @@ impl Start<'_> {
             metrics,
         });
         self.poller(&feeds, tx.polled);
+        self.inbox(snapshot, tx.inbox);
         Ok(Parts {
             pbx,
             writers: Writers::new(
@@ -371,6 +385,10 @@ impl Start<'_> {
         let Some(m) = &self.config.metrics else {
             return Ok(None);
         };
+        if self.options.metrics.is_some() {
+            // The node serves it (service/ha).
+            return Ok(self.options.bound.borrow().metrics);
+        }
         let listener = crate::metrics::server::bind(m.listen).await?;
         let bound = listener.local_addr().unwrap_or(m.listen);
         let cancel = self.stop.root.child_token();
