@@ -98,6 +98,7 @@ async fn main() {
         status: status_tx,
         delivered,
         metrics: Default::default(),
+        fence: Default::default(),
     };
     let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
     let rss_before = rss_kib("self");

@@ -274,6 +274,7 @@ impl Connector {
         tracker: &TaskTracker,
     ) -> Result<(), ConnectorError> {
         let sip_links = SipLinks {
+            fence: links.fence.clone(),
             users: links.users.clone(),
             events: links.events.clone(),
             status: links.status.clone(),

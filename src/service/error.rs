@@ -29,6 +29,9 @@ pub enum ServiceError {
     /// The metrics listener cannot start: check `metrics.listen`.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// `[ha]`: the task keeping the leader lease ended before the node did (a bug).
+    #[error("the leader lease task ended unexpectedly")]
+    LeaseTaskEnded,
     /// A start-up step run off the runtime (reading files, opening the database) panicked or
     /// was cancelled.
     #[error("{step} did not finish: {source}")]

@@ -69,6 +69,7 @@ impl Watcher {
             status: status_tx,
             delivered,
             metrics: Default::default(),
+            fence: Default::default(),
         };
         let (cancel, tracker) = (CancellationToken::new(), TaskTracker::new());
         spawn(&config, links, &cancel, &tracker).await.unwrap();

@@ -51,6 +51,8 @@ pub struct SipLinks {
     /// Teams states the presence server took (`pbx.presence_server`).
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub metrics: Metrics,
+    /// Checked before each PUBLISH (`[ha]`: only the leader publishes).
+    pub fence: crate::fence::Fence,
 }
 
 /// A started SIP connector.
@@ -139,6 +141,7 @@ pub async fn spawn(
             queue,
             delivered: links.delivered,
             metrics: links.metrics,
+            fence: links.fence,
             cancel: cancel.clone(),
         };
         let done = tracker.spawn(publisher.run().instrument(span.clone()));

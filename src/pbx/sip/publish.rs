@@ -77,6 +77,8 @@ pub struct Publisher {
     pub queue: PushQueue,
     pub delivered: mpsc::Sender<Vec<PbxUpdate>>,
     pub metrics: Metrics,
+    /// Checked before each PUBLISH (`[ha]`: only the leader publishes).
+    pub fence: crate::fence::Fence,
     pub cancel: CancellationToken,
 }
 
@@ -102,13 +104,19 @@ impl Publisher {
         let mut failures: u32 = 0;
         loop {
             let wake = next_due(&book);
-            tokio::select! {
+            let refresh = tokio::select! {
                 () = self.cancel.cancelled() => break,
-                () = self.queue.take_into(&mut pending) => {}
-                () = tokio::time::sleep_until(wake) => {
-                    self.refresh_due(&mut book, &last).await;
-                    continue;
-                }
+                () = self.queue.take_into(&mut pending) => false,
+                () = tokio::time::sleep_until(wake) => true,
+            };
+            if let Err(fenced) = self.fence.check() {
+                // A deposed leader neither publishes nor removes: the new leader's states stand.
+                tracing::info!(node = %fenced.node, "SIP: no more PUBLISH: {fenced}");
+                return;
+            }
+            if refresh {
+                self.refresh_due(&mut book, &last).await;
+                continue;
             }
             let batch: Vec<PbxUpdate> = pending.values().take(BATCH).cloned().collect();
             let results = self.publish_all(&batch, &mut book).await;

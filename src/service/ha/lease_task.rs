@@ -82,11 +82,12 @@ impl LeaseTask {
                     failures = if matches!(answer, Answer::Failed(_)) { failures + 1 } else { 0 };
                     client = back;
                     self.view.send_modify(|v| v.error = failed(&answer));
-                    let now = clock::monotonic();
-                    for c in elector.answered(sent, answer, now) {
+                    let commands = elector.answered(sent, answer, clock::monotonic());
+                    // The fence first: a new leader's first write must find it open.
+                    self.follow(&elector);
+                    for c in commands {
                         self.command(c).await;
                     }
-                    self.follow(&elector);
                 }
             }
         }

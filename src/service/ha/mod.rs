@@ -138,8 +138,10 @@ impl Node {
                     continue;
                 }
             };
-            let Some(Term::Lead { epoch, previous }) = term else {
-                continue;
+            let (epoch, previous) = match term {
+                Some(Term::Lead { epoch, previous }) => (epoch, previous),
+                Some(Term::StepDown { .. }) => continue,
+                None => break Err(ServiceError::LeaseTaskEnded),
             };
             say::leads(&ha.node, epoch, previous.as_ref());
             last_epoch = Some(epoch);

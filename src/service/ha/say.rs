@@ -35,6 +35,13 @@ pub fn leads(node: &str, epoch: i64, previous: Option<&Previous>) {
 
 pub fn steps_down(node: &str, epoch: i64, why: &Why) {
     match why {
+        Why::Taken(holder) if holder.node == node || holder.node.is_empty() => {
+            tracing::warn!(
+                node,
+                epoch,
+                "node {node} steps down (epoch {epoch}): its lease ran out before a renewal reached the database; it writes nothing until it leads again"
+            );
+        }
         Why::Taken(holder) => {
             let other = &holder.node;
             tracing::warn!(node, epoch, holder = %other, holder_epoch = holder.epoch,
