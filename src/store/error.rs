@@ -112,6 +112,26 @@ pub enum StoreError {
         /// The first failure, as SQLite reported it.
         detail: String,
     },
+    /// A PostgreSQL call failed outside a write batch (connecting, migrating, reading): the
+    /// detail says which; check `[store] postgres_url`, the server and the network.
+    #[error("state database {}: {source}", .path.display())]
+    Postgres {
+        /// The database (`postgres://user@host:port/db`, never the password).
+        path: PathBuf,
+        #[source]
+        source: postgres::Error,
+    },
+    /// `[ha]`: this node no longer holds the leader lease for its epoch: its writes since
+    /// were dropped (another node leads).
+    #[error(
+        "state database {}: node {node} no longer holds the leader lease (epoch {epoch}); its writes were dropped",
+        .path.display()
+    )]
+    Fenced {
+        path: PathBuf,
+        node: String,
+        epoch: i64,
+    },
     /// The store thread has stopped (closed, or it died): nothing more can be written.
     #[error("the state database is closed")]
     Closed,
@@ -121,4 +141,15 @@ pub enum StoreError {
     /// The store thread panicked; this is a bug, the log has the panic message.
     #[error("the store thread panicked")]
     Panicked,
+}
+
+impl StoreError {
+    /// A failed statement outside a write batch.
+    pub(super) fn db(path: &std::path::Path, e: super::db::DbError) -> StoreError {
+        let path = path.to_path_buf();
+        match e {
+            super::db::DbError::Sqlite(source) => StoreError::Sqlite { path, source },
+            super::db::DbError::Postgres(source) => StoreError::Postgres { path, source },
+        }
+    }
 }

@@ -15,6 +15,8 @@
 //! - `sql`: the statements for each [`Write`] and the [`Snapshot`] query.
 //! - `worker`: the thread and its batching.
 
+mod backend;
+mod db;
 mod error;
 mod schema;
 mod sql;
@@ -41,8 +43,8 @@ use tokio::sync::oneshot;
 pub use error::StoreError;
 pub use schema::SUPPORTED as SCHEMA_VERSION;
 pub use types::{
-    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, MetaKey, PushedRow, SessionRow, Snapshot,
-    StateAt, SubscriptionRow, UserRow, Write,
+    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, LeaseRow, MetaKey, NodeRow, PushedRow,
+    SessionRow, Snapshot, StateAt, SubscriptionRow, UserRow, Write,
 };
 use worker::{Ctx, MAX_BATCH, Msg, QUEUE, Stats, Worker};
 
@@ -115,10 +117,19 @@ impl Store {
         schema::configure(&conn, &path)?;
         schema::check_intact(&conn, &path)?;
         schema::migrate(&mut conn, &path)?;
+        let backend = Box::new(backend::Sqlite {
+            conn,
+            path: path.clone(),
+        });
+        Self::spawn(backend, path)
+    }
+
+    /// Starts the store thread on `backend`.
+    fn spawn(backend: Box<dyn backend::Backend>, path: PathBuf) -> Result<Store, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let worker = Worker {
-            conn,
+            backend,
             rx,
             ctx: Ctx {
                 path: path.clone(),
@@ -327,8 +338,8 @@ pub fn read_snapshot(path: &Path) -> Result<Snapshot, StoreError> {
         source,
     };
     // One read transaction, so the parts of the snapshot agree with each other.
-    let tx = conn.transaction().map_err(sqlite)?;
-    let snapshot = sql::snapshot(&tx).map_err(sqlite)?;
-    tx.commit().map_err(sqlite)?;
+    conn.execute_batch("BEGIN").map_err(sqlite)?;
+    let snapshot = sql::snapshot(&mut conn).map_err(|e| StoreError::db(path, e))?;
+    conn.execute_batch("COMMIT").map_err(sqlite)?;
     Ok(snapshot)
 }

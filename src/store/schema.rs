@@ -95,6 +95,31 @@ const MIGRATIONS: &[&str] = &[
         extension  TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 4: high availability ([ha], PostgreSQL only in practice; here so both schemas keep one
+    // numbering): the leader lease, the nodes, PBX events for the leader.
+    "CREATE TABLE ha_lease (
+        name       TEXT PRIMARY KEY NOT NULL,
+        holder     TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        since      INTEGER NOT NULL
+    );
+    CREATE TABLE ha_nodes (
+        node       TEXT PRIMARY KEY NOT NULL,
+        role       TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        seen_at    INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE TABLE ha_inbox (
+        id         INTEGER PRIMARY KEY,
+        node       TEXT NOT NULL,
+        extension  TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        dnd        INTEGER,
+        at         INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes and reads.

@@ -1,17 +1,24 @@
-//! The typed queries: one statement set per [`Write`], and the [`Snapshot`] read.
-//! Statements go through the prepared-statement cache; 50,000 writes in one transaction
-//! cost little more than the row inserts themselves.
+//! The typed queries: one statement set per [`Write`], and the [`Snapshot`] read, in SQL both
+//! SQLite and PostgreSQL take (`db.rs`). Statements are prepared once per connection; 50,000
+//! writes in one transaction cost little more than the row inserts themselves.
 
 use crate::sync::types::MatchStatus;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::db::{Db, DbError, Param, RowRead, int, text};
 use super::types::{
-    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, PushedRow, SessionRow, Snapshot, StateAt,
-    SubscriptionRow, UserRow, Write,
+    AccountRow, ERRORS_KEPT, ERRORS_SHOWN, ErrorRow, LeaseRow, NodeRow, PushedRow, SessionRow,
+    Snapshot, StateAt, SubscriptionRow, UserRow, Write,
 };
 
+/// The parameters of one statement.
+macro_rules! p {
+    ($($x:expr),* $(,)?) => {
+        &[$(&$x as &dyn Param),*]
+    };
+}
+
 /// Applies one write inside the caller's transaction.
-pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
+pub fn apply<D: Db>(conn: &mut D, write: &Write) -> Result<(), DbError> {
     match write {
         Write::UpsertUser {
             extension,
@@ -22,16 +29,16 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             // restart never takes the old address's Teams user for the new one.
             exec(
                 conn,
-                "DELETE FROM matches WHERE extension = ?1
-                 AND EXISTS (SELECT 1 FROM users WHERE extension = ?1 AND email <> ?2)",
-                params![extension, email],
+                "DELETE FROM matches WHERE extension = $1
+                 AND EXISTS (SELECT 1 FROM users WHERE extension = $1 AND email <> $2)",
+                p![extension, email],
             )?;
             exec(
                 conn,
-                "INSERT INTO users (extension, email, direction) VALUES (?1, ?2, ?3)
+                "INSERT INTO users (extension, email, direction) VALUES ($1, $2, $3)
                  ON CONFLICT (extension) DO UPDATE SET email = excluded.email,
                                                        direction = excluded.direction",
-                params![extension, email, direction],
+                p![extension, email, direction],
             )
         }
         Write::RemoveUser { extension } => remove_user(conn, extension),
@@ -43,9 +50,11 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO matches (extension, teams_id, status, detail, at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![extension, teams_id.as_deref(), status.as_str(), detail, at],
+            "INSERT INTO matches (extension, teams_id, status, detail, at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (extension) DO UPDATE SET teams_id = excluded.teams_id,
+                status = excluded.status, detail = excluded.detail, at = excluded.at",
+            p![extension, teams_id.as_deref(), status.as_str(), detail, at],
         ),
         Write::SetTeams {
             extension,
@@ -54,9 +63,10 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO teams (extension, availability, activity, at)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![extension, availability, activity, at],
+            "INSERT INTO teams (extension, availability, activity, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (extension) DO UPDATE SET availability = excluded.availability,
+                activity = excluded.activity, at = excluded.at",
+            p![extension, availability, activity, at],
         ),
         Write::SetPushed {
             extension,
@@ -66,9 +76,11 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO pushed (extension, state, availability, activity, at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![extension, state, availability, activity, at],
+            "INSERT INTO pushed (extension, state, availability, activity, at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (extension) DO UPDATE SET state = excluded.state,
+                availability = excluded.availability, activity = excluded.activity, at = excluded.at",
+            p![extension, state, availability, activity, at],
         ),
         Write::SetPbx {
             extension,
@@ -77,8 +89,10 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO pbx (extension, state, dnd, at) VALUES (?1, ?2, ?3, ?4)",
-            params![extension, state, dnd, at],
+            "INSERT INTO pbx (extension, state, dnd, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (extension) DO UPDATE SET state = excluded.state, dnd = excluded.dnd,
+                at = excluded.at",
+            p![extension, state, dnd, at],
         ),
         Write::OpenSession {
             extension,
@@ -86,14 +100,15 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             expires_at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO sessions (extension, teams_id, expires_at)
-             VALUES (?1, ?2, ?3)",
-            params![extension, teams_id, expires_at],
+            "INSERT INTO sessions (extension, teams_id, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (extension) DO UPDATE SET teams_id = excluded.teams_id,
+                expires_at = excluded.expires_at",
+            p![extension, teams_id, expires_at],
         ),
         Write::CloseSession { teams_id } => exec(
             conn,
-            "DELETE FROM sessions WHERE teams_id = ?1",
-            params![teams_id],
+            "DELETE FROM sessions WHERE teams_id = $1",
+            p![teams_id],
         ),
         Write::OpenPreferred {
             extension,
@@ -101,14 +116,15 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             expires_at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO preferred (teams_id, extension, expires_at)
-             VALUES (?1, ?2, ?3)",
-            params![teams_id, extension, expires_at],
+            "INSERT INTO preferred (teams_id, extension, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (teams_id) DO UPDATE SET extension = excluded.extension,
+                expires_at = excluded.expires_at",
+            p![teams_id, extension, expires_at],
         ),
         Write::ClosePreferred { teams_id } => exec(
             conn,
-            "DELETE FROM preferred WHERE teams_id = ?1",
-            params![teams_id],
+            "DELETE FROM preferred WHERE teams_id = $1",
+            p![teams_id],
         ),
         Write::RecordError {
             component,
@@ -118,14 +134,15 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
         } => record_error(conn, component, user.as_deref(), message, *at),
         Write::AddCounter { name, delta } => exec(
             conn,
-            "INSERT INTO counters (name, value) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            params![name, delta],
+            "INSERT INTO counters (name, value) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+            p![name, delta],
         ),
         Write::SetMeta { key, value } => exec(
             conn,
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-            params![key.as_str(), value],
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            p![key.as_str(), value],
         ),
         Write::SetAccountToken {
             account,
@@ -133,37 +150,42 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
             at,
         } => exec(
             conn,
-            "INSERT OR REPLACE INTO accounts (account, refresh_token, updated_at)
-             VALUES (?1, ?2, ?3)",
-            params![account, refresh_token.expose(), at],
+            "INSERT INTO accounts (account, refresh_token, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (account) DO UPDATE SET refresh_token = excluded.refresh_token,
+                updated_at = excluded.updated_at",
+            p![account, refresh_token.expose(), at],
         ),
         Write::RemoveAccountToken { account } => exec(
             conn,
-            "DELETE FROM accounts WHERE account = ?1",
-            params![account],
+            "DELETE FROM accounts WHERE account = $1",
+            p![account],
         ),
         Write::SaveSubscription(r) => exec(
             conn,
-            "INSERT OR REPLACE INTO subscriptions (id, account, client_state, expires_at, users, rich)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![r.id, r.account, r.client_state, r.expires_at, r.users, r.rich],
+            "INSERT INTO subscriptions (id, account, client_state, expires_at, users, rich)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET account = excluded.account,
+                client_state = excluded.client_state, expires_at = excluded.expires_at,
+                users = excluded.users, rich = excluded.rich",
+            p![r.id, r.account, r.client_state, r.expires_at, r.users, r.rich],
         ),
         Write::DropSubscription { id } => exec(
             conn,
-            "DELETE FROM subscriptions WHERE id = ?1",
-            params![id],
+            "DELETE FROM subscriptions WHERE id = $1",
+            p![id],
         ),
         Write::SetCoverage { account, teams_ids } => {
             exec(
                 conn,
-                "DELETE FROM coverage WHERE account = ?1",
-                params![account],
+                "DELETE FROM coverage WHERE account = $1",
+                p![account],
             )?;
             for id in teams_ids {
                 exec(
                     conn,
-                    "INSERT OR REPLACE INTO coverage (teams_id, account) VALUES (?1, ?2)",
-                    params![id, account],
+                    "INSERT INTO coverage (teams_id, account) VALUES ($1, $2)
+                     ON CONFLICT (teams_id) DO UPDATE SET account = excluded.account",
+                    p![id, account],
                 )?;
             }
             Ok(())
@@ -172,152 +194,182 @@ pub fn apply(conn: &Connection, write: &Write) -> rusqlite::Result<()> {
 }
 
 /// Every account's refresh token (for the daemon only; never part of a snapshot).
-pub fn account_tokens(conn: &Connection) -> rusqlite::Result<Vec<(String, crate::secret::Secret)>> {
-    collect(
-        conn,
+pub fn account_tokens<D: Db>(
+    conn: &mut D,
+) -> Result<Vec<(String, crate::secret::Secret)>, DbError> {
+    conn.query(
         "SELECT account, refresh_token FROM accounts ORDER BY account",
-        |row| {
-            Ok((
-                row.get(0)?,
-                crate::secret::Secret::new(row.get::<_, String>(1)?),
-            ))
-        },
+        &[],
+        |row| Ok((text(row, 0)?, crate::secret::Secret::new(text(row, 1)?))),
     )
 }
 
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute(params).map(drop)
+fn exec<D: Db>(conn: &mut D, sql: &str, params: &[&dyn Param]) -> Result<(), DbError> {
+    conn.exec(sql, params).map(drop)
 }
 
 /// Deletes the user and every row keyed by its extension, and the errors naming it (by
 /// extension or e-mail).
-fn remove_user(conn: &Connection, extension: &str) -> rusqlite::Result<()> {
+fn remove_user<D: Db>(conn: &mut D, extension: &str) -> Result<(), DbError> {
     let email: Option<String> = conn
-        .prepare_cached("SELECT email FROM users WHERE extension = ?1")?
-        .query_row([extension], |row| row.get(0))
-        .optional()?;
+        .query(
+            "SELECT email FROM users WHERE extension = $1",
+            p![extension],
+            |row| row.text(0),
+        )?
+        .into_iter()
+        .next()
+        .flatten();
     // The session row stays: it is removed by CloseSession once Teams confirmed the clear, so a
     // crash in between still finds it at the next start.
     for table in ["users", "matches", "teams", "pushed", "pbx"] {
-        exec(
-            conn,
-            &format!("DELETE FROM {table} WHERE extension = ?1"),
-            [extension],
-        )?;
+        let sql = format!("DELETE FROM {table} WHERE extension = $1");
+        exec(conn, &sql, p![extension])?;
     }
     exec(
         conn,
-        "DELETE FROM errors WHERE user = ?1 OR user = ?2",
-        params![extension, email],
+        "DELETE FROM errors WHERE \"user\" = $1 OR \"user\" = $2",
+        p![extension, email],
     )
 }
 
 /// Inserts the error and drops all but the newest [`ERRORS_KEPT`]. Ids only grow (rows are
 /// deleted from the old end), so "newest" is "highest id".
-fn record_error(
-    conn: &Connection,
+fn record_error<D: Db>(
+    conn: &mut D,
     component: &str,
     user: Option<&str>,
     message: &str,
     at: i64,
-) -> rusqlite::Result<()> {
-    exec(
-        conn,
-        "INSERT INTO errors (component, user, message, at) VALUES (?1, ?2, ?3, ?4)",
-        params![component, user, message, at],
+) -> Result<(), DbError> {
+    let ids = conn.query(
+        "INSERT INTO errors (component, \"user\", message, at) VALUES ($1, $2, $3, $4) RETURNING id",
+        p![component, user, message, at],
+        |row| int(row, 0),
     )?;
-    let newest = conn.last_insert_rowid();
+    let newest = ids.first().copied().unwrap_or(0);
     exec(
         conn,
-        "DELETE FROM errors WHERE id <= ?1",
-        [newest - ERRORS_KEPT],
+        "DELETE FROM errors WHERE id <= $1",
+        p![newest - ERRORS_KEPT],
     )
 }
 
-fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+fn session_row(row: &dyn RowRead) -> Result<SessionRow, DbError> {
     Ok(SessionRow {
-        extension: row.get(0)?,
-        teams_id: row.get(1)?,
-        expires_at: row.get(2)?,
+        extension: text(row, 0)?,
+        teams_id: text(row, 1)?,
+        expires_at: int(row, 2)?,
     })
+}
+
+fn pair_text_int(row: &dyn RowRead) -> Result<(String, i64), DbError> {
+    Ok((text(row, 0)?, int(row, 1)?))
+}
+
+fn pair_text(row: &dyn RowRead) -> Result<(String, String), DbError> {
+    Ok((text(row, 0)?, text(row, 1)?))
 }
 
 /// Reads everything; call it inside a transaction when another connection may write.
-pub fn snapshot(conn: &Connection) -> rusqlite::Result<Snapshot> {
+pub fn snapshot<D: Db>(conn: &mut D) -> Result<Snapshot, DbError> {
     Ok(Snapshot {
-        users: users(conn)?,
-        sessions: collect(
-            conn,
+        users: conn.query(USERS_SQL, &[], user_row)?,
+        sessions: conn.query(
             "SELECT extension, teams_id, expires_at FROM sessions ORDER BY extension",
+            &[],
             session_row,
         )?,
-        preferred: collect(
-            conn,
+        preferred: conn.query(
             "SELECT extension, teams_id, expires_at FROM preferred ORDER BY extension",
+            &[],
             session_row,
         )?,
-        counters: collect(conn, "SELECT name, value FROM counters", pair)?
+        counters: conn
+            .query("SELECT name, value FROM counters", &[], pair_text_int)?
             .into_iter()
             .collect(),
         errors: errors(conn)?,
-        meta: collect(conn, "SELECT key, value FROM meta", pair)?
+        meta: conn
+            .query("SELECT key, value FROM meta", &[], pair_text)?
             .into_iter()
             .collect(),
-        subscriptions: collect(
-            conn,
+        subscriptions: conn.query(
             "SELECT id, account, client_state, expires_at, users, rich FROM subscriptions
              ORDER BY account, id",
+            &[],
             |row| {
                 Ok(SubscriptionRow {
-                    id: row.get(0)?,
-                    account: row.get(1)?,
-                    client_state: row.get(2)?,
-                    expires_at: row.get(3)?,
-                    users: row.get(4)?,
-                    rich: row.get(5)?,
+                    id: text(row, 0)?,
+                    account: text(row, 1)?,
+                    client_state: text(row, 2)?,
+                    expires_at: int(row, 3)?,
+                    users: int(row, 4)?,
+                    rich: row.boolean(5)?.unwrap_or(false),
                 })
             },
         )?,
-        accounts: collect(
-            conn,
+        accounts: conn.query(
             "SELECT account, updated_at FROM accounts ORDER BY account",
+            &[],
             |row| {
                 Ok(AccountRow {
-                    account: row.get(0)?,
-                    updated_at: row.get(1)?,
+                    account: text(row, 0)?,
+                    updated_at: int(row, 1)?,
                 })
             },
         )?,
+        lease: lease(conn)?,
+        nodes: nodes(conn)?,
     })
 }
 
-fn pair<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
-    row: &Row<'_>,
-) -> rusqlite::Result<(A, B)> {
-    Ok((row.get(0)?, row.get(1)?))
+fn lease<D: Db>(conn: &mut D) -> Result<Option<LeaseRow>, DbError> {
+    let rows = conn.query(
+        "SELECT holder, epoch, expires_at, since FROM ha_lease WHERE name = 'leader'",
+        &[],
+        |row| {
+            Ok(LeaseRow {
+                holder: text(row, 0)?,
+                epoch: int(row, 1)?,
+                expires_at: int(row, 2)?,
+                since: int(row, 3)?,
+            })
+        },
+    )?;
+    Ok(rows.into_iter().next())
 }
 
-fn collect<T>(
-    conn: &Connection,
-    sql: &str,
-    map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
-    conn.prepare_cached(sql)?.query_map([], map)?.collect()
+fn nodes<D: Db>(conn: &mut D) -> Result<Vec<NodeRow>, DbError> {
+    conn.query(
+        "SELECT node, role, epoch, seen_at, started_at, detail FROM ha_nodes ORDER BY node",
+        &[],
+        |row| {
+            Ok(NodeRow {
+                node: text(row, 0)?,
+                role: text(row, 1)?,
+                epoch: int(row, 2)?,
+                seen_at: int(row, 3)?,
+                started_at: int(row, 4)?,
+                detail: text(row, 5)?,
+            })
+        },
+    )
 }
 
-fn errors(conn: &Connection) -> rusqlite::Result<Vec<ErrorRow>> {
-    conn.prepare_cached(
-        "SELECT component, user, message, at FROM errors ORDER BY id DESC LIMIT ?1",
-    )?
-    .query_map([ERRORS_SHOWN], |row| {
-        Ok(ErrorRow {
-            component: row.get(0)?,
-            user: row.get(1)?,
-            message: row.get(2)?,
-            at: row.get(3)?,
-        })
-    })?
-    .collect()
+fn errors<D: Db>(conn: &mut D) -> Result<Vec<ErrorRow>, DbError> {
+    conn.query(
+        "SELECT component, \"user\", message, at FROM errors ORDER BY id DESC LIMIT $1",
+        p![ERRORS_SHOWN],
+        |row| {
+            Ok(ErrorRow {
+                component: text(row, 0)?,
+                user: row.text(1)?,
+                message: text(row, 2)?,
+                at: int(row, 3)?,
+            })
+        },
+    )
 }
 
 const USERS_SQL: &str = "
@@ -336,47 +388,43 @@ const USERS_SQL: &str = "
     LEFT JOIN coverage c ON c.teams_id = m.teams_id
     ORDER BY u.extension";
 
-fn users(conn: &Connection) -> rusqlite::Result<Vec<UserRow>> {
-    collect(conn, USERS_SQL, user_row)
-}
-
-fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+fn user_row(row: &dyn RowRead) -> Result<UserRow, DbError> {
     Ok(UserRow {
-        extension: row.get(0)?,
-        email: row.get(1)?,
-        direction: row.get(2)?,
-        teams_id: row.get(3)?,
-        match_status: row
-            .get::<_, Option<String>>(4)?
-            .map(|s| MatchStatus::parse(&s)),
-        match_detail: row.get(5)?,
+        extension: text(row, 0)?,
+        email: text(row, 1)?,
+        direction: text(row, 2)?,
+        teams_id: row.text(3)?,
+        match_status: row.text(4)?.map(|s| MatchStatus::parse(&s)),
+        match_detail: row.text(5)?,
         teams: teams_at(row)?,
         pushed: pushed_at(row)?,
-        pbx_state: row.get(13)?,
-        dnd: row.get(14)?,
-        pbx_at: row.get(15)?,
-        session_expires_at: row.get(16)?,
-        covered_by: row.get(17)?,
+        pbx_state: row.text(13)?,
+        dnd: row.boolean(14)?,
+        pbx_at: row.int(15)?,
+        session_expires_at: row.int(16)?,
+        covered_by: row.text(17)?,
     })
 }
 
-fn teams_at(row: &Row<'_>) -> rusqlite::Result<Option<StateAt>> {
-    let at: Option<i64> = row.get(8)?;
-    let Some(at) = at else { return Ok(None) };
+fn teams_at(row: &dyn RowRead) -> Result<Option<StateAt>, DbError> {
+    let Some(at) = row.int(8)? else {
+        return Ok(None);
+    };
     Ok(Some(StateAt {
-        availability: row.get(6)?,
-        activity: row.get(7)?,
+        availability: text(row, 6)?,
+        activity: text(row, 7)?,
         at,
     }))
 }
 
-fn pushed_at(row: &Row<'_>) -> rusqlite::Result<Option<PushedRow>> {
-    let at: Option<i64> = row.get(12)?;
-    let Some(at) = at else { return Ok(None) };
+fn pushed_at(row: &dyn RowRead) -> Result<Option<PushedRow>, DbError> {
+    let Some(at) = row.int(12)? else {
+        return Ok(None);
+    };
     Ok(Some(PushedRow {
-        state: row.get(9)?,
-        availability: row.get(10)?,
-        activity: row.get(11)?,
+        state: text(row, 9)?,
+        availability: text(row, 10)?,
+        activity: text(row, 11)?,
         at,
     }))
 }

@@ -272,6 +272,32 @@ pub struct Snapshot {
     pub subscriptions: Vec<SubscriptionRow>,
     /// Accounts that hold a refresh token, ordered by name.
     pub accounts: Vec<AccountRow>,
+    /// `[ha]`: the leader lease, once a node took it.
+    pub lease: Option<LeaseRow>,
+    /// `[ha]`: every node seen, ordered by name.
+    pub nodes: Vec<NodeRow>,
+}
+
+/// `[ha]`: the leader lease (times: ms since the Unix epoch, the database's clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRow {
+    pub holder: String,
+    pub epoch: i64,
+    pub expires_at: i64,
+    /// When this holder took it.
+    pub since: i64,
+}
+
+/// `[ha]`: one node as it last said (role `leader`, `standby` or `stopped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    pub node: String,
+    pub role: String,
+    pub epoch: i64,
+    pub seen_at: i64,
+    pub started_at: i64,
+    /// `version=... pbx=host:port`.
+    pub detail: String,
 }
 
 /// One user and everything known about it.

@@ -4,16 +4,17 @@
 //! `SetTeams` after one poll) costs one commit, and a lone write (an `OpenSession`) is
 //! committed as soon as it arrives: no timer ever delays a commit.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
+use super::StoreError;
+use super::backend::{Backend, BackendError};
 use super::types::{Snapshot, Write};
-use super::{StoreError, sql};
 use crate::secret::Secret;
 
 /// Most messages taken into one transaction; bounds memory (a poll of 50,000 users is five
@@ -60,12 +61,9 @@ pub(super) struct Stats {
 
 /// A reply owed once the batch is committed.
 enum Reply {
-    /// Flush or close: `wrote` says whether a write of this batch came before it, `failure`
-    /// the first failure before it.
+    /// Flush or close.
     Done {
         tx: oneshot::Sender<Result<(), StoreError>>,
-        wrote: bool,
-        failure: Option<String>,
         close: bool,
     },
     Snapshot(oneshot::Sender<Result<Snapshot, StoreError>>),
@@ -75,10 +73,10 @@ enum Reply {
 /// The thread's state.
 pub(super) struct Worker {
     /// The only writing connection.
-    pub conn: Connection,
+    pub backend: Box<dyn Backend>,
     /// The queue.
     pub rx: Receiver<Msg>,
-    /// Path and counters, apart from `conn` so both can be borrowed during a transaction.
+    /// Path and counters.
     pub ctx: Ctx,
     /// A failure no flush has reported yet: the next flush (or close) reports it, even when it
     /// arrives in a later batch.
@@ -87,10 +85,24 @@ pub(super) struct Worker {
 
 /// What the thread needs besides the connection.
 pub(super) struct Ctx {
-    /// The database path, for logs and errors.
+    /// The database path (or PostgreSQL target), for logs and errors.
     pub path: PathBuf,
     /// Counters shared with the `Store` handles.
     pub stats: Arc<Stats>,
+}
+
+/// A batch taken apart: its writes in order, and each reply with how many writes came
+/// before it.
+struct Split {
+    writes: Vec<Write>,
+    replies: Vec<(usize, Reply)>,
+}
+
+/// What running a batch's writes gave: the writes that failed (index, why) and the commit's
+/// failure.
+struct Ran {
+    failed: Vec<(usize, String)>,
+    commit: Option<String>,
 }
 
 impl Worker {
@@ -104,7 +116,7 @@ impl Worker {
                 break;
             }
         }
-        let closed = close_connection(self.conn, &self.ctx.path);
+        let closed = self.backend.close();
         if let Some((tx, result)) = close_reply {
             let _ = tx.send(result.and(closed));
         }
@@ -142,28 +154,26 @@ impl Worker {
     /// Applies the batch in one transaction, commits, then answers. Returns the close reply
     /// (and its result) if the batch ended with `Close`.
     fn process(&mut self, batch: Vec<Msg>) -> Option<CloseReply> {
-        let (replies, commit) = self.apply_batch(batch);
+        let Split { writes, replies } = split(batch);
+        let ran = self.run_writes(&writes);
         let mut close = None;
-        for reply in replies {
+        let mut failed = ran.failed.iter().peekable();
+        let mut failure = self.unreported.take();
+        let mut last_before = 0;
+        for (before, reply) in replies {
+            while let Some((_, why)) = failed.next_if(|(i, _)| *i < before) {
+                failure.get_or_insert_with(|| why.clone());
+            }
+            let wrote = before > 0;
+            last_before = before;
             match reply {
-                Reply::Snapshot(tx) => {
-                    let _ = tx.send(self.snapshot());
-                }
-                Reply::Tokens(tx) => {
-                    let tokens =
-                        sql::account_tokens(&self.conn).map_err(|source| StoreError::Sqlite {
-                            path: self.ctx.path.clone(),
-                            source,
-                        });
-                    let _ = tx.send(tokens);
-                }
+                Reply::Snapshot(tx) => _ = tx.send(self.backend.snapshot()),
+                Reply::Tokens(tx) => _ = tx.send(self.backend.tokens()),
                 Reply::Done {
                     tx,
-                    wrote,
-                    failure,
                     close: is_close,
                 } => {
-                    let result = self.ctx.outcome(wrote, failure, commit.as_ref());
+                    let result = self.ctx.outcome(wrote, failure.take(), ran.commit.as_ref());
                     if is_close {
                         close = Some((tx, result));
                     } else {
@@ -172,74 +182,126 @@ impl Worker {
                 }
             }
         }
+        let since_reply = writes.len() - last_before;
+        for (_, why) in failed {
+            failure.get_or_insert_with(|| why.clone());
+        }
+        // Whatever went wrong after the last flush of this batch waits for the next flush.
+        self.unreported = failure.or_else(|| ran.commit.clone().filter(|_| since_reply > 0));
         close
     }
 
-    /// Runs every write of the batch inside one transaction (rolled back if dropped
-    /// uncommitted) and commits. Returns the replies owed and the commit failure, if any.
-    fn apply_batch(&mut self, batch: Vec<Msg>) -> (Vec<Reply>, Option<String>) {
-        let has_writes = batch.iter().any(|m| m.writes() > 0);
-        let mut tx = has_writes.then(|| {
-            self.conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-        });
-        let mut replies = Vec::new();
-        let mut failure: Option<String> = self.unreported.take();
-        let mut wrote = false;
-        let mut wrote_since_reply = false;
-        for msg in batch {
-            let writes = match msg {
-                Msg::Write(write) => vec![write],
-                Msg::Writes(writes) => writes,
-                Msg::Flush(tx) => {
-                    replies.push(Reply::done(tx, wrote, &failure.take(), false));
-                    wrote_since_reply = false;
-                    continue;
+    /// Runs every write in one transaction and commits. A write that fails is left out; on
+    /// PostgreSQL (which aborts the transaction) the batch runs again without it, and once
+    /// more on a new connection when the connection was lost.
+    fn run_writes(&mut self, writes: &[Write]) -> Ran {
+        let mut ran = Ran {
+            failed: Vec::new(),
+            commit: None,
+        };
+        if writes.is_empty() {
+            return ran;
+        }
+        let mut skip = BTreeSet::new();
+        let mut reconnected = false;
+        loop {
+            match self.one_pass(writes, &mut skip, &mut ran.failed) {
+                Ok(()) => break,
+                Err(e) if e.is_connection_lost() && !reconnected => {
+                    tracing::warn!(path = %self.ctx.path.display(), error = %e, "the connection to the state database was lost ({e}); the batch is written again on a new one");
+                    reconnected = true;
                 }
-                Msg::Close(tx) => {
-                    replies.push(Reply::done(tx, wrote, &failure.take(), true));
-                    wrote_since_reply = false;
-                    continue;
+                Err(Retry::Again) => {}
+                Err(e) => {
+                    self.ctx.stats.failed.fetch_add(
+                        u64::try_from(writes.len() - skip.len()).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                    tracing::error!(path = %self.ctx.path.display(), error = %e, "commit to {} failed ({e}); the writes of this batch are lost", self.ctx.path.display());
+                    ran.commit = Some(format!("commit failed: {e}"));
+                    return ran;
                 }
-                Msg::Snapshot(tx) => {
-                    replies.push(Reply::Snapshot(tx));
-                    continue;
-                }
-                Msg::Tokens(tx) => {
-                    replies.push(Reply::Tokens(tx));
-                    continue;
-                }
-                #[cfg(test)]
-                Msg::Hold(_) => continue,
-            };
-            if writes.is_empty() {
-                continue;
-            }
-            wrote = true;
-            wrote_since_reply = true;
-            for write in writes {
-                self.ctx.apply(tx.as_ref(), &write, &mut failure);
             }
         }
-        let commit = match tx.take() {
-            Some(Ok(tx)) => self.ctx.commit(tx),
-            Some(Err(e)) => {
-                tracing::error!(path = %self.ctx.path.display(), error = %e, "cannot begin a transaction in {} ({e}); the writes of this batch are lost", self.ctx.path.display());
-                None
-            }
-            None => None,
-        };
-        // Whatever went wrong after the last flush of this batch waits for the next flush.
-        self.unreported = failure.or_else(|| commit.clone().filter(|_| wrote_since_reply));
-        (replies, commit)
+        let applied = writes.len() - skip.len();
+        self.ctx
+            .stats
+            .applied
+            .fetch_add(u64::try_from(applied).unwrap_or(0), Ordering::Relaxed);
+        self.ctx.stats.commits.fetch_add(1, Ordering::Relaxed);
+        ran.failed.sort_by_key(|(i, _)| *i);
+        ran
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        sql::snapshot(&self.conn).map_err(|source| StoreError::Sqlite {
-            path: self.ctx.path.clone(),
-            source,
+    /// One transaction over the writes not in `skip`; a failed write joins `skip`.
+    fn one_pass(
+        &mut self,
+        writes: &[Write],
+        skip: &mut BTreeSet<usize>,
+        failed: &mut Vec<(usize, String)>,
+    ) -> Result<(), Retry> {
+        self.backend.begin().map_err(Retry::Failed)?;
+        for (i, write) in writes.iter().enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            if let Err(e) = self.backend.apply(write) {
+                if e.is_connection_lost() || matches!(e, BackendError::Fenced { .. }) {
+                    self.backend.rollback();
+                    return Err(Retry::Failed(e));
+                }
+                self.ctx.write_failed(write, &e);
+                skip.insert(i);
+                failed.push((i, format!("{}: {e}", write.kind())));
+                if self.backend.aborts_on_error() {
+                    self.backend.rollback();
+                    return Err(Retry::Again);
+                }
+            }
+        }
+        self.backend.commit().map_err(|e| {
+            self.backend.rollback();
+            Retry::Failed(e)
         })
     }
+}
+
+/// Why a pass over the batch stopped.
+#[derive(Debug, thiserror::Error)]
+enum Retry {
+    /// A write failed and the transaction is gone: run the batch again without it.
+    #[error("a write failed")]
+    Again,
+    #[error(transparent)]
+    Failed(BackendError),
+}
+
+impl Retry {
+    fn is_connection_lost(&self) -> bool {
+        matches!(self, Retry::Failed(e) if e.is_connection_lost())
+    }
+}
+
+/// Takes the messages apart into writes and replies.
+fn split(batch: Vec<Msg>) -> Split {
+    let mut split = Split {
+        writes: Vec::new(),
+        replies: Vec::new(),
+    };
+    for msg in batch {
+        let n = split.writes.len();
+        match msg {
+            Msg::Write(w) => split.writes.push(w),
+            Msg::Writes(ws) => split.writes.extend(ws),
+            Msg::Flush(tx) => split.replies.push((n, Reply::Done { tx, close: false })),
+            Msg::Close(tx) => split.replies.push((n, Reply::Done { tx, close: true })),
+            Msg::Snapshot(tx) => split.replies.push((n, Reply::Snapshot(tx))),
+            Msg::Tokens(tx) => split.replies.push((n, Reply::Tokens(tx))),
+            #[cfg(test)]
+            Msg::Hold(_) => {}
+        }
+    }
+    split
 }
 
 impl Msg {
@@ -254,40 +316,7 @@ impl Msg {
 }
 
 impl Ctx {
-    /// One write inside the batch's transaction (or counted as failed without one).
-    fn apply(
-        &self,
-        tx: Option<&rusqlite::Result<rusqlite::Transaction<'_>>>,
-        write: &Write,
-        failure: &mut Option<String>,
-    ) {
-        match tx {
-            Some(Ok(tx)) => match sql::apply(tx, write) {
-                Ok(()) => _ = self.stats.applied.fetch_add(1, Ordering::Relaxed),
-                Err(e) => self.write_failed(write, &e, failure),
-            },
-            Some(Err(e)) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                failure.get_or_insert_with(|| format!("cannot begin a transaction: {e}"));
-            }
-            None => {}
-        }
-    }
-
-    fn commit(&self, tx: rusqlite::Transaction<'_>) -> Option<String> {
-        match tx.commit() {
-            Ok(()) => {
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "commit to {} failed ({e}); the writes of this batch are lost", self.path.display());
-                Some(format!("commit failed: {e}"))
-            }
-        }
-    }
-
-    fn write_failed(&self, write: &Write, e: &rusqlite::Error, failure: &mut Option<String>) {
+    fn write_failed(&self, write: &Write, e: &BackendError) {
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             path = %self.path.display(),
@@ -298,7 +327,6 @@ impl Ctx {
             write.kind(),
             write.extension().unwrap_or("")
         );
-        failure.get_or_insert_with(|| format!("{}: {e}", write.kind()));
     }
 
     /// What a flush (or close) learns: its earlier writes of this batch are committed
@@ -325,30 +353,3 @@ type CloseReply = (
     oneshot::Sender<Result<(), StoreError>>,
     Result<(), StoreError>,
 );
-
-impl Reply {
-    fn done(
-        tx: oneshot::Sender<Result<(), StoreError>>,
-        wrote: bool,
-        failure: &Option<String>,
-        close: bool,
-    ) -> Reply {
-        Reply::Done {
-            tx,
-            wrote,
-            failure: failure.clone(),
-            close,
-        }
-    }
-}
-
-/// Closes the connection (checkpointing the WAL when it is the last one).
-fn close_connection(conn: Connection, path: &Path) -> Result<(), StoreError> {
-    conn.close().map_err(|(_, source)| {
-        tracing::error!(path = %path.display(), error = %source, "closing the state database {} failed: {source}", path.display());
-        StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
-}
