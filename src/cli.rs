@@ -144,9 +144,11 @@ fn login(path: &Path, account: &str) -> anyhow::Result<ExitCode> {
             "signed in as {signed_in}, not {account}: run login again and sign in as {account}"
         );
     }
-    let db = config.sync.state_db.clone();
     rt.block_on(async move {
-        let store = tokio::task::spawn_blocking(move || store::Store::open(&db)).await??;
+        let opened = config.clone();
+        let store =
+            tokio::task::spawn_blocking(move || store::Store::open_configured(&opened, None))
+                .await??;
         store
             .write(store::Write::SetAccountToken {
                 account: account.clone(),
@@ -287,7 +289,7 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(n) = &config.notifications {
-        let signed_in: Vec<String> = store::read_snapshot(&config.sync.state_db)
+        let signed_in: Vec<String> = store::read_configured(&config)
             .map(|s| s.accounts.into_iter().map(|a| a.account).collect())
             .unwrap_or_default();
         for account in &n.accounts {
@@ -343,7 +345,7 @@ fn credential(credential: &config::AzureCredential, problems: &mut Vec<String>) 
 
 fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    let snapshot = store::read_snapshot(&config.sync.state_db)?;
+    let snapshot = store::read_configured(&config)?;
     let report = service::status_report(&snapshot);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

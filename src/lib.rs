@@ -36,3 +36,4 @@ pub mod service;
 pub mod store;
 pub mod subscriptions;
 pub mod sync;
+pub mod trust;

@@ -32,11 +32,21 @@ impl fmt::Debug for CaFile {
 
 /// Reads `pbx.ca_file` when it is set: at least one certificate, each a valid trust anchor.
 pub(super) fn ca_file(ctx: &Ctx<'_>, file: Option<&Path>) -> Result<Option<CaFile>, ConfigError> {
+    ca_file_at(ctx, "pbx.ca_file", file)
+}
+
+/// Reads the CA file of `key` when it is set: at least one certificate, each a valid trust
+/// anchor.
+pub(super) fn ca_file_at(
+    ctx: &Ctx<'_>,
+    key: &str,
+    file: Option<&Path>,
+) -> Result<Option<CaFile>, ConfigError> {
     let Some(file) = file else {
         return Ok(None);
     };
     let path = ctx.path(file);
-    let bad = |why: String| ctx.invalid("pbx.ca_file", format!("{}: {why}", path.display()));
+    let bad = |why: String| ctx.invalid(key, format!("{}: {why}", path.display()));
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
         .map_err(|e| bad(e.to_string()))?
         .collect::<Result<_, _>>()

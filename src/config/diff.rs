@@ -66,6 +66,7 @@ pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Chang
         Change::RestartRequired("notifications"),
     );
     when(o.ha != n.ha, Change::RestartRequired("ha"));
+    when(o.store != n.store, Change::RestartRequired("store"));
     when(o.metrics != n.metrics, Change::RestartRequired("metrics"));
     when(o.log != n.log, Change::LogLevel);
     when(o.sync.pacing() != n.sync.pacing(), Change::PollInterval);

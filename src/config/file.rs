@@ -74,6 +74,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub ha: super::ha::HaSection,
     #[serde(default)]
+    pub store: super::store::StoreSection,
+    #[serde(default)]
     pub log: LogSection,
     /// Absent: no metrics listener.
     pub metrics: Option<MetricsSection>,

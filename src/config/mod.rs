@@ -23,6 +23,7 @@ mod secret;
 mod sip;
 mod sip_keys;
 mod spans;
+mod store;
 mod users;
 mod validate;
 mod watch;
@@ -62,6 +63,7 @@ pub use sip::{
     DEFAULT_PUBLISH_ENTITY, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, DEFAULT_SUBSCRIBE_EXPIRES,
     DEFAULT_SUBSCRIBE_RATE, DEFAULT_WATCH_URI, HostPort, PublishBody, SipPbxConfig, SipTransport,
 };
+pub use store::{POSTGRES_PASSWORD_CREDENTIAL, PostgresStore, StoreConfig};
 pub use users::{Directory, UserEntry, load_users, parse_users};
 pub use watch::{FileWatch, watch_files};
 
@@ -87,6 +89,8 @@ pub struct Config {
     /// Leader election among nodes sharing one PostgreSQL database; `None` unless
     /// `ha.enabled`.
     pub ha: Option<HaConfig>,
+    /// Where the state database is: SQLite (`sync.state_db`) or PostgreSQL.
+    pub store: StoreConfig,
     /// Logging filter.
     pub log: LogConfig,
     /// `GET /metrics` for Prometheus; `None` without a `[metrics]` section.

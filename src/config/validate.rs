@@ -152,6 +152,7 @@ pub(crate) fn validate(
         mapping: mapping(&ctx, &file.mapping)?,
         notifications: notifications::notifications(&ctx, &file.notifications)?,
         ha: super::ha::ha(&ctx, &file.ha)?,
+        store: super::store::store(&ctx, &file.store)?,
         log: LogConfig {
             level: log_level(&ctx, &file.log.level)?,
         },
@@ -173,6 +174,10 @@ pub(crate) fn validate(
     }
     if let Some(a) = &config.pbx.asterisk {
         every_state_written(&ctx, &config.mapping, a)?;
+    }
+    if config.ha.is_some() && config.store == super::StoreConfig::Sqlite {
+        let reason = "needs a state database the nodes share: set [store] kind = \"postgres\" and postgres_url (docs/high-availability.md)";
+        return Err(ctx.invalid("ha.enabled", reason));
     }
     Ok(config)
 }

@@ -18,6 +18,18 @@ const LEASE: &str = "leader";
 /// A failed question: the connection is gone or a statement failed.
 pub type DbError = tokio_postgres::Error;
 
+/// What went wrong, in words: the server's message when it sent one (tokio-postgres says
+/// only "db error"), else the error and its cause.
+pub fn describe(e: &DbError) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 /// Where the database is and how to reach it (from `[store]`).
 #[derive(Clone)]
 pub struct PgTarget {
@@ -27,6 +39,22 @@ pub struct PgTarget {
 }
 
 impl PgTarget {
+    /// From `[store]`: TLS unless `sslmode=disable`, trusting the system's CAs and
+    /// `store.ca_file`.
+    pub fn from_store(store: &crate::config::PostgresStore) -> Result<PgTarget, rustls::Error> {
+        let config = store.pg_config();
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => None,
+            _ => {
+                let tls = crate::trust::client_config(store.ca_file.as_ref())?;
+                Some(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (*tls).clone(),
+                ))
+            }
+        };
+        Ok(PgTarget { config, tls })
+    }
+
     /// A new connection; its I/O runs on a task that ends with it. Notifications (`LISTEN`)
     /// go to `notices` when given.
     pub async fn connect(
@@ -262,6 +290,9 @@ pub async fn standby_alive(
 /// Channel of `NOTIFY` after each insert into the inbox.
 pub const INBOX_CHANNEL: &str = "ha_inbox";
 
+/// The lock every inbox insert takes (any constant; "ptq" in ASCII).
+const INBOX_LOCK: i64 = 0x0070_7471;
+
 /// Store PBX events that reached `node`, for the leader, in one transaction, and wake it.
 pub async fn inbox_put(
     client: &mut Client,
@@ -269,6 +300,10 @@ pub async fn inbox_put(
     events: &[PbxEvent],
 ) -> Result<(), DbError> {
     let tx = client.transaction().await?;
+    // Ids are then committed in the order they are given: a reader that saw id N never
+    // finds a smaller one later (no event skipped).
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INBOX_LOCK])
+        .await?;
     let insert = tx
         .prepare(&format!("INSERT INTO ha_inbox (node, extension, state, dnd, at) VALUES ($1, $2, $3, $4, {NOW_MS})"))
         .await?;

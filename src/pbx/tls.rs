@@ -12,8 +12,8 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rustls::{CertificateError, ClientConfig, RootCertStore};
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls::{CertificateError, ClientConfig};
+use rustls_pki_types::UnixTime;
 use tokio_tungstenite::tungstenite;
 use url::{Host, Url};
 
@@ -24,30 +24,12 @@ use crate::config::CaFile;
 #[error("cannot set up TLS to the PBX: {0}")]
 pub struct TlsSetupError(#[from] rustls::Error);
 
-/// The certificates trusted for the PBX: the system's CAs (a WARN for those that cannot be
-/// read) followed by those of `ca`. Reads a few hundred files.
-pub fn trusted_certs(ca: Option<&CaFile>) -> Vec<CertificateDer<'static>> {
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::warn!(error = %e, "some of the system's trusted CAs cannot be read: {e}");
-    }
-    let mut certs = native.certs;
-    certs.extend(ca.iter().flat_map(|ca| ca.certs.iter().cloned()));
-    certs
-}
+pub use crate::trust::trusted_certs;
 
 /// The client config: the system's CAs plus those of `ca` (already checked by the config).
 /// Loading the system store reads a few hundred files; call it when a connector starts.
 pub fn client_config(ca: Option<&CaFile>) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let mut roots = RootCertStore::empty();
-    let (usable, _unusable) = roots.add_parsable_certificates(trusted_certs(ca));
-    tracing::debug!(usable, "TLS trust for the PBX");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(crate::trust::client_config(ca)?)
 }
 
 /// Why the PBX's certificate was refused, in the admin's words.

@@ -74,10 +74,14 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
     }
 }
 
-/// Open the state database off the runtime's worker threads.
-pub async fn open_store(config: &Config) -> Result<Store, ServiceError> {
-    let path = config.sync.state_db.clone();
-    tokio::task::spawn_blocking(move || Store::open(&path))
+/// Open the state database off the runtime's worker threads; under `[ha]` its writes are
+/// fenced by `fence`'s term.
+pub async fn open_store(
+    config: &Config,
+    fence: Option<crate::store::postgres::StoreFence>,
+) -> Result<Store, ServiceError> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || Store::open_configured(&config, fence))
         .await
         .map_err(ServiceError::join("opening the state database"))?
         .map_err(ServiceError::from)

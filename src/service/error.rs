@@ -29,6 +29,9 @@ pub enum ServiceError {
     /// The metrics listener cannot start: check `metrics.listen`.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// TLS to PostgreSQL cannot be set up (`[store]`).
+    #[error("cannot set up TLS to PostgreSQL: {0}")]
+    Tls(String),
     /// `[ha]`: the task keeping the leader lease ended before the node did (a bug).
     #[error("the leader lease task ended unexpectedly")]
     LeaseTaskEnded,

@@ -89,5 +89,20 @@ impl RunOptions {
 
 /// Run the daemon until `options.shutdown` is cancelled; returns after the ordered shutdown.
 pub async fn run(options: RunOptions) -> Result<(), ServiceError> {
-    daemon::Daemon::start(options).await?.run().await
+    let path = options.config_path.clone();
+    let config = tokio::task::spawn_blocking(move || crate::config::Config::load(&path))
+        .await
+        .map_err(ServiceError::join("loading the config"))??;
+    let (Some(ha), crate::config::StoreConfig::Postgres(pg)) = (&config.ha, &config.store) else {
+        return daemon::Daemon::start(options).await?.run().await;
+    };
+    let target =
+        crate::ha::sql::PgTarget::from_store(pg).map_err(|e| ServiceError::Tls(e.to_string()))?;
+    // The schema first (the lease lives in it): the node fails at once if the database
+    // cannot be reached or is newer than this build.
+    let prepared = pg.clone();
+    tokio::task::spawn_blocking(move || crate::store::prepare(&prepared))
+        .await
+        .map_err(ServiceError::join("preparing the state database"))??;
+    ha::run(options, &config, ha, target).await
 }

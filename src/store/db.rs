@@ -18,9 +18,17 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// The connection is gone (PostgreSQL): worth a new connection and another try.
+    /// The connection is gone (PostgreSQL): worth a new connection and another try. Besides
+    /// a closed socket: SQLSTATE class 08 (connection exception) and 57P (the server shuts
+    /// down or restarts).
     pub fn is_connection_lost(&self) -> bool {
-        matches!(self, DbError::Postgres(e) if e.is_closed() || e.as_db_error().is_none())
+        let DbError::Postgres(e) = self else {
+            return false;
+        };
+        let lost_state = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P"));
+        e.is_closed() || e.as_db_error().is_none() || lost_state
     }
 }
 

@@ -121,6 +121,9 @@ pub enum StoreError {
         #[source]
         source: postgres::Error,
     },
+    /// TLS to PostgreSQL cannot be set up (no protocol version rustls accepts).
+    #[error("state database {}: cannot set up TLS: {detail}", .path.display())]
+    Tls { path: PathBuf, detail: String },
     /// `[ha]`: this node no longer holds the leader lease for its epoch: its writes since
     /// were dropped (another node leads).
     #[error(

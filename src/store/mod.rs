@@ -18,6 +18,8 @@
 mod backend;
 mod db;
 mod error;
+mod pg_schema;
+pub mod postgres;
 mod schema;
 mod sql;
 mod types;
@@ -27,6 +29,8 @@ mod worker;
 mod account_tests;
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod pg_tests;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +105,33 @@ impl Store {
             source,
         })?;
         Self::start(conn, path.to_path_buf())
+    }
+
+    /// Opens the database `config` names: the SQLite file `sync.state_db`, or PostgreSQL
+    /// (`[store]`; writes fenced by `fence` under `[ha]`). Blocking: before the runtime or in
+    /// `spawn_blocking`.
+    pub fn open_configured(
+        config: &crate::config::Config,
+        fence: Option<postgres::StoreFence>,
+    ) -> Result<Store, StoreError> {
+        match &config.store {
+            crate::config::StoreConfig::Sqlite => Store::open(&config.sync.state_db),
+            crate::config::StoreConfig::Postgres(pg) => Store::open_postgres(pg, fence),
+        }
+    }
+
+    /// Connects to PostgreSQL, migrates, and starts the `store` thread. Blocking.
+    pub fn open_postgres(
+        store: &crate::config::PostgresStore,
+        fence: Option<postgres::StoreFence>,
+    ) -> Result<Store, StoreError> {
+        let target = postgres::Target::new(store)?;
+        let client = postgres::open(&target)?;
+        let path = target.path();
+        Self::spawn(
+            Box::new(postgres::Postgres::new(client, target, fence)),
+            path,
+        )
     }
 
     /// An empty database in memory, for tests and dry runs.
@@ -302,6 +333,24 @@ impl Store {
     #[cfg(test)]
     async fn hold(&self, release: std::sync::mpsc::Receiver<()>) {
         let _ = self.inner.tx.send(Msg::Hold(release)).await;
+    }
+}
+
+/// Connects to PostgreSQL and brings its schema to this build's version (blocking).
+pub fn prepare(store: &crate::config::PostgresStore) -> Result<(), StoreError> {
+    let target = postgres::Target::new(store)?;
+    let client = postgres::open(&target)?;
+    let path = target.path();
+    client
+        .close()
+        .map_err(|source| StoreError::Postgres { path, source })
+}
+
+/// Reads a snapshot of the database `config` names, without writing to it (`status`).
+pub fn read_configured(config: &crate::config::Config) -> Result<Snapshot, StoreError> {
+    match &config.store {
+        crate::config::StoreConfig::Sqlite => read_snapshot(&config.sync.state_db),
+        crate::config::StoreConfig::Postgres(pg) => postgres::read_snapshot(pg),
     }
 }
 

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 
 use super::*;
 
-fn upsert(ext: &str) -> Write {
+pub(super) fn upsert(ext: &str) -> Write {
     Write::UpsertUser {
         extension: ext.into(),
         email: format!("{ext}@example.com"),
@@ -23,7 +23,7 @@ fn teams(ext: &str, availability: &str, at: i64) -> Write {
     }
 }
 
-fn session(ext: &str, expires_at: i64) -> Write {
+pub(super) fn session(ext: &str, expires_at: i64) -> Write {
     Write::OpenSession {
         extension: ext.into(),
         teams_id: format!("id-{ext}"),
@@ -51,7 +51,7 @@ fn count(path: &Path, table: &str) -> i64 {
 }
 
 /// Every kind of write for one user, so tests can check that all of it is kept or removed.
-fn everything_about(ext: &str) -> Vec<Write> {
+pub(super) fn everything_about(ext: &str) -> Vec<Write> {
     vec![
         upsert(ext),
         Write::SetMatch {

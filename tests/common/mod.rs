@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 mod certificate;
+pub mod ha;
 pub mod lifecycle_notify;
 pub mod notify;
+pub mod postgres;
 mod receiver;
 
 pub use receiver::PbxReceiver;

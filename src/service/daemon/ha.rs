@@ -86,7 +86,8 @@ impl Daemon {
             sessions,
             "stopping without clearing the {sessions} In a call sessions: the next leader keeps or clears them"
         );
-        let _ = self.parts.writers.close();
+        // Writes in flight end at once: the fence refuses them.
+        let _ = tokio::time::timeout_at(until, self.parts.writers.close()).await;
         self.stop.tracker.close();
         let _ = tokio::time::timeout_at(until, self.stop.tracker.wait()).await;
         self.out.close().await?;

@@ -29,6 +29,7 @@ use crate::service::reloader::{Reloaded, Reloader};
 use crate::service::resolver::{Matched, ResolverHandle};
 use crate::service::writer::{Writers, Written};
 use crate::service::{RunOptions, notify, poller, voicemail};
+use crate::store::postgres::StoreFence;
 use crate::store::{MetaKey, Snapshot, Store};
 use crate::sync::engine::Engine;
 use crate::sync::types::{Millis, PbxEvent};
@@ -44,7 +45,11 @@ impl Daemon {
             .await
             .map_err(ServiceError::join("loading the config"))??;
         let boxes = first_voicemail_read(&config).await;
-        let store = open_store(&config).await?;
+        let fence = options.ha.as_ref().map(|t| StoreFence {
+            node: t.node.clone(),
+            epoch: t.epoch,
+        });
+        let store = open_store(&config, fence).await?;
         let snapshot = store.snapshot().await?;
         // Under [ha] the node's registry, which its metrics listener serves in both roles.
         let metrics = options.metrics.clone().unwrap_or_default();

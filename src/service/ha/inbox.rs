@@ -51,6 +51,7 @@ async fn connect(
             Err(e) => {
                 attempt += 1;
                 if attempt == 1 {
+                    let e = sql::describe(&e);
                     tracing::warn!(error = %e, "{what}: cannot reach the state database ({e}); retrying");
                 }
             }
@@ -68,10 +69,15 @@ pub struct Intake {
     pub node: String,
     pub events: mpsc::Receiver<Vec<PbxEvent>>,
     pub known: watch::Sender<Arc<ExtensionSet>>,
+    /// The users file's extensions, read at the node's start: taken before any leader
+    /// wrote its users (the table adds the Entra group's and the voicemail boxes').
+    pub file: Vec<String>,
 }
 
 impl Intake {
     pub async fn run(mut self, cancel: CancellationToken) {
+        let file = ExtensionSet::new(self.file.iter().map(String::as_str));
+        self.known.send_replace(Arc::new(file));
         let Some(mut client) = connect(&self.target, None, &cancel, "PBX events").await else {
             return;
         };
@@ -105,6 +111,7 @@ impl Intake {
                 Ok(()) => return Some(current),
                 Err(e) => {
                     let n = batch.len();
+                    let e = sql::describe(&e);
                     tracing::warn!(error = %e, events = n,
                         "cannot store {n} PBX events in the state database ({e}); retrying");
                     current = connect(&self.target, None, cancel, "PBX events").await?;
@@ -116,8 +123,8 @@ impl Intake {
     async fn read_known(&self, client: &Client) {
         match sql::extensions(client).await {
             Ok(list) => {
-                let set = ExtensionSet::new(list.iter().map(String::as_str));
-                self.known.send_replace(Arc::new(set));
+                let all = list.iter().chain(&self.file).map(String::as_str);
+                self.known.send_replace(Arc::new(ExtensionSet::new(all)));
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the users for the PBX listener: {e}")
@@ -165,7 +172,10 @@ impl Reader {
             let listen = format!("LISTEN {}", sql::INBOX_CHANNEL);
             match client.batch_execute(&listen).await {
                 Ok(()) => return Some(client),
-                Err(e) => tracing::warn!(error = %e, "cannot listen for PBX events: {e}"),
+                Err(e) => {
+                    let e = sql::describe(&e);
+                    tracing::warn!(error = %e, "cannot listen for PBX events: {e}");
+                }
             }
         }
     }
@@ -176,6 +186,7 @@ impl Reader {
             let rows = match sql::inbox_after(client, self.after, READ_LIMIT).await {
                 Ok(rows) => rows,
                 Err(e) => {
+                    let e = sql::describe(&e);
                     tracing::warn!(error = %e, "cannot read PBX events from the state database: {e}");
                     return false;
                 }
@@ -190,6 +201,7 @@ impl Reader {
             }
             self.after = last_id;
             if let Err(e) = sql::inbox_prune(client, last_id, KEEP).await {
+                let e = sql::describe(&e);
                 tracing::debug!(error = %e, "inbox not pruned: {e}");
             }
             if !full {

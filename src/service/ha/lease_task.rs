@@ -67,11 +67,12 @@ impl LeaseTask {
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = tokio::time::sleep_until(deadline) => {
-                    let commands = elector.tick(clock::monotonic());
+                    // The instant the core recorded is the question's: its answer is matched by it.
+                    let now = clock::monotonic();
+                    let commands = elector.tick(now);
                     for c in commands {
                         if let Command::Ask(ask) = c {
-                            let sent = clock::monotonic();
-                            asking = Some(self.ask(client.take(), ask, sent, failures, &backoff));
+                            asking = Some(self.ask(client.take(), ask, now, failures, &backoff));
                         } else {
                             self.command(c).await;
                         }
@@ -160,10 +161,10 @@ impl LeaseTask {
                 tokio::time::sleep(pause).await;
                 let mut client = match client {
                     Some(c) if !c.is_closed() => c,
-                    _ => target.connect(None).await.map_err(|e| e.to_string())?,
+                    _ => target.connect(None).await.map_err(|e| sql::describe(&e))?,
                 };
                 let answer = sql::ask(&mut client, ask, &node, lease, &me).await;
-                answer.map(|a| (client, a)).map_err(|e| e.to_string())
+                answer.map(|a| (client, a)).map_err(|e| sql::describe(&e))
             })
             .await;
             match asked {

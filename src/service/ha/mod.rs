@@ -251,11 +251,17 @@ async fn intake(
     let (_token_tx, token) = watch::channel(Arc::from(http.token.expose()));
     let serve = crate::pbx::http::serve(listener, token, known, events_tx, stop.child_token());
     tracker.spawn(serve.instrument(tracing::info_span!("pbx_http", listen = %bound)));
+    let path = options.config_path.clone();
+    let file = match tokio::task::spawn_blocking(move || crate::config::load_all(&path)).await {
+        Ok(Ok((_, directory))) => directory.entries.into_iter().map(|e| e.extension).collect(),
+        _ => Vec::new(), // the daemon's start says what is wrong with the users file
+    };
     let intake = Intake {
         target: target.clone(),
         node: ha.node.clone(),
         events,
         known: known_tx,
+        file,
     };
     tracker.spawn(
         intake

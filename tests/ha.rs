@@ -1,0 +1,178 @@
+//! `[ha]`: two real daemons on one real PostgreSQL 15, 200 users, calls running. The leader
+//! is killed, frozen, or cut off from PostgreSQL; the other node leads, Teams ends up showing
+//! exactly the calls still running, events posted to either node are applied, and the Graph
+//! writes (their User-Agent names node and epoch) never come from two leaders at once.
+#![allow(clippy::disallowed_methods)] // the test is the outside observer: it reads real time
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::ha::{Node, lease, wait_for_leader, writer};
+use common::postgres::Postgres;
+use common::*;
+use serde_json::json;
+
+/// Users besides the world's three.
+const USERS: usize = 197;
+/// A short lease keeps the tests short: take-over within about 3.3 s.
+const LEASE: &str = "3s";
+
+fn extension(i: usize) -> String {
+    format!("{}", 30_000 + i)
+}
+
+/// The world with [`USERS`] more users, matched by mail; their Teams ids.
+async fn world() -> (World, Vec<String>) {
+    let options = graph_emulator::EmulatorOptions {
+        request_log_limit: 200_000,
+        ..Default::default()
+    };
+    let w = World::new_with(options).await;
+    let mut ids = Vec::new();
+    let mut lines = Vec::new();
+    for i in 0..USERS {
+        let mail = format!("ha{i}@contoso.com");
+        let id = w
+            .graph
+            .add_user(user(&format!("Ha {i}"), &mail, Some(&mail), &[]));
+        w.graph.set_user_presence(&id, "Available", "Available");
+        ids.push(id);
+        lines.push(format!("{},{mail}", extension(i)));
+    }
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    w.write_users(&refs);
+    (w, ids)
+}
+
+/// The PostgreSQL server, a database for this test, and the two nodes' configs.
+struct Pair {
+    pg: Postgres,
+    db: tokio_postgres::Client,
+    one: Node,
+    two: Node,
+}
+
+async fn pair(w: &World, name: &str) -> Pair {
+    let pg = Postgres::start();
+    let database = pg.database(name);
+    let store = database.store_section();
+    let db = database.connect().await;
+    let one = Node::new(w, "pbx1", &store, LEASE);
+    let two = Node::new(w, "pbx2", &store, LEASE);
+    Pair { pg, db, one, two }
+}
+
+/// `state` for the users `range`, posted to `node` in one batch.
+async fn report(w: &World, node: &Node, range: std::ops::Range<usize>, state: &str) {
+    let events: Vec<_> = range
+        .map(|i| json!({"extension": extension(i), "state": state}))
+        .collect();
+    assert_eq!(
+        node.post(w, &json!(events)).await,
+        202,
+        "{} refused the events",
+        node.name
+    );
+}
+
+/// The users (indexes) with an app session in Teams now.
+fn sessions(w: &World, ids: &[String]) -> BTreeSet<usize> {
+    let client = w.graph.client_id();
+    (0..ids.len())
+        .filter(|&i| w.graph.app_session(&ids[i], &client).is_some())
+        .collect()
+}
+
+async fn wait_sessions(p: &Pair, w: &World, ids: &[String], want: &BTreeSet<usize>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = sessions(w, ids);
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: sessions {:?} != calls {:?}\n--- pbx1:\n{}\n--- pbx2:\n{}",
+            got.symmetric_difference(want).collect::<Vec<_>>(),
+            want.len(),
+            p.one.journal(),
+            p.two.journal(),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every presence write Graph received, in arrival order, as (node, epoch).
+fn writes(w: &World) -> Vec<(String, i64)> {
+    w.graph
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                && (r.path.ends_with("/setPresence") || r.path.ends_with("/clearPresence"))
+        })
+        .map(|r| writer(r.user_agent.as_deref()).expect("every write names its node and epoch"))
+        .collect()
+}
+
+/// One leader at a time: the epochs of the writes never go down in arrival order, and each
+/// epoch belongs to one node.
+fn one_writer_at_a_time(w: &World) {
+    let all = writes(w);
+    assert!(!all.is_empty(), "no presence write seen");
+    let mut owner = std::collections::BTreeMap::new();
+    for pair in all.windows(2) {
+        assert!(
+            pair[1].1 >= pair[0].1,
+            "a write of epoch {} after one of epoch {}: {:?}",
+            pair[1].1,
+            pair[0].1,
+            pair
+        );
+    }
+    for (node, epoch) in &all {
+        let first = owner.entry(*epoch).or_insert_with(|| node.clone());
+        assert_eq!(first, node, "epoch {epoch} written by two nodes");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_teams_shows_exactly_the_running_calls() {
+    let (w, ids) = world().await;
+    let mut p = pair(&w, "killed").await;
+    p.one.start(&p.db).await;
+    let first = wait_for_leader(&p.db, "pbx1", 20).await;
+    p.two.start(&p.db).await;
+    // Calls start, reported to both nodes: the standby's go through the inbox.
+    report(&w, &p.one, 0..30, "speaking").await;
+    report(&w, &p.two, 30..60, "speaking").await;
+    report(&w, &p.one, 0..10, "idle").await;
+    let mut calls: BTreeSet<usize> = (10..60).collect();
+    wait_sessions(&p, &w, &ids, &calls, "before the failover").await;
+
+    let killed = Instant::now();
+    p.one.kill();
+    // While nobody leads, the PBX reports to the standby: 5 calls end, 5 start.
+    report(&w, &p.two, 10..15, "idle").await;
+    report(&w, &p.two, 60..65, "speaking").await;
+    calls.retain(|i| !(10..15).contains(i));
+    calls.extend(60..65);
+    let epoch = wait_for_leader(&p.db, "pbx2", 20).await;
+    let took = killed.elapsed();
+    assert!(epoch > first, "a take-over starts a new term");
+    wait_sessions(&p, &w, &ids, &calls, "after the take-over").await;
+    eprintln!(
+        "take-over: pbx2 led {:.2} s after pbx1 was killed (lease {LEASE}), Teams matched the calls {:.2} s after",
+        took.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    let journal = p.two.journal();
+    assert!(
+        journal.contains("node pbx2 takes over from pbx1"),
+        "{journal}"
+    );
+    one_writer_at_a_time(&w);
+    assert_eq!(lease(&p.db).await.map(|l| l.0).as_deref(), Some("pbx2"));
+}
