@@ -49,6 +49,7 @@ async fn world() -> (World, Vec<String>) {
 /// The PostgreSQL server, a database for this test, and the two nodes' configs.
 struct Pair {
     pg: Postgres,
+    database: common::postgres::Database,
     db: tokio_postgres::Client,
     one: Node,
     two: Node,
@@ -61,7 +62,13 @@ async fn pair(w: &World, name: &str) -> Pair {
     let db = database.connect().await;
     let one = Node::new(w, "pbx1", &store, LEASE);
     let two = Node::new(w, "pbx2", &store, LEASE);
-    Pair { pg, db, one, two }
+    Pair {
+        pg,
+        database,
+        db,
+        one,
+        two,
+    }
 }
 
 /// `state` for the users `range`, posted to `node` in one batch.
@@ -175,4 +182,150 @@ async fn a_killed_leader_is_replaced_and_teams_shows_exactly_the_running_calls()
     );
     one_writer_at_a_time(&w);
     assert_eq!(lease(&p.db).await.map(|l| l.0).as_deref(), Some("pbx2"));
+}
+
+/// The presence clears Graph received from `node`.
+fn clears_by(w: &World, node: &str) -> usize {
+    w.graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/clearPresence"))
+        .filter(|r| writer(r.user_agent.as_deref()).is_some_and(|(n, _)| n == node))
+        .count()
+}
+
+async fn wait_journal(node: &Node, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.journal().contains(line) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {line:?}:\n{}",
+            node.name,
+            node.journal()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGSTOP for longer than the lease (a GC-like pause, a VM frozen): the other node leads;
+/// when the frozen one runs again it finds its fence shut, writes nothing, steps down, and
+/// takes events as a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_writes_nothing_once_its_lease_is_gone() {
+    let (w, ids) = world().await;
+    let mut p = pair(&w, "frozen").await;
+    p.one.start(&p.db).await;
+    let first = wait_for_leader(&p.db, "pbx1", 20).await;
+    p.two.start(&p.db).await;
+    report(&w, &p.one, 0..40, "speaking").await;
+    let mut calls: BTreeSet<usize> = (0..40).collect();
+    wait_sessions(&p, &w, &ids, &calls, "before the freeze").await;
+
+    p.one.signal("-STOP");
+    let second = wait_for_leader(&p.db, "pbx2", 20).await;
+    assert!(second > first);
+    report(&w, &p.two, 0..10, "idle").await;
+    report(&w, &p.two, 40..50, "speaking").await;
+    calls.retain(|i| *i >= 10);
+    calls.extend(40..50);
+    wait_sessions(&p, &w, &ids, &calls, "while pbx1 is frozen").await;
+
+    p.one.signal("-CONT");
+    wait_journal(&p.one, "node pbx1 steps down").await;
+    // pbx1 is a standby now: what the PBX posts to it is applied by pbx2.
+    report(&w, &p.one, 10..20, "idle").await;
+    calls.retain(|i| *i >= 20);
+    wait_sessions(&p, &w, &ids, &calls, "after pbx1 woke up").await;
+    one_writer_at_a_time(&w);
+    assert_eq!(lease(&p.db).await, Some(("pbx2".to_owned(), second)));
+}
+
+/// PostgreSQL goes away for longer than the lease and comes back: the leader steps down
+/// (it cannot renew), both nodes reconnect, one leads, and Teams shows the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarts_and_leadership_settles() {
+    let (w, ids) = world().await;
+    let mut p = pair(&w, "restart").await;
+    p.one.start(&p.db).await;
+    wait_for_leader(&p.db, "pbx1", 20).await;
+    p.two.start(&p.db).await;
+    report(&w, &p.one, 0..30, "speaking").await;
+    let mut calls: BTreeSet<usize> = (0..30).collect();
+    wait_sessions(&p, &w, &ids, &calls, "before the restart").await;
+
+    p.pg.stop();
+    wait_journal(&p.one, "node pbx1 steps down").await;
+    p.pg.start_again();
+    let db = p.database.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        if let Some((holder, _)) = lease(&db).await
+            && let Some(epoch) = valid(&db, &holder).await
+        {
+            break (holder, epoch);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody leads after PostgreSQL came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    report(&w, &p.two, 0..5, "idle").await;
+    calls.retain(|i| *i >= 5);
+    wait_sessions(
+        &p,
+        &w,
+        &ids,
+        &calls,
+        &format!("after the restart ({} leads)", leader.0),
+    )
+    .await;
+    one_writer_at_a_time(&w);
+}
+
+/// The epoch of `holder`'s lease if it has not run out.
+async fn valid(db: &tokio_postgres::Client, holder: &str) -> Option<i64> {
+    let row = db
+        .query_opt(
+            "SELECT epoch FROM ha_lease WHERE holder = $1 AND expires_at > (extract(epoch from clock_timestamp()) * 1000)::bigint",
+            &[&holder],
+        )
+        .await
+        .ok()??;
+    Some(row.get(0))
+}
+
+/// A planned stop of the leader (SIGTERM) with a standby alive: it gives the lease up and
+/// clears nothing; the standby leads at once and keeps every session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_hands_its_sessions_over() {
+    let (w, ids) = world().await;
+    let mut p = pair(&w, "handover").await;
+    p.one.start(&p.db).await;
+    let first = wait_for_leader(&p.db, "pbx1", 20).await;
+    p.two.start(&p.db).await;
+    wait_journal(&p.two, "node pbx2 started as a standby").await;
+    report(&w, &p.one, 0..20, "speaking").await;
+    let calls: BTreeSet<usize> = (0..20).collect();
+    wait_sessions(&p, &w, &ids, &calls, "before the stop").await;
+
+    let stopped = Instant::now();
+    let status = p.one.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}: {}", p.one.journal());
+    let epoch = wait_for_leader(&p.db, "pbx2", 20).await;
+    eprintln!(
+        "hand-over: pbx2 led {:.2} s after SIGTERM to pbx1",
+        stopped.elapsed().as_secs_f64()
+    );
+    assert!(epoch > first);
+    assert_eq!(
+        clears_by(&w, "pbx1"),
+        0,
+        "the stopping leader cleared sessions"
+    );
+    wait_journal(&p.one, "standby pbx2 takes the sessions over").await;
+    wait_journal(&p.two, "pbx1 stopped and gave the lease up").await;
+    wait_sessions(&p, &w, &ids, &calls, "after the hand-over").await;
+    report(&w, &p.two, 0..20, "idle").await;
+    wait_sessions(&p, &w, &ids, &BTreeSet::new(), "after the calls ended").await;
 }

@@ -17,6 +17,11 @@ use super::*;
 
 /// Answers setPresence 429 (Retry-After 0) `throttles` times, then 200.
 async fn start(throttles: u32) -> (GraphClient, Metrics) {
+    start_fenced(throttles, crate::fence::Fence::open()).await
+}
+
+/// The same, the client's writes checked against `fence`.
+async fn start_fenced(throttles: u32, fence: crate::fence::Fence) -> (GraphClient, Metrics) {
     let left = Arc::new(AtomicU32::new(throttles));
     let token = || async {
         axum::Json(json!({"access_token": "tok", "token_type": "Bearer", "expires_in": 3600}))
@@ -46,6 +51,7 @@ async fn start(throttles: u32) -> (GraphClient, Metrics) {
     let metrics = Metrics::default();
     let mut settings = test_settings(&base);
     settings.metrics = metrics.clone();
+    settings.fence = fence;
     (GraphClient::new(settings).unwrap(), metrics)
 }
 
@@ -96,4 +102,42 @@ async fn no_answer_is_counted_as_network() {
     let text = metrics.encode().unwrap();
     let series = "pbx_teams_presence_graph_requests_total{op=\"token\",status=\"network\"}";
     assert_eq!(value(&text, series), Some(1.0), "{text}");
+}
+
+/// `[ha]`: a node whose fence is shut sends no write at all (nothing reaches Graph, nothing
+/// is counted); the same client writes once the fence opens, naming its node and epoch.
+#[tokio::test]
+async fn a_shut_fence_stops_writes_before_they_leave() {
+    let fence = crate::fence::Fence::for_node("pbx1");
+    let (client, metrics) = start_fenced(0, fence.clone()).await;
+    let refused = client
+        .set_presence("u1", "Busy", "InACall", Duration::from_secs(300))
+        .await;
+    assert!(
+        matches!(refused, Err(GraphError::NotLeader(_))),
+        "{refused:?}"
+    );
+    let text = metrics.encode().unwrap();
+    assert!(
+        value(
+            &text,
+            r#"pbx_teams_presence_graph_requests_total{op="setPresence",status="200"}"#
+        )
+        .is_none(),
+        "{text}"
+    );
+    fence.extend(3, crate::clock::monotonic() + Duration::from_secs(10));
+    client
+        .set_presence("u1", "Busy", "InACall", Duration::from_secs(300))
+        .await
+        .unwrap();
+    let text = metrics.encode().unwrap();
+    assert_eq!(
+        value(
+            &text,
+            r#"pbx_teams_presence_graph_requests_total{op="setPresence",status="200"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }
