@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
 # Debian packages the tests need: python3 with venv (Graph SDK probe), systemd-analyze
 # (unit hardening test), debootstrap and zstd (the Debian roots of tests/pbx and
-# tests/systemd), dpkg-deb (the package), prometheus and promtool (tests/prometheus.rs).
+# tests/systemd), dpkg-deb (the package), prometheus and promtool (tests/prometheus.rs),
+# PostgreSQL 15 (the store on PostgreSQL and [ha]: each test starts a private server of its
+# own from /usr/lib/postgresql/15/bin; the system's cluster is never started).
 # Installed when missing and we may (root or passwordless sudo), without recommends (nothing
 # else gets started).
 missing=()
@@ -17,6 +19,14 @@ need debootstrap || missing+=(debootstrap)
 need zstd || missing+=(zstd)
 need dpkg-deb || missing+=(dpkg)
 { need prometheus && need promtool; } || missing+=(prometheus)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+# Debian's postgresql-common makes and starts a "main" cluster at install unless told not to;
+# the tests need only the programs.
+if [[ " ${missing[*]} " == *" postgresql-15 "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo -n"
+    $sudo_ mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo_ tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
     echo "test.sh: installing ${missing[*]}"

@@ -180,6 +180,19 @@ async fn a_killed_leader_is_replaced_and_teams_shows_exactly_the_running_calls()
         journal.contains("node pbx2 takes over from pbx1"),
         "{journal}"
     );
+    // `status` on either node shows who leads, the term, and both nodes.
+    let status = p.one.status();
+    assert_eq!(status["ha"]["leader"], "pbx2", "{status}");
+    assert_eq!(status["ha"]["epoch"], epoch, "{status}");
+    let nodes: Vec<&str> = status["ha"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["pbx1", "pbx2"], "{status}");
+    assert_eq!(status["ha"]["nodes"][1]["role"], "leader", "{status}");
+    assert_eq!(status["users"].as_array().unwrap().len(), 200, "{status}");
     one_writer_at_a_time(&w);
     assert_eq!(lease(&p.db).await.map(|l| l.0).as_deref(), Some("pbx2"));
 }

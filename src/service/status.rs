@@ -34,6 +34,32 @@ pub struct StatusReport {
     pub accounts_signed_in: Vec<String>,
     /// Members of `users.entra_group` without a usable extension (not synced).
     pub group_unusable: Option<String>,
+    /// `[ha]`: who leads, and every node; `None` when no node ever took the lease.
+    pub ha: Option<HaStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HaStatus {
+    pub leader: String,
+    pub epoch: i64,
+    /// When the leader took the lease, and when it runs out unless renewed (the database's
+    /// clock).
+    pub leader_since: String,
+    pub lease_expires_at: String,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub node: String,
+    /// `leader`, `standby` or `stopped`, as the node last said.
+    pub role: String,
+    pub epoch: i64,
+    pub seen_at: String,
+    pub started_at: String,
+    /// Where the node takes `POST /pbx/events`, and its version.
+    pub pbx_listen: Option<String>,
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +171,56 @@ pub fn status_report(s: &Snapshot) -> StatusReport {
             })
             .collect(),
         accounts_signed_in: s.accounts.iter().map(|a| a.account.clone()).collect(),
+        ha: ha_status(s),
+    }
+}
+
+fn ha_status(s: &Snapshot) -> Option<HaStatus> {
+    let lease = s.lease.as_ref()?;
+    let detail = |d: &str, key: &str| {
+        d.split(' ')
+            .find_map(|kv| kv.strip_prefix(key).map(str::to_owned))
+    };
+    let nodes = s
+        .nodes
+        .iter()
+        .map(|n| NodeStatus {
+            node: n.node.clone(),
+            role: n.role.clone(),
+            epoch: n.epoch,
+            seen_at: time_ms(n.seen_at),
+            started_at: time(n.started_at),
+            pbx_listen: detail(&n.detail, "pbx="),
+            version: detail(&n.detail, "version="),
+        })
+        .collect();
+    Some(HaStatus {
+        leader: lease.holder.clone(),
+        epoch: lease.epoch,
+        leader_since: time(lease.since),
+        lease_expires_at: time_ms(lease.expires_at),
+        nodes,
+    })
+}
+
+/// `[ha]`: the lease and one line per node.
+fn ha_lines(out: &mut String, ha: &HaStatus) {
+    let _ = writeln!(
+        out,
+        "leader: {} (epoch {}) since {}, lease until {}",
+        ha.leader, ha.epoch, ha.leader_since, ha.lease_expires_at
+    );
+    for n in &ha.nodes {
+        let listen = n
+            .pbx_listen
+            .as_deref()
+            .map_or(String::new(), |a| format!(", PBX events on {a}"));
+        let version = n.version.as_deref().unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "node {}: {} (epoch {}), seen {}{listen}, version {version}",
+            n.node, n.role, n.epoch, n.seen_at
+        );
     }
 }
 
@@ -218,6 +294,9 @@ fn footer(out: &mut String, r: &StatusReport) {
             out,
             "Entra group members without a usable extension (not synced): {names}"
         );
+    }
+    if let Some(ha) = &r.ha {
+        ha_lines(out, ha);
     }
     if let Some(link) = &r.pbx_link {
         let since = r.pbx_link_since.as_deref().unwrap_or("?");

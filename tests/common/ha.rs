@@ -197,3 +197,16 @@ async fn reported_listen(db: &tokio_postgres::Client, node: &str) -> Option<Sock
         .parse()
         .ok()
 }
+
+impl Node {
+    /// `status --json` read with this node's config (from the shared database).
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
