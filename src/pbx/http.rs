@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::listener::{Cause, Refusals, truncate_for_log};
@@ -71,8 +71,44 @@ struct Shared {
     /// The current bearer token; replaced in place when `pbx.token` changes (no restart).
     token: watch::Receiver<Arc<str>>,
     known: KnownExtensions,
-    events: mpsc::Sender<Vec<PbxEvent>>,
+    events: Sink,
     refusals: Refusals,
+}
+
+/// Where accepted events go.
+#[derive(Clone)]
+pub enum Sink {
+    /// Straight to the main loop.
+    Direct(mpsc::Sender<Vec<PbxEvent>>),
+    /// `[ha]`: to be stored for the leader; the answer waits until they are (the sender
+    /// says `true`), so a 202 means the events survive this node.
+    Stored(mpsc::Sender<(Vec<PbxEvent>, oneshot::Sender<bool>)>),
+}
+
+impl From<mpsc::Sender<Vec<PbxEvent>>> for Sink {
+    fn from(tx: mpsc::Sender<Vec<PbxEvent>>) -> Sink {
+        Sink::Direct(tx)
+    }
+}
+
+/// How long a POST waits for its events to be stored (`Sink::Stored`) before a 503.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Sink {
+    /// Hands the events over; false when they could not be (shutting down, or not stored
+    /// in time).
+    async fn send(&self, events: Vec<PbxEvent>) -> bool {
+        match self {
+            Sink::Direct(tx) => tx.send(events).await.is_ok(),
+            Sink::Stored(tx) => {
+                let (done, stored) = oneshot::channel();
+                if tx.send((events, done)).await.is_err() {
+                    return false;
+                }
+                matches!(tokio::time::timeout(STORE_WAIT, stored).await, Ok(Ok(true)))
+            }
+        }
+    }
 }
 
 static UNAUTHORIZED: Cause = Cause {
@@ -106,14 +142,14 @@ pub async fn serve(
     listener: TcpListener,
     token: watch::Receiver<Arc<str>>,
     known: KnownExtensions,
-    events: mpsc::Sender<Vec<PbxEvent>>,
+    events: impl Into<Sink>,
     cancel: CancellationToken,
 ) {
     let refusals = Refusals::new("pbx");
     let shared = Shared {
         token,
         known,
-        events,
+        events: events.into(),
         refusals: refusals.clone(),
     };
     let app = Router::new()
@@ -154,10 +190,10 @@ async fn post_events(State(shared): State<Shared>, headers: HeaderMap, body: Bod
         tracing::debug!(extension = %e.extension, "PBX event for an extension not in the users file, ignored");
     }
     let counts = json!({"accepted": accepted.len(), "ignored": ignored.len()});
-    if !accepted.is_empty() && shared.events.send(accepted).await.is_err() {
+    if !accepted.is_empty() && !shared.events.send(accepted).await {
         return reject(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon is shutting down",
+            "not taken: the daemon is shutting down, or its state database does not answer",
         );
     }
     (StatusCode::ACCEPTED, axum::Json(counts)).into_response()

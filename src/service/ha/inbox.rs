@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +67,8 @@ async fn connect(
 pub struct Intake {
     pub target: PgTarget,
     pub node: String,
-    pub events: mpsc::Receiver<Vec<PbxEvent>>,
+    /// What the listener accepted, and where to say it is stored.
+    pub events: mpsc::Receiver<(Vec<PbxEvent>, oneshot::Sender<bool>)>,
     pub known: watch::Sender<Arc<ExtensionSet>>,
     /// The users file's extensions, read at the node's start: taken before any leader
     /// wrote its users (the table adds the Entra group's and the voicemail boxes').
@@ -88,9 +89,12 @@ impl Intake {
                 () = cancel.cancelled() => break,
                 _ = known.tick() => self.read_known(&client).await,
                 batch = self.events.recv() => {
-                    let Some(batch) = batch else { break };
+                    let Some((batch, stored)) = batch else { break };
                     match self.put(client, &batch, &cancel).await {
-                        Some(c) => client = c,
+                        Some(c) => {
+                            client = c;
+                            let _ = stored.send(true);
+                        }
                         None => break,
                     }
                 }

@@ -249,7 +249,8 @@ async fn intake(
     let (events_tx, events) = mpsc::channel(1024);
     let (known_tx, known) = watch::channel(Arc::default());
     let (_token_tx, token) = watch::channel(Arc::from(http.token.expose()));
-    let serve = crate::pbx::http::serve(listener, token, known, events_tx, stop.child_token());
+    let sink = crate::pbx::http::Sink::Stored(events_tx);
+    let serve = crate::pbx::http::serve(listener, token, known, sink, stop.child_token());
     tracker.spawn(serve.instrument(tracing::info_span!("pbx_http", listen = %bound)));
     let path = options.config_path.clone();
     let file = match tokio::task::spawn_blocking(move || crate::config::load_all(&path)).await {
