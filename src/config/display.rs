@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     AsteriskPbxConfig, AzureCredential, CaFile, Config, HttpPbxConfig, NotificationsConfig,
-    PbxConfig, SipPbxConfig, Template,
+    PbxConfig, SipPbxConfig, StoreConfig, Template,
 };
 
 /// A TOML string literal (escaped).
@@ -100,6 +100,24 @@ impl fmt::Display for Config {
         match &self.notifications {
             Some(n) => notifications(f, n)?,
             None => writeln!(f, "\n[notifications]\nenabled = false")?,
+        }
+        match &self.store {
+            StoreConfig::Sqlite => writeln!(f, "\n[store]\nkind = \"sqlite\"")?,
+            StoreConfig::Postgres(pg) => {
+                writeln!(
+                    f,
+                    "\n[store]\nkind = \"postgres\"\npostgres_url = {}",
+                    q(&pg.url)
+                )?;
+                let password = if pg.password.is_some() { "set" } else { "none" };
+                writeln!(
+                    f,
+                    "# password: {password} (postgres_password_file or the postgres-password credential)"
+                )?;
+                if let Some(ca) = &pg.ca_file {
+                    writeln!(f, "ca_file = {}", q(&ca.path.display().to_string()))?;
+                }
+            }
         }
         match &self.ha {
             Some(h) => writeln!(

@@ -31,6 +31,8 @@ mod watch;
 #[cfg(test)]
 mod sip_tests;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
