@@ -32,22 +32,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let lease_text = std::env::var("BENCH_LEASE").unwrap_or_else(|_| "10s".into());
-    let options = graph_emulator::EmulatorOptions {
-        request_log_limit: 1_000_000,
-        ..Default::default()
-    };
-    let w = World::new_with(options).await;
-    let mut lines = Vec::new();
-    for i in 0..USERS {
-        let mail = format!("ha{i}@contoso.com");
-        let id = w
-            .graph
-            .add_user(user(&format!("Ha {i}"), &mail, Some(&mail), &[]));
-        w.graph.set_user_presence(&id, "Available", "Available");
-        lines.push(format!("{},{mail}", extension(i)));
-    }
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    w.write_users(&refs);
+    let (w, _) = World::crowd(USERS, "ha", extension, 1_000_000).await;
     let pg = Postgres::start();
     let database = pg.database("failover");
     let store = database.store_section();
@@ -120,7 +105,7 @@ fn churn(w: &World, listen: std::net::SocketAddr, round: usize) -> tokio::task::
         let mut i = round * 37;
         loop {
             let ext = extension(i % USERS);
-            let state = if (i / USERS) % 2 == 0 {
+            let state = if (i / USERS).is_multiple_of(2) {
                 "speaking"
             } else {
                 "idle"

@@ -25,25 +25,7 @@ fn extension(i: usize) -> String {
 
 /// The world with [`USERS`] more users, matched by mail; their Teams ids.
 async fn world() -> (World, Vec<String>) {
-    let options = graph_emulator::EmulatorOptions {
-        request_log_limit: 200_000,
-        ..Default::default()
-    };
-    let w = World::new_with(options).await;
-    let mut ids = Vec::new();
-    let mut lines = Vec::new();
-    for i in 0..USERS {
-        let mail = format!("ha{i}@contoso.com");
-        let id = w
-            .graph
-            .add_user(user(&format!("Ha {i}"), &mail, Some(&mail), &[]));
-        w.graph.set_user_presence(&id, "Available", "Available");
-        ids.push(id);
-        lines.push(format!("{},{mail}", extension(i)));
-    }
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    w.write_users(&refs);
-    (w, ids)
+    World::crowd(USERS, "ha", extension, 200_000).await
 }
 
 /// The PostgreSQL server, a database for this test, and the two nodes' configs.

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use graph_emulator::{EmulatorOptions, Fault, FaultKind};
+use graph_emulator::{Fault, FaultKind};
 
 const CALLS: usize = 1000;
 /// Calls that end while Graph is down.
@@ -21,25 +21,7 @@ fn extension(i: usize) -> String {
 
 /// A world with [`CALLS`] more users, each matched by mail; returns their Teams ids.
 async fn big_world() -> (World, Vec<String>) {
-    let options = EmulatorOptions {
-        request_log_limit: 200_000,
-        ..EmulatorOptions::default()
-    };
-    let w = World::new_with(options).await;
-    let mut ids = Vec::with_capacity(CALLS);
-    let mut lines = Vec::with_capacity(CALLS);
-    for i in 0..CALLS {
-        let mail = format!("load{i}@contoso.com");
-        let id = w
-            .graph
-            .add_user(user(&format!("Load {i}"), &mail, Some(&mail), &[]));
-        w.graph.set_user_presence(&id, "Available", "Available");
-        ids.push(id);
-        lines.push(format!("{},{mail}", extension(i)));
-    }
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    w.write_users(&refs);
-    (w, ids)
+    World::crowd(CALLS, "load", extension, 200_000).await
 }
 
 /// POSTs `state` for extensions `range` in batches of 100.
