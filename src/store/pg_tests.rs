@@ -231,3 +231,69 @@ async fn a_wrong_password_is_a_clear_error_without_the_password() {
     assert!(text.contains("postgres://postgres@127.0.0.1"), "{text}");
     assert!(!text.contains("not-it-Kx3"), "{text}");
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// `sslmode=require`: TLS with the server's certificate checked against `store.ca_file` and
+/// its name; without that CA, or under another name, no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trusts_the_ca_file_and_checks_the_name() {
+    let ca = crate::pbx::tls::tests::TestCa::new();
+    let leaf = ca.leaf(&["127.0.0.1"], false);
+    let pg = Postgres::start_tls(
+        &pem("CERTIFICATE", &leaf.chain[0]),
+        &pem("PRIVATE KEY", leaf.key.secret_der()),
+    );
+    let db = pg.database("tls");
+    let mut trusted = settings(&db);
+    trusted.url = trusted.url.replace("sslmode=disable", "sslmode=require");
+    trusted.ca_file = Some(ca.ca_file());
+    let opening = trusted.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open_postgres(&opening, None))
+        .await
+        .unwrap()
+        .unwrap();
+    store.write(upsert("1001")).await;
+    store.flush().await.unwrap();
+    let client = db.connect().await;
+    let over_tls: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE ssl AND application_name = 'pbx-teams-presence'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(over_tls, 1, "the store's connection is not over TLS");
+    store.close().await.unwrap();
+
+    let mut untrusted = trusted.clone();
+    untrusted.ca_file = None;
+    let mut wrong_name = trusted.clone();
+    wrong_name.url = wrong_name.url.replace("127.0.0.1", "localhost");
+    for (what, s) in [("no CA file", untrusted), ("another name", wrong_name)] {
+        let err = tokio::task::spawn_blocking(move || Store::open_postgres(&s, None))
+            .await
+            .unwrap()
+            .err()
+            .unwrap_or_else(|| panic!("{what}: connected"));
+        let text = format!("{err}: {:?}", std::error::Error::source(&err));
+        assert!(
+            text.to_lowercase().contains("certificate"),
+            "{what}: {text}"
+        );
+    }
+}

@@ -21,6 +21,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Mutex<Option<Child>>,
+    /// Serves TLS too (`server.crt`, `server.key` in the data directory).
+    tls: bool,
 }
 
 /// One database of the server.
@@ -68,6 +70,15 @@ fn free_port() -> u16 {
 impl Postgres {
     /// A new cluster, started.
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A new cluster that also serves TLS with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let initdb = format!("{BIN}/initdb");
         assert!(
             Path::new(&initdb).exists(),
@@ -90,10 +101,20 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(data.join("server.crt"), cert).expect("server.crt");
+            let key_file = data.join("server.key");
+            std::fs::write(&key_file, key).expect("server.key");
+            let private = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(&key_file, private).expect("chmod server.key");
+            chown_to_server_user(&data);
+        }
         let pg = Postgres {
             dir,
             port: free_port(),
             child: Mutex::new(None),
+            tls: tls.is_some(),
         };
         pg.start_again();
         pg
@@ -115,6 +136,7 @@ impl Postgres {
             .arg(self.data())
             .args(["-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", if self.tls { "ssl=on" } else { "ssl=off" }])
             .args([
                 "-c",
                 &format!("unix_socket_directories={}", self.dir.path().display()),
