@@ -12,6 +12,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::ha::{Node, lease, wait_for_leader, writer};
@@ -47,10 +49,12 @@ async fn main() {
     let mut takeovers = Vec::new();
     let mut gaps = Vec::new();
     let mut leader = 0;
+    // The churn goes on where it stopped: every event changes a user's call.
+    let next = Arc::new(AtomicUsize::new(0));
     for round in 0..rounds {
         let standby = 1 - leader;
         // Calls keep changing through the standby's listener (the inbox) during the round.
-        let churn = churn(&w, nodes[standby].listen, round);
+        let churn = churn(&w, nodes[standby].listen, Arc::clone(&next));
         tokio::time::sleep(Duration::from_secs(3)).await;
         let killed = Instant::now();
         nodes[leader].kill();
@@ -97,13 +101,19 @@ fn summary(v: &mut [Duration]) -> String {
     )
 }
 
-/// Starts and ends calls on rotating users, one event every 100 ms, until aborted.
-fn churn(w: &World, listen: std::net::SocketAddr, round: usize) -> tokio::task::JoinHandle<()> {
+/// Starts and ends calls on rotating users, one event every 100 ms, until aborted: event `i`
+/// puts user `i % USERS` in a call on even laps, ends it on odd ones, so each one changes a
+/// call and the leader writes to Graph.
+fn churn(
+    w: &World,
+    listen: std::net::SocketAddr,
+    next: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
     let token = w.token.clone();
     tokio::spawn(async move {
         let client = reqwest::Client::new();
-        let mut i = round * 37;
         loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
             let ext = extension(i % USERS);
             let state = if (i / USERS).is_multiple_of(2) {
                 "speaking"
@@ -116,7 +126,6 @@ fn churn(w: &World, listen: std::net::SocketAddr, round: usize) -> tokio::task::
                 .json(&json!({"extension": ext, "state": state}))
                 .send()
                 .await;
-            i += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
