@@ -138,8 +138,9 @@ pub fn forget_departed(out: &mut Outbox, snapshot: &Snapshot, directory: &Direct
     }
 }
 
-/// Put back what the store knew: last states on both sides and sessions left by a crash.
-pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
+/// Put back what the store knew: last states on both sides and sessions left by a crash (or,
+/// `take_over` under `[ha]`, by the last leader: said in one line, not one per session).
+pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis, take_over: bool) {
     for row in &snapshot.users {
         let pushed = row
             .pushed
@@ -154,17 +155,29 @@ pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis) {
     let mut seen = HashSet::new();
     for s in &snapshot.sessions {
         if seen.insert(s.teams_id.clone()) {
-            tracing::warn!(extension = %s.extension, teams_user = %s.teams_id,
-                "{}: an In a call session survived the last run; it is cleared unless the PBX reports a call",
-                s.extension);
+            if !take_over {
+                tracing::warn!(extension = %s.extension, teams_user = %s.teams_id,
+                    "{}: an In a call session survived the last run; it is cleared unless the PBX reports a call",
+                    s.extension);
+            }
             engine.restore_session(&s.teams_id, now);
         }
     }
     for p in &snapshot.preferred {
-        tracing::warn!(extension = %p.extension, teams_user = %p.teams_id,
-            "{}: a Do not disturb set in Teams survived the last run; it is cleared unless the PBX reports the phone in DND",
-            p.extension);
+        if !take_over {
+            tracing::warn!(extension = %p.extension, teams_user = %p.teams_id,
+                "{}: a Do not disturb set in Teams survived the last run; it is cleared unless the PBX reports the phone in DND",
+                p.extension);
+        }
         engine.restore_preferred(&p.teams_id, now);
+    }
+    if take_over {
+        let (sessions, dnd) = (seen.len(), snapshot.preferred.len());
+        tracing::info!(
+            sessions,
+            dnd,
+            "take-over: the last leader left {sessions} In a call sessions and {dnd} Do not disturb statuses in Teams; each is kept while the PBX reports its call (or DND), else cleared"
+        );
     }
 }
 

@@ -123,7 +123,12 @@ pub enum Version {
 pub fn migrate(client: &mut postgres::Client) -> Result<Result<Vec<i64>, i64>, postgres::Error> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        tx.batch_execute("CREATE TABLE schema_version (version BIGINT NOT NULL)")?;
+    }
     let found = found(&mut tx)?;
     if found > SUPPORTED {
         return Ok(Err(found));

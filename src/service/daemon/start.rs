@@ -65,7 +65,8 @@ impl Daemon {
         out.meta(MetaKey::GroupUnusable, group::shown(&group.unusable));
         forget_departed(&mut out, &snapshot, &directory);
         let now = options.clock.now();
-        let (engine, matching) = core(&config, &directory, &snapshot, now);
+        let take_over = options.ha.is_some();
+        let (engine, matching) = core(&config, &directory, &snapshot, now, take_over);
         let stop = Stop {
             trigger: options.shutdown.clone(),
             root: CancellationToken::new(),
@@ -132,11 +133,12 @@ fn core(
     directory: &Directory,
     snapshot: &Snapshot,
     now: Millis,
+    take_over: bool,
 ) -> (Engine, Matching) {
     let matches = cached_matches(snapshot, directory);
     let mut engine = Engine::new(engine_settings(config), config.mapping.clone());
     engine.set_users(matching::user_specs(directory, &matches), now);
-    restore(&mut engine, snapshot, now);
+    restore(&mut engine, snapshot, now, take_over);
     // Addresses without a cached match are looked up at once, the others again when
     // `sync.resolve_interval` has passed since the last full round.
     let looked_up = snapshot.meta_time(MetaKey::LookedUpAt).filter(|_| {
