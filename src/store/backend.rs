@@ -33,6 +33,15 @@ pub trait Backend: Send {
     fn aborts_on_error(&self) -> bool;
     fn begin(&mut self) -> Result<(), BackendError>;
     fn apply(&mut self, write: &Write) -> Result<(), BackendError>;
+    /// How many writes from the start of `writes` this database applies as one statement
+    /// ([`Backend::apply_run`]); below 2: one at a time.
+    fn run_len(&self, _writes: &[Write]) -> usize {
+        0
+    }
+    /// Applies a run [`Backend::run_len`] found, with the effect of applying it write by write.
+    fn apply_run(&mut self, run: &[Write]) -> Result<(), BackendError> {
+        run.iter().try_for_each(|w| self.apply(w))
+    }
     fn commit(&mut self) -> Result<(), BackendError>;
     fn rollback(&mut self);
     fn snapshot(&mut self) -> Result<Snapshot, StoreError>;

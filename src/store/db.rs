@@ -123,6 +123,17 @@ impl PgConn {
         }
     }
 
+    /// A statement with PostgreSQL-only parameters (arrays), prepared once.
+    pub fn exec_pg(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<(), DbError> {
+        let stmt = self.statement(sql)?;
+        self.client.execute(&stmt, params)?;
+        Ok(())
+    }
+
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
         if let Some(s) = self.prepared.get(sql) {
             return Ok(s.clone());

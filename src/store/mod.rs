@@ -18,6 +18,7 @@
 mod backend;
 mod db;
 mod error;
+mod pg_runs;
 mod pg_schema;
 pub mod postgres;
 mod schema;

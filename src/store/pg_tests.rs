@@ -297,3 +297,92 @@ async fn tls_trusts_the_ca_file_and_checks_the_name() {
         );
     }
 }
+
+/// Runs of like writes (a poll's Teams states, a lookup round's matches, pushes, a users
+/// file), some extensions written twice in a run: PostgreSQL takes each run as one statement
+/// and ends where SQLite does, write by write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_like_writes_end_as_write_by_write() {
+    let pg = Postgres::start();
+    let db = pg.database("runs");
+    let on_pg = open(&db, None).await.unwrap();
+    let on_sqlite = Store::open_in_memory().unwrap();
+    let ext = |i: usize| format!("{}", 2000 + i % 40);
+    let mut writes: Vec<Write> = (0..40).map(|i| upsert(&ext(i))).collect();
+    for round in 0..2_i64 {
+        writes.extend((0..60).map(|i| Write::SetMatch {
+            extension: ext(i),
+            teams_id: Some(format!("id-{i}-{round}").into()),
+            status: crate::sync::types::MatchStatus::Matched,
+            detail: None,
+            at: round,
+        }));
+        writes.extend((0..60).map(|i| Write::SetTeams {
+            extension: ext(i),
+            availability: format!("A{i}-{round}").into(),
+            activity: "Busy".to_owned().into(),
+            at: round,
+        }));
+        writes.extend((0..60).map(|i| Write::SetPushed {
+            extension: ext(i),
+            state: format!("s{i}"),
+            availability: "Busy".into(),
+            activity: "InACall".into(),
+            at: round,
+        }));
+    }
+    // A changed e-mail in a run of upserts forgets the match, as one by one.
+    writes.push(Write::UpsertUser {
+        extension: ext(3),
+        email: "new@example.com".into(),
+        direction: "both".into(),
+    });
+    for store in [&on_pg, &on_sqlite] {
+        store.write_all(writes.clone()).await;
+        store.flush().await.unwrap();
+    }
+    let want = on_sqlite.snapshot().await.unwrap();
+    assert_eq!(on_pg.snapshot().await.unwrap(), want);
+    assert_eq!(want.users.len(), 40);
+    assert!(
+        want.users
+            .iter()
+            .any(|u| u.email == "new@example.com" && u.teams_id.is_none())
+    );
+}
+
+/// A run that fails (its table is gone) is tried again write by write: each of its writes
+/// fails alone, the writes around it are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_fails_write_by_write_and_the_rest_commits() {
+    let pg = Postgres::start();
+    let db = pg.database("failed_run");
+    let store = open(&db, None).await.unwrap();
+    let client = db.connect().await;
+    client.batch_execute("DROP TABLE pushed").await.unwrap();
+    let pushed = |ext: &str| Write::SetPushed {
+        extension: ext.into(),
+        state: "busy".into(),
+        availability: "Busy".into(),
+        activity: "InACall".into(),
+        at: 1,
+    };
+    store
+        .write_all(vec![
+            upsert("1001"),
+            pushed("1001"),
+            pushed("1002"),
+            pushed("1003"),
+            upsert("1002"),
+        ])
+        .await;
+    let err = store.flush().await.unwrap_err();
+    assert!(matches!(err, StoreError::WriteFailed { .. }), "{err}");
+    assert_eq!(store.stats().writes_failed, 3);
+    let users: i64 = client
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 2);
+}

@@ -231,6 +231,16 @@ impl Backend for Postgres {
         applied.map_err(|e| self.lost(e.into()))
     }
 
+    fn run_len(&self, writes: &[Write]) -> usize {
+        super::pg_runs::run_len(writes)
+    }
+
+    fn apply_run(&mut self, run: &[Write]) -> Result<(), BackendError> {
+        let conn = self.connection()?;
+        let applied = super::pg_runs::apply_run(conn, run);
+        applied.map_err(|e| self.lost(e.into()))
+    }
+
     fn commit(&mut self) -> Result<(), BackendError> {
         let conn = self.connection()?;
         let committed = conn.client.batch_execute("COMMIT");

@@ -204,8 +204,10 @@ impl Worker {
         }
         let mut skip = BTreeSet::new();
         let mut reconnected = false;
+        // A run that fails is applied again write by write, to find the one that fails.
+        let mut runs = true;
         loop {
-            match self.one_pass(writes, &mut skip, &mut ran.failed) {
+            match self.one_pass(writes, &mut skip, &mut ran.failed, &mut runs) {
                 Ok(()) => break,
                 Err(e) if e.is_connection_lost() && !reconnected => {
                     tracing::warn!(path = %self.ctx.path.display(), error = %e, "the connection to the state database was lost ({e}); the batch is written again on a new one");
@@ -233,36 +235,81 @@ impl Worker {
         ran
     }
 
-    /// One transaction over the writes not in `skip`; a failed write joins `skip`.
+    /// One transaction over the writes not in `skip`; a failed write joins `skip`. With
+    /// `runs`, a run of like writes goes as one statement where the database can; a failed
+    /// run turns `runs` off and the batch runs again write by write.
     fn one_pass(
         &mut self,
         writes: &[Write],
         skip: &mut BTreeSet<usize>,
         failed: &mut Vec<(usize, String)>,
+        runs: &mut bool,
     ) -> Result<(), Retry> {
         self.backend.begin().map_err(Retry::Failed)?;
-        for (i, write) in writes.iter().enumerate() {
-            if skip.contains(&i) {
-                continue;
-            }
-            if let Err(e) = self.backend.apply(write) {
-                if e.is_connection_lost() || matches!(e, BackendError::Fenced { .. }) {
+        let mut i = 0;
+        while i < writes.len() {
+            let n = if *runs {
+                self.run_at(writes, i, skip)
+            } else {
+                0
+            };
+            if n >= 2 {
+                if let Err(e) = self.backend.apply_run(&writes[i..i + n]) {
                     self.backend.rollback();
-                    return Err(Retry::Failed(e));
-                }
-                self.ctx.write_failed(write, &e);
-                skip.insert(i);
-                failed.push((i, format!("{}: {e}", write.kind())));
-                if self.backend.aborts_on_error() {
-                    self.backend.rollback();
+                    if e.is_connection_lost() || matches!(e, BackendError::Fenced { .. }) {
+                        return Err(Retry::Failed(e));
+                    }
+                    *runs = false;
                     return Err(Retry::Again);
                 }
+                i += n;
+                continue;
             }
+            if !skip.contains(&i) {
+                self.apply_one(writes, i, skip, failed)?;
+            }
+            i += 1;
         }
         self.backend.commit().map_err(|e| {
             self.backend.rollback();
             Retry::Failed(e)
         })
+    }
+
+    /// The length of the run the database takes at `i`, none of it left out.
+    fn run_at(&self, writes: &[Write], i: usize, skip: &BTreeSet<usize>) -> usize {
+        let n = self.backend.run_len(&writes[i..]);
+        if n >= 2 && skip.range(i..i + n).next().is_none() {
+            n
+        } else {
+            0
+        }
+    }
+
+    /// Write `i` alone; a failure leaves it out (and, on PostgreSQL, starts the pass again).
+    fn apply_one(
+        &mut self,
+        writes: &[Write],
+        i: usize,
+        skip: &mut BTreeSet<usize>,
+        failed: &mut Vec<(usize, String)>,
+    ) -> Result<(), Retry> {
+        let write = &writes[i];
+        let Err(e) = self.backend.apply(write) else {
+            return Ok(());
+        };
+        if e.is_connection_lost() || matches!(e, BackendError::Fenced { .. }) {
+            self.backend.rollback();
+            return Err(Retry::Failed(e));
+        }
+        self.ctx.write_failed(write, &e);
+        skip.insert(i);
+        failed.push((i, format!("{}: {e}", write.kind())));
+        if self.backend.aborts_on_error() {
+            self.backend.rollback();
+            return Err(Retry::Again);
+        }
+        Ok(())
     }
 }
 
