@@ -8,7 +8,7 @@ mod harness;
 use harness::{Database, Postgres};
 
 use super::postgres::StoreFence;
-use super::tests::{everything_about, session, upsert};
+use super::tests::{self as shared, Rows, everything_about, session, upsert};
 use super::*;
 use crate::config::PostgresStore;
 use crate::secret::Secret;
@@ -385,4 +385,26 @@ async fn a_failed_run_fails_write_by_write_and_the_rest_commits() {
         .unwrap()
         .get(0);
     assert_eq!(users, 2);
+}
+
+/// The store's behaviour tests (`tests.rs`), on PostgreSQL: each body runs on SQLite there.
+macro_rules! on_postgres {
+    ($($name:ident => $body:ident $(with $rows:ident)?),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let pg = Postgres::start();
+            let db = pg.database(stringify!($name));
+            let store = open(&db, None).await.unwrap();
+            shared::$body(store $(, Rows::$rows(db.connect().await))?).await;
+        }
+    )*};
+}
+
+on_postgres! {
+    a_changed_email_forgets_the_match => changed_email_forgets_the_match,
+    writes_apply_in_order => in_order,
+    a_burst_is_one_transaction => burst_is_one_transaction,
+    closed_store_says_closed => closed_says_closed,
+    remove_user_removes_everything => removes_everything with Postgres,
+    errors_are_capped => capped with Postgres,
 }

@@ -44,6 +44,22 @@ fn db_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.db")
 }
 
+/// Counts a table's rows from outside the store (another connection).
+pub(super) enum Rows {
+    Sqlite(PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Rows {
+    pub(super) async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match self {
+            Rows::Sqlite(path) => count(path, table),
+            Rows::Postgres(client) => client.query_one(&sql, &[]).await.unwrap().get(0),
+        }
+    }
+}
+
 fn count(path: &Path, table: &str) -> i64 {
     let conn = Connection::open(path).unwrap();
     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
@@ -167,7 +183,10 @@ async fn newer_schema_is_refused() {
 /// A match belongs to its e-mail: upserting the same e-mail keeps it, a new one forgets it.
 #[tokio::test]
 async fn a_changed_email_forgets_the_match() {
-    let store = Store::open_in_memory().unwrap();
+    changed_email_forgets_the_match(Store::open_in_memory().unwrap()).await;
+}
+
+pub(super) async fn changed_email_forgets_the_match(store: Store) {
     for w in everything_about("1001") {
         store.write(w).await;
     }
@@ -192,7 +211,10 @@ async fn a_changed_email_forgets_the_match() {
 /// Writes land in the order they were sent; a write before the user is upserted is kept.
 #[tokio::test]
 async fn writes_apply_in_order() {
-    let store = Store::open_in_memory().unwrap();
+    in_order(Store::open_in_memory().unwrap()).await;
+}
+
+pub(super) async fn in_order(store: Store) {
     store.write(teams("1001", "Away", 1)).await;
     store.write(teams("1001", "Busy", 2)).await;
     store.write(upsert("1001")).await;
@@ -280,8 +302,11 @@ async fn flush_resolves_after_commit() {
 /// `MAX_BATCH` writes, not one per write.
 #[tokio::test]
 async fn a_burst_is_one_transaction() {
+    burst_is_one_transaction(Store::open_in_memory().unwrap()).await;
+}
+
+pub(super) async fn burst_is_one_transaction(store: Store) {
     const N: usize = 50_000;
-    let store = Store::open_in_memory().unwrap();
     for i in 0..N {
         store.write(upsert(&i.to_string())).await;
     }
@@ -328,6 +353,10 @@ async fn remove_user_removes_everything() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
+    removes_everything(store, Rows::Sqlite(path)).await;
+}
+
+pub(super) async fn removes_everything(store: Store, rows: Rows) {
     for w in everything_about("1001")
         .into_iter()
         .chain(everything_about("1002"))
@@ -343,10 +372,10 @@ async fn remove_user_removes_everything() {
     store.flush().await.unwrap();
 
     for table in ["users", "matches", "teams", "pushed", "pbx"] {
-        assert_eq!(count(&path, table), 1, "{table}");
+        assert_eq!(rows.count(table).await, 1, "{table}");
     }
     assert_eq!(
-        count(&path, "sessions"),
+        rows.count("sessions").await,
         2,
         "the session waits for CloseSession"
     );
@@ -416,11 +445,15 @@ async fn errors_are_capped() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_in(&dir);
     let store = Store::open(&path).unwrap();
+    capped(store, Rows::Sqlite(path)).await;
+}
+
+pub(super) async fn capped(store: Store, rows: Rows) {
     for i in 0..150 {
         store.write(error(None, &format!("e{i}"), i)).await;
     }
     let snap = store.snapshot().await.unwrap();
-    assert_eq!(count(&path, "errors"), ERRORS_KEPT);
+    assert_eq!(rows.count("errors").await, ERRORS_KEPT);
     assert_eq!(snap.errors.len(), ERRORS_SHOWN as usize);
     let ats: Vec<i64> = snap.errors.iter().map(|e| e.at).collect();
     assert_eq!(ats, (130..150).rev().collect::<Vec<i64>>());
@@ -478,7 +511,10 @@ async fn a_session_is_committed_promptly() {
 /// After `close`, the other handles get `Closed` and their writes are dropped quietly.
 #[tokio::test]
 async fn closed_store_says_closed() {
-    let store = Store::open_in_memory().unwrap();
+    closed_says_closed(Store::open_in_memory().unwrap()).await;
+}
+
+pub(super) async fn closed_says_closed(store: Store) {
     let other = store.clone();
     store.close().await.unwrap();
     other.write(upsert("1001")).await;
