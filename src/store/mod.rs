@@ -33,6 +33,8 @@ mod fault_tests;
 #[cfg(test)]
 mod pg_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,8 @@ mod harness;
 use harness::{Database, Postgres};
 
 use super::postgres::StoreFence;
-use super::tests::{self as shared, Rows, everything_about, session, upsert};
+use super::test_support::{Rows, everything_about, session, upsert};
+use super::tests as shared;
 use super::*;
 use crate::config::PostgresStore;
 use crate::secret::Secret;
