@@ -235,6 +235,7 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
         directory
     };
     credential(&config.azure.credential, &mut problems);
+    state_database(&config, &mut problems);
     let client = GraphClient::new(service::graph_settings_for(&config))?;
     let rt = runtime()?;
     let report = rt.block_on(client.probe());
@@ -311,6 +312,33 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The PostgreSQL state database (`[store] kind = "postgres"`): reachable, and under `[ha]`
+/// who leads. A SQLite file needs no check: the daemon creates it.
+fn state_database(config: &Config, problems: &mut Vec<String>) {
+    let config::StoreConfig::Postgres(pg) = &config.store else {
+        return;
+    };
+    let shown = pg.shown();
+    match store::read_configured(config) {
+        Ok(s) => {
+            println!("ok: state database {shown} ({} users)", s.users.len());
+            if let Some(l) = &s.lease {
+                println!(
+                    "ok: leader {} (epoch {}), {} nodes seen",
+                    l.holder,
+                    l.epoch,
+                    s.nodes.len()
+                );
+            }
+        }
+        // A new database has no schema yet: the first daemon creates it.
+        Err(store::StoreError::OlderSchema { found: 0, .. }) => {
+            println!("ok: state database {shown} (empty: the daemon creates the tables)");
+        }
+        Err(e) => problems.push(format!("[store] postgres_url: {e}")),
+    }
 }
 
 /// Which credential the app signs in with; for a certificate, when it expires (a warning

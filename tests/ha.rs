@@ -175,8 +175,20 @@ async fn a_killed_leader_is_replaced_and_teams_shows_exactly_the_running_calls()
     assert_eq!(nodes, ["pbx1", "pbx2"], "{status}");
     assert_eq!(status["ha"]["nodes"][1]["role"], "leader", "{status}");
     assert_eq!(status["users"].as_array().unwrap().len(), 200, "{status}");
+
     one_writer_at_a_time(&w);
     assert_eq!(lease(&p.db).await.map(|l| l.0).as_deref(), Some("pbx2"));
+    // `check` reaches the shared database and says who leads (its own Graph probe comes
+    // after the writes checked above).
+    let check = p.one.check();
+    assert!(
+        check.contains("ok: state database postgres://postgres@127.0.0.1:"),
+        "{check}"
+    );
+    assert!(
+        check.contains(&format!("ok: leader pbx2 (epoch {epoch}), 2 nodes seen")),
+        "{check}"
+    );
 }
 
 /// The presence clears Graph received from `node`.

@@ -214,3 +214,15 @@ impl Node {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
+
+impl Node {
+    /// What `check` prints with this node's config.
+    pub fn check(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))
+            .args(["check", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
