@@ -60,6 +60,10 @@ pub struct NodeStatus {
     /// Where the node takes `POST /pbx/events`, and its version.
     pub pbx_listen: Option<String>,
     pub version: Option<String>,
+    /// A standby's own link to Asterisk (`connecting`, `connected`, `lost`), and the calls
+    /// it follows there.
+    pub pbx_link: Option<String>,
+    pub pbx_calls: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,6 +196,8 @@ fn ha_status(s: &Snapshot) -> Option<HaStatus> {
             started_at: time(n.started_at),
             pbx_listen: detail(&n.detail, "pbx="),
             version: detail(&n.detail, "version="),
+            pbx_link: detail(&n.detail, "pbx_link="),
+            pbx_calls: detail(&n.detail, "pbx_calls=").and_then(|c| c.parse().ok()),
         })
         .collect();
     Some(HaStatus {
@@ -216,9 +222,14 @@ fn ha_lines(out: &mut String, ha: &HaStatus) {
             .as_deref()
             .map_or(String::new(), |a| format!(", PBX events on {a}"));
         let version = n.version.as_deref().unwrap_or("?");
+        let link = match (&n.pbx_link, n.pbx_calls) {
+            (Some(l), Some(c)) => format!(", Asterisk {l} ({c} in a call)"),
+            (Some(l), None) => format!(", Asterisk {l}"),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "node {}: {} (epoch {}), seen {}{listen}, version {version}",
+            "node {}: {} (epoch {}), seen {}{listen}{link}, version {version}",
             n.node, n.role, n.epoch, n.seen_at
         );
     }

@@ -6,6 +6,7 @@
 mod behaviours;
 #[path = "../common/mod.rs"]
 mod common;
+mod ha;
 #[path = "../common/phones.rs"]
 mod phones;
 mod sandbox;

@@ -49,6 +49,16 @@ impl Node {
     /// Starts the binary (its log in `NAME.log`) and waits until it reports where it takes PBX
     /// events and takes a connection there.
     pub async fn start(&mut self, db: &tokio_postgres::Client) {
+        self.start_with(db, true).await;
+    }
+
+    /// Starts the binary of a node without a PBX listener (Asterisk) and waits until it is
+    /// seen in `ha_nodes`.
+    pub async fn start_without_listener(&mut self, db: &tokio_postgres::Client) {
+        self.start_with(db, false).await;
+    }
+
+    async fn start_with(&mut self, db: &tokio_postgres::Client, listens: bool) {
         assert!(self.child.is_none(), "{} runs already", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -65,7 +75,11 @@ impl Node {
         self.child = Some(child);
         let started = std::time::Instant::now();
         loop {
-            if let Some(addr) = reported_listen(db, self.name).await
+            let detail = reported(db, self.name).await;
+            if !listens && detail.is_some() {
+                return;
+            }
+            if let Some(addr) = detail.as_deref().and_then(listen_of)
                 && std::net::TcpStream::connect(addr).is_ok()
             {
                 self.listen = addr;
@@ -181,8 +195,8 @@ pub fn writer(user_agent: Option<&str>) -> Option<(String, i64)> {
     Some((node.to_owned(), epoch.parse().ok()?))
 }
 
-/// Where `node` said it takes PBX events, if it was seen after it started this time.
-async fn reported_listen(db: &tokio_postgres::Client, node: &str) -> Option<SocketAddr> {
+/// What `node` says of itself (`ha_nodes.detail`), if it was seen after it started this time.
+async fn reported(db: &tokio_postgres::Client, node: &str) -> Option<String> {
     let row = db
         .query_opt(
             "SELECT detail FROM ha_nodes WHERE node = $1 AND role <> 'stopped'",
@@ -190,7 +204,11 @@ async fn reported_listen(db: &tokio_postgres::Client, node: &str) -> Option<Sock
         )
         .await
         .ok()??;
-    let detail: String = row.get(0);
+    Some(row.get(0))
+}
+
+/// Where a node takes PBX events, from its detail.
+fn listen_of(detail: &str) -> Option<SocketAddr> {
     detail
         .split(' ')
         .find_map(|kv| kv.strip_prefix("pbx="))?

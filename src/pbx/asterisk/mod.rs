@@ -111,3 +111,25 @@ pub fn spawn(
     tracker.spawn(writer.run().instrument(span));
     Ok(pusher)
 }
+
+/// The listener alone, as a standby runs it (`[ha]`): it follows the users' devices and
+/// writes nothing. `links.delivered`, `links.metrics` and `links.fence` stay unused.
+pub fn spawn_listener(
+    config: &AsteriskPbxConfig,
+    links: AsteriskLinks,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), AriError> {
+    let ari = ari::Ari::new(config, REQUEST_TIMEOUT)?;
+    let span = tracing::info_span!("asterisk_standby", app = %config.ari_app);
+    let listener = listener::Listener {
+        ari,
+        config: Arc::new(config.clone()),
+        users: links.users,
+        events: links.events,
+        status: links.status,
+        cancel: cancel.clone(),
+    };
+    tracker.spawn(listener.run().instrument(span));
+    Ok(())
+}

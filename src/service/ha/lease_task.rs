@@ -52,6 +52,8 @@ pub struct LeaseTask {
     pub view: watch::Sender<LeaseView>,
     /// What `ha_nodes.detail` says of this node: its version, where it takes PBX events.
     pub detail: String,
+    /// And, while it stands by, its own link to the PBX (`standby.rs`).
+    pub link: watch::Receiver<String>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -148,7 +150,9 @@ impl LeaseTask {
         let me = NodeView {
             role: "standby",
             epoch: 0,
-            detail: self.detail.clone(),
+            detail: format!("{} {}", self.detail, *self.link.borrow())
+                .trim_end()
+                .to_owned(),
         };
         let pause = if client.is_none() && failures > 0 {
             backoff.delay(failures)

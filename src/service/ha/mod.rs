@@ -9,6 +9,7 @@
 mod inbox;
 mod lease_task;
 mod say;
+mod standby;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,39 @@ struct Node {
     tracker: TaskTracker,
     /// Served by the node in both roles; the daemon records into it while it leads.
     metrics: crate::metrics::Metrics,
+    /// The PBX link kept while standing by (Asterisk), and what it shows in `ha_nodes`.
+    warm: Warm,
+}
+
+/// `standby.rs` while this node stands by, with `pbx.kind = "asterisk"`.
+struct Warm {
+    asterisk: Option<crate::config::AsteriskPbxConfig>,
+    /// The users file's extensions, read at the node's start.
+    file: Vec<String>,
+    link: standby::LinkView,
+    running: Option<standby::Standby>,
+}
+
+impl Warm {
+    /// Follow Asterisk while standing by (a failure to start is logged: the daemon's start
+    /// says the same when this node leads).
+    fn start(&mut self, node: &str, target: &PgTarget, tracker: &TaskTracker) {
+        let Some(config) = &self.asterisk else { return };
+        if self.running.is_some() {
+            return;
+        }
+        match standby::start(config, node, &self.file, target, &self.link, tracker) {
+            Ok(s) => self.running = Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "node {node} cannot follow Asterisk while standing by: {e}")
+            }
+        }
+    }
+
+    /// Leading: the daemon's own listener takes over (and reads every device again).
+    fn stop(&mut self) {
+        self.running = None;
+    }
 }
 
 impl Node {
@@ -79,8 +113,9 @@ impl Node {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let mut detail = format!("version={}", env!("CARGO_PKG_VERSION"));
+        let file = users_file(options).await;
         if let Some(http) = &config.pbx.http {
-            let bound = intake(options, http, ha, target, &stop, &tracker).await?;
+            let bound = intake(options, http, ha, target, &file, &stop, &tracker).await?;
             detail.push_str(&format!(" pbx={bound}"));
         }
         let metrics = crate::metrics::Metrics::new();
@@ -95,6 +130,7 @@ impl Node {
         }
         let (terms_tx, terms) = mpsc::channel(8);
         let (view_tx, view) = watch::channel(LeaseView::default());
+        let (link, link_view) = watch::channel(String::new());
         let lease = LeaseTask {
             target: target.clone(),
             node: ha.node.clone(),
@@ -103,6 +139,7 @@ impl Node {
             terms: terms_tx,
             view: view_tx,
             detail,
+            link: link_view,
             metrics: metrics.clone(),
         };
         let span = tracing::info_span!("lease");
@@ -115,6 +152,16 @@ impl Node {
             stop,
             tracker,
             metrics,
+            warm: Warm {
+                asterisk: config
+                    .pbx
+                    .asterisk
+                    .clone()
+                    .filter(|_| config.pbx.asterisk_reads_calls()),
+                file,
+                link,
+                running: None,
+            },
         })
     }
 
@@ -129,6 +176,7 @@ impl Node {
         let every = super::systemd::watchdog_interval().unwrap_or(Duration::from_secs(3600));
         let mut watchdog = tokio::time::interval(every);
         let result = loop {
+            self.warm.start(&ha.node, &target, &self.tracker);
             let term = tokio::select! {
                 () = options.shutdown.cancelled() => break Ok(()),
                 term = self.terms.recv() => term,
@@ -144,6 +192,7 @@ impl Node {
                 None => break Err(ServiceError::LeaseTaskEnded),
             };
             say::leads(&ha.node, epoch, previous.as_ref());
+            self.warm.stop();
             last_epoch = Some(epoch);
             let term = HaTerm {
                 node: ha.node.clone(),
@@ -216,7 +265,8 @@ impl Node {
 
     /// Give the lease up (a standby takes over at its next question), then stop the node's
     /// tasks.
-    async fn finish(self, target: &PgTarget, node: &str, epoch: Option<i64>) {
+    async fn finish(mut self, target: &PgTarget, node: &str, epoch: Option<i64>) {
+        self.warm.stop();
         let leading = self.view.borrow().leading;
         match release(target, node, leading.or(epoch)).await {
             Ok(true) => tracing::info!(node, "node {node} gave the leader lease up"),
@@ -238,6 +288,7 @@ async fn intake(
     http: &HttpPbxConfig,
     ha: &HaConfig,
     target: &PgTarget,
+    file: &[String],
     stop: &CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<std::net::SocketAddr, ServiceError> {
@@ -252,17 +303,12 @@ async fn intake(
     let sink = crate::pbx::http::Sink::Stored(events_tx);
     let serve = crate::pbx::http::serve(listener, token, known, sink, stop.child_token());
     tracker.spawn(serve.instrument(tracing::info_span!("pbx_http", listen = %bound)));
-    let path = options.config_path.clone();
-    let file = match tokio::task::spawn_blocking(move || crate::config::load_all(&path)).await {
-        Ok(Ok((_, directory))) => directory.entries.into_iter().map(|e| e.extension).collect(),
-        _ => Vec::new(), // the daemon's start says what is wrong with the users file
-    };
     let intake = Intake {
         target: target.clone(),
         node: ha.node.clone(),
         events,
         known: known_tx,
-        file,
+        file: file.to_vec(),
     };
     tracker.spawn(
         intake
@@ -271,6 +317,15 @@ async fn intake(
     );
     tracing::info!(listen = %bound, "PBX events taken on {bound} in both roles, stored for the leader");
     Ok(bound)
+}
+
+/// The users file's extensions (empty when it cannot be read: the daemon's start says why).
+async fn users_file(options: &RunOptions) -> Vec<String> {
+    let path = options.config_path.clone();
+    match tokio::task::spawn_blocking(move || crate::config::load_all(&path)).await {
+        Ok(Ok((_, directory))) => directory.entries.into_iter().map(|e| e.extension).collect(),
+        _ => Vec::new(),
+    }
 }
 
 enum Led {
