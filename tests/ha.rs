@@ -336,3 +336,90 @@ async fn a_stopping_leader_hands_its_sessions_over() {
     report(&w, &p.two, 0..20, "idle").await;
     wait_sessions(&p, &w, &ids, &BTreeSet::new(), "after the calls ended").await;
 }
+
+/// `[notifications]` of one node: its own webhook port and public URL (nodes may differ).
+fn notifications_of(port: u16) -> String {
+    format!(
+        "\n[notifications]\nenabled = true\npublic_url = \"http://127.0.0.1:{port}/graph/notify\"\n\
+         listen = \"127.0.0.1:{port}\"\naccounts = [\"{}\"]\n",
+        notify::SYNC1
+    )
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The live subscriptions: (notification URL, users watched).
+fn subscribed(w: &World) -> Vec<(String, usize)> {
+    let subs = notify::subscriptions_of(w, notify::SYNC1);
+    subs.into_iter()
+        .map(|s| (s.notification_url, s.ids.len()))
+        .collect()
+}
+
+/// A change of `extension`'s Teams presence, delivered to `url` and answered 2xx.
+fn delivered_to(w: &World, url: &str, extension: &str) -> bool {
+    let id = w.id(extension);
+    w.graph
+        .deliveries()
+        .iter()
+        .any(|d| d.url.starts_with(url) && d.ids.contains(&id) && d.status.is_some_and(|s| s < 300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_leader_moves_the_subscription_to_its_own_webhook() {
+    let w = World::new_with(notify::options()).await;
+    let sync = notify::SYNC1;
+    w.graph.add_user(user(sync, sync, Some(sync), &[]));
+    w.write_config("");
+    let pg = Postgres::start();
+    let database = pg.database("notify");
+    let db = database.connect().await;
+    let (port1, port2) = (free_port(), free_port());
+    let url1 = format!("http://127.0.0.1:{port1}/graph/notify");
+    let url2 = format!("http://127.0.0.1:{port2}/graph/notify");
+    let store = database.store_section();
+    let mut one = Node::new(
+        &w,
+        "pbx1",
+        &(store.clone() + &notifications_of(port1)),
+        LEASE,
+    );
+    let mut two = Node::new(&w, "pbx2", &(store + &notifications_of(port2)), LEASE);
+    let (ok, out) = notify::login_with(&w, &one.config, sync, sync).await;
+    assert!(ok, "login: {out}");
+    one.start(&db).await;
+    wait_for_leader(&db, "pbx1", 20).await;
+    two.start(&db).await;
+    eventually(20, "pbx1 subscribed at its own webhook", || {
+        subscribed(&w) == [(url1.clone(), 3)]
+    })
+    .await;
+    w.graph.set_user_presence(&w.id(BOB), "Busy", "InAMeeting");
+    eventually(15, "Bob's change notified to pbx1", || {
+        delivered_to(&w, &url1, BOB)
+    })
+    .await;
+
+    one.kill();
+    wait_for_leader(&db, "pbx2", 20).await;
+    eventually(
+        20,
+        "pbx2 made the subscription again at its own webhook",
+        || subscribed(&w) == [(url2.clone(), 3)],
+    )
+    .await;
+    let journal = two.journal();
+    assert!(
+        journal.contains(&format!("notifies {url1}, not notifications.public_url")),
+        "{journal}"
+    );
+    w.graph.set_user_presence(&w.id(CAROL), "Away", "Away");
+    eventually(15, "Carol's change notified to pbx2 and pushed", || {
+        delivered_to(&w, &url2, CAROL) && !w.pbx.updates_for(CAROL).is_empty()
+    })
+    .await;
+    two.terminate(Duration::from_secs(20)).await;
+}

@@ -179,10 +179,25 @@ impl Planner {
     /// First look at what Graph holds for account `i`: keep the subscription the last run
     /// recorded (if it has not expired by Graph's date, or by the recorded one, which is what
     /// Graph returned, when Graph's cannot be read), delete the ones nobody recorded (no
-    /// orphans, no 409 loops), and forget records Graph no longer has.
+    /// orphans, no 409 loops) and the ones notifying another URL (another node's, under
+    /// `[ha]`), and forget records Graph no longer has.
     fn adopt(&mut self, i: usize, listed: Vec<Listed>, now: Millis, out: &mut Vec<Command>) {
         let name = self.accounts[i].name.clone();
         for s in listed {
+            if let Some(url) = &s.elsewhere {
+                self.recorded.remove(&s.id);
+                out.push(Command::Report(Fact::ElsewhereDeleted {
+                    account: name.clone(),
+                    subscription: s.id.clone(),
+                    url: url.clone(),
+                }));
+                out.push(Command::Delete {
+                    account: name.clone(),
+                    id: s.id.clone(),
+                });
+                out.push(Command::Drop { id: s.id });
+                continue;
+            }
             let free = self.accounts[i].state.sub().is_none();
             let recorded = self
                 .recorded

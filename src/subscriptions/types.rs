@@ -65,6 +65,9 @@ pub struct Listed {
     pub ids: Vec<Arc<str>>,
     /// `None` when Graph's date could not be read.
     pub expires_at: Option<Millis>,
+    /// Its `notificationUrl` when that is not `notifications.public_url` (another node's,
+    /// or the one before a change of the key): Graph would notify someone else.
+    pub elsewhere: Option<String>,
 }
 
 /// Graph's answer to [`Command::Create`], with the secret the adapter made up for it.
@@ -267,6 +270,12 @@ pub enum Fact {
     UnknownDeleted {
         account: String,
         subscription: String,
+    },
+    /// A subscription that notifies another URL, deleted (a new one is made).
+    ElsewhereDeleted {
+        account: String,
+        subscription: String,
+        url: String,
     },
     Created {
         account: String,

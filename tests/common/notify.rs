@@ -55,8 +55,18 @@ pub fn webhook(w: &World) -> String {
 
 /// `pbx-teams-presence login` (the real binary); the emulator approves the code as `as_upn`.
 pub async fn login(w: &World, account: &str, as_upn: &str) -> (bool, String) {
+    login_with(w, &w.config_path(), account, as_upn).await
+}
+
+/// [`login`] with the config file at `path`.
+pub async fn login_with(
+    w: &World,
+    path: &std::path::Path,
+    account: &str,
+    as_upn: &str,
+) -> (bool, String) {
     let graph = w.graph.clone();
-    let path = w.config_path();
+    let path = path.to_owned();
     let (account, as_upn) = (account.to_owned(), as_upn.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pbx-teams-presence"))

@@ -103,7 +103,10 @@ impl Manager {
                 answers(called, |result| Input::Listed {
                     account,
                     result: result.map(|r| match r {
-                        Reply::Listed(l) => l.into_iter().map(listed).collect(),
+                        Reply::Listed(l) => {
+                            let ours = &self.config.public_url;
+                            l.into_iter().map(|s| listed(s, ours)).collect()
+                        }
                         Reply::One(_) | Reply::Done => Vec::new(),
                     }),
                 })
@@ -309,12 +312,18 @@ fn refused(e: &GraphError) -> String {
     }
 }
 
-/// A listed subscription, for the planner.
-fn listed(s: Subscription) -> Listed {
+/// A listed subscription, for the planner: `elsewhere` when it notifies a URL that is not
+/// `ours` (compared as URLs; a subscription Graph lists without one is taken as ours).
+fn listed(s: Subscription, ours: &url::Url) -> Listed {
+    let expires_at = expiry(&s);
+    let elsewhere = s
+        .notification_url
+        .filter(|u| url::Url::parse(u).ok().as_ref() != Some(ours));
     Listed {
-        expires_at: expiry(&s),
+        expires_at,
         ids: ids_of_resource(&s.resource),
         id: s.id,
+        elsewhere,
     }
 }
 

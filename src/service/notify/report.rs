@@ -58,6 +58,12 @@ impl Manager {
                 subscription: id,
             } => tracing::info!(%account,
                 subscription = %id, "subscription account {account}: unknown subscription {id} deleted"),
+            Fact::ElsewhereDeleted {
+                account,
+                subscription: id,
+                url,
+            } => tracing::info!(%account, subscription = %id, url = %url,
+                "subscription account {account}: subscription {id} notifies {url}, not notifications.public_url (another node's, or the URL before a change): deleted, a new one is made"),
             Fact::Created {
                 account,
                 subscription: id,
@@ -153,6 +159,7 @@ fn report_upkeep(fact: Fact) {
         | Fact::ListFailed { .. }
         | Fact::Kept { .. }
         | Fact::UnknownDeleted { .. }
+        | Fact::ElsewhereDeleted { .. }
         | Fact::Created { .. }
         | Fact::CreateFailed { .. } => {}
     }

@@ -262,6 +262,7 @@ fn a_restart_uses_the_recorded_expiry_when_graphs_cannot_be_read() {
         id: id.into(),
         ids: users.to_vec(),
         expires_at: None,
+        elsewhere: None,
     };
     let users = ids(0..3);
     // Recorded as good for 30 more minutes: kept.
@@ -284,4 +285,32 @@ fn a_restart_uses_the_recorded_expiry_when_graphs_cannot_be_read() {
             .any(|c| matches!(c, Command::Delete { id, .. } if id == "old"))
     );
     assert_eq!(creates(&round).len(), 1);
+}
+
+#[test]
+fn a_recorded_subscription_notifying_another_url_is_replaced_not_adopted() {
+    // Under [ha] the last leader recorded it with its own public URL (or the key changed).
+    let mut w = world(&[A], vec![record("theirs", A, false)], false);
+    let users = ids(0..3);
+    w.graph.insert("theirs".into(), T0 + 30 * MIN);
+    let mut theirs = listed("theirs", &users, T0 + 30 * MIN);
+    theirs.elsewhere = Some("https://pbx1.example/graph/notify".into());
+    w.listing.insert(A.into(), vec![theirs]);
+    w.feed(Input::Users(users));
+    let round = w.feed(Input::Tick);
+    assert!(round.iter().any(|c| matches!(c,
+        Command::Report(Fact::ElsewhereDeleted { subscription, url, .. })
+            if subscription == "theirs" && url == "https://pbx1.example/graph/notify")));
+    assert!(
+        round
+            .iter()
+            .any(|c| matches!(c, Command::Delete { id, .. } if id == "theirs"))
+    );
+    assert!(
+        !round
+            .iter()
+            .any(|c| matches!(c, Command::Report(Fact::Kept { .. })))
+    );
+    assert_eq!(creates(&round), vec![(A.to_owned(), 3)]);
+    assert_ne!(w.sub(A).map(|s| s.id.clone()).as_deref(), Some("theirs"));
 }

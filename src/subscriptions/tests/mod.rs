@@ -224,6 +224,7 @@ fn listed(id: &str, users: &Arc<Vec<Arc<str>>>, expires_at: Millis) -> Listed {
         id: id.into(),
         ids: users.to_vec(),
         expires_at: Some(expires_at),
+        elsewhere: None,
     }
 }
 
