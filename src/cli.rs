@@ -277,7 +277,7 @@ fn check(path: &Path, print_config: bool) -> anyhow::Result<ExitCode> {
         let extensions: Vec<String> = directory
             .entries
             .iter()
-            .map(|e| e.extension.clone())
+            .map(|e| e.extension.to_string())
             .collect();
         // With "sip" in pbx.kind Asterisk's devices are not read: nothing to check there.
         let reads = config.pbx.asterisk_reads_calls();

@@ -2,6 +2,7 @@
 //! habit 7, rathole's `calculate_events`). Pure: no I/O, table-tested below.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Config, Directory, UserEntry};
 
@@ -89,7 +90,7 @@ pub fn diff(old: (&Config, &Directory), new: (&Config, &Directory)) -> Vec<Chang
 }
 
 fn user_changes(old: &Directory, new: &Directory) -> Vec<Change> {
-    let index = |d: &Directory| -> BTreeMap<String, UserEntry> {
+    let index = |d: &Directory| -> BTreeMap<Arc<str>, UserEntry> {
         d.entries
             .iter()
             .map(|e| (e.extension.clone(), e.clone()))
@@ -99,12 +100,12 @@ fn user_changes(old: &Directory, new: &Directory) -> Vec<Change> {
     let added: Vec<String> = new
         .keys()
         .filter(|k| !old.contains_key(*k))
-        .cloned()
+        .map(|k| k.to_string())
         .collect();
     let removed: Vec<String> = old
         .keys()
         .filter(|k| !new.contains_key(*k))
-        .cloned()
+        .map(|k| k.to_string())
         .collect();
     let changed: Vec<String> = new
         .iter()
@@ -112,7 +113,7 @@ fn user_changes(old: &Directory, new: &Directory) -> Vec<Change> {
             old.get(*k)
                 .is_some_and(|o| o.email != n.email || o.direction != n.direction)
         })
-        .map(|(k, _)| k.clone())
+        .map(|(k, _)| k.to_string())
         .collect();
     [
         (added, Change::UsersAdded as fn(_) -> _),

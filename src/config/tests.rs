@@ -265,7 +265,7 @@ fn load_reads_files_and_load_all_reads_users() {
         c.watched_paths(),
         vec![path.clone(), dir.path().join("people.csv")]
     );
-    assert_eq!(users.get("1001").unwrap().email, "a@example.com");
+    assert_eq!(&*users.get("1001").unwrap().email, "a@example.com");
     let e = Config::load(&dir.path().join("absent.toml"))
         .unwrap_err()
         .to_string();

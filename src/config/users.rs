@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::ConfigError;
 use crate::sync::types::Direction;
@@ -11,11 +12,12 @@ use crate::sync::types::Direction;
 /// One user: a PBX extension and the Teams account it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserEntry {
-    /// The PBX extension, as the PBX reports it; unique in the file.
-    pub extension: String,
+    /// The PBX extension, as the PBX reports it; unique in the file. Shared with the sync
+    /// engine (one allocation per user at 250,000 users, not one per copy).
+    pub extension: Arc<str>,
     /// E-mail or UPN of the Teams account, trimmed and lowercased (Graph matches it
-    /// case-insensitively). The same address may appear on several extensions.
-    pub email: String,
+    /// case-insensitively). The same address may appear on several extensions. Shared too.
+    pub email: Arc<str>,
     /// Which directions of sync apply (default: both).
     pub direction: Direction,
     /// 1-based line in the users file, for messages.
@@ -33,7 +35,7 @@ impl Directory {
     /// The user with this extension. A linear scan: callers that look up per event should
     /// build their own index.
     pub fn get(&self, extension: &str) -> Option<&UserEntry> {
-        self.entries.iter().find(|e| e.extension == extension)
+        self.entries.iter().find(|e| &*e.extension == extension)
     }
 
     /// Number of users.
@@ -65,7 +67,7 @@ pub fn parse_users(text: &str, path: &Path) -> Result<Directory, ConfigError> {
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text); // spreadsheet exports add a BOM
     let mut entries: Vec<UserEntry> = Vec::new();
-    let mut by_ext: HashMap<String, usize> = HashMap::new();
+    let mut by_ext: HashMap<Arc<str>, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         let content = raw.trim();
@@ -113,8 +115,8 @@ fn parse_line(content: &str, line: usize) -> Result<UserEntry, String> {
     let email = check_email(fields[1])?;
     let direction = parse_direction(fields.get(2).copied().unwrap_or(""))?;
     Ok(UserEntry {
-        extension,
-        email,
+        extension: extension.into(),
+        email: email.into(),
         direction,
         line,
     })
@@ -195,7 +197,7 @@ mod tests {
         let d = parse(text).unwrap();
         assert_eq!(d.len(), 5);
         let alice = d.get("1001").unwrap();
-        assert_eq!(alice.email, "alice@example.com");
+        assert_eq!(&*alice.email, "alice@example.com");
         assert_eq!((alice.direction, alice.line), (Direction::Both, 4));
         assert_eq!(d.get("1002").unwrap().direction, Direction::TeamsToPbx);
         assert_eq!(d.get("1003").unwrap().direction, Direction::PbxToTeams);
@@ -240,7 +242,7 @@ mod tests {
     fn same_email_on_two_extensions_is_allowed() {
         let d = parse("1001,a@example.com\n1002,A@example.com\n").unwrap();
         assert_eq!(d.len(), 2);
-        assert_eq!(d.entries[1].email, "a@example.com");
+        assert_eq!(&*d.entries[1].email, "a@example.com");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub async fn open_store(
 /// Matches remembered by the store, for e-mails still in the directory: the daemon works with
 /// them at once, before Graph has answered.
 pub fn cached_matches(snapshot: &Snapshot, directory: &Directory) -> Matches {
-    let wanted: HashSet<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
+    let wanted: HashSet<&str> = directory.entries.iter().map(|e| &*e.email).collect();
     let mut pairs = Vec::new();
     for row in &snapshot.users {
         let Some(status) = &row.match_status else {
@@ -112,11 +112,7 @@ pub fn remove_departed<'a>(
     before: impl IntoIterator<Item = &'a str>,
     directory: &Directory,
 ) -> Vec<&'a str> {
-    let present: HashSet<&str> = directory
-        .entries
-        .iter()
-        .map(|e| e.extension.as_str())
-        .collect();
+    let present: HashSet<&str> = directory.entries.iter().map(|e| &*e.extension).collect();
     let departed: Vec<&str> = before
         .into_iter()
         .filter(|ext| !present.contains(ext))
@@ -183,7 +179,7 @@ pub fn restore(engine: &mut Engine, snapshot: &Snapshot, now: Millis, take_over:
 
 pub fn known_extensions(directory: &Directory) -> Arc<ExtensionSet> {
     Arc::new(ExtensionSet::new(
-        directory.entries.iter().map(|e| e.extension.as_str()),
+        directory.entries.iter().map(|e| &*e.extension),
     ))
 }
 
@@ -196,7 +192,7 @@ pub fn user_extensions(config: &Config, directory: &Directory) -> Arc<Vec<String
     let mut list: Vec<String> = directory
         .entries
         .iter()
-        .map(|e| e.extension.clone())
+        .map(|e| e.extension.to_string())
         .collect();
     list.sort_unstable();
     list.dedup();

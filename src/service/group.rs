@@ -4,6 +4,7 @@
 //! change in the journal and kept for `status`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::{Config, Directory, EntraGroupConfig, UserEntry};
 use crate::graph::{GraphClient, GraphError, GroupMember, extension_of};
@@ -42,8 +43,14 @@ pub fn users_of(members: &[GroupMember], g: &EntraGroupConfig) -> GroupUsers {
             .and_then(|v| extension_of(v, regex));
         match extension {
             Some(ext) if taken.insert(ext.clone()) => out.entries.push(UserEntry {
-                extension: ext,
-                email: m.mail.as_deref().unwrap_or(&m.upn).trim().to_lowercase(),
+                extension: ext.into(),
+                email: m
+                    .mail
+                    .as_deref()
+                    .unwrap_or(&m.upn)
+                    .trim()
+                    .to_lowercase()
+                    .into(),
                 direction: Direction::Both,
                 line: 0,
             }),
@@ -61,7 +68,7 @@ pub fn merge(dir: Directory, group: &[UserEntry]) -> (Directory, usize) {
     if group.is_empty() {
         return (dir, 0);
     }
-    let mut taken: HashSet<String> = dir.entries.iter().map(|e| e.extension.clone()).collect();
+    let mut taken: HashSet<Arc<str>> = dir.entries.iter().map(|e| e.extension.clone()).collect();
     let mut entries = dir.entries;
     let mut conflicts = 0;
     for e in group {
@@ -78,14 +85,14 @@ pub fn merge(dir: Directory, group: &[UserEntry]) -> (Directory, usize) {
 /// and the voicemail boxes) does not have. Used when the group cannot be read at start, so a
 /// Graph outage does not drop its members (and clear their calls) until a read succeeds.
 pub fn remembered(snapshot: &Snapshot, dir: &Directory) -> Vec<UserEntry> {
-    let taken: HashSet<&str> = dir.entries.iter().map(|e| e.extension.as_str()).collect();
+    let taken: HashSet<&str> = dir.entries.iter().map(|e| &*e.extension).collect();
     snapshot
         .users
         .iter()
         .filter(|u| !taken.contains(u.extension.as_str()))
         .map(|u| UserEntry {
-            extension: u.extension.clone(),
-            email: u.email.clone(),
+            extension: u.extension.as_str().into(),
+            email: u.email.as_str().into(),
             direction: Direction::Both,
             line: 0,
         })
@@ -165,7 +172,7 @@ mod tests {
         let got: Vec<(&str, &str)> = users
             .entries
             .iter()
-            .map(|e| (e.extension.as_str(), e.email.as_str()))
+            .map(|e| (&*e.extension, &*e.email))
             .collect();
         assert_eq!(got, [("1001", "ann@x.com"), ("1002", "bob@x.com")]);
         assert_eq!(users.unusable, ["eve@x.com", "zed@x.com"]);
@@ -184,7 +191,7 @@ mod tests {
             &g,
         );
         let (dir, conflicts) = merge(file, &users.entries);
-        let got: Vec<&str> = dir.entries.iter().map(|e| e.email.as_str()).collect();
+        let got: Vec<&str> = dir.entries.iter().map(|e| &*e.email).collect();
         assert_eq!((got, conflicts), (vec!["file@x.com", "b@x.com"], 1));
     }
 

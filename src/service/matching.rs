@@ -132,7 +132,7 @@ pub fn user_specs<'a>(
 
 /// Every distinct e-mail of the directory, sorted (one address may serve two extensions).
 pub fn all_emails(directory: &Directory) -> Vec<String> {
-    let mut emails: Vec<&str> = directory.entries.iter().map(|e| e.email.as_str()).collect();
+    let mut emails: Vec<&str> = directory.entries.iter().map(|e| &*e.email).collect();
     emails.sort_unstable();
     emails.dedup();
     emails.into_iter().map(str::to_owned).collect()
@@ -218,7 +218,7 @@ impl Matching {
             .entries
             .iter()
             .filter(|e| !self.matches.contains_key(&e.email))
-            .map(|e| e.email.clone())
+            .map(|e| e.email.to_string())
             .collect();
         self.want(missing);
     }

@@ -98,8 +98,8 @@ mod tests {
         let mut out = Outbox::new(store.clone());
         for i in 0..2 * CHUNK + 3 {
             out.write(Write::UpsertUser {
-                extension: i.to_string(),
-                email: format!("{i}@example.com"),
+                extension: i.to_string().into(),
+                email: format!("{i}@example.com").into(),
                 direction: "both".into(),
             });
         }

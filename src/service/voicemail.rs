@@ -2,6 +2,7 @@
 //! user's e-mail there. Merged under the users file, which wins on conflicts.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::{Config, Directory, UserEntry};
 use crate::pbx::asterisk::ami::{AmiClient, AmiError, VoicemailUser};
@@ -32,7 +33,7 @@ pub fn merge(file: Directory, boxes: &[VoicemailUser]) -> Directory {
     if boxes.is_empty() {
         return file;
     }
-    let mut taken: HashSet<String> = file.entries.iter().map(|e| e.extension.clone()).collect();
+    let mut taken: HashSet<Arc<str>> = file.entries.iter().map(|e| e.extension.clone()).collect();
     let mut entries = file.entries;
     for b in boxes {
         let email = b.email.trim().to_lowercase();
@@ -40,12 +41,13 @@ pub fn merge(file: Directory, boxes: &[VoicemailUser]) -> Directory {
             tracing::debug!(mailbox = %b.mailbox, "voicemail box without an e-mail skipped");
             continue;
         }
-        if !taken.insert(b.mailbox.clone()) {
+        let extension: Arc<str> = b.mailbox.as_str().into();
+        if !taken.insert(extension.clone()) {
             continue;
         }
         entries.push(UserEntry {
-            extension: b.mailbox.clone(),
-            email,
+            extension,
+            email: email.into(),
             direction: Direction::Both,
             line: 0,
         });
@@ -84,7 +86,7 @@ mod tests {
         let got: Vec<(&str, &str)> = merged
             .entries
             .iter()
-            .map(|e| (e.extension.as_str(), e.email.as_str()))
+            .map(|e| (&*e.extension, &*e.email))
             .collect();
         assert_eq!(
             got,

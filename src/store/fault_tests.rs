@@ -5,7 +5,7 @@ use super::*;
 fn upsert(ext: &str) -> Write {
     Write::UpsertUser {
         extension: ext.into(),
-        email: format!("{ext}@example.com"),
+        email: format!("{ext}@example.com").into(),
         direction: "both".into(),
     }
 }

@@ -119,7 +119,7 @@ fn matches_run(conn: &mut PgConn, run: &[Write]) -> Result<(), DbError> {
             at: t,
         } = w
         {
-            ext.push(extension.as_str());
+            ext.push(&**extension);
             id.push(teams_id.as_deref());
             status.push(s.as_str());
             detail.push(d.as_deref());
@@ -145,9 +145,9 @@ fn users_run(conn: &mut PgConn, run: &[Write]) -> Result<(), DbError> {
             direction: d,
         } = w
         {
-            ext.push(extension.as_str());
-            email.push(e.as_str());
-            direction.push(d.as_str());
+            ext.push(&**extension);
+            email.push(&**e);
+            direction.push(&**d);
         }
     }
     conn.exec_pg(

@@ -312,7 +312,7 @@ async fn runs_of_like_writes_end_as_write_by_write() {
     let mut writes: Vec<Write> = (0..40).map(|i| upsert(&ext(i))).collect();
     for round in 0..2_i64 {
         writes.extend((0..60).map(|i| Write::SetMatch {
-            extension: ext(i),
+            extension: ext(i).into(),
             teams_id: Some(format!("id-{i}-{round}").into()),
             status: crate::sync::types::MatchStatus::Matched,
             detail: None,
@@ -334,7 +334,7 @@ async fn runs_of_like_writes_end_as_write_by_write() {
     }
     // A changed e-mail in a run of upserts forgets the match, as one by one.
     writes.push(Write::UpsertUser {
-        extension: ext(3),
+        extension: ext(3).into(),
         email: "new@example.com".into(),
         direction: "both".into(),
     });

@@ -25,6 +25,7 @@ pub fn apply<D: Db>(conn: &mut D, write: &Write) -> Result<(), DbError> {
             email,
             direction,
         } => {
+            let (extension, email, direction) = (&**extension, &**email, &**direction);
             // A match belongs to the e-mail it was found for: a new e-mail forgets it, so a
             // restart never takes the old address's Teams user for the new one.
             exec(
@@ -54,7 +55,7 @@ pub fn apply<D: Db>(conn: &mut D, write: &Write) -> Result<(), DbError> {
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (extension) DO UPDATE SET teams_id = excluded.teams_id,
                 status = excluded.status, detail = excluded.detail, at = excluded.at",
-            p![extension, teams_id.as_deref(), status.as_str(), detail, at],
+            p![&**extension, teams_id.as_deref(), status.as_str(), detail, at],
         ),
         Write::SetTeams {
             extension,

@@ -10,7 +10,7 @@ use super::Write;
 pub(super) fn upsert(ext: &str) -> Write {
     Write::UpsertUser {
         extension: ext.into(),
-        email: format!("{ext}@example.com"),
+        email: format!("{ext}@example.com").into(),
         direction: "both".into(),
     }
 }

@@ -17,12 +17,13 @@ pub enum Write {
     /// A user from the users file: add it, or update its e-mail and direction. A changed
     /// e-mail forgets the user's match (it was the old address's).
     UpsertUser {
-        /// PBX extension, the key of everything per user.
-        extension: String,
+        /// PBX extension, the key of everything per user (shared with the directory: a start
+        /// with 250,000 new users queues one of these per user).
+        extension: Arc<str>,
         /// E-mail / UPN used to find the Teams account.
-        email: String,
+        email: Arc<str>,
         /// Which way presence flows for this user, as the config spells it.
-        direction: String,
+        direction: Cow<'static, str>,
     },
     /// The user left the users file: forget it and everything about it (match, states, its
     /// errors). An open "In a call" session row stays until `CloseSession`, so that a crash
@@ -33,8 +34,8 @@ pub enum Write {
     },
     /// Result of looking the e-mail up in Entra.
     SetMatch {
-        /// PBX extension of the user.
-        extension: String,
+        /// PBX extension of the user (shared with the directory).
+        extension: Arc<str>,
         /// The Entra object id, when found (shared with the daemon's match: the first lookup
         /// round queues one of these per user).
         teams_id: Option<Arc<str>>,
@@ -229,9 +230,10 @@ impl Write {
     /// The extension the write is about, for logs.
     pub fn extension(&self) -> Option<&str> {
         match self {
-            Write::UpsertUser { extension, .. }
-            | Write::RemoveUser { extension }
-            | Write::SetMatch { extension, .. }
+            Write::UpsertUser { extension, .. } | Write::SetMatch { extension, .. } => {
+                Some(extension)
+            }
+            Write::RemoveUser { extension }
             | Write::SetTeams { extension, .. }
             | Write::SetPushed { extension, .. }
             | Write::SetPbx { extension, .. }

@@ -35,7 +35,7 @@ use preferred::Preferred;
 /// (50,000 users: every byte per user counts).
 #[derive(Debug, Clone)]
 struct User {
-    email: String,
+    email: Arc<str>,
     teams_id: Option<Arc<str>>,
     direction: Direction,
     call: CallState,
@@ -157,7 +157,7 @@ impl Engine {
                         pushed: None,
                         mark: self.mark,
                     };
-                    new.push((Arc::from(spec.extension), user));
+                    new.push((spec.extension, user));
                 }
             }
         }
@@ -300,7 +300,7 @@ impl Engine {
 
     /// The e-mail of the Teams account an extension belongs to, if it is in the directory.
     pub fn email(&self, extension: &str) -> Option<&str> {
-        self.users.get(extension).map(|u| u.email.as_str())
+        self.users.get(extension).map(|u| &*u.email)
     }
 
     /// True when the extension is in the directory.
@@ -336,7 +336,7 @@ fn push_command(
 ) -> Command {
     Command::PushToPbx {
         extension: extension.to_owned(),
-        email: user.email.clone(),
+        email: user.email.to_string(),
         state: mapping.state_for(&presence).to_owned(),
         presence,
     }

@@ -23,8 +23,9 @@ pub struct EngineSettings {
 /// One directory entry as the core needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSpec {
-    pub extension: Extension,
-    pub email: String,
+    /// Shared with the directory, as is the e-mail.
+    pub extension: Arc<str>,
+    pub email: Arc<str>,
     /// The matched Teams user id; `None` while unmatched. Shared, not copied: the id of each of
     /// 50,000 users would otherwise be held four times over.
     pub teams_id: Option<Arc<str>>,

@@ -102,8 +102,8 @@ impl Daemon {
         for e in &self.directory.entries {
             let direction = direction_name(e.direction);
             let m = self.matching.matches.get(&e.email);
-            let same = stored.get(e.extension.as_str()).is_some_and(|row| {
-                row.email == e.email
+            let same = stored.get(&*e.extension).is_some_and(|row| {
+                row.email == *e.email
                     && row.direction == direction
                     && row.teams_id.as_deref() == m.and_then(|m| m.teams_id.as_deref())
                     && row.match_status == m.map(|m| m.status)
@@ -166,9 +166,9 @@ fn log_match(extension: &str, email: &str, info: &MatchInfo) {
 }
 
 /// The store's record of one extension's match.
-fn set_match(extension: &str, m: &MatchInfo, at: Millis) -> Write {
+fn set_match(extension: &Arc<str>, m: &MatchInfo, at: Millis) -> Write {
     Write::SetMatch {
-        extension: extension.to_owned(),
+        extension: Arc::clone(extension),
         teams_id: m.teams_id.clone(),
         status: m.status,
         detail: m.detail.clone(),

@@ -74,7 +74,7 @@ impl Daemon {
     }
 
     fn apply_users(&mut self, directory: Arc<Directory>) {
-        let before = self.directory.entries.iter().map(|e| e.extension.as_str());
+        let before = self.directory.entries.iter().map(|e| &*e.extension);
         remove_departed(&mut self.out, before, &directory);
         self.directory = directory;
         let feeds = &self.parts.feeds;

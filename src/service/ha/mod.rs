@@ -323,7 +323,11 @@ async fn intake(
 async fn users_file(options: &RunOptions) -> Vec<String> {
     let path = options.config_path.clone();
     match tokio::task::spawn_blocking(move || crate::config::load_all(&path)).await {
-        Ok(Ok((_, directory))) => directory.entries.into_iter().map(|e| e.extension).collect(),
+        Ok(Ok((_, directory))) => directory
+            .entries
+            .into_iter()
+            .map(|e| e.extension.to_string())
+            .collect(),
         _ => Vec::new(),
     }
 }
