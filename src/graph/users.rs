@@ -249,11 +249,14 @@ impl Stages {
 impl GraphClient {
     /// The Entra user for each address in `emails` (trimmed and lowercased, one entry per
     /// input, in order), through the three stages (List users and `$filter` pages).
-    pub async fn resolve_users(
+    pub async fn resolve_users<S: AsRef<str>>(
         &self,
-        emails: &[String],
+        emails: &[S],
     ) -> Result<Vec<(String, UserMatch)>, GraphError> {
-        let wanted: Vec<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
+        let wanted: Vec<String> = emails
+            .iter()
+            .map(|e| e.as_ref().trim().to_lowercase())
+            .collect();
         let answers: HashMap<String, UserMatch> = self
             .resolve_step(&mut Stages::default(), &wanted, true)
             .await?
@@ -283,15 +286,15 @@ impl GraphClient {
     /// until a later step fills a `$batch` of the next stage, or until the `last` step.
     /// Returns the addresses decided in this step (each address once per round, lowercased;
     /// empty ones are skipped).
-    pub async fn resolve_step(
+    pub async fn resolve_step<S: AsRef<str>>(
         &self,
         stages: &mut Stages,
-        emails: &[String],
+        emails: &[S],
         last: bool,
     ) -> Result<Vec<(String, UserMatch)>, GraphError> {
         let mut unique: Vec<String> = emails
             .iter()
-            .map(|e| e.trim().to_lowercase())
+            .map(|e| e.as_ref().trim().to_lowercase())
             .filter(|e| !e.is_empty())
             .collect();
         unique.sort_unstable();

@@ -131,11 +131,11 @@ pub fn user_specs<'a>(
 }
 
 /// Every distinct e-mail of the directory, sorted (one address may serve two extensions).
-pub fn all_emails(directory: &Directory) -> Vec<String> {
-    let mut emails: Vec<&str> = directory.entries.iter().map(|e| &*e.email).collect();
+pub fn all_emails(directory: &Directory) -> Vec<Arc<str>> {
+    let mut emails: Vec<Arc<str>> = directory.entries.iter().map(|e| e.email.clone()).collect();
     emails.sort_unstable();
     emails.dedup();
-    emails.into_iter().map(str::to_owned).collect()
+    emails
 }
 
 /// The matches, and where the lookup rounds stand. At most one round runs at a time;
@@ -150,7 +150,10 @@ pub struct Matching {
     /// copied); sorted and made unique when the round ends.
     changes: Vec<Arc<str>>,
     /// E-mails for the next round (sorted and made unique when it starts).
-    waiting: Vec<String>,
+    waiting: Vec<Arc<str>>,
+    /// The running round's e-mails, sorted: the answers' keys are taken from here, so the
+    /// matches share the directory's allocation of each address.
+    round: Arc<[Arc<str>]>,
     /// The round generation; answers of an older one (before an `[azure]` change) are dropped.
     generation: u64,
     /// Whether a round runs.
@@ -195,7 +198,8 @@ pub fn first_full_round(
 #[derive(Debug)]
 pub struct Lookup {
     pub generation: u64,
-    pub emails: Vec<String>,
+    /// Sorted, unique.
+    pub emails: Arc<[Arc<str>]>,
 }
 
 impl Matching {
@@ -208,17 +212,17 @@ impl Matching {
     }
 
     /// Ask for these addresses to be looked up (with the next round).
-    pub fn want(&mut self, emails: impl IntoIterator<Item = String>) {
+    pub fn want(&mut self, emails: impl IntoIterator<Item = Arc<str>>) {
         self.waiting.extend(emails);
     }
 
     /// The directory's addresses without a match yet.
     pub fn want_unresolved(&mut self, directory: &Directory) {
-        let missing: Vec<String> = directory
+        let missing: Vec<Arc<str>> = directory
             .entries
             .iter()
             .filter(|e| !self.matches.contains_key(&e.email))
-            .map(|e| e.email.to_string())
+            .map(|e| e.email.clone())
             .collect();
         self.want(missing);
     }
@@ -266,9 +270,10 @@ impl Matching {
         let mut emails = std::mem::take(&mut self.waiting);
         emails.sort_unstable();
         emails.dedup();
+        self.round = emails.into();
         Some(Lookup {
             generation: self.generation,
-            emails,
+            emails: Arc::clone(&self.round),
         })
     }
 
@@ -287,7 +292,7 @@ impl Matching {
             if self.matches.get(&email) == Some(&info) {
                 continue;
             }
-            let email: Arc<str> = Arc::from(email);
+            let email = self.shared(email);
             self.changes.push(Arc::clone(&email));
             self.pending.push((email, info));
             changed += 1;
@@ -296,6 +301,14 @@ impl Matching {
             self.merge();
         }
         changed
+    }
+
+    /// The round's own copy of `email` (Graph answers with the addresses it was asked for).
+    fn shared(&self, email: String) -> Arc<str> {
+        match self.round.binary_search_by(|e| (**e).cmp(email.as_str())) {
+            Ok(i) => Arc::clone(&self.round[i]),
+            Err(_) => Arc::from(email),
+        }
     }
 
     /// The round's answers so far into `matches`.
@@ -313,6 +326,7 @@ impl Matching {
         now: Millis,
     ) -> RoundEnd {
         self.busy = false;
+        self.round = Arc::from([]);
         let full = std::mem::take(&mut self.full);
         if generation != self.generation {
             return RoundEnd::default();
@@ -349,6 +363,10 @@ mod tests {
     use super::*;
     use crate::config::parse_users;
 
+    fn strs(emails: &[Arc<str>]) -> Vec<&str> {
+        emails.iter().map(|e| &**e).collect()
+    }
+
     fn matched(id: &str) -> UserMatch {
         UserMatch::Matched {
             id: id.into(),
@@ -362,8 +380,8 @@ mod tests {
         let dir = parse_users("1001,a@x.com\n1002,b@x.com\n", Path::new("/u.csv")).unwrap();
         let mut m = Matching::new(Matches::default(), 0);
         let first = m.next_round(&dir, 0, Duration::from_secs(3600)).unwrap();
-        assert_eq!(first.emails, ["a@x.com", "b@x.com"]);
-        m.want(["c@x.com".to_owned()]);
+        assert_eq!(strs(&first.emails), ["a@x.com", "b@x.com"]);
+        m.want(["c@x.com".into()]);
         assert!(
             m.next_round(&dir, 1, Duration::from_secs(3600)).is_none(),
             "one round runs"
@@ -374,7 +392,7 @@ mod tests {
         assert!(end.changed == [Arc::from("a@x.com")] && end.retry.is_none() && m.matched_once);
         assert!(end.full, "the first round is a full one");
         let next = m.next_round(&dir, 3, Duration::from_secs(3600)).unwrap();
-        assert_eq!(next.emails, ["c@x.com"]);
+        assert_eq!(strs(&next.emails), ["c@x.com"]);
     }
 
     #[test]
@@ -430,7 +448,11 @@ mod tests {
         let mut m = Matching::new(cached, due);
         m.want_unresolved(&dir);
         let r = m.next_round(&dir, now, hour).unwrap();
-        assert_eq!(r.emails, ["b@x.com"], "only the address without a match");
+        assert_eq!(
+            strs(&r.emails),
+            ["b@x.com"],
+            "only the address without a match"
+        );
         assert!(!m.on_done(r.generation, &Ok(()), now).full);
         assert!(m.next_round(&dir, due - 1, hour).is_none());
         let r = m.next_round(&dir, due, hour).unwrap();
@@ -458,7 +480,7 @@ mod tests {
         for chunk in round.emails.chunks(1500) {
             let answers = chunk
                 .iter()
-                .map(|e| (e.clone(), matched(&format!("id-{e}"))))
+                .map(|e| (e.to_string(), matched(&format!("id-{e}"))))
                 .collect();
             total += m.on_chunk(round.generation, answers);
         }
