@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::planner::{Op, Planner, token_due};
+use super::planner::{Op, Planner, delete, token_due};
 use super::state::{AccountState, Health, Holding, Session, Sub};
 use super::types::{Command, Fact, Failure, Listed, MISSED_AFTER, Made, Record};
 use super::upkeep::granted;
@@ -184,42 +184,18 @@ impl Planner {
     fn adopt(&mut self, i: usize, listed: Vec<Listed>, now: Millis, out: &mut Vec<Command>) {
         let name = self.accounts[i].name.clone();
         for s in listed {
-            if let Some(url) = &s.elsewhere {
-                self.recorded.remove(&s.id);
-                out.push(Command::Report(Fact::ElsewhereDeleted {
-                    account: name.clone(),
-                    subscription: s.id.clone(),
-                    url: url.clone(),
-                }));
-                out.push(Command::Delete {
-                    account: name.clone(),
-                    id: s.id.clone(),
-                });
-                out.push(Command::Drop { id: s.id });
-                continue;
-            }
             let free = self.accounts[i].state.sub().is_none();
             let recorded = self
                 .recorded
                 .remove(&s.id)
-                .filter(|r| r.account == name && free);
+                .filter(|r| r.account == name && free && s.elsewhere.is_none());
             let alive = recorded.and_then(|r| {
                 let expires_at = s.expires_at.unwrap_or(r.expires_at);
                 (expires_at > now).then_some((r, expires_at))
             });
             match alive {
                 Some((r, expires_at)) => self.keep(i, r, s, (expires_at, now), out),
-                None => {
-                    out.push(Command::Report(Fact::UnknownDeleted {
-                        account: name.clone(),
-                        subscription: s.id.clone(),
-                    }));
-                    out.push(Command::Delete {
-                        account: name.clone(),
-                        id: s.id.clone(),
-                    });
-                    out.push(Command::Drop { id: s.id });
-                }
+                None => delete_listed(&name, s, out),
             }
         }
         if let Some(session) = self.session_mut(i)
@@ -353,11 +329,7 @@ impl Planner {
                     account: account.clone(),
                 });
             }
-            out.push(Command::Delete {
-                account,
-                id: sub.id.clone(),
-            });
-            out.push(Command::Drop { id: sub.id });
+            delete(account, sub.id, out);
         }
     }
 }
@@ -383,4 +355,22 @@ fn create_failed(
         first: session.backoff.is_none(),
     }));
     session.failed(now);
+}
+
+/// A listed subscription this node does not adopt: said (unknown, or notifying another URL),
+/// deleted at Graph and dropped from the records.
+fn delete_listed(account: &str, s: Listed, out: &mut Vec<Command>) {
+    let (account, subscription) = (account.to_owned(), s.id);
+    out.push(Command::Report(match s.elsewhere {
+        Some(url) => Fact::ElsewhereDeleted {
+            account: account.clone(),
+            subscription: subscription.clone(),
+            url,
+        },
+        None => Fact::UnknownDeleted {
+            account: account.clone(),
+            subscription: subscription.clone(),
+        },
+    }));
+    delete(account, subscription, out);
 }

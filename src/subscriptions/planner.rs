@@ -320,11 +320,7 @@ impl Planner {
     fn drop_sub(&mut self, i: usize, out: &mut Vec<Command>) {
         let account = self.accounts[i].name.clone();
         if let Some(sub) = self.session_mut(i).and_then(Session::take_sub) {
-            out.push(Command::Delete {
-                account,
-                id: sub.id.clone(),
-            });
-            out.push(Command::Drop { id: sub.id });
+            delete(account, sub.id, out);
         }
     }
 
@@ -424,4 +420,13 @@ pub(super) fn token_due(valid_until: Millis, now: Millis) -> Millis {
     } else {
         now.saturating_add((valid_until.saturating_sub(now) / 2).max(1_000))
     }
+}
+
+/// Delete subscription `id` of `account` at Graph and forget its record.
+pub(super) fn delete(account: String, id: String, out: &mut Vec<Command>) {
+    out.push(Command::Delete {
+        account,
+        id: id.clone(),
+    });
+    out.push(Command::Drop { id });
 }
